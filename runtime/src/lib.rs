@@ -1,0 +1,9 @@
+//! pg_flo: PostgreSQL logical replication (pgoutput) -> NATS JetStream -> worker -> sinks.
+//!
+//! Data flow: `postgres::replication` reads the slot, `postgres::pgoutput` decodes it,
+//! `replicator` batches changes into [`message::ChangeBatch`]es and publishes them to the
+//! group's stream, confirming a source LSN only after every change up to it is acknowledged by
+//! JetStream; `worker` pulls them, and a `sink` writes them, acking NATS only once durable.
+
+pub mod lsn;
+pub mod message;

@@ -1,0 +1,415 @@
+//! The change-message format carried on NATS JetStream, version 1 (documented field by field
+//! in `docs/message-format.md`).
+//!
+//! Place in the pipeline: the replicator turns pgoutput changes into [`ChangeBatch`]es and
+//! publishes each as one NATS message; the worker decodes them and hands the changes to rules,
+//! routing and the sink.
+//!
+//! Contract:
+//! - One message holds changes of exactly one source transaction; a transaction larger than
+//!   the batch limit spans several messages numbered by `seq` from 0, the final one has
+//!   `last = true`. The split is deterministic, so a replay produces the same messages.
+//! - Messages of a group are published in WAL commit order. [`Position`] `(commit_lsn, seq)`
+//!   strictly increases along the stream; `prev` names the position of the message the same
+//!   replicator run published before this one, so a consumer can tell a gap (a message lost
+//!   while NATS restarted and re-published later) from a normal successor.
+//! - Values are PostgreSQL's text output (pgoutput text format), as raw bytes: `NULL`, `''`
+//!   and an unchanged TOASTed value are three different [`Value`]s.
+//!
+//! The encoding is MessagePack with structs as arrays (fields in declaration order), so new
+//! fields may only be appended, with `#[serde(default)]`.
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::ser::Serializer;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::lsn::Lsn;
+
+/// Version written in every message; a worker refuses versions it does not know.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Header naming the format version of a payload.
+pub const FORMAT_HEADER: &str = "Pg-Flo-Format";
+
+/// Where a message stands in a group's stream: ordered by commit LSN, then by `seq`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Position {
+    pub commit_lsn: u64,
+    pub seq: u32,
+}
+
+impl Position {
+    /// The position that stands for "every message of the transaction committed at `lsn`".
+    pub fn end_of(commit_lsn: Lsn) -> Self {
+        Position {
+            commit_lsn: commit_lsn.0,
+            seq: u32::MAX,
+        }
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", Lsn(self.commit_lsn), self.seq)
+    }
+}
+
+/// One NATS message: a slice of one source transaction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChangeBatch {
+    /// [`FORMAT_VERSION`].
+    pub version: u8,
+    /// LSN of the source transaction's commit record.
+    pub commit_lsn: u64,
+    /// Commit time, microseconds since the Unix epoch.
+    pub commit_time_us: i64,
+    /// Source transaction id.
+    pub xid: u32,
+    /// Index of this message within its transaction, from 0.
+    pub seq: u32,
+    /// True on the transaction's final message.
+    pub last: bool,
+    /// Position of the message published before this one by the same replicator run; `None`
+    /// on the first message of a run.
+    pub prev: Option<Position>,
+    /// When the replicator built this message, microseconds since the Unix epoch.
+    pub emitted_at_us: i64,
+    /// The relations that `changes` refer to by index.
+    pub relations: Vec<Relation>,
+    /// The changes, in WAL order.
+    pub changes: Vec<Change>,
+}
+
+impl ChangeBatch {
+    pub fn position(&self) -> Position {
+        Position {
+            commit_lsn: self.commit_lsn,
+            seq: self.seq,
+        }
+    }
+
+    /// The NATS `Nats-Msg-Id` of this message, stable across replays: `{slot}:{lsn}:{seq}`.
+    pub fn message_id(&self, slot: &str) -> String {
+        format!("{slot}:{}:{}", Lsn(self.commit_lsn), self.seq)
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+        rmp_serde::to_vec(self)
+    }
+
+    /// Decodes a payload; a version other than [`FORMAT_VERSION`] is an error.
+    pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
+        let batch: ChangeBatch = rmp_serde::from_slice(payload).map_err(DecodeError::Malformed)?;
+        if batch.version != FORMAT_VERSION {
+            return Err(DecodeError::Version(batch.version));
+        }
+        for change in &batch.changes {
+            let rels = std::iter::once(change.relation).chain(
+                change
+                    .truncate
+                    .iter()
+                    .flat_map(|t| t.relations.iter().copied()),
+            );
+            for rel in rels {
+                if usize::from(rel) >= batch.relations.len() {
+                    return Err(DecodeError::RelationIndex(rel));
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    pub fn relation(&self, change: &Change) -> &Relation {
+        // `decode` and the replicator guarantee the index is in range.
+        &self.relations[usize::from(change.relation)]
+    }
+}
+
+/// Why a payload could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("malformed change message")]
+    Malformed(#[source] rmp_serde::decode::Error),
+    #[error("change message format version {0} is not supported by this pg_flo (it reads version {FORMAT_VERSION}); upgrade the worker")]
+    Version(u8),
+    #[error("change message refers to relation index {0} that it does not carry")]
+    RelationIndex(u16),
+}
+
+/// A source table as the changes saw it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Relation {
+    /// Source relation OID.
+    pub oid: u32,
+    pub schema: String,
+    pub table: String,
+    pub columns: Vec<Column>,
+    /// The key a sink uses to find a row: primary key, else the replica-identity index, else
+    /// all columns (`REPLICA IDENTITY FULL`).
+    pub key: ReplicationKey,
+}
+
+impl Relation {
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    /// Source type OID (built-in OIDs are the same on every server).
+    pub type_oid: u32,
+    pub type_modifier: i32,
+    /// Part of the replica identity (pgoutput's key flag).
+    pub identity: bool,
+}
+
+/// pg_flo's `ReplicationKey`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplicationKey {
+    pub kind: KeyKind,
+    pub columns: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyKind {
+    PrimaryKey,
+    Unique,
+    Full,
+}
+
+impl KeyKind {
+    /// The name pg_flo shows in JSON output.
+    pub fn as_pg_flo(self) -> &'static str {
+        match self {
+            KeyKind::PrimaryKey => "PRIMARY KEY",
+            KeyKind::Unique => "UNIQUE",
+            KeyKind::Full => "FULL",
+        }
+    }
+}
+
+/// What a change did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Insert,
+    Update,
+    Delete,
+    Truncate,
+}
+
+impl Op {
+    /// The name pg_flo uses (`Type` in JSON, `operations` in rules and routing).
+    pub fn as_pg_flo(self) -> &'static str {
+        match self {
+            Op::Insert => "INSERT",
+            Op::Update => "UPDATE",
+            Op::Delete => "DELETE",
+            Op::Truncate => "TRUNCATE",
+        }
+    }
+}
+
+/// Which old values an update or delete carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OldKind {
+    /// Replica-identity columns only; the other columns are [`Value::Null`].
+    Key,
+    /// The whole old row (`REPLICA IDENTITY FULL`).
+    Full,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub op: Op,
+    /// WAL position of the change itself.
+    pub lsn: u64,
+    /// Index into [`ChangeBatch::relations`]; for a truncate, the first truncated relation.
+    pub relation: u16,
+    /// New row (insert, update), one value per column of the relation.
+    pub new: Option<Vec<Value>>,
+    /// Old row or key (update when the key changed or identity is FULL; delete).
+    pub old: Option<(OldKind, Vec<Value>)>,
+    /// Truncate only.
+    pub truncate: Option<Truncate>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Truncate {
+    /// Indexes into [`ChangeBatch::relations`] of every truncated table.
+    pub relations: Vec<u16>,
+    pub cascade: bool,
+    pub restart_identity: bool,
+}
+
+/// A column value in PostgreSQL text form.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Value {
+    Null,
+    /// A TOASTed value the change did not touch; the sink must keep what it has.
+    UnchangedToast,
+    /// The text output of the value (may be empty: `''` is not `NULL`).
+    Text(Vec<u8>),
+}
+
+impl Value {
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Value::Text(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for Value {
+    // Never print row values (they may hold personal data); only their shape.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("Null"),
+            Value::UnchangedToast => f.write_str("UnchangedToast"),
+            Value::Text(b) => write!(f, "Text({} bytes)", b.len()),
+        }
+    }
+}
+
+// Encoded as MessagePack nil (NULL), `false` (unchanged TOAST) or bin (text bytes).
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Null => s.serialize_none(),
+            Value::UnchangedToast => s.serialize_bool(false),
+            Value::Text(b) => s.serialize_bytes(b),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Value;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("nil, false or bytes")
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+                Ok(Value::Null)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+                Ok(Value::Null)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Value, E> {
+                Ok(Value::UnchangedToast)
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Value, E> {
+                Ok(Value::Text(v.to_vec()))
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Value, E> {
+                Ok(Value::Text(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+                Ok(Value::Text(v.as_bytes().to_vec()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> ChangeBatch {
+        ChangeBatch {
+            version: FORMAT_VERSION,
+            commit_lsn: 0x16_B374_D848,
+            commit_time_us: 1_700_000_000_000_000,
+            xid: 42,
+            seq: 0,
+            last: true,
+            prev: None,
+            emitted_at_us: 1_700_000_000_000_100,
+            relations: vec![Relation {
+                oid: 16384,
+                schema: "public".into(),
+                table: "users".into(),
+                columns: vec![
+                    Column {
+                        name: "id".into(),
+                        type_oid: 23,
+                        type_modifier: -1,
+                        identity: true,
+                    },
+                    Column {
+                        name: "bio".into(),
+                        type_oid: 25,
+                        type_modifier: -1,
+                        identity: false,
+                    },
+                ],
+                key: ReplicationKey {
+                    kind: KeyKind::PrimaryKey,
+                    columns: vec!["id".into()],
+                },
+            }],
+            changes: vec![
+                Change {
+                    op: Op::Insert,
+                    lsn: 0x16_B374_D000,
+                    relation: 0,
+                    new: Some(vec![Value::Text(b"1".to_vec()), Value::Text(Vec::new())]),
+                    old: None,
+                    truncate: None,
+                },
+                Change {
+                    op: Op::Update,
+                    lsn: 0x16_B374_D100,
+                    relation: 0,
+                    new: Some(vec![Value::Text(b"2".to_vec()), Value::UnchangedToast]),
+                    old: Some((OldKind::Key, vec![Value::Text(b"1".to_vec()), Value::Null])),
+                    truncate: None,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn encode_decode_keeps_null_empty_and_unchanged_toast_apart() {
+        let batch = sample();
+        let bytes = batch.encode().unwrap();
+        let back = ChangeBatch::decode(&bytes).unwrap();
+        assert_eq!(back, batch);
+        assert_eq!(back.changes[0].new.as_ref().unwrap()[1], Value::Text(Vec::new()));
+        assert_eq!(back.changes[1].new.as_ref().unwrap()[1], Value::UnchangedToast);
+        assert_eq!(back.changes[1].old.as_ref().unwrap().1[1], Value::Null);
+        assert_eq!(batch.message_id("pg_flo_g_publication"), "pg_flo_g_publication:16/B374D848:0");
+    }
+
+    #[test]
+    fn decode_rejects_other_versions_and_garbage() {
+        let mut batch = sample();
+        batch.version = 9;
+        let err = ChangeBatch::decode(&batch.encode().unwrap()).unwrap_err();
+        assert!(matches!(err, DecodeError::Version(9)), "{err}");
+        assert!(matches!(
+            ChangeBatch::decode(b"\xc1garbage"),
+            Err(DecodeError::Malformed(_))
+        ));
+        let mut batch = sample();
+        batch.changes[0].relation = 3;
+        assert!(matches!(
+            ChangeBatch::decode(&batch.encode().unwrap()),
+            Err(DecodeError::RelationIndex(3))
+        ));
+    }
+
+    #[test]
+    fn positions_order_by_lsn_then_seq() {
+        let a = Position { commit_lsn: 5, seq: 7 };
+        let b = Position { commit_lsn: 6, seq: 0 };
+        assert!(a < b);
+        assert!(Position::end_of(Lsn(5)) > a);
+        assert!(Position::end_of(Lsn(5)) < b);
+    }
+}
