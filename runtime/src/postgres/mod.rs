@@ -1,0 +1,4 @@
+//! PostgreSQL access: ordinary connections (catalog, target writes) and the replication
+//! protocol (slot, pgoutput stream).
+
+pub mod connection;

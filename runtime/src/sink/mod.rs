@@ -1,0 +1,131 @@
+//! Sinks: where the worker writes changes (stdout, file, postgres).
+//!
+//! Place in the pipeline: NATS message -> decode -> rules -> routing -> **sink**.
+//!
+//! Delivery contract (the worker relies on it to ack NATS messages):
+//! - The worker calls [`Sink::apply`] once per NATS message, in stream order. A call may end in
+//!   the middle of a source transaction (a large transaction spans several messages).
+//! - The worker calls [`Sink::commit`] only at a transaction boundary, with the position of the
+//!   last applied message (whose `last` flag is set). `commit` returns `Ok` only when everything
+//!   applied so far is durable at the destination; the worker acks the NATS messages after that.
+//!   A sink that can (postgres) stores `through` in the same transaction as the data and reports
+//!   it from [`Sink::applied_position`] on the next start, so redelivered messages are skipped
+//!   (effectively-once). The others are at-least-once: a retry may repeat output.
+//! - After an error the worker calls [`Sink::rollback`], waits, and re-delivers every change since
+//!   the last successful commit.
+
+pub mod file;
+pub mod json;
+pub mod postgres;
+pub mod stdout;
+
+use std::future::Future;
+
+use crate::message::{ChangeBatch, Position};
+
+/// Whether retrying can help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    Transient,
+    Permanent,
+}
+
+/// A sink failure.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("i/o error writing {what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not connect to the target database ({target})")]
+    Connect {
+        target: String,
+        #[source]
+        source: crate::postgres::connection::ConnectError,
+    },
+    #[error("target database error while {step}")]
+    Postgres {
+        step: String,
+        retry: Retry,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl SinkError {
+    pub fn retry(&self) -> Retry {
+        match self {
+            SinkError::Io { .. } | SinkError::Connect { .. } => Retry::Transient,
+            SinkError::Postgres { retry, .. } => *retry,
+            SinkError::Invalid(_) => Retry::Permanent,
+        }
+    }
+
+    /// Bounded label for metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            SinkError::Io { .. } => "io",
+            SinkError::Connect { .. } => "connect",
+            SinkError::Postgres { .. } => "postgres",
+            SinkError::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// A destination for changes. See the module docs for the delivery contract.
+pub trait Sink: Send {
+    fn name(&self) -> &'static str;
+
+    /// The position an earlier run durably stored at the destination, if the sink tracks one.
+    fn applied_position(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<Position>, SinkError>> + Send;
+
+    /// Writes the changes of one NATS message after all earlier ones; not yet durable.
+    fn apply(&mut self, batch: &ChangeBatch) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Makes everything applied so far durable; `through` ends a source transaction.
+    fn commit(&mut self, through: Position) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Discards what was applied since the last commit, where the sink can.
+    fn rollback(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+/// The sinks, dispatched by enum (no trait objects on the hot path).
+pub enum AnySink {
+    Stdout(stdout::StdoutSink),
+    File(file::FileSink),
+    Postgres(Box<postgres::PostgresSink>),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnySink::Stdout($s) => $e,
+            AnySink::File($s) => $e,
+            AnySink::Postgres($s) => $e,
+        }
+    };
+}
+
+impl Sink for AnySink {
+    fn name(&self) -> &'static str {
+        dispatch!(self, s => s.name())
+    }
+    async fn applied_position(&mut self) -> Result<Option<Position>, SinkError> {
+        dispatch!(self, s => s.applied_position().await)
+    }
+    async fn apply(&mut self, batch: &ChangeBatch) -> Result<(), SinkError> {
+        dispatch!(self, s => s.apply(batch).await)
+    }
+    async fn commit(&mut self, through: Position) -> Result<(), SinkError> {
+        dispatch!(self, s => s.commit(through).await)
+    }
+    async fn rollback(&mut self) -> Result<(), SinkError> {
+        dispatch!(self, s => s.rollback().await)
+    }
+}
