@@ -127,13 +127,9 @@ pub struct WorkerConfig {
 #[derive(Clone, Debug)]
 pub enum SinkConfig {
     Stdout,
-    File {
-        output_dir: PathBuf,
-    },
+    File { output_dir: PathBuf },
     Postgres(PostgresSinkConfig),
-    Webhook {
-        url: String,
-    },
+    Webhook { url: String },
 }
 
 #[derive(Clone, Debug)]
@@ -145,4 +141,21 @@ pub struct PostgresSinkConfig {
     pub disable_foreign_keys: bool,
     /// The group name, under which the applied position is stored in the target.
     pub group: String,
+}
+
+/// Slot name, as pg_flo names it (the same string as the publication).
+pub fn slot_name(group: &str) -> String {
+    format!("pg_flo_{}_publication", group.replace('-', "_"))
+}
+pub fn publication_name(group: &str) -> String {
+    slot_name(group)
+}
+pub fn stream_name(group: &str) -> String {
+    format!("pgflo_{group}_stream")
+}
+pub fn subject(group: &str) -> String {
+    format!("pgflo.{group}")
+}
+pub fn consumer_name(group: &str) -> String {
+    format!("pgflo_{group}_consumer")
 }

@@ -6,7 +6,11 @@
 //! JetStream; `worker` pulls them, and a `sink` writes them, acking NATS only once durable.
 
 pub mod config;
+pub mod http;
 pub mod lsn;
 pub mod message;
+pub mod metrics;
+pub mod nats;
 pub mod postgres;
+pub mod replicator;
 pub mod sink;

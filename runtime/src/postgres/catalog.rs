@@ -214,7 +214,10 @@ pub async fn ensure_publication(
     tables: &[TableName],
 ) -> Result<(), CatalogError> {
     let exists = client
-        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&publication])
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
         .await
         .map_err(q("looking up the publication"))?
         .is_some();
@@ -258,7 +261,11 @@ pub async fn ensure_publication(
             .batch_execute(&sql)
             .await
             .map_err(q("adding tables to the publication"))?;
-        tracing::info!(publication, added = missing.len(), "added tables to existing publication");
+        tracing::info!(
+            publication,
+            added = missing.len(),
+            "added tables to existing publication"
+        );
     }
     Ok(())
 }

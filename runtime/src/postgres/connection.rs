@@ -16,3 +16,9 @@ pub async fn connect(
 ) -> Result<tokio_postgres::Client, ConnectError> {
     unimplemented!()
 }
+
+impl ConnectError {
+    pub fn is_transient(&self) -> bool {
+        true
+    }
+}

@@ -315,7 +315,10 @@ mod tests {
             panic!("not a relation")
         };
         assert_eq!(rel.oid, 16384);
-        assert_eq!((rel.schema.as_str(), rel.table.as_str()), ("public", "users"));
+        assert_eq!(
+            (rel.schema.as_str(), rel.table.as_str()),
+            ("public", "users")
+        );
         assert_eq!(rel.replica_identity, b'd');
         assert_eq!(rel.columns.len(), 2);
         assert!(rel.columns[0].identity && !rel.columns[1].identity);
@@ -409,7 +412,10 @@ mod tests {
     fn malformed_input_is_an_error_not_a_panic() {
         let full = relation_bytes();
         for cut in 0..full.len() {
-            assert!(decode(Bytes::copy_from_slice(&full[..cut])).is_err(), "cut at {cut}");
+            assert!(
+                decode(Bytes::copy_from_slice(&full[..cut])).is_err(),
+                "cut at {cut}"
+            );
         }
         assert_eq!(
             decode(Bytes::from_static(b"Z")),

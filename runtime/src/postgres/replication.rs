@@ -193,7 +193,9 @@ impl ReplicationConnection {
                         has_scram |= m == sasl::SCRAM_SHA_256;
                     }
                     if !has_scram {
-                        return Err(ReplicationError::UnsupportedAuth("SASL without SCRAM-SHA-256"));
+                        return Err(ReplicationError::UnsupportedAuth(
+                            "SASL without SCRAM-SHA-256",
+                        ));
                     }
                     let s = ScramSha256::new(&password, sasl::ChannelBinding::unsupported());
                     frontend::sasl_initial_response(
@@ -205,17 +207,17 @@ impl ReplicationConnection {
                     scram = Some(s);
                 }
                 Message::AuthenticationSaslContinue(body) => {
-                    let s = scram
-                        .as_mut()
-                        .ok_or_else(|| ReplicationError::Protocol("unexpected SASL continue".into()))?;
+                    let s = scram.as_mut().ok_or_else(|| {
+                        ReplicationError::Protocol("unexpected SASL continue".into())
+                    })?;
                     s.update(body.data())?;
                     frontend::sasl_response(s.message(), &mut self.writer.buf)?;
                     self.writer.flush().await?;
                 }
                 Message::AuthenticationSaslFinal(body) => {
-                    let s = scram
-                        .as_mut()
-                        .ok_or_else(|| ReplicationError::Protocol("unexpected SASL final".into()))?;
+                    let s = scram.as_mut().ok_or_else(|| {
+                        ReplicationError::Protocol("unexpected SASL final".into())
+                    })?;
                     s.finish(body.data())?;
                 }
                 Message::AuthenticationGss
@@ -274,16 +276,19 @@ impl ReplicationConnection {
             quote_ident(slot)
         );
         let rows = self.simple_query(&sql).await?;
-        let row = rows
-            .into_iter()
-            .next()
-            .ok_or_else(|| ReplicationError::Protocol("CREATE_REPLICATION_SLOT returned no row".into()))?;
+        let row = rows.into_iter().next().ok_or_else(|| {
+            ReplicationError::Protocol("CREATE_REPLICATION_SLOT returned no row".into())
+        })?;
         let consistent_point = row
             .get(1)
             .cloned()
             .flatten()
             .and_then(|s| s.parse::<Lsn>().ok())
-            .ok_or_else(|| ReplicationError::Protocol("CREATE_REPLICATION_SLOT returned no consistent point".into()))?;
+            .ok_or_else(|| {
+                ReplicationError::Protocol(
+                    "CREATE_REPLICATION_SLOT returned no consistent point".into(),
+                )
+            })?;
         Ok(CreatedSlot {
             consistent_point,
             snapshot_name: row.get(2).cloned().flatten(),
@@ -356,7 +361,9 @@ impl Reader {
     async fn next(&mut self) -> Result<Message, ReplicationError> {
         match self.next_or_copy_both().await? {
             Some(msg) => Ok(msg),
-            None => Err(ReplicationError::Protocol("unexpected CopyBothResponse".into())),
+            None => Err(ReplicationError::Protocol(
+                "unexpected CopyBothResponse".into(),
+            )),
         }
     }
 
@@ -519,7 +526,10 @@ fn server_error(body: &postgres_protocol::message::backend::ErrorResponseBody) -
     let mut fields: HashMap<u8, String> = HashMap::new();
     let mut iter = body.fields();
     while let Ok(Some(f)) = iter.next() {
-        fields.insert(f.type_(), String::from_utf8_lossy(f.value_bytes()).into_owned());
+        fields.insert(
+            f.type_(),
+            String::from_utf8_lossy(f.value_bytes()).into_owned(),
+        );
     }
     ReplicationError::Server {
         severity: fields.remove(&b'S').unwrap_or_else(|| "ERROR".into()),

@@ -8,6 +8,12 @@ pub struct TlsError;
 
 pub fn tls_connector(
     _cfg: &PgConnConfig,
-) -> Result<Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>, TlsError> {
+) -> Result<
+    Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+    TlsError,
+> {
     Ok(None)
 }

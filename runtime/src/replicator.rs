@@ -1,0 +1,605 @@
+//! `pg_flo replicator`: PostgreSQL logical replication -> NATS JetStream.
+//!
+//! Contract (when an LSN may be confirmed):
+//! - Changes are grouped per source transaction into [`ChangeBatch`]es of at most
+//!   `max_batch_changes` changes / about `max_batch_bytes` bytes, published in WAL order with
+//!   `Nats-Msg-Id = {slot}:{commit_lsn}:{seq}`, at most `max_in_flight` awaiting their PubAck.
+//! - The slot's confirmed (flush) LSN moves to a transaction's commit end LSN only once every
+//!   message of that transaction and of all earlier ones is PubAck'ed. Between transactions,
+//!   with nothing in flight, a keepalive's WAL end is confirmed too (an idle group does not pin
+//!   WAL).
+//! - Standby status goes out every `status_interval` whatever the traffic, and at once when the
+//!   server asks.
+//! - Any publish failure ends the session: the replication connection is dropped and streaming
+//!   restarts from the slot's confirmed LSN, so nothing unacknowledged is ever skipped. Messages
+//!   that JetStream already stored are dropped by the duplicate window, and `prev` lets the
+//!   worker put a message re-published after a newer one back in order.
+//! - SIGTERM/SIGINT: stop reading, wait for the PubAcks in flight, confirm what they cover, exit.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage as Publish};
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use tokio::sync::watch;
+use tokio_postgres::Client;
+
+use crate::config::{self, ReplicatorConfig};
+use crate::lsn::Lsn;
+use crate::message::{self, Change, ChangeBatch, Op, Position, Relation};
+use crate::metrics;
+use crate::nats::{self as nats_setup, NatsError};
+use crate::postgres::catalog::{self, CatalogError, TableName};
+use crate::postgres::connection::{self, ConnectError};
+use crate::postgres::pgoutput::{self, PgOutput, RelationInfo};
+use crate::postgres::replication::{
+    pg_to_unix_us, ReplicationConnection, ReplicationError, StreamMessage, Writer,
+};
+
+/// Why the replicator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicatorError {
+    #[error("could not connect to the source database")]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("replication connection failed")]
+    Replication(#[from] ReplicationError),
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    #[error("publishing to jetstream failed: {0}")]
+    Publish(String),
+    #[error("jetstream stream is full (max bytes reached); waiting for the worker to consume")]
+    StreamFull,
+    #[error("could not decode the replication stream")]
+    Decode(#[from] pgoutput::DecodeError),
+    #[error("could not encode a change message")]
+    Encode(#[from] rmp_serde::encode::Error),
+    #[error("replication stream refers to unknown relation {0}")]
+    UnknownRelation(u32),
+    #[error("gave up after {attempts} attempts")]
+    GaveUp {
+        attempts: u32,
+        #[source]
+        last: Box<ReplicatorError>,
+    },
+}
+
+impl ReplicatorError {
+    fn is_transient(&self) -> bool {
+        match self {
+            ReplicatorError::Replication(e) => e.is_transient(),
+            ReplicatorError::Connect(e) => e.is_transient(),
+            ReplicatorError::Publish(_) | ReplicatorError::StreamFull => true,
+            ReplicatorError::Catalog(CatalogError::Query { source, .. }) => source.is_closed(),
+            _ => false,
+        }
+    }
+
+    pub fn category(&self) -> &'static str {
+        match self {
+            ReplicatorError::Connect(_) => "source_connect",
+            ReplicatorError::Catalog(_) => "catalog",
+            ReplicatorError::Replication(_) => "replication",
+            ReplicatorError::Nats(_) => "nats",
+            ReplicatorError::Publish(_) => "publish",
+            ReplicatorError::StreamFull => "stream_full",
+            ReplicatorError::Decode(_) => "decode",
+            ReplicatorError::Encode(_) => "encode",
+            ReplicatorError::UnknownRelation(_) => "protocol",
+            ReplicatorError::GaveUp { .. } => "gave_up",
+        }
+    }
+}
+
+/// Everything that survives a reconnect.
+struct Shared {
+    cfg: ReplicatorConfig,
+    slot: String,
+    publication: String,
+    subject: String,
+    js: jetstream::Context,
+    catalog: Client,
+    keys: HashMap<TableName, message::ReplicationKey>,
+    /// Highest LSN confirmed to the slot.
+    confirmed: Lsn,
+}
+
+/// Runs the replicator until `shutdown` turns true or a permanent error occurs.
+pub async fn run(
+    cfg: ReplicatorConfig,
+    mut shutdown: watch::Receiver<bool>,
+    health: crate::http::Health,
+) -> Result<(), ReplicatorError> {
+    let slot = config::slot_name(&cfg.group);
+    let publication = config::publication_name(&cfg.group);
+    let catalog_client = connection::connect(&cfg.source, "pg_flo_replicator").await?;
+    catalog::check_wal_level(&catalog_client).await?;
+    let tables = catalog::resolve_tables(&catalog_client, &cfg.schema, &cfg.tables).await?;
+    let keys = catalog::table_keys(&catalog_client, &tables).await?;
+    catalog::ensure_publication(&catalog_client, &publication, &tables).await?;
+    let confirmed = match catalog::find_slot(&catalog_client, &slot).await? {
+        Some(info) => {
+            tracing::info!(slot, confirmed = %info.confirmed_flush.unwrap_or_default(), "reusing replication slot");
+            info.confirmed_flush.unwrap_or_default()
+        }
+        None => {
+            let mut conn = ReplicationConnection::connect(&cfg.source, "pg_flo_replicator").await?;
+            let created = conn.create_slot(&slot, "nothing").await?;
+            tracing::info!(slot, consistent_point = %created.consistent_point, "created replication slot");
+            created.consistent_point
+        }
+    };
+    let nats = nats_setup::connect(&cfg.nats, "pg_flo_replicator").await?;
+    let js = nats_setup::jetstream(nats, cfg.max_in_flight);
+    let subject = config::subject(&cfg.group);
+    nats_setup::ensure_stream(
+        &js,
+        &config::stream_name(&cfg.group),
+        &subject,
+        cfg.stream_max_bytes,
+    )
+    .await?;
+    tracing::info!(group = cfg.group, tables = tables.len(), "replicator ready");
+    metrics::get()
+        .replicator_confirmed_lsn
+        .set(confirmed.0 as i64);
+
+    let mut shared = Shared {
+        cfg,
+        slot,
+        publication,
+        subject,
+        js,
+        catalog: catalog_client,
+        keys,
+        confirmed,
+    };
+    let mut attempts = 0u32;
+    let mut wait = shared.cfg.retry.initial_wait;
+    loop {
+        let before = shared.confirmed;
+        match stream_session(&mut shared, &mut shutdown, &health).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() => {
+                health.set_ready(false);
+                metrics::error(e.category());
+                if shared.confirmed > before {
+                    attempts = 0;
+                    wait = shared.cfg.retry.initial_wait;
+                }
+                // A full stream is back-pressure, not a failure: wait as long as it takes.
+                if !matches!(e, ReplicatorError::StreamFull) {
+                    attempts += 1;
+                }
+                if attempts >= shared.cfg.retry.max_attempts.max(1) {
+                    return Err(ReplicatorError::GaveUp {
+                        attempts,
+                        last: Box::new(e),
+                    });
+                }
+                tracing::warn!(error = %error_chain(&e), retry_in = ?wait, attempt = attempts, "replication interrupted; resuming from the slot");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+                wait = (wait * 2).min(shared.cfg.retry.max_wait);
+                if shared.catalog.is_closed() {
+                    if let Ok(c) =
+                        connection::connect(&shared.cfg.source, "pg_flo_replicator").await
+                    {
+                        shared.catalog = c;
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Renders an error with its sources, for logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+type AckFuture = Pin<
+    Box<dyn Future<Output = (Result<Option<PublishedStats>, ReplicatorError>, Option<Lsn>)> + Send>,
+>;
+
+#[derive(Debug, Clone, Copy)]
+struct PublishedStats {
+    changes: u64,
+}
+
+/// The transaction being read.
+struct TxBuilder {
+    commit_lsn: Lsn,
+    commit_time_us: i64,
+    xid: u32,
+    seq: u32,
+    relations: Vec<Relation>,
+    relation_index: HashMap<u32, u16>,
+    changes: Vec<Change>,
+    bytes: usize,
+}
+
+impl TxBuilder {
+    fn relation_idx(&mut self, rel: &Arc<Relation>) -> u16 {
+        if let Some(&i) = self.relation_index.get(&rel.oid) {
+            return i;
+        }
+        let i = u16::try_from(self.relations.len()).unwrap_or(u16::MAX);
+        self.relations.push(Relation::clone(rel));
+        self.relation_index.insert(rel.oid, i);
+        i
+    }
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+async fn stream_session(
+    shared: &mut Shared,
+    shutdown: &mut watch::Receiver<bool>,
+    health: &crate::http::Health,
+) -> Result<(), ReplicatorError> {
+    let conn = ReplicationConnection::connect(&shared.cfg.source, "pg_flo_replicator").await?;
+    let (mut rx, mut tx) = conn
+        .start_replication(&shared.slot, &shared.publication, Lsn(0), false)
+        .await?;
+    tracing::info!(slot = shared.slot, from = %shared.confirmed, "streaming changes");
+    health.set_ready(true);
+
+    let mut relations: HashMap<u32, Arc<Relation>> = HashMap::new();
+    let mut in_flight: FuturesOrdered<AckFuture> = FuturesOrdered::new();
+    let mut current: Option<TxBuilder> = None;
+    let mut prev: Option<Position> = None;
+    let mut status = tokio::time::interval(shared.cfg.status_interval);
+    status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut lag = tokio::time::interval(Duration::from_secs(5));
+    let max_in_flight = shared.cfg.max_in_flight.max(1);
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => {
+                return drain_and_close(shared, in_flight, tx).await;
+            }
+            Some((result, confirm)) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Some(stats) = result? {
+                    let m = metrics::get();
+                    m.replicator_messages_published.inc();
+                    m.replicator_changes_published.inc_by(stats.changes);
+                }
+                if let Some(lsn) = confirm {
+                    if lsn > shared.confirmed {
+                        shared.confirmed = lsn;
+                        metrics::get().replicator_confirmed_lsn.set(lsn.0 as i64);
+                    }
+                }
+            }
+            _ = status.tick() => {
+                tx.send_status(shared.confirmed, false).await?;
+            }
+            _ = lag.tick() => {
+                if let Ok(bytes) = catalog::lag_bytes(&shared.catalog, shared.confirmed).await {
+                    metrics::get().replicator_lag_bytes.set(bytes);
+                }
+            }
+            msg = rx.recv(), if in_flight.len() < max_in_flight => {
+                match msg? {
+                    StreamMessage::Keepalive { wal_end, reply_requested } => {
+                        if current.is_none() && in_flight.is_empty() && wal_end > shared.confirmed {
+                            shared.confirmed = wal_end;
+                            metrics::get().replicator_confirmed_lsn.set(wal_end.0 as i64);
+                        }
+                        if reply_requested {
+                            tx.send_status(shared.confirmed, false).await?;
+                        }
+                    }
+                    StreamMessage::XLogData { wal_start, data, .. } => {
+                        let out = pgoutput::decode(data)?;
+                        handle(shared, out, wal_start, &mut relations, &mut current, &mut prev, &mut in_flight).await?;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn handle(
+    shared: &mut Shared,
+    out: PgOutput,
+    wal_start: Lsn,
+    relations: &mut HashMap<u32, Arc<Relation>>,
+    current: &mut Option<TxBuilder>,
+    prev: &mut Option<Position>,
+    in_flight: &mut FuturesOrdered<AckFuture>,
+) -> Result<(), ReplicatorError> {
+    match out {
+        PgOutput::Begin {
+            final_lsn,
+            commit_time,
+            xid,
+        } => {
+            *current = Some(TxBuilder {
+                commit_lsn: final_lsn,
+                commit_time_us: pg_to_unix_us(commit_time),
+                xid,
+                seq: 0,
+                relations: Vec::new(),
+                relation_index: HashMap::new(),
+                changes: Vec::new(),
+                bytes: 0,
+            });
+        }
+        PgOutput::Commit { end_lsn, .. } => {
+            let Some(mut txb) = current.take() else {
+                return Ok(());
+            };
+            metrics::get().replicator_transactions.inc();
+            if txb.seq == 0 && txb.changes.is_empty() {
+                // Nothing of ours in it: confirm once everything before it is acked.
+                in_flight.push_back(Box::pin(async move { (Ok(None), Some(end_lsn)) }));
+            } else {
+                publish(shared, &mut txb, true, prev, in_flight, Some(end_lsn)).await?;
+            }
+        }
+        PgOutput::Relation(info) => {
+            let rel = relation_from(shared, info).await?;
+            relations.insert(rel.oid, Arc::new(rel));
+        }
+        PgOutput::Insert { relation, new } => {
+            push_change(
+                shared,
+                relations,
+                current,
+                prev,
+                in_flight,
+                relation,
+                Op::Insert,
+                wal_start,
+                Some(new),
+                None,
+            )
+            .await?;
+        }
+        PgOutput::Update { relation, old, new } => {
+            push_change(
+                shared,
+                relations,
+                current,
+                prev,
+                in_flight,
+                relation,
+                Op::Update,
+                wal_start,
+                Some(new),
+                old,
+            )
+            .await?;
+        }
+        PgOutput::Delete { relation, old } => {
+            push_change(
+                shared,
+                relations,
+                current,
+                prev,
+                in_flight,
+                relation,
+                Op::Delete,
+                wal_start,
+                None,
+                Some(old),
+            )
+            .await?;
+        }
+        PgOutput::Truncate {
+            relations: rel_ids,
+            cascade,
+            restart_identity,
+        } => {
+            let Some(txb) = current.as_mut() else {
+                return Ok(());
+            };
+            let mut idxs = Vec::new();
+            for id in &rel_ids {
+                let rel = relations
+                    .get(id)
+                    .ok_or(ReplicatorError::UnknownRelation(*id))?;
+                idxs.push(txb.relation_idx(rel));
+            }
+            let Some(&first) = idxs.first() else {
+                return Ok(());
+            };
+            txb.changes.push(Change {
+                op: Op::Truncate,
+                lsn: wal_start.0,
+                relation: first,
+                new: None,
+                old: None,
+                truncate: Some(message::Truncate {
+                    relations: idxs,
+                    cascade,
+                    restart_identity,
+                }),
+            });
+            metrics::get().replicator_changes_read.inc();
+        }
+        PgOutput::Origin | PgOutput::Type | PgOutput::Message { .. } => {}
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn push_change(
+    shared: &mut Shared,
+    relations: &HashMap<u32, Arc<Relation>>,
+    current: &mut Option<TxBuilder>,
+    prev: &mut Option<Position>,
+    in_flight: &mut FuturesOrdered<AckFuture>,
+    relation: u32,
+    op: Op,
+    wal_start: Lsn,
+    new: Option<Vec<message::Value>>,
+    old: Option<(message::OldKind, Vec<message::Value>)>,
+) -> Result<(), ReplicatorError> {
+    let rel = relations
+        .get(&relation)
+        .ok_or(ReplicatorError::UnknownRelation(relation))?;
+    let Some(txb) = current.as_mut() else {
+        return Ok(());
+    };
+    let idx = txb.relation_idx(rel);
+    let size = |vals: &Option<Vec<message::Value>>| -> usize {
+        vals.iter()
+            .flatten()
+            .map(|v| v.as_bytes().map_or(1, |b| b.len() + 5))
+            .sum()
+    };
+    txb.bytes += 24 + size(&new) + old.as_ref().map_or(0, |(_, v)| size(&Some(v.clone())));
+    txb.changes.push(Change {
+        op,
+        lsn: wal_start.0,
+        relation: idx,
+        new,
+        old,
+        truncate: None,
+    });
+    metrics::get().replicator_changes_read.inc();
+    if txb.changes.len() >= shared.cfg.max_batch_changes.max(1)
+        || txb.bytes >= shared.cfg.max_batch_bytes
+    {
+        publish(shared, txb, false, prev, in_flight, None).await?;
+    }
+    Ok(())
+}
+
+/// Publishes the changes gathered so far as the next message of the transaction.
+async fn publish(
+    shared: &Shared,
+    txb: &mut TxBuilder,
+    last: bool,
+    prev: &mut Option<Position>,
+    in_flight: &mut FuturesOrdered<AckFuture>,
+    confirm: Option<Lsn>,
+) -> Result<(), ReplicatorError> {
+    let batch = ChangeBatch {
+        version: message::FORMAT_VERSION,
+        commit_lsn: txb.commit_lsn.0,
+        commit_time_us: txb.commit_time_us,
+        xid: txb.xid,
+        seq: txb.seq,
+        last,
+        prev: *prev,
+        emitted_at_us: now_us(),
+        relations: std::mem::take(&mut txb.relations),
+        changes: std::mem::take(&mut txb.changes),
+    };
+    txb.relation_index.clear();
+    txb.bytes = 0;
+    txb.seq += 1;
+    *prev = Some(batch.position());
+    let changes = batch.changes.len() as u64;
+    let payload = batch.encode()?;
+    let publish = Publish::build()
+        .payload(payload.into())
+        .message_id(batch.message_id(&shared.slot))
+        .header(message::FORMAT_HEADER, message::FORMAT_VERSION.to_string());
+    let ack = shared
+        .js
+        .send_publish(shared.subject.clone(), publish)
+        .await
+        .map_err(|e| ReplicatorError::Publish(e.to_string()))?;
+    in_flight.push_back(Box::pin(async move {
+        let result = match ack.await {
+            Ok(_) => Ok(Some(PublishedStats { changes })),
+            Err(e) => {
+                let text = e.to_string();
+                if text.contains("maximum bytes") || text.contains("maximum messages") {
+                    Err(ReplicatorError::StreamFull)
+                } else {
+                    Err(ReplicatorError::Publish(text))
+                }
+            }
+        };
+        (result, confirm)
+    }));
+    Ok(())
+}
+
+async fn relation_from(
+    shared: &mut Shared,
+    info: RelationInfo,
+) -> Result<Relation, ReplicatorError> {
+    let name = TableName {
+        schema: info.schema.clone(),
+        table: info.table.clone(),
+    };
+    let key = match shared.keys.get(&name) {
+        Some(k) => k.clone(),
+        None => {
+            // A table we did not know at start (added to the publication later).
+            let keys = catalog::table_keys(&shared.catalog, std::slice::from_ref(&name)).await?;
+            let k = keys.get(&name).cloned().unwrap_or(message::ReplicationKey {
+                kind: message::KeyKind::Full,
+                columns: Vec::new(),
+            });
+            shared.keys.insert(name, k.clone());
+            k
+        }
+    };
+    Ok(Relation {
+        oid: info.oid,
+        schema: info.schema,
+        table: info.table,
+        columns: info
+            .columns
+            .into_iter()
+            .map(|c| message::Column {
+                name: c.name,
+                type_oid: c.type_oid,
+                type_modifier: c.type_modifier,
+                identity: c.identity,
+            })
+            .collect(),
+        key,
+    })
+}
+
+async fn drain_and_close(
+    shared: &mut Shared,
+    mut in_flight: FuturesOrdered<AckFuture>,
+    mut tx: Writer,
+) -> Result<(), ReplicatorError> {
+    tracing::info!(
+        in_flight = in_flight.len(),
+        "shutting down: waiting for publish acks"
+    );
+    let drain = async {
+        while let Some((result, confirm)) = in_flight.next().await {
+            if result.is_err() {
+                break;
+            }
+            if let Some(lsn) = confirm {
+                shared.confirmed = shared.confirmed.max(lsn);
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(30), drain).await;
+    tx.send_status(shared.confirmed, false).await?;
+    let _ = tx.close().await;
+    tracing::info!(confirmed = %shared.confirmed, "replicator stopped");
+    Ok(())
+}
