@@ -14,3 +14,4 @@ pub mod nats;
 pub mod postgres;
 pub mod replicator;
 pub mod sink;
+pub mod worker;
