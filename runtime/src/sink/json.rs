@@ -96,7 +96,13 @@ pub fn render(batch: &ChangeBatch, change: &Change) -> Json {
     let mut key = Map::new();
     key.insert(
         "Columns".into(),
-        Json::Array(rel.key.columns.iter().map(|c| Json::from(c.as_str())).collect()),
+        Json::Array(
+            rel.key
+                .columns
+                .iter()
+                .map(|c| Json::from(c.as_str()))
+                .collect(),
+        ),
     );
     key.insert("Type".into(), Json::from(rel.key.kind.as_pg_flo()));
     obj.insert("ReplicationKey", Json::Object(key));
@@ -398,7 +404,7 @@ fn rfc3339_utc(t: NaiveDateTime) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Column, Op, OldKind, Truncate, FORMAT_VERSION};
+    use crate::message::{Column, OldKind, Op, Truncate, FORMAT_VERSION};
 
     fn col(name: &str, type_oid: u32, identity: bool) -> Column {
         Column {
@@ -480,12 +486,15 @@ mod tests {
 
     #[test]
     fn insert_line_ends_with_newline() {
-        let b = batch(vec![change(Op::Insert, Some(vec![text("1"), Value::Null]), None)]);
+        let b = batch(vec![change(
+            Op::Insert,
+            Some(vec![text("1"), Value::Null]),
+            None,
+        )]);
         let line = render_line(&b, &b.changes[0]);
         assert_eq!(
             String::from_utf8(line).unwrap(),
-            format!(r#"{{{HEAD},"NewTuple":{{"bio":null,"id":1}},{TAIL},"Type":"INSERT"}}"#)
-                + "\n"
+            format!(r#"{{{HEAD},"NewTuple":{{"bio":null,"id":1}},{TAIL},"Type":"INSERT"}}"#) + "\n"
         );
     }
 
@@ -579,7 +588,10 @@ mod tests {
         assert_eq!(t(NUMERIC, "0.00"), "0.0");
         assert_eq!(t(NUMERIC, "100.00"), "100.0");
         // More digits than a double holds: kept exact as a string.
-        assert_eq!(t(NUMERIC, "0.1234567890123456789"), r#""0.1234567890123456789""#);
+        assert_eq!(
+            t(NUMERIC, "0.1234567890123456789"),
+            r#""0.1234567890123456789""#
+        );
         assert_eq!(
             t(NUMERIC, "123456789012345678901234567890.5"),
             r#""123456789012345678901234567890.5""#
@@ -609,21 +621,36 @@ mod tests {
         assert_eq!(t(DATE, "infinity"), r#""infinity""#);
         assert_eq!(t(DATE, "-infinity"), r#""-infinity""#);
         assert_eq!(t(DATE, "0044-03-15 BC"), r#""0044-03-15 BC""#);
-        assert_eq!(t(TIMESTAMP, "2024-03-20 10:00:00"), r#""2024-03-20T10:00:00Z""#);
+        assert_eq!(
+            t(TIMESTAMP, "2024-03-20 10:00:00"),
+            r#""2024-03-20T10:00:00Z""#
+        );
         assert_eq!(
             t(TIMESTAMP, "2024-03-20 10:00:00.123450"),
             r#""2024-03-20T10:00:00.12345Z""#
         );
         assert_eq!(t(TIMESTAMP, "infinity"), r#""infinity""#);
-        assert_eq!(t(TIMESTAMPTZ, "2024-03-20 10:00:00.5+00"), r#""2024-03-20T10:00:00.5Z""#);
-        assert_eq!(t(TIMESTAMPTZ, "2024-03-20 10:00:00+05:30"), r#""2024-03-20T04:30:00Z""#);
-        assert_eq!(t(TIMESTAMPTZ, "2024-03-20 23:00:00-02"), r#""2024-03-21T01:00:00Z""#);
+        assert_eq!(
+            t(TIMESTAMPTZ, "2024-03-20 10:00:00.5+00"),
+            r#""2024-03-20T10:00:00.5Z""#
+        );
+        assert_eq!(
+            t(TIMESTAMPTZ, "2024-03-20 10:00:00+05:30"),
+            r#""2024-03-20T04:30:00Z""#
+        );
+        assert_eq!(
+            t(TIMESTAMPTZ, "2024-03-20 23:00:00-02"),
+            r#""2024-03-21T01:00:00Z""#
+        );
         assert_eq!(
             t(TIMESTAMPTZ, "1900-01-01 00:00:00+00:09:21"),
             r#""1899-12-31T23:50:39Z""#
         );
         assert_eq!(t(TIMESTAMPTZ, "-infinity"), r#""-infinity""#);
-        assert_eq!(t(TIMESTAMPTZ, "2024-03-20 10:00:00"), r#""2024-03-20 10:00:00""#);
+        assert_eq!(
+            t(TIMESTAMPTZ, "2024-03-20 10:00:00"),
+            r#""2024-03-20 10:00:00""#
+        );
     }
 
     #[test]
@@ -659,6 +686,9 @@ mod tests {
     fn emitted_at_like_go_rfc3339nano() {
         assert_eq!(emitted_at(1_710_928_800_000_000), "2024-03-20T10:00:00Z");
         assert_eq!(emitted_at(1_710_928_800_500_000), "2024-03-20T10:00:00.5Z");
-        assert_eq!(emitted_at(1_710_928_800_000_001), "2024-03-20T10:00:00.000001Z");
+        assert_eq!(
+            emitted_at(1_710_928_800_000_001),
+            "2024-03-20T10:00:00.000001Z"
+        );
     }
 }

@@ -183,7 +183,10 @@ mod tests {
         let mut sink = StdoutSink::with_writer(Vec::new());
         sink.spill_bytes = 1;
         sink.apply(&batch(&["1"])).await.unwrap();
-        assert_eq!(String::from_utf8(sink.out.lock().unwrap().clone()).unwrap(), line("1"));
+        assert_eq!(
+            String::from_utf8(sink.out.lock().unwrap().clone()).unwrap(),
+            line("1")
+        );
         assert_eq!(sink.applied_position().await.unwrap(), None);
     }
 }
