@@ -16,8 +16,7 @@
 //! memory, so after a failure in the middle of one its first lines may appear twice.
 //!
 //! Differences from pg_flo: the first file is opened at the first write, not at start-up (no
-//! empty files from idle workers); pg_flo never synced, so acked lines could be lost in a crash;
-//! pg_flo created the directory 0755 and the files 0644 in its released code.
+//! empty files from idle workers); pg_flo never synced, so acked lines could be lost in a crash.
 
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};

@@ -112,7 +112,7 @@ mod tests {
         Change, Column, KeyKind, Op, Relation, ReplicationKey, Value, FORMAT_VERSION,
     };
 
-    pub(crate) fn batch(ids: &[&str]) -> ChangeBatch {
+    fn batch(ids: &[&str]) -> ChangeBatch {
         ChangeBatch {
             version: FORMAT_VERSION,
             commit_lsn: 0x100,
