@@ -100,6 +100,14 @@ pub(crate) fn pg_bin_dir() -> anyhow::Result<PathBuf> {
 
 /// The `nats-server` binary: `$NATS_SERVER_BIN`, else on `PATH`, else `/usr/sbin`.
 pub(crate) fn nats_server_bin() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("NATS_SERVER_BIN").map(PathBuf::from) {
+        anyhow::ensure!(
+            path.is_file(),
+            "NATS_SERVER_BIN={} does not exist; {INSTALL_HINT}",
+            path.display()
+        );
+        return Ok(path);
+    }
     find_program(
         "nats-server",
         Some("NATS_SERVER_BIN"),

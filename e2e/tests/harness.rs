@@ -175,3 +175,11 @@ async fn wait_for_reports_what_and_last_observation() {
     assert!(msg.contains("the answer"), "{msg}");
     assert!(msg.contains("observed 41"), "{msg}");
 }
+
+#[test]
+fn pg_flo_bin_is_found_or_explains_how_to_build_it() {
+    match e2e::pg_flo_bin() {
+        Ok(path) => assert!(path.is_file(), "{}", path.display()),
+        Err(e) => assert!(format!("{e}").contains("cargo build --bins"), "{e}"),
+    }
+}
