@@ -17,6 +17,7 @@
 //! root, PostgreSQL runs as the `postgres` system user (created if missing) via `runuser`.
 
 mod nats;
+pub mod pipeline;
 mod port;
 mod postgres;
 mod process;
@@ -26,6 +27,7 @@ mod tls;
 mod wait;
 
 pub use nats::{read_info_line, NatsServer};
+pub use pipeline::{Pipeline, ARRIVAL_TIMEOUT};
 pub use port::free_port;
 pub use postgres::{count, dump_table, quote_ident, PgCluster, PgOptions, WalLevel};
 pub use process::{pg_flo_bin, Process};
