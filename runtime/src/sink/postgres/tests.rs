@@ -863,6 +863,43 @@ pub(crate) async fn long_pipelined_batch_keeps_order(client: Client) {
     );
 }
 
+pub(crate) async fn lost_connection_is_transient(client: Client, killer: Client) {
+    fresh_schema(
+        &client,
+        "pgsink_lost",
+        "CREATE TABLE l (id int PRIMARY KEY)",
+    )
+    .await;
+    let rel = relation("pgsink_lost", "l", &["id"], KeyKind::PrimaryKey, &["id"]);
+    let rels = std::slice::from_ref(&rel);
+    let mut sink = PostgresSink::with_client(client, cfg("lost"))
+        .await
+        .unwrap();
+    sink.apply(&batch(10, rels, vec![ins(0, vec![t("1")])]))
+        .await
+        .unwrap();
+    let pid = rows(sink.client(), "SELECT pg_backend_pid()").await[0][0]
+        .clone()
+        .unwrap();
+    killer
+        .batch_execute(&format!("SELECT pg_terminate_backend({pid}, 5000)"))
+        .await
+        .unwrap();
+    let err = sink.commit(Position::end_of(Lsn(10))).await.unwrap_err();
+    assert_eq!(err.retry(), Retry::Transient, "{err:?}");
+    sink.rollback().await.unwrap();
+    let err = sink
+        .apply(&batch(10, rels, vec![ins(0, vec![t("1")])]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.retry(), Retry::Transient, "{err:?}");
+    // Nothing reached the target.
+    assert_eq!(
+        rows(&killer, "SELECT count(*) FROM pgsink_lost.l").await,
+        vec![r(&[Some("0")])]
+    );
+}
+
 pub(crate) async fn sync_schema_copies_tables(client: Client) {
     for db in ["pgsink_sync_src", "pgsink_sync_dst"] {
         client
@@ -971,5 +1008,16 @@ mod run {
             return;
         };
         super::rollback_discards_and_position_is_committed_atomically(client, second).await;
+    }
+
+    #[tokio::test]
+    async fn lost_connection_is_transient() {
+        let Some(client) = scratch().await else {
+            return;
+        };
+        let Some(killer) = scratch().await else {
+            return;
+        };
+        super::lost_connection_is_transient(client, killer).await;
     }
 }
