@@ -1,24 +1,521 @@
-//! postgres sink (stub, being written).
+//! postgres sink: applies changes to a target PostgreSQL database, effectively once.
+//!
+//! Place in the pipeline: NATS message -> decode -> rules -> routing -> **this sink**.
+//!
+//! # Statements
+//! Identifiers are always quoted (`"schema"."table"`, `"column"`). Values are sent as
+//! text-format parameters holding the source's text output (`NULL` stays `NULL`, `''` stays
+//! `''`, no column is ever omitted); the server infers each parameter's type from the target
+//! column when the statement is prepared and parses the text with that type's input function.
+//! Statements are prepared once per shape (the SQL text) and cached. The key of a table is
+//! its primary key or replica-identity index ([`KeyKind::PrimaryKey`] / [`KeyKind::Unique`]);
+//! a key value that is `NULL` is matched with `IS NULL`.
+//! - INSERT: `INSERT INTO t (every column) VALUES (...) ON CONFLICT (key) DO UPDATE SET
+//!   c = EXCLUDED.c` for the non-key columns (`DO NOTHING` when every column is in the key),
+//!   so a replayed insert converges. Without a key ([`KeyKind::Full`]): plain `INSERT`.
+//! - UPDATE without unchanged-TOAST values: the same upsert; when the key changed (the old key
+//!   differs from the new one), first `DELETE ... WHERE key = old key`.
+//! - UPDATE with unchanged-TOAST values: `UPDATE t SET c = $n` for every other column, `WHERE`
+//!   key = old key (the old tuple's when sent, else the new row's), so the target keeps the
+//!   large value it has.
+//! - DELETE: `DELETE FROM t WHERE key = old key`.
+//! - Without a key (`REPLICA IDENTITY FULL`), UPDATE and DELETE find one row by its old
+//!   values: `... WHERE ctid = (SELECT ctid FROM t WHERE c::text IS NOT DISTINCT FROM $n AND
+//!   ... LIMIT 1)`, comparing text forms so types without an equality operator work, and
+//!   skipping old values that are unchanged TOAST.
+//! - TRUNCATE: `TRUNCATE t1, t2 [RESTART IDENTITY] [CASCADE]`.
+//! - An UPDATE or DELETE that matches no row is logged as a warning (the target has drifted).
+//!
+//! The statements of one [`ChangeBatch`] are pipelined: all are sent in order, then their
+//! results are awaited in order, so a batch costs one round trip, not one per change.
+//!
+//! # Transactions and the applied position (effectively-once)
+//! [`Sink::apply`] opens a target transaction if none is open (`BEGIN`, plus `SET LOCAL
+//! session_replication_role = 'replica'` with `--target-disable-foreign-keys`) and leaves it
+//! open; [`Sink::commit`], which the worker calls only at source transaction boundaries,
+//! writes `through` into `internal_pg_flo.applied_position` (one row per group) in the same
+//! transaction and then `COMMIT`s. So a source transaction is applied atomically, many small
+//! ones may share one target transaction, and the stored position always names exactly what
+//! the target holds. On start (and after a reconnect) the sink reads that position back;
+//! [`Sink::applied_position`] reports it, and `apply` skips any message at or below it, so a
+//! message redelivered by NATS after a crash is not applied twice. The stored position never
+//! moves backwards. [`Sink::rollback`] rolls the open transaction back.
+//!
+//! # Errors
+//! Connection failures, SQLSTATE class 08, `40001`, `40P01`, `57P01`-`57P03` and class 53
+//! are [`Retry::Transient`]; after a lost connection the sink reconnects on the next call (when
+//! it was built by [`PostgresSink::connect`]). Everything else (constraint violations, a
+//! missing table or column: the target schema must match, e.g. with `--target-sync-schema`)
+//! is [`Retry::Permanent`].
 
+mod schema_sync;
+mod sql;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Statement};
+
+use crate::config::PostgresSinkConfig;
+use crate::lsn::Lsn;
 use crate::message::{ChangeBatch, Position};
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Retry, Sink, SinkError};
 
-pub struct PostgresSink;
+#[cfg(doc)]
+use crate::message::KeyKind;
+
+use sql::TextParam;
+
+/// Prepared statements kept per connection before the cache is flushed.
+const MAX_CACHED_STATEMENTS: usize = 4096;
+
+const SETUP_SQL: &str = "CREATE SCHEMA IF NOT EXISTS internal_pg_flo; \
+     CREATE TABLE IF NOT EXISTS internal_pg_flo.applied_position (\
+       group_name text PRIMARY KEY, \
+       commit_lsn pg_lsn NOT NULL, \
+       seq bigint NOT NULL, \
+       updated_at timestamptz NOT NULL DEFAULT now())";
+
+/// Session settings that make text output match the source's pgoutput text (used when rows
+/// are matched by their text form).
+const SESSION_SQL: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; \
+     SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'";
+
+const READ_POSITION_SQL: &str =
+    "SELECT commit_lsn::text, seq FROM internal_pg_flo.applied_position \
+     WHERE group_name = $1";
+
+const WRITE_POSITION_SQL: &str = "INSERT INTO internal_pg_flo.applied_position AS p \
+     (group_name, commit_lsn, seq, updated_at) VALUES ($1, $2, $3, now()) \
+     ON CONFLICT (group_name) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, \
+     seq = EXCLUDED.seq, updated_at = now() \
+     WHERE (p.commit_lsn, p.seq) < (EXCLUDED.commit_lsn, EXCLUDED.seq)";
+
+/// Writes changes into a target PostgreSQL database. See the module docs.
+pub struct PostgresSink {
+    client: Client,
+    cfg: PostgresSinkConfig,
+    /// Built by [`PostgresSink::connect`], so it may open a new connection after losing one.
+    can_reconnect: bool,
+    /// A connection-level error was seen; the connection is (about to be) gone.
+    broken: bool,
+    /// `BEGIN` was sent on the current connection and not yet ended.
+    tx_open: bool,
+    /// The position stored in the target, as last read or committed.
+    durable: Option<Position>,
+    /// Position of the last message applied since the last commit.
+    pending: Option<Position>,
+    statements: HashMap<String, Statement>,
+}
+
+impl PostgresSink {
+    /// Connects to `cfg.target` (after copying the schema with `--target-sync-schema`) and
+    /// prepares the applied-position table.
+    pub async fn connect(cfg: PostgresSinkConfig) -> Result<Self, SinkError> {
+        if cfg.sync_schema {
+            schema_sync::sync_schema(&cfg).await?;
+        }
+        let client = open(&cfg).await?;
+        Self::init(client, cfg, true).await
+    }
+
+    /// Uses an already-connected client (which the sink cannot replace if it is lost). Runs
+    /// the schema sync too when `cfg.sync_schema` is set.
+    pub async fn with_client(client: Client, cfg: PostgresSinkConfig) -> Result<Self, SinkError> {
+        if cfg.sync_schema {
+            schema_sync::sync_schema(&cfg).await?;
+        }
+        Self::init(client, cfg, false).await
+    }
+
+    async fn init(
+        client: Client,
+        cfg: PostgresSinkConfig,
+        can_reconnect: bool,
+    ) -> Result<Self, SinkError> {
+        let mut sink = PostgresSink {
+            client,
+            cfg,
+            can_reconnect,
+            broken: false,
+            tx_open: false,
+            durable: None,
+            pending: None,
+            statements: HashMap::new(),
+        };
+        sink.setup().await?;
+        Ok(sink)
+    }
+
+    /// Session settings, the applied-position table, and the stored position.
+    async fn setup(&mut self) -> Result<(), SinkError> {
+        self.client
+            .batch_execute(SESSION_SQL)
+            .await
+            .map_err(|e| self.error("setting up the target session", e))?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.client.batch_execute(SETUP_SQL).await {
+                Ok(()) => break,
+                // Several workers creating the table at once race on the catalogs.
+                Err(e)
+                    if attempt < 3
+                        && matches!(
+                            e.code(),
+                            Some(c) if *c == SqlState::UNIQUE_VIOLATION
+                                || *c == SqlState::DUPLICATE_SCHEMA
+                                || *c == SqlState::DUPLICATE_TABLE
+                        ) => {}
+                Err(e) => {
+                    return Err(
+                        self.error("creating internal_pg_flo.applied_position in the target", e)
+                    )
+                }
+            }
+        }
+        self.durable = self.read_position().await?;
+        Ok(())
+    }
+
+    async fn read_position(&mut self) -> Result<Option<Position>, SinkError> {
+        let step = "reading internal_pg_flo.applied_position";
+        let row = self
+            .client
+            .query_opt(READ_POSITION_SQL, &[&self.cfg.group])
+            .await
+            .map_err(|e| self.error(step, e))?;
+        let Some(row) = row else { return Ok(None) };
+        let (lsn, seq): (String, i64) = match (row.try_get(0), row.try_get(1)) {
+            (Ok(lsn), Ok(seq)) => (lsn, seq),
+            (Err(e), _) | (_, Err(e)) => return Err(self.error(step, e)),
+        };
+        let lsn: Lsn = lsn
+            .parse()
+            .map_err(|e| SinkError::Invalid(format!("{step}: {e}")))?;
+        let seq = u32::try_from(seq)
+            .map_err(|_| SinkError::Invalid(format!("{step}: seq {seq} is out of range")))?;
+        Ok(Some(Position {
+            commit_lsn: lsn.0,
+            seq,
+        }))
+    }
+
+    /// Maps a database error, remembering when the connection is lost.
+    fn error(&mut self, step: impl Into<String>, e: tokio_postgres::Error) -> SinkError {
+        if is_connection_error(&e) {
+            self.broken = true;
+        }
+        pg_error(step.into(), e)
+    }
+
+    /// Opens a new connection if the current one is lost and no transaction was open on it
+    /// (lost uncommitted work must keep failing until the worker rolls back).
+    async fn ensure_connected(&mut self) -> Result<(), SinkError> {
+        let lost = self.broken || self.client.is_closed();
+        if !lost || !self.can_reconnect || self.tx_open {
+            return Ok(());
+        }
+        tracing::info!(target = %self.cfg.target.describe(), "reconnecting to the target database");
+        self.client = open(&self.cfg).await?;
+        self.broken = false;
+        self.statements.clear();
+        self.setup().await
+    }
+
+    async fn begin(&mut self) -> Result<(), SinkError> {
+        let sql = if self.cfg.disable_foreign_keys {
+            "BEGIN; SET LOCAL session_replication_role = 'replica'"
+        } else {
+            "BEGIN"
+        };
+        self.client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| self.error("beginning a transaction", e))?;
+        self.tx_open = true;
+        Ok(())
+    }
+
+    fn already_applied(&self, pos: Position) -> bool {
+        self.durable.is_some_and(|d| pos <= d) || self.pending.is_some_and(|p| pos <= p)
+    }
+
+    /// Prepares the statements not yet cached (pipelined).
+    async fn prepare_missing(&mut self, planned: &[sql::Planned<'_>]) -> Result<(), SinkError> {
+        let mut seen = HashSet::new();
+        let missing: Vec<&sql::Planned<'_>> = planned
+            .iter()
+            .filter(|p| !self.statements.contains_key(&p.sql) && seen.insert(p.sql.as_str()))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if self.statements.len() + missing.len() > MAX_CACHED_STATEMENTS {
+            self.statements.clear();
+        }
+        let client = &self.client;
+        let result = pipeline(missing.iter().map(|p| client.prepare(&p.sql))).await;
+        match result {
+            Ok(stmts) => {
+                for (p, stmt) in missing.iter().zip(stmts) {
+                    self.statements.insert(p.sql.clone(), stmt);
+                }
+                Ok(())
+            }
+            Err((i, e)) => {
+                let step = missing
+                    .get(i)
+                    .map(|p| format!("preparing a statement for {}", p.step()))
+                    .unwrap_or_default();
+                Err(self.error(step, e))
+            }
+        }
+    }
+
+    /// Runs the planned statements, pipelined, and returns how many rows each affected.
+    async fn execute(&mut self, planned: &[sql::Planned<'_>]) -> Result<Vec<u64>, SinkError> {
+        let mut stmts = Vec::with_capacity(planned.len());
+        for p in planned {
+            let stmt = self.statements.get(&p.sql).ok_or_else(|| {
+                SinkError::Invalid(format!("statement for {} was not prepared", p.step()))
+            })?;
+            stmts.push(stmt);
+        }
+        let client = &self.client;
+        let result = pipeline(
+            stmts
+                .iter()
+                .zip(planned)
+                .map(|(stmt, p)| client.execute_raw(*stmt, p.params.iter().copied())),
+        )
+        .await;
+        result.map_err(|(i, e)| {
+            let step = planned.get(i).map(|p| p.step()).unwrap_or_default();
+            self.error(step, e)
+        })
+    }
+
+    /// The stored position (re-read from the target).
+    async fn stored_position(&mut self) -> Result<Option<Position>, SinkError> {
+        self.ensure_connected().await?;
+        let pos = self.read_position().await?;
+        if !self.tx_open {
+            self.durable = pos;
+        }
+        Ok(pos)
+    }
+
+    async fn do_apply(&mut self, batch: &ChangeBatch) -> Result<(), SinkError> {
+        self.ensure_connected().await?;
+        let pos = batch.position();
+        if self.already_applied(pos) {
+            tracing::debug!(position = %pos, "message already applied to the target; skipping");
+            return Ok(());
+        }
+        let mut planned = Vec::with_capacity(batch.changes.len());
+        for change in &batch.changes {
+            sql::plan(batch, change, &mut planned)?;
+        }
+        if !planned.is_empty() {
+            self.prepare_missing(&planned).await?;
+            if !self.tx_open {
+                self.begin().await?;
+            }
+            let counts = self.execute(&planned).await?;
+            for (p, n) in planned.iter().zip(counts) {
+                if n == 0 && p.action.expects_row() {
+                    tracing::warn!(
+                        table = %p.table,
+                        position = %pos,
+                        "{} matched no row in the target",
+                        if p.action == sql::Action::Update { "UPDATE" } else { "DELETE" }
+                    );
+                }
+            }
+        }
+        self.pending = Some(pos);
+        Ok(())
+    }
+
+    async fn do_commit(&mut self, through: Position) -> Result<(), SinkError> {
+        if !self.tx_open {
+            if self.durable.is_some_and(|d| through <= d) {
+                self.pending = None;
+                return Ok(());
+            }
+            self.ensure_connected().await?;
+            self.begin().await?;
+        }
+        let lsn = Lsn(through.commit_lsn).to_string();
+        let seq = through.seq.to_string();
+        let params = [
+            TextParam(Some(self.cfg.group.as_bytes())),
+            TextParam(Some(lsn.as_bytes())),
+            TextParam(Some(seq.as_bytes())),
+        ];
+        let step = "storing the applied position and committing";
+        let client = &self.client;
+        let (stored, committed) = futures_util::future::join(
+            client.execute_raw(WRITE_POSITION_SQL, params.iter().copied()),
+            client.batch_execute("COMMIT"),
+        )
+        .await;
+        // Either way the transaction has ended (a failed statement makes COMMIT roll back).
+        self.tx_open = false;
+        stored.map_err(|e| self.error(step, e))?;
+        committed.map_err(|e| self.error(step, e))?;
+        self.pending = None;
+        self.durable = Some(self.durable.map_or(through, |d| d.max(through)));
+        Ok(())
+    }
+
+    async fn do_rollback(&mut self) -> Result<(), SinkError> {
+        if self.tx_open && !self.client.is_closed() {
+            if let Err(e) = self.client.batch_execute("ROLLBACK").await {
+                tracing::debug!(error = %e, "ROLLBACK on the target failed");
+                if is_connection_error(&e) {
+                    self.broken = true;
+                }
+            }
+        }
+        self.tx_open = false;
+        self.pending = None;
+        // A fix to the target schema between retries must not meet stale statements.
+        self.statements.clear();
+        Ok(())
+    }
+
+    /// The connection the sink writes with (tests inspect the target through it).
+    #[cfg(test)]
+    fn client(&self) -> &Client {
+        &self.client
+    }
+}
 
 impl Sink for PostgresSink {
     fn name(&self) -> &'static str {
         "postgres"
     }
+
     async fn applied_position(&mut self) -> Result<Option<Position>, SinkError> {
-        Ok(None)
+        self.stored_position().await
     }
-    async fn apply(&mut self, _batch: &ChangeBatch) -> Result<(), SinkError> {
-        Err(SinkError::Invalid("not implemented".into()))
+
+    async fn apply(&mut self, batch: &ChangeBatch) -> Result<(), SinkError> {
+        self.do_apply(batch).await
     }
-    async fn commit(&mut self, _through: Position) -> Result<(), SinkError> {
-        Ok(())
+
+    async fn commit(&mut self, through: Position) -> Result<(), SinkError> {
+        self.do_commit(through).await
     }
+
     async fn rollback(&mut self) -> Result<(), SinkError> {
-        Ok(())
+        self.do_rollback().await
     }
 }
+
+async fn open(cfg: &PostgresSinkConfig) -> Result<Client, SinkError> {
+    let app = format!("pg_flo_worker_{}", cfg.group);
+    crate::postgres::connection::connect(&cfg.target, &app)
+        .await
+        .map_err(|source| SinkError::Connect {
+            target: cfg.target.describe(),
+            source,
+        })
+}
+
+/// Sends every request in order (polling each future once sends it: tokio-postgres queues
+/// the request on the connection at the first poll), then awaits the results in order. On
+/// the first error returns its index; later requests are abandoned (in a transaction they
+/// fail anyway).
+async fn pipeline<F, T>(
+    futures: impl IntoIterator<Item = F>,
+) -> Result<Vec<T>, (usize, tokio_postgres::Error)>
+where
+    F: Future<Output = Result<T, tokio_postgres::Error>>,
+{
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut early: Vec<Option<Result<T, tokio_postgres::Error>>> =
+        futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        for (f, slot) in futures.iter_mut().zip(early.iter_mut()) {
+            if let Poll::Ready(r) = f.as_mut().poll(cx) {
+                *slot = Some(r);
+            }
+        }
+        Poll::Ready(())
+    })
+    .await;
+    let mut out = Vec::with_capacity(futures.len());
+    for (i, (f, slot)) in futures.into_iter().zip(early).enumerate() {
+        let r = match slot {
+            Some(r) => r,
+            None => f.await,
+        };
+        out.push(r.map_err(|e| (i, e))?);
+    }
+    Ok(out)
+}
+
+/// The connection is gone or going: a new one is needed.
+fn is_connection_error(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => {
+            code.code().starts_with("08")
+                || *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+        }
+        None => std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()),
+    }
+}
+
+fn retry_of(e: &tokio_postgres::Error) -> Retry {
+    if is_connection_error(e) {
+        return Retry::Transient;
+    }
+    match e.code() {
+        Some(code)
+            if *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+                || code.code().starts_with("53") =>
+        {
+            Retry::Transient
+        }
+        _ => Retry::Permanent,
+    }
+}
+
+fn pg_error(mut step: String, source: tokio_postgres::Error) -> SinkError {
+    if let Some(code) = source.code() {
+        let schema_mismatch = [
+            SqlState::UNDEFINED_TABLE,
+            SqlState::UNDEFINED_COLUMN,
+            SqlState::INVALID_SCHEMA_NAME,
+            SqlState::UNDEFINED_OBJECT,
+            SqlState::INVALID_COLUMN_REFERENCE,
+            SqlState::DATATYPE_MISMATCH,
+        ];
+        if schema_mismatch.contains(code) {
+            step.push_str(
+                " (the target schema must match the source: create the tables and keys first, \
+                 or use --target-sync-schema)",
+            );
+        }
+    }
+    SinkError::Postgres {
+        step,
+        retry: retry_of(&source),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,662 @@
+//! SQL text and parameters for one change (see the parent module for the statement shapes).
+
+use std::error::Error;
+use std::fmt::{self, Write as _};
+
+use bytes::BytesMut;
+use postgres_types::{to_sql_checked, Format, IsNull, ToSql, Type};
+
+use crate::message::{Change, ChangeBatch, KeyKind, OldKind, Op, Relation, Value};
+use crate::sink::SinkError;
+
+/// A parameter sent in PostgreSQL text format: the raw text output of a value, or NULL. The
+/// server converts it with the input function of the parameter type it inferred when the
+/// statement was prepared, so every type (arrays, json, ranges, enums, domains...) works
+/// without a client-side conversion.
+#[derive(Clone, Copy)]
+pub(super) struct TextParam<'a>(pub Option<&'a [u8]>);
+
+impl fmt::Debug for TextParam<'_> {
+    // Never print values (they may hold personal data), only their shape.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("TextParam(NULL)"),
+            Some(b) => write!(f, "TextParam({} bytes)", b.len()),
+        }
+    }
+}
+
+impl ToSql for TextParam<'_> {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        match self.0 {
+            Some(bytes) => {
+                out.extend_from_slice(bytes);
+                Ok(IsNull::No)
+            }
+            None => Ok(IsNull::Yes),
+        }
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+
+    fn encode_format(&self, _ty: &Type) -> Format {
+        Format::Text
+    }
+}
+
+/// Appends `name` as a quoted identifier (`"` doubled).
+pub(super) fn push_ident(out: &mut String, name: &str) {
+    out.push('"');
+    for c in name.chars() {
+        if c == '"' {
+            out.push('"');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
+/// `"schema"."table"`.
+pub(super) fn qualified(schema: &str, table: &str) -> String {
+    let mut s = String::with_capacity(schema.len() + table.len() + 5);
+    push_ident(&mut s, schema);
+    s.push('.');
+    push_ident(&mut s, table);
+    s
+}
+
+/// What a statement does, for error messages and row-count checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Action {
+    Upsert,
+    Insert,
+    Update,
+    Delete,
+    Truncate,
+}
+
+impl Action {
+    pub(super) fn describe(self) -> &'static str {
+        match self {
+            Action::Upsert => "upserting into",
+            Action::Insert => "inserting into",
+            Action::Update => "updating",
+            Action::Delete => "deleting from",
+            Action::Truncate => "truncating",
+        }
+    }
+
+    /// Whether affecting no row means the target has drifted from the source.
+    pub(super) fn expects_row(self) -> bool {
+        matches!(self, Action::Update | Action::Delete)
+    }
+}
+
+/// One statement to run for a change.
+#[derive(Debug)]
+pub(super) struct Planned<'b> {
+    pub sql: String,
+    pub params: Vec<TextParam<'b>>,
+    pub action: Action,
+    /// `"schema"."table"` (or the list of truncated tables).
+    pub table: String,
+}
+
+impl Planned<'_> {
+    pub(super) fn step(&self) -> String {
+        format!("{} {}", self.action.describe(), self.table)
+    }
+}
+
+/// How rows of a relation are found.
+enum Key {
+    /// Indexes of the key columns (primary key or unique replica-identity index).
+    Columns(Vec<usize>),
+    /// No usable key: a row is matched by all of its (old) values.
+    Full,
+}
+
+fn invalid(rel: &Relation, what: impl fmt::Display) -> SinkError {
+    SinkError::Invalid(format!(
+        "cannot apply change to {}: {what}",
+        qualified(&rel.schema, &rel.table)
+    ))
+}
+
+fn key_of(rel: &Relation) -> Result<Key, SinkError> {
+    match rel.key.kind {
+        KeyKind::PrimaryKey | KeyKind::Unique if !rel.key.columns.is_empty() => rel
+            .key
+            .columns
+            .iter()
+            .map(|name| {
+                rel.column_index(name).ok_or_else(|| {
+                    invalid(
+                        rel,
+                        format_args!("key column \"{name}\" is not among the table's columns"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Key::Columns),
+        _ => Ok(Key::Full),
+    }
+}
+
+/// Builds a statement's SQL and parameters.
+struct Builder<'b> {
+    sql: String,
+    params: Vec<TextParam<'b>>,
+}
+
+impl<'b> Builder<'b> {
+    fn new(head: &str, table: &str) -> Self {
+        let mut sql = String::with_capacity(128);
+        sql.push_str(head);
+        sql.push_str(table);
+        Builder {
+            sql,
+            params: Vec::new(),
+        }
+    }
+
+    fn param(&mut self, value: Option<&'b [u8]>) {
+        self.params.push(TextParam(value));
+        let _ = write!(self.sql, "${}", self.params.len());
+    }
+
+    fn push(&mut self, s: &str) {
+        self.sql.push_str(s);
+    }
+
+    fn ident(&mut self, name: &str) {
+        push_ident(&mut self.sql, name);
+    }
+
+    /// `SET c = $n, ...` for the given columns.
+    fn set_list(&mut self, rel: &Relation, cols: &[usize], row: &'b [Value]) {
+        self.push(" SET ");
+        for (i, &c) in cols.iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.ident(&rel.columns[c].name);
+            self.push(" = ");
+            self.param(row[c].as_bytes());
+        }
+    }
+
+    /// ` WHERE k1 = $n AND k2 IS NULL ...`.
+    fn key_where(&mut self, rel: &Relation, key: &[(usize, &'b Value)]) {
+        self.push(" WHERE ");
+        for (i, (c, v)) in key.iter().enumerate() {
+            if i > 0 {
+                self.push(" AND ");
+            }
+            self.ident(&rel.columns[*c].name);
+            match v.as_bytes() {
+                Some(b) => {
+                    self.push(" = ");
+                    self.param(Some(b));
+                }
+                None => self.push(" IS NULL"),
+            }
+        }
+    }
+
+    /// ` WHERE ctid = (SELECT ctid FROM t WHERE c::text IS NOT DISTINCT FROM $n ... LIMIT 1)`,
+    /// matching every column of `old` except unchanged TOAST values.
+    fn ctid_where(&mut self, rel: &Relation, table: &str, old: &'b [Value]) {
+        self.push(" WHERE ctid = (SELECT ctid FROM ");
+        self.push(table);
+        let mut first = true;
+        for (c, v) in old.iter().enumerate() {
+            if *v == Value::UnchangedToast {
+                continue;
+            }
+            self.push(if first { " WHERE " } else { " AND " });
+            first = false;
+            self.ident(&rel.columns[c].name);
+            self.push("::text IS NOT DISTINCT FROM ");
+            self.param(v.as_bytes());
+        }
+        self.push(" LIMIT 1)");
+    }
+
+    fn finish(self, action: Action, table: String) -> Planned<'b> {
+        Planned {
+            sql: self.sql,
+            params: self.params,
+            action,
+            table,
+        }
+    }
+}
+
+fn row_of<'b>(
+    rel: &Relation,
+    row: &'b Option<Vec<Value>>,
+    what: &str,
+) -> Result<&'b [Value], SinkError> {
+    let row = row
+        .as_deref()
+        .ok_or_else(|| invalid(rel, format_args!("the change has no {what} row")))?;
+    if row.len() != rel.columns.len() {
+        return Err(invalid(
+            rel,
+            format_args!(
+                "the {what} row has {} values for {} columns",
+                row.len(),
+                rel.columns.len()
+            ),
+        ));
+    }
+    Ok(row)
+}
+
+fn old_of<'b>(
+    rel: &Relation,
+    change: &'b Change,
+) -> Result<Option<(OldKind, &'b [Value])>, SinkError> {
+    match &change.old {
+        None => Ok(None),
+        Some((kind, values)) => {
+            if values.len() != rel.columns.len() {
+                return Err(invalid(
+                    rel,
+                    format_args!(
+                        "the old row has {} values for {} columns",
+                        values.len(),
+                        rel.columns.len()
+                    ),
+                ));
+            }
+            Ok(Some((*kind, values.as_slice())))
+        }
+    }
+}
+
+/// `INSERT ... ON CONFLICT (key) DO UPDATE SET c = EXCLUDED.c` (or plain `INSERT` without a
+/// key) of a full row.
+fn insert_row<'b>(
+    rel: &Relation,
+    table: &str,
+    key: &Key,
+    row: &'b [Value],
+) -> Result<Planned<'b>, SinkError> {
+    if row.contains(&Value::UnchangedToast) {
+        return Err(invalid(
+            rel,
+            "a row to insert carries an unchanged TOAST value",
+        ));
+    }
+    let mut b = Builder::new("INSERT INTO ", table);
+    b.push(" (");
+    for (i, col) in rel.columns.iter().enumerate() {
+        if i > 0 {
+            b.push(", ");
+        }
+        b.ident(&col.name);
+    }
+    b.push(") VALUES (");
+    for (i, v) in row.iter().enumerate() {
+        if i > 0 {
+            b.push(", ");
+        }
+        b.param(v.as_bytes());
+    }
+    b.push(")");
+    let Key::Columns(key) = key else {
+        return Ok(b.finish(Action::Insert, table.to_owned()));
+    };
+    b.push(" ON CONFLICT (");
+    for (i, &c) in key.iter().enumerate() {
+        if i > 0 {
+            b.push(", ");
+        }
+        b.ident(&rel.columns[c].name);
+    }
+    b.push(")");
+    let mut first = true;
+    for (c, col) in rel.columns.iter().enumerate() {
+        if key.contains(&c) {
+            continue;
+        }
+        b.push(if first { " DO UPDATE SET " } else { ", " });
+        first = false;
+        b.ident(&col.name);
+        b.push(" = EXCLUDED.");
+        b.ident(&col.name);
+    }
+    if first {
+        b.push(" DO NOTHING");
+    }
+    Ok(b.finish(Action::Upsert, table.to_owned()))
+}
+
+/// Appends the statements that apply `change` to `out`.
+pub(super) fn plan<'b>(
+    batch: &'b ChangeBatch,
+    change: &'b Change,
+    out: &mut Vec<Planned<'b>>,
+) -> Result<(), SinkError> {
+    let rel = batch
+        .relations
+        .get(usize::from(change.relation))
+        .ok_or_else(|| {
+            SinkError::Invalid(format!(
+                "change refers to relation index {} that the message does not carry",
+                change.relation
+            ))
+        })?;
+    if change.op == Op::Truncate {
+        return plan_truncate(batch, change, out);
+    }
+    let table = qualified(&rel.schema, &rel.table);
+    let key = key_of(rel)?;
+    match change.op {
+        Op::Insert => {
+            let new = row_of(rel, &change.new, "new")?;
+            out.push(insert_row(rel, &table, &key, new)?);
+        }
+        Op::Update => plan_update(rel, &table, &key, change, out)?,
+        Op::Delete => {
+            let Some((_, old)) = old_of(rel, change)? else {
+                return Err(invalid(rel, "a delete carries no old row or key"));
+            };
+            let mut b = Builder::new("DELETE FROM ", &table);
+            match &key {
+                Key::Columns(key) => {
+                    let vals = key
+                        .iter()
+                        .map(|&c| match &old[c] {
+                            Value::UnchangedToast => Err(invalid(
+                                rel,
+                                "a delete's key value is an unchanged TOAST value",
+                            )),
+                            v => Ok((c, v)),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    b.key_where(rel, &vals);
+                }
+                Key::Full => b.ctid_where(rel, &table, old),
+            }
+            out.push(b.finish(Action::Delete, table));
+        }
+        Op::Truncate => {}
+    }
+    Ok(())
+}
+
+fn plan_update<'b>(
+    rel: &'b Relation,
+    table: &str,
+    key: &Key,
+    change: &'b Change,
+    out: &mut Vec<Planned<'b>>,
+) -> Result<(), SinkError> {
+    let new = row_of(rel, &change.new, "new")?;
+    let old = old_of(rel, change)?;
+    let has_toast = new.contains(&Value::UnchangedToast);
+    let set_cols: Vec<usize> = (0..new.len())
+        .filter(|&c| new[c] != Value::UnchangedToast)
+        .collect();
+    match key {
+        Key::Columns(key) => {
+            // The row's current key: the old key where the change carries one, else the new.
+            let mut changed = false;
+            let mut where_key = Vec::with_capacity(key.len());
+            for &c in key {
+                let old_v = old
+                    .map(|(_, o)| &o[c])
+                    .filter(|v| **v != Value::UnchangedToast);
+                let v = match old_v {
+                    Some(o) => {
+                        if new[c] != Value::UnchangedToast && new[c] != *o {
+                            changed = true;
+                        }
+                        o
+                    }
+                    None => &new[c],
+                };
+                if *v == Value::UnchangedToast {
+                    return Err(invalid(
+                        rel,
+                        "an update's key value is an unchanged TOAST value and no old key was sent",
+                    ));
+                }
+                where_key.push((c, v));
+            }
+            if !has_toast {
+                if changed {
+                    let mut b = Builder::new("DELETE FROM ", table);
+                    b.key_where(rel, &where_key);
+                    out.push(b.finish(Action::Delete, table.to_owned()));
+                }
+                out.push(insert_row(rel, table, &Key::Columns(key.clone()), new)?);
+                return Ok(());
+            }
+            if set_cols.is_empty() {
+                return Ok(());
+            }
+            let mut b = Builder::new("UPDATE ", table);
+            b.set_list(rel, &set_cols, new);
+            b.key_where(rel, &where_key);
+            out.push(b.finish(Action::Update, table.to_owned()));
+        }
+        Key::Full => {
+            let Some((_, old)) = old else {
+                return Err(invalid(
+                    rel,
+                    "an update of a table without a primary key or replica identity index carries \
+                     no old row (set REPLICA IDENTITY FULL on the source table)",
+                ));
+            };
+            if set_cols.is_empty() {
+                return Ok(());
+            }
+            let mut b = Builder::new("UPDATE ", table);
+            b.set_list(rel, &set_cols, new);
+            b.ctid_where(rel, table, old);
+            out.push(b.finish(Action::Update, table.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+fn plan_truncate<'b>(
+    batch: &'b ChangeBatch,
+    change: &'b Change,
+    out: &mut Vec<Planned<'b>>,
+) -> Result<(), SinkError> {
+    let Some(t) = &change.truncate else {
+        return Err(SinkError::Invalid(
+            "a truncate change carries no truncate details".into(),
+        ));
+    };
+    let mut tables = String::new();
+    let indexes: Vec<u16> = if t.relations.is_empty() {
+        vec![change.relation]
+    } else {
+        t.relations.clone()
+    };
+    for (i, idx) in indexes.iter().enumerate() {
+        let rel = batch.relations.get(usize::from(*idx)).ok_or_else(|| {
+            SinkError::Invalid(format!(
+                "truncate refers to relation index {idx} that the message does not carry"
+            ))
+        })?;
+        if i > 0 {
+            tables.push_str(", ");
+        }
+        tables.push_str(&qualified(&rel.schema, &rel.table));
+    }
+    let mut b = Builder::new("TRUNCATE ", &tables);
+    if t.restart_identity {
+        b.push(" RESTART IDENTITY");
+    }
+    if t.cascade {
+        b.push(" CASCADE");
+    }
+    out.push(b.finish(Action::Truncate, tables));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Column, ReplicationKey, FORMAT_VERSION};
+
+    fn rel(kind: KeyKind, key: &[&str]) -> Relation {
+        Relation {
+            oid: 1,
+            schema: "s".into(),
+            table: "T\"x".into(),
+            columns: ["id", "k2", "v"]
+                .iter()
+                .map(|n| Column {
+                    name: (*n).into(),
+                    type_oid: 25,
+                    type_modifier: -1,
+                    identity: key.contains(n),
+                })
+                .collect(),
+            key: ReplicationKey {
+                kind,
+                columns: key.iter().map(|s| (*s).into()).collect(),
+            },
+        }
+    }
+
+    fn t(s: &str) -> Value {
+        Value::Text(s.as_bytes().to_vec())
+    }
+
+    fn batch(rel: Relation, changes: Vec<Change>) -> ChangeBatch {
+        ChangeBatch {
+            version: FORMAT_VERSION,
+            commit_lsn: 1,
+            commit_time_us: 0,
+            xid: 1,
+            seq: 0,
+            last: true,
+            prev: None,
+            emitted_at_us: 0,
+            relations: vec![rel],
+            changes,
+        }
+    }
+
+    fn change(op: Op, new: Option<Vec<Value>>, old: Option<(OldKind, Vec<Value>)>) -> Change {
+        Change {
+            op,
+            lsn: 1,
+            relation: 0,
+            new,
+            old,
+            truncate: None,
+        }
+    }
+
+    fn sqls(b: &ChangeBatch) -> Vec<String> {
+        let mut out = Vec::new();
+        for c in &b.changes {
+            plan(b, c, &mut out).unwrap();
+        }
+        out.into_iter().map(|p| p.sql).collect()
+    }
+
+    #[test]
+    fn statement_shapes() {
+        let b = batch(
+            rel(KeyKind::PrimaryKey, &["id"]),
+            vec![
+                change(Op::Insert, Some(vec![t("1"), Value::Null, t("")]), None),
+                change(
+                    Op::Update,
+                    Some(vec![t("2"), t("a"), t("b")]),
+                    Some((OldKind::Key, vec![t("1"), Value::Null, Value::Null])),
+                ),
+                change(
+                    Op::Update,
+                    Some(vec![t("2"), t("a"), Value::UnchangedToast]),
+                    None,
+                ),
+                change(
+                    Op::Delete,
+                    None,
+                    Some((OldKind::Key, vec![t("2"), Value::Null, Value::Null])),
+                ),
+            ],
+        );
+        assert_eq!(
+            sqls(&b),
+            vec![
+                r#"INSERT INTO "s"."T""x" ("id", "k2", "v") VALUES ($1, $2, $3) ON CONFLICT ("id") DO UPDATE SET "k2" = EXCLUDED."k2", "v" = EXCLUDED."v""#,
+                r#"DELETE FROM "s"."T""x" WHERE "id" = $1"#,
+                r#"INSERT INTO "s"."T""x" ("id", "k2", "v") VALUES ($1, $2, $3) ON CONFLICT ("id") DO UPDATE SET "k2" = EXCLUDED."k2", "v" = EXCLUDED."v""#,
+                r#"UPDATE "s"."T""x" SET "id" = $1, "k2" = $2 WHERE "id" = $3"#,
+                r#"DELETE FROM "s"."T""x" WHERE "id" = $1"#,
+            ]
+        );
+        let b = batch(
+            rel(KeyKind::Unique, &["id", "k2"]),
+            vec![change(
+                Op::Delete,
+                None,
+                Some((OldKind::Key, vec![t("1"), Value::Null, Value::Null])),
+            )],
+        );
+        assert_eq!(
+            sqls(&b),
+            vec![r#"DELETE FROM "s"."T""x" WHERE "id" = $1 AND "k2" IS NULL"#]
+        );
+        let b = batch(
+            rel(KeyKind::Full, &[]),
+            vec![
+                change(Op::Insert, Some(vec![t("1"), t("2"), t("3")]), None),
+                change(
+                    Op::Delete,
+                    None,
+                    Some((
+                        OldKind::Full,
+                        vec![t("1"), Value::UnchangedToast, Value::Null],
+                    )),
+                ),
+            ],
+        );
+        assert_eq!(
+            sqls(&b),
+            vec![
+                r#"INSERT INTO "s"."T""x" ("id", "k2", "v") VALUES ($1, $2, $3)"#,
+                r#"DELETE FROM "s"."T""x" WHERE ctid = (SELECT ctid FROM "s"."T""x" WHERE "id"::text IS NOT DISTINCT FROM $1 AND "v"::text IS NOT DISTINCT FROM $2 LIMIT 1)"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn all_key_columns_do_nothing_and_missing_key_is_invalid() {
+        let mut r = rel(KeyKind::PrimaryKey, &["id", "k2", "v"]);
+        let b = batch(
+            r.clone(),
+            vec![change(Op::Insert, Some(vec![t("1"), t("2"), t("3")]), None)],
+        );
+        assert!(sqls(&b)[0].ends_with(r#"ON CONFLICT ("id", "k2", "v") DO NOTHING"#));
+        r.key.columns = vec!["nope".into()];
+        let b = batch(
+            r,
+            vec![change(Op::Insert, Some(vec![t("1"), t("2"), t("3")]), None)],
+        );
+        let err = plan(&b, &b.changes[0], &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains(r#""s"."T""x""#), "{err}");
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+}

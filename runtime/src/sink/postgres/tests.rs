@@ -1,0 +1,1023 @@
+//! Tests against a real PostgreSQL: they run only when `PG_FLO_TEST_PG` holds a connection
+//! string to a scratch database (each test works in its own schema and group). The bodies are
+//! functions taking connected clients, so a shared harness can call them.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio_postgres::{NoTls, SimpleQueryMessage};
+
+use super::*;
+use crate::config::{PgConnConfig, SslMode};
+use crate::message::{
+    Change, Column, KeyKind, OldKind, Op, Relation, ReplicationKey, Truncate, Value, FORMAT_VERSION,
+};
+
+const ENV: &str = "PG_FLO_TEST_PG";
+
+async fn scratch() -> Option<Client> {
+    let Ok(conn) = std::env::var(ENV) else {
+        eprintln!("skipping: {ENV} is not set");
+        return None;
+    };
+    let (client, connection) = tokio_postgres::connect(&conn, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    Some(client)
+}
+
+fn target_from_env() -> PgConnConfig {
+    let conn = std::env::var(ENV).unwrap_or_default();
+    let cfg: tokio_postgres::Config = conn.parse().unwrap();
+    let host = match cfg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".into(),
+    };
+    PgConnConfig {
+        host,
+        port: cfg.get_ports().first().copied().unwrap_or(5432),
+        dbname: cfg.get_dbname().unwrap_or("postgres").into(),
+        user: cfg.get_user().unwrap_or("postgres").into(),
+        password: String::from_utf8_lossy(cfg.get_password().unwrap_or_default())
+            .into_owned()
+            .into(),
+        sslmode: SslMode::Disable,
+        sslrootcert: None,
+    }
+}
+
+fn cfg(group: &str) -> PostgresSinkConfig {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    PostgresSinkConfig {
+        target: target_from_env(),
+        source: None,
+        sync_schema: false,
+        disable_foreign_keys: false,
+        group: format!("{group}-{}-{nanos}", std::process::id()),
+    }
+}
+
+fn t(s: &str) -> Value {
+    Value::Text(s.as_bytes().to_vec())
+}
+
+fn relation(schema: &str, table: &str, cols: &[&str], kind: KeyKind, key: &[&str]) -> Relation {
+    Relation {
+        oid: 0,
+        schema: schema.into(),
+        table: table.into(),
+        columns: cols
+            .iter()
+            .map(|n| Column {
+                name: (*n).into(),
+                type_oid: 25,
+                type_modifier: -1,
+                identity: key.contains(n),
+            })
+            .collect(),
+        key: ReplicationKey {
+            kind,
+            columns: key.iter().map(|s| (*s).into()).collect(),
+        },
+    }
+}
+
+fn change(
+    op: Op,
+    relation: u16,
+    new: Option<Vec<Value>>,
+    old: Option<(OldKind, Vec<Value>)>,
+) -> Change {
+    Change {
+        op,
+        lsn: 0,
+        relation,
+        new,
+        old,
+        truncate: None,
+    }
+}
+
+fn ins(rel: u16, new: Vec<Value>) -> Change {
+    change(Op::Insert, rel, Some(new), None)
+}
+
+fn upd(rel: u16, new: Vec<Value>, old: Option<(OldKind, Vec<Value>)>) -> Change {
+    change(Op::Update, rel, Some(new), old)
+}
+
+fn del(rel: u16, kind: OldKind, old: Vec<Value>) -> Change {
+    change(Op::Delete, rel, None, Some((kind, old)))
+}
+
+fn batch(lsn: u64, relations: &[Relation], changes: Vec<Change>) -> ChangeBatch {
+    ChangeBatch {
+        version: FORMAT_VERSION,
+        commit_lsn: lsn,
+        commit_time_us: 0,
+        xid: 1,
+        seq: 0,
+        last: true,
+        prev: None,
+        emitted_at_us: 0,
+        relations: relations.to_vec(),
+        changes,
+    }
+}
+
+/// Applies one message and commits its transaction.
+async fn apply_commit(sink: &mut PostgresSink, b: &ChangeBatch) {
+    sink.apply(b).await.unwrap();
+    sink.commit(b.position()).await.unwrap();
+}
+
+/// Rows of a query as text (`None` for NULL).
+async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).map(str::to_owned))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+fn r(vals: &[Option<&str>]) -> Vec<Option<String>> {
+    vals.iter().map(|v| v.map(str::to_owned)).collect()
+}
+
+async fn fresh_schema(client: &Client, schema: &str, ddl: &str) {
+    client
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; SET search_path = {schema}; {ddl}; RESET search_path"
+        ))
+        .await
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bodies
+// ---------------------------------------------------------------------------------------------
+
+pub(crate) async fn upsert_is_idempotent_and_keeps_null_and_empty(client: Client) {
+    fresh_schema(
+        &client,
+        "pgsink_upsert",
+        r#"CREATE TABLE "Users" (id int PRIMARY KEY, "Name" text, note text DEFAULT 'dflt',
+             n numeric, ts timestamptz, b bytea, arr int[], j jsonb, u uuid, ok bool)"#,
+    )
+    .await;
+    let rel = relation(
+        "pgsink_upsert",
+        "Users",
+        &["id", "Name", "note", "n", "ts", "b", "arr", "j", "u", "ok"],
+        KeyKind::PrimaryKey,
+        &["id"],
+    );
+    let row1 = vec![
+        t("1"),
+        t("a"),
+        t(""),
+        t("1.50"),
+        t("2024-01-02 03:04:05.123456+00"),
+        t("\\x0102ff"),
+        t("{1,2,NULL}"),
+        t("{\"k\": [1, \"x\"]}"),
+        t("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+        t("t"),
+    ];
+    let row2 = vec![
+        t("2"),
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+    ];
+    let mut sink = PostgresSink::with_client(client, cfg("upsert"))
+        .await
+        .unwrap();
+    let b1 = batch(
+        100,
+        std::slice::from_ref(&rel),
+        vec![ins(0, row1.clone()), ins(0, row2.clone())],
+    );
+    apply_commit(&mut sink, &b1).await;
+    let expected = vec![
+        r(&[
+            Some("1"),
+            Some("a"),
+            Some(""),
+            Some("1.50"),
+            Some("2024-01-02 03:04:05.123456+00"),
+            Some("\\x0102ff"),
+            Some("{1,2,NULL}"),
+            Some("{\"k\": [1, \"x\"]}"),
+            Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+            Some("t"),
+        ]),
+        r(&[
+            Some("2"),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        ]),
+    ];
+    let select = r#"SET TimeZone = 'UTC'; SELECT * FROM pgsink_upsert."Users" ORDER BY id"#;
+    assert_eq!(rows(sink.client(), select).await, expected);
+
+    // The same message again (redelivery): skipped.
+    apply_commit(&mut sink, &b1).await;
+    assert_eq!(rows(sink.client(), select).await, expected);
+
+    // The same inserts at a later position (a replay or re-copy): the upsert converges.
+    let mut row1b = row1.clone();
+    row1b[1] = t("b");
+    let b2 = batch(
+        200,
+        std::slice::from_ref(&rel),
+        vec![ins(0, row1b), ins(0, row2)],
+    );
+    apply_commit(&mut sink, &b2).await;
+    apply_commit(
+        &mut sink,
+        &batch(201, std::slice::from_ref(&rel), b2.changes.clone()),
+    )
+    .await;
+    let mut expected_b = expected.clone();
+    expected_b[0][1] = Some("b".into());
+    assert_eq!(rows(sink.client(), select).await, expected_b);
+    assert_eq!(
+        rows(
+            sink.client(),
+            r#"SELECT count(*) FROM pgsink_upsert."Users" WHERE note = '' AND "Name" IS NOT NULL"#
+        )
+        .await,
+        vec![r(&[Some("1")])]
+    );
+}
+
+pub(crate) async fn update_with_unchanged_toast_keeps_the_value(client: Client) {
+    fresh_schema(
+        &client,
+        "pgsink_toast",
+        "CREATE TABLE docs (id int PRIMARY KEY, body text, n int)",
+    )
+    .await;
+    let rel = relation(
+        "pgsink_toast",
+        "docs",
+        &["id", "body", "n"],
+        KeyKind::PrimaryKey,
+        &["id"],
+    );
+    let big: String = (0..200_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let mut sink = PostgresSink::with_client(client, cfg("toast"))
+        .await
+        .unwrap();
+    let rels = std::slice::from_ref(&rel);
+    apply_commit(
+        &mut sink,
+        &batch(10, rels, vec![ins(0, vec![t("1"), t(&big), t("1")])]),
+    )
+    .await;
+    // Unchanged TOAST, key unchanged, no old tuple.
+    apply_commit(
+        &mut sink,
+        &batch(
+            20,
+            rels,
+            vec![upd(0, vec![t("1"), Value::UnchangedToast, t("2")], None)],
+        ),
+    )
+    .await;
+    let select = "SELECT id, md5(body), length(body), n FROM pgsink_toast.docs ORDER BY id";
+    let got = rows(sink.client(), select).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0][2].as_deref(), Some("200000"));
+    assert_eq!(got[0][3].as_deref(), Some("2"));
+    let body_md5 = got[0][1].clone();
+    // Unchanged TOAST with a key change: the row moves, the value stays.
+    apply_commit(
+        &mut sink,
+        &batch(
+            30,
+            rels,
+            vec![upd(
+                0,
+                vec![t("7"), Value::UnchangedToast, t("3")],
+                Some((OldKind::Key, vec![t("1"), Value::Null, Value::Null])),
+            )],
+        ),
+    )
+    .await;
+    assert_eq!(
+        rows(sink.client(), select).await,
+        vec![vec![
+            Some("7".into()),
+            body_md5,
+            Some("200000".into()),
+            Some("3".into())
+        ]]
+    );
+    // Every non-key column unchanged TOAST but the key: still applied.
+    apply_commit(
+        &mut sink,
+        &batch(
+            40,
+            rels,
+            vec![upd(
+                0,
+                vec![t("7"), Value::UnchangedToast, Value::Null],
+                None,
+            )],
+        ),
+    )
+    .await;
+    assert_eq!(
+        rows(
+            sink.client(),
+            "SELECT id, length(body), n FROM pgsink_toast.docs"
+        )
+        .await,
+        vec![r(&[Some("7"), Some("200000"), None])]
+    );
+}
+
+pub(crate) async fn key_change_deletes_the_old_row(client: Client) {
+    fresh_schema(
+        &client,
+        "pgsink_keychange",
+        "CREATE TABLE k (id int PRIMARY KEY, v text)",
+    )
+    .await;
+    let rel = relation(
+        "pgsink_keychange",
+        "k",
+        &["id", "v"],
+        KeyKind::PrimaryKey,
+        &["id"],
+    );
+    let rels = std::slice::from_ref(&rel);
+    let mut sink = PostgresSink::with_client(client, cfg("keychange"))
+        .await
+        .unwrap();
+    apply_commit(
+        &mut sink,
+        &batch(
+            10,
+            rels,
+            vec![ins(0, vec![t("1"), t("a")]), ins(0, vec![t("2"), t("b")])],
+        ),
+    )
+    .await;
+    apply_commit(
+        &mut sink,
+        &batch(
+            20,
+            rels,
+            vec![
+                upd(
+                    0,
+                    vec![t("10"), t("a2")],
+                    Some((OldKind::Key, vec![t("1"), Value::Null])),
+                ),
+                // Old key equal to the new one: a plain upsert.
+                upd(
+                    0,
+                    vec![t("2"), t("b2")],
+                    Some((OldKind::Key, vec![t("2"), Value::Null])),
+                ),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(
+        rows(
+            sink.client(),
+            "SELECT * FROM pgsink_keychange.k ORDER BY id"
+        )
+        .await,
+        vec![r(&[Some("2"), Some("b2")]), r(&[Some("10"), Some("a2")])]
+    );
+}
+
+pub(crate) async fn deletes_by_pk_composite_key_and_full_identity(client: Client) {
+    fresh_schema(
+        &client,
+        "pgsink_delete",
+        "CREATE TABLE pk (id int PRIMARY KEY, v text);
+         CREATE TABLE comp (a int, b text, v text, PRIMARY KEY (a, b));
+         CREATE TABLE uq (a int NOT NULL, b int, v text);
+         CREATE UNIQUE INDEX uq_ab ON uq (a, b);
+         CREATE TABLE full_t (x int, y text, j json)",
+    )
+    .await;
+    let rels = vec![
+        relation(
+            "pgsink_delete",
+            "pk",
+            &["id", "v"],
+            KeyKind::PrimaryKey,
+            &["id"],
+        ),
+        relation(
+            "pgsink_delete",
+            "comp",
+            &["a", "b", "v"],
+            KeyKind::PrimaryKey,
+            &["a", "b"],
+        ),
+        relation(
+            "pgsink_delete",
+            "uq",
+            &["a", "b", "v"],
+            KeyKind::Unique,
+            &["a", "b"],
+        ),
+        relation(
+            "pgsink_delete",
+            "full_t",
+            &["x", "y", "j"],
+            KeyKind::Full,
+            &[],
+        ),
+    ];
+    let mut sink = PostgresSink::with_client(client, cfg("delete"))
+        .await
+        .unwrap();
+    apply_commit(
+        &mut sink,
+        &batch(
+            10,
+            &rels,
+            vec![
+                ins(0, vec![t("1"), t("a")]),
+                ins(0, vec![t("2"), t("b")]),
+                ins(1, vec![t("1"), t("x"), t("keep")]),
+                ins(1, vec![t("1"), t("y"), t("go")]),
+                ins(2, vec![t("1"), Value::Null, t("null-b")]),
+                ins(2, vec![t("1"), t("2"), t("two")]),
+                ins(3, vec![t("1"), t("dup"), t("{\"a\": 1}")]),
+                ins(3, vec![t("1"), t("dup"), t("{\"a\": 1}")]),
+                ins(3, vec![t("2"), Value::Null, t("[]")]),
+                ins(3, vec![t("3"), t(""), Value::Null]),
+            ],
+        ),
+    )
+    .await;
+    apply_commit(
+        &mut sink,
+        &batch(
+            20,
+            &rels,
+            vec![
+                del(0, OldKind::Key, vec![t("1"), Value::Null]),
+                del(1, OldKind::Key, vec![t("1"), t("y"), Value::Null]),
+                // A NULL key value is matched with IS NULL.
+                del(2, OldKind::Key, vec![t("1"), Value::Null, Value::Null]),
+                // FULL identity: exactly one of the two identical rows goes.
+                del(3, OldKind::Full, vec![t("1"), t("dup"), t("{\"a\": 1}")]),
+                // FULL identity update matched through NULL and json (no equality operator).
+                upd(
+                    3,
+                    vec![t("20"), t("z"), t("[1]")],
+                    Some((OldKind::Full, vec![t("2"), Value::Null, t("[]")])),
+                ),
+                // '' is not NULL.
+                del(3, OldKind::Full, vec![t("3"), Value::Null, Value::Null]),
+            ],
+        ),
+    )
+    .await;
+    let c = sink.client();
+    assert_eq!(
+        rows(c, "SELECT * FROM pgsink_delete.pk ORDER BY id").await,
+        vec![r(&[Some("2"), Some("b")])]
+    );
+    assert_eq!(
+        rows(c, "SELECT * FROM pgsink_delete.comp ORDER BY a, b").await,
+        vec![r(&[Some("1"), Some("x"), Some("keep")])]
+    );
+    assert_eq!(
+        rows(c, "SELECT * FROM pgsink_delete.uq ORDER BY a, b").await,
+        vec![r(&[Some("1"), Some("2"), Some("two")])]
+    );
+    assert_eq!(
+        rows(c, "SELECT * FROM pgsink_delete.full_t ORDER BY x").await,
+        vec![
+            r(&[Some("1"), Some("dup"), Some("{\"a\": 1}")]),
+            r(&[Some("3"), Some(""), None]),
+            r(&[Some("20"), Some("z"), Some("[1]")]),
+        ]
+    );
+    apply_commit(
+        &mut sink,
+        &batch(
+            30,
+            &rels,
+            vec![del(3, OldKind::Full, vec![t("3"), t(""), Value::Null])],
+        ),
+    )
+    .await;
+    assert_eq!(
+        rows(
+            sink.client(),
+            "SELECT x FROM pgsink_delete.full_t ORDER BY x"
+        )
+        .await,
+        vec![r(&[Some("1")]), r(&[Some("20")])]
+    );
+}
+
+pub(crate) async fn truncate_empties_tables(client: Client) {
+    fresh_schema(
+        &client,
+        "pgsink_truncate",
+        "CREATE TABLE a (id serial PRIMARY KEY, v text);
+         CREATE TABLE b (id int PRIMARY KEY);
+         INSERT INTO a (v) VALUES ('x'), ('y'); INSERT INTO b VALUES (1)",
+    )
+    .await;
+    let rels = vec![
+        relation(
+            "pgsink_truncate",
+            "a",
+            &["id", "v"],
+            KeyKind::PrimaryKey,
+            &["id"],
+        ),
+        relation(
+            "pgsink_truncate",
+            "b",
+            &["id"],
+            KeyKind::PrimaryKey,
+            &["id"],
+        ),
+    ];
+    let mut sink = PostgresSink::with_client(client, cfg("truncate"))
+        .await
+        .unwrap();
+    let mut tr = change(Op::Truncate, 0, None, None);
+    tr.truncate = Some(Truncate {
+        relations: vec![0, 1],
+        cascade: false,
+        restart_identity: true,
+    });
+    // All-key table: the upsert is ON CONFLICT DO NOTHING.
+    apply_commit(
+        &mut sink,
+        &batch(
+            10,
+            &rels,
+            vec![ins(1, vec![t("1")]), ins(1, vec![t("2")]), tr],
+        ),
+    )
+    .await;
+    let c = sink.client();
+    assert_eq!(
+        rows(c, "SELECT (SELECT count(*) FROM pgsink_truncate.a), (SELECT count(*) FROM pgsink_truncate.b)").await,
+        vec![r(&[Some("0"), Some("0")])]
+    );
+    assert_eq!(
+        rows(c, "SELECT is_called FROM pgsink_truncate.a_id_seq").await,
+        vec![r(&[Some("f")])]
+    );
+}
+
+pub(crate) async fn rollback_discards_and_position_is_committed_atomically(
+    client: Client,
+    second: Client,
+) {
+    fresh_schema(
+        &client,
+        "pgsink_position",
+        "CREATE TABLE p (id int PRIMARY KEY)",
+    )
+    .await;
+    let rel = relation(
+        "pgsink_position",
+        "p",
+        &["id"],
+        KeyKind::PrimaryKey,
+        &["id"],
+    );
+    let rels = std::slice::from_ref(&rel);
+    let config = cfg("position");
+    let mut sink = PostgresSink::with_client(client, config.clone())
+        .await
+        .unwrap();
+    assert_eq!(sink.applied_position().await.unwrap(), None);
+
+    // A source transaction spanning two messages, committed once.
+    let mut m0 = batch(0x1_0000_0010, rels, vec![ins(0, vec![t("1")])]);
+    m0.last = false;
+    let mut m1 = batch(0x1_0000_0010, rels, vec![ins(0, vec![t("2")])]);
+    m1.seq = 1;
+    sink.apply(&m0).await.unwrap();
+    sink.apply(&m1).await.unwrap();
+    let p1 = m1.position();
+    sink.commit(p1).await.unwrap();
+    assert_eq!(sink.applied_position().await.unwrap(), Some(p1));
+    assert_eq!(
+        rows(
+            sink.client(),
+            &format!(
+                "SELECT commit_lsn::text, seq FROM internal_pg_flo.applied_position WHERE group_name = '{}'",
+                config.group
+            )
+        )
+        .await,
+        vec![r(&[Some("1/10"), Some("1")])]
+    );
+
+    // Applied then rolled back: neither the row nor the position moves.
+    let m2 = batch(0x1_0000_0020, rels, vec![ins(0, vec![t("3")])]);
+    sink.apply(&m2).await.unwrap();
+    assert_eq!(
+        rows(sink.client(), "SELECT count(*) FROM pgsink_position.p").await,
+        vec![r(&[Some("3")])]
+    );
+    sink.rollback().await.unwrap();
+    assert_eq!(
+        rows(
+            sink.client(),
+            "SELECT id FROM pgsink_position.p ORDER BY id"
+        )
+        .await,
+        vec![r(&[Some("1")]), r(&[Some("2")])]
+    );
+    assert_eq!(sink.applied_position().await.unwrap(), Some(p1));
+
+    // A failing statement (no such table) aborts the message; rollback keeps the old position.
+    let mut bad_rel = rel.clone();
+    bad_rel.table = "missing".into();
+    let bad = batch(0x1_0000_0030, &[bad_rel], vec![ins(0, vec![t("9")])]);
+    let err = sink.apply(&bad).await.unwrap_err();
+    assert_eq!(err.retry(), Retry::Permanent);
+    let msg = err.to_string();
+    assert!(msg.contains(r#""pgsink_position"."missing""#), "{msg}");
+    assert!(msg.contains("--target-sync-schema"), "{msg}");
+    sink.rollback().await.unwrap();
+    assert_eq!(sink.applied_position().await.unwrap(), Some(p1));
+
+    // The redelivered message applies after the rollback.
+    sink.apply(&m2).await.unwrap();
+    sink.commit(m2.position()).await.unwrap();
+    assert_eq!(sink.applied_position().await.unwrap(), Some(m2.position()));
+
+    // Nothing applied but a newer position: recorded; an older one never moves it back.
+    let p3 = Position::end_of(Lsn(0x1_0000_0040));
+    sink.commit(p3).await.unwrap();
+    assert_eq!(sink.applied_position().await.unwrap(), Some(p3));
+    sink.commit(p1).await.unwrap();
+    assert_eq!(sink.applied_position().await.unwrap(), Some(p3));
+
+    // A restarted sink (new connection) reads the position and skips what it covers.
+    drop(sink);
+    let mut again = PostgresSink::with_client(second, config).await.unwrap();
+    assert_eq!(again.applied_position().await.unwrap(), Some(p3));
+    let old = batch(0x1_0000_0030, rels, vec![ins(0, vec![t("100")])]);
+    again.apply(&old).await.unwrap();
+    again.commit(old.position()).await.unwrap();
+    assert_eq!(
+        rows(
+            again.client(),
+            "SELECT id FROM pgsink_position.p ORDER BY id"
+        )
+        .await,
+        vec![r(&[Some("1")]), r(&[Some("2")]), r(&[Some("3")])]
+    );
+    assert_eq!(again.applied_position().await.unwrap(), Some(p3));
+}
+
+pub(crate) async fn errors_are_classified(client: Client) {
+    fresh_schema(
+        &client,
+        "pgsink_errors",
+        "CREATE TABLE c (id int PRIMARY KEY, v int CHECK (v > 0)); CREATE TABLE nokey (id int)",
+    )
+    .await;
+    let rel = relation(
+        "pgsink_errors",
+        "c",
+        &["id", "v"],
+        KeyKind::PrimaryKey,
+        &["id"],
+    );
+    let mut sink = PostgresSink::with_client(client, cfg("errors"))
+        .await
+        .unwrap();
+    let err = sink
+        .apply(&batch(
+            10,
+            std::slice::from_ref(&rel),
+            vec![ins(0, vec![t("1"), t("-1")])],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.retry(), Retry::Permanent, "{err}");
+    assert!(
+        err.to_string()
+            .contains(r#"upserting into "pgsink_errors"."c""#),
+        "{err}"
+    );
+    sink.rollback().await.unwrap();
+
+    // ON CONFLICT needs a matching unique index in the target.
+    let nokey = relation(
+        "pgsink_errors",
+        "nokey",
+        &["id"],
+        KeyKind::PrimaryKey,
+        &["id"],
+    );
+    let err = sink
+        .apply(&batch(11, &[nokey], vec![ins(0, vec![t("1")])]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.retry(), Retry::Permanent, "{err}");
+    assert!(err.to_string().contains("--target-sync-schema"), "{err}");
+    sink.rollback().await.unwrap();
+
+    // A key column missing from the relation.
+    let mut bad = rel.clone();
+    bad.key.columns = vec!["gone".into()];
+    let err = sink
+        .apply(&batch(12, &[bad], vec![ins(0, vec![t("1"), t("1")])]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SinkError::Invalid(_)), "{err}");
+    assert!(err.to_string().contains(r#""pgsink_errors"."c""#), "{err}");
+    sink.rollback().await.unwrap();
+
+    // Still usable afterwards.
+    apply_commit(
+        &mut sink,
+        &batch(
+            13,
+            std::slice::from_ref(&rel),
+            vec![ins(0, vec![t("1"), t("5")])],
+        ),
+    )
+    .await;
+    assert_eq!(
+        rows(sink.client(), "SELECT * FROM pgsink_errors.c").await,
+        vec![r(&[Some("1"), Some("5")])]
+    );
+}
+
+pub(crate) async fn foreign_keys_can_be_disabled(client: Client) {
+    fresh_schema(
+        &client,
+        "pgsink_fk",
+        "CREATE TABLE parent (id int PRIMARY KEY);
+         CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent (id))",
+    )
+    .await;
+    let rels = vec![
+        relation("pgsink_fk", "parent", &["id"], KeyKind::PrimaryKey, &["id"]),
+        relation(
+            "pgsink_fk",
+            "child",
+            &["id", "parent_id"],
+            KeyKind::PrimaryKey,
+            &["id"],
+        ),
+    ];
+    let mut config = cfg("fk");
+    config.disable_foreign_keys = true;
+    let mut sink = PostgresSink::with_client(client, config).await.unwrap();
+    // The child arrives before its parent.
+    apply_commit(
+        &mut sink,
+        &batch(10, &rels, vec![ins(1, vec![t("1"), t("5")])]),
+    )
+    .await;
+    apply_commit(&mut sink, &batch(20, &rels, vec![ins(0, vec![t("5")])])).await;
+    assert_eq!(
+        rows(sink.client(), "SELECT * FROM pgsink_fk.child").await,
+        vec![r(&[Some("1"), Some("5")])]
+    );
+    // The setting is local to the sink's transactions.
+    assert_eq!(
+        rows(sink.client(), "SHOW session_replication_role").await,
+        vec![r(&[Some("origin")])]
+    );
+}
+
+pub(crate) async fn long_pipelined_batch_keeps_order(client: Client) {
+    fresh_schema(
+        &client,
+        "pgsink_pipe",
+        "CREATE TABLE p (id int PRIMARY KEY, v text)",
+    )
+    .await;
+    let rel = relation(
+        "pgsink_pipe",
+        "p",
+        &["id", "v"],
+        KeyKind::PrimaryKey,
+        &["id"],
+    );
+    let mut changes = Vec::new();
+    for i in 0..500 {
+        let id = i.to_string();
+        changes.push(ins(0, vec![t(&id), t("v0")]));
+        changes.push(upd(0, vec![t(&id), t("v1")], None));
+        if i % 2 == 0 {
+            changes.push(del(0, OldKind::Key, vec![t(&id), Value::Null]));
+        }
+    }
+    let mut sink = PostgresSink::with_client(client, cfg("pipe"))
+        .await
+        .unwrap();
+    apply_commit(&mut sink, &batch(10, std::slice::from_ref(&rel), changes)).await;
+    assert_eq!(
+        rows(
+            sink.client(),
+            "SELECT count(*), count(*) FILTER (WHERE v = 'v1'), min(id), max(id) FROM pgsink_pipe.p"
+        )
+        .await,
+        vec![r(&[Some("250"), Some("250"), Some("1"), Some("499")])]
+    );
+}
+
+pub(crate) async fn lost_connection_is_transient(client: Client, killer: Client) {
+    fresh_schema(
+        &client,
+        "pgsink_lost",
+        "CREATE TABLE l (id int PRIMARY KEY)",
+    )
+    .await;
+    let rel = relation("pgsink_lost", "l", &["id"], KeyKind::PrimaryKey, &["id"]);
+    let rels = std::slice::from_ref(&rel);
+    let mut sink = PostgresSink::with_client(client, cfg("lost"))
+        .await
+        .unwrap();
+    sink.apply(&batch(10, rels, vec![ins(0, vec![t("1")])]))
+        .await
+        .unwrap();
+    let pid = rows(sink.client(), "SELECT pg_backend_pid()").await[0][0]
+        .clone()
+        .unwrap();
+    killer
+        .batch_execute(&format!("SELECT pg_terminate_backend({pid}, 5000)"))
+        .await
+        .unwrap();
+    let err = sink.commit(Position::end_of(Lsn(10))).await.unwrap_err();
+    assert_eq!(err.retry(), Retry::Transient, "{err:?}");
+    sink.rollback().await.unwrap();
+    let err = sink
+        .apply(&batch(10, rels, vec![ins(0, vec![t("1")])]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.retry(), Retry::Transient, "{err:?}");
+    // Nothing reached the target.
+    assert_eq!(
+        rows(&killer, "SELECT count(*) FROM pgsink_lost.l").await,
+        vec![r(&[Some("0")])]
+    );
+}
+
+pub(crate) async fn sync_schema_copies_tables(client: Client) {
+    for db in ["pgsink_sync_src", "pgsink_sync_dst"] {
+        client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .await
+            .unwrap();
+    }
+    client
+        .batch_execute("CREATE DATABASE pgsink_sync_src")
+        .await
+        .unwrap();
+    client
+        .batch_execute("CREATE DATABASE pgsink_sync_dst")
+        .await
+        .unwrap();
+    let mut source = target_from_env();
+    source.dbname = "pgsink_sync_src".into();
+    let mut target = target_from_env();
+    target.dbname = "pgsink_sync_dst".into();
+    let connect = |c: &PgConnConfig| {
+        format!(
+            "host={} port={} user={} dbname={}",
+            c.host, c.port, c.user, c.dbname
+        )
+    };
+    let (src, conn) = tokio_postgres::connect(&connect(&source), NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    src.batch_execute(
+        r#"CREATE TABLE "Mixed Case" (id int PRIMARY KEY, v text); CREATE TYPE mood AS ENUM ('a', 'b')"#,
+    )
+    .await
+    .unwrap();
+    let mut config = cfg("sync");
+    config.source = Some(source);
+    config.target = target.clone();
+    config.sync_schema = true;
+    for _ in 0..2 {
+        // The second run meets "already exists" errors, which are tolerated.
+        let (dst, conn) = tokio_postgres::connect(&connect(&target), NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let sink = PostgresSink::with_client(dst, config.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            rows(
+                sink.client(),
+                r#"SELECT count(*) FROM "Mixed Case", (SELECT 'b'::mood) m"#
+            )
+            .await,
+            vec![r(&[Some("0")])]
+        );
+    }
+    drop(src);
+    let mut no_source = config.clone();
+    no_source.source = None;
+    let (dst, conn) = tokio_postgres::connect(&connect(&target), NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let err = PostgresSink::with_client(dst, no_source)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("--target-sync-schema"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test entry points
+// ---------------------------------------------------------------------------------------------
+
+macro_rules! pg_tests {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let Some(client) = scratch().await else { return };
+            super::$name(client).await;
+        }
+    )*};
+}
+
+mod run {
+    use super::scratch;
+
+    pg_tests!(
+        upsert_is_idempotent_and_keeps_null_and_empty,
+        update_with_unchanged_toast_keeps_the_value,
+        key_change_deletes_the_old_row,
+        deletes_by_pk_composite_key_and_full_identity,
+        truncate_empties_tables,
+        errors_are_classified,
+        foreign_keys_can_be_disabled,
+        long_pipelined_batch_keeps_order,
+        sync_schema_copies_tables,
+    );
+
+    #[tokio::test]
+    async fn rollback_discards_and_position_is_committed_atomically() {
+        let Some(client) = scratch().await else {
+            return;
+        };
+        let Some(second) = scratch().await else {
+            return;
+        };
+        super::rollback_discards_and_position_is_committed_atomically(client, second).await;
+    }
+
+    #[tokio::test]
+    async fn lost_connection_is_transient() {
+        let Some(client) = scratch().await else {
+            return;
+        };
+        let Some(killer) = scratch().await else {
+            return;
+        };
+        super::lost_connection_is_transient(client, killer).await;
+    }
+}
