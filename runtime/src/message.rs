@@ -380,10 +380,19 @@ mod tests {
         let bytes = batch.encode().unwrap();
         let back = ChangeBatch::decode(&bytes).unwrap();
         assert_eq!(back, batch);
-        assert_eq!(back.changes[0].new.as_ref().unwrap()[1], Value::Text(Vec::new()));
-        assert_eq!(back.changes[1].new.as_ref().unwrap()[1], Value::UnchangedToast);
+        assert_eq!(
+            back.changes[0].new.as_ref().unwrap()[1],
+            Value::Text(Vec::new())
+        );
+        assert_eq!(
+            back.changes[1].new.as_ref().unwrap()[1],
+            Value::UnchangedToast
+        );
         assert_eq!(back.changes[1].old.as_ref().unwrap().1[1], Value::Null);
-        assert_eq!(batch.message_id("pg_flo_g_publication"), "pg_flo_g_publication:16/B374D848:0");
+        assert_eq!(
+            batch.message_id("pg_flo_g_publication"),
+            "pg_flo_g_publication:16/B374D848:0"
+        );
     }
 
     #[test]
@@ -406,8 +415,14 @@ mod tests {
 
     #[test]
     fn positions_order_by_lsn_then_seq() {
-        let a = Position { commit_lsn: 5, seq: 7 };
-        let b = Position { commit_lsn: 6, seq: 0 };
+        let a = Position {
+            commit_lsn: 5,
+            seq: 7,
+        };
+        let b = Position {
+            commit_lsn: 6,
+            seq: 0,
+        };
         assert!(a < b);
         assert!(Position::end_of(Lsn(5)) > a);
         assert!(Position::end_of(Lsn(5)) < b);
