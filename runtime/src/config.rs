@@ -129,6 +129,8 @@ pub struct WorkerConfig {
     pub metrics_addr: Option<SocketAddr>,
 }
 
+// Built once per process; boxing the postgres variant would only change its users' code.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum SinkConfig {
     Stdout,
