@@ -2,3 +2,4 @@
 //! protocol (slot, pgoutput stream).
 
 pub mod connection;
+pub mod tls;
