@@ -61,7 +61,11 @@ impl Pipeline {
         let mut args: Vec<String> = vec![
             "replicator".into(),
             "--host".into(),
-            if self.pg.is_tls() { "localhost".into() } else { self.pg.host().into() },
+            if self.pg.is_tls() {
+                "localhost".into()
+            } else {
+                self.pg.host().into()
+            },
             "--port".into(),
             self.pg.port().to_string(),
             "--dbname".into(),
@@ -98,7 +102,11 @@ impl Pipeline {
             "--nats-url".into(),
             self.nats.url(),
             "--target-host".into(),
-            if self.pg.is_tls() { "localhost".into() } else { self.pg.host().into() },
+            if self.pg.is_tls() {
+                "localhost".into()
+            } else {
+                self.pg.host().into()
+            },
             "--target-port".into(),
             self.pg.port().to_string(),
             "--target-dbname".into(),
@@ -137,15 +145,20 @@ impl Pipeline {
 
     /// Starts a replicator and waits until it streams.
     pub async fn start_replicator(&self, group: &str, tables: &str) -> anyhow::Result<Process> {
-        let p = Self::spawn(&format!("replicator-{group}"), &self.replicator_args(group, tables))?;
-        p.wait_for_output("streaming changes", Duration::from_secs(60)).await?;
+        let p = Self::spawn(
+            &format!("replicator-{group}"),
+            &self.replicator_args(group, tables),
+        )?;
+        p.wait_for_output("streaming changes", Duration::from_secs(60))
+            .await?;
         Ok(p)
     }
 
     /// Starts a postgres worker and waits until it consumes.
     pub async fn start_pg_worker(&self, group: &str) -> anyhow::Result<Process> {
         let p = Self::spawn(&format!("worker-{group}"), &self.pg_worker_args(group))?;
-        p.wait_for_output("worker consuming", Duration::from_secs(60)).await?;
+        p.wait_for_output("worker consuming", Duration::from_secs(60))
+            .await?;
         Ok(p)
     }
 

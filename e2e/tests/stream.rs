@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use e2e::{count, dump_table, wait_for, wait_for_eq, Pipeline, PgOptions, TempDir, ARRIVAL_TIMEOUT};
+use e2e::{
+    count, dump_table, wait_for, wait_for_eq, PgOptions, Pipeline, TempDir, ARRIVAL_TIMEOUT,
+};
 
 const USERS: &str = "CREATE TABLE public.users (
     id serial PRIMARY KEY, name text, email text, score int, bio text
@@ -13,7 +15,10 @@ const USERS: &str = "CREATE TABLE public.users (
 /// Reads every JSON line the file sink wrote.
 fn file_lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for path in entries {
         let text = std::fs::read_to_string(&path).unwrap();
@@ -39,7 +44,11 @@ async fn inserts_updates_deletes_reach_file_and_postgres_sinks_exactly() {
     for i in 1..=1000 {
         src.execute(
             "INSERT INTO users (name, email, score) VALUES ($1, $2, $3)",
-            &[&format!("user{i}"), &format!("user{i}@example.com"), &(i as i32)],
+            &[
+                &format!("user{i}"),
+                &format!("user{i}@example.com"),
+                &(i as i32),
+            ],
         )
         .await
         .unwrap();
@@ -50,11 +59,18 @@ async fn inserts_updates_deletes_reach_file_and_postgres_sinks_exactly() {
             .unwrap();
     }
     for i in 751..=1000 {
-        src.execute("DELETE FROM users WHERE id = $1", &[&i]).await.unwrap();
+        src.execute("DELETE FROM users WHERE id = $1", &[&i])
+            .await
+            .unwrap();
     }
 
     p.wait_equal("public.users", "id").await.unwrap();
-    assert_eq!(count(&p.target().await.unwrap(), "public.users").await.unwrap(), 750);
+    assert_eq!(
+        count(&p.target().await.unwrap(), "public.users")
+            .await
+            .unwrap(),
+        750
+    );
 
     let counts = wait_for("file sink to hold 1750 changes", ARRIVAL_TIMEOUT, || {
         let lines = file_lines(out.path());
@@ -81,7 +97,10 @@ async fn inserts_updates_deletes_reach_file_and_postgres_sinks_exactly() {
     assert_eq!(first["NewTuple"]["name"], "user1");
     assert_eq!(first["NewTuple"]["bio"], serde_json::Value::Null);
     assert_eq!(first["ReplicationKey"]["Type"], "PRIMARY KEY");
-    assert_eq!(first["ReplicationKey"]["Columns"], serde_json::json!(["id"]));
+    assert_eq!(
+        first["ReplicationKey"]["Columns"],
+        serde_json::json!(["id"])
+    );
     let delete = lines.iter().find(|l| l["Type"] == "DELETE").unwrap();
     assert_eq!(delete["OldTuple"]["id"], 751);
 }
@@ -134,7 +153,11 @@ async fn a_source_transaction_is_applied_atomically() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (checks, bad) = reader.await.unwrap();
     assert!(checks > 10, "the reader ran only {checks} checks");
-    assert_eq!(bad, Vec::<(i64, i64)>::new(), "reader saw a half-applied transaction");
+    assert_eq!(
+        bad,
+        Vec::<(i64, i64)>::new(),
+        "reader saw a half-applied transaction"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,7 +215,10 @@ async fn nulls_empty_strings_toast_key_changes_identities_and_truncate() {
     }
     let t = p.target().await.unwrap();
     let row = t
-        .query_one("SELECT note IS NULL, length(body) FROM docs WHERE id = 1", &[])
+        .query_one(
+            "SELECT note IS NULL, length(body) FROM docs WHERE id = 1",
+            &[],
+        )
         .await
         .unwrap();
     assert!(row.get::<_, bool>(0));
@@ -274,5 +300,10 @@ async fn tls_verify_full_to_source_and_target() {
         .await
         .unwrap();
     p.wait_equal("public.users", "id").await.unwrap();
-    assert_eq!(count(&p.target().await.unwrap(), "public.users").await.unwrap(), 2);
+    assert_eq!(
+        count(&p.target().await.unwrap(), "public.users")
+            .await
+            .unwrap(),
+        2
+    );
 }

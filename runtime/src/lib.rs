@@ -5,6 +5,7 @@
 //! group's stream, confirming a source LSN only after every change up to it is acknowledged by
 //! JetStream; `worker` pulls them, and a `sink` writes them, acking NATS only once durable.
 
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod lsn;

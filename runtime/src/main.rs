@@ -1,1 +1,133 @@
-fn main() {}
+//! The `pg_flo` binary: `replicator`, `worker <sink>` and `version`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio::sync::watch;
+
+use pg_flo::cli::Cli;
+use pg_flo::config::{self, LogFormat, Process, SinkConfig, WorkerConfig};
+use pg_flo::http::Health;
+use pg_flo::replicator::error_chain;
+use pg_flo::sink::{file::FileSink, postgres::PostgresSink, stdout::StdoutSink, AnySink};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let loaded = match config::load(&cli) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("pg_flo: {}", error_chain(&e));
+            return ExitCode::from(1);
+        }
+    };
+    if let Process::Version = loaded.process {
+        println!("{}", pg_flo::cli::version_line());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&loaded.log);
+    if let Some(path) = &loaded.config_file {
+        tracing::info!(path = %path.display(), "using config file");
+    }
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pg_flo: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(run(loaded.process));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "pg_flo stopped");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(log: &config::LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        tracing::info!("shutdown requested");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn run(process: Process) -> Result<(), String> {
+    let shutdown = shutdown_signal();
+    let health = Health::default();
+    match process {
+        Process::Version => Ok(()),
+        Process::Replicator(cfg) => {
+            if let Some(addr) = cfg.metrics_addr {
+                let bound = pg_flo::http::serve(addr, health.clone())
+                    .await
+                    .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+                tracing::info!(%bound, "serving /metrics and /healthz");
+            }
+            pg_flo::replicator::run(*cfg, shutdown, health)
+                .await
+                .map_err(|e| error_chain(&e))
+        }
+        Process::Worker(cfg) => {
+            if let Some(addr) = cfg.metrics_addr {
+                let bound = pg_flo::http::serve(addr, health.clone())
+                    .await
+                    .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+                tracing::info!(%bound, "serving /metrics and /healthz");
+            }
+            let sink = build_sink(&cfg).await?;
+            pg_flo::worker::run(*cfg, sink, shutdown, health)
+                .await
+                .map_err(|e| error_chain(&e))
+        }
+    }
+}
+
+async fn build_sink(cfg: &WorkerConfig) -> Result<AnySink, String> {
+    match &cfg.sink {
+        SinkConfig::Stdout => Ok(AnySink::Stdout(StdoutSink::new())),
+        SinkConfig::File { output_dir } => FileSink::new(output_dir.clone())
+            .map(AnySink::File)
+            .map_err(|e| error_chain(&e)),
+        SinkConfig::Postgres(pg) => PostgresSink::connect(pg.clone())
+            .await
+            .map(|s| AnySink::Postgres(Box::new(s)))
+            .map_err(|e| error_chain(&e)),
+        SinkConfig::Webhook { .. } => Err(
+            "the webhook sink is not available in this version yet; use stdout, file or postgres"
+                .to_owned(),
+        ),
+    }
+}

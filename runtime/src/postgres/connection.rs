@@ -1,24 +1,396 @@
-//! Ordinary (non-replication) PostgreSQL connections with TLS per `sslmode`.
+//! Ordinary (non-replication) PostgreSQL connections with TLS per `sslmode`: catalog queries,
+//! the initial copy, and the postgres sink's writes. Every session starts with the same
+//! settings ([`startup_options`]) so values are rendered the same way everywhere.
+//!
+//! The replication connection is written by hand on top of [`tls_connector`] and
+//! [`startup_options`]. Nothing here logs passwords or connection strings.
 
-use crate::config::PgConnConfig;
+use std::time::Duration;
 
-/// Why a connection could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("postgres error")]
-    Postgres(#[from] tokio_postgres::Error),
+use tokio_postgres::error::SqlState;
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{Client, NoTls, Socket};
+
+use crate::config::{PgConnConfig, SslMode};
+use crate::postgres::tls::{self, TlsError};
+use crate::sink::Retry;
+
+/// How long one connection attempt may take (TCP connect and, separately, each address).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Session settings every connection starts with, as libpq `options` (`-c name=value`):
+/// UTC time zone, ISO dates, `postgres` intervals and round-trip-exact floats.
+pub fn startup_options() -> &'static str {
+    "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c extra_float_digits=3"
 }
 
-/// Connects and spawns the connection task.
-pub async fn connect(
-    _cfg: &PgConnConfig,
-    _application_name: &str,
-) -> Result<tokio_postgres::Client, ConnectError> {
-    unimplemented!()
+/// Why a connection could not be made. The message names the endpoint (never the password)
+/// and, where it helps, the setting to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot set up TLS for {endpoint} (sslmode {sslmode})")]
+    TlsConfig {
+        endpoint: String,
+        sslmode: SslMode,
+        #[source]
+        source: TlsError,
+    },
+    #[error(
+        "password authentication failed for user {user} on {endpoint}: check --password / \
+         PG_FLO_PASSWORD (--target-password / --source-password for the postgres sink)"
+    )]
+    Authentication {
+        user: String,
+        endpoint: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error(
+        "the server at {endpoint} rejected user {user} (unknown role, no LOGIN, or no matching \
+         pg_hba.conf entry)"
+    )]
+    Rejected {
+        user: String,
+        endpoint: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("database {dbname} does not exist on {host}:{port}")]
+    UnknownDatabase {
+        dbname: String,
+        host: String,
+        port: u16,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("the server at {endpoint} is not accepting connections right now")]
+    Unavailable {
+        endpoint: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("cannot reach PostgreSQL at {host}:{port}")]
+    Unreachable {
+        host: String,
+        port: u16,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("TLS handshake with {endpoint} failed (sslmode {sslmode}, sslrootcert {rootcert})")]
+    Handshake {
+        endpoint: String,
+        sslmode: SslMode,
+        rootcert: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("cannot connect to PostgreSQL at {endpoint}")]
+    Other {
+        endpoint: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
 }
 
 impl ConnectError {
+    /// Metric label / log category.
+    pub fn category(&self) -> &'static str {
+        match self {
+            ConnectError::TlsConfig { .. } => "tls_config",
+            ConnectError::Authentication { .. } => "authentication",
+            ConnectError::Rejected { .. } => "rejected",
+            ConnectError::UnknownDatabase { .. } => "unknown_database",
+            ConnectError::Unavailable { .. } => "unavailable",
+            ConnectError::Unreachable { .. } => "unreachable",
+            ConnectError::Handshake { .. } => "tls_handshake",
+            ConnectError::Other { .. } => "other",
+        }
+    }
+
+    /// Unreachable or busy servers may come back; wrong settings do not.
+    pub fn retry(&self) -> Retry {
+        match self {
+            ConnectError::Unavailable { .. } | ConnectError::Unreachable { .. } => Retry::Transient,
+            ConnectError::Other { source, .. } if source.is_closed() => Retry::Transient,
+            _ => Retry::Permanent,
+        }
+    }
+
     pub fn is_transient(&self) -> bool {
-        true
+        self.retry() == Retry::Transient
+    }
+}
+
+/// `host:port/dbname`.
+fn endpoint(cfg: &PgConnConfig) -> String {
+    format!("{}:{}/{}", cfg.host, cfg.port, cfg.dbname)
+}
+
+/// Whether `host` is a Unix-domain socket directory (where libpq never uses TLS).
+fn is_unix_socket(host: &str) -> bool {
+    host.starts_with('/')
+}
+
+/// The `tokio_postgres::Config` for `cfg`: endpoint, credentials, `application_name`,
+/// [`CONNECT_TIMEOUT`], [`startup_options`], and the sslmode (`verify-*` -> `Require`; the
+/// certificate checks themselves are in the TLS connector).
+pub fn pg_config(cfg: &PgConnConfig, application_name: &str) -> tokio_postgres::Config {
+    use secrecy::ExposeSecret;
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&cfg.host)
+        .port(cfg.port)
+        .dbname(&cfg.dbname)
+        .user(&cfg.user)
+        .password(cfg.password.expose_secret())
+        .application_name(application_name)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .options(startup_options())
+        .ssl_mode(match cfg.sslmode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                tokio_postgres::config::SslMode::Require
+            }
+        });
+    if is_unix_socket(&cfg.host) {
+        config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    }
+    config
+}
+
+/// A TLS connector and server name for a hand-written (replication) connection, or `None`
+/// when `sslmode` is `disable` (or the host is a Unix socket). Under `prefer` the caller still
+/// has to accept a server that answers `N` to the SSLRequest.
+pub fn tls_connector(
+    cfg: &PgConnConfig,
+) -> Result<
+    Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+    TlsError,
+> {
+    if is_unix_socket(&cfg.host) {
+        return Ok(None);
+    }
+    let Some(config) = tls::client_config(cfg.sslmode, cfg.sslrootcert.as_deref())? else {
+        return Ok(None);
+    };
+    let name = tls::server_name(&cfg.host)?;
+    Ok(Some((tokio_rustls::TlsConnector::from(config), name)))
+}
+
+/// Connects and spawns the connection task (its end is logged at debug level).
+pub async fn connect(
+    cfg: &PgConnConfig,
+    application_name: &str,
+) -> Result<tokio_postgres::Client, ConnectError> {
+    let config = pg_config(cfg, application_name);
+    let tls_config = if is_unix_socket(&cfg.host) {
+        None
+    } else {
+        tls::client_config(cfg.sslmode, cfg.sslrootcert.as_deref()).map_err(|source| {
+            ConnectError::TlsConfig {
+                endpoint: endpoint(cfg),
+                sslmode: cfg.sslmode,
+                source,
+            }
+        })?
+    };
+    let result = match tls_config {
+        None => connect_with(&config, NoTls, cfg).await,
+        Some(tls_config) => {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls_config).clone());
+            connect_with(&config, tls, cfg).await
+        }
+    };
+    result.map_err(|e| classify(cfg, e))
+}
+
+async fn connect_with<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+    cfg: &PgConnConfig,
+) -> Result<Client, tokio_postgres::Error>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = config.connect(tls).await?;
+    let target = cfg.describe();
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%target, %error, "postgres connection ended with an error");
+        }
+    });
+    Ok(client)
+}
+
+/// Sorts a connection failure into an actionable [`ConnectError`].
+fn classify(cfg: &PgConnConfig, source: tokio_postgres::Error) -> ConnectError {
+    if let Some(code) = source.code() {
+        return if *code == SqlState::INVALID_PASSWORD {
+            ConnectError::Authentication {
+                user: cfg.user.clone(),
+                endpoint: endpoint(cfg),
+                source,
+            }
+        } else if *code == SqlState::INVALID_CATALOG_NAME {
+            ConnectError::UnknownDatabase {
+                dbname: cfg.dbname.clone(),
+                host: cfg.host.clone(),
+                port: cfg.port,
+                source,
+            }
+        } else if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+            ConnectError::Rejected {
+                user: cfg.user.clone(),
+                endpoint: endpoint(cfg),
+                source,
+            }
+        } else if [
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+        ]
+        .contains(code)
+        {
+            ConnectError::Unavailable {
+                endpoint: endpoint(cfg),
+                source,
+            }
+        } else {
+            ConnectError::Other {
+                endpoint: endpoint(cfg),
+                source,
+            }
+        };
+    }
+    // tokio-postgres exposes its error kind only through the message.
+    match source.to_string().as_str() {
+        "error performing TLS handshake" => ConnectError::Handshake {
+            endpoint: endpoint(cfg),
+            sslmode: cfg.sslmode,
+            rootcert: cfg
+                .sslrootcert
+                .as_ref()
+                .map_or_else(|| "not set".to_owned(), |p| p.display().to_string()),
+            source,
+        },
+        "error connecting to server" | "timeout waiting for server" => ConnectError::Unreachable {
+            host: cfg.host.clone(),
+            port: cfg.port,
+            source,
+        },
+        _ => ConnectError::Other {
+            endpoint: endpoint(cfg),
+            source,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use secrecy::SecretString;
+
+    use super::*;
+
+    fn conn(host: &str, port: u16, sslmode: SslMode) -> PgConnConfig {
+        PgConnConfig {
+            host: host.to_owned(),
+            port,
+            dbname: "app".to_owned(),
+            user: "flo".to_owned(),
+            password: SecretString::from("hunter2"),
+            sslmode,
+            sslrootcert: None,
+        }
+    }
+
+    #[test]
+    fn config_mapping() {
+        let c = pg_config(
+            &conn("db.example", 6543, SslMode::VerifyFull),
+            "pg_flo_test",
+        );
+        assert_eq!(c.get_ports(), [6543]);
+        assert_eq!(c.get_dbname(), Some("app"));
+        assert_eq!(c.get_user(), Some("flo"));
+        assert_eq!(c.get_password(), Some(&b"hunter2"[..]));
+        assert_eq!(c.get_application_name(), Some("pg_flo_test"));
+        assert_eq!(c.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        assert_eq!(c.get_options(), Some(startup_options()));
+        assert_eq!(c.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        for (mode, expected) in [
+            (SslMode::Disable, tokio_postgres::config::SslMode::Disable),
+            (SslMode::Prefer, tokio_postgres::config::SslMode::Prefer),
+            (SslMode::Require, tokio_postgres::config::SslMode::Require),
+            (SslMode::VerifyCa, tokio_postgres::config::SslMode::Require),
+        ] {
+            assert_eq!(pg_config(&conn("h", 1, mode), "a").get_ssl_mode(), expected);
+        }
+        let unix = pg_config(&conn("/var/run/postgresql", 5432, SslMode::Require), "a");
+        assert_eq!(
+            unix.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Disable
+        );
+    }
+
+    #[test]
+    fn tls_connector_per_mode() {
+        assert!(tls_connector(&conn("h", 5432, SslMode::Disable))
+            .unwrap()
+            .is_none());
+        let (_, name) = tls_connector(&conn("127.0.0.1", 5432, SslMode::Require))
+            .unwrap()
+            .unwrap();
+        assert_eq!(name.to_str(), "127.0.0.1");
+        let err = tls_connector(&conn("h", 5432, SslMode::VerifyFull))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("--sslrootcert"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn refused_connection_is_transient_and_names_the_endpoint() {
+        // Bind and drop a listener to find a port nobody listens on.
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let err = connect(&conn("127.0.0.1", port, SslMode::Disable), "test")
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, ConnectError::Unreachable { .. }), "{err:?}");
+        assert!(err.is_transient());
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{port}")),
+            "{err}"
+        );
+        assert!(!format!("{err:?}").contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn bad_root_cert_is_a_permanent_tls_config_error() {
+        let mut cfg = conn("127.0.0.1", 5432, SslMode::VerifyCa);
+        cfg.sslrootcert = Some(PathBuf::from("/nonexistent/ca.pem"));
+        let err = connect(&cfg, "test").await.err().unwrap();
+        assert!(matches!(err, ConnectError::TlsConfig { .. }), "{err:?}");
+        assert!(!err.is_transient());
+        assert_eq!(err.category(), "tls_config");
+    }
+
+    #[test]
+    fn startup_options_are_libpq_options() {
+        assert!(startup_options()
+            .split(' ')
+            .collect::<Vec<_>>()
+            .chunks(2)
+            .all(|pair| pair[0] == "-c" && pair[1].contains('=')));
     }
 }

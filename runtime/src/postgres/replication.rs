@@ -495,7 +495,7 @@ async fn negotiate_tls(
     if cfg.sslmode == SslMode::Disable {
         return Ok(Box::new(tcp));
     }
-    let (connector, server_name) = match crate::postgres::tls::tls_connector(cfg)
+    let (connector, server_name) = match crate::postgres::connection::tls_connector(cfg)
         .map_err(|e| ReplicationError::Tls(e.to_string()))?
     {
         Some(c) => c,
