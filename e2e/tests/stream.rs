@@ -111,12 +111,12 @@ async fn a_source_transaction_is_applied_atomically() {
     p.both("CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL)")
         .await
         .unwrap();
+    let _r = p.start_replicator("bank", "accounts").await.unwrap();
+    let _w = p.start_pg_worker("bank").await.unwrap();
     let src = p.source().await.unwrap();
     src.batch_execute("INSERT INTO accounts SELECT g, 1000 FROM generate_series(1, 20) g")
         .await
         .unwrap();
-    let _r = p.start_replicator("bank", "accounts").await.unwrap();
-    let _w = p.start_pg_worker("bank").await.unwrap();
     p.wait_equal("public.accounts", "id").await.unwrap();
 
     // A reader on the target checks the invariant while transfers run on the source.
