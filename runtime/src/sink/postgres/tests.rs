@@ -1,10 +1,18 @@
-//! Tests against a real PostgreSQL: they run only when `PG_FLO_TEST_PG` holds a connection
-//! string to a scratch database (each test works in its own schema and group). The bodies are
-//! functions taking connected clients, so a shared harness can call them.
+//! Tests against a real PostgreSQL: every test starts its own throw-away cluster through the
+//! e2e harness ([`e2e::PgCluster`]) and works in a fresh database of it. A missing server
+//! binary fails the test with the install command; it is never skipped.
+//!
+//! One cluster per test rather than one per test binary: `cargo nextest` runs every test in
+//! its own process (so a shared cluster would save nothing there), a cluster in a `static` is
+//! never dropped, so its server would outlive the test process (and `unsafe_code` is
+//! forbidden, so no `atexit` hook can stop it), while a cluster starts and stops in about a
+//! second. Owned by the test, the cluster is dropped even when the test panics: the server is
+//! stopped and the tail of its log printed.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio_postgres::{NoTls, SimpleQueryMessage};
+use e2e::{PgCluster, PgOptions};
+use tokio_postgres::SimpleQueryMessage;
 
 use super::*;
 use crate::config::{PgConnConfig, SslMode};
@@ -12,45 +20,56 @@ use crate::message::{
     Change, Column, KeyKind, OldKind, Op, Relation, ReplicationKey, Truncate, Value, FORMAT_VERSION,
 };
 
-const ENV: &str = "PG_FLO_TEST_PG";
-
-async fn scratch() -> Option<Client> {
-    let Ok(conn) = std::env::var(ENV) else {
-        eprintln!("skipping: {ENV} is not set");
-        return None;
-    };
-    let (client, connection) = tokio_postgres::connect(&conn, NoTls).await.unwrap();
-    tokio::spawn(connection);
-    Some(client)
+/// A throw-away cluster with a fresh database, for one test; dropping it stops the server.
+struct TestDb {
+    cluster: PgCluster,
+    dbname: String,
 }
 
-fn target_from_env() -> PgConnConfig {
-    let conn = std::env::var(ENV).unwrap_or_default();
-    let cfg: tokio_postgres::Config = conn.parse().unwrap();
-    let host = match cfg.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        _ => "127.0.0.1".into(),
-    };
-    PgConnConfig {
-        host,
-        port: cfg.get_ports().first().copied().unwrap_or(5432),
-        dbname: cfg.get_dbname().unwrap_or("postgres").into(),
-        user: cfg.get_user().unwrap_or("postgres").into(),
-        password: String::from_utf8_lossy(cfg.get_password().unwrap_or_default())
-            .into_owned()
-            .into(),
-        sslmode: SslMode::Disable,
-        sslrootcert: None,
+impl TestDb {
+    async fn start() -> Self {
+        let cluster = PgCluster::start(PgOptions::default()).await.unwrap();
+        let dbname = "pgsink_test".to_owned();
+        cluster.create_database(&dbname).await.unwrap();
+        Self { cluster, dbname }
+    }
+
+    /// A new connection to the test's database (its task runs on the test's runtime).
+    async fn client(&self) -> Client {
+        self.connect(&self.dbname).await
+    }
+
+    /// A new connection to database `dbname` of the test's cluster.
+    async fn connect(&self, dbname: &str) -> Client {
+        self.cluster.client(dbname).await.unwrap()
+    }
+
+    /// The sink's target: the test's database.
+    fn target(&self) -> PgConnConfig {
+        self.target_db(&self.dbname)
+    }
+
+    /// Database `dbname` of the test's cluster as a sink target or source.
+    fn target_db(&self, dbname: &str) -> PgConnConfig {
+        PgConnConfig {
+            host: self.cluster.host().into(),
+            port: self.cluster.port(),
+            dbname: dbname.into(),
+            user: self.cluster.user().into(),
+            password: self.cluster.password().to_owned().into(),
+            sslmode: SslMode::Disable,
+            sslrootcert: None,
+        }
     }
 }
 
-fn cfg(group: &str) -> PostgresSinkConfig {
+fn cfg(db: &TestDb, group: &str) -> PostgresSinkConfig {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos();
     PostgresSinkConfig {
-        target: target_from_env(),
+        target: db.target(),
         source: None,
         sync_schema: false,
         disable_foreign_keys: false,
@@ -167,7 +186,8 @@ async fn fresh_schema(client: &Client, schema: &str, ddl: &str) {
 // Bodies
 // ---------------------------------------------------------------------------------------------
 
-pub(crate) async fn upsert_is_idempotent_and_keeps_null_and_empty(client: Client) {
+async fn upsert_is_idempotent_and_keeps_null_and_empty(db: &TestDb) {
+    let client = db.client().await;
     fresh_schema(
         &client,
         "pgsink_upsert",
@@ -206,7 +226,7 @@ pub(crate) async fn upsert_is_idempotent_and_keeps_null_and_empty(client: Client
         Value::Null,
         Value::Null,
     ];
-    let mut sink = PostgresSink::with_client(client, cfg("upsert"))
+    let mut sink = PostgresSink::with_client(client, cfg(db, "upsert"))
         .await
         .unwrap();
     let b1 = batch(
@@ -275,7 +295,8 @@ pub(crate) async fn upsert_is_idempotent_and_keeps_null_and_empty(client: Client
     );
 }
 
-pub(crate) async fn update_with_unchanged_toast_keeps_the_value(client: Client) {
+async fn update_with_unchanged_toast_keeps_the_value(db: &TestDb) {
+    let client = db.client().await;
     fresh_schema(
         &client,
         "pgsink_toast",
@@ -292,7 +313,7 @@ pub(crate) async fn update_with_unchanged_toast_keeps_the_value(client: Client) 
     let big: String = (0..200_000)
         .map(|i| char::from(b'a' + (i % 26) as u8))
         .collect();
-    let mut sink = PostgresSink::with_client(client, cfg("toast"))
+    let mut sink = PostgresSink::with_client(client, cfg(db, "toast"))
         .await
         .unwrap();
     let rels = std::slice::from_ref(&rel);
@@ -364,7 +385,8 @@ pub(crate) async fn update_with_unchanged_toast_keeps_the_value(client: Client) 
     );
 }
 
-pub(crate) async fn key_change_deletes_the_old_row(client: Client) {
+async fn key_change_deletes_the_old_row(db: &TestDb) {
+    let client = db.client().await;
     fresh_schema(
         &client,
         "pgsink_keychange",
@@ -379,7 +401,7 @@ pub(crate) async fn key_change_deletes_the_old_row(client: Client) {
         &["id"],
     );
     let rels = std::slice::from_ref(&rel);
-    let mut sink = PostgresSink::with_client(client, cfg("keychange"))
+    let mut sink = PostgresSink::with_client(client, cfg(db, "keychange"))
         .await
         .unwrap();
     apply_commit(
@@ -422,7 +444,8 @@ pub(crate) async fn key_change_deletes_the_old_row(client: Client) {
     );
 }
 
-pub(crate) async fn deletes_by_pk_composite_key_and_full_identity(client: Client) {
+async fn deletes_by_pk_composite_key_and_full_identity(db: &TestDb) {
+    let client = db.client().await;
     fresh_schema(
         &client,
         "pgsink_delete",
@@ -463,7 +486,7 @@ pub(crate) async fn deletes_by_pk_composite_key_and_full_identity(client: Client
             &[],
         ),
     ];
-    let mut sink = PostgresSink::with_client(client, cfg("delete"))
+    let mut sink = PostgresSink::with_client(client, cfg(db, "delete"))
         .await
         .unwrap();
     apply_commit(
@@ -550,7 +573,8 @@ pub(crate) async fn deletes_by_pk_composite_key_and_full_identity(client: Client
     );
 }
 
-pub(crate) async fn truncate_empties_tables(client: Client) {
+async fn truncate_empties_tables(db: &TestDb) {
+    let client = db.client().await;
     fresh_schema(
         &client,
         "pgsink_truncate",
@@ -575,7 +599,7 @@ pub(crate) async fn truncate_empties_tables(client: Client) {
             &["id"],
         ),
     ];
-    let mut sink = PostgresSink::with_client(client, cfg("truncate"))
+    let mut sink = PostgresSink::with_client(client, cfg(db, "truncate"))
         .await
         .unwrap();
     let mut tr = change(Op::Truncate, 0, None, None);
@@ -605,10 +629,9 @@ pub(crate) async fn truncate_empties_tables(client: Client) {
     );
 }
 
-pub(crate) async fn rollback_discards_and_position_is_committed_atomically(
-    client: Client,
-    second: Client,
-) {
+async fn rollback_discards_and_position_is_committed_atomically(db: &TestDb) {
+    let client = db.client().await;
+    let second = db.client().await;
     fresh_schema(
         &client,
         "pgsink_position",
@@ -623,7 +646,7 @@ pub(crate) async fn rollback_discards_and_position_is_committed_atomically(
         &["id"],
     );
     let rels = std::slice::from_ref(&rel);
-    let config = cfg("position");
+    let config = cfg(db, "position");
     let mut sink = PostgresSink::with_client(client, config.clone())
         .await
         .unwrap();
@@ -711,7 +734,8 @@ pub(crate) async fn rollback_discards_and_position_is_committed_atomically(
     assert_eq!(again.applied_position().await.unwrap(), Some(p3));
 }
 
-pub(crate) async fn errors_are_classified(client: Client) {
+async fn errors_are_classified(db: &TestDb) {
+    let client = db.client().await;
     fresh_schema(
         &client,
         "pgsink_errors",
@@ -725,7 +749,7 @@ pub(crate) async fn errors_are_classified(client: Client) {
         KeyKind::PrimaryKey,
         &["id"],
     );
-    let mut sink = PostgresSink::with_client(client, cfg("errors"))
+    let mut sink = PostgresSink::with_client(client, cfg(db, "errors"))
         .await
         .unwrap();
     let err = sink
@@ -787,7 +811,8 @@ pub(crate) async fn errors_are_classified(client: Client) {
     );
 }
 
-pub(crate) async fn foreign_keys_can_be_disabled(client: Client) {
+async fn foreign_keys_can_be_disabled(db: &TestDb) {
+    let client = db.client().await;
     fresh_schema(
         &client,
         "pgsink_fk",
@@ -805,7 +830,7 @@ pub(crate) async fn foreign_keys_can_be_disabled(client: Client) {
             &["id"],
         ),
     ];
-    let mut config = cfg("fk");
+    let mut config = cfg(db, "fk");
     config.disable_foreign_keys = true;
     let mut sink = PostgresSink::with_client(client, config).await.unwrap();
     // The child arrives before its parent.
@@ -826,7 +851,8 @@ pub(crate) async fn foreign_keys_can_be_disabled(client: Client) {
     );
 }
 
-pub(crate) async fn long_pipelined_batch_keeps_order(client: Client) {
+async fn long_pipelined_batch_keeps_order(db: &TestDb) {
+    let client = db.client().await;
     fresh_schema(
         &client,
         "pgsink_pipe",
@@ -849,7 +875,7 @@ pub(crate) async fn long_pipelined_batch_keeps_order(client: Client) {
             changes.push(del(0, OldKind::Key, vec![t(&id), Value::Null]));
         }
     }
-    let mut sink = PostgresSink::with_client(client, cfg("pipe"))
+    let mut sink = PostgresSink::with_client(client, cfg(db, "pipe"))
         .await
         .unwrap();
     apply_commit(&mut sink, &batch(10, std::slice::from_ref(&rel), changes)).await;
@@ -863,7 +889,9 @@ pub(crate) async fn long_pipelined_batch_keeps_order(client: Client) {
     );
 }
 
-pub(crate) async fn lost_connection_is_transient(client: Client, killer: Client) {
+async fn lost_connection_is_transient(db: &TestDb) {
+    let client = db.client().await;
+    let killer = db.client().await;
     fresh_schema(
         &client,
         "pgsink_lost",
@@ -872,7 +900,7 @@ pub(crate) async fn lost_connection_is_transient(client: Client, killer: Client)
     .await;
     let rel = relation("pgsink_lost", "l", &["id"], KeyKind::PrimaryKey, &["id"]);
     let rels = std::slice::from_ref(&rel);
-    let mut sink = PostgresSink::with_client(client, cfg("lost"))
+    let mut sink = PostgresSink::with_client(client, cfg(db, "lost"))
         .await
         .unwrap();
     sink.apply(&batch(10, rels, vec![ins(0, vec![t("1")])]))
@@ -900,13 +928,9 @@ pub(crate) async fn lost_connection_is_transient(client: Client, killer: Client)
     );
 }
 
-pub(crate) async fn sync_schema_copies_tables(client: Client) {
-    for db in ["pgsink_sync_src", "pgsink_sync_dst"] {
-        client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-            .await
-            .unwrap();
-    }
+async fn sync_schema_copies_tables(db: &TestDb) {
+    // The test's cluster is fresh: no leftovers of an earlier run to drop.
+    let client = db.client().await;
     client
         .batch_execute("CREATE DATABASE pgsink_sync_src")
         .await
@@ -915,35 +939,21 @@ pub(crate) async fn sync_schema_copies_tables(client: Client) {
         .batch_execute("CREATE DATABASE pgsink_sync_dst")
         .await
         .unwrap();
-    let mut source = target_from_env();
-    source.dbname = "pgsink_sync_src".into();
-    let mut target = target_from_env();
-    target.dbname = "pgsink_sync_dst".into();
-    let connect = |c: &PgConnConfig| {
-        format!(
-            "host={} port={} user={} dbname={}",
-            c.host, c.port, c.user, c.dbname
-        )
-    };
-    let (src, conn) = tokio_postgres::connect(&connect(&source), NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let source = db.target_db("pgsink_sync_src");
+    let target = db.target_db("pgsink_sync_dst");
+    let src = db.connect(&source.dbname).await;
     src.batch_execute(
         r#"CREATE TABLE "Mixed Case" (id int PRIMARY KEY, v text); CREATE TYPE mood AS ENUM ('a', 'b')"#,
     )
     .await
     .unwrap();
-    let mut config = cfg("sync");
+    let mut config = cfg(db, "sync");
     config.source = Some(source);
     config.target = target.clone();
     config.sync_schema = true;
     for _ in 0..2 {
         // The second run meets "already exists" errors, which are tolerated.
-        let (dst, conn) = tokio_postgres::connect(&connect(&target), NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let dst = db.connect(&target.dbname).await;
         let sink = PostgresSink::with_client(dst, config.clone())
             .await
             .unwrap();
@@ -959,10 +969,7 @@ pub(crate) async fn sync_schema_copies_tables(client: Client) {
     drop(src);
     let mut no_source = config.clone();
     no_source.source = None;
-    let (dst, conn) = tokio_postgres::connect(&connect(&target), NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let dst = db.connect(&target.dbname).await;
     let err = PostgresSink::with_client(dst, no_source)
         .await
         .err()
@@ -978,46 +985,24 @@ macro_rules! pg_tests {
     ($($name:ident),* $(,)?) => {$(
         #[tokio::test]
         async fn $name() {
-            let Some(client) = scratch().await else { return };
-            super::$name(client).await;
+            let db = super::TestDb::start().await;
+            super::$name(&db).await;
         }
     )*};
 }
 
 mod run {
-    use super::scratch;
-
     pg_tests!(
         upsert_is_idempotent_and_keeps_null_and_empty,
         update_with_unchanged_toast_keeps_the_value,
         key_change_deletes_the_old_row,
         deletes_by_pk_composite_key_and_full_identity,
         truncate_empties_tables,
+        rollback_discards_and_position_is_committed_atomically,
         errors_are_classified,
         foreign_keys_can_be_disabled,
         long_pipelined_batch_keeps_order,
+        lost_connection_is_transient,
         sync_schema_copies_tables,
     );
-
-    #[tokio::test]
-    async fn rollback_discards_and_position_is_committed_atomically() {
-        let Some(client) = scratch().await else {
-            return;
-        };
-        let Some(second) = scratch().await else {
-            return;
-        };
-        super::rollback_discards_and_position_is_committed_atomically(client, second).await;
-    }
-
-    #[tokio::test]
-    async fn lost_connection_is_transient() {
-        let Some(client) = scratch().await else {
-            return;
-        };
-        let Some(killer) = scratch().await else {
-            return;
-        };
-        super::lost_connection_is_transient(client, killer).await;
-    }
 }
