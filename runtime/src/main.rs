@@ -12,7 +12,18 @@ use pg_flo::replicator::error_chain;
 use pg_flo::sink::{file::FileSink, postgres::PostgresSink, stdout::StdoutSink, AnySink};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let worker = std::env::args().nth(1).as_deref() == Some("worker");
+            if e.kind() == clap::error::ErrorKind::InvalidSubcommand && worker {
+                eprintln!("{e}");
+                eprintln!("pg_flo: unknown sink; the worker's sinks are: stdout, file, postgres, webhook");
+                return ExitCode::from(2);
+            }
+            e.exit()
+        }
+    };
     let loaded = match config::load(&cli) {
         Ok(l) => l,
         Err(e) => {
