@@ -1,29 +1,46 @@
 //! End-to-end: bad input gets a clear error that names the problem and the fix.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::time::Duration;
 
-use e2e::{free_port, Pipeline, PgOptions, Process, WalLevel};
+use e2e::{free_port, PgOptions, Pipeline, Process, WalLevel};
 
 async fn exits_with(p: &mut Process, needles: &[&str]) {
     let status = p
         .wait_exit(Duration::from_secs(60))
         .await
         .unwrap_or_else(|| panic!("{} did not exit\n{}", p.name(), p.output_dump()));
-    assert!(!status.success(), "{} exited 0\n{}", p.name(), p.output_dump());
+    assert!(
+        !status.success(),
+        "{} exited 0\n{}",
+        p.name(),
+        p.output_dump()
+    );
     let out = format!("{}{}", p.stdout(), p.stderr());
     for n in needles {
-        assert!(out.contains(n), "missing {n:?} in output of {}:\n{out}", p.name());
+        assert!(
+            out.contains(n),
+            "missing {n:?} in output of {}:\n{out}",
+            p.name()
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_without_logical_wal_level() {
-    let p = Pipeline::start(PgOptions::wal_level(WalLevel::Replica)).await.unwrap();
+    let p = Pipeline::start(PgOptions::wal_level(WalLevel::Replica))
+        .await
+        .unwrap();
     p.both("CREATE TABLE t (id int PRIMARY KEY)").await.unwrap();
     let mut r = Pipeline::spawn("replicator", &p.replicator_args("g", "t")).unwrap();
     exits_with(
         &mut r,
-        &["wal_level=replica", "ALTER SYSTEM SET wal_level = logical", "restart PostgreSQL"],
+        &[
+            "wal_level=replica",
+            "ALTER SYSTEM SET wal_level = logical",
+            "restart PostgreSQL",
+        ],
     )
     .await;
 }
@@ -63,7 +80,10 @@ async fn wrong_password() {
     args[i + 1] = "not-the-password".into();
     let mut r = Pipeline::spawn("replicator", &args).unwrap();
     exits_with(&mut r, &["password authentication failed", "postgres"]).await;
-    assert!(!r.stderr().contains("not-the-password"), "the password leaked into the log");
+    assert!(
+        !r.stderr().contains("not-the-password"),
+        "the password leaked into the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,32 +96,58 @@ async fn nats_unreachable_at_start() {
     args[i + 1] = dead.clone();
     args.extend(["--nats-connect-timeout".to_owned(), "2s".to_owned()]);
     let mut r = Pipeline::spawn("replicator", &args).unwrap();
-    exits_with(&mut r, &["could not connect to NATS at", &dead, "--nats-url"]).await;
+    exits_with(
+        &mut r,
+        &["could not connect to NATS at", &dead, "--nats-url"],
+    )
+    .await;
     // It retried before giving up.
-    assert!(r.stderr().contains("nats not reachable yet"), "{}", r.stderr());
+    assert!(
+        r.stderr().contains("nats not reachable yet"),
+        "{}",
+        r.stderr()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_sink_name() {
     let mut w = Process::spawn_pg_flo(
         "worker",
-        ["worker", "kafka", "--group", "g", "--nats-url", "nats://127.0.0.1:4222"],
+        [
+            "worker",
+            "kafka",
+            "--group",
+            "g",
+            "--nats-url",
+            "nats://127.0.0.1:4222",
+        ],
         [("PG_FLO_LOG_LEVEL", "info")],
     )
     .unwrap();
     exits_with(
         &mut w,
-        &["unrecognized subcommand 'kafka'", "sinks are: stdout, file, postgres, webhook"],
+        &[
+            "unrecognized subcommand 'kafka'",
+            "sinks are: stdout, file, postgres, webhook",
+        ],
     )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_settings_are_all_named() {
-    let mut r = Process::spawn_pg_flo("replicator", ["replicator"], [("HOME", "/nonexistent")]).unwrap();
+    let mut r =
+        Process::spawn_pg_flo("replicator", ["replicator"], [("HOME", "/nonexistent")]).unwrap();
     exits_with(
         &mut r,
-        &["--host (env PG_FLO_HOST", "--dbname", "--user", "--password", "--group", "--nats-url"],
+        &[
+            "--host (env PG_FLO_HOST",
+            "--dbname",
+            "--user",
+            "--password",
+            "--group",
+            "--nats-url",
+        ],
     )
     .await;
 }

@@ -2,6 +2,8 @@
 //! servers start, accept the clients they should, refuse the ones they should not, and
 //! restart in place.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::time::Duration;
 
 use e2e::{

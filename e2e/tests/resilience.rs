@@ -1,11 +1,13 @@
 //! End-to-end: crashes and restarts while the source keeps writing. Afterwards the target
 //! must equal the source row for row (no loss, no duplicate effects).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use e2e::{count, wait_for, Pipeline, PgOptions, Process};
+use e2e::{count, wait_for, PgOptions, Pipeline, Process};
 use tokio::task::JoinHandle;
 
 const TABLE: &str = "CREATE TABLE events (id int PRIMARY KEY, v int NOT NULL, note text)";
@@ -82,7 +84,12 @@ async fn kill_9_of_the_replicator_while_writing_loses_nothing() {
     }
     job.await.unwrap();
     p.wait_equal("public.events", "id").await.unwrap();
-    assert!(count(&p.target().await.unwrap(), "public.events").await.unwrap() > 1000);
+    assert!(
+        count(&p.target().await.unwrap(), "public.events")
+            .await
+            .unwrap()
+            > 1000
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

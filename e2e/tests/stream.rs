@@ -1,6 +1,8 @@
 //! End-to-end: the real `pg_flo` binaries stream changes from a real PostgreSQL through a real
 //! NATS JetStream into the postgres and file sinks.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -44,11 +46,7 @@ async fn inserts_updates_deletes_reach_file_and_postgres_sinks_exactly() {
     for i in 1..=1000 {
         src.execute(
             "INSERT INTO users (name, email, score) VALUES ($1, $2, $3)",
-            &[
-                &format!("user{i}"),
-                &format!("user{i}@example.com"),
-                &(i as i32),
-            ],
+            &[&format!("user{i}"), &format!("user{i}@example.com"), &i],
         )
         .await
         .unwrap();

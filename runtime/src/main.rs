@@ -18,7 +18,9 @@ fn main() -> ExitCode {
             let worker = std::env::args().nth(1).as_deref() == Some("worker");
             if e.kind() == clap::error::ErrorKind::InvalidSubcommand && worker {
                 eprintln!("{e}");
-                eprintln!("pg_flo: unknown sink; the worker's sinks are: stdout, file, postgres, webhook");
+                eprintln!(
+                    "pg_flo: unknown sink; the worker's sinks are: stdout, file, postgres, webhook"
+                );
                 return ExitCode::from(2);
             }
             e.exit()

@@ -43,7 +43,7 @@ pub enum SinkError {
     Connect {
         target: String,
         #[source]
-        source: crate::postgres::connection::ConnectError,
+        source: Box<crate::postgres::connection::ConnectError>,
     },
     #[error("target database error while {step}")]
     Postgres {
@@ -59,7 +59,8 @@ pub enum SinkError {
 impl SinkError {
     pub fn retry(&self) -> Retry {
         match self {
-            SinkError::Io { .. } | SinkError::Connect { .. } => Retry::Transient,
+            SinkError::Io { .. } => Retry::Transient,
+            SinkError::Connect { source, .. } => source.retry(),
             SinkError::Postgres { retry, .. } => *retry,
             SinkError::Invalid(_) => Retry::Permanent,
         }

@@ -424,7 +424,7 @@ async fn open(cfg: &PostgresSinkConfig) -> Result<Client, SinkError> {
         .await
         .map_err(|source| SinkError::Connect {
             target: cfg.target.describe(),
-            source,
+            source: Box::new(source),
         })
 }
 
