@@ -462,13 +462,13 @@ async fn push_change(
         return Ok(());
     };
     let idx = txb.relation_idx(rel);
-    let size = |vals: &Option<Vec<message::Value>>| -> usize {
-        vals.iter()
+    let size = |vals: Option<&Vec<message::Value>>| -> usize {
+        vals.into_iter()
             .flatten()
             .map(|v| v.as_bytes().map_or(1, |b| b.len() + 5))
             .sum()
     };
-    txb.bytes += 24 + size(&new) + old.as_ref().map_or(0, |(_, v)| size(&Some(v.clone())));
+    txb.bytes += 24 + size(new.as_ref()) + size(old.as_ref().map(|(_, v)| v));
     txb.changes.push(Change {
         op,
         lsn: wal_start.0,

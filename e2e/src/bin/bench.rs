@@ -82,7 +82,10 @@ async fn main() -> anyhow::Result<()> {
         "results": results,
     });
     std::fs::create_dir_all("bench")?;
-    std::fs::write("bench/results.json", serde_json::to_string_pretty(&json)? + "\n")?;
+    std::fs::write(
+        "bench/results.json",
+        serde_json::to_string_pretty(&json)? + "\n",
+    )?;
     println!("{}", serde_json::to_string_pretty(&json)?);
     Ok(())
 }
