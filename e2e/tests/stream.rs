@@ -305,3 +305,95 @@ async fn tls_verify_full_to_source_and_target() {
         2
     );
 }
+
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_sync_schema_and_metrics_endpoints() {
+    let p = Pipeline::start(PgOptions::default()).await.unwrap();
+    // Only the source has the table: --target-sync-schema creates it in the target.
+    p.source()
+        .await
+        .unwrap()
+        .batch_execute(USERS)
+        .await
+        .unwrap();
+    let (rport, wport) = (e2e::free_port().unwrap(), e2e::free_port().unwrap());
+    let mut rargs = p.replicator_args("synced", "users");
+    rargs.extend(["--metrics-addr".into(), format!("127.0.0.1:{rport}")]);
+    let r = Pipeline::spawn("replicator", &rargs).unwrap();
+    r.wait_for_output("streaming changes", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut wargs = p.pg_worker_args("synced");
+    wargs.extend([
+        "--target-sync-schema".into(),
+        "--source-host".into(),
+        p.pg.host().into(),
+        "--source-port".into(),
+        p.pg.port().to_string(),
+        "--source-dbname".into(),
+        p.source_db.clone(),
+        "--source-user".into(),
+        p.pg.user().into(),
+        "--source-password".into(),
+        p.pg.password().into(),
+        "--source-sslmode".into(),
+        "disable".into(),
+        "--metrics-addr".into(),
+        format!("127.0.0.1:{wport}"),
+    ]);
+    let w = Pipeline::spawn("worker", &wargs).unwrap();
+    w.wait_for_output("worker consuming", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let src = p.source().await.unwrap();
+    // Two source transactions (a multi-statement simple query is one transaction).
+    src.batch_execute("INSERT INTO users (name) VALUES ('a'), ('b')")
+        .await
+        .unwrap();
+    src.batch_execute("INSERT INTO users (name) VALUES ('c')")
+        .await
+        .unwrap();
+    p.wait_equal("public.users", "id").await.unwrap();
+
+    let metrics = wait_for(
+        "worker metrics to count 3 applied changes",
+        ARRIVAL_TIMEOUT,
+        || async {
+            let m = http_get(wport, "/metrics").await;
+            m.contains("pg_flo_worker_changes_applied_total 3")
+                .then_some(m)
+        },
+    )
+    .await
+    .unwrap();
+    assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
+    assert!(
+        metrics.contains("pg_flo_worker_messages_total{outcome=\"applied\"} 2"),
+        "{metrics}"
+    );
+    let rmetrics = http_get(rport, "/metrics").await;
+    assert!(
+        rmetrics.contains("pg_flo_replicator_changes_published_total 3"),
+        "{rmetrics}"
+    );
+    assert!(
+        rmetrics.contains("pg_flo_replicator_transactions_total 2"),
+        "{rmetrics}"
+    );
+    assert!(http_get(rport, "/healthz").await.ends_with("ok\n"));
+    assert!(http_get(wport, "/readyz").await.ends_with("ready\n"));
+    assert!(http_get(wport, "/nope").await.starts_with("HTTP/1.1 404"));
+}
