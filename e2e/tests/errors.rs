@@ -151,3 +151,49 @@ async fn missing_settings_are_all_named() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn features_of_later_versions_are_refused_not_ignored() {
+    let mut r = Process::spawn_pg_flo(
+        "replicator",
+        [
+            "replicator",
+            "--host",
+            "h",
+            "--dbname",
+            "d",
+            "--user",
+            "u",
+            "--password",
+            "p",
+            "--group",
+            "g",
+            "--nats-url",
+            "nats://127.0.0.1:1",
+            "--copy-and-stream",
+        ],
+        [("PG_FLO_TRACK_DDL", "true")],
+    )
+    .unwrap();
+    exits_with(
+        &mut r,
+        &["--copy-and-stream, --track-ddl are not available in this version"],
+    )
+    .await;
+    let mut w = Process::spawn_pg_flo(
+        "worker",
+        [
+            "worker",
+            "stdout",
+            "--group",
+            "g",
+            "--nats-url",
+            "nats://127.0.0.1:1",
+            "--rules-config",
+            "/tmp/rules.yaml",
+        ],
+        [("PG_FLO_LOG_LEVEL", "info")],
+    )
+    .unwrap();
+    exits_with(&mut w, &["--rules-config is not available in this version"]).await;
+}

@@ -6,7 +6,7 @@ use clap::Parser;
 use tokio::sync::watch;
 
 use pg_flo::cli::Cli;
-use pg_flo::config::{self, LogFormat, Process, SinkConfig, WorkerConfig};
+use pg_flo::config::{self, LogFormat, Process, ReplicationMode, SinkConfig, WorkerConfig};
 use pg_flo::http::Health;
 use pg_flo::replicator::error_chain;
 use pg_flo::sink::{file::FileSink, postgres::PostgresSink, stdout::StdoutSink, AnySink};
@@ -97,7 +97,42 @@ fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
+/// Settings pg_flo accepts whose features this version does not have yet: refused with a clear
+/// message rather than ignored (a user asking for an initial copy must not silently get none).
+fn refuse_unavailable(process: &Process) -> Result<(), String> {
+    let mut missing = Vec::new();
+    match process {
+        Process::Replicator(cfg) => {
+            match cfg.mode {
+                ReplicationMode::Stream => {}
+                ReplicationMode::Copy => missing.push("--copy"),
+                ReplicationMode::CopyAndStream => missing.push("--copy-and-stream"),
+            }
+            if cfg.track_ddl {
+                missing.push("--track-ddl");
+            }
+        }
+        Process::Worker(cfg) => {
+            if cfg.rules_config.is_some() {
+                missing.push("--rules-config");
+            }
+            if cfg.routing_config.is_some() {
+                missing.push("--routing-config");
+            }
+        }
+        Process::Version => {}
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} not available in this version of pg_flo yet; remove the setting (flag, PG_FLO_* variable or config key) to stream changes without it",
+        missing.join(", ") + if missing.len() == 1 { " is" } else { " are" }
+    ))
+}
+
 async fn run(process: Process) -> Result<(), String> {
+    refuse_unavailable(&process)?;
     let shutdown = shutdown_signal();
     let health = Health::default();
     match process {
