@@ -397,3 +397,63 @@ async fn target_sync_schema_and_metrics_endpoints() {
     assert!(http_get(wport, "/readyz").await.ends_with("ready\n"));
     assert!(http_get(wport, "/nope").await.starts_with("HTTP/1.1 404"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slot_advances_with_traffic_and_while_the_group_is_idle() {
+    let p = Pipeline::start(PgOptions::default()).await.unwrap();
+    p.both("CREATE TABLE watched (id int PRIMARY KEY); CREATE TABLE other (id int PRIMARY KEY);")
+        .await
+        .unwrap();
+    let _r = p.start_replicator("slot", "watched").await.unwrap();
+    let _w = p.start_pg_worker("slot").await.unwrap();
+    let src = p.source().await.unwrap();
+    let confirmed_reaches = |target: String| {
+        let src = &src;
+        async move {
+            wait_for(
+                &format!("confirmed_flush_lsn to reach {target}"),
+                ARRIVAL_TIMEOUT,
+                || {
+                    let target = target.clone();
+                    async move {
+                        let row = src
+                            .query_one(
+                                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots
+                                 WHERE slot_name = 'pg_flo_slot_publication'",
+                                &[&target],
+                            )
+                            .await
+                            .unwrap();
+                        row.get::<_, bool>(0).then_some(())
+                    }
+                },
+            )
+            .await
+            .unwrap();
+        }
+    };
+    // Traffic for the group: confirmed once published (and, here, applied).
+    src.batch_execute("INSERT INTO watched SELECT generate_series(1, 100)")
+        .await
+        .unwrap();
+    let after_insert: String = src
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    p.wait_equal("public.watched", "id").await.unwrap();
+    confirmed_reaches(after_insert).await;
+    // WAL the group does not publish (another table): the slot still moves on, from the
+    // server's keepalives, so an idle group does not hold back WAL.
+    for i in 0..50 {
+        src.execute("INSERT INTO other VALUES ($1)", &[&i])
+            .await
+            .unwrap();
+    }
+    let after_other: String = src
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    confirmed_reaches(after_other).await;
+}
