@@ -109,7 +109,15 @@ pub struct PostgresSink {
     /// Position of the last message applied since the last commit.
     pending: Option<Position>,
     statements: HashMap<String, Statement>,
+    /// Messages applied but not yet sent: sent together (merged, pipelined) at the next
+    /// commit or once [`FLUSH_CHANGES`] changes wait.
+    buffer: Vec<ChangeBatch>,
+    buffered_changes: usize,
 }
+
+/// Buffered changes that trigger sending them before the commit (bounds memory for large
+/// source transactions).
+const FLUSH_CHANGES: usize = 5000;
 
 impl PostgresSink {
     /// Connects to `cfg.target` (after copying the schema with `--target-sync-schema`) and
@@ -145,6 +153,8 @@ impl PostgresSink {
             durable: None,
             pending: None,
             statements: HashMap::new(),
+            buffer: Vec::new(),
+            buffered_changes: 0,
         };
         sink.setup().await?;
         Ok(sink)
@@ -316,10 +326,31 @@ impl PostgresSink {
             tracing::debug!(position = %pos, "message already applied to the target; skipping");
             return Ok(());
         }
-        let mut planned = Vec::with_capacity(batch.changes.len());
-        for change in &batch.changes {
-            sql::plan(batch, change, &mut planned)?;
+        self.buffered_changes += batch.changes.len();
+        self.buffer.push(batch.clone());
+        self.pending = Some(pos);
+        if self.buffered_changes >= FLUSH_CHANGES {
+            self.flush().await?;
         }
+        Ok(())
+    }
+
+    /// Sends the buffered messages' statements: consecutive inserts / upserts of one table
+    /// merged into multi-row statements, everything pipelined in one round trip.
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        let batches = std::mem::take(&mut self.buffer);
+        self.buffered_changes = 0;
+        let mut planned = Vec::new();
+        for batch in &batches {
+            for change in &batch.changes {
+                sql::plan(batch, change, &mut planned)?;
+            }
+        }
+        let planned = sql::coalesce(planned);
+        let pos = self.pending.unwrap_or(Position {
+            commit_lsn: 0,
+            seq: 0,
+        });
         if !planned.is_empty() {
             self.prepare_missing(&planned).await?;
             if !self.tx_open {
@@ -337,11 +368,11 @@ impl PostgresSink {
                 }
             }
         }
-        self.pending = Some(pos);
         Ok(())
     }
 
     async fn do_commit(&mut self, through: Position) -> Result<(), SinkError> {
+        self.flush().await?;
         if !self.tx_open {
             if self.durable.is_some_and(|d| through <= d) {
                 self.pending = None;
@@ -384,6 +415,8 @@ impl PostgresSink {
         }
         self.tx_open = false;
         self.pending = None;
+        self.buffer.clear();
+        self.buffered_changes = 0;
         // A fix to the target schema between retries must not meet stale statements.
         self.statements.clear();
         Ok(())

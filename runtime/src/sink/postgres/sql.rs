@@ -108,6 +108,117 @@ pub(super) struct Planned<'b> {
     pub action: Action,
     /// `"schema"."table"` (or the list of truncated tables).
     pub table: String,
+    /// For a single-row insert / upsert: how to merge it with its neighbours into one
+    /// multi-row statement.
+    pub row: Option<RowShape>,
+}
+
+/// A single-row `INSERT` split around its `VALUES` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RowShape {
+    /// `INSERT INTO t (c1, c2) VALUES `.
+    pub head: String,
+    /// What follows the values list (` ON CONFLICT ...`, or nothing).
+    pub tail: String,
+    /// Positions in `params` of the conflict key's values (empty without a key).
+    pub key: Vec<usize>,
+}
+
+/// Most rows merged into one statement (also kept under PostgreSQL's 65535 parameters).
+const MAX_ROWS_PER_STATEMENT: usize = 256;
+
+/// Merges runs of consecutive single-row inserts / upserts of the same shape into multi-row
+/// statements, in power-of-two sizes (so few distinct statements get prepared). A run is cut
+/// where a key repeats: one `INSERT ... ON CONFLICT DO UPDATE` may not touch a row twice, and
+/// the later change must win.
+pub(super) fn coalesce(planned: Vec<Planned<'_>>) -> Vec<Planned<'_>> {
+    let mut out = Vec::with_capacity(planned.len());
+    let mut run: Vec<Planned<'_>> = Vec::new();
+    let mut keys: std::collections::HashSet<Vec<Option<&[u8]>>> = std::collections::HashSet::new();
+    for p in planned {
+        let joins = match (&p.row, run.first().and_then(|r| r.row.as_ref())) {
+            (Some(shape), Some(first)) => {
+                shape == first && {
+                    let key: Vec<Option<&[u8]>> =
+                        shape.key.iter().map(|&i| p.params[i].0).collect();
+                    shape.key.is_empty() || !keys.contains(&key)
+                }
+            }
+            _ => false,
+        };
+        if !joins {
+            flush_run(&mut run, &mut out);
+            keys.clear();
+        }
+        if let Some(shape) = &p.row {
+            if !shape.key.is_empty() {
+                keys.insert(shape.key.iter().map(|&i| p.params[i].0).collect());
+            }
+            run.push(p);
+        } else {
+            out.push(p);
+        }
+    }
+    flush_run(&mut run, &mut out);
+    out
+}
+
+fn flush_run<'b>(run: &mut Vec<Planned<'b>>, out: &mut Vec<Planned<'b>>) {
+    let mut rows = std::mem::take(run).into_iter();
+    let mut left = rows.len();
+    while left > 0 {
+        let ncols = rows.as_slice().first().map_or(1, |p| p.params.len().max(1));
+        let cap = MAX_ROWS_PER_STATEMENT.min(65_535 / ncols).max(1);
+        let mut take = 1;
+        while take * 2 <= left.min(cap) {
+            take *= 2;
+        }
+        let chunk: Vec<Planned<'b>> = rows.by_ref().take(take).collect();
+        left -= chunk.len();
+        out.push(merge(chunk));
+    }
+}
+
+fn merge(mut chunk: Vec<Planned<'_>>) -> Planned<'_> {
+    if chunk.len() == 1 {
+        if let Some(p) = chunk.pop() {
+            return p;
+        }
+    }
+    let first_shape = chunk.first().and_then(|p| p.row.clone());
+    let Some(shape) = first_shape else {
+        // Unreachable: runs only hold rows with a shape.
+        return Planned {
+            sql: String::new(),
+            params: Vec::new(),
+            action: Action::Insert,
+            table: String::new(),
+            row: None,
+        };
+    };
+    let mut sql = String::with_capacity(shape.head.len() + shape.tail.len() + chunk.len() * 32);
+    sql.push_str(&shape.head);
+    let mut params = Vec::new();
+    let (action, table) = (chunk[0].action, chunk[0].table.clone());
+    for (r, p) in chunk.into_iter().enumerate() {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for (i, v) in p.params.into_iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            params.push(v);
+            let _ = write!(sql, "${}", params.len());
+        }
+        sql.push(')');
+    }
+    sql.push_str(&shape.tail);
+    Planned {
+        sql,
+        params,
+        action,
+        table,
+        row: None,
+    }
 }
 
 impl Planned<'_> {
@@ -237,6 +348,7 @@ impl<'b> Builder<'b> {
             params: self.params,
             action,
             table,
+            row: None,
         }
     }
 }
@@ -306,7 +418,9 @@ fn insert_row<'b>(
         }
         b.ident(&col.name);
     }
-    b.push(") VALUES (");
+    b.push(") VALUES ");
+    let head = b.sql.clone();
+    b.push("(");
     for (i, v) in row.iter().enumerate() {
         if i > 0 {
             b.push(", ");
@@ -314,8 +428,15 @@ fn insert_row<'b>(
         b.param(v.as_bytes());
     }
     b.push(")");
+    let tail_at = b.sql.len();
+    let with_shape = |b: Builder<'b>, action: Action, key: Vec<usize>| {
+        let tail = b.sql[tail_at..].to_owned();
+        let mut p = b.finish(action, table.to_owned());
+        p.row = Some(RowShape { head, tail, key });
+        p
+    };
     let Key::Columns(key) = key else {
-        return Ok(b.finish(Action::Insert, table.to_owned()));
+        return Ok(with_shape(b, Action::Insert, Vec::new()));
     };
     b.push(" ON CONFLICT (");
     for (i, &c) in key.iter().enumerate() {
@@ -339,7 +460,8 @@ fn insert_row<'b>(
     if first {
         b.push(" DO NOTHING");
     }
-    Ok(b.finish(Action::Upsert, table.to_owned()))
+    // Parameters are one per column, in column order: a key column's index is its position.
+    Ok(with_shape(b, Action::Upsert, key.clone()))
 }
 
 /// Appends the statements that apply `change` to `out`.

@@ -677,6 +677,8 @@ async fn rollback_discards_and_position_is_committed_atomically(db: &TestDb) {
     // Applied then rolled back: neither the row nor the position moves.
     let m2 = batch(0x1_0000_0020, rels, vec![ins(0, vec![t("3")])]);
     sink.apply(&m2).await.unwrap();
+    // Send what `apply` buffered into the open transaction.
+    sink.flush().await.unwrap();
     assert_eq!(
         rows(sink.client(), "SELECT count(*) FROM pgsink_position.p").await,
         vec![r(&[Some("3")])]
@@ -696,7 +698,7 @@ async fn rollback_discards_and_position_is_committed_atomically(db: &TestDb) {
     let mut bad_rel = rel.clone();
     bad_rel.table = "missing".into();
     let bad = batch(0x1_0000_0030, &[bad_rel], vec![ins(0, vec![t("9")])]);
-    let err = sink.apply(&bad).await.unwrap_err();
+    let err = apply_now(&mut sink, &bad).await.unwrap_err();
     assert_eq!(err.retry(), Retry::Permanent);
     let msg = err.to_string();
     assert!(msg.contains(r#""pgsink_position"."missing""#), "{msg}");
@@ -752,14 +754,15 @@ async fn errors_are_classified(db: &TestDb) {
     let mut sink = PostgresSink::with_client(client, cfg(db, "errors"))
         .await
         .unwrap();
-    let err = sink
-        .apply(&batch(
-            10,
-            std::slice::from_ref(&rel),
-            vec![ins(0, vec![t("1"), t("-1")])],
-        ))
-        .await
-        .unwrap_err();
+    sink.apply(&batch(
+        10,
+        std::slice::from_ref(&rel),
+        vec![ins(0, vec![t("1"), t("-1")])],
+    ))
+    .await
+    .unwrap();
+    // `apply` buffers; the target sees (and rejects) the change when it is sent.
+    let err = sink.flush().await.unwrap_err();
     assert_eq!(err.retry(), Retry::Permanent, "{err}");
     assert!(
         err.to_string()
@@ -776,8 +779,7 @@ async fn errors_are_classified(db: &TestDb) {
         KeyKind::PrimaryKey,
         &["id"],
     );
-    let err = sink
-        .apply(&batch(11, &[nokey], vec![ins(0, vec![t("1")])]))
+    let err = apply_now(&mut sink, &batch(11, &[nokey], vec![ins(0, vec![t("1")])]))
         .await
         .unwrap_err();
     assert_eq!(err.retry(), Retry::Permanent, "{err}");
@@ -787,10 +789,12 @@ async fn errors_are_classified(db: &TestDb) {
     // A key column missing from the relation.
     let mut bad = rel.clone();
     bad.key.columns = vec!["gone".into()];
-    let err = sink
-        .apply(&batch(12, &[bad], vec![ins(0, vec![t("1"), t("1")])]))
-        .await
-        .unwrap_err();
+    let err = apply_now(
+        &mut sink,
+        &batch(12, &[bad], vec![ins(0, vec![t("1"), t("1")])]),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, SinkError::Invalid(_)), "{err}");
     assert!(err.to_string().contains(r#""pgsink_errors"."c""#), "{err}");
     sink.rollback().await.unwrap();
@@ -916,10 +920,10 @@ async fn lost_connection_is_transient(db: &TestDb) {
     let err = sink.commit(Position::end_of(Lsn(10))).await.unwrap_err();
     assert_eq!(err.retry(), Retry::Transient, "{err:?}");
     sink.rollback().await.unwrap();
-    let err = sink
-        .apply(&batch(10, rels, vec![ins(0, vec![t("1")])]))
+    sink.apply(&batch(10, rels, vec![ins(0, vec![t("1")])]))
         .await
-        .unwrap_err();
+        .unwrap();
+    let err = sink.flush().await.unwrap_err();
     assert_eq!(err.retry(), Retry::Transient, "{err:?}");
     // Nothing reached the target.
     assert_eq!(
@@ -1004,5 +1008,73 @@ mod run {
         long_pipelined_batch_keeps_order,
         lost_connection_is_transient,
         sync_schema_copies_tables,
+    );
+}
+
+/// Applies and sends at once (`apply` alone only buffers), so a test sees the target's answer.
+async fn apply_now(sink: &mut PostgresSink, b: &ChangeBatch) -> Result<(), SinkError> {
+    sink.apply(b).await?;
+    sink.flush().await
+}
+
+#[test]
+fn consecutive_upserts_merge_into_multi_row_statements_split_at_repeated_keys() {
+    let rel = relation("s", "u", &["id", "v"], KeyKind::PrimaryKey, &["id"]);
+    let other = relation("s", "o", &["id"], KeyKind::PrimaryKey, &["id"]);
+    let mut changes: Vec<Change> = (0..5)
+        .map(|i| ins(0, vec![t(&i.to_string()), t("x")]))
+        .collect();
+    // Key 2 again: must not share a statement with the first key 2 (and must come after it).
+    changes.push(ins(0, vec![t("2"), t("y")]));
+    changes.push(ins(1, vec![t("7")]));
+    changes.push(del(0, OldKind::Key, vec![t("1"), Value::Null]));
+    let b = batch(10, &[rel, other], changes);
+    let mut planned = Vec::new();
+    for c in &b.changes {
+        sql::plan(&b, c, &mut planned).unwrap();
+    }
+    let merged = sql::coalesce(planned);
+    let shapes: Vec<(usize, String)> = merged
+        .iter()
+        .map(|p| {
+            (
+                p.params.len(),
+                p.sql.split(" VALUES ").next().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shapes,
+        vec![
+            (8, r#"INSERT INTO "s"."u" ("id", "v")"#.to_owned()),
+            (2, r#"INSERT INTO "s"."u" ("id", "v")"#.to_owned()),
+            (2, r#"INSERT INTO "s"."u" ("id", "v")"#.to_owned()),
+            (1, r#"INSERT INTO "s"."o" ("id")"#.to_owned()),
+            (1, r#"DELETE FROM "s"."u" WHERE "id" = $1"#.to_owned()),
+        ]
+    );
+    assert_eq!(
+        merged[0].sql,
+        r#"INSERT INTO "s"."u" ("id", "v") VALUES ($1, $2), ($3, $4), ($5, $6), ($7, $8) ON CONFLICT ("id") DO UPDATE SET "v" = EXCLUDED."v""#
+    );
+    let values: Vec<Option<&[u8]>> = merged[0].params.iter().map(|p| p.0).collect();
+    assert_eq!(
+        values,
+        vec![
+            Some(&b"0"[..]),
+            Some(b"x"),
+            Some(b"1"),
+            Some(b"x"),
+            Some(b"2"),
+            Some(b"x"),
+            Some(b"3"),
+            Some(b"x"),
+        ]
+    );
+    // The fifth row (key 4) is its own power-of-two chunk; then the repeated key 2.
+    assert_eq!(merged[1].params[0].0, Some(&b"4"[..]));
+    assert_eq!(
+        merged[2].params.iter().map(|p| p.0).collect::<Vec<_>>(),
+        vec![Some(&b"2"[..]), Some(b"y")]
     );
 }
