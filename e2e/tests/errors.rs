@@ -197,3 +197,68 @@ async fn features_of_later_versions_are_refused_not_ignored() {
     .unwrap();
     exits_with(&mut w, &["--rules-config is not available in this version"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_only_replicator_and_yaml_configured_worker() {
+    let p = Pipeline::start(PgOptions::default()).await.unwrap();
+    p.both("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    // pg_flo's env-only configuration (which cobra's required flags broke), tables split on
+    // spaces as pg_flo's viper did, and no PG_FLO_PORT... except that ours is not 5432.
+    let port = p.pg.port().to_string();
+    let url = p.nats.url();
+    let r = Process::spawn_pg_flo(
+        "replicator",
+        ["replicator"],
+        [
+            ("PG_FLO_HOST", "127.0.0.1"),
+            ("PG_FLO_PORT", port.as_str()),
+            ("PG_FLO_DBNAME", "source"),
+            ("PG_FLO_USER", p.pg.user()),
+            ("PG_FLO_PASSWORD", p.pg.password()),
+            ("PG_FLO_GROUP", "envonly"),
+            ("PG_FLO_TABLES", "t"),
+            ("PG_FLO_NATS_URL", url.as_str()),
+            ("PG_FLO_SSLMODE", "disable"),
+        ],
+    )
+    .unwrap();
+    r.wait_for_output("streaming changes", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let dir = e2e::TempDir::new("pg-flo-yaml").unwrap();
+    let config = dir.path().join("worker.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "group: envonly\nnats-url: {url}\ntarget-host: 127.0.0.1\ntarget-port: {port}\n\
+             target-dbname: target\ntarget-user: {}\ntarget-password: {}\ntarget-sslmode: disable\n\
+             some-future-key: 1\n",
+            p.pg.user(),
+            p.pg.password()
+        ),
+    )
+    .unwrap();
+    let w = Process::spawn_pg_flo(
+        "worker",
+        ["--config", config.to_str().unwrap(), "worker", "postgres"],
+        [("PG_FLO_LOG_LEVEL", "info")],
+    )
+    .unwrap();
+    w.wait_for_output("worker consuming", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        w.stderr().contains("some-future-key"),
+        "unknown key not warned about:\n{}",
+        w.stderr()
+    );
+    p.source()
+        .await
+        .unwrap()
+        .batch_execute("INSERT INTO t VALUES (1, 'configured'), (2, '')")
+        .await
+        .unwrap();
+    p.wait_equal("public.t", "id").await.unwrap();
+}

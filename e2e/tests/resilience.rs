@@ -125,3 +125,63 @@ async fn nats_restart_while_writing_loses_nothing() {
     let stop = AtomicBool::new(true);
     assert!(stop.load(Ordering::Relaxed));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_stream_makes_the_replicator_wait_and_nothing_is_lost() {
+    let p = Pipeline::start(PgOptions::default()).await.unwrap();
+    p.both(TABLE).await.unwrap();
+    let mut args = p.replicator_args("small", "events");
+    // A stream far smaller than the workload; no worker yet to drain it.
+    args.extend(["--nats-stream-max-bytes".into(), "64KiB".into()]);
+    let r = Pipeline::spawn("replicator", &args).unwrap();
+    r.wait_for_output("streaming changes", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let src = p.source().await.unwrap();
+    for i in 0..2000 {
+        src.execute("INSERT INTO events VALUES ($1, 0, repeat('x', 100))", &[&i])
+            .await
+            .unwrap();
+    }
+    r.wait_for_output("stream is full", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut r = r;
+    assert!(
+        r.try_status().unwrap().is_none(),
+        "the replicator gave up:\n{}",
+        r.output_dump()
+    );
+    let _w = p.start_pg_worker("small").await.unwrap();
+    p.wait_equal("public.events", "id").await.unwrap();
+    assert_eq!(
+        count(&p.target().await.unwrap(), "public.events")
+            .await
+            .unwrap(),
+        2000
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_both_processes_cleanly_and_they_resume() {
+    let (p, mut r, mut w) = setup().await;
+    let src = p.source().await.unwrap();
+    src.batch_execute("INSERT INTO events SELECT g, 0, 'a' FROM generate_series(1, 500) g")
+        .await
+        .unwrap();
+    p.wait_equal("public.events", "id").await.unwrap();
+    r.terminate().unwrap();
+    w.terminate().unwrap();
+    let rs = r.wait_exit(Duration::from_secs(30)).await.unwrap();
+    let ws = w.wait_exit(Duration::from_secs(30)).await.unwrap();
+    assert!(rs.success(), "replicator: {rs:?}\n{}", r.output_dump());
+    assert!(ws.success(), "worker: {ws:?}\n{}", w.output_dump());
+    assert!(r.stderr().contains("replicator stopped"), "{}", r.stderr());
+    // Changes made while both are down arrive after a restart.
+    src.batch_execute("UPDATE events SET v = 1 WHERE id <= 100; DELETE FROM events WHERE id > 400")
+        .await
+        .unwrap();
+    let _r = p.start_replicator("crash", "events").await.unwrap();
+    let _w = p.start_pg_worker("crash").await.unwrap();
+    p.wait_equal("public.events", "id").await.unwrap();
+}
