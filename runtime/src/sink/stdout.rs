@@ -108,54 +108,8 @@ impl<W: Write + Send + 'static> Sink for StdoutSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{
-        Change, Column, KeyKind, Op, Relation, ReplicationKey, Value, FORMAT_VERSION,
-    };
 
-    fn batch(ids: &[&str]) -> ChangeBatch {
-        ChangeBatch {
-            version: FORMAT_VERSION,
-            commit_lsn: 0x100,
-            commit_time_us: 0,
-            xid: 1,
-            seq: 0,
-            last: true,
-            prev: None,
-            emitted_at_us: 1_710_928_800_000_000,
-            relations: vec![Relation {
-                oid: 1,
-                schema: "public".into(),
-                table: "t".into(),
-                columns: vec![Column {
-                    name: "id".into(),
-                    type_oid: 23,
-                    type_modifier: -1,
-                    identity: true,
-                }],
-                key: ReplicationKey {
-                    kind: KeyKind::PrimaryKey,
-                    columns: vec!["id".into()],
-                },
-            }],
-            changes: ids
-                .iter()
-                .map(|id| Change {
-                    op: Op::Insert,
-                    lsn: 0x10,
-                    relation: 0,
-                    new: Some(vec![Value::Text(id.as_bytes().to_vec())]),
-                    old: None,
-                    truncate: None,
-                })
-                .collect(),
-        }
-    }
-
-    fn line(id: &str) -> String {
-        format!(
-            r#"{{"EmittedAt":"2024-03-20T10:00:00Z","LSN":"0/10","NewTuple":{{"id":{id}}},"ReplicationKey":{{"Columns":["id"],"Type":"PRIMARY KEY"}},"Schema":"public","Table":"t","Type":"INSERT"}}"#
-        ) + "\n"
-    }
+    use crate::sink::fixtures::{int_insert_line as line, int_inserts as batch};
 
     #[tokio::test]
     async fn writes_on_commit_and_drops_on_rollback() {
