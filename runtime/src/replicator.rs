@@ -261,10 +261,7 @@ async fn stream_session(
     tracing::info!(slot = shared.slot, from = %shared.confirmed, "streaming changes");
     health.set_ready(true);
 
-    let mut relations: HashMap<u32, Arc<Relation>> = HashMap::new();
-    let mut in_flight: FuturesOrdered<AckFuture> = FuturesOrdered::new();
-    let mut current: Option<TxBuilder> = None;
-    let mut prev: Option<Position> = None;
+    let mut session = Session::default();
     let mut status = tokio::time::interval(shared.cfg.status_interval);
     status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lag = tokio::time::interval(Duration::from_secs(5));
@@ -274,19 +271,16 @@ async fn stream_session(
         tokio::select! {
             biased;
             _ = shutdown.changed() => {
-                return drain_and_close(shared, in_flight, tx).await;
+                return drain_and_close(shared, session.in_flight, tx).await;
             }
-            Some((result, confirm)) = in_flight.next(), if !in_flight.is_empty() => {
+            Some((result, confirm)) = session.in_flight.next(), if !session.in_flight.is_empty() => {
                 if let Some(stats) = result? {
                     let m = metrics::get();
                     m.replicator_messages_published.inc();
                     m.replicator_changes_published.inc_by(stats.changes);
                 }
                 if let Some(lsn) = confirm {
-                    if lsn > shared.confirmed {
-                        shared.confirmed = lsn;
-                        metrics::get().replicator_confirmed_lsn.set(lsn.0 as i64);
-                    }
+                    shared.confirm(lsn);
                 }
             }
             _ = status.tick() => {
@@ -297,12 +291,13 @@ async fn stream_session(
                     metrics::get().replicator_lag_bytes.set(bytes);
                 }
             }
-            msg = rx.recv(), if in_flight.len() < max_in_flight => {
+            msg = rx.recv(), if session.in_flight.len() < max_in_flight => {
                 match msg? {
                     StreamMessage::Keepalive { wal_end, reply_requested } => {
-                        if current.is_none() && in_flight.is_empty() && wal_end > shared.confirmed {
-                            shared.confirmed = wal_end;
-                            metrics::get().replicator_confirmed_lsn.set(wal_end.0 as i64);
+                        // Between transactions with nothing in flight, everything the server
+                        // sent before this keepalive is handled.
+                        if session.current.is_none() && session.in_flight.is_empty() {
+                            shared.confirm(wal_end);
                         }
                         if reply_requested {
                             tx.send_status(shared.confirmed, false).await?;
@@ -310,7 +305,7 @@ async fn stream_session(
                     }
                     StreamMessage::XLogData { wal_start, data, .. } => {
                         let out = pgoutput::decode(data)?;
-                        handle(shared, out, wal_start, &mut relations, &mut current, &mut prev, &mut in_flight).await?;
+                        session.handle(shared, out, wal_start).await?;
                     }
                 }
             }
@@ -318,225 +313,213 @@ async fn stream_session(
     }
 }
 
-async fn handle(
-    shared: &mut Shared,
-    out: PgOutput,
-    wal_start: Lsn,
-    relations: &mut HashMap<u32, Arc<Relation>>,
-    current: &mut Option<TxBuilder>,
-    prev: &mut Option<Position>,
-    in_flight: &mut FuturesOrdered<AckFuture>,
-) -> Result<(), ReplicatorError> {
-    match out {
-        PgOutput::Begin {
-            final_lsn,
-            commit_time,
-            xid,
-        } => {
-            *current = Some(TxBuilder {
-                commit_lsn: final_lsn,
-                commit_time_us: pg_to_unix_us(commit_time),
+impl Shared {
+    fn confirm(&mut self, lsn: Lsn) {
+        if lsn > self.confirmed {
+            self.confirmed = lsn;
+            metrics::get().replicator_confirmed_lsn.set(lsn.0 as i64);
+        }
+    }
+}
+
+/// State of one replication session (one connection); a reconnect starts a new one.
+#[derive(Default)]
+struct Session {
+    relations: HashMap<u32, Arc<Relation>>,
+    /// Publishes awaiting their PubAck, in publish order, with the LSN each lets us confirm.
+    in_flight: FuturesOrdered<AckFuture>,
+    /// The transaction being read.
+    current: Option<TxBuilder>,
+    /// Position of the last message this session published.
+    prev: Option<Position>,
+}
+
+impl Session {
+    async fn handle(
+        &mut self,
+        shared: &mut Shared,
+        out: PgOutput,
+        wal_start: Lsn,
+    ) -> Result<(), ReplicatorError> {
+        match out {
+            PgOutput::Begin {
+                final_lsn,
+                commit_time,
                 xid,
-                seq: 0,
-                relations: Vec::new(),
-                relation_index: HashMap::new(),
-                changes: Vec::new(),
-                bytes: 0,
-            });
-        }
-        PgOutput::Commit { end_lsn, .. } => {
-            let Some(mut txb) = current.take() else {
-                return Ok(());
-            };
-            metrics::get().replicator_transactions.inc();
-            if txb.seq == 0 && txb.changes.is_empty() {
-                // Nothing of ours in it: confirm once everything before it is acked.
-                in_flight.push_back(Box::pin(async move { (Ok(None), Some(end_lsn)) }));
-            } else {
-                publish(shared, &mut txb, true, prev, in_flight, Some(end_lsn)).await?;
+            } => {
+                self.current = Some(TxBuilder {
+                    commit_lsn: final_lsn,
+                    commit_time_us: pg_to_unix_us(commit_time),
+                    xid,
+                    seq: 0,
+                    relations: Vec::new(),
+                    relation_index: HashMap::new(),
+                    changes: Vec::new(),
+                    bytes: 0,
+                });
             }
-        }
-        PgOutput::Relation(info) => {
-            let rel = relation_from(shared, info).await?;
-            relations.insert(rel.oid, Arc::new(rel));
-        }
-        PgOutput::Insert { relation, new } => {
-            push_change(
-                shared,
-                relations,
-                current,
-                prev,
-                in_flight,
-                relation,
-                Op::Insert,
-                wal_start,
-                Some(new),
-                None,
-            )
-            .await?;
-        }
-        PgOutput::Update { relation, old, new } => {
-            push_change(
-                shared,
-                relations,
-                current,
-                prev,
-                in_flight,
-                relation,
-                Op::Update,
-                wal_start,
-                Some(new),
-                old,
-            )
-            .await?;
-        }
-        PgOutput::Delete { relation, old } => {
-            push_change(
-                shared,
-                relations,
-                current,
-                prev,
-                in_flight,
-                relation,
-                Op::Delete,
-                wal_start,
-                None,
-                Some(old),
-            )
-            .await?;
-        }
-        PgOutput::Truncate {
-            relations: rel_ids,
-            cascade,
-            restart_identity,
-        } => {
-            let Some(txb) = current.as_mut() else {
-                return Ok(());
-            };
-            let mut idxs = Vec::new();
-            for id in &rel_ids {
-                let rel = relations
-                    .get(id)
-                    .ok_or(ReplicatorError::UnknownRelation(*id))?;
-                idxs.push(txb.relation_idx(rel));
-            }
-            let Some(&first) = idxs.first() else {
-                return Ok(());
-            };
-            txb.changes.push(Change {
-                op: Op::Truncate,
-                lsn: wal_start.0,
-                relation: first,
-                new: None,
-                old: None,
-                truncate: Some(message::Truncate {
-                    relations: idxs,
-                    cascade,
-                    restart_identity,
-                }),
-            });
-            metrics::get().replicator_changes_read.inc();
-        }
-        PgOutput::Origin | PgOutput::Type | PgOutput::Message { .. } => {}
-    }
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn push_change(
-    shared: &mut Shared,
-    relations: &HashMap<u32, Arc<Relation>>,
-    current: &mut Option<TxBuilder>,
-    prev: &mut Option<Position>,
-    in_flight: &mut FuturesOrdered<AckFuture>,
-    relation: u32,
-    op: Op,
-    wal_start: Lsn,
-    new: Option<Vec<message::Value>>,
-    old: Option<(message::OldKind, Vec<message::Value>)>,
-) -> Result<(), ReplicatorError> {
-    let rel = relations
-        .get(&relation)
-        .ok_or(ReplicatorError::UnknownRelation(relation))?;
-    let Some(txb) = current.as_mut() else {
-        return Ok(());
-    };
-    let idx = txb.relation_idx(rel);
-    let size = |vals: Option<&Vec<message::Value>>| -> usize {
-        vals.into_iter()
-            .flatten()
-            .map(|v| v.as_bytes().map_or(1, |b| b.len() + 5))
-            .sum()
-    };
-    txb.bytes += 24 + size(new.as_ref()) + size(old.as_ref().map(|(_, v)| v));
-    txb.changes.push(Change {
-        op,
-        lsn: wal_start.0,
-        relation: idx,
-        new,
-        old,
-        truncate: None,
-    });
-    metrics::get().replicator_changes_read.inc();
-    if txb.changes.len() >= shared.cfg.max_batch_changes.max(1)
-        || txb.bytes >= shared.cfg.max_batch_bytes
-    {
-        publish(shared, txb, false, prev, in_flight, None).await?;
-    }
-    Ok(())
-}
-
-/// Publishes the changes gathered so far as the next message of the transaction.
-async fn publish(
-    shared: &Shared,
-    txb: &mut TxBuilder,
-    last: bool,
-    prev: &mut Option<Position>,
-    in_flight: &mut FuturesOrdered<AckFuture>,
-    confirm: Option<Lsn>,
-) -> Result<(), ReplicatorError> {
-    let batch = ChangeBatch {
-        version: message::FORMAT_VERSION,
-        commit_lsn: txb.commit_lsn.0,
-        commit_time_us: txb.commit_time_us,
-        xid: txb.xid,
-        seq: txb.seq,
-        last,
-        prev: *prev,
-        emitted_at_us: now_us(),
-        relations: std::mem::take(&mut txb.relations),
-        changes: std::mem::take(&mut txb.changes),
-    };
-    txb.relation_index.clear();
-    txb.bytes = 0;
-    txb.seq += 1;
-    *prev = Some(batch.position());
-    let changes = batch.changes.len() as u64;
-    let payload = batch.encode()?;
-    let publish = Publish::build()
-        .payload(payload.into())
-        .message_id(batch.message_id(&shared.slot))
-        .header(message::FORMAT_HEADER, message::FORMAT_VERSION.to_string());
-    let ack = shared
-        .js
-        .send_publish(shared.subject.clone(), publish)
-        .await
-        .map_err(|e| ReplicatorError::Publish(e.to_string()))?;
-    in_flight.push_back(Box::pin(async move {
-        let result = match ack.await {
-            Ok(_) => Ok(Some(PublishedStats { changes })),
-            Err(e) => {
-                let text = e.to_string();
-                if text.contains("maximum bytes") || text.contains("maximum messages") {
-                    Err(ReplicatorError::StreamFull)
+            PgOutput::Commit { end_lsn, .. } => {
+                let Some(mut txb) = self.current.take() else {
+                    return Ok(());
+                };
+                metrics::get().replicator_transactions.inc();
+                if txb.seq == 0 && txb.changes.is_empty() {
+                    // Nothing of ours in it: confirm once everything before it is acked.
+                    self.in_flight
+                        .push_back(Box::pin(async move { (Ok(None), Some(end_lsn)) }));
                 } else {
-                    Err(ReplicatorError::Publish(text))
+                    self.publish(shared, &mut txb, true, Some(end_lsn)).await?;
                 }
             }
+            PgOutput::Relation(info) => {
+                let rel = relation_from(shared, info).await?;
+                self.relations.insert(rel.oid, Arc::new(rel));
+            }
+            PgOutput::Insert { relation, new } => {
+                self.push_change(shared, relation, Op::Insert, wal_start, Some(new), None)
+                    .await?;
+            }
+            PgOutput::Update { relation, old, new } => {
+                self.push_change(shared, relation, Op::Update, wal_start, Some(new), old)
+                    .await?;
+            }
+            PgOutput::Delete { relation, old } => {
+                self.push_change(shared, relation, Op::Delete, wal_start, None, Some(old))
+                    .await?;
+            }
+            PgOutput::Truncate {
+                relations: rel_ids,
+                cascade,
+                restart_identity,
+            } => {
+                let Some(txb) = self.current.as_mut() else {
+                    return Ok(());
+                };
+                let mut idxs = Vec::new();
+                for id in &rel_ids {
+                    let rel = self
+                        .relations
+                        .get(id)
+                        .ok_or(ReplicatorError::UnknownRelation(*id))?;
+                    idxs.push(txb.relation_idx(rel));
+                }
+                let Some(&first) = idxs.first() else {
+                    return Ok(());
+                };
+                txb.changes.push(Change {
+                    op: Op::Truncate,
+                    lsn: wal_start.0,
+                    relation: first,
+                    new: None,
+                    old: None,
+                    truncate: Some(message::Truncate {
+                        relations: idxs,
+                        cascade,
+                        restart_identity,
+                    }),
+                });
+                metrics::get().replicator_changes_read.inc();
+            }
+            PgOutput::Origin | PgOutput::Type | PgOutput::Message { .. } => {}
+        }
+        Ok(())
+    }
+
+    async fn push_change(
+        &mut self,
+        shared: &Shared,
+        relation: u32,
+        op: Op,
+        wal_start: Lsn,
+        new: Option<Vec<message::Value>>,
+        old: Option<(message::OldKind, Vec<message::Value>)>,
+    ) -> Result<(), ReplicatorError> {
+        let rel = self
+            .relations
+            .get(&relation)
+            .ok_or(ReplicatorError::UnknownRelation(relation))?;
+        let Some(mut txb) = self.current.take() else {
+            return Ok(());
         };
-        (result, confirm)
-    }));
-    Ok(())
+        let idx = txb.relation_idx(rel);
+        let size = |vals: Option<&Vec<message::Value>>| -> usize {
+            vals.into_iter()
+                .flatten()
+                .map(|v| v.as_bytes().map_or(1, |b| b.len() + 5))
+                .sum()
+        };
+        txb.bytes += 24 + size(new.as_ref()) + size(old.as_ref().map(|(_, v)| v));
+        txb.changes.push(Change {
+            op,
+            lsn: wal_start.0,
+            relation: idx,
+            new,
+            old,
+            truncate: None,
+        });
+        metrics::get().replicator_changes_read.inc();
+        let full = txb.changes.len() >= shared.cfg.max_batch_changes.max(1)
+            || txb.bytes >= shared.cfg.max_batch_bytes;
+        let result = if full {
+            self.publish(shared, &mut txb, false, None).await
+        } else {
+            Ok(())
+        };
+        self.current = Some(txb);
+        result
+    }
+
+    /// Publishes the changes gathered so far as the next message of the transaction.
+    async fn publish(
+        &mut self,
+        shared: &Shared,
+        txb: &mut TxBuilder,
+        last: bool,
+        confirm: Option<Lsn>,
+    ) -> Result<(), ReplicatorError> {
+        let batch = ChangeBatch {
+            version: message::FORMAT_VERSION,
+            commit_lsn: txb.commit_lsn.0,
+            commit_time_us: txb.commit_time_us,
+            xid: txb.xid,
+            seq: txb.seq,
+            last,
+            prev: self.prev,
+            emitted_at_us: now_us(),
+            relations: std::mem::take(&mut txb.relations),
+            changes: std::mem::take(&mut txb.changes),
+        };
+        txb.relation_index.clear();
+        txb.bytes = 0;
+        txb.seq += 1;
+        self.prev = Some(batch.position());
+        let changes = batch.changes.len() as u64;
+        let payload = batch.encode()?;
+        let publish = Publish::build()
+            .payload(payload.into())
+            .message_id(batch.message_id(&shared.slot))
+            .header(message::FORMAT_HEADER, message::FORMAT_VERSION.to_string());
+        let ack = shared
+            .js
+            .send_publish(shared.subject.clone(), publish)
+            .await
+            .map_err(|e| ReplicatorError::Publish(e.to_string()))?;
+        self.in_flight.push_back(Box::pin(async move {
+            let result = match ack.await {
+                Ok(_) => Ok(Some(PublishedStats { changes })),
+                Err(e) => {
+                    let text = e.to_string();
+                    if text.contains("maximum bytes") || text.contains("maximum messages") {
+                        Err(ReplicatorError::StreamFull)
+                    } else {
+                        Err(ReplicatorError::Publish(text))
+                    }
+                }
+            };
+            (result, confirm)
+        }));
+        Ok(())
+    }
 }
 
 async fn relation_from(

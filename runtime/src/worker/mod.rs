@@ -246,6 +246,9 @@ async fn offer(
     if let (Some(prev), Some(last)) = (batch.prev, st.last) {
         if prev > last {
             m.worker_messages.with_label_values(&["held"]).inc();
+            if st.held.is_empty() {
+                tracing::warn!(position = %pos, waiting_for = %prev, applied = %last, "message arrived before its predecessor; holding it until the predecessor is re-published");
+            }
             st.held.insert(pos, (batch, acker));
             return Ok(());
         }
