@@ -12,6 +12,8 @@ have_nats() {
 }
 have_pg || need_pkgs+=(postgresql)
 have_nats || need_pkgs+=(nats-server)
+# The TLS tests make their certificates with the openssl CLI.
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
