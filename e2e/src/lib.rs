@@ -24,6 +24,7 @@ mod process;
 mod system;
 mod tempdir;
 mod tls;
+pub mod types;
 mod wait;
 
 pub use nats::{read_info_line, NatsServer};
