@@ -170,16 +170,11 @@ async fn features_of_later_versions_are_refused_not_ignored() {
             "g",
             "--nats-url",
             "nats://127.0.0.1:1",
-            "--copy-and-stream",
         ],
         [("PG_FLO_TRACK_DDL", "true")],
     )
     .unwrap();
-    exits_with(
-        &mut r,
-        &["--copy-and-stream, --track-ddl are not available in this version"],
-    )
-    .await;
+    exits_with(&mut r, &["--track-ddl is not available in this version"]).await;
     let mut w = Process::spawn_pg_flo(
         "worker",
         [

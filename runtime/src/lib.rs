@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod copy;
 pub mod http;
 pub mod lsn;
 pub mod message;

@@ -6,7 +6,7 @@ use clap::Parser;
 use tokio::sync::watch;
 
 use pg_flo::cli::Cli;
-use pg_flo::config::{self, LogFormat, Process, ReplicationMode, SinkConfig, WorkerConfig};
+use pg_flo::config::{self, LogFormat, Process, SinkConfig, WorkerConfig};
 use pg_flo::http::Health;
 use pg_flo::replicator::error_chain;
 use pg_flo::sink::{file::FileSink, postgres::PostgresSink, stdout::StdoutSink, AnySink};
@@ -104,11 +104,6 @@ fn refuse_unavailable(process: &Process) -> Result<(), String> {
     let mut missing = Vec::new();
     match process {
         Process::Replicator(cfg) => {
-            match cfg.mode {
-                ReplicationMode::Stream => {}
-                ReplicationMode::Copy => missing.push("--copy"),
-                ReplicationMode::CopyAndStream => missing.push("--copy-and-stream"),
-            }
             if cfg.track_ddl {
                 missing.push("--track-ddl");
             }

@@ -5,7 +5,9 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -21,6 +23,9 @@ pub struct Metrics {
     pub worker_applied_lsn: IntGauge,
     pub sink_commit_duration: Histogram,
     pub errors: IntCounterVec,
+    pub copy_rows: IntCounterVec,
+    pub copy_ranges_done: IntCounterVec,
+    pub copy_ranges_total: IntGaugeVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -53,7 +58,31 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "Time to make a batch durable at the sink",
     ))?;
     registry.register(Box::new(sink_commit_duration.clone()))?;
+    let copy_rows = IntCounterVec::new(
+        Opts::new(
+            "pg_flo_copy_rows_total",
+            "Rows copied by the initial load, by table",
+        ),
+        &["table"],
+    )?;
+    registry.register(Box::new(copy_rows.clone()))?;
+    let copy_ranges_done = IntCounterVec::new(
+        Opts::new(
+            "pg_flo_copy_ranges_done_total",
+            "Copy ranges finished, by table",
+        ),
+        &["table"],
+    )?;
+    registry.register(Box::new(copy_ranges_done.clone()))?;
+    let copy_ranges_total = IntGaugeVec::new(
+        Opts::new("pg_flo_copy_ranges", "Copy ranges planned, by table"),
+        &["table"],
+    )?;
+    registry.register(Box::new(copy_ranges_total.clone()))?;
     Ok(Metrics {
+        copy_rows,
+        copy_ranges_done,
+        copy_ranges_total,
         replicator_changes_read: counter(
             "pg_flo_replicator_changes_read_total",
             "Row changes decoded from the replication slot",

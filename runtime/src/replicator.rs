@@ -27,7 +27,8 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
-use crate::config::{self, ReplicatorConfig};
+use crate::config::{self, ReplicationMode, ReplicatorConfig};
+use crate::copy;
 use crate::lsn::Lsn;
 use crate::message::{self, Change, ChangeBatch, Op, Position, Relation};
 use crate::metrics;
@@ -121,18 +122,6 @@ pub async fn run(
     let tables = catalog::resolve_tables(&catalog_client, &cfg.schema, &cfg.tables).await?;
     let keys = catalog::table_keys(&catalog_client, &tables).await?;
     catalog::ensure_publication(&catalog_client, &publication, &tables).await?;
-    let confirmed = match catalog::find_slot(&catalog_client, &slot).await? {
-        Some(info) => {
-            tracing::info!(slot, confirmed = %info.confirmed_flush.unwrap_or_default(), "reusing replication slot");
-            info.confirmed_flush.unwrap_or_default()
-        }
-        None => {
-            let mut conn = ReplicationConnection::connect(&cfg.source, "pg_flo_replicator").await?;
-            let created = conn.create_slot(&slot, "nothing").await?;
-            tracing::info!(slot, consistent_point = %created.consistent_point, "created replication slot");
-            created.consistent_point
-        }
-    };
     let nats = nats_setup::connect(&cfg.nats, "pg_flo_replicator").await?;
     let js = nats_setup::jetstream(nats, cfg.max_in_flight);
     let subject = config::subject(&cfg.group);
@@ -143,6 +132,28 @@ pub async fn run(
         cfg.stream_max_bytes,
     )
     .await?;
+    let confirmed = match cfg.mode {
+        ReplicationMode::Stream => match catalog::find_slot(&catalog_client, &slot).await? {
+            Some(info) => {
+                tracing::info!(slot, confirmed = %info.confirmed_flush.unwrap_or_default(), "reusing replication slot");
+                info.confirmed_flush.unwrap_or_default()
+            }
+            None => {
+                let mut conn =
+                    ReplicationConnection::connect(&cfg.source, "pg_flo_replicator").await?;
+                let created = conn.create_slot(&slot, "nothing").await?;
+                tracing::info!(slot, consistent_point = %created.consistent_point, "created replication slot");
+                created.consistent_point
+            }
+        },
+        ReplicationMode::Copy | ReplicationMode::CopyAndStream => {
+            initial_load(&cfg, &js, &subject, &slot, &catalog_client, &tables, &keys).await?
+        }
+    };
+    if cfg.mode == ReplicationMode::Copy {
+        tracing::info!(slot, consistent_point = %confirmed, "copy finished; the slot is kept so that a later --stream run continues without a gap (it retains WAL until then)");
+        return Ok(());
+    }
     tracing::info!(group = cfg.group, tables = tables.len(), "replicator ready");
     metrics::get()
         .replicator_confirmed_lsn
@@ -200,6 +211,93 @@ pub async fn run(
     }
 }
 
+/// The initial copy (see [`crate::copy`]): creates the slot with an exported snapshot, copies
+/// every table under it and publishes the rows. Returns the slot's consistent point, where
+/// streaming continues. A copy already done for the existing slot is not repeated; an
+/// unfinished one is started over on a new slot.
+async fn initial_load(
+    cfg: &ReplicatorConfig,
+    js: &jetstream::Context,
+    subject: &str,
+    slot: &str,
+    catalog_client: &Client,
+    tables: &[TableName],
+    keys: &HashMap<TableName, message::ReplicationKey>,
+) -> Result<Lsn, ReplicatorError> {
+    let store = copy::state_store(js, &cfg.group).await?;
+    let state = copy::read_state(&store, &cfg.group).await?;
+    let existing = catalog::find_slot(catalog_client, slot).await?;
+    if let (Some(info), Some(st)) = (&existing, &state) {
+        if st.status == "done" {
+            let lsn = info.confirmed_flush.unwrap_or_default();
+            tracing::info!(
+                slot,
+                consistent_point = st.consistent_point,
+                "initial copy already done; not copying again"
+            );
+            return Ok(lsn);
+        }
+    }
+    let reset = existing.is_some() || state.is_some();
+    if existing.is_some() {
+        tracing::warn!(slot, "the previous copy did not finish: dropping the slot and copying again under a new snapshot");
+        catalog_client
+            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+            .await
+            .map_err(|source| CatalogError::Query {
+                step: "dropping the slot of an unfinished copy",
+                source,
+            })?;
+    }
+    let mut conn = ReplicationConnection::connect(&cfg.source, "pg_flo_replicator").await?;
+    let created = conn.create_slot(slot, "export").await?;
+    let snapshot = created.snapshot_name.clone().ok_or_else(|| {
+        ReplicatorError::Replication(ReplicationError::Protocol(
+            "CREATE_REPLICATION_SLOT exported no snapshot".into(),
+        ))
+    })?;
+    let cp = created.consistent_point;
+    tracing::info!(slot, consistent_point = %cp, snapshot, "created replication slot with exported snapshot");
+    copy::write_state(
+        js,
+        &cfg.group,
+        &copy::CopyState {
+            status: "in_progress".into(),
+            consistent_point: cp.to_string(),
+        },
+    )
+    .await?;
+    let rows = copy::run(copy::CopyJob {
+        cfg,
+        js,
+        subject,
+        slot,
+        snapshot: &snapshot,
+        consistent_point: cp,
+        reset,
+        tables,
+        keys,
+    })
+    .await?;
+    copy::write_state(
+        js,
+        &cfg.group,
+        &copy::CopyState {
+            status: "done".into(),
+            consistent_point: cp.to_string(),
+        },
+    )
+    .await?;
+    // The exported snapshot ends with this connection; every copy transaction is done.
+    drop(conn);
+    tracing::info!(
+        rows,
+        tables = tables.len(),
+        "initial copy published and acknowledged"
+    );
+    Ok(cp)
+}
+
 /// Renders an error with its sources, for logs.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -212,13 +310,13 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-type AckFuture = Pin<
+pub(crate) type AckFuture = Pin<
     Box<dyn Future<Output = (Result<Option<PublishedStats>, ReplicatorError>, Option<Lsn>)> + Send>,
 >;
 
 #[derive(Debug, Clone, Copy)]
-struct PublishedStats {
-    changes: u64,
+pub(crate) struct PublishedStats {
+    pub(crate) changes: u64,
 }
 
 /// The transaction being read.
@@ -493,33 +591,45 @@ impl Session {
         txb.bytes = 0;
         txb.seq += 1;
         self.prev = Some(batch.position());
-        let changes = batch.changes.len() as u64;
-        let payload = batch.encode()?;
-        let publish = Publish::build()
-            .payload(payload.into())
-            .message_id(batch.message_id(&shared.slot))
-            .header(message::FORMAT_HEADER, message::FORMAT_VERSION.to_string());
-        let ack = shared
-            .js
-            .send_publish(shared.subject.clone(), publish)
-            .await
-            .map_err(|e| ReplicatorError::Publish(e.to_string()))?;
-        self.in_flight.push_back(Box::pin(async move {
-            let result = match ack.await {
-                Ok(_) => Ok(Some(PublishedStats { changes })),
-                Err(e) => {
-                    let text = e.to_string();
-                    if text.contains("maximum bytes") || text.contains("maximum messages") {
-                        Err(ReplicatorError::StreamFull)
-                    } else {
-                        Err(ReplicatorError::Publish(text))
-                    }
-                }
-            };
-            (result, confirm)
-        }));
+        let ack = send_batch(&shared.js, &shared.subject, &shared.slot, &batch, confirm).await?;
+        self.in_flight.push_back(ack);
         Ok(())
     }
+}
+
+/// Publishes one message and returns the future of its PubAck, tagged with the LSN it lets
+/// the replicator confirm.
+pub(crate) async fn send_batch(
+    js: &jetstream::Context,
+    subject: &str,
+    slot: &str,
+    batch: &ChangeBatch,
+    confirm: Option<Lsn>,
+) -> Result<AckFuture, ReplicatorError> {
+    let changes = batch.changes.len() as u64;
+    let payload = batch.encode()?;
+    let publish = Publish::build()
+        .payload(payload.into())
+        .message_id(batch.message_id(slot))
+        .header(message::FORMAT_HEADER, message::FORMAT_VERSION.to_string());
+    let ack = js
+        .send_publish(subject.to_owned(), publish)
+        .await
+        .map_err(|e| ReplicatorError::Publish(e.to_string()))?;
+    Ok(Box::pin(async move {
+        let result = match ack.await {
+            Ok(_) => Ok(Some(PublishedStats { changes })),
+            Err(e) => {
+                let text = e.to_string();
+                if text.contains("maximum bytes") || text.contains("maximum messages") {
+                    Err(ReplicatorError::StreamFull)
+                } else {
+                    Err(ReplicatorError::Publish(text))
+                }
+            }
+        };
+        (result, confirm)
+    }))
 }
 
 async fn relation_from(

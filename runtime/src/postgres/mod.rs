@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod connection;
+pub mod copy_text;
 pub mod pgoutput;
 pub mod replication;
 pub mod tls;

@@ -106,7 +106,13 @@ pub fn render(batch: &ChangeBatch, change: &Change) -> Json {
     );
     key.insert("Type".into(), Json::from(rel.key.kind.as_pg_flo()));
     obj.insert("ReplicationKey", Json::Object(key));
-    obj.insert("LSN", Json::from(Lsn(change.lsn).to_string()));
+    // Copied rows have no WAL position: "" as pg_flo shows them.
+    let lsn = if change.lsn == 0 {
+        String::new()
+    } else {
+        Lsn(change.lsn).to_string()
+    };
+    obj.insert("LSN", Json::from(lsn));
     obj.insert("EmittedAt", emitted_at(batch.emitted_at_us));
 
     if let Some(new) = &change.new {

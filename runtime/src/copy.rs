@@ -1,0 +1,474 @@
+//! Initial load (`--copy`, `--copy-and-stream`): copies the group's tables under the slot's
+//! exported snapshot and publishes the rows before any streamed change.
+//!
+//! Contract (gap-free handoff):
+//! - The slot is created with `SNAPSHOT 'export'`; every copy connection imports that snapshot
+//!   (`SET TRANSACTION SNAPSHOT`) while the replication connection that exported it stays idle.
+//!   A transaction committed before the slot's consistent point is in the snapshot; one
+//!   committed after it is streamed. None is both, none is neither.
+//! - Tables are split into `ctid` page ranges from their real size (`pg_relation_size`, not
+//!   `relpages`, which is 0 on a never-analysed table); `--max-copy-workers-per-table`
+//!   connections copy ranges in parallel with `COPY (SELECT ...) TO STDOUT` in text form, so a
+//!   copied value is byte-identical to the streamed one.
+//! - One publisher numbers the rows' messages `(consistent_point - 1, seq)`: below every
+//!   streamed transaction (their commit LSN is at or after the consistent point), in publish
+//!   order, with the same in-flight window and PubAck rule as streaming. Streaming starts only
+//!   after every copy message is acknowledged.
+//! - Restart: the group's state stream `pgflo_<group>_state` records the copy as in progress or
+//!   done (with the consistent point). A copy that did not finish is started over: the slot is
+//!   dropped and recreated (new snapshot), and the first message truncates the copied tables,
+//!   so rows deleted in between cannot survive in the target. A finished copy is not repeated.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use async_nats::jetstream;
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::config::ReplicatorConfig;
+use crate::lsn::Lsn;
+use crate::message::{self, Change, ChangeBatch, Op, Position, Relation, ReplicationKey, Value};
+use crate::metrics;
+use crate::postgres::catalog::{CatalogError, TableName};
+use crate::postgres::connection;
+use crate::postgres::copy_text::{self, RowSplitter};
+use crate::postgres::replication::quote_literal;
+use crate::replicator::{send_batch, AckFuture, ReplicatorError};
+
+/// Pages per copy range at most (about 8 MiB of heap).
+const MAX_RANGE_PAGES: u64 = 1024;
+
+/// The copy's progress, kept in the group's KV bucket under [`STATE_KEY`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CopyState {
+    /// `in_progress` or `done`.
+    pub status: String,
+    /// The slot's consistent point the copy belongs to (`X/Y`).
+    pub consistent_point: String,
+}
+
+/// Where the group's copy state lives: the last message on this subject of the group's state
+/// stream `pgflo_<group>_state` (a plain stream keeping one message per subject; used instead
+/// of a KV bucket so that NATS servers before 2.10 work too).
+pub fn state_subject(group: &str) -> String {
+    format!("pgflo.{group}.state.copy")
+}
+
+/// The group's state stream, created if missing.
+pub async fn state_store(
+    js: &jetstream::Context,
+    group: &str,
+) -> Result<jetstream::stream::Stream, ReplicatorError> {
+    let name = format!("pgflo_{group}_state");
+    let config = jetstream::stream::Config {
+        name: name.clone(),
+        subjects: vec![format!("pgflo.{group}.state.>")],
+        max_messages_per_subject: 1,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    js.get_or_create_stream(config)
+        .await
+        .map_err(|e| ReplicatorError::Publish(format!("creating the state stream {name}: {e}")))
+}
+
+pub async fn read_state(
+    store: &jetstream::stream::Stream,
+    group: &str,
+) -> Result<Option<CopyState>, ReplicatorError> {
+    match store
+        .get_last_raw_message_by_subject(&state_subject(group))
+        .await
+    {
+        Ok(msg) => Ok(serde_json::from_slice(&msg.payload).ok()),
+        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+            Ok(None)
+        }
+        Err(e) => Err(ReplicatorError::Publish(format!(
+            "reading the copy state: {e}"
+        ))),
+    }
+}
+
+pub async fn write_state(
+    js: &jetstream::Context,
+    group: &str,
+    state: &CopyState,
+) -> Result<(), ReplicatorError> {
+    let bytes = serde_json::to_vec(state).unwrap_or_default();
+    let ack = js
+        .publish(state_subject(group), bytes.into())
+        .await
+        .map_err(|e| ReplicatorError::Publish(format!("writing the copy state: {e}")))?;
+    ack.await
+        .map_err(|e| ReplicatorError::Publish(format!("writing the copy state: {e}")))?;
+    Ok(())
+}
+
+/// A table to copy.
+struct CopyTable {
+    name: TableName,
+    relation: Arc<Relation>,
+    /// Heap pages (0: empty or partitioned, copied as one range).
+    pages: u64,
+    partitioned: bool,
+}
+
+/// Everything the copy needs from the replicator.
+pub struct CopyJob<'a> {
+    pub cfg: &'a ReplicatorConfig,
+    pub js: &'a jetstream::Context,
+    pub subject: &'a str,
+    pub slot: &'a str,
+    pub snapshot: &'a str,
+    pub consistent_point: Lsn,
+    /// Truncate the tables first (a restarted copy).
+    pub reset: bool,
+    pub tables: &'a [TableName],
+    pub keys: &'a HashMap<TableName, ReplicationKey>,
+}
+
+/// A chunk of copied rows of one table.
+struct Chunk {
+    relation: Arc<Relation>,
+    rows: Vec<Vec<Value>>,
+}
+
+/// Copies every table and publishes the rows; returns the number of rows copied.
+pub async fn run(job: CopyJob<'_>) -> Result<u64, ReplicatorError> {
+    let planner = connection::connect(&job.cfg.source, "pg_flo_copy").await?;
+    let mut tables = Vec::new();
+    for name in job.tables {
+        tables.push(describe(&planner, name, job.keys).await?);
+    }
+    drop(planner);
+    let (tx, rx) = mpsc::channel::<Chunk>(64);
+    let relations: Vec<Arc<Relation>> = tables.iter().map(|t| t.relation.clone()).collect();
+    let readers = async {
+        for table in &tables {
+            copy_table(&job, table, &tx).await?;
+        }
+        drop(tx);
+        Ok::<(), ReplicatorError>(())
+    };
+    let publisher = publish_all(&job, relations, rx);
+    let ((), rows) = tokio::try_join!(readers, publisher)?;
+    Ok(rows)
+}
+
+async fn describe(
+    client: &tokio_postgres::Client,
+    name: &TableName,
+    keys: &HashMap<TableName, ReplicationKey>,
+) -> Result<CopyTable, ReplicatorError> {
+    let q = |step: &'static str| move |source| CatalogError::Query { step, source };
+    let rows = client
+        .query(
+            "SELECT c.oid, a.attname::text, a.atttypid, a.atttypmod, c.relkind::text,
+                    pg_relation_size(c.oid) / current_setting('block_size')::bigint
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_attribute a ON a.attrelid = c.oid
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+               AND a.attgenerated = ''
+             ORDER BY a.attnum",
+            &[&name.schema, &name.table],
+        )
+        .await
+        .map_err(q("reading the columns of a table to copy"))?;
+    let first = rows
+        .first()
+        .ok_or_else(|| CatalogError::MissingTables(name.to_string()))?;
+    let key = keys.get(name).cloned().unwrap_or(ReplicationKey {
+        kind: message::KeyKind::Full,
+        columns: Vec::new(),
+    });
+    let columns = rows
+        .iter()
+        .map(|r| {
+            let col: String = r.get(1);
+            message::Column {
+                identity: key.kind == message::KeyKind::Full || key.columns.contains(&col),
+                name: col,
+                type_oid: r.get(2),
+                type_modifier: r.get(3),
+            }
+        })
+        .collect();
+    let relkind: String = first.get(4);
+    let pages: i64 = first.get(5);
+    Ok(CopyTable {
+        relation: Arc::new(Relation {
+            oid: first.get(0),
+            schema: name.schema.clone(),
+            table: name.table.clone(),
+            columns,
+            key,
+        }),
+        name: name.clone(),
+        pages: u64::try_from(pages).unwrap_or(0),
+        partitioned: relkind == "p",
+    })
+}
+
+/// `[start, end)` page ranges; the last one is open-ended so pages added since the size was
+/// read are copied too (the snapshot decides which rows are visible).
+fn ranges(pages: u64, workers: u64) -> Vec<(u64, Option<u64>)> {
+    if pages == 0 {
+        return vec![(0, None)];
+    }
+    let per = pages.div_ceil(workers.max(1) * 4).clamp(1, MAX_RANGE_PAGES);
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start + per < pages {
+        out.push((start, Some(start + per)));
+        start += per;
+    }
+    out.push((start, None));
+    out
+}
+
+async fn copy_table(
+    job: &CopyJob<'_>,
+    table: &CopyTable,
+    tx: &mpsc::Sender<Chunk>,
+) -> Result<(), ReplicatorError> {
+    let workers = u64::from(job.cfg.max_copy_workers_per_table.max(1));
+    let queue: Vec<(u64, Option<u64>)> = if table.partitioned {
+        vec![(0, None)]
+    } else {
+        ranges(table.pages, workers)
+    };
+    let total = queue.len();
+    let label = table.name.to_string();
+    let m = metrics::get();
+    m.copy_ranges_total
+        .with_label_values(&[&label])
+        .set(total as i64);
+    tracing::info!(table = %table.name, pages = table.pages, ranges = total, workers, "copying table");
+    let queue = Arc::new(Mutex::new(VecDeque::from(queue)));
+    let mut tasks = Vec::new();
+    for _ in 0..workers.min(total as u64) {
+        tasks.push(copy_worker(job, table, queue.clone(), tx.clone()));
+    }
+    futures_util::future::try_join_all(tasks).await?;
+    tracing::info!(table = %table.name, rows = m.copy_rows.with_label_values(&[&label]).get(), "table copied");
+    Ok(())
+}
+
+async fn copy_worker(
+    job: &CopyJob<'_>,
+    table: &CopyTable,
+    queue: Arc<Mutex<VecDeque<(u64, Option<u64>)>>>,
+    tx: mpsc::Sender<Chunk>,
+) -> Result<(), ReplicatorError> {
+    let client = connection::connect(&job.cfg.source, "pg_flo_copy").await?;
+    let q = |step: &'static str| move |source| CatalogError::Query { step, source };
+    client
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            quote_literal(job.snapshot)
+        ))
+        .await
+        .map_err(q("importing the slot's snapshot"))?;
+    let columns: Vec<String> = table
+        .relation
+        .columns
+        .iter()
+        .map(|c| crate::postgres::replication::quote_ident(&c.name))
+        .collect();
+    let ncols = columns.len();
+    let select = format!("SELECT {} FROM {}", columns.join(", "), table.name.quoted());
+    let label = table.name.to_string();
+    let m = metrics::get();
+    loop {
+        let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+        let Some((start, end)) = next else { break };
+        let sql = if table.partitioned {
+            format!("COPY ({select}) TO STDOUT")
+        } else {
+            match end {
+                Some(end) => format!(
+                    "COPY ({select} WHERE ctid >= '({start},0)'::tid AND ctid < '({end},0)'::tid) TO STDOUT"
+                ),
+                None => format!("COPY ({select} WHERE ctid >= '({start},0)'::tid) TO STDOUT"),
+            }
+        };
+        let stream = client
+            .copy_out(sql.as_str())
+            .await
+            .map_err(q("starting COPY of a table range"))?;
+        futures_util::pin_mut!(stream);
+        let mut splitter = RowSplitter::default();
+        let mut rows: Vec<Vec<Value>> = Vec::new();
+        let mut bytes = 0usize;
+        let mut copied = 0u64;
+        while let Some(data) = stream.next().await {
+            let data = data.map_err(q("reading COPY data"))?;
+            let mut full = Vec::new();
+            splitter.feed(&data, |line| {
+                let values = copy_text::parse_row(line, ncols).map_err(|e| {
+                    ReplicatorError::Publish(format!("copy of {}: {e}", table.name))
+                })?;
+                bytes += line.len() + 24;
+                rows.push(values);
+                if rows.len() >= job.cfg.max_batch_changes.max(1)
+                    || bytes >= job.cfg.max_batch_bytes
+                {
+                    full.push(std::mem::take(&mut rows));
+                    bytes = 0;
+                }
+                Ok::<(), ReplicatorError>(())
+            })?;
+            for chunk in full {
+                copied += chunk.len() as u64;
+                send(&tx, &table.relation, chunk).await?;
+            }
+        }
+        if splitter.pending() > 0 {
+            return Err(ReplicatorError::Publish(format!(
+                "copy of {} ended in the middle of a row",
+                table.name
+            )));
+        }
+        if !rows.is_empty() {
+            copied += rows.len() as u64;
+            send(&tx, &table.relation, rows).await?;
+        }
+        m.copy_rows.with_label_values(&[&label]).inc_by(copied);
+        m.copy_ranges_done.with_label_values(&[&label]).inc();
+        tracing::debug!(table = %table.name, start, rows = copied, "copied range");
+    }
+    client
+        .batch_execute("COMMIT")
+        .await
+        .map_err(q("ending the copy transaction"))?;
+    Ok(())
+}
+
+async fn send(
+    tx: &mpsc::Sender<Chunk>,
+    relation: &Arc<Relation>,
+    rows: Vec<Vec<Value>>,
+) -> Result<(), ReplicatorError> {
+    tx.send(Chunk {
+        relation: relation.clone(),
+        rows,
+    })
+    .await
+    .map_err(|_| ReplicatorError::Publish("the copy publisher stopped".into()))
+}
+
+/// Publishes the chunks in arrival order as messages `(consistent_point - 1, seq)` and waits
+/// for every PubAck.
+async fn publish_all(
+    job: &CopyJob<'_>,
+    relations: Vec<Arc<Relation>>,
+    mut rx: mpsc::Receiver<Chunk>,
+) -> Result<u64, ReplicatorError> {
+    let base = job.consistent_point.0.saturating_sub(1);
+    let mut seq = 0u32;
+    let mut prev: Option<Position> = None;
+    let mut in_flight: FuturesOrdered<AckFuture> = FuturesOrdered::new();
+    let max_in_flight = job.cfg.max_in_flight.max(1);
+    let mut rows = 0u64;
+    let mut next_batch = |relations: Vec<Relation>, changes: Vec<Change>| {
+        let batch = ChangeBatch {
+            version: message::FORMAT_VERSION,
+            commit_lsn: base,
+            commit_time_us: 0,
+            xid: 0,
+            seq,
+            last: true,
+            prev,
+            emitted_at_us: chrono::Utc::now().timestamp_micros(),
+            relations,
+            changes,
+        };
+        prev = Some(batch.position());
+        seq += 1;
+        batch
+    };
+    if job.reset && !relations.is_empty() {
+        let idxs: Vec<u16> = (0..relations.len())
+            .map(|i| u16::try_from(i).unwrap_or(u16::MAX))
+            .collect();
+        let batch = next_batch(
+            relations.iter().map(|r| Relation::clone(r)).collect(),
+            vec![Change {
+                op: Op::Truncate,
+                lsn: 0,
+                relation: 0,
+                new: None,
+                old: None,
+                truncate: Some(message::Truncate {
+                    relations: idxs,
+                    cascade: false,
+                    restart_identity: false,
+                }),
+            }],
+        );
+        tracing::info!(
+            tables = relations.len(),
+            "restarted copy: truncating the copied tables first"
+        );
+        in_flight.push_back(send_batch(job.js, job.subject, job.slot, &batch, None).await?);
+    }
+    loop {
+        tokio::select! {
+            Some((result, _)) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Some(stats) = result? {
+                    metrics::get().replicator_messages_published.inc();
+                    metrics::get().replicator_changes_published.inc_by(stats.changes);
+                }
+            }
+            chunk = rx.recv(), if in_flight.len() < max_in_flight => {
+                let Some(chunk) = chunk else { break };
+                rows += chunk.rows.len() as u64;
+                let changes = chunk
+                    .rows
+                    .into_iter()
+                    .map(|values| Change {
+                        op: Op::Insert,
+                        lsn: 0,
+                        relation: 0,
+                        new: Some(values),
+                        old: None,
+                        truncate: None,
+                    })
+                    .collect();
+                let batch = next_batch(vec![Relation::clone(&chunk.relation)], changes);
+                in_flight.push_back(send_batch(job.js, job.subject, job.slot, &batch, None).await?);
+            }
+        }
+    }
+    while let Some((result, _)) = in_flight.next().await {
+        if let Some(stats) = result? {
+            metrics::get().replicator_messages_published.inc();
+            metrics::get()
+                .replicator_changes_published
+                .inc_by(stats.changes);
+        }
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_every_page_and_end_open() {
+        assert_eq!(ranges(0, 4), vec![(0, None)]);
+        assert_eq!(ranges(3, 4), vec![(0, Some(1)), (1, Some(2)), (2, None)]);
+        let r = ranges(100_000, 4);
+        assert_eq!(r.first(), Some(&(0, Some(1024))));
+        assert_eq!(r.last().map(|x| x.1), Some(None));
+        for w in r.windows(2) {
+            assert_eq!(w[0].1, Some(w[1].0));
+        }
+        let r = ranges(160, 4);
+        assert_eq!(r.len(), 16);
+    }
+}
