@@ -37,6 +37,12 @@ use crate::postgres::copy_text::{self, RowSplitter};
 use crate::postgres::replication::quote_literal;
 use crate::replicator::{send_batch, AckFuture, ReplicatorError};
 
+/// A `[start, end)` page range; `None` as end: to the end of the table.
+type PageRange = (u64, Option<u64>);
+
+/// Ranges not yet taken by a copy worker of a table.
+type RangeQueue = Arc<Mutex<VecDeque<PageRange>>>;
+
 /// Pages per copy range at most (about 8 MiB of heap).
 const MAX_RANGE_PAGES: u64 = 1024;
 
@@ -214,7 +220,7 @@ async fn describe(
 
 /// `[start, end)` page ranges; the last one is open-ended so pages added since the size was
 /// read are copied too (the snapshot decides which rows are visible).
-fn ranges(pages: u64, workers: u64) -> Vec<(u64, Option<u64>)> {
+fn ranges(pages: u64, workers: u64) -> Vec<PageRange> {
     if pages == 0 {
         return vec![(0, None)];
     }
@@ -235,7 +241,7 @@ async fn copy_table(
     tx: &mpsc::Sender<Chunk>,
 ) -> Result<(), ReplicatorError> {
     let workers = u64::from(job.cfg.max_copy_workers_per_table.max(1));
-    let queue: Vec<(u64, Option<u64>)> = if table.partitioned {
+    let queue: Vec<PageRange> = if table.partitioned {
         vec![(0, None)]
     } else {
         ranges(table.pages, workers)
@@ -260,7 +266,7 @@ async fn copy_table(
 async fn copy_worker(
     job: &CopyJob<'_>,
     table: &CopyTable,
-    queue: Arc<Mutex<VecDeque<(u64, Option<u64>)>>>,
+    queue: RangeQueue,
     tx: mpsc::Sender<Chunk>,
 ) -> Result<(), ReplicatorError> {
     let client = connection::connect(&job.cfg.source, "pg_flo_copy").await?;
