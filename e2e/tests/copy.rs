@@ -257,3 +257,90 @@ async fn kill_9_mid_copy_then_restart_converges() {
         .unwrap();
     wait_same(&p, "public.mixed", "id").await;
 }
+
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copied_rows_of_every_table_show_their_values_in_json_and_progress_in_metrics() {
+    let p = Pipeline::start(PgOptions::default()).await.unwrap();
+    p.both("CREATE TABLE a (id int PRIMARY KEY, v text); CREATE TABLE b (k text PRIMARY KEY, n numeric);")
+        .await
+        .unwrap();
+    p.source()
+        .await
+        .unwrap()
+        .batch_execute("INSERT INTO a SELECT g, 'v' || g FROM generate_series(1, 300) g; INSERT INTO b VALUES ('x', 1.50), ('', NULL);")
+        .await
+        .unwrap();
+    let out = e2e::TempDir::new("pg-flo-copy-json").unwrap();
+    let _w = Pipeline::spawn("worker", &p.file_worker_args("json", out.path())).unwrap();
+    let port = e2e::free_port().unwrap();
+    // No --tables: every table of the schema.
+    let mut args = p.replicator_args("json", "");
+    args.extend([
+        "--copy-and-stream".into(),
+        "--metrics-addr".into(),
+        format!("127.0.0.1:{port}"),
+    ]);
+    let r = Pipeline::spawn("replicator", &args).unwrap();
+    r.wait_for_output("streaming changes", ARRIVAL_TIMEOUT)
+        .await
+        .unwrap();
+    let metrics = http_get(port, "/metrics").await;
+    assert!(
+        metrics.contains("pg_flo_copy_rows_total{table=\"public.a\"} 300"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pg_flo_copy_rows_total{table=\"public.b\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pg_flo_copy_ranges{table=\"public.a\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pg_flo_copy_ranges_done_total{table=\"public.a\"} 2"),
+        "{metrics}"
+    );
+
+    let lines = e2e::wait_for("302 copied rows in the file sink", ARRIVAL_TIMEOUT, || {
+        let dir = out.path().to_owned();
+        async move {
+            let mut lines: Vec<serde_json::Value> = Vec::new();
+            for entry in std::fs::read_dir(&dir).ok()? {
+                let text = std::fs::read_to_string(entry.ok()?.path()).ok()?;
+                lines.extend(text.lines().map(|l| serde_json::from_str(l).unwrap()));
+            }
+            (lines.len() >= 302).then_some(lines)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(lines.len(), 302);
+    let row = lines
+        .iter()
+        .find(|l| l["Table"] == "a" && l["NewTuple"]["id"] == 42)
+        .unwrap();
+    assert_eq!(row["Type"], "INSERT");
+    assert_eq!(row["LSN"], "");
+    assert_eq!(row["NewTuple"]["v"], "v42");
+    let empty = lines
+        .iter()
+        .find(|l| l["Table"] == "b" && l["NewTuple"]["k"] == "")
+        .unwrap();
+    assert_eq!(empty["NewTuple"]["n"], serde_json::Value::Null);
+    let x = lines.iter().find(|l| l["NewTuple"]["k"] == "x").unwrap();
+    assert_eq!(x["NewTuple"]["n"], 1.5);
+}

@@ -315,3 +315,34 @@ async fn every_type_renders_in_json() {
         .iter()
         .all(|(k, v)| k == "id" || v.is_null()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_round_trips_through_the_copy() {
+    let p = Pipeline::start(PgOptions::default()).await.unwrap();
+    p.both(ALL_TYPES_SCHEMA).await.unwrap();
+    let src = p.source().await.unwrap();
+    let dst = p.target().await.unwrap();
+    // The rows exist before the replicator: they travel by COPY, not by the WAL.
+    src.batch_execute(ALL_TYPES_ROWS).await.unwrap();
+    let _w = p.start_pg_worker("typescopy").await.unwrap();
+    let mut args = p.replicator_args("typescopy", "all_types");
+    args.extend(["--copy-and-stream".into()]);
+    let r = Pipeline::spawn("replicator", &args).unwrap();
+    r.wait_for_output("streaming changes", ARRIVAL_TIMEOUT)
+        .await
+        .unwrap();
+    wait_same_rows(&src, &dst, ALL_TYPES_TABLE, ARRIVAL_TIMEOUT)
+        .await
+        .unwrap();
+    assert_same_rows(&src, &dst, ALL_TYPES_TABLE).await.unwrap();
+    // And the same rows changed afterwards, by streaming on top of the copy.
+    src.batch_execute(ALL_TYPES_CHANGES).await.unwrap();
+    wait_for("target row count to match", ARRIVAL_TIMEOUT, || async {
+        (count(&dst, ALL_TYPES_TABLE).await.ok()? == 8).then_some(())
+    })
+    .await
+    .unwrap();
+    wait_same_rows(&src, &dst, ALL_TYPES_TABLE, ARRIVAL_TIMEOUT)
+        .await
+        .unwrap();
+}
