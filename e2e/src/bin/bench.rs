@@ -75,6 +75,14 @@ async fn main() -> anyhow::Result<()> {
     results.push(report("one_big_tx", rows, generated, total));
 
     p.wait_equal("public.benchmark_table", "id").await?;
+
+    // Scenario 3: initial copy of a table versus a plain COPY pipe between the same clusters.
+    let copy_rows: i64 = std::env::var("BENCH_COPY_ROWS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2_000_000);
+    results.extend(copy_versus_pipe(&p, copy_rows).await?);
+
     let json = serde_json::json!({
         "rows": rows,
         "build": "release",
@@ -88,6 +96,89 @@ async fn main() -> anyhow::Result<()> {
     )?;
     println!("{}", serde_json::to_string_pretty(&json)?);
     Ok(())
+}
+
+const COPY_TABLE: &str = "CREATE TABLE public.copy_bench (
+    id bigint PRIMARY KEY, user_id bigint NOT NULL, email varchar(255), data jsonb,
+    balance numeric(15,2), created_at timestamp DEFAULT current_timestamp);
+CREATE TABLE public.copy_bench_pipe (LIKE public.copy_bench INCLUDING ALL);";
+
+async fn copy_versus_pipe(p: &Pipeline, rows: i64) -> anyhow::Result<Vec<serde_json::Value>> {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    p.both(COPY_TABLE).await?;
+    let src = p.source().await?;
+    let target = p.target().await?;
+    src.execute(
+        "INSERT INTO public.copy_bench (id, user_id, email, data, balance)
+         SELECT n, n, 'user' || n || '@example.com', json_build_object('key', 'value' || n, 'number', n), n * 1.5
+         FROM generate_series(1, $1::bigint) n",
+        &[&rows],
+    )
+    .await
+    .context("filling the copy table")?;
+    src.batch_execute("CHECKPOINT").await?;
+
+    // pg_flo: replicator --copy (4 workers) -> NATS -> worker postgres.
+    let _w = p.start_pg_worker("bulk").await?;
+    let mut args = p.replicator_args("bulk", "copy_bench");
+    args.extend(["--copy".into(), "--max-copy-workers-per-table".into(), "4".into()]);
+    let start = Instant::now();
+    let mut r = Pipeline::spawn("replicator-copy", &args)?;
+    wait_for_eq(
+        "all copied rows in the target",
+        Duration::from_secs(900),
+        rows,
+        || count(&target, "public.copy_bench"),
+    )
+    .await?;
+    let pg_flo = start.elapsed();
+    let status = r.wait_exit(Duration::from_secs(60)).await;
+    anyhow::ensure!(
+        status.is_some_and(|s| s.success()),
+        "the --copy replicator did not exit 0 by itself: {}",
+        r.output_dump()
+    );
+
+    // The reference: COPY ... TO STDOUT piped into COPY ... FROM STDIN, one stream.
+    let start = Instant::now();
+    let out = src
+        .copy_out("COPY public.copy_bench TO STDOUT")
+        .await?;
+    let sink = target
+        .copy_in("COPY public.copy_bench_pipe FROM STDIN")
+        .await?;
+    futures_util::pin_mut!(out);
+    futures_util::pin_mut!(sink);
+    while let Some(chunk) = out.next().await {
+        sink.send(chunk?).await?;
+    }
+    let piped = sink.finish().await?;
+    let pipe = start.elapsed();
+    anyhow::ensure!(piped == rows as u64, "pipe copied {piped} rows");
+
+    let ratio = pg_flo.as_secs_f64() / pipe.as_secs_f64();
+    println!(
+        "initial_copy: {rows} rows; pg_flo --copy {:.2}s = {:.0} rows/s; COPY pipe {:.2}s = {:.0} rows/s; pg_flo takes {ratio:.2}x the pipe's time",
+        pg_flo.as_secs_f64(),
+        rows as f64 / pg_flo.as_secs_f64(),
+        pipe.as_secs_f64(),
+        rows as f64 / pipe.as_secs_f64(),
+    );
+    Ok(vec![
+        serde_json::json!({
+            "scenario": "initial_copy_pg_flo",
+            "rows": rows,
+            "seconds": pg_flo.as_secs_f64(),
+            "rows_per_second": (rows as f64 / pg_flo.as_secs_f64()).round(),
+        }),
+        serde_json::json!({
+            "scenario": "initial_copy_copy_pipe",
+            "rows": rows,
+            "seconds": pipe.as_secs_f64(),
+            "rows_per_second": (rows as f64 / pipe.as_secs_f64()).round(),
+            "pg_flo_time_ratio": ratio,
+        }),
+    ])
 }
 
 async fn wait_arrival(
