@@ -344,3 +344,41 @@ async fn copied_rows_of_every_table_show_their_values_in_json_and_progress_in_me
     let x = lines.iter().find(|l| l["NewTuple"]["k"] == "x").unwrap();
     assert_eq!(x["NewTuple"]["n"], 1.5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_copy_is_not_repeated_after_a_restart() {
+    let p = Pipeline::start(PgOptions::default()).await.unwrap();
+    p.both(MIXED).await.unwrap();
+    let src = p.source().await.unwrap();
+    src.batch_execute(&fill(2_000)).await.unwrap();
+    let _w = p.start_pg_worker("once").await.unwrap();
+    let mut args = p.replicator_args("once", "mixed");
+    args.push("--copy-and-stream".into());
+    let mut r = Pipeline::spawn("replicator", &args).unwrap();
+    r.wait_for_output("streaming changes", ARRIVAL_TIMEOUT)
+        .await
+        .unwrap();
+    wait_same(&p, "public.mixed", "id").await;
+    r.terminate().unwrap();
+    assert!(r
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .unwrap()
+        .success());
+    src.batch_execute(
+        "DELETE FROM mixed WHERE id <= 10; UPDATE mixed SET note = 'later' WHERE id = 20",
+    )
+    .await
+    .unwrap();
+    let r2 = Pipeline::spawn("replicator-again", &args).unwrap();
+    r2.wait_for_output("streaming changes", ARRIVAL_TIMEOUT)
+        .await
+        .unwrap();
+    assert!(
+        r2.stderr().contains("initial copy already done"),
+        "{}",
+        r2.stderr()
+    );
+    assert!(!r2.stderr().contains("copying table"), "{}", r2.stderr());
+    wait_same(&p, "public.mixed", "id").await;
+}

@@ -121,7 +121,11 @@ async fn copy_versus_pipe(p: &Pipeline, rows: i64) -> anyhow::Result<Vec<serde_j
     // pg_flo: replicator --copy (4 workers) -> NATS -> worker postgres.
     let _w = p.start_pg_worker("bulk").await?;
     let mut args = p.replicator_args("bulk", "copy_bench");
-    args.extend(["--copy".into(), "--max-copy-workers-per-table".into(), "4".into()]);
+    args.extend([
+        "--copy".into(),
+        "--max-copy-workers-per-table".into(),
+        "4".into(),
+    ]);
     let start = Instant::now();
     let mut r = Pipeline::spawn("replicator-copy", &args)?;
     wait_for_eq(
@@ -141,9 +145,7 @@ async fn copy_versus_pipe(p: &Pipeline, rows: i64) -> anyhow::Result<Vec<serde_j
 
     // The reference: COPY ... TO STDOUT piped into COPY ... FROM STDIN, one stream.
     let start = Instant::now();
-    let out = src
-        .copy_out("COPY public.copy_bench TO STDOUT")
-        .await?;
+    let out = src.copy_out("COPY public.copy_bench TO STDOUT").await?;
     let sink = target
         .copy_in("COPY public.copy_bench_pipe FROM STDIN")
         .await?;
