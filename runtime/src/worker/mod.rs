@@ -4,7 +4,9 @@
 //! - Messages are applied to the sink in [`Position`] order. A message whose `prev` has not
 //!   been applied yet (it was re-published after a newer one while NATS restarted) is held,
 //!   unacked, until its predecessor arrives; a message at or below the last applied position
-//!   is a duplicate and is skipped.
+//!   is a duplicate and is skipped. A held message that waits longer than [`GAP_TIMEOUT`]
+//!   restarts delivery from the oldest unacked message (a delivery lost in a reconnect would
+//!   otherwise come back only after the ack wait).
 //! - The sink commits only at a source-transaction boundary, after `batch_size` changes or
 //!   `flush_interval`, whichever comes first; a message is acked only after the commit that
 //!   covers it returned Ok. A crash before that leaves it in the stream for redelivery.
@@ -31,6 +33,15 @@ use crate::sink::{AnySink, Retry, Sink, SinkError};
 /// Most messages the worker holds while waiting for a predecessor.
 const MAX_HELD: usize = 10_000;
 
+/// How long a held message may wait for its predecessor before the worker restarts delivery
+/// from the oldest unacked message. A predecessor can be missing because the replicator will
+/// re-publish it (NATS restarted mid-window), or because the delivery to this worker was lost
+/// in a reconnect (JetStream would redeliver it only after the ack wait, behind newer ones).
+const GAP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Most bytes the consumer fetches ahead (the server cuts off clients that fall far behind).
+const MAX_BYTES_AHEAD: usize = 16 * 1024 * 1024;
+
 /// Why the worker stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -54,7 +65,7 @@ pub enum WorkerError {
         "messages arrived out of order: transaction {expected} is incomplete but {got} followed it"
     )]
     OutOfOrder { expected: String, got: String },
-    #[error("{0} messages are waiting for a predecessor that does not arrive")]
+    #[error("{0} messages waited {GAP_TIMEOUT:?} for a predecessor; restarting delivery from the oldest unacked message")]
     GapNotFilled(usize),
 }
 
@@ -127,6 +138,8 @@ struct State {
     /// The last applied message did not end its transaction.
     in_tx: bool,
     first_pending_at: Option<Instant>,
+    /// When the oldest held message started waiting.
+    held_since: Option<Instant>,
 }
 
 async fn session(
@@ -152,7 +165,8 @@ async fn session(
     }
     let mut messages = consumer
         .stream()
-        .max_messages_per_batch(cfg.batch_size.clamp(1, 10_000))
+        .max_messages_per_batch(cfg.batch_size.clamp(1, 1_000))
+        .max_bytes_per_batch(MAX_BYTES_AHEAD)
         .heartbeat(Duration::from_secs(5))
         .messages()
         .await
@@ -167,10 +181,13 @@ async fn session(
         changes: 0,
         in_tx: false,
         first_pending_at: None,
+        held_since: None,
     };
     loop {
-        let wait = match st.first_pending_at {
-            Some(t) => (t + cfg.flush_interval).saturating_duration_since(Instant::now()),
+        let flush_at = st.first_pending_at.map(|t| t + cfg.flush_interval);
+        let gap_at = st.held_since.map(|t| t + GAP_TIMEOUT);
+        let wait = match flush_at.into_iter().chain(gap_at).min() {
+            Some(t) => t.saturating_duration_since(Instant::now()),
             None => Duration::from_secs(3600),
         };
         tokio::select! {
@@ -193,6 +210,12 @@ async fn session(
             .is_some_and(|t| t.elapsed() >= cfg.flush_interval);
         if !st.in_tx && (st.changes >= cfg.batch_size || due) {
             commit(sink, &mut st).await?;
+        }
+        if st.held_since.is_some_and(|t| t.elapsed() >= GAP_TIMEOUT) {
+            if !st.in_tx {
+                commit(sink, &mut st).await?;
+            }
+            return Err(WorkerError::GapNotFilled(st.held.len()));
         }
     }
 }
@@ -219,6 +242,11 @@ async fn receive(
         }
         let (batch, acker) = entry.remove();
         offer(sink, st, batch, acker).await?;
+    }
+    if st.held.is_empty() {
+        st.held_since = None;
+    } else {
+        st.held_since.get_or_insert_with(Instant::now);
     }
     if st.held.len() > MAX_HELD {
         return Err(WorkerError::GapNotFilled(st.held.len()));
