@@ -154,27 +154,6 @@ async fn missing_settings_are_all_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn features_of_later_versions_are_refused_not_ignored() {
-    let mut r = Process::spawn_pg_flo(
-        "replicator",
-        [
-            "replicator",
-            "--host",
-            "h",
-            "--dbname",
-            "d",
-            "--user",
-            "u",
-            "--password",
-            "p",
-            "--group",
-            "g",
-            "--nats-url",
-            "nats://127.0.0.1:1",
-        ],
-        [("PG_FLO_TRACK_DDL", "true")],
-    )
-    .unwrap();
-    exits_with(&mut r, &["--track-ddl is not available in this version"]).await;
     let mut w = Process::spawn_pg_flo(
         "worker",
         [

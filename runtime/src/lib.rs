@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod config;
 pub mod copy;
+pub mod ddl;
 pub mod http;
 pub mod lsn;
 pub mod message;

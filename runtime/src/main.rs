@@ -103,11 +103,7 @@ fn shutdown_signal() -> watch::Receiver<bool> {
 fn refuse_unavailable(process: &Process) -> Result<(), String> {
     let mut missing = Vec::new();
     match process {
-        Process::Replicator(cfg) => {
-            if cfg.track_ddl {
-                missing.push("--track-ddl");
-            }
-        }
+        Process::Replicator(_) | Process::Version => {}
         Process::Worker(cfg) => {
             if cfg.rules_config.is_some() {
                 missing.push("--rules-config");
@@ -116,7 +112,6 @@ fn refuse_unavailable(process: &Process) -> Result<(), String> {
                 missing.push("--routing-config");
             }
         }
-        Process::Version => {}
     }
     if missing.is_empty() {
         return Ok(());

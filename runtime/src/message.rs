@@ -198,6 +198,10 @@ pub enum Op {
     Update,
     Delete,
     Truncate,
+    /// A schema change of a tracked table (`--track-ddl`), in WAL order with the data. Its
+    /// relation names the affected table and has the text columns [`DDL_COLUMNS`]; `new`
+    /// holds their values (pg_flo's DDL message shape).
+    Ddl,
 }
 
 impl Op {
@@ -208,9 +212,19 @@ impl Op {
             Op::Update => "UPDATE",
             Op::Delete => "DELETE",
             Op::Truncate => "TRUNCATE",
+            Op::Ddl => "DDL",
         }
     }
 }
+
+/// Columns of a DDL change's relation, in order: the event (`ddl_command_end` or `sql_drop`),
+/// the object type (`table`, `index`, ...), the object's identity, and the SQL to replay.
+pub const DDL_COLUMNS: [&str; 4] = [
+    "event_type",
+    "object_type",
+    "object_identity",
+    "ddl_command",
+];
 
 /// Which old values an update or delete carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

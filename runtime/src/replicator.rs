@@ -29,6 +29,7 @@ use tokio_postgres::Client;
 
 use crate::config::{self, ReplicationMode, ReplicatorConfig};
 use crate::copy;
+use crate::ddl;
 use crate::lsn::Lsn;
 use crate::message::{self, Change, ChangeBatch, Op, Position, Relation};
 use crate::metrics;
@@ -122,6 +123,16 @@ pub async fn run(
     let tables = catalog::resolve_tables(&catalog_client, &cfg.schema, &cfg.tables).await?;
     let keys = catalog::table_keys(&catalog_client, &tables).await?;
     catalog::ensure_publication(&catalog_client, &publication, &tables).await?;
+    if cfg.track_ddl {
+        catalog_client
+            .batch_execute(&ddl::setup_sql(&cfg.group, &tables))
+            .await
+            .map_err(|source| CatalogError::Query {
+                step: "creating the DDL capture triggers (they need a superuser)",
+                source,
+            })?;
+        tracing::info!(group = cfg.group, tables = tables.len(), "DDL tracking on");
+    }
     let nats = nats_setup::connect(&cfg.nats, "pg_flo_replicator").await?;
     let js = nats_setup::jetstream(nats, cfg.max_in_flight);
     let subject = config::subject(&cfg.group);
@@ -329,6 +340,8 @@ struct TxBuilder {
     relation_index: HashMap<u32, u16>,
     changes: Vec<Change>,
     bytes: usize,
+    /// Source queries of the DDL already captured in this transaction.
+    ddl_queries: Vec<String>,
 }
 
 impl TxBuilder {
@@ -354,7 +367,12 @@ async fn stream_session(
 ) -> Result<(), ReplicatorError> {
     let conn = ReplicationConnection::connect(&shared.cfg.source, "pg_flo_replicator").await?;
     let (mut rx, mut tx) = conn
-        .start_replication(&shared.slot, &shared.publication, Lsn(0), false)
+        .start_replication(
+            &shared.slot,
+            &shared.publication,
+            Lsn(0),
+            shared.cfg.track_ddl,
+        )
         .await?;
     tracing::info!(slot = shared.slot, from = %shared.confirmed, "streaming changes");
     health.set_ready(true);
@@ -454,6 +472,7 @@ impl Session {
                     relation_index: HashMap::new(),
                     changes: Vec::new(),
                     bytes: 0,
+                    ddl_queries: Vec::new(),
                 });
             }
             PgOutput::Commit { end_lsn, .. } => {
@@ -516,6 +535,38 @@ impl Session {
                         restart_identity,
                     }),
                 });
+                metrics::get().replicator_changes_read.inc();
+            }
+            PgOutput::Message {
+                transactional: true,
+                prefix,
+                content,
+                ..
+            } if shared.cfg.track_ddl && prefix == ddl::message_prefix(&shared.cfg.group) => {
+                let Some(txb) = self.current.as_mut() else {
+                    return Ok(());
+                };
+                let (relation, mut change, query) = match ddl::to_change(&content, wal_start.0) {
+                    Ok(parts) => parts,
+                    Err(e) => {
+                        tracing::warn!(error = %error_chain(&e), "skipping a malformed DDL capture message");
+                        return Ok(());
+                    }
+                };
+                // One query can report several commands (ALTER TABLE ... ADD UNIQUE reports the
+                // index too): replay it once per transaction.
+                if txb.ddl_queries.contains(&query) {
+                    return Ok(());
+                }
+                txb.ddl_queries.push(query);
+                // The table's key may have changed: look it up again at its next Relation.
+                shared.keys.remove(&TableName {
+                    schema: relation.schema.clone(),
+                    table: relation.table.clone(),
+                });
+                change.relation = u16::try_from(txb.relations.len()).unwrap_or(u16::MAX);
+                txb.relations.push(relation);
+                txb.changes.push(change);
                 metrics::get().replicator_changes_read.inc();
             }
             PgOutput::Origin | PgOutput::Type | PgOutput::Message { .. } => {}

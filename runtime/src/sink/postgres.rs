@@ -61,7 +61,7 @@ use tokio_postgres::{Client, Statement};
 
 use crate::config::PostgresSinkConfig;
 use crate::lsn::Lsn;
-use crate::message::{ChangeBatch, Position};
+use crate::message::{ChangeBatch, Op, Position};
 use crate::sink::{Retry, Sink, SinkError};
 
 #[cfg(doc)]
@@ -113,6 +113,8 @@ pub struct PostgresSink {
     /// commit or once [`FLUSH_CHANGES`] changes wait.
     buffer: Vec<ChangeBatch>,
     buffered_changes: usize,
+    /// Position of the last message whose statements were sent in the open transaction.
+    sent: Option<Position>,
 }
 
 /// Buffered changes that trigger sending them before the commit (bounds memory for large
@@ -155,6 +157,7 @@ impl PostgresSink {
             statements: HashMap::new(),
             buffer: Vec::new(),
             buffered_changes: 0,
+            sent: None,
         };
         sink.setup().await?;
         Ok(sink)
@@ -341,11 +344,108 @@ impl PostgresSink {
         let batches = std::mem::take(&mut self.buffer);
         self.buffered_changes = 0;
         let mut planned = Vec::new();
-        for batch in &batches {
+        for (i, batch) in batches.iter().enumerate() {
             for change in &batch.changes {
-                sql::plan(batch, change, &mut planned)?;
+                if change.op == Op::Ddl {
+                    // DDL is a barrier: what came before is sent first.
+                    self.run_planned(std::mem::take(&mut planned)).await?;
+                    let before = match i {
+                        0 => self.sent,
+                        _ => Some(batches[i - 1].position()),
+                    };
+                    self.apply_ddl(batch, change, before).await?;
+                } else {
+                    sql::plan(batch, change, &mut planned)?;
+                }
             }
         }
+        self.run_planned(planned).await?;
+        if let Some(last) = batches.last() {
+            self.sent = Some(last.position());
+        }
+        Ok(())
+    }
+
+    /// Runs a DDL change. Inside the open target transaction, under a savepoint, so that a
+    /// redelivered `ADD COLUMN` that already exists (or a `DROP` of something gone) is skipped
+    /// with a warning instead of failing the batch. `CREATE/DROP INDEX CONCURRENTLY` cannot run
+    /// in a transaction: the open transaction (complete source transactions up to `before`) is
+    /// committed first, and the statement runs on its own.
+    async fn apply_ddl(
+        &mut self,
+        batch: &ChangeBatch,
+        change: &crate::message::Change,
+        before: Option<Position>,
+    ) -> Result<(), SinkError> {
+        let rel = batch.relation(change);
+        let command = change
+            .new
+            .as_ref()
+            .and_then(|v| v.get(3))
+            .and_then(|v| v.as_bytes())
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default();
+        if command.is_empty() {
+            return Ok(());
+        }
+        let table = sql::qualified(&rel.schema, &rel.table);
+        let step = format!("applying DDL to {table}");
+        if crate::ddl::is_concurrent(&command) {
+            if self.tx_open {
+                // The worker's `pending` (messages after the DDL in this flush) stays pending.
+                let pending = self.pending;
+                match before {
+                    Some(p) => {
+                        self.commit_open(p).await?;
+                        self.pending = pending;
+                    }
+                    None => {
+                        self.client
+                            .batch_execute("COMMIT")
+                            .await
+                            .map_err(|e| self.error(step.clone(), e))?;
+                        self.tx_open = false;
+                    }
+                }
+            }
+            if let Err(e) = self.client.batch_execute(&command).await {
+                if !ddl_error_is_harmless(&e) {
+                    return Err(self.error(step, e));
+                }
+                tracing::warn!(table = %table, error = %e, "DDL already applied in the target; skipping");
+            }
+            self.statements.clear();
+            return Ok(());
+        }
+        if !self.tx_open {
+            self.begin().await?;
+        }
+        self.client
+            .batch_execute("SAVEPOINT pg_flo_ddl")
+            .await
+            .map_err(|e| self.error(step.clone(), e))?;
+        match self.client.batch_execute(&command).await {
+            Ok(()) => self
+                .client
+                .batch_execute("RELEASE SAVEPOINT pg_flo_ddl")
+                .await
+                .map_err(|e| self.error(step, e))?,
+            Err(e) if ddl_error_is_harmless(&e) => {
+                tracing::warn!(table = %table, error = %e, "DDL already applied in the target; skipping");
+                self.client
+                    .batch_execute("ROLLBACK TO SAVEPOINT pg_flo_ddl")
+                    .await
+                    .map_err(|e| self.error(step, e))?;
+            }
+            Err(e) => return Err(self.error(step, e)),
+        }
+        // Prepared statements may refer to the old shape of the table.
+        self.statements.clear();
+        Ok(())
+    }
+
+    /// Sends planned statements (merged, pipelined) in the open transaction.
+    async fn run_planned(&mut self, planned: Vec<sql::Planned<'_>>) -> Result<(), SinkError> {
         let planned = sql::coalesce(planned);
         let pos = self.pending.unwrap_or(Position {
             commit_lsn: 0,
@@ -373,6 +473,11 @@ impl PostgresSink {
 
     async fn do_commit(&mut self, through: Position) -> Result<(), SinkError> {
         self.flush().await?;
+        self.commit_open(through).await
+    }
+
+    /// Stores `through` and commits the open transaction (opening one when needed).
+    async fn commit_open(&mut self, through: Position) -> Result<(), SinkError> {
         if !self.tx_open {
             if self.durable.is_some_and(|d| through <= d) {
                 self.pending = None;
@@ -492,6 +597,21 @@ where
         out.push(r.map_err(|e| (i, e))?);
     }
     Ok(out)
+}
+
+/// A replayed DDL statement whose effect the target already has.
+fn ddl_error_is_harmless(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|c| {
+        [
+            SqlState::DUPLICATE_TABLE,
+            SqlState::DUPLICATE_COLUMN,
+            SqlState::DUPLICATE_OBJECT,
+            SqlState::UNDEFINED_TABLE,
+            SqlState::UNDEFINED_COLUMN,
+            SqlState::UNDEFINED_OBJECT,
+        ]
+        .contains(c)
+    })
 }
 
 /// The connection is gone or going: a new one is needed.

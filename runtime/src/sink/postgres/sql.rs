@@ -513,7 +513,8 @@ pub(super) fn plan<'b>(
             }
             out.push(b.finish(Action::Delete, table));
         }
-        Op::Truncate => {}
+        // Applied by the sink itself (it may need to leave the transaction).
+        Op::Truncate | Op::Ddl => {}
     }
     Ok(())
 }
