@@ -65,8 +65,7 @@ struct Operations {
     update: bool,
     delete: bool,
     truncate: bool,
-    /// Accepted for pg_flo compatibility; change messages carry no DDL yet.
-    #[allow(dead_code)]
+    /// DDL changes (`--track-ddl`); their SQL text is not rewritten for renamed tables.
     ddl: bool,
 }
 
@@ -92,6 +91,7 @@ impl Operations {
             Op::Update => self.update,
             Op::Delete => self.delete,
             Op::Truncate => self.truncate,
+            Op::Ddl => self.ddl,
         }
     }
 }
