@@ -108,9 +108,6 @@ fn refuse_unavailable(process: &Process) -> Result<(), String> {
             if cfg.rules_config.is_some() {
                 missing.push("--rules-config");
             }
-            if cfg.routing_config.is_some() {
-                missing.push("--routing-config");
-            }
         }
     }
     if missing.is_empty() {
@@ -146,8 +143,12 @@ async fn run(process: Process) -> Result<(), String> {
                     .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
                 tracing::info!(%bound, "serving /metrics and /healthz");
             }
+            let (transform, warnings) = pg_flo::worker::Transform::load(&cfg)?;
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
             let sink = build_sink(&cfg).await?;
-            pg_flo::worker::run(*cfg, sink, shutdown, health)
+            pg_flo::worker::run(*cfg, std::sync::Arc::new(transform), sink, shutdown, health)
                 .await
                 .map_err(|e| error_chain(&e))
         }

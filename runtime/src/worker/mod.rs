@@ -19,6 +19,7 @@
 pub mod routing;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::Acker};
@@ -95,6 +96,7 @@ impl WorkerError {
 /// Runs the worker until `shutdown` turns true or a permanent error occurs.
 pub async fn run(
     cfg: WorkerConfig,
+    transform: Arc<Transform>,
     mut sink: AnySink,
     mut shutdown: watch::Receiver<bool>,
     health: crate::http::Health,
@@ -106,7 +108,16 @@ pub async fn run(
         nats_setup::ensure_stream(&js, &config::stream_name(&cfg.group), &subject, None).await?;
     let mut wait = Duration::from_millis(500);
     loop {
-        let result = session(&cfg, &stream, &subject, &mut sink, &mut shutdown, &health).await;
+        let result = session(
+            &cfg,
+            &transform,
+            &stream,
+            &subject,
+            &mut sink,
+            &mut shutdown,
+            &health,
+        )
+        .await;
         health.set_ready(false);
         match result {
             Ok(()) => return Ok(()),
@@ -142,10 +153,43 @@ struct State {
     first_pending_at: Option<Instant>,
     /// When the oldest held message started waiting.
     held_since: Option<Instant>,
+    /// Rules and routing, applied to a message right before the sink.
+    transform: Arc<Transform>,
+}
+
+/// Rules (`--rules-config`) then routing (`--routing-config`), in pg_flo's order: rules see
+/// source table and column names, routing renames afterwards.
+#[derive(Default)]
+pub struct Transform {
+    pub routes: Option<routing::Routes>,
+}
+
+impl Transform {
+    /// Loads the configured files; returns the warnings to log.
+    pub fn load(cfg: &WorkerConfig) -> Result<(Transform, Vec<String>), String> {
+        let mut warnings = Vec::new();
+        let routes = match &cfg.routing_config {
+            Some(path) => {
+                let (routes, w) = routing::Routes::from_file(path)
+                    .map_err(|e| crate::replicator::error_chain(&e))?;
+                warnings.extend(w);
+                Some(routes)
+            }
+            None => None,
+        };
+        Ok((Transform { routes }, warnings))
+    }
+
+    fn apply(&self, batch: &mut ChangeBatch) {
+        if let Some(routes) = &self.routes {
+            routes.apply(batch);
+        }
+    }
 }
 
 async fn session(
     cfg: &WorkerConfig,
+    transform: &Arc<Transform>,
     stream: &jetstream::stream::Stream,
     subject: &str,
     sink: &mut AnySink,
@@ -184,6 +228,7 @@ async fn session(
         in_tx: false,
         first_pending_at: None,
         held_since: None,
+        transform: transform.clone(),
     };
     loop {
         let flush_at = st.first_pending_at.map(|t| t + cfg.flush_interval);
@@ -293,6 +338,8 @@ async fn offer(
             }
         }
     }
+    let mut batch = batch;
+    st.transform.apply(&mut batch);
     sink.apply(&batch)
         .await
         .map_err(|source| WorkerError::Sink {
