@@ -135,6 +135,11 @@ pub struct ReplicatorArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           value_parser = parse_bool, value_name = "BOOL")]
     pub track_ddl: Option<bool>,
+    /// Remove the group's replication slot, publication, DDL capture objects and NATS streams,
+    /// then exit (the group's unconsumed changes are lost) [env: PG_FLO_CLEANUP]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = parse_bool, value_name = "BOOL")]
+    pub cleanup: Option<bool>,
     /// Attempts for retried operations; 0 selects the defaults (3, 1s, 8s)
     /// [env: PG_FLO_RETRY_MAX_ATTEMPTS] [default: 3]
     #[arg(long, value_name = "N")]
@@ -197,6 +202,12 @@ pub struct WorkerCommonArgs {
     /// [env: PG_FLO_FLUSH_INTERVAL] [default: 100ms]
     #[arg(long, global = true, value_parser = parse_duration, value_name = "DURATION")]
     pub flush_interval: Option<Duration>,
+    /// Move a change the sink rejects permanently to the dead-letter subject
+    /// pgflo.<group>.dlq (stream pgflo_<group>_dlq) and go on, instead of stopping
+    /// [env: PG_FLO_DEAD_LETTER] [default: false]
+    #[arg(long, global = true, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = parse_bool, value_name = "BOOL")]
+    pub dead_letter: Option<bool>,
     /// Address of the admin server (/metrics, /healthz, /readyz), e.g. 0.0.0.0:9100
     /// [env: PG_FLO_METRICS_ADDR] [default: no admin server]
     #[arg(long, global = true, value_parser = parse_socket_addr, value_name = "ADDR")]

@@ -100,6 +100,8 @@ pub struct ReplicatorConfig {
     pub mode: ReplicationMode,
     pub max_copy_workers_per_table: u32,
     pub track_ddl: bool,
+    /// `--cleanup`: remove the group's objects and exit.
+    pub cleanup: bool,
     pub retry: RetryConfig,
     /// Most changes in one NATS message.
     pub max_batch_changes: usize,
@@ -125,6 +127,8 @@ pub struct WorkerConfig {
     pub batch_size: usize,
     /// Longest a change waits before the worker commits what it has.
     pub flush_interval: Duration,
+    /// Dead-letter permanently rejected changes instead of stopping.
+    pub dead_letter: bool,
     pub sink: SinkConfig,
     pub metrics_addr: Option<SocketAddr>,
 }
@@ -265,6 +269,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "copy",
     "max-copy-workers-per-table",
     "track-ddl",
+    "cleanup",
     "retry-max-attempts",
     "retry-initial-wait",
     "retry-max-wait",
@@ -278,6 +283,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "routing-config",
     "batch-size",
     "flush-interval",
+    "dead-letter",
     "file-output-dir",
     "webhook-url",
     "target-host",
@@ -1047,6 +1053,7 @@ impl Resolver<'_> {
             _ => DEFAULT_MAX_COPY_WORKERS_PER_TABLE,
         };
         let track_ddl = self.flag_bool("track-ddl", a.track_ddl);
+        let cleanup = self.flag_bool("cleanup", a.cleanup);
 
         let defaults = RetryConfig::default();
         let max_attempts = self.value("retry-max-attempts", a.retry_max_attempts, |s| {
@@ -1107,6 +1114,7 @@ impl Resolver<'_> {
             mode,
             max_copy_workers_per_table,
             track_ddl,
+            cleanup,
             retry,
             max_batch_changes,
             max_batch_bytes,
@@ -1135,6 +1143,7 @@ impl Resolver<'_> {
             .value("flush-interval", c.flush_interval, parse_duration)
             .unwrap_or(DEFAULT_FLUSH_INTERVAL);
         let flush_interval = self.nonzero("flush-interval", flush_interval);
+        let dead_letter = self.flag_bool("dead-letter", c.dead_letter);
         let metrics_addr = self.value("metrics-addr", c.metrics_addr, parse_socket_addr);
 
         let sink = match &a.sink {
@@ -1158,6 +1167,7 @@ impl Resolver<'_> {
             routing_config,
             batch_size,
             flush_interval,
+            dead_letter,
             sink,
             metrics_addr,
         }
