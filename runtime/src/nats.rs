@@ -87,6 +87,25 @@ pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client,
     }
 }
 
+/// Every stream a group owns: its changes, its state and its dead letters.
+pub fn group_streams(group: &str) -> [String; 3] {
+    [
+        crate::config::stream_name(group),
+        format!("pgflo_{group}_state"),
+        dead_letter_stream(group),
+    ]
+}
+
+/// The stream holding the group's dead-lettered messages.
+pub fn dead_letter_stream(group: &str) -> String {
+    format!("pgflo_{group}_dlq")
+}
+
+/// The subject dead-lettered messages are published on.
+pub fn dead_letter_subject(group: &str) -> String {
+    format!("pgflo.{group}.dlq")
+}
+
 /// The JetStream context used for publishing, with at most `max_in_flight` unacked publishes.
 pub fn jetstream(client: async_nats::Client, max_in_flight: usize) -> jetstream::Context {
     jetstream::ContextBuilder::new()
@@ -152,6 +171,21 @@ pub async fn ensure_stream(
         }
         Err(e) => Err(js_err("looking up the stream")(&e)),
     }
+}
+
+/// The stream that keeps dead-lettered messages (limits retention: they stay until removed).
+pub async fn ensure_dead_letter_stream(
+    js: &jetstream::Context,
+    group: &str,
+) -> Result<stream::Stream, NatsError> {
+    js.get_or_create_stream(stream::Config {
+        name: dead_letter_stream(group),
+        subjects: vec![dead_letter_subject(group)],
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| js_err("creating the dead-letter stream")(&e))
 }
 
 /// (Re)creates the worker's durable pull consumer so delivery restarts at the first unacked

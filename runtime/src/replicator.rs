@@ -119,6 +119,9 @@ pub async fn run(
     let slot = config::slot_name(&cfg.group);
     let publication = config::publication_name(&cfg.group);
     let catalog_client = connection::connect(&cfg.source, "pg_flo_replicator").await?;
+    if cfg.cleanup {
+        return cleanup(&cfg, &catalog_client, &slot, &publication).await;
+    }
     catalog::check_wal_level(&catalog_client).await?;
     let tables = catalog::resolve_tables(&catalog_client, &cfg.schema, &cfg.tables).await?;
     let keys = catalog::table_keys(&catalog_client, &tables).await?;
@@ -307,6 +310,59 @@ async fn initial_load(
         "initial copy published and acknowledged"
     );
     Ok(cp)
+}
+
+/// `--cleanup`: removes what the group created in the source (slot, publication, DDL capture
+/// objects) and in NATS (its streams). Objects already gone count as removed. A slot still in
+/// use by a running replicator is refused: stop it first.
+async fn cleanup(
+    cfg: &ReplicatorConfig,
+    client: &Client,
+    slot: &str,
+    publication: &str,
+) -> Result<(), ReplicatorError> {
+    let q = |step: &'static str| move |source| CatalogError::Query { step, source };
+    client
+        .batch_execute(&ddl::cleanup_sql(&cfg.group))
+        .await
+        .map_err(q("removing the DDL capture objects"))?;
+    if let Some(info) = catalog::find_slot(client, slot).await? {
+        if info.active {
+            return Err(CatalogError::Slot {
+                slot: slot.to_owned(),
+                problem: "is in use by a running replicator: stop it before --cleanup".to_owned(),
+            }
+            .into());
+        }
+        client
+            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+            .await
+            .map_err(q("dropping the replication slot"))?;
+        tracing::info!(slot, "dropped replication slot");
+    }
+    client
+        .batch_execute(&format!(
+            "DROP PUBLICATION IF EXISTS {}",
+            crate::postgres::replication::quote_ident(publication)
+        ))
+        .await
+        .map_err(q("dropping the publication"))?;
+    tracing::info!(publication, "dropped publication (if it existed)");
+    let nats = nats_setup::connect(&cfg.nats, "pg_flo_cleanup").await?;
+    let js = jetstream::new(nats);
+    for stream in nats_setup::group_streams(&cfg.group) {
+        match js.delete_stream(&stream).await {
+            Ok(_) => tracing::info!(stream, "deleted stream"),
+            Err(e) if e.to_string().contains("not found") => {}
+            Err(e) => {
+                return Err(ReplicatorError::Publish(format!(
+                    "deleting stream {stream}: {e}"
+                )))
+            }
+        }
+    }
+    tracing::info!(group = cfg.group, "cleanup done");
+    Ok(())
 }
 
 /// Renders an error with its sources, for logs.

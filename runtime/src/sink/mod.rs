@@ -94,6 +94,12 @@ pub trait Sink: Send {
 
     /// Discards what was applied since the last commit, where the sink can.
     fn rollback(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Sends what `apply` buffered without committing, so that a rejection surfaces now and can
+    /// be tied to the last applied message (used while dead-lettering). Default: nothing.
+    fn flush(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// The sinks, dispatched by enum (no trait objects on the hot path).
@@ -128,6 +134,9 @@ impl Sink for AnySink {
     }
     async fn rollback(&mut self) -> Result<(), SinkError> {
         dispatch!(self, s => s.rollback().await)
+    }
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        dispatch!(self, s => s.flush().await)
     }
 }
 

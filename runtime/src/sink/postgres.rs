@@ -554,6 +554,10 @@ impl Sink for PostgresSink {
     async fn rollback(&mut self) -> Result<(), SinkError> {
         self.do_rollback().await
     }
+
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        PostgresSink::flush(self).await
+    }
 }
 
 async fn open(cfg: &PostgresSinkConfig) -> Result<Client, SinkError> {

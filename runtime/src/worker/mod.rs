@@ -58,12 +58,18 @@ pub enum WorkerError {
         #[source]
         source: DecodeError,
     },
-    #[error("the {sink} sink failed")]
+    #[error("{}", sink_failure(sink, source))]
     Sink {
         sink: &'static str,
         #[source]
         source: SinkError,
     },
+    #[error("the sink rejected a change; re-applying one message at a time to find it")]
+    Isolate,
+    #[error("a rejected message was moved to the dead-letter subject; resuming")]
+    DeadLettered,
+    #[error("could not dead-letter message {position}: {message}")]
+    DeadLetter { position: String, message: String },
     #[error(
         "messages arrived out of order: transaction {expected} is incomplete but {got} followed it"
     )]
@@ -75,7 +81,12 @@ pub enum WorkerError {
 impl WorkerError {
     fn is_transient(&self) -> bool {
         match self {
-            WorkerError::Nats(_) | WorkerError::Consume(_) | WorkerError::GapNotFilled(_) => true,
+            WorkerError::Nats(_)
+            | WorkerError::Consume(_)
+            | WorkerError::GapNotFilled(_)
+            | WorkerError::Isolate
+            | WorkerError::DeadLettered
+            | WorkerError::DeadLetter { .. } => true,
             WorkerError::Sink { source, .. } => source.retry() == Retry::Transient,
             _ => false,
         }
@@ -89,7 +100,21 @@ impl WorkerError {
             WorkerError::Sink { source, .. } => source.category(),
             WorkerError::OutOfOrder { .. } => "out_of_order",
             WorkerError::GapNotFilled(_) => "gap",
+            WorkerError::Isolate | WorkerError::DeadLettered => "dead_letter",
+            WorkerError::DeadLetter { .. } => "dead_letter_publish",
         }
+    }
+}
+
+fn sink_failure(sink: &str, source: &SinkError) -> String {
+    match source.retry() {
+        Retry::Transient => format!("the {sink} sink failed"),
+        Retry::Permanent => format!(
+            "the {sink} sink rejected a change permanently; the worker stops: nothing was acked or \
+             skipped, the change and everything after it stay in the stream. Fix the cause (see \
+             below) and restart the worker, or restart it with --dead-letter to move such changes \
+             to the dead-letter subject and go on"
+        ),
     }
 }
 
@@ -106,21 +131,50 @@ pub async fn run(
     let subject = config::subject(&cfg.group);
     let stream =
         nats_setup::ensure_stream(&js, &config::stream_name(&cfg.group), &subject, None).await?;
+    // Positions of messages moved to the dead-letter stream: their successors must not wait
+    // for them. Seeded with the last one on record, for a worker restarted right after one.
+    let dead: DeadSet = Arc::default();
+    if cfg.dead_letter {
+        let dlq = nats_setup::ensure_dead_letter_stream(&js, &cfg.group).await?;
+        if let Ok(last) = dlq
+            .get_last_raw_message_by_subject(&nats_setup::dead_letter_subject(&cfg.group))
+            .await
+        {
+            if let Ok(batch) = ChangeBatch::decode(&last.payload) {
+                if let Ok(mut set) = dead.lock() {
+                    set.insert(batch.position());
+                }
+            }
+        }
+    }
     let mut wait = Duration::from_millis(500);
+    // While set, the worker applies and commits one message at a time up to this position, to
+    // find the message the sink rejects (dead-letter mode only).
+    let mut isolate: Option<Option<Position>> = None;
     loop {
         let result = session(
-            &cfg,
-            &transform,
-            &stream,
-            &subject,
+            Session {
+                cfg: &cfg,
+                transform: &transform,
+                stream: &stream,
+                js: &js,
+                subject: &subject,
+                health: &health,
+                dead: &dead,
+            },
             &mut sink,
             &mut shutdown,
-            &health,
+            &mut isolate,
         )
         .await;
         health.set_ready(false);
         match result {
             Ok(()) => return Ok(()),
+            Err(WorkerError::Isolate) | Err(WorkerError::DeadLettered) => {
+                // Redeliver right away, one message at a time.
+                let _ = sink.rollback().await;
+                continue;
+            }
             Err(e) => {
                 let _ = sink.rollback().await;
                 metrics::error(e.category());
@@ -144,7 +198,7 @@ struct State {
     /// Position of the last message made durable.
     committed: Option<Position>,
     /// Messages waiting for their predecessor.
-    held: BTreeMap<Position, (ChangeBatch, Acker)>,
+    held: BTreeMap<Position, (ChangeBatch, Acker, bytes::Bytes)>,
     /// Acks owed once the next commit succeeds.
     pending: Vec<Acker>,
     changes: usize,
@@ -155,6 +209,48 @@ struct State {
     held_since: Option<Instant>,
     /// Rules and routing, applied to a message right before the sink.
     transform: Arc<Transform>,
+    /// Apply, send and commit one message at a time (finding a rejected message).
+    isolating: bool,
+    /// Highest position offered to the sink in this session (a rejected message is at or
+    /// below it).
+    seen: Option<Position>,
+    /// Where rejected messages go (`--dead-letter`).
+    dead_letter: Option<DeadLetter>,
+}
+
+struct DeadLetter {
+    js: jetstream::Context,
+    subject: String,
+    dead: DeadSet,
+}
+
+impl State {
+    /// Whether `prev` was moved to the dead-letter stream (so it will not come).
+    fn is_dead(&self, prev: Position) -> bool {
+        self.dead_letter
+            .as_ref()
+            .and_then(|d| d.dead.lock().ok().map(|set| set.contains(&prev)))
+            .unwrap_or(false)
+    }
+}
+
+/// In dead-letter mode, a permanent sink rejection outside isolation starts isolation.
+fn to_isolate(
+    e: WorkerError,
+    cfg: &WorkerConfig,
+    isolate: &mut Option<Option<Position>>,
+    last: Option<Position>,
+) -> WorkerError {
+    match &e {
+        WorkerError::Sink { source, .. }
+            if cfg.dead_letter && source.retry() == Retry::Permanent && isolate.is_none() =>
+        {
+            tracing::warn!(error = %crate::replicator::error_chain(&e), "the sink rejected a change");
+            *isolate = Some(last);
+            WorkerError::Isolate
+        }
+        _ => e,
+    }
 }
 
 /// Rules (`--rules-config`) then routing (`--routing-config`), in pg_flo's order: rules see
@@ -187,15 +283,35 @@ impl Transform {
     }
 }
 
+/// What a consuming session works with.
+struct Session<'a> {
+    cfg: &'a WorkerConfig,
+    transform: &'a Arc<Transform>,
+    stream: &'a jetstream::stream::Stream,
+    js: &'a jetstream::Context,
+    subject: &'a str,
+    health: &'a crate::http::Health,
+    dead: &'a DeadSet,
+}
+
+/// Positions of dead-lettered messages.
+type DeadSet = Arc<std::sync::Mutex<std::collections::BTreeSet<Position>>>;
+
 async fn session(
-    cfg: &WorkerConfig,
-    transform: &Arc<Transform>,
-    stream: &jetstream::stream::Stream,
-    subject: &str,
+    ctx: Session<'_>,
     sink: &mut AnySink,
     shutdown: &mut watch::Receiver<bool>,
-    health: &crate::http::Health,
+    isolate: &mut Option<Option<Position>>,
 ) -> Result<(), WorkerError> {
+    let Session {
+        cfg,
+        transform,
+        stream,
+        js,
+        subject,
+        health,
+        dead,
+    } = ctx;
     let consumer =
         nats_setup::recreate_consumer(stream, &config::consumer_name(&cfg.group), subject, 100_000)
             .await?;
@@ -229,7 +345,17 @@ async fn session(
         first_pending_at: None,
         held_since: None,
         transform: transform.clone(),
+        isolating: isolate.is_some(),
+        seen: None,
+        dead_letter: cfg.dead_letter.then(|| DeadLetter {
+            js: js.clone(),
+            subject: nats_setup::dead_letter_subject(&cfg.group),
+            dead: dead.clone(),
+        }),
     };
+    if st.isolating {
+        tracing::warn!(until = ?isolate.flatten().map(|p| p.to_string()), "dead-letter mode: applying one message at a time to find the rejected one");
+    }
     loop {
         let flush_at = st.first_pending_at.map(|t| t + cfg.flush_interval);
         let gap_at = st.held_since.map(|t| t + GAP_TIMEOUT);
@@ -249,14 +375,28 @@ async fn session(
                 Err(_idle) => {}
                 Ok(None) => return Err(WorkerError::Consume("consumer stream ended".into())),
                 Ok(Some(Err(e))) => return Err(WorkerError::Consume(e.to_string())),
-                Ok(Some(Ok(msg))) => receive(sink, &mut st, msg).await?,
+                Ok(Some(Ok(msg))) => {
+                    if let Err(e) = receive(sink, &mut st, msg).await {
+                        return Err(to_isolate(e, cfg, isolate, st.seen));
+                    }
+                }
             }
         }
         let due = st
             .first_pending_at
             .is_some_and(|t| t.elapsed() >= cfg.flush_interval);
-        if !st.in_tx && (st.changes >= cfg.batch_size || due) {
-            commit(sink, &mut st).await?;
+        if !st.in_tx && (st.changes >= cfg.batch_size || due || st.isolating) {
+            if let Err(e) = commit(sink, &mut st).await {
+                return Err(to_isolate(e, cfg, isolate, st.seen));
+            }
+            // Past the failure point: back to normal batching.
+            if let (Some(until), Some(done)) = (*isolate, st.committed) {
+                if until.is_none_or(|u| done >= u) {
+                    *isolate = None;
+                    st.isolating = false;
+                    tracing::info!("dead-letter mode: back to normal batching");
+                }
+            }
         }
         if st.held_since.is_some_and(|t| t.elapsed() >= GAP_TIMEOUT) {
             if !st.in_tx {
@@ -276,19 +416,20 @@ async fn receive(
     let (msg, acker) = msg.split();
     let batch = ChangeBatch::decode(&msg.payload)
         .map_err(|source| WorkerError::Decode { stream_seq, source })?;
-    offer(sink, st, batch, acker).await?;
+    offer(sink, st, batch, acker, msg.payload).await?;
     // Release held messages whose predecessor is now applied.
-    while let Some(entry) = st.held.first_entry() {
-        let (batch, _) = entry.get();
-        let ready = match (batch.prev, st.last) {
-            (Some(prev), Some(last)) => prev <= last,
+    while let Some(prev) = st.held.first_key_value().map(|(_, (b, _, _))| b.prev) {
+        let ready = match (prev, st.last) {
+            (Some(prev), Some(last)) => prev <= last || st.is_dead(prev),
             _ => true,
         };
         if !ready {
             break;
         }
-        let (batch, acker) = entry.remove();
-        offer(sink, st, batch, acker).await?;
+        let Some((_, (batch, acker, raw))) = st.held.pop_first() else {
+            break;
+        };
+        offer(sink, st, batch, acker, raw).await?;
     }
     if st.held.is_empty() {
         st.held_since = None;
@@ -306,6 +447,7 @@ async fn offer(
     st: &mut State,
     batch: ChangeBatch,
     acker: Acker,
+    raw: bytes::Bytes,
 ) -> Result<(), WorkerError> {
     let pos = batch.position();
     let m = metrics::get();
@@ -319,12 +461,12 @@ async fn offer(
         return Ok(());
     }
     if let (Some(prev), Some(last)) = (batch.prev, st.last) {
-        if prev > last {
+        if prev > last && !st.is_dead(prev) {
             m.worker_messages.with_label_values(&["held"]).inc();
             if st.held.is_empty() {
                 tracing::warn!(position = %pos, waiting_for = %prev, applied = %last, "message arrived before its predecessor; holding it until the predecessor is re-published");
             }
-            st.held.insert(pos, (batch, acker));
+            st.held.insert(pos, (batch, acker, raw));
             return Ok(());
         }
     }
@@ -338,20 +480,74 @@ async fn offer(
             }
         }
     }
+    st.seen = st.seen.max(Some(pos));
     let mut batch = batch;
     st.transform.apply(&mut batch);
-    sink.apply(&batch)
-        .await
-        .map_err(|source| WorkerError::Sink {
+    let mut result = sink.apply(&batch).await;
+    if st.isolating && result.is_ok() {
+        result = sink.flush().await;
+    }
+    if let Err(source) = result {
+        if st.isolating && source.retry() == Retry::Permanent {
+            if let Some(dl) = &st.dead_letter {
+                dead_letter(dl, &batch, &raw, &source).await?;
+                if let Ok(mut set) = dl.dead.lock() {
+                    set.insert(pos);
+                }
+                let _ = acker.ack().await;
+                m.worker_messages
+                    .with_label_values(&["dead_lettered"])
+                    .inc();
+                return Err(WorkerError::DeadLettered);
+            }
+        }
+        return Err(WorkerError::Sink {
             sink: sink.name(),
             source,
-        })?;
+        });
+    }
     m.worker_messages.with_label_values(&["applied"]).inc();
     st.changes += batch.changes.len();
     st.last = Some(pos);
     st.in_tx = !batch.last;
     st.pending.push(acker);
     st.first_pending_at.get_or_insert_with(Instant::now);
+    Ok(())
+}
+
+/// Publishes a rejected message, unchanged, with the error in headers, and waits for the
+/// PubAck (only then may the original be acked).
+async fn dead_letter(
+    dl: &DeadLetter,
+    batch: &ChangeBatch,
+    raw: &bytes::Bytes,
+    error: &SinkError,
+) -> Result<(), WorkerError> {
+    let pos = batch.position();
+    let tables: Vec<String> = batch
+        .relations
+        .iter()
+        .map(|r| format!("{}.{}", r.schema, r.table))
+        .collect();
+    let why = crate::replicator::error_chain(error);
+    tracing::error!(position = %pos, tables = ?tables, error = %why, "moving a rejected message to the dead-letter subject");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Pg-Flo-Error", why.replace(['\r', '\n'], " ").as_str());
+    headers.insert("Pg-Flo-Position", pos.to_string().as_str());
+    headers.insert(
+        crate::message::FORMAT_HEADER,
+        crate::message::FORMAT_VERSION.to_string().as_str(),
+    );
+    let fail = |e: &dyn std::fmt::Display| WorkerError::DeadLetter {
+        position: pos.to_string(),
+        message: e.to_string(),
+    };
+    dl.js
+        .publish_with_headers(dl.subject.clone(), headers, raw.clone())
+        .await
+        .map_err(|e| fail(&e))?
+        .await
+        .map_err(|e| fail(&e))?;
     Ok(())
 }
 
