@@ -16,6 +16,8 @@
 //!   from the first unacked message after a backoff. A permanent one (undecodable message,
 //!   change rejected by the target) stops the worker with a report; nothing is acked or skipped.
 
+pub mod rules;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
