@@ -112,9 +112,11 @@ impl RulesError {
 ///   lose an update whose other columns did change);
 /// - a DELETE whose old tuple carries only the replica-identity key, filtered on a non-key
 ///   column: the value was never sent, so the change is **kept** — deletes are never dropped
-///   for lack of data (the row may have been replicated; deleting a row the target does not
-///   have is harmless). `allow_empty_deletes: true` remains accepted and makes the rule skip
-///   DELETEs entirely.
+///   for lack of data (the row may have been replicated before; deleting a row the target
+///   does not have is harmless, keeping one the source deleted is not). A filter on a key
+///   column is judged on the key value. pg_flo's docs offer only `allow_empty_deletes` as the
+///   way out of its dropped deletes; it remains accepted and makes the rule skip DELETEs
+///   entirely.
 ///
 /// `exclude_column` on a replica-identity key column removes it and turns the relation's key
 /// into [`KeyKind::Full`] with no columns (what is left no longer identifies a row; sinks then
@@ -836,7 +838,6 @@ enum Step<'r> {
 struct Target {
     col: usize,
     class: Class,
-    identity: bool,
 }
 
 impl<'r> Plan<'r> {
@@ -876,7 +877,6 @@ impl<'r> Plan<'r> {
                         rel.columns.get(i).map(|c| Target {
                             col: i,
                             class: Class::of(c.type_oid),
-                            identity: c.identity || rel.key.columns.contains(&c.name),
                         })
                     });
                     steps.push(Step::Filter { target, filter });
@@ -1027,9 +1027,13 @@ fn judge(change: &Change, target: Target, filter: &Filter) -> bool {
         Op::Delete => match &change.old {
             // No data about the deleted row: never dropped for lack of data.
             None => return true,
-            // Only the key was sent; a non-key column's value is unknown.
-            Some((OldKind::Key, _)) if !target.identity => return true,
-            Some((_, values)) => values.get(target.col),
+            // Only the replica-identity key was sent (key columns are never NULL); any other
+            // column reads NULL because its value is unknown.
+            Some((OldKind::Key, values)) => match values.get(target.col) {
+                Some(Value::Text(bytes)) => return filter.matches(target.class, bytes),
+                _ => return true,
+            },
+            Some((OldKind::Full, values)) => values.get(target.col),
         },
         _ => match &change.new {
             None => return true,
