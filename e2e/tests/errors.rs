@@ -153,26 +153,6 @@ async fn missing_settings_are_all_named() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn features_of_later_versions_are_refused_not_ignored() {
-    let mut w = Process::spawn_pg_flo(
-        "worker",
-        [
-            "worker",
-            "stdout",
-            "--group",
-            "g",
-            "--nats-url",
-            "nats://127.0.0.1:1",
-            "--rules-config",
-            "/tmp/rules.yaml",
-        ],
-        [("PG_FLO_LOG_LEVEL", "info")],
-    )
-    .unwrap();
-    exits_with(&mut w, &["--rules-config is not available in this version"]).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn env_only_replicator_and_yaml_configured_worker() {
     let p = Pipeline::start(PgOptions::default()).await.unwrap();
     p.both("CREATE TABLE t (id int PRIMARY KEY, v text)")

@@ -104,3 +104,114 @@ async fn a_bad_routing_file_stops_the_worker_with_every_problem() {
     assert!(err.contains("UPSERT"), "{err}");
     assert!(err.contains("destination"), "{err}");
 }
+
+fn json_lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<serde_json::Value>>()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_mask_rewrite_filter_and_exclude_before_the_sink() {
+    let p = Pipeline::start(PgOptions::default()).await.unwrap();
+    p.source()
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE TABLE people (id int PRIMARY KEY, name text, phone text, secret text);
+             CREATE TABLE orders (id int PRIMARY KEY, amount numeric, placed timestamptz, vip boolean);",
+        )
+        .await
+        .unwrap();
+    let dir = TempDir::new("pg-flo-rules").unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        r#"tables:
+  people:
+    - type: transform
+      column: name
+      parameters: {type: mask, mask_char: "*"}
+    - type: transform
+      column: phone
+      parameters: {type: regex, pattern: '(\d{3})-(\d{4})', replace: 'XXX-$2'}
+    - type: exclude_column
+      column: secret
+  orders:
+    - type: filter
+      column: amount
+      parameters: {operator: gte, value: 100}
+      operations: [INSERT]
+    - type: filter
+      column: placed
+      parameters: {operator: lt, value: "2024-06-01T00:00:00+02:00"}
+      operations: [INSERT]
+unknown_top_level: 1
+"#,
+    )
+    .unwrap();
+    let _r = p.start_replicator("ruled", "people,orders").await.unwrap();
+    let out = TempDir::new("pg-flo-rules-out").unwrap();
+    let mut args = p.file_worker_args("ruled", out.path());
+    args.extend(["--rules-config".into(), rules.display().to_string()]);
+    let w = Pipeline::spawn("worker", &args).unwrap();
+    w.wait_for_output("worker consuming", ARRIVAL_TIMEOUT)
+        .await
+        .unwrap();
+    assert!(w.stderr().contains("unknown_top_level"), "{}", w.stderr());
+    let src = p.source().await.unwrap();
+    for sql in [
+        "INSERT INTO people VALUES (1, 'Zoë Ångström', '555-1234', 'hunter2')",
+        "UPDATE people SET phone = '555-9876' WHERE id = 1",
+        "DELETE FROM people WHERE id = 1",
+        // Kept: amount >= 100 and placed before 2024-05-31 22:00 UTC.
+        "INSERT INTO orders VALUES (1, 100.00, '2024-05-31 21:59:59+00', true)",
+        // Dropped: amount too small.
+        "INSERT INTO orders VALUES (2, 99.99, '2024-01-01 00:00:00+00', false)",
+        // Dropped: placed at 2024-05-31 22:00 UTC = 2024-06-01 00:00+02, not before it.
+        "INSERT INTO orders VALUES (3, 500, '2024-06-01 00:00:00+02', false)",
+        // The filters only apply to INSERT: this update of a dropped row still flows.
+        "UPDATE orders SET amount = 1 WHERE id = 2",
+    ] {
+        src.batch_execute(sql).await.unwrap();
+    }
+    let lines = e2e::wait_for("6 changes in the file sink", ARRIVAL_TIMEOUT, || {
+        let lines = json_lines(out.path());
+        async move { (lines.len() >= 5).then_some(lines) }
+    })
+    .await
+    .unwrap();
+    let summary: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {} {}",
+                l["Type"],
+                l["Table"],
+                l["NewTuple"].to_string() + &l["OldTuple"].to_string()
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            r#""INSERT" "people" {"id":1,"name":"Z**********m","phone":"XXX-1234"}null"#,
+            r#""UPDATE" "people" {"id":1,"name":"Z**********m","phone":"XXX-9876"}null"#,
+            r#""DELETE" "people" null{"id":1,"name":null,"phone":null}"#,
+            r#""INSERT" "orders" {"amount":100.0,"id":1,"placed":"2024-05-31T21:59:59Z","vip":true}null"#,
+            r#""UPDATE" "orders" {"amount":1,"id":2,"placed":"2024-01-01T00:00:00Z","vip":false}null"#,
+        ]
+    );
+}

@@ -98,29 +98,7 @@ fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
-/// Settings pg_flo accepts whose features this version does not have yet: refused with a clear
-/// message rather than ignored (a user asking for an initial copy must not silently get none).
-fn refuse_unavailable(process: &Process) -> Result<(), String> {
-    let mut missing = Vec::new();
-    match process {
-        Process::Replicator(_) | Process::Version => {}
-        Process::Worker(cfg) => {
-            if cfg.rules_config.is_some() {
-                missing.push("--rules-config");
-            }
-        }
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(format!(
-        "{} not available in this version of pg_flo yet; remove the setting (flag, PG_FLO_* variable or config key) to stream changes without it",
-        missing.join(", ") + if missing.len() == 1 { " is" } else { " are" }
-    ))
-}
-
 async fn run(process: Process) -> Result<(), String> {
-    refuse_unavailable(&process)?;
     let shutdown = shutdown_signal();
     let health = Health::default();
     match process {

@@ -17,6 +17,7 @@
 //!   change rejected by the target) stops the worker with a report; nothing is acked or skipped.
 
 pub mod routing;
+pub mod rules;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -257,6 +258,7 @@ fn to_isolate(
 /// source table and column names, routing renames afterwards.
 #[derive(Default)]
 pub struct Transform {
+    pub rules: Option<rules::Rules>,
     pub routes: Option<routing::Routes>,
 }
 
@@ -264,6 +266,15 @@ impl Transform {
     /// Loads the configured files; returns the warnings to log.
     pub fn load(cfg: &WorkerConfig) -> Result<(Transform, Vec<String>), String> {
         let mut warnings = Vec::new();
+        let rules = match &cfg.rules_config {
+            Some(path) => {
+                let (rules, w) = rules::Rules::from_file(path)
+                    .map_err(|e| crate::replicator::error_chain(&e))?;
+                warnings.extend(w);
+                Some(rules)
+            }
+            None => None,
+        };
         let routes = match &cfg.routing_config {
             Some(path) => {
                 let (routes, w) = routing::Routes::from_file(path)
@@ -273,10 +284,13 @@ impl Transform {
             }
             None => None,
         };
-        Ok((Transform { routes }, warnings))
+        Ok((Transform { rules, routes }, warnings))
     }
 
     fn apply(&self, batch: &mut ChangeBatch) {
+        if let Some(rules) = &self.rules {
+            rules.apply(batch);
+        }
         if let Some(routes) = &self.routes {
             routes.apply(batch);
         }
