@@ -227,3 +227,102 @@ async fn two_groups_keep_their_own_ddl_and_json_sinks_show_it() {
         ]
     );
 }
+
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+async fn names(c: &Client, sql: &str) -> Vec<String> {
+    c.query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_removes_only_the_groups_objects() {
+    let p = Pipeline::start(PgOptions::default()).await.unwrap();
+    p.both("CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY);")
+        .await
+        .unwrap();
+    let mut keep_args = p.replicator_args("keep", "b");
+    keep_args.push("--track-ddl".into());
+    let _keep = Pipeline::spawn("replicator-keep", &keep_args).unwrap();
+    let mut args = p.replicator_args("gone", "a");
+    args.extend(["--track-ddl".into(), "--copy-and-stream".into()]);
+    let mut r = Pipeline::spawn("replicator-gone", &args).unwrap();
+    r.wait_for_output("streaming changes", ARRIVAL_TIMEOUT)
+        .await
+        .unwrap();
+    _keep
+        .wait_for_output("streaming changes", ARRIVAL_TIMEOUT)
+        .await
+        .unwrap();
+    // A running replicator's slot is refused.
+    let mut cleanup_args = args.clone();
+    cleanup_args.push("--cleanup".into());
+    let mut busy = Pipeline::spawn("cleanup-busy", &cleanup_args).unwrap();
+    let status = busy.wait_exit(ARRIVAL_TIMEOUT).await.unwrap();
+    assert!(!status.success());
+    assert!(
+        busy.stderr().contains("stop it before --cleanup"),
+        "{}",
+        busy.stderr()
+    );
+    r.terminate().unwrap();
+    assert!(r.wait_exit(ARRIVAL_TIMEOUT).await.unwrap().success());
+    let mut c = Pipeline::spawn("cleanup", &cleanup_args).unwrap();
+    let status = c.wait_exit(ARRIVAL_TIMEOUT).await.unwrap();
+    assert!(status.success(), "{}", c.output_dump());
+    let src = p.source().await.unwrap();
+    assert_eq!(
+        names(
+            &src,
+            "SELECT slot_name::text FROM pg_replication_slots ORDER BY 1"
+        )
+        .await,
+        vec!["pg_flo_keep_publication"]
+    );
+    assert_eq!(
+        names(&src, "SELECT pubname::text FROM pg_publication ORDER BY 1").await,
+        vec!["pg_flo_keep_publication"]
+    );
+    assert_eq!(
+        names(
+            &src,
+            "SELECT evtname::text FROM pg_event_trigger ORDER BY 1"
+        )
+        .await,
+        vec!["pg_flo_ddl_drop_keep", "pg_flo_ddl_end_keep"]
+    );
+    assert_eq!(
+        names(
+            &src,
+            "SELECT group_name FROM internal_pg_flo.ddl_tracked ORDER BY 1"
+        )
+        .await,
+        vec!["keep"]
+    );
+    let jsz = http_get(p.nats.monitor_port(), "/jsz?streams=true").await;
+    assert!(jsz.contains("pgflo_keep_stream"), "{jsz}");
+    assert!(!jsz.contains("pgflo_gone_stream"), "{jsz}");
+    assert!(!jsz.contains("pgflo_gone_state"), "{jsz}");
+    // Running it again is harmless.
+    let mut again = Pipeline::spawn("cleanup-again", &cleanup_args).unwrap();
+    assert!(
+        again.wait_exit(ARRIVAL_TIMEOUT).await.unwrap().success(),
+        "{}",
+        again.output_dump()
+    );
+}

@@ -28,7 +28,9 @@ fn group_suffix(group: &str) -> String {
     group.replace('-', "_").to_lowercase()
 }
 
-/// SQL that creates or refreshes the group's capture objects for `tables`.
+/// SQL that creates or refreshes the group's capture objects for `tables`. Run as one simple
+/// query (one transaction); an advisory lock serialises groups starting at the same moment
+/// (`CREATE SCHEMA IF NOT EXISTS` is not safe against a concurrent twin).
 pub fn setup_sql(group: &str, tables: &[TableName]) -> String {
     let g = group_suffix(group);
     let gl = quote_literal(group);
@@ -44,7 +46,8 @@ pub fn setup_sql(group: &str, tables: &[TableName]) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        r#"CREATE SCHEMA IF NOT EXISTS internal_pg_flo;
+        r#"SELECT pg_advisory_xact_lock(hashtext('pg_flo_ddl_setup'));
+CREATE SCHEMA IF NOT EXISTS internal_pg_flo;
 CREATE TABLE IF NOT EXISTS internal_pg_flo.ddl_tracked (
     group_name text NOT NULL, table_name text NOT NULL, PRIMARY KEY (group_name, table_name));
 CREATE TABLE IF NOT EXISTS internal_pg_flo.ddl_indexes (
