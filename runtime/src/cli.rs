@@ -245,9 +245,34 @@ pub struct FileArgs {
 
 #[derive(Debug, Default, Args)]
 pub struct WebhookArgs {
-    /// URL to POST the changes to [env: PG_FLO_WEBHOOK_URL] (required)
+    /// URL to POST the changes to (http:// or https://) [env: PG_FLO_WEBHOOK_URL] (required)
     #[arg(long, value_name = "URL")]
     pub webhook_url: Option<String>,
+    /// Extra request header, e.g. "Authorization: Bearer TOKEN" (repeatable); prefer the env
+    /// variable for secrets, one header per line [env: PG_FLO_WEBHOOK_HEADER]
+    /// Checked by [`crate::config`] (clap would echo an invalid value, which may be a token).
+    #[arg(long, value_parser = parse_secret, value_name = "NAME: VALUE")]
+    pub webhook_header: Vec<SecretString>,
+    /// Most changes per request: 1 POSTs one JSON object per change (as pg_flo), more POSTs
+    /// a JSON array of up to N changes [env: PG_FLO_WEBHOOK_BATCH_SIZE] [default: 1]
+    #[arg(long, value_parser = parse_positive, value_name = "N")]
+    pub webhook_batch_size: Option<u64>,
+    /// Longest one request may take, answer included [env: PG_FLO_WEBHOOK_TIMEOUT]
+    /// [default: 10s]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub webhook_timeout: Option<Duration>,
+    /// Attempts per request before the worker rolls back and redelivers
+    /// [env: PG_FLO_WEBHOOK_MAX_ATTEMPTS] [default: 10]
+    #[arg(long, value_parser = parse_positive, value_name = "N")]
+    pub webhook_max_attempts: Option<u64>,
+    /// First wait before retrying a request, doubled after each failure
+    /// [env: PG_FLO_WEBHOOK_RETRY_INITIAL_WAIT] [default: 500ms]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub webhook_retry_initial_wait: Option<Duration>,
+    /// Longest wait between retries of a request [env: PG_FLO_WEBHOOK_RETRY_MAX_WAIT]
+    /// [default: 30s]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub webhook_retry_max_wait: Option<Duration>,
 }
 
 #[derive(Debug, Default, Args)]

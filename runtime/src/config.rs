@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::cli::{Cli, Command, PostgresArgs, ReplicatorArgs, SinkCommand, WorkerArgs};
+use crate::cli::{
+    Cli, Command, PostgresArgs, ReplicatorArgs, SinkCommand, WebhookArgs, WorkerArgs,
+};
 
 /// How to use TLS towards PostgreSQL, as libpq's `sslmode`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -140,7 +142,63 @@ pub enum SinkConfig {
     Stdout,
     File { output_dir: PathBuf },
     Postgres(PostgresSinkConfig),
-    Webhook { url: String },
+    Webhook(WebhookSinkConfig),
+}
+
+/// `pg_flo worker webhook`.
+#[derive(Clone)]
+pub struct WebhookSinkConfig {
+    /// An `http://` or `https://` URL with a host. It may carry credentials (user info, query
+    /// parameters), so messages show [`WebhookSinkConfig::describe_url`] instead.
+    pub url: String,
+    /// Extra request headers, in the order given; their values may be tokens and are never
+    /// logged or shown in `Debug` output.
+    pub headers: Vec<WebhookHeader>,
+    /// Most changes per request: 1 sends one JSON object per request (pg_flo), more sends a
+    /// JSON array of up to this many objects.
+    pub batch_size: usize,
+    /// Longest one request may take, connecting and reading the answer included.
+    pub timeout: Duration,
+    /// Attempts per request (the first one included) before the commit fails.
+    pub max_attempts: u32,
+    /// First wait before a retry; doubled after each failed attempt up to `retry_max_wait`.
+    pub retry_initial_wait: Duration,
+    pub retry_max_wait: Duration,
+}
+
+impl WebhookSinkConfig {
+    /// The URL without user info, query or fragment: safe to log.
+    pub fn describe_url(&self) -> String {
+        describe_url(&self.url)
+    }
+}
+
+impl fmt::Debug for WebhookSinkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookSinkConfig")
+            .field("url", &self.describe_url())
+            .field("headers", &self.headers)
+            .field("batch_size", &self.batch_size)
+            .field("timeout", &self.timeout)
+            .field("max_attempts", &self.max_attempts)
+            .field("retry_initial_wait", &self.retry_initial_wait)
+            .field("retry_max_wait", &self.retry_max_wait)
+            .finish()
+    }
+}
+
+/// One `--webhook-header "Name: value"`.
+#[derive(Clone)]
+pub struct WebhookHeader {
+    pub name: String,
+    /// Often a token (`Authorization: Bearer ...`): kept secret.
+    pub value: SecretString,
+}
+
+impl fmt::Debug for WebhookHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: [REDACTED]", self.name)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -241,6 +299,11 @@ pub const DEFAULT_NATS_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_BATCH_SIZE: usize = 1000;
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+pub const DEFAULT_WEBHOOK_BATCH_SIZE: usize = 1;
+pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_WEBHOOK_MAX_ATTEMPTS: u32 = 10;
+pub const DEFAULT_WEBHOOK_RETRY_INITIAL_WAIT: Duration = Duration::from_millis(500);
+pub const DEFAULT_WEBHOOK_RETRY_MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// Every key the YAML config file may carry (pg_flo's keys plus ours). Anything else is
 /// reported as a warning.
@@ -286,6 +349,12 @@ pub const KNOWN_KEYS: &[&str] = &[
     "dead-letter",
     "file-output-dir",
     "webhook-url",
+    "webhook-header",
+    "webhook-batch-size",
+    "webhook-timeout",
+    "webhook-max-attempts",
+    "webhook-retry-initial-wait",
+    "webhook-retry-max-wait",
     "target-host",
     "target-port",
     "target-dbname",
@@ -455,6 +524,58 @@ pub fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
 /// A password; never fails and never echoes the value.
 pub fn parse_secret(s: &str) -> Result<SecretString, String> {
     Ok(SecretString::from(s))
+}
+
+/// A webhook URL: `http://` or `https://` with a host. The error never repeats the URL (it may
+/// carry credentials).
+pub fn check_webhook_url(s: &str) -> Result<(), String> {
+    match reqwest::Url::parse(s.trim()) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),
+        Ok(_) => Err("the webhook URL must start with http:// or https:// and name a host".into()),
+        Err(e) => Err(format!(
+            "invalid webhook URL ({e}): use e.g. https://example.com/hook"
+        )),
+    }
+}
+
+/// `scheme://host[:port]/path` of a URL: no user info, query or fragment, so safe to log.
+pub fn describe_url(s: &str) -> String {
+    match reqwest::Url::parse(s.trim()) {
+        Ok(url) => {
+            let host = url.host_str().unwrap_or_default();
+            match url.port() {
+                Some(port) => format!("{}://{host}:{port}{}", url.scheme(), url.path()),
+                None => format!("{}://{host}{}", url.scheme(), url.path()),
+            }
+        }
+        Err(_) => "(invalid URL)".to_owned(),
+    }
+}
+
+/// `Name: value` (one extra webhook request header). The name must be an HTTP header name, the
+/// value printable (no line breaks); surrounding spaces are trimmed. The error never repeats
+/// the value (it may be a token).
+pub fn parse_webhook_header(s: &str) -> Result<WebhookHeader, String> {
+    let Some((name, value)) = s.split_once(':') else {
+        return Err("expected a header as \"Name: value\"".to_owned());
+    };
+    let name = name.trim();
+    if name.is_empty() || reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(format!(
+            "{name:?} is not an HTTP header name (expected \"Name: value\")"
+        ));
+    }
+    let value = value.trim();
+    if reqwest::header::HeaderValue::from_str(value).is_err() {
+        return Err(format!(
+            "the value of header {name:?} holds characters a header cannot carry (line breaks or \
+             other control characters)"
+        ));
+    }
+    Ok(WebhookHeader {
+        name: name.to_owned(),
+        value: SecretString::from(value),
+    })
 }
 
 /// Splits a table list on commas and/or whitespace, dropping empty items.
@@ -901,6 +1022,72 @@ impl Resolver<'_> {
         }
     }
 
+    /// Webhook headers: the flags (already parsed), else env with one `Name: value` per line,
+    /// else a YAML list of `Name: value` strings (or one string, one header per line).
+    fn headers(&mut self, key: &'static str, flag: &[SecretString]) -> Vec<WebhookHeader> {
+        use secrecy::ExposeSecret;
+        if !flag.is_empty() {
+            return flag
+                .iter()
+                .filter_map(|h| {
+                    let parsed = parse_webhook_header(h.expose_secret());
+                    self.parsed(key, parsed, || format!("--{key}"))
+                })
+                .collect();
+        }
+        let var = env_var(key);
+        if let Some(raw) = (self.env)(&var).filter(|v| !v.trim().is_empty()) {
+            return self.header_lines(key, &raw, &|| format!("env {var}"));
+        }
+        let Some(file) = self.file else {
+            return Vec::new();
+        };
+        let source = || format!("config key {key} in {}", file.path.display());
+        match file.values.get(key) {
+            None | Some(serde_yaml::Value::Null) => Vec::new(),
+            Some(serde_yaml::Value::Sequence(items)) => {
+                let mut out = Vec::new();
+                for item in items {
+                    match yaml_scalar(item) {
+                        Some(s) => out.extend(self.header_lines(key, &s, &source)),
+                        None => {
+                            self.invalid.insert(key);
+                            self.problems.push(format!(
+                                "{}: list items must be \"Name: value\" strings",
+                                source()
+                            ));
+                        }
+                    }
+                }
+                out
+            }
+            Some(value) => match yaml_scalar(value) {
+                Some(s) => self.header_lines(key, &s, &source),
+                None => {
+                    self.invalid.insert(key);
+                    self.problems.push(format!(
+                        "{}: expected a list of \"Name: value\" strings",
+                        source()
+                    ));
+                    Vec::new()
+                }
+            },
+        }
+    }
+
+    /// Parses one header per non-blank line of `raw`.
+    fn header_lines(
+        &mut self,
+        key: &'static str,
+        raw: &str,
+        source: &dyn Fn() -> String,
+    ) -> Vec<WebhookHeader> {
+        raw.lines()
+            .filter(|line| !line.trim().is_empty())
+            .filter_map(|line| self.parsed(key, parse_webhook_header(line), source))
+            .collect()
+    }
+
     /// Reports `key` as missing unless it was present but invalid.
     fn require<T>(&mut self, key: &'static str, value: Option<T>) -> Option<T> {
         if value.is_none() && !self.invalid.contains(key) {
@@ -1154,9 +1341,7 @@ impl Resolver<'_> {
                     output_dir: self.require("file-output-dir", dir).unwrap_or_default(),
                 }
             }
-            SinkCommand::Webhook(w) => SinkConfig::Webhook {
-                url: self.required_string("webhook-url", &w.webhook_url),
-            },
+            SinkCommand::Webhook(w) => SinkConfig::Webhook(self.webhook_sink(w)),
             SinkCommand::Postgres(p) => SinkConfig::Postgres(self.postgres_sink(p, &group)),
         };
 
@@ -1170,6 +1355,66 @@ impl Resolver<'_> {
             dead_letter,
             sink,
             metrics_addr,
+        }
+    }
+
+    fn webhook_sink(&mut self, w: &WebhookArgs) -> WebhookSinkConfig {
+        let url = self.required_string("webhook-url", &w.webhook_url);
+        if !url.is_empty() {
+            if let Err(e) = check_webhook_url(&url) {
+                self.problem("webhook-url", e);
+            }
+        }
+        let headers = self.headers("webhook-header", &w.webhook_header);
+        let batch_size = self
+            .value("webhook-batch-size", w.webhook_batch_size, parse_positive)
+            .map_or(DEFAULT_WEBHOOK_BATCH_SIZE, to_usize);
+        let timeout = self
+            .value("webhook-timeout", w.webhook_timeout, parse_duration)
+            .unwrap_or(DEFAULT_WEBHOOK_TIMEOUT);
+        let timeout = self.nonzero("webhook-timeout", timeout);
+        let max_attempts = self
+            .value(
+                "webhook-max-attempts",
+                w.webhook_max_attempts,
+                parse_positive,
+            )
+            .map_or(DEFAULT_WEBHOOK_MAX_ATTEMPTS, |n| {
+                u32::try_from(n).unwrap_or(u32::MAX)
+            });
+        let retry_initial_wait = self
+            .value(
+                "webhook-retry-initial-wait",
+                w.webhook_retry_initial_wait,
+                parse_duration,
+            )
+            .unwrap_or(DEFAULT_WEBHOOK_RETRY_INITIAL_WAIT);
+        let retry_initial_wait = self.nonzero("webhook-retry-initial-wait", retry_initial_wait);
+        let retry_max_wait = self
+            .value(
+                "webhook-retry-max-wait",
+                w.webhook_retry_max_wait,
+                parse_duration,
+            )
+            .unwrap_or(DEFAULT_WEBHOOK_RETRY_MAX_WAIT);
+        if retry_initial_wait > retry_max_wait {
+            self.problem(
+                "webhook-retry-max-wait",
+                format!(
+                    "webhook-retry-initial-wait ({}) is longer than webhook-retry-max-wait ({})",
+                    humantime::format_duration(retry_initial_wait),
+                    humantime::format_duration(retry_max_wait)
+                ),
+            );
+        }
+        WebhookSinkConfig {
+            url,
+            headers,
+            batch_size,
+            timeout,
+            max_attempts,
+            retry_initial_wait,
+            retry_max_wait,
         }
     }
 
@@ -1602,6 +1847,153 @@ flush-interval: 250ms
         assert!(!pg.sync_schema);
         assert!(pg.source.is_none());
         assert_eq!(pg.group, "g");
+    }
+
+    #[test]
+    fn webhook_sink_config() {
+        let base = ["worker", "--group=g", "--nats-url=n", "webhook"];
+        let mut args = base.to_vec();
+        args.push("--webhook-url=https://u:pw@hooks.example:8443/in?token=t0k");
+        let w = worker(&args, &[], None);
+        let SinkConfig::Webhook(h) = w.sink else {
+            panic!("not webhook")
+        };
+        assert_eq!(h.batch_size, 1);
+        assert_eq!(h.timeout, Duration::from_secs(10));
+        assert_eq!(h.max_attempts, 10);
+        assert_eq!(h.retry_initial_wait, Duration::from_millis(500));
+        assert_eq!(h.retry_max_wait, Duration::from_secs(30));
+        assert!(h.headers.is_empty());
+        assert_eq!(h.describe_url(), "https://hooks.example:8443/in");
+        let debug = format!("{h:?}");
+        assert!(!debug.contains("pw") && !debug.contains("t0k"), "{debug}");
+
+        // Flags, env (one header per line) and YAML (a list).
+        let mut args = base.to_vec();
+        args.extend([
+            "--webhook-url=http://h/x",
+            "--webhook-header",
+            "Authorization: Bearer flag-secret",
+            "--webhook-header=X-Two: 2",
+            "--webhook-batch-size=50",
+            "--webhook-timeout=2s",
+        ]);
+        let w = worker(
+            &args,
+            &[
+                ("PG_FLO_WEBHOOK_HEADER", "X-Env: 1"),
+                ("PG_FLO_WEBHOOK_MAX_ATTEMPTS", "3"),
+            ],
+            Some("webhook-retry-initial-wait: 1s\nwebhook-retry-max-wait: 5s\n"),
+        );
+        let SinkConfig::Webhook(h) = w.sink else {
+            panic!("not webhook")
+        };
+        let names: Vec<&str> = h.headers.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["Authorization", "X-Two"], "the flags beat env");
+        assert_eq!(h.headers[0].value.expose_secret(), "Bearer flag-secret");
+        assert!(!format!("{h:?}").contains("flag-secret"));
+        assert_eq!(h.batch_size, 50);
+        assert_eq!(h.timeout, Duration::from_secs(2));
+        assert_eq!(h.max_attempts, 3);
+        assert_eq!(h.retry_initial_wait, Duration::from_secs(1));
+        assert_eq!(h.retry_max_wait, Duration::from_secs(5));
+
+        let w = worker(
+            &base,
+            &[
+                ("PG_FLO_WEBHOOK_URL", "http://h/x"),
+                (
+                    "PG_FLO_WEBHOOK_HEADER",
+                    "Authorization: Bearer a;b\n\nX-Two: 2\n",
+                ),
+            ],
+            None,
+        );
+        let SinkConfig::Webhook(h) = w.sink else {
+            panic!("not webhook")
+        };
+        assert_eq!(h.headers.len(), 2);
+        assert_eq!(h.headers[0].value.expose_secret(), "Bearer a;b");
+        let w = worker(
+            &base,
+            &[],
+            Some("webhook-url: http://h/x\nwebhook-header:\n  - 'Authorization: Bearer y'\n  - 'X-Two: 2'\n"),
+        );
+        let SinkConfig::Webhook(h) = w.sink else {
+            panic!("not webhook")
+        };
+        assert_eq!(h.headers.len(), 2);
+        assert_eq!(h.headers[1].name, "X-Two");
+    }
+
+    #[test]
+    fn invalid_webhook_settings_are_reported_without_secrets() {
+        let p = problems(
+            &["worker", "--group=g", "--nats-url=n", "webhook"],
+            &[
+                ("PG_FLO_WEBHOOK_URL", "ftp://u:pw@h/x"),
+                ("PG_FLO_WEBHOOK_HEADER", "Authorization Bearer s3cr3t"),
+                ("PG_FLO_WEBHOOK_BATCH_SIZE", "0"),
+                ("PG_FLO_WEBHOOK_TIMEOUT", "0s"),
+            ],
+            Some("webhook-retry-initial-wait: 1m\n"),
+        );
+        assert_eq!(p.len(), 5, "{p:?}");
+        assert!(p.iter().any(|p| p.contains("http:// or https://")), "{p:?}");
+        assert!(
+            p.iter().any(|p| p.contains("env PG_FLO_WEBHOOK_HEADER")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.contains("env PG_FLO_WEBHOOK_BATCH_SIZE")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.contains("webhook-timeout must be greater")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.contains("longer than webhook-retry-max-wait")),
+            "{p:?}"
+        );
+        let all = p.join("\n");
+        assert!(!all.contains("s3cr3t") && !all.contains("pw"), "{all}");
+        let p = problems(
+            &[
+                "worker",
+                "--group=g",
+                "--nats-url=n",
+                "webhook",
+                "--webhook-url=not a url",
+            ],
+            &[],
+            None,
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("--webhook-url (env PG_FLO_WEBHOOK_URL"),
+            "{p:?}"
+        );
+        let p = problems(
+            &[
+                "worker",
+                "--group=g",
+                "--nats-url=n",
+                "webhook",
+                "--webhook-url=http://h",
+                "--webhook-header",
+                "no-colon-s3cr3t",
+            ],
+            &[],
+            None,
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("invalid --webhook-header: "), "{p:?}");
+        assert!(!p[0].contains("s3cr3t"), "{p:?}");
     }
 
     #[test]

@@ -9,7 +9,9 @@ use pg_flo::cli::Cli;
 use pg_flo::config::{self, LogFormat, Process, SinkConfig, WorkerConfig};
 use pg_flo::http::Health;
 use pg_flo::replicator::error_chain;
-use pg_flo::sink::{file::FileSink, postgres::PostgresSink, stdout::StdoutSink, AnySink};
+use pg_flo::sink::{
+    file::FileSink, postgres::PostgresSink, stdout::StdoutSink, webhook::WebhookSink, AnySink,
+};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -125,7 +127,7 @@ async fn run(process: Process) -> Result<(), String> {
             for w in warnings {
                 tracing::warn!("{w}");
             }
-            let sink = build_sink(&cfg).await?;
+            let sink = build_sink(&cfg, shutdown.clone()).await?;
             pg_flo::worker::run(*cfg, std::sync::Arc::new(transform), sink, shutdown, health)
                 .await
                 .map_err(|e| error_chain(&e))
@@ -133,7 +135,10 @@ async fn run(process: Process) -> Result<(), String> {
     }
 }
 
-async fn build_sink(cfg: &WorkerConfig) -> Result<AnySink, String> {
+async fn build_sink(
+    cfg: &WorkerConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<AnySink, String> {
     match &cfg.sink {
         SinkConfig::Stdout => Ok(AnySink::Stdout(StdoutSink::new())),
         SinkConfig::File { output_dir } => FileSink::new(output_dir.clone())
@@ -143,9 +148,17 @@ async fn build_sink(cfg: &WorkerConfig) -> Result<AnySink, String> {
             .await
             .map(|s| AnySink::Postgres(Box::new(s)))
             .map_err(|e| error_chain(&e)),
-        SinkConfig::Webhook { .. } => Err(
-            "the webhook sink is not available in this version yet; use stdout, file or postgres"
-                .to_owned(),
-        ),
+        SinkConfig::Webhook(webhook) => {
+            let sink = WebhookSink::new(webhook, Some(shutdown))
+                .map(|s| AnySink::Webhook(Box::new(s)))
+                .map_err(|e| error_chain(&e))?;
+            tracing::info!(
+                url = %webhook.describe_url(),
+                batch_size = webhook.batch_size,
+                headers = ?webhook.headers.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+                "posting changes to the webhook"
+            );
+            Ok(sink)
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! Sinks: where the worker writes changes (stdout, file, postgres).
+//! Sinks: where the worker writes changes (stdout, file, postgres, webhook).
 //!
 //! Place in the pipeline: NATS message -> decode -> rules -> routing -> **sink**.
 //!
@@ -18,6 +18,7 @@ pub mod file;
 pub mod json;
 pub mod postgres;
 pub mod stdout;
+pub mod webhook;
 
 use std::future::Future;
 
@@ -52,6 +53,22 @@ pub enum SinkError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// A webhook request that failed: `target` is the URL without user info or query, `what`
+    /// names the change(s) (operation, table, LSN; never row values).
+    #[error("webhook POST to {target} for {what} failed after {attempts} attempt(s)")]
+    Webhook {
+        target: String,
+        what: String,
+        attempts: u32,
+        retry: Retry,
+        #[source]
+        source: webhook::WebhookError,
+    },
+    #[error("cannot set up the HTTP client of the webhook sink")]
+    WebhookClient {
+        #[source]
+        source: reqwest::Error,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -62,7 +79,8 @@ impl SinkError {
             SinkError::Io { .. } => Retry::Transient,
             SinkError::Connect { source, .. } => source.retry(),
             SinkError::Postgres { retry, .. } => *retry,
-            SinkError::Invalid(_) => Retry::Permanent,
+            SinkError::Webhook { retry, .. } => *retry,
+            SinkError::WebhookClient { .. } | SinkError::Invalid(_) => Retry::Permanent,
         }
     }
 
@@ -72,6 +90,7 @@ impl SinkError {
             SinkError::Io { .. } => "io",
             SinkError::Connect { .. } => "connect",
             SinkError::Postgres { .. } => "postgres",
+            SinkError::Webhook { .. } | SinkError::WebhookClient { .. } => "webhook",
             SinkError::Invalid(_) => "invalid",
         }
     }
@@ -107,6 +126,7 @@ pub enum AnySink {
     Stdout(stdout::StdoutSink),
     File(file::FileSink),
     Postgres(Box<postgres::PostgresSink>),
+    Webhook(Box<webhook::WebhookSink>),
 }
 
 macro_rules! dispatch {
@@ -115,6 +135,7 @@ macro_rules! dispatch {
             AnySink::Stdout($s) => $e,
             AnySink::File($s) => $e,
             AnySink::Postgres($s) => $e,
+            AnySink::Webhook($s) => $e,
         }
     };
 }

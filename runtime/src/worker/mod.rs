@@ -182,6 +182,13 @@ pub async fn run(
                 if !e.is_transient() {
                     return Err(e);
                 }
+                // A failed final commit after a shutdown request (the session has seen the
+                // signal, so `changed()` below would not fire again): stop, leaving the
+                // uncommitted messages unacked in the stream.
+                if *shutdown.borrow() {
+                    tracing::warn!(error = %crate::replicator::error_chain(&e), "stopping with uncommitted changes; they stay in the stream for the next worker");
+                    return Ok(());
+                }
                 tracing::warn!(error = %crate::replicator::error_chain(&e), retry_in = ?wait, "worker interrupted; redelivering from the first unacked message");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
