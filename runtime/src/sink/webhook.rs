@@ -388,6 +388,10 @@ impl Sink for WebhookSink {
         self.deliver().await
     }
 
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        self.deliver().await
+    }
+
     async fn rollback(&mut self) -> Result<(), SinkError> {
         self.pending.clear();
         self.pending_bytes = 0;
