@@ -16,6 +16,7 @@
 //! Missing server binaries fail loudly with the install command. When the tests run as
 //! root, PostgreSQL runs as the `postgres` system user (created if missing) via `runuser`.
 
+mod http;
 mod nats;
 pub mod pipeline;
 mod port;
@@ -27,6 +28,7 @@ mod tls;
 pub mod types;
 mod wait;
 
+pub use http::http_get;
 pub use nats::{read_info_line, NatsServer};
 pub use pipeline::{Pipeline, ARRIVAL_TIMEOUT};
 pub use port::free_port;

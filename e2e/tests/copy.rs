@@ -258,19 +258,6 @@ async fn kill_9_mid_copy_then_restart_converges() {
     wait_same(&p, "public.mixed", "id").await;
 }
 
-async fn http_get(port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copied_rows_of_every_table_show_their_values_in_json_and_progress_in_metrics() {
     let p = Pipeline::start(PgOptions::default()).await.unwrap();
@@ -297,7 +284,7 @@ async fn copied_rows_of_every_table_show_their_values_in_json_and_progress_in_me
     r.wait_for_output("streaming changes", ARRIVAL_TIMEOUT)
         .await
         .unwrap();
-    let metrics = http_get(port, "/metrics").await;
+    let metrics = e2e::http_get(port, "/metrics").await.unwrap();
     assert!(
         metrics.contains("pg_flo_copy_rows_total{table=\"public.a\"} 300"),
         "{metrics}"

@@ -228,19 +228,6 @@ async fn two_groups_keep_their_own_ddl_and_json_sinks_show_it() {
     );
 }
 
-async fn http_get(port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
-
 async fn names(c: &Client, sql: &str) -> Vec<String> {
     c.query(sql, &[])
         .await
@@ -314,7 +301,9 @@ async fn cleanup_removes_only_the_groups_objects() {
         .await,
         vec!["keep"]
     );
-    let jsz = http_get(p.nats.monitor_port(), "/jsz?streams=true").await;
+    let jsz = e2e::http_get(p.nats.monitor_port(), "/jsz?streams=true")
+        .await
+        .unwrap();
     assert!(jsz.contains("pgflo_keep_stream"), "{jsz}");
     assert!(!jsz.contains("pgflo_gone_stream"), "{jsz}");
     assert!(!jsz.contains("pgflo_gone_state"), "{jsz}");

@@ -306,19 +306,6 @@ async fn tls_verify_full_to_source_and_target() {
     );
 }
 
-async fn http_get(port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_sync_schema_and_metrics_endpoints() {
     let p = Pipeline::start(PgOptions::default()).await.unwrap();
@@ -372,7 +359,7 @@ async fn target_sync_schema_and_metrics_endpoints() {
         "worker metrics to count 3 applied changes",
         ARRIVAL_TIMEOUT,
         || async {
-            let m = http_get(wport, "/metrics").await;
+            let m = e2e::http_get(wport, "/metrics").await.unwrap();
             m.contains("pg_flo_worker_changes_applied_total 3")
                 .then_some(m)
         },
@@ -384,7 +371,7 @@ async fn target_sync_schema_and_metrics_endpoints() {
         metrics.contains("pg_flo_worker_messages_total{outcome=\"applied\"} 2"),
         "{metrics}"
     );
-    let rmetrics = http_get(rport, "/metrics").await;
+    let rmetrics = e2e::http_get(rport, "/metrics").await.unwrap();
     assert!(
         rmetrics.contains("pg_flo_replicator_changes_published_total 3"),
         "{rmetrics}"
@@ -393,9 +380,18 @@ async fn target_sync_schema_and_metrics_endpoints() {
         rmetrics.contains("pg_flo_replicator_transactions_total 2"),
         "{rmetrics}"
     );
-    assert!(http_get(rport, "/healthz").await.ends_with("ok\n"));
-    assert!(http_get(wport, "/readyz").await.ends_with("ready\n"));
-    assert!(http_get(wport, "/nope").await.starts_with("HTTP/1.1 404"));
+    assert!(e2e::http_get(rport, "/healthz")
+        .await
+        .unwrap()
+        .ends_with("ok\n"));
+    assert!(e2e::http_get(wport, "/readyz")
+        .await
+        .unwrap()
+        .ends_with("ready\n"));
+    assert!(e2e::http_get(wport, "/nope")
+        .await
+        .unwrap()
+        .starts_with("HTTP/1.1 404"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

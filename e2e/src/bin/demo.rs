@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use e2e::{count, dump_table, free_port, wait_for_eq, wait_for_ok, PgOptions, Pipeline, Process};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
@@ -209,16 +208,6 @@ async fn row_text(client: &Client, id: i32) -> anyhow::Result<Option<String>> {
         .await
         .context("read a row")?;
     Ok(row.map(|r| r.get(0)))
-}
-
-/// GET `path` from an admin endpoint on 127.0.0.1:`port`.
-async fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
-    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    sock.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(5), sock.read_to_string(&mut response)).await??;
-    Ok(response)
 }
 
 /// The sample lines of `names` in a Prometheus text exposition.
@@ -474,7 +463,7 @@ async fn run_demo() -> anyhow::Result<()> {
             ][..],
         ),
     ] {
-        match http_get(port, "/metrics").await {
+        match e2e::http_get(port, "/metrics").await {
             Ok(text) => {
                 for line in metric_lines(&text, names) {
                     println!("metrics ({name}): {line}");
