@@ -11,8 +11,11 @@ pub async fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
         .await?;
     let mut out = String::new();
-    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_string(&mut out))
-        .await
-        .context("no complete answer within 5 s")??;
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        s.read_to_string(&mut out),
+    )
+    .await
+    .context("no complete answer within 5 s")??;
     Ok(out)
 }

@@ -472,6 +472,11 @@ async fn offer(
 ) -> Result<(), WorkerError> {
     let pos = batch.position();
     let m = metrics::get();
+    if st.is_dead(pos) {
+        // Already in the dead-letter stream; its ack had not reached the server yet.
+        let _ = acker.ack().await;
+        return Ok(());
+    }
     if st.last.is_some_and(|last| pos <= last) {
         m.worker_messages.with_label_values(&["duplicate"]).inc();
         if st.committed.is_some_and(|c| pos <= c) {
@@ -515,7 +520,8 @@ async fn offer(
                 if let Ok(mut set) = dl.dead.lock() {
                     set.insert(pos);
                 }
-                let _ = acker.ack().await;
+                // Confirmed ack: the consumer is recreated next, which must not redeliver it.
+                let _ = acker.double_ack().await;
                 m.worker_messages
                     .with_label_values(&["dead_lettered"])
                     .inc();
