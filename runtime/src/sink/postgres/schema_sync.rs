@@ -120,6 +120,8 @@ fn run(
             "--no-privileges",
             "--no-publications",
             "--no-subscriptions",
+            // pg_flo's own capture objects (DDL tracking) belong to the source only.
+            "--exclude-schema=internal_pg_flo",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
