@@ -115,9 +115,6 @@ pub struct PostgresSink {
     buffered_changes: usize,
     /// Position of the last message whose statements were sent in the open transaction.
     sent: Option<Position>,
-    /// Temporary staging tables of the bulk path, by `table (columns)`; they live as long as
-    /// the connection (and vanish with a rolled-back transaction that created them).
-    staging: HashMap<String, String>,
 }
 
 /// Buffered changes that trigger sending them before the commit (bounds memory for large
@@ -161,7 +158,6 @@ impl PostgresSink {
             buffer: Vec::new(),
             buffered_changes: 0,
             sent: None,
-            staging: HashMap::new(),
         };
         sink.setup().await?;
         Ok(sink)
@@ -240,7 +236,6 @@ impl PostgresSink {
         self.client = open(&self.cfg).await?;
         self.broken = false;
         self.statements.clear();
-        self.staging.clear();
         self.setup().await
     }
 
@@ -420,7 +415,7 @@ impl PostgresSink {
                 tracing::warn!(table = %table, error = %e, "DDL already applied in the target; skipping");
             }
             self.statements.clear();
-            return self.drop_staging().await;
+            return Ok(());
         }
         if !self.tx_open {
             self.begin().await?;
@@ -444,100 +439,14 @@ impl PostgresSink {
             }
             Err(e) => return Err(self.error(step, e)),
         }
-        // Prepared statements and staging tables may have the old shape of the table.
+        // Prepared statements may refer to the old shape of the table.
         self.statements.clear();
-        self.drop_staging().await
-    }
-
-    async fn drop_staging(&mut self) -> Result<(), SinkError> {
-        let names: Vec<String> = self.staging.drain().map(|(_, n)| n).collect();
-        if names.is_empty() {
-            return Ok(());
-        }
-        self.client
-            .batch_execute(&format!("DROP TABLE IF EXISTS {}", names.join(", ")))
-            .await
-            .map_err(|e| self.error("dropping staging tables after DDL", e))
+        Ok(())
     }
 
     /// Sends planned statements (merged, pipelined) in the open transaction.
     async fn run_planned(&mut self, planned: Vec<sql::Planned<'_>>) -> Result<(), SinkError> {
-        let mut segment = Vec::new();
-        for p in sql::coalesce(planned) {
-            match p.bulk {
-                Some(bulk) => {
-                    self.run_statements(std::mem::take(&mut segment)).await?;
-                    self.bulk_load(bulk).await?;
-                }
-                None => segment.push(p),
-            }
-        }
-        self.run_statements(segment).await
-    }
-
-    /// Loads a long run of upserts: `COPY` into a temporary staging table (created once per
-    /// table and column set, emptied at commit), then one `INSERT ... SELECT ... ON CONFLICT`.
-    /// The values go through the same input functions as text parameters would.
-    async fn bulk_load(&mut self, bulk: sql::Bulk<'_>) -> Result<(), SinkError> {
-        use futures_util::SinkExt as _;
-        if !self.tx_open {
-            self.begin().await?;
-        }
-        let step = format!("bulk-loading into {}", bulk.table);
-        let shape = format!("{} ({})", bulk.table, bulk.columns);
-        let stage = match self.staging.get(&shape) {
-            Some(name) => name.clone(),
-            None => {
-                // Named after the shape: the same shape finds its table again after the map
-                // was cleared (rollback, reconnect) while the table lived on.
-                let hash = shape.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                    (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-                });
-                let name = format!("pg_flo_stage_{hash:016x}");
-                self.client
-                    .batch_execute(&format!(
-                        "CREATE TEMP TABLE IF NOT EXISTS {name} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA",
-                        bulk.columns, bulk.table
-                    ))
-                    .await
-                    .map_err(|e| self.error(step.clone(), e))?;
-                self.staging.insert(shape, name.clone());
-                name
-            }
-        };
-        let mut data = Vec::with_capacity(bulk.rows.len() * 64);
-        for row in &bulk.rows {
-            for (i, v) in row.iter().enumerate() {
-                if i > 0 {
-                    data.push(b'\t');
-                }
-                sql::push_copy_value(&mut data, *v);
-            }
-            data.push(b'\n');
-        }
-        let copy = format!("COPY {stage} ({}) FROM STDIN", bulk.columns);
-        let result = async {
-            let sink = self.client.copy_in(copy.as_str()).await?;
-            futures_util::pin_mut!(sink);
-            sink.send(bytes::Bytes::from(data)).await?;
-            sink.finish().await
-        }
-        .await;
-        result.map_err(|e| self.error(step.clone(), e))?;
-        let merge = format!(
-            "INSERT INTO {} ({cols}) SELECT {cols} FROM {stage}{}; TRUNCATE {stage}",
-            bulk.table,
-            bulk.tail,
-            cols = bulk.columns
-        );
-        self.client
-            .batch_execute(&merge)
-            .await
-            .map_err(|e| self.error(step, e))
-    }
-
-    /// Sends statements (pipelined) in the open transaction.
-    async fn run_statements(&mut self, planned: Vec<sql::Planned<'_>>) -> Result<(), SinkError> {
+        let planned = sql::coalesce(planned);
         let pos = self.pending.unwrap_or(Position {
             commit_lsn: 0,
             seq: 0,
@@ -615,7 +524,6 @@ impl PostgresSink {
         self.buffered_changes = 0;
         // A fix to the target schema between retries must not meet stale statements.
         self.statements.clear();
-        self.staging.clear();
         Ok(())
     }
 

@@ -111,43 +111,6 @@ pub(super) struct Planned<'b> {
     /// For a single-row insert / upsert: how to merge it with its neighbours into one
     /// multi-row statement.
     pub row: Option<RowShape>,
-    /// Instead of a statement: many rows to load with `COPY` into a staging table and merge
-    /// with one `INSERT ... SELECT` (see [`Bulk`]).
-    pub bulk: Option<Bulk<'b>>,
-}
-
-/// A long run of upserts of one table and column set, loaded through a staging table.
-#[derive(Debug)]
-pub(super) struct Bulk<'b> {
-    /// `"schema"."table"`.
-    pub table: String,
-    /// `"a", "b"`.
-    pub columns: String,
-    /// What follows the inserted rows (` ON CONFLICT ...`, or nothing).
-    pub tail: String,
-    pub rows: Vec<Vec<Option<&'b [u8]>>>,
-}
-
-/// Runs of at least this many upserts go through `COPY` instead of multi-row statements.
-pub(super) const BULK_MIN_ROWS: usize = 512;
-
-/// Appends `value` in COPY text format (`\N` for NULL; backslash, tab, newline and carriage
-/// return escaped).
-pub(super) fn push_copy_value(out: &mut Vec<u8>, value: Option<&[u8]>) {
-    match value {
-        None => out.extend_from_slice(b"\\N"),
-        Some(bytes) => {
-            for &b in bytes {
-                match b {
-                    b'\\' => out.extend_from_slice(b"\\\\"),
-                    b'\t' => out.extend_from_slice(b"\\t"),
-                    b'\n' => out.extend_from_slice(b"\\n"),
-                    b'\r' => out.extend_from_slice(b"\\r"),
-                    _ => out.push(b),
-                }
-            }
-        }
-    }
 }
 
 /// A single-row `INSERT` split around its `VALUES` list.
@@ -159,10 +122,6 @@ pub(super) struct RowShape {
     pub tail: String,
     /// Positions in `params` of the conflict key's values (empty without a key).
     pub key: Vec<usize>,
-    /// `"schema"."table"`.
-    pub table: String,
-    /// `"a", "b"`: the inserted columns.
-    pub columns: String,
 }
 
 /// Most rows merged into one statement (also kept under PostgreSQL's 65535 parameters).
@@ -205,29 +164,6 @@ pub(super) fn coalesce(planned: Vec<Planned<'_>>) -> Vec<Planned<'_>> {
 }
 
 fn flush_run<'b>(run: &mut Vec<Planned<'b>>, out: &mut Vec<Planned<'b>>) {
-    if run.len() >= BULK_MIN_ROWS {
-        if let Some(shape) = run.first().and_then(|p| p.row.clone()) {
-            let (action, table) = (run[0].action, run[0].table.clone());
-            let rows = std::mem::take(run)
-                .into_iter()
-                .map(|p| p.params.into_iter().map(|v| v.0).collect())
-                .collect();
-            out.push(Planned {
-                sql: String::new(),
-                params: Vec::new(),
-                action,
-                table,
-                row: None,
-                bulk: Some(Bulk {
-                    table: shape.table,
-                    columns: shape.columns,
-                    tail: shape.tail,
-                    rows,
-                }),
-            });
-            return;
-        }
-    }
     let mut rows = std::mem::take(run).into_iter();
     let mut left = rows.len();
     while left > 0 {
@@ -258,7 +194,6 @@ fn merge(mut chunk: Vec<Planned<'_>>) -> Planned<'_> {
             action: Action::Insert,
             table: String::new(),
             row: None,
-            bulk: None,
         };
     };
     let mut sql = String::with_capacity(shape.head.len() + shape.tail.len() + chunk.len() * 32);
@@ -283,7 +218,6 @@ fn merge(mut chunk: Vec<Planned<'_>>) -> Planned<'_> {
         action,
         table,
         row: None,
-        bulk: None,
     }
 }
 
@@ -415,7 +349,6 @@ impl<'b> Builder<'b> {
             action,
             table,
             row: None,
-            bulk: None,
         }
     }
 }
@@ -479,14 +412,12 @@ fn insert_row<'b>(
     }
     let mut b = Builder::new("INSERT INTO ", table);
     b.push(" (");
-    let columns_at = b.sql.len();
     for (i, col) in rel.columns.iter().enumerate() {
         if i > 0 {
             b.push(", ");
         }
         b.ident(&col.name);
     }
-    let columns = b.sql[columns_at..].to_owned();
     b.push(") VALUES ");
     let head = b.sql.clone();
     b.push("(");
@@ -501,13 +432,7 @@ fn insert_row<'b>(
     let with_shape = |b: Builder<'b>, action: Action, key: Vec<usize>| {
         let tail = b.sql[tail_at..].to_owned();
         let mut p = b.finish(action, table.to_owned());
-        p.row = Some(RowShape {
-            head,
-            tail,
-            key,
-            table: table.to_owned(),
-            columns,
-        });
+        p.row = Some(RowShape { head, tail, key });
         p
     };
     let Key::Columns(key) = key else {

@@ -985,9 +985,9 @@ async fn sync_schema_copies_tables(db: &TestDb) {
 // Test entry points
 // ---------------------------------------------------------------------------------------------
 
-/// A long run of upserts goes through COPY into a staging table: exact values (NULL, '', tabs,
+/// A long run of upserts (merged into multi-row statements): exact values (NULL, '', tabs,
 /// newlines, backslashes, \N as text), idempotent on replay, later changes win.
-async fn long_runs_are_bulk_loaded_exactly(db: &TestDb) {
+async fn long_runs_are_upserted_exactly(db: &TestDb) {
     let client = db.client().await;
     fresh_schema(
         &client,
@@ -1002,7 +1002,7 @@ async fn long_runs_are_bulk_loaded_exactly(db: &TestDb) {
         KeyKind::PrimaryKey,
         &["id"],
     );
-    let n = 2 * sql::BULK_MIN_ROWS;
+    let n = 1024;
     let row = |i: usize| {
         let txt = match i % 4 {
             0 => Value::Null,
@@ -1085,7 +1085,7 @@ mod run {
         long_pipelined_batch_keeps_order,
         lost_connection_is_transient,
         sync_schema_copies_tables,
-        long_runs_are_bulk_loaded_exactly,
+        long_runs_are_upserted_exactly,
     );
 }
 
