@@ -32,6 +32,8 @@ pub struct NatsServer {
     port: u16,
     monitor_port: u16,
     child: Option<Child>,
+    /// Certificates when the server requires TLS.
+    tls: Option<crate::tls::TlsFiles>,
     // Declared last: removed only after `Drop::drop` killed the server.
     dir: TempDir,
 }
@@ -39,13 +41,31 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a server with JetStream (see the module docs).
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(false).await
+    }
+
+    /// Starts a server that requires TLS from clients (certificate for `localhost` and
+    /// 127.0.0.1, signed by [`NatsServer::ca_cert_path`]).
+    pub async fn start_tls() -> anyhow::Result<Self> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> anyhow::Result<Self> {
         let bin = nats_server_bin()?;
         let dir = TempDir::new("nats")?;
+        let tls = if tls {
+            let certs = dir.path().join("certs");
+            std::fs::create_dir_all(&certs).context("create the certificate dir")?;
+            Some(crate::tls::generate_tls(&certs)?)
+        } else {
+            None
+        };
         let mut server = Self {
             bin,
             port: 0,
             monitor_port: 0,
             child: None,
+            tls,
             dir,
         };
         for attempt in 1..=START_ATTEMPTS {
@@ -70,6 +90,11 @@ impl NatsServer {
     /// `nats://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA that signed the server certificate, for a TLS server.
+    pub fn ca_cert_path(&self) -> Option<&std::path::Path> {
+        self.tls.as_ref().map(|t| t.ca_cert.as_path())
     }
 
     /// The client port.
@@ -143,7 +168,15 @@ impl NatsServer {
             .open(self.log_path())
             .context("open nats-server log")?;
         let log_err = log.try_clone().context("clone nats-server log handle")?;
-        let child = std::process::Command::new(&self.bin)
+        let mut cmd = std::process::Command::new(&self.bin);
+        if let Some(tls) = &self.tls {
+            cmd.arg("--tls")
+                .arg("--tlscert")
+                .arg(&tls.server_cert)
+                .arg("--tlskey")
+                .arg(&tls.server_key);
+        }
+        let child = cmd
             .args(["-js", "-a", "127.0.0.1", "-n", "pg-flo-e2e"])
             .arg("-p")
             .arg(self.port.to_string())

@@ -453,3 +453,42 @@ async fn the_slot_advances_with_traffic_and_while_the_group_is_idle() {
         .get(0);
     confirmed_reaches(after_other).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_over_tls_with_a_ca_file() {
+    let mut p = Pipeline::start(PgOptions::default()).await.unwrap();
+    p.nats = e2e::NatsServer::start_tls().await.unwrap();
+    let ca = p.nats.ca_cert_path().unwrap().display().to_string();
+    p.both(USERS).await.unwrap();
+    // Without the CA the server's certificate cannot be verified: a clear error, not a hang.
+    let mut args = p.replicator_args("tls", "users");
+    args.extend(["--nats-connect-timeout".into(), "2s".into()]);
+    let mut refused = Pipeline::spawn("replicator-no-ca", &args).unwrap();
+    let status = refused.wait_exit(ARRIVAL_TIMEOUT).await.unwrap();
+    assert!(!status.success());
+    assert!(
+        refused.stderr().contains("could not connect to NATS"),
+        "{}",
+        refused.stderr()
+    );
+
+    let mut args = p.replicator_args("tls", "users");
+    args.extend(["--nats-ca-file".into(), ca.clone()]);
+    let r = Pipeline::spawn("replicator", &args).unwrap();
+    r.wait_for_output("streaming changes", ARRIVAL_TIMEOUT)
+        .await
+        .unwrap();
+    let mut wargs = p.pg_worker_args("tls");
+    wargs.extend(["--nats-ca-file".into(), ca]);
+    let w = Pipeline::spawn("worker", &wargs).unwrap();
+    w.wait_for_output("worker consuming", ARRIVAL_TIMEOUT)
+        .await
+        .unwrap();
+    p.source()
+        .await
+        .unwrap()
+        .batch_execute("INSERT INTO users (name) VALUES ('over tls')")
+        .await
+        .unwrap();
+    p.wait_equal("public.users", "id").await.unwrap();
+}
