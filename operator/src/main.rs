@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use pg_flo_operator::crd;
 
 #[derive(Parser)]
-#[command(name = "pg-flo-operator", version, about = "Kubernetes operator for pg_flo")]
+#[command(
+    name = "pg-flo-operator",
+    version,
+    about = "Kubernetes operator for pg_flo"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

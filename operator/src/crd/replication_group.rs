@@ -27,6 +27,7 @@ pub const GROUP_NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,42}[a-z0-9])?$";
     version = "v1alpha1",
     kind = "ReplicationGroup",
     namespaced,
+    doc = "CDC from one PostgreSQL database through NATS JetStream to one sink (pg_flo).",
     status = "ReplicationGroupStatus",
     shortname = "rg",
     shortname = "pgrg",
@@ -50,7 +51,7 @@ pub struct ReplicationGroupSpec {
     #[schemars(range(min = 1, max = 64))]
     pub copy_workers_per_table: u32,
     /// Replicate DDL (schema changes) of the source tables.
-    #[serde(default)]
+    #[serde(default, rename = "trackDDL")]
     pub track_ddl: bool,
     /// Where the changes go: exactly one of `postgres`, `webhook`, `file`, `stdout`.
     pub sink: SinkSpec,

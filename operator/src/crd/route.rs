@@ -15,17 +15,26 @@ use super::{GroupRef, Operation};
     version = "v1alpha1",
     kind = "Route",
     namespaced,
+    doc = "Table and column renames of one source table (pg_flo routing).",
     status = "RouteStatus",
     shortname = "pgroute",
     printcolumn(name = "Group", type_ = "string", json_path = ".spec.groupRef.name"),
     printcolumn(name = "Source", type_ = "string", json_path = ".spec.sourceTable"),
-    printcolumn(name = "Destination", type_ = "string", json_path = ".spec.destinationTable"),
+    printcolumn(
+        name = "Destination",
+        type_ = "string",
+        json_path = ".spec.destinationTable"
+    ),
     printcolumn(
         name = "Accepted",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Accepted\")].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RouteSpec {

@@ -15,6 +15,7 @@ use super::{GroupRef, Operation};
     version = "v1alpha1",
     kind = "Rule",
     namespaced,
+    doc = "Transforms, filters and column exclusions of one source table (pg_flo rules).",
     status = "RuleStatus",
     shortname = "pgrule",
     printcolumn(name = "Group", type_ = "string", json_path = ".spec.groupRef.name"),
@@ -24,7 +25,11 @@ use super::{GroupRef, Operation};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Accepted\")].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RuleSpec {
