@@ -1,5 +1,7 @@
 //! The committed CRDs in `crds/` are what the Rust types generate.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::path::PathBuf;
 
 use pg_flo_operator::crd;

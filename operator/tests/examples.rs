@@ -2,6 +2,8 @@
 //! validate against the generated CRD schemas (OpenAPI v3 structural part; the CEL rules in
 //! `x-kubernetes-validations` are evaluated by the apiserver only).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::path::PathBuf;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -1,6 +1,9 @@
 //! The `ReplicationGroup` custom resource: one source database and slot, its NATS JetStream,
 //! replicator, worker and sink.
 
+// The repeated `type_ = ...` of `#[kube(printcolumn(...))]` are separate columns, not duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};

@@ -1,5 +1,8 @@
 //! The `Rule` custom resource: pg_flo's rules file, one table per resource.
 
+// The repeated `type_ = ...` of `#[kube(printcolumn(...))]` are separate columns, not duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
