@@ -1,0 +1,402 @@
+//! The `ReplicationGroup` custom resource: one source database and slot, its NATS JetStream,
+//! replicator, worker and sink.
+
+// The repeated `type_ = ...` of `#[kube(printcolumn(...))]` are separate columns, not duplicates.
+#![allow(clippy::duplicated_attributes)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{SecretKeyRef, SecretRef};
+
+/// Pattern of a ReplicationGroup name: the replication slot, publication, stream and workload
+/// names derive from it, so it is short and DNS-label-safe.
+pub const GROUP_NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,42}[a-z0-9])?$";
+
+/// CDC from one PostgreSQL database (one logical replication slot and publication) through a
+/// NATS JetStream stream to one sink.
+///
+/// The name (at most 44 characters, lowercase letters, digits and `-`) names the replication
+/// slot and publication; `metadata.name` is immutable, and so are `spec.source.host` and
+/// `spec.source.database`: changing them would orphan the slot.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "pgflo.io",
+    version = "v1alpha1",
+    kind = "ReplicationGroup",
+    namespaced,
+    doc = "CDC from one PostgreSQL database through NATS JetStream to one sink (pg_flo).",
+    status = "ReplicationGroupStatus",
+    shortname = "rg",
+    shortname = "pgrg",
+    validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([a-z0-9-]{0,42}[a-z0-9])?$')").message("metadata.name must match ^[a-z0-9]([a-z0-9-]{0,42}[a-z0-9])?$ (at most 44 characters: it names the replication slot)"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Slot", type_ = "string", json_path = ".status.slot.name"),
+    printcolumn(name = "Lag", type_ = "integer", json_path = ".status.slot.lagBytes", description = "Bytes of WAL the slot holds back"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationGroupSpec {
+    /// The source PostgreSQL database.
+    pub source: SourceSpec,
+    /// What to replicate: `stream` (changes from now on), `copy` (a one-time copy of the
+    /// tables) or `copyAndStream` (a consistent copy, then the changes after it).
+    #[serde(default)]
+    pub mode: Mode,
+    /// Parallel copy workers per table (copy modes).
+    #[serde(default = "default_copy_workers")]
+    #[schemars(range(min = 1, max = 64))]
+    pub copy_workers_per_table: u32,
+    /// Replicate DDL (schema changes) of the source tables.
+    #[serde(default, rename = "trackDDL")]
+    pub track_ddl: bool,
+    /// Where the changes go: exactly one of `postgres`, `webhook`, `file`, `stdout`.
+    pub sink: SinkSpec,
+    /// NATS JetStream between replicator and worker: exactly one of `managed`, `external`.
+    pub nats: NatsSpec,
+    /// Image of the replicator and worker (default: the operator's own image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Resources and scheduling of the replicator pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicator: Option<WorkloadSpec>,
+    /// Resources and scheduling of the worker pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<WorkloadSpec>,
+    /// Desired state: `running`, `paused` (workloads scaled to zero, slot kept) or `stopped`
+    /// (workloads removed, slot kept).
+    #[serde(default)]
+    pub state: DesiredState,
+    /// What happens to the replication slot, publication and stream when the group is
+    /// deleted: `retain` keeps them, `delete` drops them.
+    #[serde(default)]
+    pub reclaim_policy: ReclaimPolicy,
+    /// Changes per sink batch of the worker (default: the worker's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub worker_batch_size: Option<u32>,
+    /// Park changes the sink rejects in a dead-letter stream instead of stopping.
+    #[serde(default)]
+    pub dead_letter: bool,
+}
+
+fn default_copy_workers() -> u32 {
+    4
+}
+
+/// The source PostgreSQL database.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSpec {
+    /// Host name or address of the server (immutable).
+    #[schemars(length(min = 1), extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "source.host is immutable (the replication slot lives on that server)"}]))]
+    pub host: String,
+    /// Port of the server.
+    #[serde(default = "default_pg_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// Database name (immutable).
+    #[schemars(length(min = 1), extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "source.database is immutable (the replication slot belongs to that database)"}]))]
+    pub database: String,
+    /// Schema of the tables.
+    #[serde(default = "default_schema")]
+    pub schema: String,
+    /// Tables to replicate (empty: every table of the schema).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+    /// User name (a role with REPLICATION).
+    pub user: SecretKeyRef,
+    /// Password.
+    pub password: SecretKeyRef,
+    /// TLS mode of the connection.
+    #[serde(default)]
+    pub ssl_mode: SslMode,
+    /// CA certificate (PEM) to verify the server with (`verify-ca`, `verify-full`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<SecretKeyRef>,
+}
+
+fn default_pg_port() -> u16 {
+    5432
+}
+
+fn default_schema() -> String {
+    "public".into()
+}
+
+/// TLS mode of a PostgreSQL connection (libpq's `sslmode`).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// No TLS.
+    Disable,
+    /// TLS when the server offers it, unverified.
+    #[default]
+    Prefer,
+    /// TLS, unverified.
+    Require,
+    /// TLS, certificate chain verified.
+    VerifyCa,
+    /// TLS, certificate chain and host name verified.
+    VerifyFull,
+}
+
+/// What a group replicates.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Mode {
+    /// Changes from the slot creation on.
+    #[default]
+    Stream,
+    /// A one-time copy of the tables.
+    Copy,
+    /// A consistent copy of the tables, then the changes after it.
+    CopyAndStream,
+}
+
+/// Desired state of a group.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum DesiredState {
+    /// Replicator and worker run.
+    #[default]
+    Running,
+    /// Replicator and worker scaled to zero; slot and stream kept.
+    Paused,
+    /// Replicator and worker removed; slot and stream kept.
+    Stopped,
+}
+
+/// What happens to the slot, publication and stream when the group is deleted.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ReclaimPolicy {
+    /// Keep them.
+    #[default]
+    Retain,
+    /// Drop them.
+    Delete,
+}
+
+/// The sink: exactly one member is set.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "[has(self.postgres), has(self.webhook), has(self.file), has(self.stdout)].filter(x, x).size() == 1", "message": "exactly one of sink.postgres, sink.webhook, sink.file, sink.stdout must be set"}]))]
+pub struct SinkSpec {
+    /// Apply the changes to a PostgreSQL database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSink>,
+    /// POST the changes to an HTTP endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSink>,
+    /// Append the changes as JSON lines to files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileSink>,
+    /// Print the changes as JSON lines on the worker's standard output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<StdoutSink>,
+}
+
+/// PostgreSQL sink.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresSink {
+    /// Host name or address of the target server.
+    #[schemars(length(min = 1))]
+    pub host: String,
+    /// Port of the target server.
+    #[serde(default = "default_pg_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// Target database.
+    #[schemars(length(min = 1))]
+    pub database: String,
+    /// User name.
+    pub user: SecretKeyRef,
+    /// Password.
+    pub password: SecretKeyRef,
+    /// TLS mode of the connection.
+    #[serde(default)]
+    pub ssl_mode: SslMode,
+    /// CA certificate (PEM) to verify the server with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<SecretKeyRef>,
+    /// Create and alter the target tables after the source's.
+    #[serde(default)]
+    pub sync_schema: bool,
+    /// Disable foreign key checks while applying (`session_replication_role = replica`).
+    #[serde(default)]
+    pub disable_foreign_keys: bool,
+}
+
+/// Webhook sink.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSink {
+    /// Endpoint URL (`http://` or `https://`).
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.startsWith('http://') || self.startsWith('https://')", "message": "sink.webhook.url must be an http:// or https:// URL"}]))]
+    pub url: String,
+    /// Secret whose keys and values are sent as HTTP headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_secret: Option<SecretRef>,
+    /// Changes per request (default: the worker's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub batch_size: Option<u32>,
+}
+
+/// File sink.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FileSink {
+    /// Directory of the output files, a volume mount path in the worker pod.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.startsWith('/')", "message": "sink.file.path must be absolute"}]))]
+    pub path: String,
+}
+
+/// Standard output sink (no settings).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct StdoutSink {}
+
+/// NATS JetStream: exactly one member is set.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "has(self.managed) != has(self.external)", "message": "exactly one of nats.managed, nats.external must be set"}]))]
+pub struct NatsSpec {
+    /// A NATS server the operator runs for the group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedNats>,
+    /// An existing NATS server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalNats>,
+}
+
+/// NATS server run by the operator.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedNats {
+    /// Servers in the JetStream cluster (1 or 3).
+    #[serde(default = "default_nats_replicas")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == 1 || self == 3", "message": "nats.managed.replicas must be 1 or 3"}]))]
+    pub replicas: u8,
+    /// Size of each server's JetStream volume.
+    #[serde(default = "default_storage_size")]
+    pub storage_size: String,
+    /// StorageClass of the volumes (default: the cluster's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    /// NATS server image (default: the operator's pinned NATS image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+fn default_nats_replicas() -> u8 {
+    1
+}
+
+fn default_storage_size() -> String {
+    "1Gi".into()
+}
+
+/// Existing NATS server.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalNats {
+    /// Server URL (`nats://host:4222`, `tls://host:4222`).
+    #[schemars(length(min = 1))]
+    pub url: String,
+    /// NATS credentials file (`.creds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<SecretKeyRef>,
+    /// CA certificate (PEM) to verify the server with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<SecretKeyRef>,
+}
+
+/// Resources and scheduling of a pod.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadSpec {
+    /// Container resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Node labels the pod must run on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+}
+
+/// Lifecycle phase of a group.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Being set up.
+    Pending,
+    /// Copying the tables.
+    Copying,
+    /// Streaming changes.
+    Streaming,
+    /// Paused on request.
+    Paused,
+    /// Stopped on request.
+    Stopped,
+    /// Something is wrong; see the conditions.
+    Degraded,
+    /// Being deleted.
+    Deleting,
+}
+
+/// Observed state of a group.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationGroupStatus {
+    /// `metadata.generation` the status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Lifecycle phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Conditions (`Ready`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The replication slot on the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<SlotStatus>,
+}
+
+/// State of the replication slot (from `pg_replication_slots`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotStatus {
+    /// Slot name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Publication name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publication: Option<String>,
+    /// Whether a replication connection uses the slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+    /// Oldest WAL position the slot holds (`X/Y`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_lsn: Option<String>,
+    /// Position the replicator confirmed (`X/Y`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_flush_lsn: Option<String>,
+    /// Bytes between the current WAL position and `confirmedFlushLsn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<i64>,
+    /// `wal_status` of the slot (`reserved`, `extended`, `unreserved`, `lost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_status: Option<String>,
+    /// Bytes of WAL that can still be written before the slot is lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safe_wal_size: Option<i64>,
+}

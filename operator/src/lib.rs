@@ -1,0 +1,3 @@
+//! pg_flo Kubernetes operator: custom resources (and, next, their reconciliation).
+
+pub mod crd;
