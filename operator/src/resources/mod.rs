@@ -1,0 +1,211 @@
+//! Pure builders of the Kubernetes objects a [`ReplicationGroup`] owns: `build(&valid) ->
+//! Desired`. Nothing here talks to the API server; the reconciler applies [`Desired`].
+//!
+//! Objects (all in the group's namespace, owned by the group, labelled with [`labels`]):
+//! - ConfigMap `<group>-pg-flo-config` ([`config_map`]): `replicator.yaml`, `worker.yaml`
+//!   (pg_flo's flat kebab-case keys, no secrets), `rules.yaml` / `routing.yaml` (from the
+//!   group's Rule / Route resources, only when there are some);
+//! - ServiceAccount `<group>-pg-flo` ([`service_account`]);
+//! - Deployments `<group>-replicator` and `<group>-worker` ([`replicator_deployment`],
+//!   [`worker_deployment`]), pod template annotated with [`config_hash`] so a config change
+//!   rolls the pods;
+//! - with managed NATS: StatefulSet `<group>-nats`, client Service `<group>-nats`, headless
+//!   Service `<group>-nats-headless`, PodDisruptionBudget `<group>-nats` ([`nats`]).
+//!
+//! Secrets never enter the ConfigMap: credentials reach the pods as `PG_FLO_*` env variables
+//! with `valueFrom.secretKeyRef`, CA certificates and NATS credentials as Secret volumes.
+
+mod config;
+mod nats;
+mod workloads;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+use crate::crd::{ReplicationGroup, Route, Rule};
+
+pub use config::{config_hash, config_map, RuntimeConfig};
+pub use nats::{nats, NatsObjects, DEFAULT_NATS_IMAGE};
+pub use workloads::{replicator_deployment, service_account, worker_deployment};
+
+/// Label/annotation prefix of the operator.
+pub const CONFIG_HASH_ANNOTATION: &str = "pgflo.io/config-hash";
+/// Label naming the group of an object.
+pub const GROUP_LABEL: &str = "pgflo.io/group";
+/// Mount path of the ConfigMap in the replicator and worker pods.
+pub const CONFIG_DIR: &str = "/etc/pg-flo";
+/// Port of the admin server (`/metrics`, `/healthz`, `/readyz`) of replicator and worker.
+pub const METRICS_PORT: i32 = 9100;
+/// Client port of NATS.
+pub const NATS_CLIENT_PORT: i32 = 4222;
+/// Cluster (route) port of NATS.
+pub const NATS_CLUSTER_PORT: i32 = 6222;
+/// Monitoring port of NATS.
+pub const NATS_MONITOR_PORT: i32 = 8222;
+
+/// Error of building the desired objects of a group.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The group has no `metadata.namespace`.
+    #[error("ReplicationGroup {0} has no namespace")]
+    MissingNamespace(String),
+    /// The group has no `metadata.name`.
+    #[error("ReplicationGroup has no name")]
+    MissingName,
+    /// The group has no `metadata.uid` (not read from the API server): no owner reference.
+    #[error("ReplicationGroup {0} has no uid (cannot own objects)")]
+    MissingUid(String),
+    /// Not exactly one sink is set.
+    #[error("ReplicationGroup {0}: exactly one of sink.postgres, sink.webhook, sink.file, sink.stdout must be set")]
+    InvalidSink(String),
+    /// Not exactly one of `nats.managed` / `nats.external` is set.
+    #[error("ReplicationGroup {0}: exactly one of nats.managed, nats.external must be set")]
+    InvalidNats(String),
+    /// A rules or routing file could not be rendered.
+    #[error("cannot render {file}: {source}")]
+    Yaml {
+        /// File being rendered.
+        file: &'static str,
+        /// serde_yaml's error.
+        #[source]
+        source: serde_yaml::Error,
+    },
+}
+
+/// Everything the operator wants to exist for one group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    /// `<group>-pg-flo-config`.
+    pub config_map: ConfigMap,
+    /// [`config_hash`] of `config_map`.
+    pub config_hash: String,
+    /// `<group>-pg-flo`.
+    pub service_account: ServiceAccount,
+    /// `<group>-replicator`.
+    pub replicator: Deployment,
+    /// `<group>-worker`.
+    pub worker: Deployment,
+    /// Managed NATS objects (`None` with external NATS).
+    pub nats: Option<NatsObjects>,
+}
+
+/// Builds every object of a group. `rules` and `routes` may contain resources of other groups
+/// (they are filtered by `spec.groupRef.name`); `default_image` is used unless `spec.image`
+/// is set. `webhook_header_keys` are the key names of `sink.webhook.headersSecret` (names only,
+/// the values stay in the Secret; see [`worker_deployment`]).
+pub fn build(
+    rg: &ReplicationGroup,
+    rules: &[Rule],
+    routes: &[Route],
+    default_image: &str,
+    webhook_header_keys: &[String],
+) -> Result<Desired, BuildError> {
+    Valid::new(rg)?;
+    let config_map = config_map(rg, rules, routes)?;
+    let hash = config_hash(&config_map);
+    Ok(Desired {
+        replicator: replicator_deployment(rg, default_image, &hash)?,
+        worker: worker_deployment(rg, default_image, &hash, webhook_header_keys)?,
+        service_account: service_account(rg)?,
+        nats: nats(rg)?,
+        config_hash: hash,
+        config_map,
+    })
+}
+
+/// Standard labels of an object of `group` with the given component (`replicator`, `worker`,
+/// `nats`, `config`).
+pub fn labels(group: &str, component: &str) -> BTreeMap<String, String> {
+    let mut l = selector_labels(group, component);
+    l.insert(
+        "app.kubernetes.io/managed-by".into(),
+        "pg-flo-operator".into(),
+    );
+    l.insert(GROUP_LABEL.into(), group.into());
+    l
+}
+
+/// The immutable subset of [`labels`] used in selectors.
+pub fn selector_labels(group: &str, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "pg-flo".to_string()),
+        ("app.kubernetes.io/instance".to_string(), group.to_string()),
+        (
+            "app.kubernetes.io/component".to_string(),
+            component.to_string(),
+        ),
+    ])
+}
+
+/// Name of the ConfigMap of a group.
+pub fn config_map_name(group: &str) -> String {
+    format!("{group}-pg-flo-config")
+}
+
+/// Name of the ServiceAccount of a group.
+pub fn service_account_name(group: &str) -> String {
+    format!("{group}-pg-flo")
+}
+
+/// Name of the managed NATS StatefulSet and client Service of a group.
+pub fn nats_name(group: &str) -> String {
+    format!("{group}-nats")
+}
+
+/// Name of the managed NATS headless Service of a group.
+pub fn nats_headless_name(group: &str) -> String {
+    format!("{group}-nats-headless")
+}
+
+/// The checked identity of a group: name, namespace, owner reference.
+pub(crate) struct Valid {
+    pub name: String,
+    pub namespace: String,
+    pub owner: OwnerReference,
+}
+
+impl Valid {
+    pub(crate) fn new(rg: &ReplicationGroup) -> Result<Self, BuildError> {
+        let name = rg.metadata.name.clone().ok_or(BuildError::MissingName)?;
+        let namespace = rg
+            .namespace()
+            .ok_or_else(|| BuildError::MissingNamespace(name.clone()))?;
+        let mut owner = rg
+            .controller_owner_ref(&())
+            .ok_or_else(|| BuildError::MissingUid(name.clone()))?;
+        owner.block_owner_deletion = Some(true);
+        let s = &rg.spec.sink;
+        let sinks = [
+            s.postgres.is_some(),
+            s.webhook.is_some(),
+            s.file.is_some(),
+            s.stdout.is_some(),
+        ];
+        if sinks.iter().filter(|x| **x).count() != 1 {
+            return Err(BuildError::InvalidSink(name));
+        }
+        if rg.spec.nats.managed.is_some() == rg.spec.nats.external.is_some() {
+            return Err(BuildError::InvalidNats(name));
+        }
+        Ok(Self {
+            name,
+            namespace,
+            owner,
+        })
+    }
+
+    /// Metadata of an owned object.
+    pub(crate) fn meta(&self, name: String, component: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(labels(&self.name, component)),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..ObjectMeta::default()
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! Snapshot and property tests of the pure resource builders. Snapshots live in
+//! `tests/snapshots/*.yaml`; regenerate with `UPDATE_SNAPSHOTS=1 cargo nextest run -p
+//! pg-flo-operator --test builders` and review the diff.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::path::PathBuf;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use pg_flo_operator::crd::{
+    DesiredState, FileSink, ManagedNats, NatsSpec, PostgresSink, ReplicationGroup, Route, Rule,
+    SecretKeyRef, SecretRef, SinkSpec, StdoutSink, WebhookSink,
+};
+use pg_flo_operator::resources::{self, build, config_hash, config_map, Desired};
+use serde::de::DeserializeOwned;
+
+const IMAGE: &str = "ghcr.io/pg-flo/pg-flo:test";
+
+fn example<K: DeserializeOwned>(name: &str) -> K {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name);
+    serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// An example group as read from the API server: namespace and uid set.
+fn group(name: &str) -> ReplicationGroup {
+    let mut rg: ReplicationGroup = example(name);
+    rg.metadata.namespace = Some("cdc".into());
+    rg.metadata.uid = Some("00000000-0000-0000-0000-000000000001".into());
+    rg
+}
+
+fn minimal() -> ReplicationGroup {
+    group("replicationgroup-minimal.yaml")
+}
+
+fn full() -> ReplicationGroup {
+    group("replicationgroup-full.yaml")
+}
+
+fn rule() -> Rule {
+    example("rule.yaml")
+}
+
+fn route() -> Route {
+    example("route.yaml")
+}
+
+fn with_sink(mut rg: ReplicationGroup, sink: SinkSpec) -> ReplicationGroup {
+    rg.spec.sink = sink;
+    rg
+}
+
+fn key(name: &str, key: &str) -> SecretKeyRef {
+    SecretKeyRef {
+        name: name.into(),
+        key: key.into(),
+    }
+}
+
+fn render(d: &Desired) -> String {
+    let mut docs = vec![
+        serde_yaml::to_string(&d.config_map).unwrap(),
+        serde_yaml::to_string(&d.service_account).unwrap(),
+        serde_yaml::to_string(&d.replicator).unwrap(),
+        serde_yaml::to_string(&d.worker).unwrap(),
+    ];
+    if let Some(n) = &d.nats {
+        docs.push(serde_yaml::to_string(&n.stateful_set).unwrap());
+        docs.push(serde_yaml::to_string(&n.client_service).unwrap());
+        docs.push(serde_yaml::to_string(&n.headless_service).unwrap());
+        docs.push(serde_yaml::to_string(&n.pdb).unwrap());
+    }
+    docs.iter().map(|d| format!("---\n{d}")).collect()
+}
+
+fn snapshot(name: &str, actual: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(format!("{name}.yaml"));
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with UPDATE_SNAPSHOTS=1 to write it",
+            path.display()
+        )
+    });
+    if expected != actual {
+        let diff: Vec<String> = expected
+            .lines()
+            .zip(actual.lines())
+            .enumerate()
+            .filter(|(_, (e, a))| e != a)
+            .take(10)
+            .map(|(i, (e, a))| format!("line {}:\n  - {e}\n  + {a}", i + 1))
+            .collect();
+        panic!(
+            "{} differs ({} vs {} lines):\n{}\nrerun with UPDATE_SNAPSHOTS=1 and review `git diff`",
+            path.display(),
+            expected.lines().count(),
+            actual.lines().count(),
+            diff.join("\n")
+        );
+    }
+}
+
+fn built(rg: &ReplicationGroup, keys: &[String]) -> Desired {
+    let mut r = rule();
+    r.spec.group_ref.name = rg.metadata.name.clone().unwrap();
+    let mut rt = route();
+    rt.spec.group_ref.name = rg.metadata.name.clone().unwrap();
+    build(rg, &[r], &[rt], IMAGE, keys).unwrap()
+}
+
+#[test]
+fn snapshot_minimal() {
+    snapshot(
+        "minimal",
+        &render(&build(&minimal(), &[], &[], IMAGE, &[]).unwrap()),
+    );
+}
+
+#[test]
+fn snapshot_full() {
+    snapshot("full", &render(&built(&full(), &[])));
+}
+
+#[test]
+fn snapshot_managed_nats_3() {
+    let mut rg = minimal();
+    rg.spec.nats = NatsSpec {
+        managed: Some(ManagedNats {
+            replicas: 3,
+            storage_size: "10Gi".into(),
+            storage_class: Some("fast".into()),
+            image: None,
+        }),
+        external: None,
+    };
+    snapshot(
+        "managed-nats-3",
+        &render(&build(&rg, &[], &[], IMAGE, &[]).unwrap()),
+    );
+}
+
+#[test]
+fn snapshot_external_nats_stdout() {
+    let rg = with_sink(
+        full(),
+        SinkSpec {
+            stdout: Some(StdoutSink {}),
+            ..SinkSpec::default()
+        },
+    );
+    snapshot(
+        "external-nats-stdout",
+        &render(&build(&rg, &[], &[], IMAGE, &[]).unwrap()),
+    );
+}
+
+#[test]
+fn snapshot_postgres_sink_no_sync() {
+    let rg = with_sink(
+        minimal(),
+        SinkSpec {
+            postgres: Some(PostgresSink {
+                host: "target.db.svc".into(),
+                port: 5432,
+                database: "dw".into(),
+                user: key("dw", "user"),
+                password: key("dw", "password"),
+                ssl_mode: Default::default(),
+                ca_secret: None,
+                sync_schema: false,
+                disable_foreign_keys: false,
+            }),
+            ..SinkSpec::default()
+        },
+    );
+    snapshot("sink-postgres", &render(&built(&rg, &[])));
+}
+
+fn webhook_group() -> ReplicationGroup {
+    with_sink(
+        minimal(),
+        SinkSpec {
+            webhook: Some(WebhookSink {
+                url: "https://hooks.example.com/cdc".into(),
+                headers_secret: Some(SecretRef {
+                    name: "hook-headers".into(),
+                }),
+                batch_size: Some(50),
+            }),
+            ..SinkSpec::default()
+        },
+    )
+}
+
+#[test]
+fn snapshot_webhook_sink() {
+    let keys = ["X-Api-Key".to_string(), "Authorization".to_string()];
+    snapshot("sink-webhook", &render(&built(&webhook_group(), &keys)));
+}
+
+fn file_group() -> ReplicationGroup {
+    with_sink(
+        minimal(),
+        SinkSpec {
+            file: Some(FileSink {
+                path: "/var/lib/pg-flo/out".into(),
+            }),
+            ..SinkSpec::default()
+        },
+    )
+}
+
+#[test]
+fn snapshot_file_sink() {
+    snapshot("sink-file", &render(&built(&file_group(), &[])));
+}
+
+#[test]
+fn replicator_is_one_recreate_pod() {
+    for rg in [minimal(), full()] {
+        let d = build(&rg, &[], &[], IMAGE, &[]).unwrap();
+        for dep in [&d.replicator, &d.worker] {
+            let spec = dep.spec.as_ref().unwrap();
+            assert_eq!(spec.replicas, Some(1));
+            assert_eq!(
+                spec.strategy.as_ref().unwrap().type_.as_deref(),
+                Some("Recreate")
+            );
+        }
+    }
+}
+
+#[test]
+fn paused_and_stopped_scale_to_zero() {
+    for state in [DesiredState::Paused, DesiredState::Stopped] {
+        let mut rg = minimal();
+        rg.spec.state = state;
+        let d = build(&rg, &[], &[], IMAGE, &[]).unwrap();
+        assert_eq!(d.replicator.spec.as_ref().unwrap().replicas, Some(0));
+        assert_eq!(d.worker.spec.as_ref().unwrap().replicas, Some(0));
+    }
+}
+
+fn pod_hash(d: &Deployment) -> String {
+    d.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap()[resources::CONFIG_HASH_ANNOTATION]
+        .clone()
+}
+
+#[test]
+fn config_hash_follows_rules_and_routes() {
+    let rg = full();
+    let a = built(&rg, &[]);
+    let mut r = rule();
+    r.spec.rules[0].column = "mail".into();
+    let b = build(&rg, &[r], &[route()], IMAGE, &[]).unwrap();
+    assert_ne!(a.config_hash, b.config_hash);
+    assert_eq!(pod_hash(&a.worker), a.config_hash);
+    assert_eq!(pod_hash(&b.replicator), b.config_hash);
+    // Deterministic, metadata-independent.
+    let mut cm = a.config_map.clone();
+    cm.metadata.labels = None;
+    assert_eq!(config_hash(&cm), a.config_hash);
+    assert_eq!(built(&rg, &[]).config_hash, a.config_hash);
+}
+
+#[test]
+fn rules_of_other_groups_are_ignored_and_absent_files_omitted() {
+    let cm = config_map(&minimal(), &[rule()], &[route()]).unwrap();
+    let data = cm.data.unwrap();
+    assert!(!data.contains_key("rules.yaml"));
+    assert!(!data.contains_key("routing.yaml"));
+    assert!(!data["worker.yaml"].contains("rules-config"));
+    let cm = config_map(&full(), &[rule()], &[route()]).unwrap();
+    let data = cm.data.unwrap();
+    assert!(data["rules.yaml"].contains("sales.customers"));
+    assert!(data["routing.yaml"].contains("orders_archive"));
+}
+
+#[test]
+fn no_secret_in_config_map_and_secrets_only_by_reference() {
+    let groups = [full(), webhook_group(), file_group(), minimal()];
+    for rg in groups {
+        let keys = ["Authorization".to_string()];
+        let d = built(&rg, &keys);
+        let cm = serde_yaml::to_string(&d.config_map).unwrap();
+        for k in ["password", "user:", "Authorization"] {
+            assert!(!cm.contains(k), "{k} in ConfigMap: {cm}");
+        }
+        for dep in [&d.replicator, &d.worker] {
+            let c = &dep
+                .spec
+                .as_ref()
+                .unwrap()
+                .template
+                .spec
+                .as_ref()
+                .unwrap()
+                .containers[0];
+            for e in c.env.iter().flatten() {
+                let sensitive = e.name.ends_with("USER")
+                    || e.name.ends_with("PASSWORD")
+                    || e.name.starts_with("PG_FLO_WEBHOOK_HEADER_");
+                if sensitive {
+                    assert!(e.value.is_none(), "{} has a literal value", e.name);
+                    assert!(
+                        e.value_from.as_ref().unwrap().secret_key_ref.is_some(),
+                        "{} not from a Secret",
+                        e.name
+                    );
+                }
+                if let Some(v) = &e.value {
+                    assert!(!v.contains("Bearer"), "{}", e.name);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn owned_labelled_and_namespaced() {
+    let d = built(&full(), &[]);
+    let metas = [
+        &d.config_map.metadata,
+        &d.service_account.metadata,
+        &d.replicator.metadata,
+        &d.worker.metadata,
+    ];
+    for m in metas {
+        assert_eq!(m.namespace.as_deref(), Some("cdc"));
+        let o = &m.owner_references.as_ref().unwrap()[0];
+        assert_eq!(o.kind, "ReplicationGroup");
+        assert_eq!(o.controller, Some(true));
+        assert_eq!(o.block_owner_deletion, Some(true));
+        let l = m.labels.as_ref().unwrap();
+        assert_eq!(l["pgflo.io/group"], "shop-to-warehouse");
+        assert_eq!(l["app.kubernetes.io/managed-by"], "pg-flo-operator");
+    }
+}
+
+#[test]
+fn missing_namespace_or_uid_is_an_error() {
+    let mut rg = minimal();
+    rg.metadata.namespace = None;
+    assert!(build(&rg, &[], &[], IMAGE, &[]).is_err());
+    let mut rg = minimal();
+    rg.metadata.uid = None;
+    assert!(build(&rg, &[], &[], IMAGE, &[]).is_err());
+}
