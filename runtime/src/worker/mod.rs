@@ -153,6 +153,7 @@ pub async fn run(
     // find the message the sink rejects (dead-letter mode only).
     let mut isolate: Option<Option<Position>> = None;
     loop {
+        let started = Instant::now();
         let result = session(
             Session {
                 cfg: &cfg,
@@ -181,6 +182,10 @@ pub async fn run(
                 metrics::error(e.category());
                 if !e.is_transient() {
                     return Err(e);
+                }
+                // A session that ran a while made progress: start the backoff over.
+                if started.elapsed() > Duration::from_secs(60) {
+                    wait = Duration::from_millis(500);
                 }
                 // A failed final commit after a shutdown request (the session has seen the
                 // signal, so `changed()` below would not fire again): stop, leaving the
