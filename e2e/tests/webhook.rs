@@ -54,6 +54,8 @@ struct State {
     script: VecDeque<Reply>,
     default: Option<Reply>,
     requests: Vec<Request>,
+    /// Answer 400 to any request whose body contains this.
+    reject_containing: Option<Vec<u8>>,
 }
 
 /// The webhook receiver: answers from `script`, then with `default` (200 unless set).
@@ -71,6 +73,7 @@ impl Receiver {
             script: script.iter().copied().collect(),
             default: Some(default),
             requests: Vec::new(),
+            reject_containing: None,
         }));
         let st = state.clone();
         tokio::spawn(async move {
@@ -79,6 +82,10 @@ impl Receiver {
             }
         });
         Receiver { url, state }
+    }
+
+    fn reject_containing(&self, needle: &str) {
+        self.state.lock().unwrap().reject_containing = Some(needle.as_bytes().to_vec());
     }
 
     fn set_default(&self, reply: Reply) {
@@ -164,11 +171,18 @@ async fn serve(mut sock: TcpStream, state: Arc<Mutex<State>>) {
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let reply = {
             let mut st = state.lock().unwrap();
-            let reply = st
-                .script
-                .pop_front()
-                .or(st.default)
-                .unwrap_or(Reply::Status(200));
+            let poisoned = st
+                .reject_containing
+                .as_ref()
+                .is_some_and(|needle| body.windows(needle.len()).any(|w| w == needle.as_slice()));
+            let reply = if poisoned {
+                Reply::Status(400)
+            } else {
+                st.script
+                    .pop_front()
+                    .or(st.default)
+                    .unwrap_or(Reply::Status(200))
+            };
             st.requests.push(Request {
                 method,
                 path,
@@ -510,4 +524,33 @@ async fn a_400_stops_the_worker_naming_the_status_and_skips_nothing() {
     let changes = rx.wait_changes(1).await;
     assert_eq!(ids(&changes), [1]);
     assert_eq!(changes[0]["NewTuple"]["name"], "private-value");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_dead_letter_a_rejected_change_is_set_aside_and_the_rest_is_delivered() {
+    let (p, _r) = setup("dlqhook").await;
+    let rx = Receiver::start(&[], Reply::Status(200)).await;
+    rx.reject_containing("poison");
+    let mut w = start_worker(&p, "dlqhook", &rx.url, &["--dead-letter"], &[]).await;
+    let src = p.source().await.unwrap();
+    for sql in [
+        "INSERT INTO items VALUES (1, 'fine')",
+        "INSERT INTO items VALUES (2, 'poison')",
+        "INSERT INTO items VALUES (3, 'fine too')",
+    ] {
+        src.batch_execute(sql).await.unwrap();
+    }
+    let changes = rx.wait_changes(2).await;
+    assert_eq!(ids(&changes), [1, 3]);
+    assert!(w.try_status().unwrap().is_none(), "{}", w.output_dump());
+    let err = w.stderr();
+    assert!(
+        err.contains("moving a rejected message to the dead-letter subject"),
+        "{err}"
+    );
+    assert!(err.contains("400 Bad Request"), "{err}");
+    let jsz = e2e::http_get(p.nats.monitor_port(), "/jsz?streams=true")
+        .await
+        .unwrap();
+    assert!(jsz.contains("pgflo_dlqhook_dlq"), "{jsz}");
 }
