@@ -282,7 +282,6 @@ async fn two_groups_on_one_database_replicate_their_own_tables() {
             "pg_flo_orders_group_publication".to_owned()
         ]
     );
-    let _ = Duration::ZERO;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

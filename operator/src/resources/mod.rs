@@ -209,3 +209,25 @@ impl Valid {
         }
     }
 }
+
+/// An HTTP GET probe on the named container port (every 10 s, 5 s timeout, 3 failures).
+pub(crate) fn http_probe(
+    path: &str,
+    port_name: &str,
+    initial_delay: i32,
+) -> k8s_openapi::api::core::v1::Probe {
+    use k8s_openapi::api::core::v1::{HTTPGetAction, Probe};
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String(port_name.into()),
+            ..HTTPGetAction::default()
+        }),
+        initial_delay_seconds: Some(initial_delay),
+        period_seconds: Some(10),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    }
+}

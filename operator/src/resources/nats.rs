@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service, ServicePort,
-    ServiceSpec, VolumeMount, VolumeResourceRequirements,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
+    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -55,21 +55,6 @@ fn cport(name: &str, p: i32) -> ContainerPort {
         container_port: p,
         protocol: Some("TCP".into()),
         ..ContainerPort::default()
-    }
-}
-
-fn probe(path: &str, initial_delay: i32) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::String("monitor".into()),
-            ..HTTPGetAction::default()
-        }),
-        initial_delay_seconds: Some(initial_delay),
-        period_seconds: Some(10),
-        timeout_seconds: Some(5),
-        failure_threshold: Some(3),
-        ..Probe::default()
     }
 }
 
@@ -136,8 +121,12 @@ pub fn nats(rg: &ReplicationGroup) -> Result<Option<NatsObjects>, BuildError> {
             cport("cluster", NATS_CLUSTER_PORT),
             cport("monitor", NATS_MONITOR_PORT),
         ]),
-        liveness_probe: Some(probe("/healthz", 10)),
-        readiness_probe: Some(probe("/healthz?js-enabled-only=true", 5)),
+        liveness_probe: Some(super::http_probe("/healthz", "monitor", 10)),
+        readiness_probe: Some(super::http_probe(
+            "/healthz?js-enabled-only=true",
+            "monitor",
+            5,
+        )),
         volume_mounts: Some(vec![VolumeMount {
             name: "data".into(),
             mount_path: "/data".into(),

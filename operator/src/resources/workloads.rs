@@ -5,12 +5,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, ServiceAccount, Volume,
-    VolumeMount,
+    EnvVarSource, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::config::{
     NATS_CA_PATH, NATS_CREDS_PATH, REPLICATOR_FILE, SOURCE_CA_PATH, TARGET_CA_PATH, WORKER_FILE,
@@ -99,21 +97,6 @@ struct PodParts<'a> {
     workload: Option<&'a WorkloadSpec>,
 }
 
-fn http_probe(path: &str, initial_delay: i32) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::String("metrics".into()),
-            ..HTTPGetAction::default()
-        }),
-        initial_delay_seconds: Some(initial_delay),
-        period_seconds: Some(10),
-        timeout_seconds: Some(5),
-        failure_threshold: Some(3),
-        ..Probe::default()
-    }
-}
-
 fn nats_files(rg: &ReplicationGroup) -> Vec<SecretFile<'_>> {
     let mut files = Vec::new();
     if let Some(e) = &rg.spec.nats.external {
@@ -185,8 +168,8 @@ fn deployment(
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
-        liveness_probe: Some(http_probe("/healthz", 10)),
-        readiness_probe: Some(http_probe("/readyz", 5)),
+        liveness_probe: Some(super::http_probe("/healthz", "metrics", 10)),
+        readiness_probe: Some(super::http_probe("/readyz", "metrics", 5)),
         resources: parts.workload.and_then(|w| w.resources.clone()),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
