@@ -67,7 +67,7 @@ pub async fn state_store(
     js: &jetstream::Context,
     group: &str,
 ) -> Result<jetstream::stream::Stream, ReplicatorError> {
-    let name = format!("pgflo_{group}_state");
+    let name = crate::nats::state_stream(group);
     let config = jetstream::stream::Config {
         name: name.clone(),
         subjects: vec![format!("pgflo.{group}.state.>")],

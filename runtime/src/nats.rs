@@ -91,9 +91,14 @@ pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client,
 pub fn group_streams(group: &str) -> [String; 3] {
     [
         crate::config::stream_name(group),
-        format!("pgflo_{group}_state"),
+        state_stream(group),
         dead_letter_stream(group),
     ]
+}
+
+/// The stream holding the group's state (one message per subject `pgflo.<group>.state.*`).
+pub fn state_stream(group: &str) -> String {
+    format!("pgflo_{group}_state")
 }
 
 /// The stream holding the group's dead-lettered messages.
