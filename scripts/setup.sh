@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need, idempotently: the PostgreSQL and NATS server binaries
-# (Debian/Ubuntu packages), a Rust toolchain check and cargo-nextest.
+# (Debian/Ubuntu packages), a Rust toolchain check, cargo-nextest and helm (for the chart
+# tests, at target/tools/helm; see scripts/fetch-helm.sh).
 set -euo pipefail
 
 need_pkgs=()
@@ -41,4 +42,12 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest"
   cargo install cargo-nextest --locked
+fi
+
+# The chart tests (operator/tests/chart.rs) run helm lint/template. Skipped when HELM points
+# at a working helm already.
+if [ -n "${HELM:-}" ] && "$HELM" version --short >/dev/null 2>&1; then
+  echo "using helm at $HELM"
+else
+  bash "$(dirname "$0")/fetch-helm.sh"
 fi
