@@ -1,0 +1,115 @@
+{{/*
+Chart name, or nameOverride.
+*/}}
+{{- define "pg-flo-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name of the release's objects: fullnameOverride, else the release name when it already
+contains the chart name, else <release>-<chart>. Truncated to 63 characters (DNS label).
+*/}}
+{{- define "pg-flo-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "pg-flo-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels of every object.
+*/}}
+{{- define "pg-flo-operator.labels" -}}
+helm.sh/chart: {{ include "pg-flo-operator.chart" . }}
+{{ include "pg-flo-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+Labels that select the operator pods (must not change between upgrades).
+*/}}
+{{- define "pg-flo-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "pg-flo-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Name of the operator's ServiceAccount.
+*/}}
+{{- define "pg-flo-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "pg-flo-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The operator image, <repository>:<tag or appVersion>. The runtime pods use the same string.
+*/}}
+{{- define "pg-flo-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+Name of the leader-election Lease.
+*/}}
+{{- define "pg-flo-operator.leaseName" -}}
+{{- default (include "pg-flo-operator.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{/*
+RBAC rules for the watched resources: the same list for the ClusterRole (all namespaces) and
+for the Role in each watched namespace. Keep in sync with README.md and docs/operator.md.
+*/}}
+{{- define "pg-flo-operator.rules" -}}
+- apiGroups: ["pgflo.io"]
+  resources: ["replicationgroups", "rules", "routes"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["pgflo.io"]
+  resources: ["replicationgroups/status", "rules/status", "routes/status"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: ["pgflo.io"]
+  resources: ["replicationgroups/finalizers"]
+  verbs: ["update"]
+- apiGroups: [""]
+  resources: ["configmaps", "services", "serviceaccounts"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# Secrets are only read (key presence for the connection status), never written.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# The cleanup Job that runs when a ReplicationGroup is deleted.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+{{- end }}
