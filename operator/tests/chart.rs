@@ -208,7 +208,11 @@ fn env<'a>(c: &'a Container, name: &str) -> Option<&'a str> {
         .unwrap()
         .iter()
         .find(|e| e.name == name)
-        .map(|e| e.value.as_deref().unwrap_or_else(|| panic!("{name} has no value")))
+        .map(|e| {
+            e.value
+                .as_deref()
+                .unwrap_or_else(|| panic!("{name} has no value"))
+        })
 }
 
 fn field_ref<'a>(c: &'a Container, name: &str) -> &'a str {
@@ -237,10 +241,7 @@ fn standard_labels() -> BTreeMap<String, String> {
         ("app.kubernetes.io/managed-by", "Helm".to_string()),
         (
             "helm.sh/chart",
-            format!(
-                "pg-flo-operator-{}",
-                chart["version"].as_str().unwrap()
-            ),
+            format!("pg-flo-operator-{}", chart["version"].as_str().unwrap()),
         ),
     ]
     .into_iter()
@@ -276,7 +277,9 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 
 /// (apiGroup, resource) -> verbs of the watched-resource rules: the brief's least-privilege table.
 fn expected_rules() -> BTreeMap<(String, String), BTreeSet<String>> {
-    let crud = ["get", "list", "watch", "create", "patch", "update", "delete"];
+    let crud = [
+        "get", "list", "watch", "create", "patch", "update", "delete",
+    ];
     let read = ["get", "list", "watch"];
     let mut m = BTreeMap::new();
     let mut add = |group: &str, resources: &[&str], verbs: &[&str]| {
@@ -329,6 +332,25 @@ fn flatten(rules: &[PolicyRule]) -> BTreeMap<(String, String), BTreeSet<String>>
     m
 }
 
+/// Fails with the differing (apiGroup, resource) pairs, not two long maps.
+fn assert_rules(
+    have: &[PolicyRule],
+    want: &BTreeMap<(String, String), BTreeSet<String>>,
+    what: &str,
+) {
+    let have = flatten(have);
+    let keys: BTreeSet<&(String, String)> = have.keys().chain(want.keys()).collect();
+    let diffs: Vec<String> = keys
+        .into_iter()
+        .filter(|k| have.get(*k) != want.get(*k))
+        .map(|k| format!("{k:?}: granted {:?}, want {:?}", have.get(k), want.get(k)))
+        .collect();
+    assert!(
+        diffs.is_empty(),
+        "{what} rules differ from least privilege: {diffs:#?}"
+    );
+}
+
 fn assert_lease_role(r: &Rendered) {
     let role = r
         .roles
@@ -343,7 +365,11 @@ fn assert_lease_role(r: &Rendered) {
     )]
     .into_iter()
     .collect();
-    assert_eq!(flatten(role.rules.as_deref().unwrap()), want);
+    assert_rules(
+        role.rules.as_deref().unwrap(),
+        &want,
+        "leader-election Role",
+    );
     let binding = r
         .role_bindings
         .iter()
@@ -400,7 +426,10 @@ fn default_values_install_a_cluster_wide_operator() {
     assert_labelled(&d.metadata);
     let spec = d.spec.as_ref().unwrap();
     assert_eq!(spec.replicas, Some(1));
-    assert_eq!(spec.selector.match_labels.as_ref(), Some(&selector_labels()));
+    assert_eq!(
+        spec.selector.match_labels.as_ref(),
+        Some(&selector_labels())
+    );
     let pod_meta = spec.template.metadata.as_ref().unwrap();
     assert_labelled(pod_meta);
     let pod = spec.template.spec.as_ref().unwrap();
@@ -418,7 +447,10 @@ fn default_values_install_a_cluster_wide_operator() {
     assert_eq!(c.image.as_deref(), Some(image.as_str()));
     assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
     // The image's entrypoint is pg_flo; the operator is the other binary.
-    assert_eq!(c.command.as_deref(), Some(&["pg-flo-operator".to_string()][..]));
+    assert_eq!(
+        c.command.as_deref(),
+        Some(&["pg-flo-operator".to_string()][..])
+    );
     assert_eq!(c.args.as_deref(), Some(&["run".to_string()][..]));
     assert_eq!(
         env(c, "PG_FLO_OPERATOR_RUNTIME_IMAGE"),
@@ -433,7 +465,13 @@ fn default_values_install_a_cluster_wide_operator() {
     assert_eq!(env(c, "PG_FLO_OPERATOR_LEASE_NAMESPACE"), Some(NAMESPACE));
     assert_eq!(field_ref(c, "POD_NAME"), "metadata.name");
     assert_eq!(field_ref(c, "POD_NAMESPACE"), "metadata.namespace");
-    let names: Vec<&str> = c.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
+    let names: Vec<&str> = c
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
     let unique: BTreeSet<&str> = names.iter().copied().collect();
     assert_eq!(unique.len(), names.len(), "duplicate env vars: {names:?}");
 
@@ -441,10 +479,28 @@ fn default_values_install_a_cluster_wide_operator() {
     assert_eq!(port.container_port, 8080);
     assert_eq!(port.name.as_deref(), Some("http"));
     let http = IntOrString::String("http".into());
-    let live = c.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
-    assert_eq!((live.path.as_deref(), &live.port), (Some("/healthz"), &http));
-    let ready = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
-    assert_eq!((ready.path.as_deref(), &ready.port), (Some("/readyz"), &http));
+    let live = c
+        .liveness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (live.path.as_deref(), &live.port),
+        (Some("/healthz"), &http)
+    );
+    let ready = c
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (ready.path.as_deref(), &ready.port),
+        (Some("/readyz"), &http)
+    );
 
     let sc = c.security_context.as_ref().unwrap();
     assert_eq!(sc.read_only_root_filesystem, Some(true));
@@ -479,7 +535,11 @@ fn default_values_install_a_cluster_wide_operator() {
         !rules.keys().any(|(_, res)| res == "leases"),
         "leases belong in the namespaced leader-election Role"
     );
-    assert_eq!(rules, expected_rules());
+    assert_rules(
+        cr.rules.as_deref().unwrap(),
+        &expected_rules(),
+        "ClusterRole",
+    );
     let crb = one(&r.cluster_role_bindings, "ClusterRoleBinding");
     assert_labelled(&crb.metadata);
     assert_eq!(crb.role_ref.kind, "ClusterRole");
@@ -519,7 +579,11 @@ fn watch_namespaces_install_roles_per_namespace_and_a_service_monitor() {
             .unwrap_or_else(|| panic!("no Role in namespace {ns}"));
         assert_eq!(role.metadata.name.as_deref(), Some(FULLNAME));
         assert_labelled(&role.metadata);
-        assert_eq!(flatten(role.rules.as_deref().unwrap()), expected_rules());
+        assert_rules(
+            role.rules.as_deref().unwrap(),
+            &expected_rules(),
+            &format!("Role in {ns}"),
+        );
         let binding = r
             .role_bindings
             .iter()
@@ -573,7 +637,10 @@ fn image_tag_and_extra_env_reach_the_container() {
         r#"extraEnv=[{"name":"RUST_LOG","value":"debug"}]"#,
     ]);
     let c = container(one(&r.deployments, "Deployment"));
-    assert_eq!(c.image.as_deref(), Some("registry.example.com/pg-flo:1.2.3"));
+    assert_eq!(
+        c.image.as_deref(),
+        Some("registry.example.com/pg-flo:1.2.3")
+    );
     assert_eq!(env(c, "PG_FLO_OPERATOR_RUNTIME_IMAGE"), c.image.as_deref());
     assert_eq!(env(c, "PG_FLO_OPERATOR_LOG_FORMAT"), Some("json"));
     assert_eq!(env(c, "RUST_LOG"), Some("debug"));
@@ -585,7 +652,10 @@ fn invalid_values_fail_the_schema() {
     let chart = chart.to_str().unwrap();
     let cases: &[(&[&str], &str)] = &[
         (&["--set", "logFormat=xml"], "at '/logFormat'"),
-        (&["--set", "bogus=1"], "additional properties 'bogus' not allowed"),
+        (
+            &["--set", "bogus=1"],
+            "additional properties 'bogus' not allowed",
+        ),
         (
             &["--set", "image.bogus=1"],
             "additional properties 'bogus' not allowed",
@@ -595,7 +665,12 @@ fn invalid_values_fail_the_schema() {
             "at '/watchNamespaces/0'",
         ),
         (
-            &["--set", "replicaCount=2", "--set", "leaderElection.enabled=false"],
+            &[
+                "--set",
+                "replicaCount=2",
+                "--set",
+                "leaderElection.enabled=false",
+            ],
             "at '/replicaCount'",
         ),
         (
@@ -646,7 +721,11 @@ fn helm_ships_the_three_crds() {
     names.sort();
     assert_eq!(
         names,
-        ["replicationgroups.pgflo.io", "routes.pgflo.io", "rules.pgflo.io"]
+        [
+            "replicationgroups.pgflo.io",
+            "routes.pgflo.io",
+            "rules.pgflo.io"
+        ]
     );
 }
 
