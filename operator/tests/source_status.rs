@@ -234,7 +234,8 @@ async fn dropping_removes_only_the_groups_objects_and_refuses_an_active_slot() {
     let slots = "SELECT slot_name::text FROM pg_replication_slots ORDER BY 1";
     let publications = "SELECT pubname::text FROM pg_publication ORDER BY 1";
     let triggers = "SELECT evtname::text FROM pg_event_trigger ORDER BY 1";
-    let functions = "SELECT proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    let functions =
+        "SELECT proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
                       WHERE n.nspname = 'internal_pg_flo' ORDER BY 1";
     let tracked = "SELECT DISTINCT group_name FROM internal_pg_flo.ddl_tracked ORDER BY 1";
     let both = vec![
@@ -352,7 +353,10 @@ async fn wrong_settings_give_clear_errors_without_the_password() {
     let err = read_slot_status(&source(&pg, "nope"), "g")
         .await
         .unwrap_err();
-    assert!(matches!(err, SourceError::UnknownDatabase { .. }), "{err:?}");
+    assert!(
+        matches!(err, SourceError::UnknownDatabase { .. }),
+        "{err:?}"
+    );
     assert_eq!(
         err.to_string(),
         format!(
@@ -471,9 +475,11 @@ async fn verify_full_with_the_ca_from_the_secret() {
             publication_dropped: false
         }
     );
-    assert!(names(&local, "SELECT slot_name::text FROM pg_replication_slots")
-        .await
-        .is_empty());
+    assert!(
+        names(&local, "SELECT slot_name::text FROM pg_replication_slots")
+            .await
+            .is_empty()
+    );
 
     // verify-full without the CA: the fix is the caSecret.
     let err = read_slot_status(&verify_full("localhost", None), group)
