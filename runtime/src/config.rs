@@ -217,15 +217,9 @@ pub struct PostgresSinkConfig {
 // publication, stream and consumer are picked up).
 // ---------------------------------------------------------------------------------------------
 
-/// `pg_flo_<group, '-' replaced by '_'>_publication`.
-pub fn publication_name(group: &str) -> String {
-    format!("pg_flo_{}_publication", group.replace('-', "_"))
-}
-
-/// The replication slot: the same string as [`publication_name`] (as pg_flo).
-pub fn slot_name(group: &str) -> String {
-    publication_name(group)
-}
+/// The publication and the replication slot, `pg_flo_<group, '-' replaced by '_'>_publication`
+/// (shared with the operator, which reports and drops them).
+pub use pg_flo_source::names::{publication_name, slot_name};
 
 /// JetStream stream: `pgflo_<group>_stream`.
 pub fn stream_name(group: &str) -> String {

@@ -551,26 +551,12 @@ fn message_name(m: &Message) -> &'static str {
     }
 }
 
-/// Quotes an identifier for SQL and replication commands.
-pub fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// Quotes a string literal.
-pub fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
+/// Quoting for SQL and replication commands (shared with the operator).
+pub use pg_flo_source::sql::{quote_ident, quote_literal};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quoting() {
-        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
-        assert_eq!(quote_literal("it's"), "'it''s'");
-        assert_eq!(quote_literal(&quote_ident("pub")), "'\"pub\"'");
-    }
 
     #[test]
     fn epoch_conversion() {
