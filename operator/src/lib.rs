@@ -1,6 +1,9 @@
-//! pg_flo Kubernetes operator: custom resources, the objects they render to, the source
-//! database's slot state (and, next, their reconciliation).
+//! pg_flo Kubernetes operator: custom resources, the builders of their Kubernetes objects, and
+//! the controllers that reconcile them.
 
+pub mod controller;
 pub mod crd;
+pub mod leader;
+pub mod metrics;
 pub mod resources;
 pub mod source;

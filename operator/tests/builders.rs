@@ -66,6 +66,9 @@ fn render(d: &Desired) -> String {
         serde_yaml::to_string(&d.replicator).unwrap(),
         serde_yaml::to_string(&d.worker).unwrap(),
     ];
+    if let Some(j) = &d.copy_job {
+        docs.push(serde_yaml::to_string(j).unwrap());
+    }
     if let Some(n) = &d.nats {
         docs.push(serde_yaml::to_string(&n.stateful_set).unwrap());
         docs.push(serde_yaml::to_string(&n.client_service).unwrap());
@@ -122,6 +125,39 @@ fn snapshot_minimal() {
         "minimal",
         &render(&build(&minimal(), &[], &[], IMAGE, &[]).unwrap()),
     );
+}
+
+#[test]
+fn snapshot_copy_mode_runs_the_replicator_as_a_job() {
+    let mut rg = minimal();
+    rg.spec.mode = pg_flo_operator::crd::Mode::Copy;
+    rg.spec.state = pg_flo_operator::crd::DesiredState::Paused;
+    let d = build(&rg, &[], &[], IMAGE, &[]).unwrap();
+    let job = d.copy_job.as_ref().expect("copy mode has a Job");
+    let spec = job.spec.as_ref().unwrap();
+    assert_eq!(job.metadata.name.as_deref(), Some("orders-copy"));
+    assert_eq!(spec.suspend, Some(true), "paused suspends the copy");
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.restart_policy.as_deref(), Some("OnFailure"));
+    assert_eq!(
+        pod.containers[0].args,
+        d.replicator
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .args,
+        "the same replicator command"
+    );
+    snapshot("copy-mode", &render(&d));
+    assert!(build(&minimal(), &[], &[], IMAGE, &[])
+        .unwrap()
+        .copy_job
+        .is_none());
 }
 
 #[test]
@@ -362,4 +398,28 @@ fn missing_namespace_or_uid_is_an_error() {
     let mut rg = minimal();
     rg.metadata.uid = None;
     assert!(build(&rg, &[], &[], IMAGE, &[]).is_err());
+}
+
+#[test]
+fn nats_volumes_follow_the_reclaim_policy() {
+    let when_deleted = |policy| {
+        let mut rg = minimal();
+        rg.spec.reclaim_policy = policy;
+        let d = build(&rg, &[], &[], IMAGE, &[]).unwrap();
+        let sts = d.nats.unwrap().stateful_set;
+        sts.spec
+            .unwrap()
+            .persistent_volume_claim_retention_policy
+            .unwrap()
+            .when_deleted
+            .unwrap()
+    };
+    assert_eq!(
+        when_deleted(pg_flo_operator::crd::ReclaimPolicy::Retain),
+        "Retain"
+    );
+    assert_eq!(
+        when_deleted(pg_flo_operator::crd::ReclaimPolicy::Delete),
+        "Delete"
+    );
 }

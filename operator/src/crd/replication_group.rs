@@ -343,6 +343,9 @@ pub enum Phase {
     Copying,
     /// Streaming changes.
     Streaming,
+    /// `mode: copy`: the copy finished (the slot is kept, so a later `stream` continues
+    /// without a gap).
+    Completed,
     /// Paused on request.
     Paused,
     /// Stopped on request.

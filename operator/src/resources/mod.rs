@@ -6,6 +6,7 @@
 //!   (pg_flo's flat kebab-case keys, no secrets), `rules.yaml` / `routing.yaml` (from the
 //!   group's Rule / Route resources, only when there are some);
 //! - ServiceAccount `<group>-pg-flo` ([`service_account`]);
+//! - with `mode: copy`, the Job `<group>-copy` instead of the replicator Deployment;
 //! - Deployments `<group>-replicator` and `<group>-worker` ([`replicator_deployment`],
 //!   [`worker_deployment`]), pod template annotated with [`config_hash`] so a config change
 //!   rolls the pods;
@@ -22,6 +23,7 @@ mod workloads;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
@@ -30,7 +32,9 @@ use crate::crd::{ReplicationGroup, Route, Rule};
 
 pub use config::{config_hash, config_map, RuntimeConfig};
 pub use nats::{nats, NatsObjects, DEFAULT_NATS_IMAGE};
-pub use workloads::{replicator_deployment, service_account, worker_deployment};
+pub use workloads::{
+    copy_job, copy_job_name, replicator_deployment, service_account, worker_deployment,
+};
 
 /// Label/annotation prefix of the operator.
 pub const CONFIG_HASH_ANNOTATION: &str = "pgflo.io/config-hash";
@@ -85,8 +89,10 @@ pub struct Desired {
     pub config_hash: String,
     /// `<group>-pg-flo`.
     pub service_account: ServiceAccount,
-    /// `<group>-replicator`.
+    /// `<group>-replicator` (not applied with `mode: copy`, see `copy_job`).
     pub replicator: Deployment,
+    /// `<group>-copy`: the replicator as a Job with `mode: copy`.
+    pub copy_job: Option<Job>,
     /// `<group>-worker`.
     pub worker: Deployment,
     /// Managed NATS objects (`None` with external NATS).
@@ -109,12 +115,18 @@ pub fn build(
     let hash = config_hash(&config_map);
     Ok(Desired {
         replicator: replicator_deployment(rg, default_image, &hash)?,
+        copy_job: copy_job(rg, default_image, &hash)?,
         worker: worker_deployment(rg, default_image, &hash, webhook_header_keys)?,
         service_account: service_account(rg)?,
         nats: nats(rg)?,
         config_hash: hash,
         config_map,
     })
+}
+
+/// Checks what the builders need of a group (name, namespace, uid, one sink, one NATS).
+pub fn check(rg: &ReplicationGroup) -> Result<(), BuildError> {
+    Valid::new(rg).map(|_| ())
 }
 
 /// Standard labels of an object of `group` with the given component (`replicator`, `worker`,

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
@@ -19,7 +21,7 @@ use super::{
     labels, nats_headless_name, nats_name, selector_labels, BuildError, Valid, NATS_CLIENT_PORT,
     NATS_CLUSTER_PORT, NATS_MONITOR_PORT,
 };
-use crate::crd::ReplicationGroup;
+use crate::crd::{ReclaimPolicy, ReplicationGroup};
 
 /// NATS server image used unless `nats.managed.image` is set.
 pub const DEFAULT_NATS_IMAGE: &str = "nats:2.10-alpine";
@@ -151,6 +153,20 @@ pub fn nats(rg: &ReplicationGroup) -> Result<Option<NatsObjects>, BuildError> {
             replicas: Some(replicas),
             service_name: Some(headless.clone()),
             pod_management_policy: Some("Parallel".into()),
+            // The JetStream volumes hold the group's stream: with `reclaimPolicy: delete` they go
+            // with the group, with `retain` they stay (like the slot).
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some(
+                        match rg.spec.reclaim_policy {
+                            ReclaimPolicy::Delete => "Delete",
+                            ReclaimPolicy::Retain => "Retain",
+                        }
+                        .into(),
+                    ),
+                    when_scaled: Some("Retain".into()),
+                },
+            ),
             selector: LabelSelector {
                 match_labels: Some(selector.clone()),
                 ..LabelSelector::default()

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
@@ -17,7 +18,7 @@ use super::{
     config_map_name, labels, selector_labels, service_account_name, BuildError, Valid, CONFIG_DIR,
     CONFIG_HASH_ANNOTATION, METRICS_PORT,
 };
-use crate::crd::{DesiredState, ReplicationGroup, SecretKeyRef, WorkloadSpec};
+use crate::crd::{DesiredState, Mode, ReplicationGroup, SecretKeyRef, WorkloadSpec};
 
 /// UID/GID of the pg_flo image's `pgflo` user.
 pub const RUNTIME_UID: i64 = 65532;
@@ -384,4 +385,41 @@ pub fn worker_deployment(
         workload: rg.spec.worker.as_ref(),
     };
     Ok(deployment(rg, &v, image, config_hash, parts))
+}
+
+/// Name of the Job of a `mode: copy` group.
+pub fn copy_job_name(group: &str) -> String {
+    format!("{group}-copy")
+}
+
+/// With `mode: copy`, the replicator runs to completion as the Job `<group>-copy` (the pod of
+/// [`replicator_deployment`], restarted on failure) instead of a Deployment, which would restart
+/// a finished copy forever. `suspend` while the group is paused. `None` in the other modes.
+///
+/// A Job's pod template is immutable: the reconciler creates this Job once and afterwards only
+/// changes `suspend`.
+pub fn copy_job(
+    rg: &ReplicationGroup,
+    image: &str,
+    config_hash: &str,
+) -> Result<Option<Job>, BuildError> {
+    if rg.spec.mode != Mode::Copy {
+        return Ok(None);
+    }
+    let v = Valid::new(rg)?;
+    let d = replicator_deployment(rg, image, config_hash)?;
+    let mut template = d.spec.map(|s| s.template).unwrap_or_default();
+    if let Some(pod) = template.spec.as_mut() {
+        pod.restart_policy = Some("OnFailure".into());
+    }
+    Ok(Some(Job {
+        metadata: v.meta(copy_job_name(&v.name), "replicator"),
+        spec: Some(JobSpec {
+            backoff_limit: Some(6),
+            suspend: Some(rg.spec.state != DesiredState::Running),
+            template,
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    }))
 }

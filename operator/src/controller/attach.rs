@@ -1,0 +1,220 @@
+//! The Rule and Route controllers: they own nothing, they only tell whether the group's worker
+//! takes the resource (`Accepted` condition, Event on a change).
+//!
+//! - `GroupNotFound`: `spec.groupRef` names no ReplicationGroup in the namespace; accepted as
+//!   soon as the group appears (the controllers watch groups).
+//! - `InvalidRule`: a rule the worker could not run (e.g. a regex that does not compile). The
+//!   group does not render such a rule, and does not drop it either: the group turns `Degraded`
+//!   and keeps its previous configuration, since silently leaving out a mask could leak data.
+//! - `Conflict` (Routes): another Route of the same group and source table sorts first by
+//!   name and wins.
+//!
+//! A change of a Rule or Route also re-renders its group: the group controller watches them.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::conditions::{accepted, same_conditions, ACCEPTED};
+use super::{observe, Context, Error, FIELD_MANAGER};
+use crate::crd::{ReplicationGroup, Route, Rule, RuleType, TransformType};
+
+/// Problems of a Rule the worker could not run, each naming the rule by position.
+pub fn rule_problems(rule: &Rule) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, item) in rule.spec.rules.iter().enumerate() {
+        let at = format!("rules[{i}] (column {})", item.column);
+        match item.type_ {
+            RuleType::Transform => match &item.transform {
+                None => problems.push(format!("{at}: a transform rule needs `transform`")),
+                Some(t) => match t.type_ {
+                    TransformType::Regex => match (&t.pattern, &t.replace) {
+                        (Some(p), Some(_)) => {
+                            if let Err(e) = regex::Regex::new(p) {
+                                problems.push(format!(
+                                    "{at}: pattern does not compile: {}",
+                                    e.to_string().replace('\n', " ")
+                                ));
+                            }
+                        }
+                        _ => problems.push(format!(
+                            "{at}: a regex transform needs `pattern` and `replace`"
+                        )),
+                    },
+                    TransformType::Mask => {
+                        if t.mask_char.as_deref().map(|c| c.chars().count()) != Some(1) {
+                            problems.push(format!(
+                                "{at}: a mask transform needs a one-character `maskChar`"
+                            ));
+                        }
+                    }
+                },
+            },
+            RuleType::Filter => {
+                if item.filter.is_none() {
+                    problems.push(format!("{at}: a filter rule needs `filter`"));
+                }
+            }
+            RuleType::ExcludeColumn => {}
+        }
+        if item.type_ != RuleType::Transform && item.transform.is_some() {
+            problems.push(format!(
+                "{at}: `transform` is only valid on a transform rule"
+            ));
+        }
+        if item.type_ != RuleType::Filter && item.filter.is_some() {
+            problems.push(format!("{at}: `filter` is only valid on a filter rule"));
+        }
+    }
+    problems
+}
+
+/// The Route that wins for `route`'s group and source table (first by name), if not `route`.
+pub fn conflicting_route<'a>(route: &Route, all: &'a [Route]) -> Option<&'a Route> {
+    all.iter()
+        .filter(|r| {
+            r.spec.group_ref.name == route.spec.group_ref.name
+                && r.spec.source_table == route.spec.source_table
+        })
+        .min_by_key(|r| r.name_any())
+        .filter(|winner| winner.name_any() != route.name_any())
+}
+
+async fn group_exists(ctx: &Context, ns: &str, name: &str) -> Result<bool, Error> {
+    let api: Api<ReplicationGroup> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(api
+        .get_opt(name)
+        .await
+        .map_err(Error::kube("get", "ReplicationGroup", name))?
+        .is_some())
+}
+
+/// Writes `Accepted` (and an Event when it changed) unless it already says the same.
+async fn set_accepted<K>(
+    ctx: &Context,
+    obj: &K,
+    old: &[Condition],
+    verdict: (bool, &str, String),
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let (ok, reason, message) = verdict;
+    let conditions = accepted(obj, ok, reason, message.clone(), old);
+    if same_conditions(old, &conditions) {
+        return Ok(());
+    }
+    let ns = obj.namespace().ok_or(Error::Unnamed)?;
+    let name = obj.name_any();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": {
+            "observedGeneration": obj.meta().generation,
+            "conditions": conditions,
+        },
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::kube("patch status of", &K::kind(&()), &name))?;
+    let type_ = if ok {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    ctx.event(obj, type_, reason, "Validate", message).await;
+    Ok(())
+}
+
+/// Reconciles one Rule: `Accepted` true when its group exists and every rule item is valid.
+#[tracing::instrument(skip_all, fields(namespace = rule.namespace().unwrap_or_default(), name = rule.name_any()))]
+pub async fn reconcile_rule(rule: Arc<Rule>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = async {
+        let ns = rule.namespace().ok_or(Error::Unnamed)?;
+        let group = &rule.spec.group_ref.name;
+        let problems = rule_problems(&rule);
+        let verdict = if !problems.is_empty() {
+            (false, "InvalidRule", problems.join("; "))
+        } else if !group_exists(&ctx, &ns, group).await? {
+            (
+                false,
+                "GroupNotFound",
+                format!("ReplicationGroup {group} not found in namespace {ns}: create it or fix spec.groupRef.name"),
+            )
+        } else {
+            (true, "Accepted", format!("applied by the worker of ReplicationGroup {group}"))
+        };
+        let old = rule.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+        set_accepted(&ctx, rule.as_ref(), &old, verdict).await?;
+        Ok(Action::await_change())
+    }
+    .await;
+    observe(&ctx, rule.as_ref(), &result, started);
+    result
+}
+
+/// Reconciles one Route: `Accepted` true when its group exists and no other Route of the group
+/// and source table sorts before it.
+#[tracing::instrument(skip_all, fields(namespace = route.namespace().unwrap_or_default(), name = route.name_any()))]
+pub async fn reconcile_route(route: Arc<Route>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = async {
+        let ns = route.namespace().ok_or(Error::Unnamed)?;
+        let group = &route.spec.group_ref.name;
+        let api: Api<Route> = Api::namespaced(ctx.client.clone(), &ns);
+        let all = api
+            .list(&ListParams::default())
+            .await
+            .map_err(Error::kube("list", "Route", &ns))?
+            .items;
+        let verdict = if !group_exists(&ctx, &ns, group).await? {
+            (
+                false,
+                "GroupNotFound",
+                format!("ReplicationGroup {group} not found in namespace {ns}: create it or fix spec.groupRef.name"),
+            )
+        } else if let Some(winner) = conflicting_route(&route, &all) {
+            (
+                false,
+                "Conflict",
+                format!(
+                    "Route {} also routes {} of ReplicationGroup {group} and takes precedence (first by name): delete one of them",
+                    winner.name_any(),
+                    route.spec.source_table
+                ),
+            )
+        } else {
+            (true, "Accepted", format!("applied by the worker of ReplicationGroup {group}"))
+        };
+        let old = route.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+        set_accepted(&ctx, route.as_ref(), &old, verdict).await?;
+        Ok(Action::await_change())
+    }
+    .await;
+    observe(&ctx, route.as_ref(), &result, started);
+    result
+}
+
+/// Whether `ACCEPTED` is true on a condition list.
+pub fn is_accepted(conditions: &[Condition]) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == ACCEPTED && c.status == "True")
+}

@@ -1,0 +1,298 @@
+//! The status of a group computed from what was observed, without IO: phase, conditions
+//! (`Ready`, `Progressing`, `Degraded`, `Paused`) and slot.
+//!
+//! A condition keeps its `lastTransitionTime` while its status does not change, so a periodic
+//! refresh does not look like a flapping condition.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::crd::{DesiredState, Mode, Phase, ReplicationGroup, ReplicationGroupStatus, SlotStatus};
+
+/// Condition types of a ReplicationGroup.
+pub const READY: &str = "Ready";
+/// Rollout or initial copy in progress.
+pub const PROGRESSING: &str = "Progressing";
+/// Something needs attention (see reason and message).
+pub const DEGRADED: &str = "Degraded";
+/// Paused or stopped on request.
+pub const PAUSED: &str = "Paused";
+/// Condition type of a Rule or Route.
+pub const ACCEPTED: &str = "Accepted";
+
+/// What the reconciler saw of a group.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// Problems of the spec or its references (from `validate`); none when valid.
+    pub invalid: Vec<String>,
+    /// The replicator Deployment as applied (`None` when stopped or invalid).
+    pub replicator: Option<Deployment>,
+    /// The worker Deployment as applied.
+    pub worker: Option<Deployment>,
+    /// The copy Job as applied (`mode: copy`).
+    pub copy_job: Option<Job>,
+    /// The slot read from the source, or why it could not be read.
+    pub slot: Option<Result<SlotStatus, String>>,
+    /// The group is being deleted; the message says what the cleanup waits for.
+    pub deleting: Option<String>,
+}
+
+/// Whether a Job has a condition `type_` that is true.
+fn job_condition(j: &Job, type_: &str) -> bool {
+    j.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
+}
+
+/// Whether a Deployment rolled out its current spec and has an available pod.
+pub fn deployment_available(d: &Deployment) -> bool {
+    let generation = d.metadata.generation.unwrap_or(0);
+    d.status.as_ref().is_some_and(|s| {
+        s.observed_generation.unwrap_or(0) >= generation
+            && s.available_replicas.unwrap_or(0) >= 1
+            && s.updated_replicas.unwrap_or(0) >= 1
+    })
+}
+
+fn condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if status { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: Time(Timestamp::now()),
+    }
+}
+
+/// Keeps the transition time of conditions whose status did not change.
+pub fn carry_transition_times(old: &[Condition], new: &mut [Condition]) {
+    for c in new.iter_mut() {
+        if let Some(o) = old.iter().find(|o| o.type_ == c.type_) {
+            if o.status == c.status {
+                c.last_transition_time = o.last_transition_time.clone();
+            }
+        }
+    }
+}
+
+/// The status of `rg` for what was observed.
+pub fn group_status(rg: &ReplicationGroup, o: &Observed) -> ReplicationGroupStatus {
+    let generation = rg.metadata.generation;
+    let cond = |t: &str, s: bool, r: &str, m: String| condition(t, s, r, m, generation);
+    let slot = match &o.slot {
+        Some(Ok(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let slot_error = match &o.slot {
+        Some(Err(e)) => Some(e.clone()),
+        _ => None,
+    };
+    let slot_lost = slot
+        .as_ref()
+        .is_some_and(|s| s.wal_status.as_deref() == Some("lost"));
+    let replicator_up = o.replicator.as_ref().is_some_and(deployment_available);
+    let worker_up = o.worker.as_ref().is_some_and(deployment_available);
+    let copying = rg.spec.mode != Mode::Stream && !replicator_up;
+
+    let copy_done = o.copy_job.as_ref().is_some_and(|j| {
+        job_condition(j, "Complete")
+            || j.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) >= 1
+    });
+    let copy_failed = o
+        .copy_job
+        .as_ref()
+        .is_some_and(|j| job_condition(j, "Failed"));
+
+    // Degraded: the first problem that needs attention.
+    let degraded: Option<(&str, String)> = if !o.invalid.is_empty() {
+        Some(("InvalidSpec", o.invalid.join("; ")))
+    } else if copy_failed {
+        Some((
+            "CopyFailed",
+            format!(
+                "the copy Job failed after its retries: see `kubectl logs job/{}`; delete the \
+                 Job to run the copy again",
+                o.copy_job
+                    .as_ref()
+                    .map(|j| j.name_any())
+                    .unwrap_or_default()
+            ),
+        ))
+    } else if slot_lost {
+        Some((
+            "SlotLost",
+            "the replication slot lost WAL it needed (wal_status lost; max_slot_wal_keep_size \
+             exceeded): changes are missing; delete and recreate the group with mode copyAndStream"
+                .to_owned(),
+        ))
+    } else if let Some(e) = &slot_error {
+        Some((
+            "SourceUnreachable",
+            format!("cannot read the replication slot: {e}"),
+        ))
+    } else {
+        None
+    };
+
+    let phase = if o.deleting.is_some() {
+        Phase::Deleting
+    } else if !o.invalid.is_empty() || slot_lost || copy_failed {
+        Phase::Degraded
+    } else if rg.spec.state == DesiredState::Paused {
+        Phase::Paused
+    } else if rg.spec.state == DesiredState::Stopped {
+        Phase::Stopped
+    } else if o.copy_job.is_some() {
+        if copy_done {
+            Phase::Completed
+        } else {
+            Phase::Copying
+        }
+    } else if replicator_up && worker_up {
+        Phase::Streaming
+    } else if copying && o.replicator.is_some() {
+        Phase::Copying
+    } else {
+        Phase::Pending
+    };
+
+    let ready = matches!(phase, Phase::Streaming | Phase::Completed) && degraded.is_none();
+    let ready_cond = if ready && phase == Phase::Completed {
+        cond(
+            READY,
+            true,
+            "CopyComplete",
+            "the copy finished; the slot is kept for a later stream".into(),
+        )
+    } else if ready {
+        cond(
+            READY,
+            true,
+            "Streaming",
+            "replicator and worker are running".into(),
+        )
+    } else {
+        let (reason, msg) = match phase {
+            Phase::Deleting => ("Deleting", o.deleting.clone().unwrap_or_default()),
+            Phase::Paused => (
+                "Paused",
+                "spec.state is paused: replicator and worker scaled to zero; slot and stream kept"
+                    .into(),
+            ),
+            Phase::Stopped => (
+                "Stopped",
+                "spec.state is stopped: replicator and worker removed; slot and stream kept".into(),
+            ),
+            Phase::Degraded => (
+                "Degraded",
+                degraded.as_ref().map(|d| d.1.clone()).unwrap_or_default(),
+            ),
+            Phase::Copying => ("Copying", "the initial copy is running".into()),
+            Phase::Streaming | Phase::Completed => (
+                "Degraded",
+                degraded.as_ref().map(|d| d.1.clone()).unwrap_or_default(),
+            ),
+            Phase::Pending => ("Pending", pending_message(replicator_up, worker_up)),
+        };
+        cond(READY, false, reason, msg)
+    };
+    let progressing = matches!(phase, Phase::Pending | Phase::Copying) && o.invalid.is_empty();
+    let progressing_cond = if progressing {
+        cond(
+            PROGRESSING,
+            true,
+            if phase == Phase::Copying {
+                "Copying"
+            } else {
+                "RollingOut"
+            },
+            if phase == Phase::Copying {
+                "the initial copy is running".into()
+            } else {
+                pending_message(replicator_up, worker_up)
+            },
+        )
+    } else {
+        cond(
+            PROGRESSING,
+            false,
+            "Settled",
+            "nothing is rolling out".into(),
+        )
+    };
+    let degraded_cond = match &degraded {
+        Some((reason, msg)) => cond(DEGRADED, true, reason, msg.clone()),
+        None => cond(DEGRADED, false, "Healthy", "no problem found".into()),
+    };
+    let paused_cond = match rg.spec.state {
+        DesiredState::Running => cond(PAUSED, false, "Running", "spec.state is running".into()),
+        DesiredState::Paused => cond(PAUSED, true, "Paused", "spec.state is paused".into()),
+        DesiredState::Stopped => cond(PAUSED, true, "Stopped", "spec.state is stopped".into()),
+    };
+    let mut conditions = vec![ready_cond, progressing_cond, degraded_cond, paused_cond];
+    let old = rg
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or(&[]);
+    carry_transition_times(old, &mut conditions);
+    // Keep the last slot reading when the source cannot be read right now.
+    let slot = slot.or_else(|| rg.status.as_ref().and_then(|s| s.slot.clone()));
+    ReplicationGroupStatus {
+        observed_generation: generation,
+        phase: Some(phase),
+        conditions,
+        slot,
+    }
+}
+
+fn pending_message(replicator_up: bool, worker_up: bool) -> String {
+    match (replicator_up, worker_up) {
+        (false, false) => "waiting for the replicator and the worker to become available".into(),
+        (false, true) => "waiting for the replicator to become available".into(),
+        (true, false) => "waiting for the worker to become available".into(),
+        (true, true) => "replicator and worker are available".into(),
+    }
+}
+
+/// An `Accepted` condition for a Rule or Route.
+pub fn accepted(
+    obj: &impl ResourceExt,
+    ok: bool,
+    reason: &str,
+    message: String,
+    old: &[Condition],
+) -> Vec<Condition> {
+    let mut c = vec![condition(
+        ACCEPTED,
+        ok,
+        reason,
+        message,
+        obj.meta().generation,
+    )];
+    carry_transition_times(old, &mut c);
+    c
+}
+
+/// Whether two condition lists say the same (ignoring transition times).
+pub fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.type_ == y.type_
+                && x.status == y.status
+                && x.reason == y.reason
+                && x.message == y.message
+                && x.observed_generation == y.observed_generation
+        })
+}

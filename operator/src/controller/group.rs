@@ -1,0 +1,324 @@
+//! The ReplicationGroup controller: `reconcile(rg) = finalizer(Apply | Cleanup)`.
+//!
+//! Apply: fetch (Rules, Routes, Secrets) -> validate (pure; a problem becomes `Degraded /
+//! InvalidSpec` + an Event, nothing is applied, and the controller waits for a change) -> build
+//! (pure) -> server-side apply + orphan deletion -> slot read from the source -> status. A
+//! healthy group is requeued every `status_interval` to refresh slot and lag.
+//!
+//! Cleanup (the group is being deleted), by `spec.reclaimPolicy`:
+//! - `retain`: nothing is dropped; a Warning Event says which slot keeps WAL on the source.
+//!   The owned objects go with the group (owner references), the NATS volumes stay.
+//! - `delete`: the replicator and worker Deployments are deleted; once none of their pods is
+//!   left (a live replicator holds the slot), the slot, publication and DDL capture objects are
+//!   dropped on the source, the streams on an external NATS are deleted (a managed NATS's
+//!   volumes go with its StatefulSet: `persistentVolumeClaimRetentionPolicy.whenDeleted:
+//!   Delete`), then the finalizer is removed. Everything tolerates objects already gone, so a
+//!   cleanup interrupted at any point is simply run again. If the source cannot be reached the
+//!   finalizer stays (with an Event and backoff): setting `reclaimPolicy: retain` lets the
+//!   delete finish without cleanup.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{finalizer, Event as Finalize};
+use kube::{Api, ResourceExt};
+
+use super::apply::{apply_desired, delete, Applied};
+use super::conditions::{group_status, same_conditions, Observed, DEGRADED};
+use super::validate::{
+    external_nats, fetch, source_connection, validate, webhook_header_keys, Refs,
+};
+use super::{error_chain, observe, Context, Error, FIELD_MANAGER, FINALIZER};
+use crate::crd::{DesiredState, ReclaimPolicy, ReplicationGroup, ReplicationGroupStatus};
+use crate::resources::{build, copy_job_name, selector_labels};
+use crate::source;
+
+/// How long a slot read may take before the status reports the source as unreachable.
+const SLOT_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Reconciles one ReplicationGroup.
+#[tracing::instrument(skip_all, fields(namespace = rg.namespace().unwrap_or_default(), name = rg.name_any()))]
+pub async fn reconcile(rg: Arc<ReplicationGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let ns = rg.namespace().ok_or(Error::Unnamed)?;
+    let api: Api<ReplicationGroup> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, rg.clone(), |event| async {
+        match event {
+            // Boxed: the desired objects make these futures large.
+            Finalize::Apply(rg) => Box::pin(apply(rg, &ctx)).await,
+            Finalize::Cleanup(rg) => Box::pin(cleanup(rg, &ctx)).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(Box::new(other)),
+    });
+    observe(&ctx, rg.as_ref(), &result, started);
+    result
+}
+
+async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error> {
+    let ns = rg.namespace().ok_or(Error::Unnamed)?;
+    let name = rg.name_any();
+    let refs = fetch(ctx, &rg).await?;
+    if let Err(problems) = validate(&rg, &refs) {
+        let observed = Observed {
+            invalid: problems.clone(),
+            ..Observed::default()
+        };
+        let status = group_status(&rg, &observed);
+        if changed_condition(&rg, &status, DEGRADED) {
+            ctx.event(
+                rg.as_ref(),
+                EventType::Warning,
+                "InvalidSpec",
+                "Validate",
+                problems.join("; "),
+            )
+            .await;
+        }
+        patch_status(ctx, &rg, status).await?;
+        tracing::warn!(
+            problems = problems.len(),
+            "invalid spec: waiting for a change"
+        );
+        return Ok(Action::await_change());
+    }
+    let uid = rg.uid().ok_or(Error::Unnamed)?;
+    let keys = webhook_header_keys(&rg, &refs);
+    let desired = build(&rg, &refs.rules, &refs.routes, &ctx.runtime_image, &keys)?;
+    let run_workloads = rg.spec.state != DesiredState::Stopped;
+    let applied = Box::pin(apply_desired(ctx, &ns, &name, &uid, desired, run_workloads)).await?;
+    let slot = read_slot(&rg, &refs).await;
+    let Applied {
+        replicator,
+        worker,
+        copy_job,
+    } = applied;
+    let observed = Observed {
+        replicator,
+        worker,
+        copy_job,
+        slot: Some(slot),
+        ..Observed::default()
+    };
+    let status = group_status(&rg, &observed);
+    if changed_condition(&rg, &status, DEGRADED) {
+        if let Some(c) = status.conditions.iter().find(|c| c.type_ == DEGRADED) {
+            let (type_, reason) = if c.status == "True" {
+                (EventType::Warning, c.reason.as_str())
+            } else {
+                (EventType::Normal, "Healthy")
+            };
+            ctx.event(rg.as_ref(), type_, reason, "Reconcile", c.message.clone())
+                .await;
+        }
+    }
+    patch_status(ctx, &rg, status).await?;
+    Ok(Action::requeue(ctx.status_interval))
+}
+
+/// Whether condition `type_` differs (status or reason) from the one in the current status.
+fn changed_condition(rg: &ReplicationGroup, new: &ReplicationGroupStatus, type_: &str) -> bool {
+    let old = rg
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_));
+    let new = new.conditions.iter().find(|c| c.type_ == type_);
+    match (old, new) {
+        (Some(o), Some(n)) => !same_conditions(std::slice::from_ref(o), std::slice::from_ref(n)),
+        (None, Some(n)) => n.status == "True",
+        _ => false,
+    }
+}
+
+/// Reads the slot from the source, as a status value or the error text.
+async fn read_slot(rg: &ReplicationGroup, refs: &Refs) -> Result<crate::crd::SlotStatus, String> {
+    let Some(conn) = source_connection(rg, refs) else {
+        return Err("the source credentials are not readable from their Secrets".into());
+    };
+    match tokio::time::timeout(
+        SLOT_READ_TIMEOUT,
+        source::read_slot_status(&conn, &rg.name_any()),
+    )
+    .await
+    {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(error_chain(&e)),
+        Err(_) => Err(format!(
+            "no answer from {}:{} within {}s",
+            conn.host,
+            conn.port,
+            SLOT_READ_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// Writes the status subresource (server-side apply, same field manager).
+async fn patch_status(
+    ctx: &Context,
+    rg: &ReplicationGroup,
+    status: ReplicationGroupStatus,
+) -> Result<(), Error> {
+    let ns = rg.namespace().ok_or(Error::Unnamed)?;
+    let name = rg.name_any();
+    let api: Api<ReplicationGroup> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = serde_json::json!({
+        "apiVersion": "pgflo.io/v1alpha1",
+        "kind": "ReplicationGroup",
+        "status": status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::kube("patch status of", "ReplicationGroup", name))?;
+    Ok(())
+}
+
+async fn cleanup(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error> {
+    let ns = rg.namespace().ok_or(Error::Unnamed)?;
+    let name = rg.name_any();
+    let slot = source::slot_name(&name);
+    if rg.spec.reclaim_policy == ReclaimPolicy::Retain {
+        ctx.event(
+            rg.as_ref(),
+            EventType::Warning,
+            "SlotRetained",
+            "Cleanup",
+            format!(
+                "reclaimPolicy is retain: replication slot {slot} and publication {} are kept on \
+                 {}/{} and hold WAL until dropped (SELECT pg_drop_replication_slot('{slot}'))",
+                source::publication_name(&name),
+                rg.spec.source.host,
+                rg.spec.source.database
+            ),
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+
+    // 1. No replicator may hold the slot, no worker the consumer.
+    for component in ["replicator", "worker"] {
+        delete::<Deployment>(ctx, &ns, &format!("{name}-{component}")).await?;
+    }
+    delete::<Job>(ctx, &ns, &copy_job_name(&name)).await?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut waiting = Vec::new();
+    for component in ["replicator", "worker"] {
+        let selector = selector_labels(&name, component)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let list = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(Error::kube("list", "Pod", &selector))?;
+        waiting.extend(list.items.iter().map(|p| p.name_any()));
+    }
+    if !waiting.is_empty() {
+        let msg = format!(
+            "waiting for pods {} to terminate before dropping the slot",
+            waiting.join(", ")
+        );
+        deleting_status(ctx, &rg, msg.clone()).await?;
+        // An error keeps the finalizer; `error_policy` looks again in CLEANUP_POLL.
+        return Err(Error::CleanupPending(msg));
+    }
+    deleting_status(
+        ctx,
+        &rg,
+        "dropping the replication slot, publication and streams".into(),
+    )
+    .await?;
+
+    // 2. The source: slot, publication, DDL capture objects.
+    let refs = fetch(ctx, &rg).await?;
+    let Some(conn) = source_connection(&rg, &refs) else {
+        let msg = "cannot clean up: the source credentials Secret is missing; restore it, or set \
+                   spec.reclaimPolicy: retain to delete the group without cleanup";
+        ctx.event(
+            rg.as_ref(),
+            EventType::Warning,
+            "CleanupBlocked",
+            "Cleanup",
+            msg.into(),
+        )
+        .await;
+        return Err(Error::CleanupBlocked(msg.into()));
+    };
+    match source::drop_group_objects(&conn, &name).await {
+        Ok(outcome) => tracing::info!(
+            slot,
+            slot_dropped = outcome.slot_dropped,
+            publication_dropped = outcome.publication_dropped,
+            "source cleaned up"
+        ),
+        Err(e) if e.category() == "slot-active" => {
+            // A replicator that just terminated may still hold the slot for a moment.
+            deleting_status(ctx, &rg, error_chain(&e)).await?;
+            return Err(Error::CleanupPending(error_chain(&e)));
+        }
+        Err(e) => {
+            let err = Error::Source(e);
+            ctx.event(
+                rg.as_ref(),
+                EventType::Warning,
+                "CleanupFailed",
+                "Cleanup",
+                error_chain(&err),
+            )
+            .await;
+            return Err(err);
+        }
+    }
+
+    // 3. The streams on an external NATS (a managed NATS's volumes go with it).
+    if let Some(access) = external_nats(&rg, &refs) {
+        if let Err(err) = super::nats_cleanup::delete_group_streams(&access, &name).await {
+            ctx.event(
+                rg.as_ref(),
+                EventType::Warning,
+                "CleanupFailed",
+                "Cleanup",
+                error_chain(&err),
+            )
+            .await;
+            return Err(err);
+        }
+    }
+    ctx.event(
+        rg.as_ref(),
+        EventType::Normal,
+        "CleanedUp",
+        "Cleanup",
+        format!("dropped replication slot {slot}, its publication and the group's streams"),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+/// Status while deleting: phase `Deleting`, `Ready` false with `message`.
+async fn deleting_status(
+    ctx: &Context,
+    rg: &ReplicationGroup,
+    message: String,
+) -> Result<(), Error> {
+    let observed = Observed {
+        deleting: Some(message),
+        slot: rg.status.as_ref().and_then(|s| s.slot.clone()).map(Ok),
+        ..Observed::default()
+    };
+    patch_status(ctx, rg, group_status(rg, &observed)).await
+}

@@ -1,0 +1,79 @@
+//! Deleting a group's JetStream streams on an external NATS server when the group is deleted
+//! with `reclaimPolicy: delete` (a managed NATS's data goes with its volumes instead).
+//!
+//! The stream names are the runtime's (`runtime/src/nats.rs`): changes, state, dead letters.
+//! A stream already gone counts as deleted.
+
+use std::time::Duration;
+
+use async_nats::jetstream::context::DeleteStreamErrorKind;
+use async_nats::jetstream::ErrorCode;
+
+use super::validate::NatsAccess;
+use super::Error;
+
+/// Every stream a group owns: its changes, its state and its dead letters (the runtime's
+/// names: `pgflo_<group>_stream`, `pgflo_<group>_state`, `pgflo_<group>_dlq`).
+pub fn group_streams(group: &str) -> [String; 3] {
+    ["stream", "state", "dlq"].map(|s| format!("pgflo_{group}_{s}"))
+}
+
+fn nats_error(stream: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Nats {
+        stream: stream.to_owned(),
+        source: Box::new(e),
+    }
+}
+
+/// Deletes the group's streams on the NATS server `access` describes.
+pub async fn delete_group_streams(access: &NatsAccess, group: &str) -> Result<(), Error> {
+    let [first, ..] = group_streams(group);
+    let mut opts = async_nats::ConnectOptions::new()
+        .name("pg-flo-operator")
+        .connection_timeout(Duration::from_secs(10))
+        .max_reconnects(Some(1));
+    if let Some(creds) = &access.credentials {
+        opts = opts.credentials(creds).map_err(|e| nats_error(&first, e))?;
+    }
+    if let Some(pem) = &access.ca_pem {
+        // Chain and host name verified against the CA, as libpq's verify-full.
+        let tls =
+            pg_flo_source::tls::client_config(pg_flo_source::tls::SslMode::VerifyFull, Some(pem))
+                .map_err(|e| nats_error(&first, e))?;
+        if let Some(tls) = tls {
+            opts = opts.tls_client_config((*tls).clone()).require_tls(true);
+        }
+    }
+    let client = opts
+        .connect(access.url.as_str())
+        .await
+        .map_err(|e| nats_error(&first, e))?;
+    let js = async_nats::jetstream::new(client);
+    for stream in group_streams(group) {
+        match js.delete_stream(&stream).await {
+            Ok(_) => tracing::info!(stream, "deleted NATS stream"),
+            Err(e)
+                if matches!(e.kind(), DeleteStreamErrorKind::JetStream(j)
+                    if j.error_code() == ErrorCode::STREAM_NOT_FOUND) => {}
+            Err(e) => return Err(nats_error(&stream, e)),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_names_are_the_runtimes() {
+        assert_eq!(
+            group_streams("orders"),
+            [
+                "pgflo_orders_stream".to_string(),
+                "pgflo_orders_state".to_string(),
+                "pgflo_orders_dlq".to_string()
+            ]
+        );
+    }
+}

@@ -1,0 +1,271 @@
+//! What a group references outside its own spec (Rules, Routes, Secrets), fetched from the API
+//! ([`fetch`]) and checked without IO ([`validate`]).
+//!
+//! A problem found here is the user's to fix: the group gets `Degraded` / `InvalidSpec` and an
+//! Event naming the field and the fix, and no object is created or changed until it is fixed.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+use secrecy::SecretString;
+
+use super::{Context, Error};
+use crate::crd::{ReplicationGroup, Route, Rule, SecretKeyRef};
+use crate::source::SourceConnection;
+
+/// Everything a group references, as read from the API.
+#[derive(Clone, Debug, Default)]
+pub struct Refs {
+    /// Rules of the namespace (the builders keep those of the group).
+    pub rules: Vec<Rule>,
+    /// Routes of the namespace (the builders keep those of the group).
+    pub routes: Vec<Route>,
+    /// Referenced Secrets by name; `None` when the Secret does not exist.
+    pub secrets: BTreeMap<String, Option<Secret>>,
+}
+
+/// One Secret reference of a group spec: the field that holds it, the Secret, and the key
+/// (`None` for a whole-Secret reference).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretUse {
+    /// Spec field, e.g. `spec.source.password`.
+    pub field: &'static str,
+    /// Secret name.
+    pub secret: String,
+    /// Key inside the Secret.
+    pub key: Option<String>,
+}
+
+fn key_use(field: &'static str, r: &SecretKeyRef) -> SecretUse {
+    SecretUse {
+        field,
+        secret: r.name.clone(),
+        key: Some(r.key.clone()),
+    }
+}
+
+/// Every Secret the group's pods need.
+pub fn secret_uses(rg: &ReplicationGroup) -> Vec<SecretUse> {
+    let s = &rg.spec.source;
+    let mut uses = vec![
+        key_use("spec.source.user", &s.user),
+        key_use("spec.source.password", &s.password),
+    ];
+    if let Some(ca) = &s.ca_secret {
+        uses.push(key_use("spec.source.caSecret", ca));
+    }
+    let sink = &rg.spec.sink;
+    if let Some(p) = &sink.postgres {
+        uses.push(key_use("spec.sink.postgres.user", &p.user));
+        uses.push(key_use("spec.sink.postgres.password", &p.password));
+        if let Some(ca) = &p.ca_secret {
+            uses.push(key_use("spec.sink.postgres.caSecret", ca));
+        }
+    }
+    if let Some(h) = sink
+        .webhook
+        .as_ref()
+        .and_then(|w| w.headers_secret.as_ref())
+    {
+        uses.push(SecretUse {
+            field: "spec.sink.webhook.headersSecret",
+            secret: h.name.clone(),
+            key: None,
+        });
+    }
+    if let Some(e) = &rg.spec.nats.external {
+        if let Some(c) = &e.credentials_secret {
+            uses.push(key_use("spec.nats.external.credentialsSecret", c));
+        }
+        if let Some(c) = &e.ca_secret {
+            uses.push(key_use("spec.nats.external.caSecret", c));
+        }
+    }
+    uses
+}
+
+/// Whether the group references the Secret `name`.
+pub fn references_secret(rg: &ReplicationGroup, name: &str) -> bool {
+    secret_uses(rg).iter().any(|u| u.secret == name)
+}
+
+/// Reads the Rules and Routes of the group's namespace and the Secrets it references.
+pub async fn fetch(ctx: &Context, rg: &ReplicationGroup) -> Result<Refs, Error> {
+    let ns = rg.namespace().ok_or(Error::Unnamed)?;
+    let rules: Api<Rule> = Api::namespaced(ctx.client.clone(), &ns);
+    let routes: Api<Route> = Api::namespaced(ctx.client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let lp = ListParams::default();
+    let rules = rules
+        .list(&lp)
+        .await
+        .map_err(Error::kube("list", "Rule", &ns))?
+        .items;
+    let routes = routes
+        .list(&lp)
+        .await
+        .map_err(Error::kube("list", "Route", &ns))?
+        .items;
+    let mut found = BTreeMap::new();
+    for u in secret_uses(rg) {
+        if found.contains_key(&u.secret) {
+            continue;
+        }
+        let s = secrets
+            .get_opt(&u.secret)
+            .await
+            .map_err(Error::kube("get", "Secret", &u.secret))?;
+        found.insert(u.secret, s);
+    }
+    Ok(Refs {
+        rules,
+        routes,
+        secrets: found,
+    })
+}
+
+fn secret_value<'a>(refs: &'a Refs, secret: &str, key: &str) -> Option<&'a [u8]> {
+    let s = refs.secrets.get(secret)?.as_ref()?;
+    if let Some(v) = s.data.as_ref().and_then(|d| d.get(key)) {
+        return Some(&v.0);
+    }
+    s.string_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| v.as_bytes())
+}
+
+fn secret_keys(refs: &Refs, secret: &str) -> Vec<String> {
+    let Some(Some(s)) = refs.secrets.get(secret) else {
+        return Vec::new();
+    };
+    let mut keys: Vec<String> = s
+        .data
+        .iter()
+        .flat_map(|d| d.keys().cloned())
+        .chain(s.string_data.iter().flat_map(|d| d.keys().cloned()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The key names of `spec.sink.webhook.headersSecret` (header names; the values stay in the
+/// Secret and reach the pod through `secretKeyRef`).
+pub fn webhook_header_keys(rg: &ReplicationGroup, refs: &Refs) -> Vec<String> {
+    rg.spec
+        .sink
+        .webhook
+        .as_ref()
+        .and_then(|w| w.headers_secret.as_ref())
+        .map(|h| secret_keys(refs, &h.name))
+        .unwrap_or_default()
+}
+
+/// Checks the group against what it references. Returns every problem at once, each naming
+/// the field and the fix.
+pub fn validate(rg: &ReplicationGroup, refs: &Refs) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    let ns = rg.namespace().unwrap_or_default();
+    if let Err(e) = crate::resources::check(rg) {
+        problems.push(e.to_string());
+    }
+    for u in secret_uses(rg) {
+        match (refs.secrets.get(&u.secret), &u.key) {
+            (Some(Some(_)), None) => {}
+            (Some(Some(_)), Some(key)) => {
+                if secret_value(refs, &u.secret, key).is_none() {
+                    problems.push(format!(
+                        "{}: Secret {} has no key {key}: add the key to the Secret or fix the reference",
+                        u.field, u.secret
+                    ));
+                }
+            }
+            _ => problems.push(format!(
+                "{}: Secret {} not found in namespace {ns}: create it or fix the reference",
+                u.field, u.secret
+            )),
+        }
+    }
+    let group = rg.name_any();
+    for rule in refs.rules.iter().filter(|r| r.spec.group_ref.name == group) {
+        for p in super::attach::rule_problems(rule) {
+            problems.push(format!(
+                "Rule {}: {p}: fix the Rule (the previous configuration stays in place)",
+                rule.name_any()
+            ));
+        }
+    }
+    if let Some(w) = &rg.spec.sink.webhook {
+        if let Some(h) = &w.headers_secret {
+            if matches!(refs.secrets.get(&h.name), Some(Some(_)))
+                && secret_keys(refs, &h.name).is_empty()
+            {
+                problems.push(format!(
+                    "spec.sink.webhook.headersSecret: Secret {} has no keys: add one key per HTTP header",
+                    h.name
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// The source connection of a valid group, credentials taken from its Secrets.
+pub fn source_connection(rg: &ReplicationGroup, refs: &Refs) -> Option<SourceConnection> {
+    let s = &rg.spec.source;
+    let text = |r: &SecretKeyRef| {
+        secret_value(refs, &r.name, &r.key).map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    Some(SourceConnection {
+        host: s.host.clone(),
+        port: s.port,
+        database: s.database.clone(),
+        user: text(&s.user)?,
+        password: SecretString::from(
+            secret_value(refs, &s.password.name, &s.password.key)
+                .map(|v| String::from_utf8_lossy(v).into_owned())?,
+        ),
+        ssl_mode: s.ssl_mode,
+        ca_pem: s
+            .ca_secret
+            .as_ref()
+            .and_then(|c| secret_value(refs, &c.name, &c.key))
+            .map(<[u8]>::to_vec),
+    })
+}
+
+/// Credentials and CA of an external NATS server, from the group's Secrets.
+#[derive(Clone, Default)]
+pub struct NatsAccess {
+    /// Server URL.
+    pub url: String,
+    /// Content of the `.creds` file.
+    pub credentials: Option<String>,
+    /// CA certificate PEM.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// How the operator reaches the group's external NATS (`None` with managed NATS).
+pub fn external_nats(rg: &ReplicationGroup, refs: &Refs) -> Option<NatsAccess> {
+    let e = rg.spec.nats.external.as_ref()?;
+    Some(NatsAccess {
+        url: e.url.clone(),
+        credentials: e
+            .credentials_secret
+            .as_ref()
+            .and_then(|c| secret_value(refs, &c.name, &c.key))
+            .map(|v| String::from_utf8_lossy(v).into_owned()),
+        ca_pem: e
+            .ca_secret
+            .as_ref()
+            .and_then(|c| secret_value(refs, &c.name, &c.key))
+            .map(<[u8]>::to_vec),
+    })
+}

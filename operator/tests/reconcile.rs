@@ -1,0 +1,717 @@
+//! Reconcile scenarios against the fake Kubernetes API (tests/support/fake_api.rs) and a real
+//! PostgreSQL source: create, update rolling the pods, pause/stop/resume, invalid spec, Rules
+//! and Routes added after the group, delete with `retain` and with `delete`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::controller::Action;
+use kube::ResourceExt;
+use pg_flo_operator::crd::{Phase, ReplicationGroup, Route, Rule};
+use serde_json::json;
+use support::{cr, secret, Env, IMAGE, NS};
+
+fn condition<'a>(rg: &'a ReplicationGroup, type_: &str) -> (&'a str, &'a str, &'a str) {
+    let c = rg
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("condition {type_} missing"));
+    (c.status.as_str(), c.reason.as_str(), c.message.as_str())
+}
+
+fn phase(rg: &ReplicationGroup) -> Phase {
+    rg.status.as_ref().unwrap().phase.unwrap()
+}
+
+fn hash(d: &Deployment) -> String {
+    d.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap()["pgflo.io/config-hash"]
+        .clone()
+}
+
+fn replicas(d: &Deployment) -> i32 {
+    d.spec.as_ref().unwrap().replicas.unwrap()
+}
+
+/// Reports a Deployment rolled out and available (what the Deployment controller would do).
+fn make_available(env: &Env, name: &str) {
+    let d: Deployment = env.api.get(NS, name).unwrap();
+    let generation = d.metadata.generation.unwrap();
+    env.api.set_status::<Deployment>(
+        NS,
+        name,
+        json!({"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}),
+    );
+}
+
+async fn create_slot(env: &Env, group: &str) -> tokio_postgres::Client {
+    let c = env.pg.client("shop").await.unwrap();
+    c.batch_execute("CREATE TABLE orders (id int PRIMARY KEY, note text)")
+        .await
+        .unwrap();
+    let name = format!("pg_flo_{group}_publication");
+    c.batch_execute(&format!("CREATE PUBLICATION {name} FOR TABLE orders"))
+        .await
+        .unwrap();
+    c.batch_execute(&format!(
+        "SELECT pg_create_logical_replication_slot('{name}', 'pgoutput')"
+    ))
+    .await
+    .unwrap();
+    c
+}
+
+async fn slot_exists(c: &tokio_postgres::Client, name: &str) -> (bool, bool) {
+    let slot: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let publication: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_publication WHERE pubname = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (slot == 1, publication == 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_applies_every_object_and_reports_the_real_slot() {
+    let env = Env::start().await;
+    env.source_secret();
+    let rg = env.group("orders", "");
+    let action = env.create(&rg).await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+
+    let uid = env.stored("orders").uid().unwrap();
+    assert_eq!(env.api.names::<ConfigMap>(NS), vec!["orders-pg-flo-config"]);
+    assert_eq!(env.api.names::<ServiceAccount>(NS), vec!["orders-pg-flo"]);
+    assert_eq!(
+        env.api.names::<Deployment>(NS),
+        vec!["orders-replicator", "orders-worker"]
+    );
+    assert_eq!(env.api.names::<StatefulSet>(NS), vec!["orders-nats"]);
+    assert_eq!(
+        env.api.names::<Service>(NS),
+        vec!["orders-nats", "orders-nats-headless"]
+    );
+    assert_eq!(
+        env.api.names::<PodDisruptionBudget>(NS),
+        vec!["orders-nats"]
+    );
+    for d in env.api.list::<Deployment>(NS) {
+        let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("ReplicationGroup", uid.as_str(), Some(true))
+        );
+        let c = &d
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0];
+        assert_eq!(c.image.as_deref(), Some(IMAGE));
+        assert_eq!(replicas(&d), 1);
+        assert_eq!(d.labels()["pgflo.io/group"], "orders");
+    }
+    // Every write of a child is a server-side apply by our field manager, forced.
+    let applies: Vec<_> = env
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.method == "PATCH"
+                && !r.path.ends_with("/status")
+                && !r.path.contains("replicationgroups")
+        })
+        .collect();
+    assert_eq!(applies.len(), 8, "{applies:#?}");
+    for r in &applies {
+        assert!(
+            r.content_type.starts_with("application/apply-patch+yaml"),
+            "{r:?}"
+        );
+        assert!(
+            r.query.contains("fieldManager=pg-flo-operator") && r.query.contains("force=true"),
+            "{r:?}"
+        );
+    }
+
+    // No slot yet, workloads not available: Pending, names known.
+    let got = env.stored("orders");
+    let st = got.status.as_ref().unwrap();
+    assert_eq!(st.observed_generation, Some(1));
+    assert_eq!(phase(&got), Phase::Pending);
+    assert_eq!(condition(&got, "Ready").0, "False");
+    assert_eq!(condition(&got, "Ready").1, "Pending");
+    assert_eq!(condition(&got, "Progressing").0, "True");
+    assert_eq!(condition(&got, "Degraded").0, "False");
+    assert_eq!(condition(&got, "Paused").0, "False");
+    let slot = st.slot.as_ref().unwrap();
+    assert_eq!(slot.name.as_deref(), Some("pg_flo_orders_publication"));
+    assert_eq!(
+        slot.publication.as_deref(),
+        Some("pg_flo_orders_publication")
+    );
+    assert_eq!(slot.restart_lsn, None);
+
+    // The slot exists and WAL was written past it; both workloads are available.
+    let c = create_slot(&env, "orders").await;
+    c.batch_execute(
+        "INSERT INTO orders SELECT g, repeat('x', 100) FROM generate_series(1, 2000) g",
+    )
+    .await
+    .unwrap();
+    make_available(&env, "orders-replicator");
+    make_available(&env, "orders-worker");
+    env.reconcile("orders").await.unwrap();
+    let row = c
+        .query_one(
+            "SELECT restart_lsn::text, confirmed_flush_lsn::text, wal_status, active FROM pg_replication_slots WHERE slot_name = 'pg_flo_orders_publication'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let after: i64 = c
+        .query_one("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = 'pg_flo_orders_publication'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let got = env.stored("orders");
+    assert_eq!(phase(&got), Phase::Streaming);
+    assert_eq!(
+        condition(&got, "Ready"),
+        ("True", "Streaming", "replicator and worker are running")
+    );
+    assert_eq!(condition(&got, "Progressing").0, "False");
+    let slot = got.status.as_ref().unwrap().slot.clone().unwrap();
+    assert_eq!(
+        slot.restart_lsn.as_deref(),
+        Some(row.get::<_, String>(0).as_str())
+    );
+    assert_eq!(
+        slot.confirmed_flush_lsn.as_deref(),
+        Some(row.get::<_, String>(1).as_str())
+    );
+    assert_eq!(
+        slot.wal_status.as_deref(),
+        Some(row.get::<_, String>(2).as_str())
+    );
+    assert_eq!(slot.active, Some(false));
+    let lag = slot.lag_bytes.unwrap();
+    assert!(
+        lag > 200_000 && lag <= after,
+        "lag {lag}, measured after {after}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_change_rolls_the_pods_and_a_rule_or_route_added_later_rerenders() {
+    let env = Env::start().await;
+    env.source_secret();
+    env.create(&env.group("orders", "")).await;
+    let before: Vec<String> = env.api.list::<Deployment>(NS).iter().map(hash).collect();
+    assert_eq!(before[0], before[1], "both pods carry the config hash");
+    let cm: ConfigMap = env.api.get(NS, "orders-pg-flo-config").unwrap();
+    assert!(!cm.data.as_ref().unwrap().contains_key("rules.yaml"));
+
+    // Spec change: the rendered worker config changes, both pod templates roll.
+    let mut rg = env.stored("orders");
+    rg.spec.worker_batch_size = Some(250);
+    env.api.replace(&rg);
+    env.reconcile("orders").await.unwrap();
+    let cm: ConfigMap = env.api.get(NS, "orders-pg-flo-config").unwrap();
+    assert!(
+        cm.data.as_ref().unwrap()["worker.yaml"].contains("batch-size: 250"),
+        "{cm:?}"
+    );
+    let after: Vec<String> = env.api.list::<Deployment>(NS).iter().map(hash).collect();
+    assert_ne!(before[0], after[0]);
+    assert_eq!(after[0], after[1]);
+    assert_eq!(
+        env.stored("orders").status.unwrap().observed_generation,
+        Some(2)
+    );
+
+    // A Rule added after the group: accepted, rendered, pods roll again.
+    env.api.insert(&cr::<Rule>(
+        "apiVersion: pgflo.io/v1alpha1
+kind: Rule
+metadata: {name: mask-email}
+spec:
+  groupRef: {name: orders}
+  table: orders
+  rules:
+    - {type: transform, column: email, transform: {type: mask, maskChar: '*'}}",
+    ));
+    env.reconcile_rule("mask-email").await.unwrap();
+    let rule: Rule = env.api.get(NS, "mask-email").unwrap();
+    let c = &rule.status.as_ref().unwrap().conditions[0];
+    assert_eq!(
+        (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
+        ("Accepted", "True", "Accepted")
+    );
+    env.reconcile("orders").await.unwrap();
+    let cm: ConfigMap = env.api.get(NS, "orders-pg-flo-config").unwrap();
+    let data = cm.data.unwrap();
+    assert_eq!(
+        data["rules.yaml"],
+        "tables:\n  orders:\n  - type: transform\n    column: email\n    parameters:\n      mask_char: '*'\n      type: mask\n"
+    );
+    assert!(data["worker.yaml"].contains("rules-config: /etc/pg-flo/rules.yaml"));
+    let with_rule: Vec<String> = env.api.list::<Deployment>(NS).iter().map(hash).collect();
+    assert_ne!(with_rule[0], after[0]);
+
+    // A Route: accepted and rendered; a second Route of the same table conflicts.
+    for (name, dest) in [
+        ("orders-to-archive", "archive"),
+        ("zz-orders-elsewhere", "elsewhere"),
+    ] {
+        env.api.insert(&cr::<Route>(&format!(
+            "apiVersion: pgflo.io/v1alpha1
+kind: Route
+metadata: {{name: {name}}}
+spec:
+  groupRef: {{name: orders}}
+  sourceTable: orders
+  destinationTable: {dest}
+  columnMappings: [{{source: note, destination: remark}}]"
+        )));
+        env.reconcile_route(name).await.unwrap();
+    }
+    let winner: Route = env.api.get(NS, "orders-to-archive").unwrap();
+    assert_eq!(winner.status.unwrap().conditions[0].status, "True");
+    let loser: Route = env.api.get(NS, "zz-orders-elsewhere").unwrap();
+    let c = &loser.status.unwrap().conditions[0];
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "Conflict")
+    );
+    assert!(
+        c.message
+            .starts_with("Route orders-to-archive also routes orders"),
+        "{}",
+        c.message
+    );
+    env.reconcile("orders").await.unwrap();
+    let cm: ConfigMap = env.api.get(NS, "orders-pg-flo-config").unwrap();
+    assert_eq!(
+        cm.data.unwrap()["routing.yaml"],
+        "orders:\n  destination_table: archive\n  column_mappings:\n  - source: note\n    destination: remark\n"
+    );
+    let events = env.api.events(NS);
+    assert!(
+        events.iter().any(|e| e.0 == "Warning" && e.1 == "Conflict"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_scales_to_zero_stop_removes_the_workloads_and_running_brings_them_back() {
+    let env = Env::start().await;
+    env.source_secret();
+    env.create(&env.group("orders", "")).await;
+
+    let mut rg = env.stored("orders");
+    rg.spec.state = pg_flo_operator::crd::DesiredState::Paused;
+    env.api.replace(&rg);
+    env.reconcile("orders").await.unwrap();
+    let ds = env.api.list::<Deployment>(NS);
+    assert_eq!(ds.iter().map(replicas).collect::<Vec<_>>(), vec![0, 0]);
+    assert_eq!(
+        env.api.names::<StatefulSet>(NS),
+        vec!["orders-nats"],
+        "NATS (the stream) stays"
+    );
+    let got = env.stored("orders");
+    assert_eq!(phase(&got), Phase::Paused);
+    assert_eq!(condition(&got, "Paused").0, "True");
+    assert_eq!(condition(&got, "Ready").1, "Paused");
+
+    let mut rg = env.stored("orders");
+    rg.spec.state = pg_flo_operator::crd::DesiredState::Stopped;
+    env.api.replace(&rg);
+    env.reconcile("orders").await.unwrap();
+    assert!(
+        env.api.names::<Deployment>(NS).is_empty(),
+        "stopped removes the workloads"
+    );
+    assert_eq!(env.api.names::<StatefulSet>(NS), vec!["orders-nats"]);
+    assert_eq!(env.api.names::<ConfigMap>(NS), vec!["orders-pg-flo-config"]);
+    let got = env.stored("orders");
+    assert_eq!(phase(&got), Phase::Stopped);
+    assert_eq!(condition(&got, "Paused").1, "Stopped");
+    let deletes: Vec<String> = env
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        deletes,
+        vec![
+            "/apis/apps/v1/namespaces/data/deployments/orders-replicator",
+            "/apis/apps/v1/namespaces/data/deployments/orders-worker"
+        ]
+    );
+
+    let mut rg = env.stored("orders");
+    rg.spec.state = pg_flo_operator::crd::DesiredState::Running;
+    env.api.replace(&rg);
+    env.reconcile("orders").await.unwrap();
+    let ds = env.api.list::<Deployment>(NS);
+    assert_eq!(ds.iter().map(replicas).collect::<Vec<_>>(), vec![1, 1]);
+    assert_eq!(phase(&env.stored("orders")), Phase::Pending);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_spec_becomes_a_condition_and_an_event_and_creates_nothing() {
+    let env = Env::start().await;
+    // No Secret `src`, and a webhook header Secret without keys.
+    env.api.insert(&secret("hooks", &[]));
+    let rg = env.group(
+        "orders",
+        "sink: {webhook: {url: 'https://example.test/hook', headersSecret: {name: hooks}}}",
+    );
+    env.api.insert(&rg);
+    assert_eq!(
+        env.reconcile("orders").await.unwrap(),
+        Action::await_change()
+    );
+    assert_eq!(
+        env.reconcile("orders").await.unwrap(),
+        Action::await_change()
+    );
+    let got = env.stored("orders");
+    assert_eq!(phase(&got), Phase::Degraded);
+    let (status, reason, message) = condition(&got, "Degraded");
+    assert_eq!((status, reason), ("True", "InvalidSpec"));
+    assert_eq!(
+        message,
+        "spec.source.user: Secret src not found in namespace data: create it or fix the reference; \
+         spec.source.password: Secret src not found in namespace data: create it or fix the reference; \
+         spec.sink.webhook.headersSecret: Secret hooks has no keys: add one key per HTTP header"
+    );
+    assert_eq!(condition(&got, "Ready").0, "False");
+    assert!(env.api.names::<ConfigMap>(NS).is_empty());
+    assert!(env.api.names::<Deployment>(NS).is_empty());
+    assert!(env.api.names::<StatefulSet>(NS).is_empty());
+    let events = env.api.events(NS);
+    assert_eq!(
+        events.len(),
+        1,
+        "one Event, not one per reconcile: {events:?}"
+    );
+    assert_eq!(
+        (events[0].0.as_str(), events[0].1.as_str()),
+        ("Warning", "InvalidSpec")
+    );
+
+    // Fixing the references makes it apply; a Rule with a broken regex then degrades the group
+    // without dropping the running configuration.
+    env.source_secret();
+    env.api
+        .remove::<k8s_openapi::api::core::v1::Secret>(NS, "hooks");
+    env.api
+        .insert(&secret("hooks", &[("Authorization", "Bearer t0ken")]));
+    env.reconcile("orders").await.unwrap();
+    assert_eq!(env.api.names::<Deployment>(NS).len(), 2);
+    let worker: Deployment = env.api.get(NS, "orders-worker").unwrap();
+    let env_vars = worker.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let header = env_vars
+        .iter()
+        .find(|e| e.name == "PG_FLO_WEBHOOK_HEADER")
+        .unwrap();
+    assert_eq!(
+        header.value.as_deref(),
+        Some("Authorization: $(PG_FLO_WEBHOOK_HEADER_0)")
+    );
+    assert!(
+        !format!("{env_vars:?}").contains("t0ken"),
+        "no header value in the pod spec"
+    );
+    let cm_before: ConfigMap = env.api.get(NS, "orders-pg-flo-config").unwrap();
+
+    env.api.insert(&cr::<Rule>(
+        "apiVersion: pgflo.io/v1alpha1
+kind: Rule
+metadata: {name: broken}
+spec:
+  groupRef: {name: orders}
+  table: orders
+  rules:
+    - {type: transform, column: email, transform: {type: regex, pattern: '([a-z', replace: x}}",
+    ));
+    env.reconcile_rule("broken").await.unwrap();
+    let rule: Rule = env.api.get(NS, "broken").unwrap();
+    let c = &rule.status.unwrap().conditions[0];
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "InvalidRule")
+    );
+    assert!(
+        c.message
+            .starts_with("rules[0] (column email): pattern does not compile"),
+        "{}",
+        c.message
+    );
+    env.reconcile("orders").await.unwrap();
+    let got = env.stored("orders");
+    let (status, reason, message) = condition(&got, "Degraded");
+    assert_eq!((status, reason), ("True", "InvalidSpec"));
+    assert!(
+        message.starts_with("Rule broken: rules[0] (column email): pattern does not compile"),
+        "{message}"
+    );
+    let cm_after: ConfigMap = env.api.get(NS, "orders-pg-flo-config").unwrap();
+    assert_eq!(
+        cm_before.data, cm_after.data,
+        "the previous configuration stays"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_and_routes_of_an_unknown_group_wait_for_it() {
+    let env = Env::start().await;
+    env.api.insert(&cr::<Route>(
+        "apiVersion: pgflo.io/v1alpha1
+kind: Route
+metadata: {name: r1}
+spec: {groupRef: {name: later}, sourceTable: orders, destinationTable: o2}",
+    ));
+    assert_eq!(
+        env.reconcile_route("r1").await.unwrap(),
+        Action::await_change()
+    );
+    let r: Route = env.api.get(NS, "r1").unwrap();
+    let c = &r.status.unwrap().conditions[0];
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "GroupNotFound")
+    );
+    assert_eq!(
+        c.message,
+        "ReplicationGroup later not found in namespace data: create it or fix spec.groupRef.name"
+    );
+    // Reconciling again without a change writes nothing.
+    env.api.clear_requests();
+    env.reconcile_route("r1").await.unwrap();
+    assert!(
+        env.api.requests().iter().all(|r| r.method == "GET"),
+        "{:?}",
+        env.api.requests()
+    );
+
+    env.source_secret();
+    env.api.insert(&env.group("later", ""));
+    env.reconcile_route("r1").await.unwrap();
+    let r: Route = env.api.get(NS, "r1").unwrap();
+    assert_eq!(r.status.unwrap().conditions[0].status, "True");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_with_retain_keeps_the_slot() {
+    let env = Env::start().await;
+    env.source_secret();
+    env.create(&env.group("orders", "")).await;
+    let c = create_slot(&env, "orders").await;
+    let client = env.ctx.client.clone();
+    let groups: kube::Api<ReplicationGroup> = kube::Api::namespaced(client, NS);
+    groups.delete("orders", &Default::default()).await.unwrap();
+    assert!(env.stored("orders").metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        env.reconcile("orders").await.unwrap(),
+        Action::await_change()
+    );
+    assert!(
+        env.api.get::<ReplicationGroup>(NS, "orders").is_none(),
+        "finalizer removed, group gone"
+    );
+    assert_eq!(
+        slot_exists(&c, "pg_flo_orders_publication").await,
+        (true, true)
+    );
+    let events = env.api.events(NS);
+    let retained = events.iter().find(|e| e.1 == "SlotRetained").unwrap();
+    assert_eq!(retained.0, "Warning");
+    assert!(
+        retained
+            .2
+            .contains("SELECT pg_drop_replication_slot('pg_flo_orders_publication')"),
+        "{}",
+        retained.2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_with_delete_waits_for_the_pods_then_drops_slot_publication_and_streams() {
+    let env = Env::start().await;
+    env.source_secret();
+    let nats = e2e::NatsServer::start().await.unwrap();
+    let rg = env.group(
+        "orders",
+        &format!(
+            "{{reclaimPolicy: delete, nats: {{external: {{url: '{}'}}}}}}",
+            nats.url()
+        ),
+    );
+    env.create(&rg).await;
+    assert!(
+        env.api.names::<StatefulSet>(NS).is_empty(),
+        "external NATS: no StatefulSet"
+    );
+    let c = create_slot(&env, "orders").await;
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    for s in [
+        "pgflo_orders_stream",
+        "pgflo_orders_state",
+        "pgflo_orders_dlq",
+    ] {
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: s.into(),
+            subjects: vec![format!("{s}.x")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    // A replicator pod is still there.
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "orders-replicator-abc", "namespace": NS, "labels": {
+            "app.kubernetes.io/name": "pg-flo", "app.kubernetes.io/instance": "orders",
+            "app.kubernetes.io/component": "replicator"}},
+    }))
+    .unwrap();
+    env.api.insert(&pod);
+
+    let groups: kube::Api<ReplicationGroup> = kube::Api::namespaced(env.ctx.client.clone(), NS);
+    groups.delete("orders", &Default::default()).await.unwrap();
+    let err = env.reconcile("orders").await.unwrap_err();
+    assert_eq!(err.category(), "cleanup-pending");
+    assert!(
+        env.api.names::<Deployment>(NS).is_empty(),
+        "workloads deleted first"
+    );
+    let got = env.stored("orders");
+    assert_eq!(phase(&got), Phase::Deleting);
+    assert_eq!(
+        condition(&got, "Ready").2,
+        "waiting for pods orders-replicator-abc to terminate before dropping the slot"
+    );
+    assert_eq!(
+        slot_exists(&c, "pg_flo_orders_publication").await,
+        (true, true)
+    );
+
+    // The pod is gone: the slot, publication and streams are dropped, the group goes.
+    env.api.remove::<Pod>(NS, "orders-replicator-abc");
+    assert_eq!(
+        env.reconcile("orders").await.unwrap(),
+        Action::await_change()
+    );
+    assert_eq!(
+        slot_exists(&c, "pg_flo_orders_publication").await,
+        (false, false)
+    );
+    for s in [
+        "pgflo_orders_stream",
+        "pgflo_orders_state",
+        "pgflo_orders_dlq",
+    ] {
+        assert!(js.get_stream(s).await.is_err(), "stream {s} deleted");
+    }
+    assert!(env.api.get::<ReplicationGroup>(NS, "orders").is_none());
+    let events = env.api.events(NS);
+    assert!(
+        events.iter().any(|e| e.0 == "Normal" && e.1 == "CleanedUp"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_mode_runs_a_job_once_and_reports_its_completion() {
+    use k8s_openapi::api::batch::v1::Job;
+    let env = Env::start().await;
+    env.source_secret();
+    env.create(&env.group("orders", "{mode: copy}")).await;
+    assert_eq!(env.api.names::<Job>(NS), vec!["orders-copy"]);
+    assert_eq!(
+        env.api.names::<Deployment>(NS),
+        vec!["orders-worker"],
+        "no replicator Deployment"
+    );
+    assert_eq!(phase(&env.stored("orders")), Phase::Copying);
+
+    // Pausing suspends the Job with a merge patch (its pod template is immutable).
+    let mut rg = env.stored("orders");
+    rg.spec.state = pg_flo_operator::crd::DesiredState::Paused;
+    env.api.replace(&rg);
+    env.api.clear_requests();
+    env.reconcile("orders").await.unwrap();
+    let job: Job = env.api.get(NS, "orders-copy").unwrap();
+    assert_eq!(job.spec.unwrap().suspend, Some(true));
+    let job_writes: Vec<_> = env
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/jobs/orders-copy") && r.method == "PATCH")
+        .collect();
+    assert_eq!(job_writes.len(), 1);
+    assert!(job_writes[0]
+        .content_type
+        .starts_with("application/merge-patch+json"));
+    assert_eq!(job_writes[0].body, json!({"spec": {"suspend": true}}));
+
+    // Running again; the Job completes: phase Completed, Ready.
+    let mut rg = env.stored("orders");
+    rg.spec.state = pg_flo_operator::crd::DesiredState::Running;
+    env.api.replace(&rg);
+    env.reconcile("orders").await.unwrap();
+    env.api.set_status::<Job>(
+        NS,
+        "orders-copy",
+        json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}),
+    );
+    env.reconcile("orders").await.unwrap();
+    let got = env.stored("orders");
+    assert_eq!(phase(&got), Phase::Completed);
+    assert_eq!(
+        condition(&got, "Ready").1,
+        "CopyComplete",
+        "{:?}",
+        got.status
+    );
+}

@@ -1,0 +1,553 @@
+//! A fake Kubernetes API server for reconcile tests: an in-memory object store behind a tower
+//! Service that `kube::Client` drives over HTTP semantics (paths, verbs, content types, status
+//! codes). No API server can run on the test machines; this is the one faked component.
+//!
+//! What it implements, and how faithfully:
+//! - GET object / list (with `labelSelector` equality terms), POST (create, 409 on exists),
+//!   PUT (replace, 409 on a stale `resourceVersion`), DELETE (404 when absent; with finalizers
+//!   only sets `deletionTimestamp`, like the API server).
+//! - PATCH: server-side apply (`application/apply-patch+yaml`) as a single-manager apply: the
+//!   applied fields replace the object's, system metadata (uid, resourceVersion, generation,
+//!   creationTimestamp, finalizers, deletionTimestamp) and status are kept; `generation` is
+//!   bumped when anything besides metadata and status changed. JSON merge patch and JSON patch
+//!   (the finalizer helper's `test`/`add`/`remove`) via the `json-patch` crate.
+//! - `/status` subresource: apply / merge patch touch only `.status`.
+//! - An object whose last finalizer is removed while `deletionTimestamp` is set disappears.
+//!
+//! Not implemented: watches, field selectors, owner-reference garbage collection (tests that
+//! need GC delete the children themselves), admission and schema validation.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use kube::client::Body;
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// One request the operator made.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub content_type: String,
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct State {
+    /// Collection path (`/apis/apps/v1/namespaces/ns/deployments`) -> name -> object.
+    objects: BTreeMap<String, BTreeMap<String, Value>>,
+    resource_version: u64,
+    log: Vec<Recorded>,
+}
+
+/// The fake API server.
+#[derive(Clone, Default)]
+pub struct FakeApi {
+    state: Arc<Mutex<State>>,
+}
+
+fn status(code: u16, reason: &str, message: String) -> (u16, Value) {
+    (
+        code,
+        json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": message, "reason": reason, "code": code,
+        }),
+    )
+}
+
+/// Splits `/api(s)/.../namespaces/<ns>/<plural>[/<name>[/<sub>]]` into (collection path, name,
+/// subresource).
+fn split_path(path: &str) -> Option<(String, Option<String>, Option<String>)> {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let ns_at = parts.iter().position(|p| *p == "namespaces")?;
+    // parts[ns_at+1] = ns, parts[ns_at+2] = plural
+    let plural_at = ns_at + 2;
+    if parts.len() <= plural_at {
+        return None;
+    }
+    let collection = format!("/{}", parts[..=plural_at].join("/"));
+    let name = parts.get(plural_at + 1).map(|s| s.to_string());
+    let sub = parts.get(plural_at + 2).map(|s| s.to_string());
+    Some((collection, name, sub))
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn matches_selector(obj: &Value, selector: &str) -> bool {
+    selector.split(',').filter(|t| !t.is_empty()).all(|term| {
+        let Some((k, v)) = term.split_once('=') else {
+            return false;
+        };
+        obj["metadata"]["labels"][k].as_str() == Some(v)
+    })
+}
+
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now().to_string()
+}
+
+fn without_meta_and_status(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+    }
+    v
+}
+
+impl State {
+    fn next_rv(&mut self) -> String {
+        self.resource_version += 1;
+        self.resource_version.to_string()
+    }
+
+    fn create(&mut self, collection: &str, mut obj: Value) -> (u16, Value) {
+        let Some(name) = obj["metadata"]["name"].as_str().map(str::to_owned) else {
+            return status(422, "Invalid", "metadata.name is required".into());
+        };
+        if self
+            .objects
+            .get(collection)
+            .is_some_and(|c| c.contains_key(&name))
+        {
+            return status(409, "AlreadyExists", format!("{name} already exists"));
+        }
+        let rv = self.next_rv();
+        let meta = &mut obj["metadata"];
+        meta["uid"] = json!(format!("uid-{name}-{rv}"));
+        meta["resourceVersion"] = json!(rv);
+        meta["generation"] = json!(1);
+        meta["creationTimestamp"] = json!(now());
+        if let Some(ns) = collection
+            .split('/')
+            .skip_while(|p| *p != "namespaces")
+            .nth(1)
+        {
+            meta["namespace"] = json!(ns);
+        }
+        self.objects
+            .entry(collection.to_owned())
+            .or_default()
+            .insert(name, obj.clone());
+        (201, obj)
+    }
+
+    /// Stores `new` as the next version of `old`, keeping system metadata.
+    fn update(
+        &mut self,
+        collection: &str,
+        name: &str,
+        old: &Value,
+        mut new: Value,
+        keep_status: bool,
+    ) -> (u16, Value) {
+        for k in ["uid", "creationTimestamp", "deletionTimestamp", "namespace"] {
+            if old["metadata"].get(k).is_some() {
+                new["metadata"][k] = old["metadata"][k].clone();
+            }
+        }
+        if new["metadata"].get("finalizers").is_none()
+            && old["metadata"].get("finalizers").is_some()
+        {
+            new["metadata"]["finalizers"] = old["metadata"]["finalizers"].clone();
+        }
+        if keep_status {
+            match old.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    if let Some(m) = new.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+        }
+        let mut generation = old["metadata"]["generation"].as_i64().unwrap_or(1);
+        if without_meta_and_status(old) != without_meta_and_status(&new) {
+            generation += 1;
+        }
+        new["metadata"]["generation"] = json!(generation);
+        new["metadata"]["resourceVersion"] = json!(self.next_rv());
+        if let Some(m) = new["metadata"].as_object_mut() {
+            if m.get("finalizers")
+                .is_some_and(|f| f.is_null() || f.as_array().is_some_and(|a| a.is_empty()))
+            {
+                m.remove("finalizers");
+            }
+        }
+        let gone = new["metadata"].get("deletionTimestamp").is_some()
+            && new["metadata"].get("finalizers").is_none();
+        let coll = self.objects.entry(collection.to_owned()).or_default();
+        if gone {
+            coll.remove(name);
+        } else {
+            coll.insert(name.to_owned(), new.clone());
+        }
+        (200, new)
+    }
+
+    fn handle(
+        &mut self,
+        method: &str,
+        path: &str,
+        query: &str,
+        content_type: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        let Some((collection, name, sub)) = split_path(path) else {
+            return status(404, "NotFound", format!("unsupported path {path}"));
+        };
+        let current = name.as_ref().and_then(|n| {
+            self.objects
+                .get(&collection)
+                .and_then(|c| c.get(n))
+                .cloned()
+        });
+        match (method, name) {
+            ("GET", None) => {
+                let selector = query_param(query, "labelSelector").unwrap_or_default();
+                let items: Vec<Value> = self
+                    .objects
+                    .get(&collection)
+                    .map(|c| {
+                        c.values()
+                            .filter(|o| matches_selector(o, &selector))
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (
+                    200,
+                    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": self.resource_version.to_string()}, "items": items}),
+                )
+            }
+            ("GET", Some(n)) => match current {
+                Some(o) => (200, o),
+                None => status(404, "NotFound", format!("{n} not found")),
+            },
+            ("POST", None) => self.create(&collection, body),
+            ("PUT", Some(n)) => match current {
+                None => status(404, "NotFound", format!("{n} not found")),
+                Some(old) => {
+                    let sent = body["metadata"]["resourceVersion"].as_str();
+                    if sent.is_some() && sent != old["metadata"]["resourceVersion"].as_str() {
+                        return status(
+                            409,
+                            "Conflict",
+                            format!("{n}: the object has been modified"),
+                        );
+                    }
+                    self.update(
+                        &collection,
+                        &n,
+                        &old,
+                        body,
+                        sub.as_deref() != Some("status"),
+                    )
+                }
+            },
+            ("DELETE", Some(n)) => match current {
+                None => status(404, "NotFound", format!("{n} not found")),
+                Some(mut old) => {
+                    let has_finalizers = old["metadata"]["finalizers"]
+                        .as_array()
+                        .is_some_and(|a| !a.is_empty());
+                    if has_finalizers {
+                        if old["metadata"].get("deletionTimestamp").is_none() {
+                            old["metadata"]["deletionTimestamp"] = json!(now());
+                            old["metadata"]["resourceVersion"] = json!(self.next_rv());
+                            self.objects
+                                .entry(collection)
+                                .or_default()
+                                .insert(n, old.clone());
+                        }
+                        (200, old)
+                    } else {
+                        self.objects.entry(collection).or_default().remove(&n);
+                        (
+                            200,
+                            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 200}),
+                        )
+                    }
+                }
+            },
+            ("PATCH", Some(n)) => {
+                let on_status = sub.as_deref() == Some("status");
+                if content_type.starts_with("application/apply-patch") {
+                    match current {
+                        None if on_status => status(404, "NotFound", format!("{n} not found")),
+                        None => {
+                            let mut obj = body;
+                            obj["metadata"]["name"] = json!(n);
+                            self.create(&collection, obj)
+                        }
+                        Some(old) if on_status => {
+                            let mut new = old.clone();
+                            new["status"] = body["status"].clone();
+                            self.update(&collection, &n, &old, new, false)
+                        }
+                        Some(old) => {
+                            let mut new = body;
+                            // Labels/annotations applied replace ours; other metadata is system's.
+                            let mut meta = old["metadata"].clone();
+                            for k in ["labels", "annotations", "ownerReferences"] {
+                                match new["metadata"].get(k) {
+                                    Some(v) => meta[k] = v.clone(),
+                                    None => {
+                                        if let Some(m) = meta.as_object_mut() {
+                                            m.remove(k);
+                                        }
+                                    }
+                                }
+                            }
+                            new["metadata"] = meta;
+                            self.update(&collection, &n, &old, new, true)
+                        }
+                    }
+                } else {
+                    let Some(old) = current else {
+                        return status(404, "NotFound", format!("{n} not found"));
+                    };
+                    let mut doc = old.clone();
+                    if content_type.starts_with("application/merge-patch") {
+                        if on_status {
+                            json_patch::merge(&mut doc["status"], &body["status"]);
+                        } else {
+                            json_patch::merge(&mut doc, &body);
+                        }
+                    } else if content_type.starts_with("application/json-patch") {
+                        if doc["metadata"].get("finalizers").is_none() {
+                            doc["metadata"]["finalizers"] = Value::Null;
+                        }
+                        let patch: json_patch::Patch = match serde_json::from_value(body) {
+                            Ok(p) => p,
+                            Err(e) => return status(400, "BadRequest", e.to_string()),
+                        };
+                        if let Err(e) = json_patch::patch(&mut doc, &patch) {
+                            return status(422, "Invalid", e.to_string());
+                        }
+                    } else {
+                        return status(415, "UnsupportedMediaType", content_type.to_owned());
+                    }
+                    self.update(&collection, &n, &old, doc, false)
+                }
+            }
+            (m, _) => status(405, "MethodNotAllowed", format!("{m} {path}")),
+        }
+    }
+}
+
+impl FakeApi {
+    /// An empty API server.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A `kube::Client` talking to this fake.
+    pub fn client(&self) -> Client {
+        let state = self.state.clone();
+        let svc = tower::service_fn(move |req: Request<Body>| {
+            let state = state.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let bytes = body.collect().await?.to_bytes();
+                let body: Value = if bytes.is_empty() {
+                    Value::Null
+                } else {
+                    serde_json::from_slice(&bytes)
+                        .unwrap_or_else(|_| serde_yaml::from_slice(&bytes).unwrap_or(Value::Null))
+                };
+                let content_type = parts
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                let method = parts.method.as_str().to_owned();
+                let path = parts.uri.path().to_owned();
+                let query = parts.uri.query().unwrap_or("").to_owned();
+                let (code, out) = {
+                    let mut st = state.lock().unwrap();
+                    st.log.push(Recorded {
+                        method: method.clone(),
+                        path: path.clone(),
+                        query: query.clone(),
+                        content_type: content_type.clone(),
+                        body: body.clone(),
+                    });
+                    st.handle(&method, &path, &query, &content_type, body)
+                };
+                let resp = Response::builder()
+                    .status(StatusCode::from_u16(code).unwrap())
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(Bytes::from(serde_json::to_vec(&out).unwrap())))
+                    .unwrap();
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(resp)
+            }
+        });
+        Client::new(svc, "default")
+    }
+
+    fn collection<K: Resource<DynamicType = ()>>(ns: &str) -> String {
+        K::url_path(&(), Some(ns))
+    }
+
+    /// Creates `obj` (uid, resourceVersion, generation 1), as `kubectl apply` would.
+    pub fn insert<K: Resource<DynamicType = ()> + Serialize + DeserializeOwned>(
+        &self,
+        obj: &K,
+    ) -> K {
+        let ns = obj
+            .meta()
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let mut v = serde_json::to_value(obj).unwrap();
+        v["apiVersion"] = json!(K::api_version(&()));
+        v["kind"] = json!(K::kind(&()));
+        let (code, out) = self
+            .state
+            .lock()
+            .unwrap()
+            .create(&Self::collection::<K>(&ns), v);
+        assert_eq!(code, 201, "insert failed: {out}");
+        serde_json::from_value(out).unwrap()
+    }
+
+    /// Replaces `obj` wholesale (a user's `kubectl apply` of a changed spec); bumps generation.
+    pub fn replace<K: Resource<DynamicType = ()> + Serialize + DeserializeOwned>(
+        &self,
+        obj: &K,
+    ) -> K {
+        let ns = obj
+            .meta()
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let name = obj.meta().name.clone().unwrap();
+        let coll = Self::collection::<K>(&ns);
+        let mut st = self.state.lock().unwrap();
+        let old = st
+            .objects
+            .get(&coll)
+            .and_then(|c| c.get(&name))
+            .cloned()
+            .expect("object exists");
+        let mut v = serde_json::to_value(obj).unwrap();
+        v["apiVersion"] = json!(K::api_version(&()));
+        v["kind"] = json!(K::kind(&()));
+        let (code, out) = st.update(&coll, &name, &old, v, true);
+        assert_eq!(code, 200);
+        serde_json::from_value(out).unwrap()
+    }
+
+    /// The stored object, if any.
+    pub fn get<K: Resource<DynamicType = ()> + DeserializeOwned>(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Option<K> {
+        let st = self.state.lock().unwrap();
+        st.objects
+            .get(&Self::collection::<K>(ns))
+            .and_then(|c| c.get(name))
+            .map(|v| serde_json::from_value(v.clone()).unwrap())
+    }
+
+    /// Every stored object of a kind in `ns`, by name.
+    pub fn list<K: Resource<DynamicType = ()> + DeserializeOwned>(&self, ns: &str) -> Vec<K> {
+        let st = self.state.lock().unwrap();
+        st.objects
+            .get(&Self::collection::<K>(ns))
+            .map(|c| {
+                c.values()
+                    .map(|v| serde_json::from_value(v.clone()).unwrap())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Names of the stored objects of a kind in `ns`.
+    pub fn names<K: Resource<DynamicType = ()> + DeserializeOwned>(&self, ns: &str) -> Vec<String> {
+        let st = self.state.lock().unwrap();
+        st.objects
+            .get(&Self::collection::<K>(ns))
+            .map(|c| c.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Removes an object outright (what the garbage collector or kubelet would do).
+    pub fn remove<K: Resource<DynamicType = ()>>(&self, ns: &str, name: &str) {
+        let mut st = self.state.lock().unwrap();
+        if let Some(c) = st.objects.get_mut(&Self::collection::<K>(ns)) {
+            c.remove(name);
+        }
+    }
+
+    /// Sets `.status` of a stored object (what another controller would report).
+    pub fn set_status<K: Resource<DynamicType = ()>>(&self, ns: &str, name: &str, status: Value) {
+        let mut st = self.state.lock().unwrap();
+        let rv = st.next_rv();
+        let obj = st
+            .objects
+            .get_mut(&Self::collection::<K>(ns))
+            .and_then(|c| c.get_mut(name))
+            .expect("object exists");
+        obj["status"] = status;
+        obj["metadata"]["resourceVersion"] = json!(rv);
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().log.clone()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_requests(&self) {
+        self.state.lock().unwrap().log.clear();
+    }
+
+    /// The Events published in `ns`, oldest first: (type, reason, note).
+    pub fn events(&self, ns: &str) -> Vec<(String, String, String)> {
+        self.list::<k8s_openapi::api::events::v1::Event>(ns)
+            .into_iter()
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+}

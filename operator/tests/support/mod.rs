@@ -1,0 +1,158 @@
+//! Fixtures of the reconcile tests: the fake Kubernetes API, a real PostgreSQL source, the
+//! operator's context, and helpers to run one reconcile the way the controller would.
+
+#![allow(dead_code)] // each test binary uses a part
+
+pub mod fake_api;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use e2e::{PgCluster, PgOptions};
+use fake_api::FakeApi;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use kube::api::ObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Reporter;
+use pg_flo_operator::controller::{attach, group, Context, Error};
+use pg_flo_operator::crd::{ReplicationGroup, Route, Rule};
+use pg_flo_operator::metrics::Metrics;
+
+/// Namespace of every test object.
+pub const NS: &str = "data";
+/// Runtime image the test context renders.
+pub const IMAGE: &str = "registry.test/pg-flo:test";
+
+/// One test's world: the fake API, the operator context on it, a real source database.
+pub struct Env {
+    pub api: FakeApi,
+    pub ctx: Arc<Context>,
+    pub pg: PgCluster,
+}
+
+pub fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NS.into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        ..Secret::default()
+    }
+}
+
+impl Env {
+    /// Starts PostgreSQL (database `shop`) and an empty fake API.
+    pub async fn start() -> Env {
+        let pg = PgCluster::start(PgOptions::default()).await.unwrap();
+        pg.create_database("shop").await.unwrap();
+        let api = FakeApi::new();
+        let ctx = Arc::new(Context::new(
+            api.client(),
+            IMAGE.into(),
+            Reporter {
+                controller: "pg-flo-operator".into(),
+                instance: Some("test".into()),
+            },
+            Arc::new(Metrics::new().unwrap()),
+            Duration::from_secs(30),
+        ));
+        Env { api, ctx, pg }
+    }
+
+    /// Stores the Secret `src` with the source's real credentials.
+    pub fn source_secret(&self) {
+        self.api.insert(&secret(
+            "src",
+            &[("user", self.pg.user()), ("password", self.pg.password())],
+        ));
+    }
+
+    /// A group on the real source with `extra` YAML merged into its spec (stdout sink, managed
+    /// NATS unless `extra` says otherwise).
+    pub fn group(&self, name: &str, extra: &str) -> ReplicationGroup {
+        let mut spec: serde_yaml::Value = serde_yaml::from_str(&format!(
+            "source: {{host: 127.0.0.1, port: {port}, database: shop, tables: [orders], \
+             sslMode: disable, user: {{name: src, key: user}}, password: {{name: src, key: password}}}}\n\
+             sink: {{stdout: {{}}}}\n\
+             nats: {{managed: {{}}}}\n",
+            port = self.pg.port()
+        ))
+        .unwrap();
+        if !extra.trim().is_empty() {
+            let extra: serde_yaml::Value = serde_yaml::from_str(extra).unwrap();
+            for (k, v) in extra.as_mapping().unwrap() {
+                spec[k.as_str().unwrap()] = v.clone();
+            }
+        }
+        let doc = serde_yaml::to_string(&serde_yaml::Value::Mapping(
+            [
+                ("apiVersion".into(), "pgflo.io/v1alpha1".into()),
+                ("kind".into(), "ReplicationGroup".into()),
+                (
+                    "metadata".into(),
+                    serde_yaml::from_str(&format!("{{name: {name}, namespace: {NS}}}")).unwrap(),
+                ),
+                ("spec".into(), spec),
+            ]
+            .into_iter()
+            .collect(),
+        ))
+        .unwrap();
+        serde_yaml::from_str(&doc).unwrap()
+    }
+
+    /// The stored group.
+    pub fn stored(&self, name: &str) -> ReplicationGroup {
+        self.api
+            .get::<ReplicationGroup>(NS, name)
+            .expect("group stored")
+    }
+
+    /// One reconcile of the stored group, as the controller would run it.
+    pub async fn reconcile(&self, name: &str) -> Result<Action, Error> {
+        let rg = Arc::new(self.stored(name));
+        group::reconcile(rg, self.ctx.clone()).await
+    }
+
+    /// Reconciles until the finalizer is on and the group applied (two reconciles).
+    pub async fn create(&self, rg: &ReplicationGroup) -> Action {
+        self.api.insert(rg);
+        let name = rg.metadata.name.clone().unwrap();
+        let first = self.reconcile(&name).await.unwrap();
+        assert_eq!(
+            first,
+            Action::await_change(),
+            "first reconcile adds the finalizer"
+        );
+        assert_eq!(
+            self.stored(&name).metadata.finalizers,
+            Some(vec!["pgflo.io/cleanup".to_string()])
+        );
+        self.reconcile(&name).await.unwrap()
+    }
+
+    pub async fn reconcile_rule(&self, name: &str) -> Result<Action, Error> {
+        let r = Arc::new(self.api.get::<Rule>(NS, name).unwrap());
+        attach::reconcile_rule(r, self.ctx.clone()).await
+    }
+
+    pub async fn reconcile_route(&self, name: &str) -> Result<Action, Error> {
+        let r = Arc::new(self.api.get::<Route>(NS, name).unwrap());
+        attach::reconcile_route(r, self.ctx.clone()).await
+    }
+}
+
+/// Parses a namespaced custom resource from YAML (namespace set to [`NS`]).
+pub fn cr<K: serde::de::DeserializeOwned>(yaml: &str) -> K {
+    let mut v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+    v["metadata"]["namespace"] = NS.into();
+    serde_yaml::from_value(v).unwrap()
+}
