@@ -1,9 +1,10 @@
-# One image with both binaries: `pg_flo` (replicator / worker) and, once the operator crate is
-# in the workspace, `pg-flo-operator`. The operator runs the runtime from its own image tag,
-# so the two never skew.
+# One image with both binaries: `pg_flo` (replicator / worker) and `pg-flo-operator`. The Helm
+# chart runs the operator with `command: [pg-flo-operator]` and passes this same image as the
+# runtime image, so operator and runtime versions never skew.
 #
 #   docker build -t pg-flo:dev .
-#   docker run --rm pg-flo:dev pg_flo version
+#   docker run --rm pg-flo:dev version
+#   docker run --rm --entrypoint pg-flo-operator pg-flo:dev crd
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
@@ -11,7 +12,7 @@ COPY . .
 ARG PG_FLO_COMMIT=none
 ARG PG_FLO_BUILD_DATE=unknown
 ENV PG_FLO_COMMIT=${PG_FLO_COMMIT} PG_FLO_BUILD_DATE=${PG_FLO_BUILD_DATE}
-RUN cargo build --release --locked --bins \
+RUN cargo build --release --locked -p pg_flo -p pg-flo-operator --bins \
  && mkdir -p /out \
  && find target/release -maxdepth 1 -type f -executable \( -name pg_flo -o -name pg-flo-operator \) -exec cp {} /out/ \;
 

@@ -58,6 +58,7 @@ fn every_example_is_covered() {
     assert_eq!(
         files,
         [
+            "quickstart.yaml",
             "replicationgroup-full.yaml",
             "replicationgroup-minimal.yaml",
             "route.yaml",
@@ -167,4 +168,75 @@ fn crds_carry_the_cel_rules() {
     ] {
         assert!(yaml.contains(needle), "missing CEL rule: {needle}");
     }
+}
+
+/// The README's complete example: every document is a valid object, the group renders with its
+/// Rule and Route, and the README shows the file verbatim.
+#[test]
+fn quickstart_is_valid_renders_and_is_the_readme_example() {
+    use k8s_openapi::api::core::v1::Secret;
+    let text = example("quickstart.yaml");
+    let mut groups: Vec<ReplicationGroup> = Vec::new();
+    let mut rules: Vec<Rule> = Vec::new();
+    let mut routes: Vec<Route> = Vec::new();
+    let mut secrets: Vec<Secret> = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let json = <serde_json::Value as serde::Deserialize>::deserialize(doc)
+            .unwrap_or_else(|e| panic!("quickstart.yaml: {e}"));
+        let kind = json["kind"].as_str().unwrap().to_owned();
+        let errors = match kind.as_str() {
+            "ReplicationGroup" => schema_errors(&ReplicationGroup::crd(), &json),
+            "Rule" => schema_errors(&Rule::crd(), &json),
+            "Route" => schema_errors(&Route::crd(), &json),
+            _ => Vec::new(),
+        };
+        assert!(errors.is_empty(), "{kind}: {errors:#?}");
+        match kind.as_str() {
+            "ReplicationGroup" => groups.push(serde_json::from_value(json).unwrap()),
+            "Rule" => rules.push(serde_json::from_value(json).unwrap()),
+            "Route" => routes.push(serde_json::from_value(json).unwrap()),
+            "Secret" => secrets.push(serde_json::from_value(json).unwrap()),
+            other => panic!("unexpected kind {other}"),
+        }
+    }
+    assert_eq!(
+        (groups.len(), rules.len(), routes.len(), secrets.len()),
+        (1, 1, 1, 2)
+    );
+    let mut rg = groups.remove(0);
+    rg.metadata.namespace = Some("shop".into());
+    rg.metadata.uid = Some("00000000-0000-0000-0000-000000000009".into());
+    // Every Secret reference of the group names a Secret of the file, with the key.
+    for u in pg_flo_operator::controller::validate::secret_uses(&rg) {
+        let s = secrets
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(u.secret.as_str()))
+            .unwrap_or_else(|| panic!("{} names a Secret not in the file", u.field));
+        let key = u.key.unwrap();
+        assert!(
+            s.string_data.as_ref().unwrap().contains_key(&key),
+            "{}: key {key}",
+            u.field
+        );
+    }
+    for r in &rules {
+        assert!(pg_flo_operator::controller::attach::rule_problems(r).is_empty());
+    }
+    let d = pg_flo_operator::resources::build(&rg, &rules, &routes, "pg-flo:test", &[]).unwrap();
+    let data = d.config_map.data.unwrap();
+    assert!(
+        data["rules.yaml"].contains("customers:"),
+        "{}",
+        data["rules.yaml"]
+    );
+    assert!(data["routing.yaml"].starts_with("orders:\n  destination_table: shop_orders"));
+    assert!(d.nats.is_some());
+
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    assert!(
+        readme.contains(&format!("```yaml\n{text}```")),
+        "README.md must show operator/examples/quickstart.yaml verbatim in a ```yaml block"
+    );
 }

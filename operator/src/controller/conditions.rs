@@ -296,3 +296,111 @@ pub fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
                 && x.observed_generation == y.observed_generation
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group() -> ReplicationGroup {
+        serde_yaml::from_str(
+            "apiVersion: pgflo.io/v1alpha1
+kind: ReplicationGroup
+metadata: {name: orders, namespace: data, generation: 4}
+spec:
+  source: {host: db, database: shop, user: {name: s, key: u}, password: {name: s, key: p}}
+  sink: {stdout: {}}
+  nats: {managed: {}}",
+        )
+        .unwrap()
+    }
+
+    fn available() -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"generation": 2},
+            "status": {"observedGeneration": 2, "availableReplicas": 1, "updatedReplicas": 1}
+        }))
+        .unwrap()
+    }
+
+    fn find<'a>(s: &'a ReplicationGroupStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn a_lost_slot_degrades_a_running_group() {
+        let o = Observed {
+            replicator: Some(available()),
+            worker: Some(available()),
+            slot: Some(Ok(SlotStatus {
+                wal_status: Some("lost".into()),
+                ..SlotStatus::default()
+            })),
+            ..Observed::default()
+        };
+        let s = group_status(&group(), &o);
+        assert_eq!(s.phase, Some(Phase::Degraded));
+        assert_eq!(find(&s, DEGRADED).reason, "SlotLost");
+        assert_eq!(find(&s, READY).status, "False");
+        assert_eq!(s.observed_generation, Some(4));
+    }
+
+    #[test]
+    fn an_unreachable_source_is_degraded_and_keeps_the_last_slot_reading() {
+        let mut rg = group();
+        let last = SlotStatus {
+            name: Some("pg_flo_orders_publication".into()),
+            lag_bytes: Some(42),
+            ..SlotStatus::default()
+        };
+        rg.status = Some(ReplicationGroupStatus {
+            slot: Some(last.clone()),
+            ..ReplicationGroupStatus::default()
+        });
+        let o = Observed {
+            replicator: Some(available()),
+            worker: Some(available()),
+            slot: Some(Err("connection refused".into())),
+            ..Observed::default()
+        };
+        let s = group_status(&rg, &o);
+        let d = find(&s, DEGRADED);
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", "SourceUnreachable")
+        );
+        assert_eq!(
+            d.message,
+            "cannot read the replication slot: connection refused"
+        );
+        assert_eq!(find(&s, READY).status, "False");
+        assert_eq!(s.slot, Some(last));
+    }
+
+    #[test]
+    fn an_unchanged_condition_keeps_its_transition_time() {
+        let mut rg = group();
+        let o = Observed {
+            replicator: Some(available()),
+            worker: Some(available()),
+            slot: Some(Ok(SlotStatus::default())),
+            ..Observed::default()
+        };
+        let mut first = group_status(&rg, &o);
+        let old = Time(Timestamp::UNIX_EPOCH);
+        for c in &mut first.conditions {
+            c.last_transition_time = old.clone();
+        }
+        rg.status = Some(first);
+        let second = group_status(&rg, &o);
+        assert_eq!(second.phase, Some(Phase::Streaming));
+        assert!(second
+            .conditions
+            .iter()
+            .all(|c| c.last_transition_time == old));
+        // A change of status moves the time.
+        rg.spec.state = DesiredState::Paused;
+        let third = group_status(&rg, &o);
+        assert_ne!(find(&third, PAUSED).last_transition_time, old);
+        assert_eq!(find(&third, DEGRADED).last_transition_time, old);
+    }
+}
