@@ -332,6 +332,44 @@ spec:
         events.iter().any(|e| e.0 == "Warning" && e.1 == "Conflict"),
         "{events:?}"
     );
+
+    // A rotated password rolls both pods (Secret versions, never content, in the annotation).
+    let versions = |env: &Env| -> Vec<String> {
+        env.api
+            .list::<Deployment>(NS)
+            .iter()
+            .map(|d| {
+                d.spec
+                    .as_ref()
+                    .unwrap()
+                    .template
+                    .metadata
+                    .as_ref()
+                    .unwrap()
+                    .annotations
+                    .as_ref()
+                    .unwrap()["pgflo.io/secrets-version"]
+                    .clone()
+            })
+            .collect()
+    };
+    let before = versions(&env);
+    assert!(before[0].starts_with("src="), "{before:?}");
+    let hashes_before: Vec<String> = env.api.list::<Deployment>(NS).iter().map(hash).collect();
+    env.api.replace(&secret(
+        "src",
+        &[("user", env.pg.user()), ("password", "rotated")],
+    ));
+    env.reconcile("orders").await.unwrap();
+    let after = versions(&env);
+    assert_ne!(before[0], after[0]);
+    assert_eq!(after[0], after[1]);
+    assert!(!after[0].contains("rotated"));
+    let hashes_after: Vec<String> = env.api.list::<Deployment>(NS).iter().map(hash).collect();
+    assert_eq!(
+        hashes_before, hashes_after,
+        "the config itself did not change"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,11 +32,11 @@ use kube::{Api, ResourceExt};
 use super::apply::{apply_desired, delete, Applied};
 use super::conditions::{group_status, same_conditions, Observed, DEGRADED};
 use super::validate::{
-    external_nats, fetch, source_connection, validate, webhook_header_keys, Refs,
+    external_nats, fetch, secret_versions, source_connection, validate, webhook_header_keys, Refs,
 };
 use super::{error_chain, observe, Context, Error, FIELD_MANAGER, FINALIZER};
 use crate::crd::{DesiredState, ReclaimPolicy, ReplicationGroup, ReplicationGroupStatus};
-use crate::resources::{build, copy_job_name, selector_labels};
+use crate::resources::{annotate_secret_versions, build, copy_job_name, selector_labels};
 use crate::source;
 
 /// How long a slot read may take before the status reports the source as unreachable.
@@ -94,7 +94,8 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
     }
     let uid = rg.uid().ok_or(Error::Unnamed)?;
     let keys = webhook_header_keys(&rg, &refs);
-    let desired = build(&rg, &refs.rules, &refs.routes, &ctx.runtime_image, &keys)?;
+    let mut desired = build(&rg, &refs.rules, &refs.routes, &ctx.runtime_image, &keys)?;
+    annotate_secret_versions(&mut desired, &secret_versions(&refs));
     let run_workloads = rg.spec.state != DesiredState::Stopped;
     let applied = Box::pin(apply_desired(ctx, &ns, &name, &uid, desired, run_workloads)).await?;
     let slot = read_slot(&rg, &refs).await;
@@ -270,32 +271,13 @@ async fn cleanup(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Err
             deleting_status(ctx, &rg, error_chain(&e)).await?;
             return Err(Error::CleanupPending(error_chain(&e)));
         }
-        Err(e) => {
-            let err = Error::Source(e);
-            ctx.event(
-                rg.as_ref(),
-                EventType::Warning,
-                "CleanupFailed",
-                "Cleanup",
-                error_chain(&err),
-            )
-            .await;
-            return Err(err);
-        }
+        Err(e) => return Err(cleanup_failed(ctx, &rg, Error::Source(e)).await),
     }
 
     // 3. The streams on an external NATS (a managed NATS's volumes go with it).
     if let Some(access) = external_nats(&rg, &refs) {
         if let Err(err) = super::nats_cleanup::delete_group_streams(&access, &name).await {
-            ctx.event(
-                rg.as_ref(),
-                EventType::Warning,
-                "CleanupFailed",
-                "Cleanup",
-                error_chain(&err),
-            )
-            .await;
-            return Err(err);
+            return Err(cleanup_failed(ctx, &rg, err).await);
         }
     }
     ctx.event(
@@ -307,6 +289,19 @@ async fn cleanup(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Err
     )
     .await;
     Ok(Action::await_change())
+}
+
+/// Publishes a `CleanupFailed` Warning for `err` and returns it.
+async fn cleanup_failed(ctx: &Context, rg: &ReplicationGroup, err: Error) -> Error {
+    ctx.event(
+        rg,
+        EventType::Warning,
+        "CleanupFailed",
+        "Cleanup",
+        error_chain(&err),
+    )
+    .await;
+    err
 }
 
 /// Status while deleting: phase `Deleting`, `Ready` false with `message`.

@@ -152,6 +152,22 @@ fn secret_keys(refs: &Refs, secret: &str) -> Vec<String> {
     keys
 }
 
+/// `name=resourceVersion` of every referenced Secret, sorted (see
+/// `resources::annotate_secret_versions`).
+pub fn secret_versions(refs: &Refs) -> String {
+    refs.secrets
+        .iter()
+        .map(|(name, s)| {
+            let rv = s
+                .as_ref()
+                .and_then(|s| s.metadata.resource_version.clone())
+                .unwrap_or_default();
+            format!("{name}={rv}")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The key names of `spec.sink.webhook.headersSecret` (header names; the values stay in the
 /// Secret and reach the pod through `secretKeyRef`).
 pub fn webhook_header_keys(rg: &ReplicationGroup, refs: &Refs) -> Vec<String> {

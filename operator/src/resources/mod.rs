@@ -38,6 +38,9 @@ pub use workloads::{
 
 /// Label/annotation prefix of the operator.
 pub const CONFIG_HASH_ANNOTATION: &str = "pgflo.io/config-hash";
+/// Pod annotation naming the versions of the Secrets the pod reads: a rotated password rolls
+/// the pods.
+pub const SECRETS_VERSION_ANNOTATION: &str = "pgflo.io/secrets-version";
 /// Label naming the group of an object.
 pub const GROUP_LABEL: &str = "pgflo.io/group";
 /// Mount path of the ConfigMap in the replicator and worker pods.
@@ -127,6 +130,28 @@ pub fn build(
 /// Checks what the builders need of a group (name, namespace, uid, one sink, one NATS).
 pub fn check(rg: &ReplicationGroup) -> Result<(), BuildError> {
     Valid::new(rg).map(|_| ())
+}
+
+/// Annotates the pod templates of the replicator, the worker and the copy Job with `versions`
+/// (the referenced Secrets' `name=resourceVersion`, never their content), so that a changed
+/// Secret rolls the pods that read it through env or volumes.
+pub fn annotate_secret_versions(desired: &mut Desired, versions: &str) {
+    let templates = [
+        desired.replicator.spec.as_mut().map(|s| &mut s.template),
+        desired.worker.spec.as_mut().map(|s| &mut s.template),
+        desired
+            .copy_job
+            .as_mut()
+            .and_then(|j| j.spec.as_mut())
+            .map(|s| &mut s.template),
+    ];
+    for t in templates.into_iter().flatten() {
+        t.metadata
+            .get_or_insert_with(ObjectMeta::default)
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(SECRETS_VERSION_ANNOTATION.into(), versions.into());
+    }
 }
 
 /// Standard labels of an object of `group` with the given component (`replicator`, `worker`,
