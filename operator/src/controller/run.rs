@@ -1,7 +1,7 @@
 //! Wiring of the three controllers onto their watches, once per watched namespace (or once for
 //! the whole cluster).
 //!
-//! - ReplicationGroup: owns its ConfigMaps, ServiceAccounts, Deployments, StatefulSets,
+//! - ReplicationGroup: owns its ConfigMaps, ServiceAccounts, Deployments, Jobs, StatefulSets,
 //!   Services and PodDisruptionBudgets (watched by the operator's label), and is re-reconciled
 //!   when a Rule or Route naming it, or a Secret it references, changes.
 //! - Rule / Route: re-reconciled when their group appears or goes; a Route also when another
@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::{Config, Controller};
@@ -90,6 +91,7 @@ async fn run_scope(ctx: Arc<Context>, ns: Option<String>) {
     let groups = owned::<ConfigMap>(groups, &client, ns);
     let groups = owned::<ServiceAccount>(groups, &client, ns);
     let groups = owned::<Deployment>(groups, &client, ns);
+    let groups = owned::<Job>(groups, &client, ns);
     let groups = owned::<StatefulSet>(groups, &client, ns);
     let groups = owned::<Service>(groups, &client, ns);
     let groups = owned::<PodDisruptionBudget>(groups, &client, ns);

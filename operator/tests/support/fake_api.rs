@@ -14,20 +14,28 @@
 //! - `/status` subresource: apply / merge patch touch only `.status`.
 //! - An object whose last finalizer is removed while `deletionTimestamp` is set disappears.
 //!
-//! Not implemented: watches, field selectors, owner-reference garbage collection (tests that
+//! - Watches (`?watch=true`): the changes after the requested `resourceVersion`, then live ones,
+//!   filtered by label selector, so the real controllers (`controller::run`) can run on it.
+//!
+//! Not implemented: field selectors, owner-reference garbage collection (tests that
 //! need GC delete the children themselves), admission and schema validation.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures_util::Stream;
 use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http_body::Frame;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use kube::client::Body;
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One request the operator made.
 #[derive(Clone, Debug)]
@@ -39,12 +47,30 @@ pub struct Recorded {
     pub body: Value,
 }
 
-#[derive(Default)]
+/// One change, as a watch reports it: (resourceVersion, collection, type, object).
+type WatchEvent = (u64, String, &'static str, Value);
+
 struct State {
     /// Collection path (`/apis/apps/v1/namespaces/ns/deployments`) -> name -> object.
     objects: BTreeMap<String, BTreeMap<String, Value>>,
     resource_version: u64,
     log: Vec<Recorded>,
+    /// Every change so far, replayed to a watch that starts from an older resourceVersion.
+    history: Vec<WatchEvent>,
+    /// Live changes for open watches.
+    changes: tokio::sync::broadcast::Sender<WatchEvent>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            objects: BTreeMap::new(),
+            resource_version: 0,
+            log: Vec::new(),
+            history: Vec::new(),
+            changes: tokio::sync::broadcast::channel(4096).0,
+        }
+    }
 }
 
 /// The fake API server.
@@ -132,6 +158,27 @@ impl State {
         self.resource_version.to_string()
     }
 
+    /// Stores (or removes, for `DELETED`) an object and tells the watches.
+    fn record(&mut self, collection: &str, type_: &'static str, obj: Value) {
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let coll = self.objects.entry(collection.to_owned()).or_default();
+        if type_ == "DELETED" {
+            coll.remove(&name);
+        } else {
+            coll.insert(name, obj.clone());
+        }
+        let rv = obj["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(self.resource_version);
+        let ev = (rv, collection.to_owned(), type_, obj);
+        self.history.push(ev.clone());
+        let _ = self.changes.send(ev);
+    }
+
     fn create(&mut self, collection: &str, mut obj: Value) -> (u16, Value) {
         let Some(name) = obj["metadata"]["name"].as_str().map(str::to_owned) else {
             return status(422, "Invalid", "metadata.name is required".into());
@@ -156,10 +203,7 @@ impl State {
         {
             meta["namespace"] = json!(ns);
         }
-        self.objects
-            .entry(collection.to_owned())
-            .or_default()
-            .insert(name, obj.clone());
+        self.record(collection, "ADDED", obj.clone());
         (201, obj)
     }
 
@@ -207,13 +251,48 @@ impl State {
         }
         let gone = new["metadata"].get("deletionTimestamp").is_some()
             && new["metadata"].get("finalizers").is_none();
-        let coll = self.objects.entry(collection.to_owned()).or_default();
         if gone {
-            coll.remove(name);
+            self.record(collection, "DELETED", new.clone());
         } else {
-            coll.insert(name.to_owned(), new.clone());
+            self.record(collection, "MODIFIED", new.clone());
         }
+        let _ = name;
         (200, new)
+    }
+
+    /// A watch on a collection: the changes after the requested `resourceVersion` (replayed),
+    /// then live ones, as newline-delimited `{"type", "object"}` JSON; open until dropped.
+    fn watch(
+        &mut self,
+        path: &str,
+        query: &str,
+    ) -> impl Stream<Item = Result<Frame<Bytes>, BoxError>> + Send + 'static {
+        let collection = split_path(path).map(|(c, _, _)| c).unwrap_or_default();
+        let since: u64 = query_param(query, "resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let selector = query_param(query, "labelSelector").unwrap_or_default();
+        let wanted = move |ev: &WatchEvent| {
+            ev.0 > since && ev.1 == collection && matches_selector(&ev.3, &selector)
+        };
+        let replay: Vec<WatchEvent> = self.history.iter().filter(|e| wanted(e)).cloned().collect();
+        let rx = self.changes.subscribe();
+        let frame = |ev: WatchEvent| -> Result<Frame<Bytes>, BoxError> {
+            let mut line = serde_json::to_vec(&json!({"type": ev.2, "object": ev.3})).unwrap();
+            line.push(b'\n');
+            Ok(Frame::data(Bytes::from(line)))
+        };
+        let replayed = futures_util::stream::iter(replay.into_iter().map(frame));
+        let live = futures_util::stream::unfold((rx, wanted), move |(mut rx, wanted)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(ev) if wanted(&ev) => return Some((frame(ev), (rx, wanted))),
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        futures_util::StreamExt::chain(replayed, live)
     }
 
     fn handle(
@@ -286,14 +365,12 @@ impl State {
                         if old["metadata"].get("deletionTimestamp").is_none() {
                             old["metadata"]["deletionTimestamp"] = json!(now());
                             old["metadata"]["resourceVersion"] = json!(self.next_rv());
-                            self.objects
-                                .entry(collection)
-                                .or_default()
-                                .insert(n, old.clone());
+                            self.record(&collection, "MODIFIED", old.clone());
                         }
                         (200, old)
                     } else {
-                        self.objects.entry(collection).or_default().remove(&n);
+                        old["metadata"]["resourceVersion"] = json!(self.next_rv());
+                        self.record(&collection, "DELETED", old);
                         (
                             200,
                             json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 200}),
@@ -396,23 +473,36 @@ impl FakeApi {
                 let method = parts.method.as_str().to_owned();
                 let path = parts.uri.path().to_owned();
                 let query = parts.uri.query().unwrap_or("").to_owned();
-                let (code, out) = {
-                    let mut st = state.lock().unwrap();
-                    st.log.push(Recorded {
-                        method: method.clone(),
-                        path: path.clone(),
-                        query: query.clone(),
-                        content_type: content_type.clone(),
-                        body: body.clone(),
-                    });
-                    st.handle(&method, &path, &query, &content_type, body)
-                };
+                let mut st = state.lock().unwrap();
+                st.log.push(Recorded {
+                    method: method.clone(),
+                    path: path.clone(),
+                    query: query.clone(),
+                    content_type: content_type.clone(),
+                    body: body.clone(),
+                });
+                let watch = method == "GET"
+                    && matches!(query_param(&query, "watch").as_deref(), Some("true" | "1"));
+                if watch {
+                    let stream = st.watch(&path, &query);
+                    drop(st);
+                    let resp = Response::builder()
+                        .status(StatusCode::OK)
+                        .header(http::header::CONTENT_TYPE, "application/json")
+                        .body(UnsyncBoxBody::new(StreamBody::new(stream)))
+                        .unwrap();
+                    return Ok::<_, BoxError>(resp);
+                }
+                let (code, out) = st.handle(&method, &path, &query, &content_type, body);
+                drop(st);
+                let full = Full::new(Bytes::from(serde_json::to_vec(&out).unwrap()))
+                    .map_err(|never| match never {});
                 let resp = Response::builder()
                     .status(StatusCode::from_u16(code).unwrap())
                     .header(http::header::CONTENT_TYPE, "application/json")
-                    .body(Body::from(Bytes::from(serde_json::to_vec(&out).unwrap())))
+                    .body(UnsyncBoxBody::new(full))
                     .unwrap();
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(resp)
+                Ok::<_, BoxError>(resp)
             }
         });
         Client::new(svc, "default")
@@ -509,8 +599,10 @@ impl FakeApi {
     /// Removes an object outright (what the garbage collector or kubelet would do).
     pub fn remove<K: Resource<DynamicType = ()>>(&self, ns: &str, name: &str) {
         let mut st = self.state.lock().unwrap();
-        if let Some(c) = st.objects.get_mut(&Self::collection::<K>(ns)) {
-            c.remove(name);
+        let coll = Self::collection::<K>(ns);
+        if let Some(mut obj) = st.objects.get(&coll).and_then(|c| c.get(name)).cloned() {
+            obj["metadata"]["resourceVersion"] = json!(st.next_rv());
+            st.record(&coll, "DELETED", obj);
         }
     }
 
@@ -518,13 +610,16 @@ impl FakeApi {
     pub fn set_status<K: Resource<DynamicType = ()>>(&self, ns: &str, name: &str, status: Value) {
         let mut st = self.state.lock().unwrap();
         let rv = st.next_rv();
-        let obj = st
+        let coll = Self::collection::<K>(ns);
+        let mut obj = st
             .objects
-            .get_mut(&Self::collection::<K>(ns))
-            .and_then(|c| c.get_mut(name))
+            .get(&coll)
+            .and_then(|c| c.get(name))
+            .cloned()
             .expect("object exists");
         obj["status"] = status;
         obj["metadata"]["resourceVersion"] = json!(rv);
+        st.record(&coll, "MODIFIED", obj);
     }
 
     /// Every request so far.

@@ -1,0 +1,111 @@
+//! The controllers as the operator runs them (`controller::run`: watches, mappers, debounce,
+//! requeues), on the fake Kubernetes API with watches and a real PostgreSQL source: a group is
+//! applied, a Rule added later is accepted and re-renders the group, a Secret created late
+//! unblocks an invalid group, and a delete runs the finalizer.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use pg_flo_operator::controller::{run, RunConfig};
+use pg_flo_operator::crd::{Phase, ReplicationGroup, Rule};
+use support::{cr, Env, NS};
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_controllers_follow_changes_through_watches() {
+    let env = Env::start().await;
+    // The group comes first, its Secret later: Degraded until the Secret exists.
+    env.api.insert(&env.group("orders", ""));
+    let ctx = env.ctx.clone();
+    let controllers = tokio::spawn(async move {
+        Box::pin(run(
+            ctx,
+            RunConfig {
+                namespaces: vec![NS.into()],
+            },
+        ))
+        .await;
+    });
+
+    let phase = |env: &Env| {
+        env.api
+            .get::<ReplicationGroup>(NS, "orders")
+            .and_then(|g| g.status)
+            .and_then(|s| s.phase)
+    };
+    eventually("the invalid group is Degraded", || {
+        phase(&env) == Some(Phase::Degraded)
+    })
+    .await;
+    assert!(env.api.names::<Deployment>(NS).is_empty());
+
+    // Creating the Secret triggers the group through the Secret watch.
+    env.source_secret();
+    eventually("the group is applied", || {
+        env.api.names::<Deployment>(NS) == vec!["orders-replicator", "orders-worker"]
+            && phase(&env) == Some(Phase::Pending)
+    })
+    .await;
+
+    // A Rule added later: accepted by the Rule controller, rendered by the group controller.
+    env.api.insert(&cr::<Rule>(
+        "apiVersion: pgflo.io/v1alpha1
+kind: Rule
+metadata: {name: mask-email}
+spec:
+  groupRef: {name: orders}
+  table: orders
+  rules:
+    - {type: transform, column: email, transform: {type: mask, maskChar: '*'}}",
+    ));
+    eventually("the Rule is accepted and rendered", || {
+        let accepted = env
+            .api
+            .get::<Rule>(NS, "mask-email")
+            .and_then(|r| r.status)
+            .is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Accepted" && c.status == "True")
+            });
+        let rendered = env
+            .api
+            .get::<ConfigMap>(NS, "orders-pg-flo-config")
+            .and_then(|c| c.data)
+            .is_some_and(|d| d.contains_key("rules.yaml"));
+        accepted && rendered
+    })
+    .await;
+
+    // Deleting the group (retain): the finalizer runs and the group goes.
+    let groups: kube::Api<ReplicationGroup> = kube::Api::namespaced(env.ctx.client.clone(), NS);
+    groups.delete("orders", &Default::default()).await.unwrap();
+    eventually("the group is gone", || {
+        env.api.get::<ReplicationGroup>(NS, "orders").is_none()
+    })
+    .await;
+    // The Rule is told its group is gone.
+    eventually("the Rule reports GroupNotFound", || {
+        env.api
+            .get::<Rule>(NS, "mask-email")
+            .and_then(|r| r.status)
+            .is_some_and(|s| s.conditions.iter().any(|c| c.reason == "GroupNotFound"))
+    })
+    .await;
+    controllers.abort();
+}
