@@ -22,7 +22,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::conditions::{accepted, same_conditions, ACCEPTED};
+use super::conditions::{accepted, same_conditions};
 use super::{observe, Context, Error, FIELD_MANAGER};
 use crate::crd::{ReplicationGroup, Route, Rule, RuleType, TransformType};
 
@@ -210,11 +210,4 @@ pub async fn reconcile_route(route: Arc<Route>, ctx: Arc<Context>) -> Result<Act
     .await;
     observe(&ctx, route.as_ref(), &result, started);
     result
-}
-
-/// Whether `ACCEPTED` is true on a condition list.
-pub fn is_accepted(conditions: &[Condition]) -> bool {
-    conditions
-        .iter()
-        .any(|c| c.type_ == ACCEPTED && c.status == "True")
 }

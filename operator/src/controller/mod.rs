@@ -89,7 +89,7 @@ impl Context {
         let ev = Event {
             type_,
             reason: reason.into(),
-            note: Some(note),
+            note: Some(truncate_note(note)),
             action: action.into(),
             secondary: None,
         };
@@ -117,6 +117,21 @@ impl Context {
         };
         backoff(n)
     }
+}
+
+/// The Events API refuses notes over 1 kB: longer ones are cut at a character boundary, with
+/// `…` (the full text is in the status condition).
+pub fn truncate_note(mut note: String) -> String {
+    const MAX: usize = 1024 - '…'.len_utf8();
+    if note.len() > 1024 {
+        let mut end = MAX;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push('…');
+    }
+    note
 }
 
 /// Delay after the `n`th consecutive failure (n >= 1): 5 s, 10 s, 20 s ... capped at 300 s.
@@ -280,6 +295,16 @@ pub(crate) fn observe<K>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_notes_fit_the_events_api() {
+        assert_eq!(truncate_note("short".into()), "short");
+        let long = "é".repeat(700);
+        let cut = truncate_note(long);
+        assert!(cut.len() <= 1024, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert_eq!(truncate_note("x".repeat(1024)).len(), 1024);
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

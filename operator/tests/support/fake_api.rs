@@ -211,7 +211,7 @@ impl State {
     fn update(
         &mut self,
         collection: &str,
-        name: &str,
+        _name: &str,
         old: &Value,
         mut new: Value,
         keep_status: bool,
@@ -256,7 +256,6 @@ impl State {
         } else {
             self.record(collection, "MODIFIED", new.clone());
         }
-        let _ = name;
         (200, new)
     }
 
