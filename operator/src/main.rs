@@ -68,6 +68,15 @@ struct RunArgs {
     /// Helm chart sets here, so operator and runtime versions cannot skew).
     #[arg(long, env = "PG_FLO_OPERATOR_RUNTIME_IMAGE", default_value = DEFAULT_RUNTIME_IMAGE)]
     runtime_image: String,
+    /// Pull Secrets (comma-separated names, in each group's namespace) of the replicator and
+    /// worker pods of groups without `spec.imagePullSecrets`; the Helm chart passes its own
+    /// `imagePullSecrets` here.
+    #[arg(
+        long,
+        env = "PG_FLO_OPERATOR_RUNTIME_IMAGE_PULL_SECRETS",
+        value_delimiter = ','
+    )]
+    runtime_image_pull_secrets: Vec<String>,
     /// How often the status of a healthy group (slot, lag) is refreshed.
     #[arg(long, env = "PG_FLO_OPERATOR_STATUS_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     status_interval: Duration,
@@ -172,13 +181,16 @@ async fn operate(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         controller: "pg-flo-operator".into(),
         instance: Some(identity.clone()),
     };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        args.runtime_image,
-        reporter,
-        metrics.clone(),
-        args.status_interval,
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            args.runtime_image,
+            reporter,
+            metrics.clone(),
+            args.status_interval,
+        )
+        .with_runtime_image_pull_secrets(args.runtime_image_pull_secrets),
+    );
     let run_cfg = RunConfig {
         namespaces: args.watch_namespaces,
     };

@@ -423,3 +423,42 @@ fn nats_volumes_follow_the_reclaim_policy() {
         "Delete"
     );
 }
+
+#[test]
+fn runtime_pods_get_the_operators_pull_secrets_unless_the_group_names_its_own() {
+    use pg_flo_operator::resources::default_image_pull_secrets;
+    let names = |d: &Desired| -> Vec<Vec<String>> {
+        [&d.replicator, &d.worker]
+            .iter()
+            .map(|dep| {
+                dep.spec
+                    .as_ref()
+                    .unwrap()
+                    .template
+                    .spec
+                    .as_ref()
+                    .unwrap()
+                    .image_pull_secrets
+                    .iter()
+                    .flatten()
+                    .map(|s| s.name.clone())
+                    .collect()
+            })
+            .collect()
+    };
+    let mut d = build(&minimal(), &[], &[], IMAGE, &[]).unwrap();
+    assert_eq!(names(&d), vec![Vec::<String>::new(), vec![]]);
+    default_image_pull_secrets(&mut d, &["regcred".into()]);
+    assert_eq!(
+        names(&d),
+        vec![vec!["regcred".to_string()], vec!["regcred".to_string()]]
+    );
+
+    let mut d = build(&full(), &[], &[], IMAGE, &[]).unwrap();
+    default_image_pull_secrets(&mut d, &["regcred".into()]);
+    assert_eq!(
+        names(&d),
+        vec![vec!["ghcr-pull".to_string()], vec!["ghcr-pull".to_string()]],
+        "spec.imagePullSecrets wins"
+    );
+}

@@ -642,6 +642,8 @@ fn image_tag_and_extra_env_reach_the_container() {
         "logFormat=json",
         "--set-json",
         r#"extraEnv=[{"name":"RUST_LOG","value":"debug"}]"#,
+        "--set-json",
+        r#"imagePullSecrets=[{"name":"regcred"},{"name":"mirror"}]"#,
     ]);
     let c = container(one(&r.deployments, "Deployment"));
     assert_eq!(
@@ -651,6 +653,11 @@ fn image_tag_and_extra_env_reach_the_container() {
     assert_eq!(env(c, "PG_FLO_OPERATOR_RUNTIME_IMAGE"), c.image.as_deref());
     assert_eq!(env(c, "PG_FLO_OPERATOR_LOG_FORMAT"), Some("json"));
     assert_eq!(env(c, "RUST_LOG"), Some("debug"));
+    assert_eq!(
+        env(c, "PG_FLO_OPERATOR_RUNTIME_IMAGE_PULL_SECRETS"),
+        Some("regcred,mirror"),
+        "the runtime pods get the same pull secrets"
+    );
 }
 
 #[test]

@@ -36,7 +36,9 @@ use super::validate::{
 };
 use super::{error_chain, observe, Context, Error, FIELD_MANAGER, FINALIZER};
 use crate::crd::{DesiredState, ReclaimPolicy, ReplicationGroup, ReplicationGroupStatus};
-use crate::resources::{annotate_secret_versions, build, copy_job_name, selector_labels};
+use crate::resources::{
+    annotate_secret_versions, build, copy_job_name, default_image_pull_secrets, selector_labels,
+};
 use crate::source;
 
 /// How long a slot read may take before the status reports the source as unreachable.
@@ -96,6 +98,7 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
     let keys = webhook_header_keys(&rg, &refs);
     let mut desired = build(&rg, &refs.rules, &refs.routes, &ctx.runtime_image, &keys)?;
     annotate_secret_versions(&mut desired, &secret_versions(&refs));
+    default_image_pull_secrets(&mut desired, &ctx.runtime_image_pull_secrets);
     let run_workloads = rg.spec.state != DesiredState::Stopped;
     let applied = Box::pin(apply_desired(ctx, &ns, &name, &uid, desired, run_workloads)).await?;
     let slot = read_slot(&rg, &refs).await;

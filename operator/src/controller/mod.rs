@@ -48,6 +48,8 @@ pub struct Context {
     pub client: Client,
     /// Image of the replicator, worker (unless `spec.image`): the operator's own.
     pub runtime_image: String,
+    /// Pull Secrets of the runtime pods unless `spec.imagePullSecrets` names some.
+    pub runtime_image_pull_secrets: Vec<String>,
     /// Publishes Kubernetes Events.
     pub recorder: Recorder,
     /// Prometheus metrics.
@@ -71,10 +73,17 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             runtime_image,
+            runtime_image_pull_secrets: Vec::new(),
             metrics,
             status_interval,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sets the default pull Secrets of the runtime pods.
+    pub fn with_runtime_image_pull_secrets(mut self, names: Vec<String>) -> Self {
+        self.runtime_image_pull_secrets = names;
+        self
     }
 
     /// Publishes an Event about `obj`; a failure to publish is logged, never fatal.

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{LocalObjectReference, ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -63,6 +63,10 @@ pub struct ReplicationGroupSpec {
     /// Image of the replicator and worker (default: the operator's own image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Secrets (in the group's namespace) to pull the replicator and worker image with
+    /// (default: the operator's `--runtime-image-pull-secrets`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
     /// Resources and scheduling of the replicator pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicator: Option<WorkloadSpec>,

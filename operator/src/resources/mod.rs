@@ -154,6 +154,33 @@ pub fn annotate_secret_versions(desired: &mut Desired, versions: &str) {
     }
 }
 
+/// Gives the replicator, worker and copy Job pods the pull Secrets `names` when the group
+/// names none itself (`spec.imagePullSecrets` wins): the operator's default for the runtime
+/// image, which is its own.
+pub fn default_image_pull_secrets(desired: &mut Desired, names: &[String]) {
+    if names.is_empty() {
+        return;
+    }
+    let secrets: Vec<k8s_openapi::api::core::v1::LocalObjectReference> = names
+        .iter()
+        .map(|n| k8s_openapi::api::core::v1::LocalObjectReference { name: n.clone() })
+        .collect();
+    let pods = [
+        desired.replicator.spec.as_mut().map(|s| &mut s.template),
+        desired.worker.spec.as_mut().map(|s| &mut s.template),
+        desired
+            .copy_job
+            .as_mut()
+            .and_then(|j| j.spec.as_mut())
+            .map(|s| &mut s.template),
+    ];
+    for pod in pods.into_iter().flatten().filter_map(|t| t.spec.as_mut()) {
+        if pod.image_pull_secrets.as_ref().is_none_or(|s| s.is_empty()) {
+            pod.image_pull_secrets = Some(secrets.clone());
+        }
+    }
+}
+
 /// Standard labels of an object of `group` with the given component (`replicator`, `worker`,
 /// `nats`, `config`).
 pub fn labels(group: &str, component: &str) -> BTreeMap<String, String> {

@@ -218,6 +218,8 @@ fn deployment(
                 }),
                 spec: Some(PodSpec {
                     service_account_name: Some(service_account_name(&v.name)),
+                    image_pull_secrets: Some(rg.spec.image_pull_secrets.clone())
+                        .filter(|s| !s.is_empty()),
                     automount_service_account_token: Some(false),
                     containers: vec![container],
                     volumes: Some(volumes),
