@@ -753,3 +753,48 @@ async fn copy_mode_runs_a_job_once_and_reports_its_completion() {
         got.status
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconcile_triggered_by_its_own_status_write_writes_nothing() {
+    // Every status write is a watch event that triggers a reconcile. Under traffic a fresh slot
+    // reading would differ each time and loop once per debounce; within the slot refresh the
+    // last reading is reused, the status comes out equal, and nothing is written.
+    let env = Env::start().await;
+    env.source_secret();
+    let ctx = support::context(&env.api, Duration::from_secs(30));
+    env.api.insert(&env.group("orders", ""));
+    env.reconcile_with(&ctx, "orders").await.unwrap();
+    env.reconcile_with(&ctx, "orders").await.unwrap();
+    let c = create_slot(&env, "orders").await;
+    make_available(&env, "orders-replicator");
+    make_available(&env, "orders-worker");
+    env.reconcile_with(&ctx, "orders").await.unwrap();
+    let streaming = env.stored("orders");
+    assert_eq!(phase(&streaming), Phase::Streaming);
+
+    c.batch_execute("INSERT INTO orders SELECT g, 'x' FROM generate_series(1, 500) g")
+        .await
+        .unwrap();
+    env.api.clear_requests();
+    assert_eq!(
+        env.reconcile_with(&ctx, "orders").await.unwrap(),
+        Action::requeue(Duration::from_secs(30))
+    );
+    let status_writes = env
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/status"))
+        .count();
+    assert_eq!(status_writes, 0, "no status write within the slot refresh");
+    assert_eq!(env.stored("orders").status, streaming.status);
+
+    // A context whose refresh is due reads the new lag and writes it.
+    let due = support::context(&env.api, Duration::ZERO);
+    env.reconcile_with(&due, "orders").await.unwrap();
+    // (The reused reading predates the slot: no LSNs yet; the due one has them.)
+    assert_eq!(streaming.status.unwrap().slot.unwrap().restart_lsn, None);
+    let slot = env.stored("orders").status.unwrap().slot.unwrap();
+    assert!(slot.restart_lsn.is_some());
+    assert!(slot.lag_bytes.unwrap() > 0);
+}

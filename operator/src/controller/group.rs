@@ -101,7 +101,14 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
     default_image_pull_secrets(&mut desired, &ctx.runtime_image_pull_secrets);
     let run_workloads = rg.spec.state != DesiredState::Stopped;
     let applied = Box::pin(apply_desired(ctx, &ns, &name, &uid, desired, run_workloads)).await?;
-    let slot = read_slot(&rg, &refs).await;
+    let slot = match ctx.fresh_slot(&uid) {
+        Some(reading) => reading,
+        None => {
+            let reading = read_slot(&rg, &refs).await;
+            ctx.remember_slot(&uid, reading.clone());
+            reading
+        }
+    };
     let Applied {
         replicator,
         worker,
@@ -126,7 +133,9 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
                 .await;
         }
     }
-    patch_status(ctx, &rg, status).await?;
+    if rg.status.as_ref() != Some(&status) {
+        patch_status(ctx, &rg, status).await?;
+    }
     Ok(Action::requeue(ctx.status_interval))
 }
 
@@ -194,6 +203,9 @@ async fn cleanup(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Err
     let ns = rg.namespace().ok_or(Error::Unnamed)?;
     let name = rg.name_any();
     let slot = source::slot_name(&name);
+    if let Some(uid) = rg.uid() {
+        ctx.forget_slot(&uid);
+    }
     if rg.spec.reclaim_policy == ReclaimPolicy::Retain {
         ctx.event(
             rg.as_ref(),

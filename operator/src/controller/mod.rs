@@ -23,7 +23,7 @@ mod run;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -37,6 +37,9 @@ use crate::source::SourceError;
 
 /// How often a deletion waiting for pods or an active slot to go away looks again.
 pub const CLEANUP_POLL: Duration = Duration::from_secs(5);
+/// A slot read from the source, or why it could not be read.
+pub type SlotReading = Result<crate::crd::SlotStatus, String>;
+
 /// Field manager of every server-side apply of the operator.
 pub const FIELD_MANAGER: &str = "pg-flo-operator";
 /// Finalizer of a ReplicationGroup: runs the reclaim policy before the group goes away.
@@ -56,8 +59,12 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// How often a healthy group's status (slot, lag) is refreshed.
     pub status_interval: Duration,
+    /// Minimum time between two slot reads of one group (default: `status_interval`).
+    slot_refresh: Duration,
     /// Consecutive failures per object (`namespace/name`), for the backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Last slot reading per group uid: when, and what (or why not).
+    slots: Mutex<HashMap<String, (Instant, SlotReading)>>,
 }
 
 impl Context {
@@ -76,7 +83,9 @@ impl Context {
             runtime_image_pull_secrets: Vec::new(),
             metrics,
             status_interval,
+            slot_refresh: status_interval,
             failures: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
         }
     }
 
@@ -84,6 +93,38 @@ impl Context {
     pub fn with_runtime_image_pull_secrets(mut self, names: Vec<String>) -> Self {
         self.runtime_image_pull_secrets = names;
         self
+    }
+
+    /// Sets the minimum time between two slot reads of one group (tests use zero).
+    pub fn with_slot_refresh(mut self, every: Duration) -> Self {
+        self.slot_refresh = every;
+        self
+    }
+
+    /// The slot reading of group `uid` if one was taken less than `slot_refresh` ago.
+    ///
+    /// Why: every status write is itself a watch event that triggers a reconcile; re-reading the
+    /// slot there would find a new lag under traffic, write again, and loop once per debounce.
+    /// Reusing a fresh reading makes that reconcile's status equal to the stored one, and an
+    /// equal status is not written.
+    pub(crate) fn fresh_slot(&self, uid: &str) -> Option<SlotReading> {
+        let slots = self.slots.lock().ok()?;
+        let (at, reading) = slots.get(uid)?;
+        (at.elapsed() < self.slot_refresh).then(|| reading.clone())
+    }
+
+    /// Remembers the slot reading of group `uid`.
+    pub(crate) fn remember_slot(&self, uid: &str, reading: SlotReading) {
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.insert(uid.to_owned(), (Instant::now(), reading));
+        }
+    }
+
+    /// Forgets group `uid` (deleted).
+    pub(crate) fn forget_slot(&self, uid: &str) {
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.remove(uid);
+        }
     }
 
     /// Publishes an Event about `obj`; a failure to publish is logged, never fatal.

@@ -48,13 +48,11 @@ pub fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
     }
 }
 
-impl Env {
-    /// Starts PostgreSQL (database `shop`) and an empty fake API.
-    pub async fn start() -> Env {
-        let pg = PgCluster::start(PgOptions::default()).await.unwrap();
-        pg.create_database("shop").await.unwrap();
-        let api = FakeApi::new();
-        let ctx = Arc::new(Context::new(
+/// An operator context on `api`: status every 30 s, the slot read at most every `slot_refresh`
+/// (the tests' [`Env`] reads it on every reconcile).
+pub fn context(api: &FakeApi, slot_refresh: Duration) -> Arc<Context> {
+    Arc::new(
+        Context::new(
             api.client(),
             IMAGE.into(),
             Reporter {
@@ -63,8 +61,25 @@ impl Env {
             },
             Arc::new(Metrics::new().unwrap()),
             Duration::from_secs(30),
-        ));
+        )
+        .with_slot_refresh(slot_refresh),
+    )
+}
+
+impl Env {
+    /// Starts PostgreSQL (database `shop`) and an empty fake API.
+    pub async fn start() -> Env {
+        let pg = PgCluster::start(PgOptions::default()).await.unwrap();
+        pg.create_database("shop").await.unwrap();
+        let api = FakeApi::new();
+        let ctx = context(&api, Duration::ZERO);
         Env { api, ctx, pg }
+    }
+
+    /// One reconcile of the stored group with another context.
+    pub async fn reconcile_with(&self, ctx: &Arc<Context>, name: &str) -> Result<Action, Error> {
+        let rg = Arc::new(self.stored(name));
+        group::reconcile(rg, ctx.clone()).await
     }
 
     /// Stores the Secret `src` with the source's real credentials.
