@@ -87,7 +87,9 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
             )
             .await;
         }
-        patch_status(ctx, &rg, status).await?;
+        if rg.status.as_ref() != Some(&status) {
+            patch_status(ctx, &rg, status).await?;
+        }
         tracing::warn!(
             problems = problems.len(),
             "invalid spec: waiting for a change"
