@@ -5,15 +5,12 @@
 //! and the error category (see `controller::Error::category`).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 /// The operator's metrics.
 pub struct Metrics {
@@ -88,57 +85,14 @@ impl Metrics {
 }
 
 /// Readiness of the process: ready once the controllers run (as leader or standby).
-#[derive(Clone, Default)]
-pub struct Health {
-    ready: Arc<AtomicBool>,
-}
-
-impl Health {
-    /// Sets readiness.
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
-    }
-}
+pub use pg_flo_admin::Health;
 
 /// Binds `addr` and serves `/metrics`, `/healthz` and `/readyz` until the process ends.
-/// Returns the bound address. (Three fixed GET routes: a few lines on a tokio listener rather
-/// than an HTTP framework.)
+/// Returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     health: Health,
 ) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                continue;
-            };
-            let metrics = metrics.clone();
-            let ready = health.ready.load(Ordering::Relaxed);
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 2048];
-                let Ok(n) = sock.read(&mut buf).await else {
-                    return;
-                };
-                let req = String::from_utf8_lossy(&buf[..n]);
-                let path = req.split_whitespace().nth(1).unwrap_or("/");
-                let (status, body) = match path {
-                    "/metrics" => ("200 OK", metrics.render()),
-                    "/healthz" => ("200 OK", "ok\n".to_owned()),
-                    "/readyz" if ready => ("200 OK", "ready\n".to_owned()),
-                    "/readyz" => ("503 Service Unavailable", "not ready\n".to_owned()),
-                    _ => ("404 Not Found", "not found\n".to_owned()),
-                };
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-                let _ = sock.shutdown().await;
-            });
-        }
-    });
-    Ok(local)
+    pg_flo_admin::serve(addr, health, move || metrics.render()).await
 }

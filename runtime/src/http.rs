@@ -1,73 +1,12 @@
-//! The admin endpoint: `/metrics` (Prometheus text), `/healthz` and `/readyz`.
-//!
-//! Deliberately a few lines on a tokio listener rather than an HTTP framework: three fixed
-//! GET routes do not justify the dependency weight in both binaries.
+//! The admin endpoint: `/metrics` (this process's Prometheus metrics, [`crate::metrics`]),
+//! `/healthz` and `/readyz`, served by the shared `pg-flo-admin` crate.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 /// Shared readiness flag: set once the process streams / consumes.
-#[derive(Clone, Default)]
-pub struct Health {
-    ready: Arc<AtomicBool>,
-}
-
-impl Health {
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
-    }
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-}
+pub use pg_flo_admin::Health;
 
 /// Binds `addr` and serves until the process ends. Returns the bound address.
 pub async fn serve(addr: SocketAddr, health: Health) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                continue;
-            };
-            let health = health.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 2048];
-                let n = match sock.read(&mut buf).await {
-                    Ok(n) => n,
-                    Err(_) => return,
-                };
-                let req = String::from_utf8_lossy(&buf[..n]);
-                let path = req.split_whitespace().nth(1).unwrap_or("/");
-                let (status, ctype, body) = match path {
-                    "/metrics" => (
-                        "200 OK",
-                        "text/plain; version=0.0.4",
-                        crate::metrics::render(),
-                    ),
-                    "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
-                    "/readyz" if health.is_ready() => {
-                        ("200 OK", "text/plain", "ready\n".to_owned())
-                    }
-                    "/readyz" => (
-                        "503 Service Unavailable",
-                        "text/plain",
-                        "not ready\n".to_owned(),
-                    ),
-                    _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
-                };
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-                let _ = sock.shutdown().await;
-            });
-        }
-    });
-    Ok(local)
+    pg_flo_admin::serve(addr, health, crate::metrics::render).await
 }
