@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
@@ -102,6 +102,22 @@ pub struct Desired {
     pub nats: Option<NatsObjects>,
 }
 
+impl Desired {
+    /// The pod templates that run the runtime image: replicator, worker, copy Job.
+    fn runtime_pods(&mut self) -> impl Iterator<Item = &mut PodTemplateSpec> {
+        [
+            self.replicator.spec.as_mut().map(|s| &mut s.template),
+            self.worker.spec.as_mut().map(|s| &mut s.template),
+            self.copy_job
+                .as_mut()
+                .and_then(|j| j.spec.as_mut())
+                .map(|s| &mut s.template),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
 /// Builds every object of a group. `rules` and `routes` may contain resources of other groups
 /// (they are filtered by `spec.groupRef.name`); `default_image` is used unless `spec.image`
 /// is set. `webhook_header_keys` are the key names of `sink.webhook.headersSecret` (names only,
@@ -136,16 +152,7 @@ pub fn check(rg: &ReplicationGroup) -> Result<(), BuildError> {
 /// (the referenced Secrets' `name=resourceVersion`, never their content), so that a changed
 /// Secret rolls the pods that read it through env or volumes.
 pub fn annotate_secret_versions(desired: &mut Desired, versions: &str) {
-    let templates = [
-        desired.replicator.spec.as_mut().map(|s| &mut s.template),
-        desired.worker.spec.as_mut().map(|s| &mut s.template),
-        desired
-            .copy_job
-            .as_mut()
-            .and_then(|j| j.spec.as_mut())
-            .map(|s| &mut s.template),
-    ];
-    for t in templates.into_iter().flatten() {
+    for t in desired.runtime_pods() {
         t.metadata
             .get_or_insert_with(ObjectMeta::default)
             .annotations
@@ -165,16 +172,7 @@ pub fn default_image_pull_secrets(desired: &mut Desired, names: &[String]) {
         .iter()
         .map(|n| k8s_openapi::api::core::v1::LocalObjectReference { name: n.clone() })
         .collect();
-    let pods = [
-        desired.replicator.spec.as_mut().map(|s| &mut s.template),
-        desired.worker.spec.as_mut().map(|s| &mut s.template),
-        desired
-            .copy_job
-            .as_mut()
-            .and_then(|j| j.spec.as_mut())
-            .map(|s| &mut s.template),
-    ];
-    for pod in pods.into_iter().flatten().filter_map(|t| t.spec.as_mut()) {
+    for pod in desired.runtime_pods().filter_map(|t| t.spec.as_mut()) {
         if pod.image_pull_secrets.as_ref().is_none_or(|s| s.is_empty()) {
             pod.image_pull_secrets = Some(secrets.clone());
         }
