@@ -30,6 +30,15 @@ pub const NATS_CA_PATH: &str = "/var/run/pg-flo/nats-ca/ca.crt";
 /// Mount path of the NATS credentials file.
 pub const NATS_CREDS_PATH: &str = "/var/run/pg-flo/nats-creds/nats.creds";
 
+/// First NATS connection: how long the pods wait for NATS before exiting.
+pub const NATS_CONNECT_TIMEOUT: &str = "5m";
+/// Replicator sessions that may fail in a row (pg_flo's default is 3, about 7 s): at the
+/// runtime's 8 s maximum wait this rides out about two hours of a NATS or source outage inside
+/// the process, with `/readyz` failing meanwhile, instead of exiting into the kubelet's
+/// CrashLoopBackOff, whose growing delay (up to 5 min) would hold replication back after the
+/// outage ends.
+pub const REPLICATOR_RETRY_ATTEMPTS: u32 = 1000;
+
 /// pg_flo's flat config file (`--config`): kebab-case keys, absent keys omitted. Credentials
 /// are never set here (they come from `PG_FLO_*` env variables bound to Secrets).
 #[derive(Serialize, Clone, Debug, Default, PartialEq, Eq)]
@@ -83,6 +92,12 @@ pub struct RuntimeConfig {
     /// Admin server address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_addr: Option<String>,
+    /// How long to keep retrying the first NATS connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_connect_timeout: Option<String>,
+    /// Consecutive failed replication sessions (without progress) before the replicator exits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_max_attempts: Option<u32>,
     /// Rules file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rules_config: Option<String>,
@@ -166,6 +181,8 @@ fn common(rg: &ReplicationGroup, v: &Valid) -> RuntimeConfig {
             .and_then(|e| e.credentials_secret.as_ref())
             .map(|_| NATS_CREDS_PATH.into()),
         metrics_addr: Some(format!("0.0.0.0:{}", super::METRICS_PORT)),
+        // A managed NATS may still be starting (image pull, volume attach) when the pods do.
+        nats_connect_timeout: Some(NATS_CONNECT_TIMEOUT.into()),
         ..RuntimeConfig::default()
     }
 }
@@ -186,6 +203,7 @@ pub(crate) fn replicator_config(rg: &ReplicationGroup, v: &Valid) -> RuntimeConf
         max_copy_workers_per_table: (rg.spec.mode != Mode::Stream)
             .then_some(rg.spec.copy_workers_per_table),
         track_ddl: Some(rg.spec.track_ddl),
+        retry_max_attempts: Some(REPLICATOR_RETRY_ATTEMPTS),
         ..common(rg, v)
     }
 }
