@@ -31,6 +31,11 @@ async fn the_running_controllers_follow_changes_through_watches() {
     let env = Env::start().await;
     // The group comes first, its Secret later: Degraded until the Secret exists.
     env.api.insert(&env.group("orders", ""));
+    // A group the operator's types cannot decode (the schema allows int64, the field is u32):
+    // it gets an Event, and must not stop the watch of the others.
+    let mut broken = serde_json::to_value(env.group("broken", "")).unwrap();
+    broken["spec"]["workerBatchSize"] = serde_json::json!(5_000_000_000u64);
+    env.api.insert_json::<ReplicationGroup>(NS, broken);
     let ctx = env.ctx.clone();
     let controllers = tokio::spawn(async move {
         Box::pin(run(
@@ -91,6 +96,26 @@ spec:
         accepted && rendered
     })
     .await;
+
+    let events = env.api.events(NS);
+    let invalid = events
+        .iter()
+        .find(|e| e.1 == "InvalidObject")
+        .unwrap_or_else(|| panic!("no InvalidObject event: {events:?}"));
+    assert_eq!(invalid.0, "Warning");
+    assert!(
+        invalid
+            .2
+            .starts_with("the operator cannot read this ReplicationGroup: ")
+            && invalid.2.contains("5000000000"),
+        "{}",
+        invalid.2
+    );
+    assert!(env
+        .api
+        .names::<Deployment>(NS)
+        .iter()
+        .all(|n| !n.starts_with("broken")));
 
     // Deleting the group (retain): the finalizer runs and the group goes.
     let groups: kube::Api<ReplicationGroup> = kube::Api::namespaced(env.ctx.client.clone(), NS);

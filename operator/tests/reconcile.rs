@@ -798,3 +798,44 @@ async fn the_reconcile_triggered_by_its_own_status_write_writes_nothing() {
     assert!(slot.restart_lsn.is_some());
     assert!(slot.lag_bytes.unwrap() > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_of_the_group_that_cannot_be_read_holds_the_configuration() {
+    // A Rule the operator's types cannot decode (here: `operations` not a list) might be a
+    // mask: the group keeps its previous configuration until it is readable or gone.
+    let env = Env::start().await;
+    env.source_secret();
+    env.create(&env.group("orders", "")).await;
+    let cm_before: ConfigMap = env.api.get(NS, "orders-pg-flo-config").unwrap();
+    let rule = |group: &str| {
+        json!({
+            "metadata": {"name": format!("bad-{group}")},
+            "spec": {"groupRef": {"name": group}, "table": "orders", "rules": [
+                {"type": "transform", "column": "email", "operations": "INSERT",
+                 "transform": {"type": "mask", "maskChar": "*"}}]}
+        })
+    };
+    env.api.insert_json::<Rule>(NS, rule("other-group"));
+    env.reconcile("orders").await.unwrap();
+    assert_eq!(
+        condition(&env.stored("orders"), "Degraded").0,
+        "False",
+        "another group's Rule"
+    );
+
+    env.api.insert_json::<Rule>(NS, rule("orders"));
+    env.reconcile("orders").await.unwrap();
+    let got = env.stored("orders");
+    let (status, reason, message) = condition(&got, "Degraded");
+    assert_eq!((status, reason), ("True", "InvalidSpec"));
+    assert!(
+        message.starts_with("Rule bad-orders cannot be read ("),
+        "{message}"
+    );
+    let cm_after: ConfigMap = env.api.get(NS, "orders-pg-flo-config").unwrap();
+    assert_eq!(cm_before.data, cm_after.data);
+
+    env.api.remove::<Rule>(NS, "bad-orders");
+    env.reconcile("orders").await.unwrap();
+    assert_eq!(condition(&env.stored("orders"), "Degraded").0, "False");
+}

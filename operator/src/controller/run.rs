@@ -16,15 +16,18 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
 use kube::runtime::controller::{Config, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use super::attach::{reconcile_route, reconcile_rule};
 use super::validate::references_secret;
-use super::{error_chain, error_policy, group, Context};
+use super::{error_chain, error_policy, group, Context, Error};
 use crate::crd::{ReplicationGroup, Route, Rule};
 
 /// What the controllers watch.
@@ -63,11 +66,15 @@ fn controller_config() -> Config {
         .debounce(Duration::from_secs(1))
 }
 
+/// A watched custom resource that may fail to deserialize (e.g. an integer out of the Rust
+/// type's range that the schema allows): one such object must not stop the watch of all.
+type Guarded<K> = DeserializeGuard<K>;
+
 fn owned<K>(
-    c: Controller<ReplicationGroup>,
+    c: Controller<Guarded<ReplicationGroup>>,
     client: &Client,
     ns: Option<&str>,
-) -> Controller<ReplicationGroup>
+) -> Controller<Guarded<ReplicationGroup>>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -80,13 +87,27 @@ where
     c.owns(api::<K>(client, ns), wc)
 }
 
+/// The objects of `store` whose decoded form passes `keep`.
+fn matching<K, F>(store: &Store<Guarded<K>>, keep: F) -> Vec<ObjectRef<Guarded<K>>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+    F: Fn(&K) -> bool,
+{
+    store
+        .state()
+        .into_iter()
+        .filter(|g| g.0.as_ref().is_ok_and(&keep))
+        .map(|g| ObjectRef::from_obj(g.as_ref()))
+        .collect()
+}
+
 /// Runs the controllers of one scope until a shutdown signal.
 async fn run_scope(ctx: Arc<Context>, ns: Option<String>) {
     let client = ctx.client.clone();
     let ns = ns.as_deref();
     let wc = watcher::Config::default();
 
-    let groups = Controller::new(api::<ReplicationGroup>(&client, ns), wc.clone());
+    let groups = Controller::new(api::<Guarded<ReplicationGroup>>(&client, ns), wc.clone());
     let group_store = groups.store();
     let groups = owned::<ConfigMap>(groups, &client, ns);
     let groups = owned::<ServiceAccount>(groups, &client, ns);
@@ -95,81 +116,126 @@ async fn run_scope(ctx: Arc<Context>, ns: Option<String>) {
     let groups = owned::<StatefulSet>(groups, &client, ns);
     let groups = owned::<Service>(groups, &client, ns);
     let groups = owned::<PodDisruptionBudget>(groups, &client, ns);
+    let group_of = |ns: Option<String>, group: &str| {
+        Some(ObjectRef::<Guarded<ReplicationGroup>>::new(group).within(&ns?))
+    };
     let groups = groups
-        .watches(api::<Rule>(&client, ns), wc.clone(), |rule| {
-            let ns = rule.namespace()?;
-            Some(ObjectRef::<ReplicationGroup>::new(&rule.spec.group_ref.name).within(&ns))
+        .watches(api::<Guarded<Rule>>(&client, ns), wc.clone(), move |g| {
+            let rule = g.0.ok()?;
+            group_of(rule.namespace(), &rule.spec.group_ref.name)
         })
-        .watches(api::<Route>(&client, ns), wc.clone(), |route| {
-            let ns = route.namespace()?;
-            Some(ObjectRef::<ReplicationGroup>::new(&route.spec.group_ref.name).within(&ns))
+        .watches(api::<Guarded<Route>>(&client, ns), wc.clone(), move |g| {
+            let route = g.0.ok()?;
+            group_of(route.namespace(), &route.spec.group_ref.name)
         })
         .watches(api::<Secret>(&client, ns), wc.clone(), move |secret| {
             let name = secret.name_any();
             let ns = secret.namespace();
-            group_store
-                .state()
-                .into_iter()
-                .filter(|g| g.namespace() == ns && references_secret(g, &name))
-                .map(|g| ObjectRef::from_obj(g.as_ref()))
-                .collect::<Vec<_>>()
+            matching(&group_store, |g: &ReplicationGroup| {
+                g.namespace() == ns && references_secret(g, &name)
+            })
         })
         .with_config(controller_config())
         .shutdown_on_signal()
-        .run(group::reconcile, error_policy, ctx.clone())
+        .run(guarded(group::reconcile), error_policy, ctx.clone())
         .for_each(log_outcome("ReplicationGroup"));
 
-    let rules = Controller::new(api::<Rule>(&client, ns), wc.clone());
+    let rules = Controller::new(api::<Guarded<Rule>>(&client, ns), wc.clone());
     let rule_store = rules.store();
     let rules = rules
-        .watches(api::<ReplicationGroup>(&client, ns), wc.clone(), move |g| {
-            let name = g.name_any();
-            let ns = g.namespace();
-            rule_store
-                .state()
-                .into_iter()
-                .filter(|r| r.namespace() == ns && r.spec.group_ref.name == name)
-                .map(|r| ObjectRef::from_obj(r.as_ref()))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            api::<Guarded<ReplicationGroup>>(&client, ns),
+            wc.clone(),
+            move |g| {
+                let meta = g.meta();
+                let (name, ns) = (meta.name.clone(), meta.namespace.clone());
+                matching(&rule_store, |r: &Rule| {
+                    r.namespace() == ns && Some(&r.spec.group_ref.name) == name.as_ref()
+                })
+            },
+        )
         .with_config(controller_config())
         .shutdown_on_signal()
-        .run(reconcile_rule, error_policy, ctx.clone())
+        .run(guarded(reconcile_rule), error_policy, ctx.clone())
         .for_each(log_outcome("Rule"));
 
-    let routes = Controller::new(api::<Route>(&client, ns), wc.clone());
+    let routes = Controller::new(api::<Guarded<Route>>(&client, ns), wc.clone());
     let route_store = routes.store();
     let by_group = route_store.clone();
     let routes = routes
-        .watches(api::<ReplicationGroup>(&client, ns), wc.clone(), move |g| {
-            let name = g.name_any();
-            let ns = g.namespace();
-            by_group
-                .state()
-                .into_iter()
-                .filter(|r| r.namespace() == ns && r.spec.group_ref.name == name)
-                .map(|r| ObjectRef::from_obj(r.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .watches(api::<Route>(&client, ns), wc, move |changed| {
-            let ns = changed.namespace();
-            route_store
-                .state()
-                .into_iter()
-                .filter(|r| {
-                    r.namespace() == ns
-                        && r.spec.group_ref.name == changed.spec.group_ref.name
-                        && r.spec.source_table == changed.spec.source_table
+        .watches(
+            api::<Guarded<ReplicationGroup>>(&client, ns),
+            wc.clone(),
+            move |g| {
+                let meta = g.meta();
+                let (name, ns) = (meta.name.clone(), meta.namespace.clone());
+                matching(&by_group, |r: &Route| {
+                    r.namespace() == ns && Some(&r.spec.group_ref.name) == name.as_ref()
                 })
-                .map(|r| ObjectRef::from_obj(r.as_ref()))
-                .collect::<Vec<_>>()
+            },
+        )
+        .watches(api::<Guarded<Route>>(&client, ns), wc, move |changed| {
+            let Ok(changed) = changed.0 else {
+                return Vec::new();
+            };
+            let ns = changed.namespace();
+            matching(&route_store, |r: &Route| {
+                r.namespace() == ns
+                    && r.spec.group_ref.name == changed.spec.group_ref.name
+                    && r.spec.source_table == changed.spec.source_table
+            })
         })
         .with_config(controller_config())
         .shutdown_on_signal()
-        .run(reconcile_route, error_policy, ctx)
+        .run(guarded(reconcile_route), error_policy, ctx)
         .for_each(log_outcome("Route"));
 
     tokio::join!(groups, rules, routes);
+}
+
+/// Wraps a reconcile of `K` for guarded objects: a decoded object is reconciled, one that
+/// cannot be decoded gets a Warning Event `InvalidObject` naming the problem, and waits for a
+/// change.
+fn guarded<K, F, Fut>(
+    reconcile: F,
+) -> impl Fn(
+    Arc<Guarded<K>>,
+    Arc<Context>,
+) -> futures_util::future::BoxFuture<'static, Result<Action, Error>>
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    move |obj, ctx| {
+        let reconcile = reconcile.clone();
+        Box::pin(async move {
+            match &obj.0 {
+                Ok(k) => reconcile(Arc::new(k.clone()), ctx).await,
+                Err(invalid) => {
+                    tracing::warn!(
+                        kind = %K::kind(&()),
+                        name = invalid.metadata.name.as_deref().unwrap_or_default(),
+                        error = %invalid.error,
+                        "cannot decode object: waiting for a change"
+                    );
+                    ctx.event(
+                        obj.as_ref(),
+                        EventType::Warning,
+                        "InvalidObject",
+                        "Decode",
+                        format!(
+                            "the operator cannot read this {}: {}; fix the object",
+                            K::kind(&()),
+                            invalid.error
+                        ),
+                    )
+                    .await;
+                    Ok(Action::await_change())
+                }
+            }
+        })
+    }
 }
 
 /// Runs every controller for the configured namespaces until a shutdown signal.

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::ListParams;
+use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::{Api, ResourceExt};
 use secrecy::SecretString;
 
@@ -24,6 +24,45 @@ pub struct Refs {
     pub routes: Vec<Route>,
     /// Referenced Secrets by name; `None` when the Secret does not exist.
     pub secrets: BTreeMap<String, Option<Secret>>,
+    /// Rules or Routes naming this group (or no readable group) that cannot be decoded: the
+    /// group must not run without them (a Rule left out could be a mask).
+    pub unreadable: Vec<String>,
+}
+
+/// Lists the `K`s of `ns` one by one: the decodable ones, and a problem for each one naming
+/// `group` (or no readable group) that cannot be decoded.
+async fn list_decoded<K>(
+    ctx: &Context,
+    ns: &str,
+    group: &str,
+) -> Result<(Vec<K>, Vec<String>), Error>
+where
+    K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+{
+    let kind = K::kind(&());
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), ns, &ApiResource::erase::<K>(&()));
+    let items = api
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::kube("list", &kind, ns))?
+        .items;
+    let mut ok = Vec::new();
+    let mut problems = Vec::new();
+    for obj in items {
+        let name = obj.name_any();
+        let named = obj.data["spec"]["groupRef"]["name"]
+            .as_str()
+            .map(str::to_owned);
+        match serde_json::to_value(&obj).and_then(serde_json::from_value::<K>) {
+            Ok(k) => ok.push(k),
+            Err(e) if named.as_deref().is_none_or(|g| g == group) => problems.push(format!(
+                "{kind} {name} cannot be read ({e}): fix it (the previous configuration stays in place)"
+            )),
+            Err(_) => {}
+        }
+    }
+    Ok((ok, problems))
 }
 
 /// One Secret reference of a group spec: the field that holds it, the Secret, and the key
@@ -94,20 +133,11 @@ pub fn references_secret(rg: &ReplicationGroup, name: &str) -> bool {
 /// Reads the Rules and Routes of the group's namespace and the Secrets it references.
 pub async fn fetch(ctx: &Context, rg: &ReplicationGroup) -> Result<Refs, Error> {
     let ns = rg.namespace().ok_or(Error::Unnamed)?;
-    let rules: Api<Rule> = Api::namespaced(ctx.client.clone(), &ns);
-    let routes: Api<Route> = Api::namespaced(ctx.client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let lp = ListParams::default();
-    let rules = rules
-        .list(&lp)
-        .await
-        .map_err(Error::kube("list", "Rule", &ns))?
-        .items;
-    let routes = routes
-        .list(&lp)
-        .await
-        .map_err(Error::kube("list", "Route", &ns))?
-        .items;
+    let group = rg.name_any();
+    let (rules, mut unreadable) = list_decoded::<Rule>(ctx, &ns, &group).await?;
+    let (routes, unreadable_routes) = list_decoded::<Route>(ctx, &ns, &group).await?;
+    unreadable.extend(unreadable_routes);
     let mut found = BTreeMap::new();
     for u in secret_uses(rg) {
         if found.contains_key(&u.secret) {
@@ -123,6 +153,7 @@ pub async fn fetch(ctx: &Context, rg: &ReplicationGroup) -> Result<Refs, Error> 
         rules,
         routes,
         secrets: found,
+        unreadable,
     })
 }
 
@@ -205,6 +236,7 @@ pub fn validate(rg: &ReplicationGroup, refs: &Refs) -> Result<(), Vec<String>> {
             )),
         }
     }
+    problems.extend(refs.unreadable.iter().cloned());
     let group = rg.name_any();
     for rule in refs.rules.iter().filter(|r| r.spec.group_ref.name == group) {
         for p in super::attach::rule_problems(rule) {

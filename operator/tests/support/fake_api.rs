@@ -533,6 +533,20 @@ impl FakeApi {
         serde_json::from_value(out).unwrap()
     }
 
+    /// Creates an object of kind `K` from raw JSON, bypassing the Rust type (an object the
+    /// type cannot decode, as after a CRD upgrade the operator does not know yet).
+    pub fn insert_json<K: Resource<DynamicType = ()>>(&self, ns: &str, mut v: Value) {
+        v["apiVersion"] = json!(K::api_version(&()));
+        v["kind"] = json!(K::kind(&()));
+        v["metadata"]["namespace"] = json!(ns);
+        let (code, out) = self
+            .state
+            .lock()
+            .unwrap()
+            .create(&Self::collection::<K>(ns), v);
+        assert_eq!(code, 201, "insert failed: {out}");
+    }
+
     /// Replaces `obj` wholesale (a user's `kubectl apply` of a changed spec); bumps generation.
     pub fn replace<K: Resource<DynamicType = ()> + Serialize + DeserializeOwned>(
         &self,
