@@ -105,7 +105,7 @@ for the Role in each watched namespace. Keep in sync with README.md and docs/ope
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# The cleanup Job that runs when a ReplicationGroup is deleted.
+# The copy Job of a ReplicationGroup with mode: copy.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
