@@ -219,12 +219,7 @@ pub struct PostgresSinkConfig {
 
 /// The publication and the replication slot, `pg_flo_<group, '-' replaced by '_'>_publication`
 /// (shared with the operator, which reports and drops them).
-pub use pg_flo_source::names::{publication_name, slot_name};
-
-/// JetStream stream: `pgflo_<group>_stream`.
-pub fn stream_name(group: &str) -> String {
-    format!("pgflo_{group}_stream")
-}
+pub use pg_flo_source::names::{publication_name, slot_name, stream_name};
 
 /// NATS subject the group's changes are published on: `pgflo.<group>`.
 pub fn subject(group: &str) -> String {

@@ -87,24 +87,7 @@ pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client,
     }
 }
 
-/// Every stream a group owns: its changes, its state and its dead letters.
-pub fn group_streams(group: &str) -> [String; 3] {
-    [
-        crate::config::stream_name(group),
-        state_stream(group),
-        dead_letter_stream(group),
-    ]
-}
-
-/// The stream holding the group's state (one message per subject `pgflo.<group>.state.*`).
-pub fn state_stream(group: &str) -> String {
-    format!("pgflo_{group}_state")
-}
-
-/// The stream holding the group's dead-lettered messages.
-pub fn dead_letter_stream(group: &str) -> String {
-    format!("pgflo_{group}_dlq")
-}
+pub use pg_flo_source::names::{dead_letter_stream, group_streams, state_stream};
 
 /// The subject dead-lettered messages are published on.
 pub fn dead_letter_subject(group: &str) -> String {

@@ -1,7 +1,8 @@
 //! Deleting a group's JetStream streams on an external NATS server when the group is deleted
 //! with `reclaimPolicy: delete` (a managed NATS's data goes with its volumes instead).
 //!
-//! The stream names are the runtime's (`runtime/src/nats.rs`): changes, state, dead letters.
+//! The stream names are the runtime's (`pg_flo_source::names::group_streams`): changes, state,
+//! dead letters.
 //! A stream already gone counts as deleted.
 
 use std::time::Duration;
@@ -9,14 +10,10 @@ use std::time::Duration;
 use async_nats::jetstream::context::DeleteStreamErrorKind;
 use async_nats::jetstream::ErrorCode;
 
+use pg_flo_source::names::group_streams;
+
 use super::validate::NatsAccess;
 use super::Error;
-
-/// Every stream a group owns: its changes, its state and its dead letters (the runtime's
-/// names: `pgflo_<group>_stream`, `pgflo_<group>_state`, `pgflo_<group>_dlq`).
-pub fn group_streams(group: &str) -> [String; 3] {
-    ["stream", "state", "dlq"].map(|s| format!("pgflo_{group}_{s}"))
-}
 
 fn nats_error(stream: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::Nats {
@@ -59,21 +56,4 @@ pub async fn delete_group_streams(access: &NatsAccess, group: &str) -> Result<()
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stream_names_are_the_runtimes() {
-        assert_eq!(
-            group_streams("orders"),
-            [
-                "pgflo_orders_stream".to_string(),
-                "pgflo_orders_state".to_string(),
-                "pgflo_orders_dlq".to_string()
-            ]
-        );
-    }
 }
