@@ -574,6 +574,13 @@ spec: {groupRef: {name: later}, sourceTable: orders, destinationTable: o2}",
 
     env.source_secret();
     env.api.insert(&env.group("later", ""));
+    // A Route the types cannot decode (its own InvalidObject Event) does not stop the verdict.
+    env.api.insert_json::<Route>(
+        NS,
+        json!({"metadata": {"name": "undecodable"},
+               "spec": {"groupRef": {"name": "later"}, "sourceTable": "t",
+                        "destinationTable": "u", "columnMappings": "not a list"}}),
+    );
     env.reconcile_route("r1").await.unwrap();
     let r: Route = env.api.get(NS, "r1").unwrap();
     assert_eq!(r.status.unwrap().conditions[0].status, "True");

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
@@ -87,8 +88,9 @@ pub fn conflicting_route<'a>(route: &Route, all: &'a [Route]) -> Option<&'a Rout
         .filter(|winner| winner.name_any() != route.name_any())
 }
 
+/// Whether the group exists (decodable or not: an undecodable group has its own Event).
 async fn group_exists(ctx: &Context, ns: &str, name: &str) -> Result<bool, Error> {
-    let api: Api<ReplicationGroup> = Api::namespaced(ctx.client.clone(), ns);
+    let api: Api<DeserializeGuard<ReplicationGroup>> = Api::namespaced(ctx.client.clone(), ns);
     Ok(api
         .get_opt(name)
         .await
@@ -178,12 +180,16 @@ pub async fn reconcile_route(route: Arc<Route>, ctx: Arc<Context>) -> Result<Act
     let result = async {
         let ns = route.namespace().ok_or(Error::Unnamed)?;
         let group = &route.spec.group_ref.name;
-        let api: Api<Route> = Api::namespaced(ctx.client.clone(), &ns);
-        let all = api
+        // Guarded: an undecodable Route (its own Event) must not stop the others' verdicts.
+        let api: Api<DeserializeGuard<Route>> = Api::namespaced(ctx.client.clone(), &ns);
+        let all: Vec<Route> = api
             .list(&ListParams::default())
             .await
             .map_err(Error::kube("list", "Route", &ns))?
-            .items;
+            .items
+            .into_iter()
+            .filter_map(|g| g.0.ok())
+            .collect();
         let verdict = if !group_exists(&ctx, &ns, group).await? {
             (
                 false,
