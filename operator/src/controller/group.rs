@@ -32,7 +32,8 @@ use kube::{Api, ResourceExt};
 use super::apply::{apply_desired, delete, Applied};
 use super::conditions::{group_status, same_conditions, Observed, DEGRADED};
 use super::validate::{
-    external_nats, fetch, secret_versions, source_connection, validate, webhook_header_keys, Refs,
+    external_nats, fetch, fetch_secrets, secret_versions, source_connection, validate,
+    webhook_header_keys, Refs,
 };
 use super::{error_chain, observe, Context, Error, FIELD_MANAGER, FINALIZER};
 use crate::crd::{DesiredState, ReclaimPolicy, ReplicationGroup, ReplicationGroupStatus};
@@ -262,7 +263,7 @@ async fn cleanup(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Err
     .await?;
 
     // 2. The source: slot, publication, DDL capture objects.
-    let refs = fetch(ctx, &rg).await?;
+    let refs = fetch_secrets(ctx, &rg).await?;
     let Some(conn) = source_connection(&rg, &refs) else {
         let msg = "cannot clean up: the source credentials Secret is missing; restore it, or set \
                    spec.reclaimPolicy: retain to delete the group without cleanup";

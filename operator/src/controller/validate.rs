@@ -133,11 +133,22 @@ pub fn references_secret(rg: &ReplicationGroup, name: &str) -> bool {
 /// Reads the Rules and Routes of the group's namespace and the Secrets it references.
 pub async fn fetch(ctx: &Context, rg: &ReplicationGroup) -> Result<Refs, Error> {
     let ns = rg.namespace().ok_or(Error::Unnamed)?;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let group = rg.name_any();
     let (rules, mut unreadable) = list_decoded::<Rule>(ctx, &ns, &group).await?;
     let (routes, unreadable_routes) = list_decoded::<Route>(ctx, &ns, &group).await?;
     unreadable.extend(unreadable_routes);
+    Ok(Refs {
+        rules,
+        routes,
+        unreadable,
+        ..fetch_secrets(ctx, rg).await?
+    })
+}
+
+/// Reads only the Secrets the group references (what its cleanup needs).
+pub async fn fetch_secrets(ctx: &Context, rg: &ReplicationGroup) -> Result<Refs, Error> {
+    let ns = rg.namespace().ok_or(Error::Unnamed)?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let mut found = BTreeMap::new();
     for u in secret_uses(rg) {
         if found.contains_key(&u.secret) {
@@ -150,10 +161,8 @@ pub async fn fetch(ctx: &Context, rg: &ReplicationGroup) -> Result<Refs, Error> 
         found.insert(u.secret, s);
     }
     Ok(Refs {
-        rules,
-        routes,
         secrets: found,
-        unreadable,
+        ..Refs::default()
     })
 }
 
