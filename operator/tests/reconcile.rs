@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
-use pg_flo_operator::crd::{Phase, ReplicationGroup, Route, Rule};
+use pg_flo_operator::crd::{DesiredState, Phase, ReplicationGroup, Route, Rule};
 use serde_json::json;
 use support::{cr, secret, Env, IMAGE, NS};
 
@@ -244,9 +244,7 @@ async fn a_spec_change_rolls_the_pods_and_a_rule_or_route_added_later_rerenders(
     assert!(!cm.data.as_ref().unwrap().contains_key("rules.yaml"));
 
     // Spec change: the rendered worker config changes, both pod templates roll.
-    let mut rg = env.stored("orders");
-    rg.spec.worker_batch_size = Some(250);
-    env.api.replace(&rg);
+    env.edit("orders", |rg| rg.spec.worker_batch_size = Some(250));
     env.reconcile("orders").await.unwrap();
     let cm: ConfigMap = env.api.get(NS, "orders-pg-flo-config").unwrap();
     assert!(
@@ -378,9 +376,7 @@ async fn pause_scales_to_zero_stop_removes_the_workloads_and_running_brings_them
     env.source_secret();
     env.create(&env.group("orders", "")).await;
 
-    let mut rg = env.stored("orders");
-    rg.spec.state = pg_flo_operator::crd::DesiredState::Paused;
-    env.api.replace(&rg);
+    env.edit("orders", |rg| rg.spec.state = DesiredState::Paused);
     env.reconcile("orders").await.unwrap();
     let ds = env.api.list::<Deployment>(NS);
     assert_eq!(ds.iter().map(replicas).collect::<Vec<_>>(), vec![0, 0]);
@@ -394,9 +390,7 @@ async fn pause_scales_to_zero_stop_removes_the_workloads_and_running_brings_them
     assert_eq!(condition(&got, "Paused").0, "True");
     assert_eq!(condition(&got, "Ready").1, "Paused");
 
-    let mut rg = env.stored("orders");
-    rg.spec.state = pg_flo_operator::crd::DesiredState::Stopped;
-    env.api.replace(&rg);
+    env.edit("orders", |rg| rg.spec.state = DesiredState::Stopped);
     env.reconcile("orders").await.unwrap();
     assert!(
         env.api.names::<Deployment>(NS).is_empty(),
@@ -422,9 +416,7 @@ async fn pause_scales_to_zero_stop_removes_the_workloads_and_running_brings_them
         ]
     );
 
-    let mut rg = env.stored("orders");
-    rg.spec.state = pg_flo_operator::crd::DesiredState::Running;
-    env.api.replace(&rg);
+    env.edit("orders", |rg| rg.spec.state = DesiredState::Running);
     env.reconcile("orders").await.unwrap();
     let ds = env.api.list::<Deployment>(NS);
     assert_eq!(ds.iter().map(replicas).collect::<Vec<_>>(), vec![1, 1]);
@@ -721,9 +713,7 @@ async fn copy_mode_runs_a_job_once_and_reports_its_completion() {
     assert_eq!(phase(&env.stored("orders")), Phase::Copying);
 
     // Pausing suspends the Job with a merge patch (its pod template is immutable).
-    let mut rg = env.stored("orders");
-    rg.spec.state = pg_flo_operator::crd::DesiredState::Paused;
-    env.api.replace(&rg);
+    env.edit("orders", |rg| rg.spec.state = DesiredState::Paused);
     env.api.clear_requests();
     env.reconcile("orders").await.unwrap();
     let job: Job = env.api.get(NS, "orders-copy").unwrap();
@@ -741,9 +731,7 @@ async fn copy_mode_runs_a_job_once_and_reports_its_completion() {
     assert_eq!(job_writes[0].body, json!({"spec": {"suspend": true}}));
 
     // Running again; the Job completes: phase Completed, Ready.
-    let mut rg = env.stored("orders");
-    rg.spec.state = pg_flo_operator::crd::DesiredState::Running;
-    env.api.replace(&rg);
+    env.edit("orders", |rg| rg.spec.state = DesiredState::Running);
     env.reconcile("orders").await.unwrap();
     env.api.set_status::<Job>(
         NS,

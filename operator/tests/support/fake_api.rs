@@ -211,7 +211,6 @@ impl State {
     fn update(
         &mut self,
         collection: &str,
-        _name: &str,
         old: &Value,
         mut new: Value,
         keep_status: bool,
@@ -345,13 +344,7 @@ impl State {
                             format!("{n}: the object has been modified"),
                         );
                     }
-                    self.update(
-                        &collection,
-                        &n,
-                        &old,
-                        body,
-                        sub.as_deref() != Some("status"),
-                    )
+                    self.update(&collection, &old, body, sub.as_deref() != Some("status"))
                 }
             },
             ("DELETE", Some(n)) => match current {
@@ -390,7 +383,7 @@ impl State {
                         Some(old) if on_status => {
                             let mut new = old.clone();
                             new["status"] = body["status"].clone();
-                            self.update(&collection, &n, &old, new, false)
+                            self.update(&collection, &old, new, false)
                         }
                         Some(old) => {
                             let mut new = body;
@@ -407,7 +400,7 @@ impl State {
                                 }
                             }
                             new["metadata"] = meta;
-                            self.update(&collection, &n, &old, new, true)
+                            self.update(&collection, &old, new, true)
                         }
                     }
                 } else {
@@ -435,7 +428,7 @@ impl State {
                     } else {
                         return status(415, "UnsupportedMediaType", content_type.to_owned());
                     }
-                    self.update(&collection, &n, &old, doc, false)
+                    self.update(&collection, &old, doc, false)
                 }
             }
             (m, _) => status(405, "MethodNotAllowed", format!("{m} {path}")),
@@ -569,7 +562,7 @@ impl FakeApi {
         let mut v = serde_json::to_value(obj).unwrap();
         v["apiVersion"] = json!(K::api_version(&()));
         v["kind"] = json!(K::kind(&()));
-        let (code, out) = st.update(&coll, &name, &old, v, true);
+        let (code, out) = st.update(&coll, &old, v, true);
         assert_eq!(code, 200);
         serde_json::from_value(out).unwrap()
     }

@@ -131,6 +131,13 @@ impl Env {
             .expect("group stored")
     }
 
+    /// Changes the stored group's spec as a user's `kubectl apply` would (generation bumps).
+    pub fn edit(&self, name: &str, change: impl FnOnce(&mut ReplicationGroup)) {
+        let mut rg = self.stored(name);
+        change(&mut rg);
+        self.api.replace(&rg);
+    }
+
     /// One reconcile of the stored group, as the controller would run it.
     pub async fn reconcile(&self, name: &str) -> Result<Action, Error> {
         let rg = Arc::new(self.stored(name));
