@@ -208,6 +208,11 @@ pub struct WorkerCommonArgs {
     #[arg(long, global = true, num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = parse_bool, value_name = "BOOL")]
     pub dead_letter: Option<bool>,
+    /// Longest a message waits for a missing predecessor (re-published by the replicator after
+    /// a NATS failure) before the worker stops with an error naming both positions
+    /// [env: PG_FLO_GAP_TIMEOUT] [default: 5m]
+    #[arg(long, global = true, value_parser = parse_duration, value_name = "DURATION")]
+    pub gap_timeout: Option<Duration>,
     /// Address of the admin server (/metrics, /healthz, /readyz), e.g. 0.0.0.0:9100
     /// [env: PG_FLO_METRICS_ADDR] [default: no admin server]
     #[arg(long, global = true, value_parser = parse_socket_addr, value_name = "ADDR")]

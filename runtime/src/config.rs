@@ -131,6 +131,8 @@ pub struct WorkerConfig {
     pub flush_interval: Duration,
     /// Dead-letter permanently rejected changes instead of stopping.
     pub dead_letter: bool,
+    /// Longest a message waits for a missing predecessor before the worker stops.
+    pub gap_timeout: Duration,
     pub sink: SinkConfig,
     pub metrics_addr: Option<SocketAddr>,
 }
@@ -287,6 +289,7 @@ pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_NATS_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_BATCH_SIZE: usize = 1000;
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+pub const DEFAULT_GAP_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 pub const DEFAULT_WEBHOOK_BATCH_SIZE: usize = 1;
 pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -336,6 +339,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "batch-size",
     "flush-interval",
     "dead-letter",
+    "gap-timeout",
     "file-output-dir",
     "webhook-url",
     "webhook-header",
@@ -1320,6 +1324,10 @@ impl Resolver<'_> {
             .unwrap_or(DEFAULT_FLUSH_INTERVAL);
         let flush_interval = self.nonzero("flush-interval", flush_interval);
         let dead_letter = self.flag_bool("dead-letter", c.dead_letter);
+        let gap_timeout = self
+            .value("gap-timeout", c.gap_timeout, parse_duration)
+            .unwrap_or(DEFAULT_GAP_TIMEOUT);
+        let gap_timeout = self.nonzero("gap-timeout", gap_timeout);
         let metrics_addr = self.value("metrics-addr", c.metrics_addr, parse_socket_addr);
 
         let sink = match &a.sink {
@@ -1342,6 +1350,7 @@ impl Resolver<'_> {
             batch_size,
             flush_interval,
             dead_letter,
+            gap_timeout,
             sink,
             metrics_addr,
         }

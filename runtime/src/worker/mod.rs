@@ -1,23 +1,31 @@
-//! `pg_flo worker <sink>`: NATS JetStream -> decode -> (rules -> routing) -> sink.
+//! `pg_flo worker <sink>`: NATS JetStream -> decode -> order -> (rules -> routing) -> sink.
 //!
 //! Contract (when a message may be acked):
-//! - Messages are applied to the sink in [`Position`] order. A message whose `prev` has not
-//!   been applied yet (it was re-published after a newer one while NATS restarted) is held,
-//!   unacked, until its predecessor arrives; a message at or below the last applied position
-//!   is a duplicate and is skipped. A held message that waits longer than [`GAP_TIMEOUT`]
-//!   restarts delivery from the oldest unacked message (a delivery lost in a reconnect would
-//!   otherwise come back only after the ack wait).
+//! - At most one worker applies a group: the worker takes the group's lease in NATS before it
+//!   consumes, and stops applying the moment it cannot renew it ([`state`]).
+//! - Messages are applied to the sink in [`Position`] order, decided by [`ordering::Order`],
+//!   which lives as long as the process: a message whose `prev` has not been applied yet is
+//!   held, unacked, until its predecessor arrives; a message at or below the last applied
+//!   position is a duplicate and is skipped. The held messages are bounded by count and bytes:
+//!   beyond that the newest are let go unacked and delivery restarts once the predecessor is
+//!   applied. A predecessor that does not come restarts delivery once and, after
+//!   `--gap-timeout`, stops the worker with an error naming both positions.
 //! - The sink commits only at a source-transaction boundary, after `batch_size` changes or
 //!   `flush_interval`, whichever comes first; a message is acked only after the commit that
 //!   covers it returned Ok. A crash before that leaves it in the stream for redelivery.
-//! - The postgres sink reports its durably applied position at start, so redelivered
-//!   messages it already has are skipped (effectively-once).
+//! - The applied position survives restarts for every sink: the postgres and file sinks store
+//!   it at their destination with the data; for stdout and webhook the worker stores it in the
+//!   group's NATS state after each commit, before acking.
 //! - A transient failure (NATS or sink connection) rolls the sink back and restarts delivery
 //!   from the first unacked message after a backoff. A permanent one (undecodable message,
-//!   change rejected by the target) stops the worker with a report; nothing is acked or skipped.
+//!   change rejected by the target) stops the worker with a report; nothing is acked or skipped,
+//!   unless `--dead-letter` isolates the rejected message (see `dead_letter.rs`).
 
+mod dead_letter;
+pub mod ordering;
 pub mod routing;
 pub mod rules;
+mod state;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,15 +41,12 @@ use crate::message::{ChangeBatch, DecodeError, Position};
 use crate::metrics;
 use crate::nats::{self as nats_setup, NatsError};
 use crate::sink::{AnySink, Retry, Sink, SinkError};
+use ordering::{gap_step, DeadLetter, GapStep, Order, Verdict};
 
 /// Most messages the worker holds while waiting for a predecessor.
 const MAX_HELD: usize = 10_000;
-
-/// How long a held message may wait for its predecessor before the worker restarts delivery
-/// from the oldest unacked message. A predecessor can be missing because the replicator will
-/// re-publish it (NATS restarted mid-window), or because the delivery to this worker was lost
-/// in a reconnect (JetStream would redeliver it only after the ack wait, behind newer ones).
-const GAP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Most payload bytes the worker holds while waiting for a predecessor.
+const MAX_HELD_BYTES: usize = 64 * 1024 * 1024;
 
 /// Most bytes the consumer fetches ahead (the server cuts off clients that fall far behind).
 const MAX_BYTES_AHEAD: usize = 16 * 1024 * 1024;
@@ -75,8 +80,23 @@ pub enum WorkerError {
         "messages arrived out of order: transaction {expected} is incomplete but {got} followed it"
     )]
     OutOfOrder { expected: String, got: String },
-    #[error("{0} messages waited {GAP_TIMEOUT:?} for a predecessor; restarting delivery from the oldest unacked message")]
-    GapNotFilled(usize),
+    #[error("restarting delivery from the oldest unacked message ({0})")]
+    Redeliver(&'static str),
+    #[error(
+        "message {position} has waited {waited:?} for its predecessor {waiting_for}, which is not \
+         in the stream. If the replicator is down, start it: it re-publishes what NATS did not \
+         acknowledge, and the worker goes on after a restart. If the replicator runs, the \
+         predecessor was lost (the stream was purged, or NATS lost an acknowledged message) and \
+         the changes between {waiting_for} and {position} are missing: re-copy the group \
+         (replicator --copy-and-stream with a new slot)"
+    )]
+    MissingPredecessor {
+        position: Position,
+        waiting_for: Position,
+        waited: Duration,
+    },
+    #[error("the worker lease was lost (another worker took the group, or NATS was unreachable too long); stopped applying")]
+    LeaseLost,
 }
 
 impl WorkerError {
@@ -84,12 +104,15 @@ impl WorkerError {
         match self {
             WorkerError::Nats(_)
             | WorkerError::Consume(_)
-            | WorkerError::GapNotFilled(_)
+            | WorkerError::Redeliver(_)
             | WorkerError::Isolate
             | WorkerError::DeadLettered
-            | WorkerError::DeadLetter { .. } => true,
+            | WorkerError::DeadLetter { .. }
+            | WorkerError::LeaseLost => true,
             WorkerError::Sink { source, .. } => source.retry() == Retry::Transient,
-            _ => false,
+            WorkerError::Decode { .. }
+            | WorkerError::OutOfOrder { .. }
+            | WorkerError::MissingPredecessor { .. } => false,
         }
     }
 
@@ -100,9 +123,11 @@ impl WorkerError {
             WorkerError::Decode { .. } => "decode",
             WorkerError::Sink { source, .. } => source.category(),
             WorkerError::OutOfOrder { .. } => "out_of_order",
-            WorkerError::GapNotFilled(_) => "gap",
+            WorkerError::Redeliver(_) => "redeliver",
+            WorkerError::MissingPredecessor { .. } => "gap",
             WorkerError::Isolate | WorkerError::DeadLettered => "dead_letter",
             WorkerError::DeadLetter { .. } => "dead_letter_publish",
+            WorkerError::LeaseLost => "lease",
         }
     }
 }
@@ -119,6 +144,35 @@ fn sink_failure(sink: &str, source: &SinkError) -> String {
     }
 }
 
+/// Whether the worker keeps the applied position in NATS (the sink has no store of its own).
+fn position_in_nats(sink: &AnySink) -> bool {
+    matches!(sink, AnySink::Stdout(_) | AnySink::Webhook(_))
+}
+
+/// A missing predecessor being waited for, across sessions.
+struct GapWatch {
+    waiting_for: Position,
+    since: Instant,
+    redeliveries: u32,
+}
+
+/// What lives as long as the worker process, across consuming sessions.
+struct Process<'a> {
+    cfg: &'a WorkerConfig,
+    transform: &'a Arc<Transform>,
+    stream: &'a jetstream::stream::Stream,
+    state: &'a jetstream::stream::Stream,
+    js: &'a jetstream::Context,
+    subject: &'a str,
+    health: &'a crate::http::Health,
+    dead_letters: Option<dead_letter::Target>,
+    order: Order,
+    gap: Option<GapWatch>,
+    /// While set, the worker applies and commits one transaction at a time up to this
+    /// position, to find the message the sink rejects (dead-letter mode only).
+    isolate: Option<Option<Position>>,
+}
+
 /// Runs the worker until `shutdown` turns true or a permanent error occurs.
 pub async fn run(
     cfg: WorkerConfig,
@@ -128,60 +182,74 @@ pub async fn run(
     health: crate::http::Health,
 ) -> Result<(), WorkerError> {
     let client = nats_setup::connect(&cfg.nats, "pg_flo_worker").await?;
+    let max_payload = client.server_info().max_payload;
     let js = jetstream::new(client);
     let subject = config::subject(&cfg.group);
     let stream =
         nats_setup::ensure_stream(&js, &config::stream_name(&cfg.group), &subject, None).await?;
-    // Positions of messages moved to the dead-letter stream: their successors must not wait
-    // for them. Seeded with the last one on record, for a worker restarted right after one.
-    let dead: DeadSet = Arc::default();
-    if cfg.dead_letter {
-        let dlq = nats_setup::ensure_dead_letter_stream(&js, &cfg.group).await?;
-        if let Ok(last) = dlq
-            .get_last_raw_message_by_subject(&nats_setup::dead_letter_subject(&cfg.group))
-            .await
-        {
-            if let Ok(batch) = ChangeBatch::decode(&last.payload) {
-                if let Ok(mut set) = dead.lock() {
-                    set.insert(batch.position());
-                }
-            }
+    let state_stream = state::state_stream(&js, &cfg.group).await?;
+    let Some(mut lease) = state::Lease::acquire(&js, &state_stream, &cfg.group, &mut shutdown).await?
+    else {
+        return Ok(());
+    };
+    let mut order = Order::default();
+    let dead_letters = if cfg.dead_letter {
+        let target = dead_letter::Target::open(&js, &cfg.group, max_payload).await?;
+        // Messages moved there by an earlier run: their successors must not wait for them.
+        for (pos, letter) in target.recent().await {
+            order.dead_lettered(pos, letter);
         }
-    }
+        Some(target)
+    } else {
+        None
+    };
+    let mut p = Process {
+        cfg: &cfg,
+        transform: &transform,
+        stream: &stream,
+        state: &state_stream,
+        js: &js,
+        subject: &subject,
+        health: &health,
+        dead_letters,
+        order,
+        gap: None,
+        isolate: None,
+    };
     let mut wait = Duration::from_millis(500);
-    // While set, the worker applies and commits one message at a time up to this position, to
-    // find the message the sink rejects (dead-letter mode only).
-    let mut isolate: Option<Option<Position>> = None;
-    loop {
+    let outcome = loop {
         let started = Instant::now();
-        let result = session(
-            Session {
-                cfg: &cfg,
-                transform: &transform,
-                stream: &stream,
-                js: &js,
-                subject: &subject,
-                health: &health,
-                dead: &dead,
-            },
-            &mut sink,
-            &mut shutdown,
-            &mut isolate,
-        )
-        .await;
+        let result = tokio::select! {
+            r = session(&mut p, &mut sink, &mut shutdown) => r,
+            _ = lease.lost() => Err(WorkerError::LeaseLost),
+        };
         health.set_ready(false);
+        if !matches!(result, Ok(())) {
+            let _ = sink.rollback().await;
+            p.order.rolled_back();
+        }
         match result {
-            Ok(()) => return Ok(()),
-            Err(WorkerError::Isolate) | Err(WorkerError::DeadLettered) => {
-                // Redeliver right away, one message at a time.
-                let _ = sink.rollback().await;
+            Ok(()) => break Ok(()),
+            Err(WorkerError::Isolate | WorkerError::DeadLettered | WorkerError::Redeliver(_)) => {
+                // Redeliver right away.
+                continue;
+            }
+            Err(WorkerError::LeaseLost) => {
+                metrics::error("lease");
+                tracing::error!("stopped applying: the worker lease was lost; waiting to take it again");
+                drop(lease);
+                match state::Lease::acquire(&js, &state_stream, &cfg.group, &mut shutdown).await? {
+                    Some(l) => lease = l,
+                    None => return Ok(()),
+                }
+                // Another worker may have applied meanwhile: the next session raises the
+                // order to the stored position.
                 continue;
             }
             Err(e) => {
-                let _ = sink.rollback().await;
                 metrics::error(e.category());
                 if !e.is_transient() {
-                    return Err(e);
+                    break Err(e);
                 }
                 // A session that ran a while made progress: start the backoff over.
                 if started.elapsed() > Duration::from_secs(60) {
@@ -192,74 +260,59 @@ pub async fn run(
                 // uncommitted messages unacked in the stream.
                 if *shutdown.borrow() {
                     tracing::warn!(error = %crate::replicator::error_chain(&e), "stopping with uncommitted changes; they stay in the stream for the next worker");
-                    return Ok(());
+                    break Ok(());
                 }
                 tracing::warn!(error = %crate::replicator::error_chain(&e), retry_in = ?wait, "worker interrupted; redelivering from the first unacked message");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.changed() => return Ok(()),
+                    _ = shutdown.changed() => break Ok(()),
                 }
                 wait = (wait * 2).min(Duration::from_secs(30));
             }
         }
-    }
+    };
+    lease.release().await;
+    outcome
 }
 
-struct State {
-    /// Position of the last message applied to the sink (committed or not).
-    last: Option<Position>,
-    /// Position of the last message made durable.
-    committed: Option<Position>,
-    /// Messages waiting for their predecessor.
-    held: BTreeMap<Position, (ChangeBatch, Acker, bytes::Bytes)>,
+/// A message waiting for its predecessor.
+struct Held {
+    batch: ChangeBatch,
+    acker: Acker,
+    raw: bytes::Bytes,
+}
+
+/// What one consuming session works with.
+struct Session {
+    /// Messages waiting for their predecessor, and their payload bytes.
+    held: BTreeMap<Position, Held>,
+    held_bytes: usize,
+    /// Held messages were let go (over the bounds): restart delivery once they can be applied.
+    evicted: bool,
     /// Acks owed once the next commit succeeds.
     pending: Vec<Acker>,
+    /// While isolating: the messages applied since the last commit (dead-lettered together if
+    /// the commit is rejected, e.g. by a deferred constraint).
+    uncommitted: Vec<(ChangeBatch, bytes::Bytes)>,
     changes: usize,
-    /// The last applied message did not end its transaction.
-    in_tx: bool,
     first_pending_at: Option<Instant>,
-    /// When the oldest held message started waiting.
-    held_since: Option<Instant>,
-    /// Rules and routing, applied to a message right before the sink.
-    transform: Arc<Transform>,
-    /// Apply, send and commit one message at a time (finding a rejected message).
+    /// Apply, send and commit one transaction at a time (finding a rejected message).
     isolating: bool,
     /// Highest position offered to the sink in this session (a rejected message is at or
     /// below it).
     seen: Option<Position>,
-    /// Where rejected messages go (`--dead-letter`).
-    dead_letter: Option<DeadLetter>,
-}
-
-struct DeadLetter {
-    js: jetstream::Context,
-    subject: String,
-    dead: DeadSet,
-}
-
-impl State {
-    /// Whether `prev` was moved to the dead-letter stream (so it will not come).
-    fn is_dead(&self, prev: Position) -> bool {
-        self.dead_letter
-            .as_ref()
-            .and_then(|d| d.dead.lock().ok().map(|set| set.contains(&prev)))
-            .unwrap_or(false)
-    }
 }
 
 /// In dead-letter mode, a permanent sink rejection outside isolation starts isolation.
-fn to_isolate(
-    e: WorkerError,
-    cfg: &WorkerConfig,
-    isolate: &mut Option<Option<Position>>,
-    last: Option<Position>,
-) -> WorkerError {
+fn to_isolate(e: WorkerError, p: &mut Process<'_>, seen: Option<Position>) -> WorkerError {
     match &e {
         WorkerError::Sink { source, .. }
-            if cfg.dead_letter && source.retry() == Retry::Permanent && isolate.is_none() =>
+            if p.dead_letters.is_some()
+                && source.retry() == Retry::Permanent
+                && p.isolate.is_none() =>
         {
             tracing::warn!(error = %crate::replicator::error_chain(&e), "the sink rejected a change");
-            *isolate = Some(last);
+            p.isolate = Some(seen);
             WorkerError::Isolate
         }
         _ => e,
@@ -309,48 +362,33 @@ impl Transform {
     }
 }
 
-/// What a consuming session works with.
-struct Session<'a> {
-    cfg: &'a WorkerConfig,
-    transform: &'a Arc<Transform>,
-    stream: &'a jetstream::stream::Stream,
-    js: &'a jetstream::Context,
-    subject: &'a str,
-    health: &'a crate::http::Health,
-    dead: &'a DeadSet,
-}
-
-/// Positions of dead-lettered messages.
-type DeadSet = Arc<std::sync::Mutex<std::collections::BTreeSet<Position>>>;
-
 async fn session(
-    ctx: Session<'_>,
+    p: &mut Process<'_>,
     sink: &mut AnySink,
     shutdown: &mut watch::Receiver<bool>,
-    isolate: &mut Option<Option<Position>>,
 ) -> Result<(), WorkerError> {
-    let Session {
-        cfg,
-        transform,
-        stream,
-        js,
-        subject,
-        health,
-        dead,
-    } = ctx;
-    let consumer =
-        nats_setup::recreate_consumer(stream, &config::consumer_name(&cfg.group), subject, 100_000)
-            .await?;
-    let applied = sink
-        .applied_position()
-        .await
-        .map_err(|source| WorkerError::Sink {
-            sink: sink.name(),
-            source,
-        })?;
-    if let Some(p) = applied {
-        tracing::info!(position = %p, "sink has applied changes up to this position");
+    let cfg = p.cfg;
+    let consumer = nats_setup::recreate_consumer(
+        p.stream,
+        &config::consumer_name(&cfg.group),
+        p.subject,
+        100_000,
+    )
+    .await?;
+    let stored = if position_in_nats(sink) {
+        state::read_position(p.state, &cfg.group).await?
+    } else {
+        sink.applied_position()
+            .await
+            .map_err(|source| WorkerError::Sink {
+                sink: sink.name(),
+                source,
+            })?
+    };
+    if let Some(pos) = stored {
+        tracing::info!(position = %pos, "the sink has applied changes up to this position");
     }
+    p.order.durable_at_least(stored);
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(cfg.batch_size.clamp(1, 1_000))
@@ -359,32 +397,25 @@ async fn session(
         .messages()
         .await
         .map_err(|e| WorkerError::Consume(e.to_string()))?;
-    health.set_ready(true);
+    p.health.set_ready(true);
     tracing::info!(group = cfg.group, sink = sink.name(), "worker consuming");
-    let mut st = State {
-        last: applied,
-        committed: applied,
+    let mut st = Session {
         held: BTreeMap::new(),
+        held_bytes: 0,
+        evicted: false,
         pending: Vec::new(),
+        uncommitted: Vec::new(),
         changes: 0,
-        in_tx: false,
         first_pending_at: None,
-        held_since: None,
-        transform: transform.clone(),
-        isolating: isolate.is_some(),
+        isolating: p.isolate.is_some(),
         seen: None,
-        dead_letter: cfg.dead_letter.then(|| DeadLetter {
-            js: js.clone(),
-            subject: nats_setup::dead_letter_subject(&cfg.group),
-            dead: dead.clone(),
-        }),
     };
     if st.isolating {
-        tracing::warn!(until = ?isolate.flatten().map(|p| p.to_string()), "dead-letter mode: applying one message at a time to find the rejected one");
+        tracing::warn!(until = ?p.isolate.flatten().map(|p| p.to_string()), "dead-letter mode: applying one transaction at a time to find the rejected message");
     }
+    let mut gap_at: Option<Instant> = None;
     loop {
         let flush_at = st.first_pending_at.map(|t| t + cfg.flush_interval);
-        let gap_at = st.held_since.map(|t| t + GAP_TIMEOUT);
         let wait = match flush_at.into_iter().chain(gap_at).min() {
             Some(t) => t.saturating_duration_since(Instant::now()),
             None => Duration::from_secs(3600),
@@ -392,8 +423,8 @@ async fn session(
         tokio::select! {
             biased;
             _ = shutdown.changed() => {
-                if !st.in_tx {
-                    commit(sink, &mut st).await?;
+                if !p.order.in_tx() {
+                    commit(p, sink, &mut st).await?;
                 }
                 return Ok(());
             }
@@ -402,8 +433,9 @@ async fn session(
                 Ok(None) => return Err(WorkerError::Consume("consumer stream ended".into())),
                 Ok(Some(Err(e))) => return Err(WorkerError::Consume(e.to_string())),
                 Ok(Some(Ok(msg))) => {
-                    if let Err(e) = receive(sink, &mut st, msg).await {
-                        return Err(to_isolate(e, cfg, isolate, st.seen));
+                    if let Err(e) = receive(p, sink, &mut st, msg).await {
+                        let seen = st.seen;
+                        return Err(to_isolate(e, p, seen));
                     }
                 }
             }
@@ -411,120 +443,170 @@ async fn session(
         let due = st
             .first_pending_at
             .is_some_and(|t| t.elapsed() >= cfg.flush_interval);
-        if !st.in_tx && (st.changes >= cfg.batch_size || due || st.isolating) {
-            if let Err(e) = commit(sink, &mut st).await {
-                return Err(to_isolate(e, cfg, isolate, st.seen));
+        if !p.order.in_tx() && (st.changes >= cfg.batch_size || due || st.isolating) {
+            if let Err(e) = commit(p, sink, &mut st).await {
+                let seen = st.seen;
+                return Err(to_isolate(e, p, seen));
             }
             // Past the failure point: back to normal batching.
-            if let (Some(until), Some(done)) = (*isolate, st.committed) {
+            if let (Some(until), Some(done)) = (p.isolate, p.order.committed()) {
                 if until.is_none_or(|u| done >= u) {
-                    *isolate = None;
+                    p.isolate = None;
                     st.isolating = false;
                     tracing::info!("dead-letter mode: back to normal batching");
                 }
             }
         }
-        if st.held_since.is_some_and(|t| t.elapsed() >= GAP_TIMEOUT) {
-            if !st.in_tx {
-                commit(sink, &mut st).await?;
-            }
-            return Err(WorkerError::GapNotFilled(st.held.len()));
+        // Messages let go while holding can come back now that their predecessor is applied.
+        if st.evicted && st.held.is_empty() && !p.order.in_tx() {
+            commit(p, sink, &mut st).await?;
+            return Err(WorkerError::Redeliver(
+                "held messages over the memory bound were let go",
+            ));
         }
+        gap_at = match check_gap(p, &st)? {
+            Some(GapStep::Wait(d)) => Some(Instant::now() + d),
+            Some(GapStep::Redeliver) => {
+                if !p.order.in_tx() {
+                    commit(p, sink, &mut st).await?;
+                }
+                if let Some(g) = p.gap.as_mut() {
+                    g.redeliveries += 1;
+                }
+                return Err(WorkerError::Redeliver(
+                    "a message waits for a predecessor; a delivery may have been lost",
+                ));
+            }
+            Some(GapStep::GiveUp) | None => None,
+        };
     }
 }
 
+/// Follows the wait of the oldest held message; an error when it waited too long.
+fn check_gap(p: &mut Process<'_>, st: &Session) -> Result<Option<GapStep>, WorkerError> {
+    if p
+        .gap
+        .as_ref()
+        .is_some_and(|g| p.order.reached(Some(g.waiting_for)))
+    {
+        p.gap = None;
+    }
+    let Some((&position, held)) = st.held.first_key_value() else {
+        return Ok(None);
+    };
+    let Some(waiting_for) = held.batch.prev else {
+        return Ok(None);
+    };
+    let gap = match &mut p.gap {
+        Some(g) if g.waiting_for == waiting_for => g,
+        slot => {
+            tracing::warn!(position = %position, waiting_for = %waiting_for, applied = ?p.order.last().map(|l| l.to_string()), "message arrived before its predecessor; holding it until the predecessor is re-published");
+            slot.insert(GapWatch {
+                waiting_for,
+                since: Instant::now(),
+                redeliveries: 0,
+            })
+        }
+    };
+    let step = gap_step(gap.since.elapsed(), gap.redeliveries, p.cfg.gap_timeout);
+    if step == GapStep::GiveUp {
+        return Err(WorkerError::MissingPredecessor {
+            position,
+            waiting_for,
+            waited: gap.since.elapsed(),
+        });
+    }
+    Ok(Some(step))
+}
+
 async fn receive(
+    p: &mut Process<'_>,
     sink: &mut AnySink,
-    st: &mut State,
+    st: &mut Session,
     msg: jetstream::Message,
 ) -> Result<(), WorkerError> {
     let stream_seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
     let (msg, acker) = msg.split();
     let batch = ChangeBatch::decode(&msg.payload)
         .map_err(|source| WorkerError::Decode { stream_seq, source })?;
-    offer(sink, st, batch, acker, msg.payload).await?;
+    offer(p, sink, st, batch, acker, msg.payload).await?;
     // Release held messages whose predecessor is now applied.
-    while let Some(prev) = st.held.first_key_value().map(|(_, (b, _, _))| b.prev) {
-        let ready = match (prev, st.last) {
-            (Some(prev), Some(last)) => prev <= last || st.is_dead(prev),
-            _ => true,
-        };
-        if !ready {
+    while let Some(prev) = st.held.first_key_value().map(|(_, h)| h.batch.prev) {
+        if !p.order.reached(prev) {
             break;
         }
-        let Some((_, (batch, acker, raw))) = st.held.pop_first() else {
+        let Some((_, h)) = st.held.pop_first() else {
             break;
         };
-        offer(sink, st, batch, acker, raw).await?;
-    }
-    if st.held.is_empty() {
-        st.held_since = None;
-    } else {
-        st.held_since.get_or_insert_with(Instant::now);
-    }
-    if st.held.len() > MAX_HELD {
-        return Err(WorkerError::GapNotFilled(st.held.len()));
+        st.held_bytes -= h.raw.len();
+        offer(p, sink, st, h.batch, h.acker, h.raw).await?;
     }
     Ok(())
 }
 
 async fn offer(
+    p: &mut Process<'_>,
     sink: &mut AnySink,
-    st: &mut State,
+    st: &mut Session,
     batch: ChangeBatch,
     acker: Acker,
     raw: bytes::Bytes,
 ) -> Result<(), WorkerError> {
     let pos = batch.position();
     let m = metrics::get();
-    if st.is_dead(pos) {
-        // Already in the dead-letter stream; its ack had not reached the server yet.
-        let _ = acker.ack().await;
-        return Ok(());
-    }
-    if st.last.is_some_and(|last| pos <= last) {
-        m.worker_messages.with_label_values(&["duplicate"]).inc();
-        if st.committed.is_some_and(|c| pos <= c) {
-            let _ = acker.ack().await;
-        } else {
-            st.pending.push(acker);
-        }
-        return Ok(());
-    }
-    if let (Some(prev), Some(last)) = (batch.prev, st.last) {
-        if prev > last && !st.is_dead(prev) {
-            m.worker_messages.with_label_values(&["held"]).inc();
-            if st.held.is_empty() {
-                tracing::warn!(position = %pos, waiting_for = %prev, applied = %last, "message arrived before its predecessor; holding it until the predecessor is re-published");
+    match p.order.offer(pos, batch.prev) {
+        Verdict::Duplicate { durable } => {
+            m.worker_messages.with_label_values(&["duplicate"]).inc();
+            if durable {
+                let _ = acker.ack().await;
+            } else {
+                st.pending.push(acker);
             }
-            st.held.insert(pos, (batch, acker, raw));
             return Ok(());
         }
-    }
-    if st.in_tx {
-        if let Some(last) = st.last {
-            if last.commit_lsn != pos.commit_lsn {
-                return Err(WorkerError::OutOfOrder {
-                    expected: last.to_string(),
-                    got: pos.to_string(),
-                });
-            }
+        Verdict::DeadLettered => {
+            // Already in the dead-letter stream; its ack had not reached the server yet.
+            let _ = acker.ack().await;
+            p.order.applied(pos, batch.last);
+            return Ok(());
         }
+        Verdict::Hold { .. } => {
+            m.worker_messages.with_label_values(&["held"]).inc();
+            if st.held.len() >= MAX_HELD || st.held_bytes + raw.len() > MAX_HELD_BYTES {
+                // Let it go unacked: it comes again when delivery restarts.
+                st.evicted = true;
+                return Ok(());
+            }
+            st.held_bytes += raw.len();
+            st.held.insert(pos, Held { batch, acker, raw });
+            return Ok(());
+        }
+        Verdict::OutOfOrder { expected, got } => {
+            return Err(WorkerError::OutOfOrder {
+                expected: expected.to_string(),
+                got: got.to_string(),
+            });
+        }
+        Verdict::Apply => {}
     }
     st.seen = st.seen.max(Some(pos));
-    let mut batch = batch;
-    st.transform.apply(&mut batch);
-    let mut result = sink.apply(&batch).await;
+    let mut transformed = batch.clone();
+    p.transform.apply(&mut transformed);
+    let mut result = sink.apply(&transformed).await;
     if st.isolating && result.is_ok() {
         result = sink.flush().await;
     }
     if let Err(source) = result {
         if st.isolating && source.retry() == Retry::Permanent {
-            if let Some(dl) = &st.dead_letter {
-                dead_letter(dl, &batch, &raw, &source).await?;
-                if let Ok(mut set) = dl.dead.lock() {
-                    set.insert(pos);
-                }
+            if let Some(target) = &p.dead_letters {
+                target.publish(&batch, &raw, &source).await?;
+                p.order.dead_lettered(
+                    pos,
+                    DeadLetter {
+                        prev: batch.prev,
+                        last: batch.last,
+                    },
+                );
                 // Confirmed ack: the consumer is recreated next, which must not redeliver it.
                 let _ = acker.double_ack().await;
                 m.worker_messages
@@ -540,64 +622,64 @@ async fn offer(
     }
     m.worker_messages.with_label_values(&["applied"]).inc();
     st.changes += batch.changes.len();
-    st.last = Some(pos);
-    st.in_tx = !batch.last;
+    p.order.applied(pos, batch.last);
     st.pending.push(acker);
+    if st.isolating {
+        st.uncommitted.push((batch, raw));
+    }
     st.first_pending_at.get_or_insert_with(Instant::now);
     Ok(())
 }
 
-/// Publishes a rejected message, unchanged, with the error in headers, and waits for the
-/// PubAck (only then may the original be acked).
-async fn dead_letter(
-    dl: &DeadLetter,
-    batch: &ChangeBatch,
-    raw: &bytes::Bytes,
-    error: &SinkError,
+async fn commit(
+    p: &mut Process<'_>,
+    sink: &mut AnySink,
+    st: &mut Session,
 ) -> Result<(), WorkerError> {
-    let pos = batch.position();
-    let tables: Vec<String> = batch
-        .relations
-        .iter()
-        .map(|r| format!("{}.{}", r.schema, r.table))
-        .collect();
-    let why = crate::replicator::error_chain(error);
-    tracing::error!(position = %pos, tables = ?tables, error = %why, "moving a rejected message to the dead-letter subject");
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Pg-Flo-Error", why.replace(['\r', '\n'], " ").as_str());
-    headers.insert("Pg-Flo-Position", pos.to_string().as_str());
-    headers.insert(
-        crate::message::FORMAT_HEADER,
-        crate::message::FORMAT_VERSION.to_string().as_str(),
-    );
-    let fail = |e: &dyn std::fmt::Display| WorkerError::DeadLetter {
-        position: pos.to_string(),
-        message: e.to_string(),
-    };
-    dl.js
-        .publish_with_headers(dl.subject.clone(), headers, raw.clone())
-        .await
-        .map_err(|e| fail(&e))?
-        .await
-        .map_err(|e| fail(&e))?;
-    Ok(())
-}
-
-async fn commit(sink: &mut AnySink, st: &mut State) -> Result<(), WorkerError> {
-    let Some(last) = st.last else {
+    let Some(last) = p.order.last() else {
         return Ok(());
     };
-    if st.pending.is_empty() && st.committed == st.last {
+    if st.pending.is_empty() && p.order.committed() == Some(last) {
         return Ok(());
     }
     let timer = metrics::get().sink_commit_duration.start_timer();
-    sink.commit(last)
-        .await
-        .map_err(|source| WorkerError::Sink {
+    if let Err(source) = sink.commit(last).await {
+        // While isolating, a rejection at COMMIT (a deferred constraint) belongs to the
+        // transaction applied since the last commit: set it aside like any other.
+        if st.isolating && source.retry() == Retry::Permanent && !st.uncommitted.is_empty() {
+            if let Some(target) = &p.dead_letters {
+                let _ = sink.rollback().await;
+                for (batch, raw) in &st.uncommitted {
+                    target.publish(batch, raw, &source).await?;
+                    p.order.dead_lettered(
+                        batch.position(),
+                        DeadLetter {
+                            prev: batch.prev,
+                            last: batch.last,
+                        },
+                    );
+                }
+                for acker in st.pending.drain(..) {
+                    let _ = acker.double_ack().await;
+                }
+                metrics::get()
+                    .worker_messages
+                    .with_label_values(&["dead_lettered"])
+                    .inc_by(st.uncommitted.len() as u64);
+                st.uncommitted.clear();
+                return Err(WorkerError::DeadLettered);
+            }
+        }
+        return Err(WorkerError::Sink {
             sink: sink.name(),
             source,
-        })?;
+        });
+    }
     timer.observe_duration();
+    if position_in_nats(sink) {
+        // Before the acks: a restarted worker must know what it applied.
+        state::write_position(p.js, &p.cfg.group, last).await?;
+    }
     let m = metrics::get();
     m.worker_commits.inc();
     m.worker_changes_applied.inc_by(st.changes as u64);
@@ -608,7 +690,8 @@ async fn commit(sink: &mut AnySink, st: &mut State) -> Result<(), WorkerError> {
             tracing::warn!(error = %e, "ack failed after commit");
         }
     }
-    st.committed = Some(last);
+    p.order.commit();
+    st.uncommitted.clear();
     st.changes = 0;
     st.first_pending_at = None;
     Ok(())

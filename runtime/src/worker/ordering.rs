@@ -1,0 +1,441 @@
+//! The worker's ordering decision, without IO: whether a message is applied now, skipped as a
+//! duplicate, skipped because it was dead-lettered, held for its predecessor, or refused; and
+//! what to do while a held message waits.
+//!
+//! Place in the pipeline: NATS message -> decode -> **order** -> rules -> routing -> sink. The
+//! worker loop (`worker/mod.rs`) asks [`Order::offer`] for every message and reports back what
+//! it did ([`Order::applied`], [`Order::dead_lettered`], [`Order::committed`],
+//! [`Order::rolled_back`]). One `Order` lives as long as the worker process, across consuming
+//! sessions (a NATS reconnect, a gap restart, an isolation pass), so what was applied is never
+//! forgotten between sessions; at start it is seeded from the position the sink (or the group's
+//! NATS state) stored durably.
+//!
+//! Contract:
+//! - Messages are applied in [`Position`] order. A message is applied only once the message
+//!   named by its `prev` has been applied, or was dead-lettered after its own predecessor had
+//!   been (a dead letter is "applied with no changes", in order).
+//! - A message at or below the last applied position is a duplicate: it is acked at once when
+//!   the position is durable, otherwise after the next commit.
+//! - A transaction that spans several messages is applied without another transaction's
+//!   messages between its parts; a dead-lettered final part still ends its transaction.
+//! - A message whose predecessor is missing is held, unacked. [`gap_step`] decides when the
+//!   worker restarts delivery (once, to recover a delivery lost in a reconnect) and when it
+//!   gives up with an error naming both positions (never an endless restart loop).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::message::Position;
+
+/// What to do with one offered message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Apply it to the sink now.
+    Apply,
+    /// At or below the last applied position: skip it; ack now when `durable`, otherwise after
+    /// the next commit.
+    Duplicate { durable: bool },
+    /// Moved to the dead-letter stream earlier; skip it in order and ack it now.
+    DeadLettered,
+    /// Its predecessor has not been applied: keep it, unacked, until it has.
+    Hold { waiting_for: Position },
+    /// It starts another transaction while the one at `expected` is incomplete.
+    OutOfOrder { expected: Position, got: Position },
+}
+
+/// What is known of a dead-lettered message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Its `prev`.
+    pub prev: Option<Position>,
+    /// It was its transaction's final message.
+    pub last: bool,
+}
+
+/// The ordering state of one worker process.
+#[derive(Clone, Debug, Default)]
+pub struct Order {
+    /// The last message applied (or skipped in order), committed or not.
+    last: Option<Position>,
+    /// The last position made durable by a commit.
+    committed: Option<Position>,
+    /// `last` did not end its transaction.
+    in_tx: bool,
+    /// Dead-lettered messages above `committed`.
+    dead: BTreeMap<Position, DeadLetter>,
+}
+
+impl Order {
+    /// Starts from the position the destination holds durably (`None`: nothing yet).
+    pub fn new(durable: Option<Position>) -> Order {
+        Order {
+            last: durable,
+            committed: durable,
+            ..Order::default()
+        }
+    }
+
+    pub fn last(&self) -> Option<Position> {
+        self.last
+    }
+
+    pub fn committed(&self) -> Option<Position> {
+        self.committed
+    }
+
+    /// The last applied message did not end its transaction (no commit may happen now).
+    pub fn in_tx(&self) -> bool {
+        self.in_tx
+    }
+
+    /// Raises the durable position to one learned later (the sink's stored position at the
+    /// start of a session may be ahead of what this process committed: another process ran).
+    pub fn durable_at_least(&mut self, durable: Option<Position>) {
+        if durable > self.committed {
+            self.committed = durable;
+            if durable > self.last {
+                self.last = durable;
+                self.in_tx = false;
+            }
+        }
+    }
+
+    /// Whether everything up to `prev` is applied (or dead-lettered in order).
+    pub fn reached(&self, prev: Option<Position>) -> bool {
+        let Some(last) = self.last else {
+            // Nothing applied yet: the first message the stream holds starts the history.
+            return true;
+        };
+        let mut cur = prev;
+        while let Some(p) = cur {
+            if p <= last {
+                return true;
+            }
+            match self.dead.get(&p) {
+                // Positions strictly fall along `prev`, so this walk ends.
+                Some(d) if d.prev.is_none_or(|q| q < p) => cur = d.prev,
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Decides what to do with the message at `pos` whose predecessor is `prev`.
+    pub fn offer(&self, pos: Position, prev: Option<Position>) -> Verdict {
+        if self.last.is_some_and(|last| pos <= last) {
+            return Verdict::Duplicate {
+                durable: self.committed.is_some_and(|c| pos <= c),
+            };
+        }
+        if !self.reached(prev) {
+            if let Some(waiting_for) = prev {
+                return Verdict::Hold { waiting_for };
+            }
+        }
+        // The transaction state right before this message: after `last`, or after the
+        // dead-lettered predecessor that is skipped on the way.
+        let (before, in_tx) = match prev.and_then(|p| self.dead.get_key_value(&p)) {
+            Some((p, d)) if self.last.is_none_or(|last| *p > last) => (Some(*p), !d.last),
+            _ => (self.last, self.in_tx),
+        };
+        if let Some(expected) = before.filter(|b| in_tx && b.commit_lsn != pos.commit_lsn) {
+            return Verdict::OutOfOrder { expected, got: pos };
+        }
+        if self.dead.contains_key(&pos) {
+            return Verdict::DeadLettered;
+        }
+        Verdict::Apply
+    }
+
+    /// The message at `pos` was applied to the sink, or skipped in order as a dead letter;
+    /// `last` is its transaction-final flag.
+    pub fn applied(&mut self, pos: Position, last: bool) {
+        self.last = Some(pos);
+        self.in_tx = !last;
+    }
+
+    /// The message at `pos` was moved to the dead-letter stream (and acked there). Its
+    /// successors will not wait for it; when it comes again it is skipped in order.
+    pub fn dead_lettered(&mut self, pos: Position, letter: DeadLetter) {
+        if self.committed.is_none_or(|c| pos > c) {
+            self.dead.insert(pos, letter);
+        }
+    }
+
+    /// Everything applied is durable now.
+    pub fn commit(&mut self) {
+        self.committed = self.last;
+        if let Some(c) = self.committed {
+            self.dead.retain(|p, _| *p > c);
+        }
+    }
+
+    /// What was applied but not committed is gone (the sink rolled back; it is redelivered).
+    pub fn rolled_back(&mut self) {
+        self.last = self.committed;
+        self.in_tx = false;
+    }
+}
+
+/// How long a held message waits before delivery is restarted once (a delivery lost while the
+/// worker reconnected to NATS comes back only after the ack wait otherwise).
+pub const REDELIVER_AFTER: Duration = Duration::from_secs(15);
+
+/// What the worker does while a message waits for a missing predecessor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GapStep {
+    /// Keep waiting (the replicator re-publishes what it did not get a PubAck for); look again
+    /// after this long.
+    Wait(Duration),
+    /// Restart delivery from the oldest unacked message.
+    Redeliver,
+    /// The predecessor did not come within `limit`: stop with an error naming it.
+    GiveUp,
+}
+
+/// The gap decision for a predecessor missing for `waited`, after `redeliveries` restarts of
+/// delivery for it, with the configured `limit` (`--gap-timeout`).
+pub fn gap_step(waited: Duration, redeliveries: u32, limit: Duration) -> GapStep {
+    let redeliver_at = REDELIVER_AFTER.min(limit / 2);
+    if waited >= limit {
+        GapStep::GiveUp
+    } else if redeliveries == 0 && waited >= redeliver_at {
+        GapStep::Redeliver
+    } else if redeliveries == 0 {
+        GapStep::Wait(redeliver_at - waited)
+    } else {
+        GapStep::Wait(limit - waited)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(lsn: u64, seq: u32) -> Position {
+        Position {
+            commit_lsn: lsn,
+            seq,
+        }
+    }
+
+    /// An `Order` after applying `(pos, last)` in turn and committing the first `committed`.
+    fn after(applied: &[(Position, bool)], committed: usize) -> Order {
+        let mut o = Order::default();
+        for (i, (pos, last)) in applied.iter().enumerate() {
+            o.applied(*pos, *last);
+            if i + 1 == committed {
+                o.commit();
+            }
+        }
+        o
+    }
+
+    #[test]
+    fn offer_table() {
+        let dead = |o: &mut Order, pos, prev, last| o.dead_lettered(pos, DeadLetter { prev, last });
+        // (case, state, offered pos, prev, expected)
+        let mut cases: Vec<(&str, Order, Position, Option<Position>, Verdict)> = vec![
+            (
+                "fresh worker applies the first message it sees",
+                Order::default(),
+                p(100, 0),
+                Some(p(50, 0)),
+                Verdict::Apply,
+            ),
+            (
+                "successor of the last applied",
+                after(&[(p(100, 0), true)], 1),
+                p(200, 0),
+                Some(p(100, 0)),
+                Verdict::Apply,
+            ),
+            (
+                "first message of a replicator run (no prev)",
+                after(&[(p(100, 0), true)], 1),
+                p(200, 0),
+                None,
+                Verdict::Apply,
+            ),
+            (
+                "redelivered committed message",
+                after(&[(p(100, 0), true), (p(200, 0), true)], 2),
+                p(100, 0),
+                None,
+                Verdict::Duplicate { durable: true },
+            ),
+            (
+                "duplicate of an applied, uncommitted message",
+                after(&[(p(100, 0), true), (p(200, 0), true)], 1),
+                p(200, 0),
+                Some(p(100, 0)),
+                Verdict::Duplicate { durable: false },
+            ),
+            (
+                "re-published late: predecessor missing",
+                after(&[(p(100, 0), true)], 1),
+                p(300, 0),
+                Some(p(200, 0)),
+                Verdict::Hold {
+                    waiting_for: p(200, 0),
+                },
+            ),
+            (
+                "next part of an open transaction",
+                after(&[(p(100, 0), false)], 0),
+                p(100, 1),
+                Some(p(100, 0)),
+                Verdict::Apply,
+            ),
+            (
+                "another transaction while one is open",
+                after(&[(p(100, 0), false)], 0),
+                p(200, 0),
+                Some(p(100, 0)),
+                Verdict::OutOfOrder {
+                    expected: p(100, 0),
+                    got: p(200, 0),
+                },
+            ),
+        ];
+        // A dead-lettered final part ends its transaction: the next transaction follows it.
+        let mut o = after(&[(p(100, 0), false)], 0);
+        dead(&mut o, p(100, 1), Some(p(100, 0)), true);
+        cases.push((
+            "successor of a dead-lettered final part",
+            o.clone(),
+            p(200, 0),
+            Some(p(100, 1)),
+            Verdict::Apply,
+        ));
+        cases.push((
+            "the dead-lettered part itself, redelivered",
+            o,
+            p(100, 1),
+            Some(p(100, 0)),
+            Verdict::DeadLettered,
+        ));
+        // A dead-lettered middle part keeps its transaction open.
+        let mut o = after(&[(p(100, 0), false)], 0);
+        dead(&mut o, p(100, 1), Some(p(100, 0)), false);
+        cases.push((
+            "part after a dead-lettered middle part",
+            o.clone(),
+            p(100, 2),
+            Some(p(100, 1)),
+            Verdict::Apply,
+        ));
+        cases.push((
+            "another transaction after a dead-lettered middle part",
+            o,
+            p(200, 0),
+            Some(p(100, 1)),
+            Verdict::OutOfOrder {
+                expected: p(100, 1),
+                got: p(200, 0),
+            },
+        ));
+        // Two dead letters in a row (several rejected parts of one transaction).
+        let mut o = after(&[(p(50, 0), true)], 1);
+        dead(&mut o, p(100, 0), Some(p(50, 0)), false);
+        dead(&mut o, p(100, 1), Some(p(100, 0)), false);
+        cases.push((
+            "after two dead-lettered parts",
+            o.clone(),
+            p(100, 2),
+            Some(p(100, 1)),
+            Verdict::Apply,
+        ));
+        // A dead letter whose own predecessor was never applied does not open the way.
+        let mut o = after(&[(p(50, 0), true)], 1);
+        dead(&mut o, p(100, 1), Some(p(100, 0)), true);
+        cases.push((
+            "dead letter after a missing message",
+            o,
+            p(200, 0),
+            Some(p(100, 1)),
+            Verdict::Hold {
+                waiting_for: p(100, 1),
+            },
+        ));
+        for (name, order, pos, prev, want) in cases {
+            assert_eq!(order.offer(pos, prev), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn state_survives_a_rollback_and_forgets_only_the_uncommitted() {
+        let mut o = after(&[(p(100, 0), true), (p(200, 0), true)], 1);
+        o.rolled_back();
+        assert_eq!(o.last(), Some(p(100, 0)));
+        assert!(!o.in_tx());
+        // The rolled-back message comes again and is applied again, not skipped.
+        assert_eq!(o.offer(p(200, 0), Some(p(100, 0))), Verdict::Apply);
+        // The committed one is still a duplicate.
+        assert_eq!(
+            o.offer(p(100, 0), None),
+            Verdict::Duplicate { durable: true }
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_redelivered_after_a_rollback_is_skipped_in_order() {
+        // T#0 applied, T#1 (final) rejected and dead-lettered, session restarts.
+        let mut o = after(&[(p(50, 0), true)], 1);
+        o.applied(p(100, 0), false);
+        o.dead_lettered(
+            p(100, 1),
+            DeadLetter {
+                prev: Some(p(100, 0)),
+                last: true,
+            },
+        );
+        o.rolled_back();
+        assert_eq!(o.offer(p(100, 0), Some(p(50, 0))), Verdict::Apply);
+        o.applied(p(100, 0), false);
+        assert_eq!(o.offer(p(100, 1), Some(p(100, 0))), Verdict::DeadLettered);
+        o.applied(p(100, 1), true);
+        assert!(!o.in_tx(), "a dead-lettered final part ends the transaction");
+        assert_eq!(o.offer(p(200, 0), Some(p(100, 1))), Verdict::Apply);
+        o.applied(p(200, 0), true);
+        o.commit();
+        assert!(o.dead.is_empty(), "dead letters at or below the commit are dropped");
+    }
+
+    #[test]
+    fn a_later_durable_position_wins() {
+        let mut o = Order::new(Some(p(100, 0)));
+        o.durable_at_least(Some(p(300, 0)));
+        assert_eq!(
+            o.offer(p(200, 0), None),
+            Verdict::Duplicate { durable: true }
+        );
+        o.durable_at_least(Some(p(150, 0)));
+        assert_eq!(o.committed(), Some(p(300, 0)));
+    }
+
+    #[test]
+    fn gap_steps() {
+        let s = Duration::from_secs;
+        let limit = s(300);
+        let cases = [
+            (s(0), 0, GapStep::Wait(s(15))),
+            (s(10), 0, GapStep::Wait(s(5))),
+            (s(15), 0, GapStep::Redeliver),
+            (s(16), 1, GapStep::Wait(s(284))),
+            (s(299), 1, GapStep::Wait(s(1))),
+            (s(300), 1, GapStep::GiveUp),
+            (s(400), 0, GapStep::GiveUp),
+        ];
+        for (waited, redeliveries, want) in cases {
+            assert_eq!(
+                gap_step(waited, redeliveries, limit),
+                want,
+                "{waited:?} {redeliveries}"
+            );
+        }
+        // A short limit redelivers half-way.
+        assert_eq!(gap_step(s(2), 0, s(4)), GapStep::Redeliver);
+        assert_eq!(gap_step(s(3), 1, s(4)), GapStep::Wait(s(1)));
+    }
+}
