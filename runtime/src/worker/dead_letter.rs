@@ -235,7 +235,14 @@ mod tests {
         let cases = [
             ("short", 100, 1000, 10_000, 5, None),
             ("long error, small payload", 100, 1000, 4000, 2_884, None),
-            ("payload at the limit", 100, 9_990, 10_000, 1024, Some(8_804)),
+            (
+                "payload at the limit",
+                100,
+                9_990,
+                10_000,
+                1024,
+                Some(8_804),
+            ),
         ];
         for (name, fixed, payload, max, want_len, want_part) in cases {
             let err = if name == "short" { "short" } else { &long };

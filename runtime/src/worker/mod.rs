@@ -188,7 +188,8 @@ pub async fn run(
     let stream =
         nats_setup::ensure_stream(&js, &config::stream_name(&cfg.group), &subject, None).await?;
     let state_stream = state::state_stream(&js, &cfg.group).await?;
-    let Some(mut lease) = state::Lease::acquire(&js, &state_stream, &cfg.group, &mut shutdown).await?
+    let Some(mut lease) =
+        state::Lease::acquire(&js, &state_stream, &cfg.group, &mut shutdown).await?
     else {
         return Ok(());
     };
@@ -230,13 +231,19 @@ pub async fn run(
         }
         match result {
             Ok(()) => break Ok(()),
-            Err(WorkerError::Isolate | WorkerError::DeadLettered | WorkerError::Redeliver(_)) => {
+            Err(WorkerError::Isolate | WorkerError::DeadLettered) => {
                 // Redeliver right away.
+                continue;
+            }
+            Err(e @ WorkerError::Redeliver(_)) => {
+                tracing::warn!(reason = %e, "restarting delivery");
                 continue;
             }
             Err(WorkerError::LeaseLost) => {
                 metrics::error("lease");
-                tracing::error!("stopped applying: the worker lease was lost; waiting to take it again");
+                tracing::error!(
+                    "stopped applying: the worker lease was lost; waiting to take it again"
+                );
                 drop(lease);
                 match state::Lease::acquire(&js, &state_stream, &cfg.group, &mut shutdown).await? {
                     Some(l) => lease = l,
@@ -484,8 +491,7 @@ async fn session(
 
 /// Follows the wait of the oldest held message; an error when it waited too long.
 fn check_gap(p: &mut Process<'_>, st: &Session) -> Result<Option<GapStep>, WorkerError> {
-    if p
-        .gap
+    if p.gap
         .as_ref()
         .is_some_and(|g| p.order.reached(Some(g.waiting_for)))
     {

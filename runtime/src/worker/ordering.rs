@@ -395,11 +395,17 @@ mod tests {
         o.applied(p(100, 0), false);
         assert_eq!(o.offer(p(100, 1), Some(p(100, 0))), Verdict::DeadLettered);
         o.applied(p(100, 1), true);
-        assert!(!o.in_tx(), "a dead-lettered final part ends the transaction");
+        assert!(
+            !o.in_tx(),
+            "a dead-lettered final part ends the transaction"
+        );
         assert_eq!(o.offer(p(200, 0), Some(p(100, 1))), Verdict::Apply);
         o.applied(p(200, 0), true);
         o.commit();
-        assert!(o.dead.is_empty(), "dead letters at or below the commit are dropped");
+        assert!(
+            o.dead.is_empty(),
+            "dead letters at or below the commit are dropped"
+        );
     }
 
     #[test]

@@ -54,26 +54,70 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Whether `holder` may take a lease found as `current` at wall-clock time `now_ms`.
-fn may_take(current: Option<&LeaseRecord>, holder: &str, now_ms: u64) -> bool {
+/// Whether `holder` may take a lease found as `current` at wall-clock time `now_ms`:
+/// no lease, our own, an expired or released one, or one held by a process that is provably
+/// gone (`gone`, see [`holder_gone`]).
+fn may_take(
+    current: Option<&LeaseRecord>,
+    holder: &str,
+    now_ms: u64,
+    gone: impl Fn(&str) -> bool,
+) -> bool {
     match current {
         None => true,
-        Some(r) => r.holder == holder || r.expires_unix_ms <= now_ms,
+        Some(r) => r.holder == holder || r.expires_unix_ms <= now_ms || gone(&r.holder),
     }
 }
 
-/// This process's name in the lease: host, pid and a random part.
+/// Whether the process named `other` has ended, as far as `me` can prove it: both ids are
+/// `host/boot-id/pid/nonce`; only a holder on this very machine (same host name and kernel boot
+/// id) can be checked: it is gone when its pid is ours (a restarted container) or no longer
+/// exists. A holder elsewhere (a node cut off from the network) is never taken over early.
+fn holder_gone(me: &str, other: &str, pid_alive: impl Fn(u32) -> bool) -> bool {
+    let mut a = me.split('/');
+    let mut b = other.split('/');
+    let (Some(host), Some(boot), Some(pid)) = (a.next(), a.next(), a.next()) else {
+        return false;
+    };
+    let (Some(o_host), Some(o_boot), Some(o_pid)) = (b.next(), b.next(), b.next()) else {
+        return false;
+    };
+    if host != o_host || boot != o_boot || boot.is_empty() || me == other {
+        return false;
+    }
+    match o_pid.parse::<u32>() {
+        Ok(o) => o.to_string() == pid || !pid_alive(o),
+        Err(_) => false,
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// This process's name in the lease: `host/boot-id/pid/nonce`.
 fn holder_id() -> String {
     use std::hash::{BuildHasher, Hasher};
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|s| s.trim().replace('/', "_"))
+            .filter(|s| !s.is_empty())
+    };
     let host = std::env::var("HOSTNAME")
         .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
+        .map(|h| h.replace('/', "_"))
         .filter(|h| !h.is_empty())
+        .or_else(|| read("/etc/hostname"))
         .unwrap_or_else(|| "unknown-host".into());
+    let boot = read("/proc/sys/kernel/random/boot_id").unwrap_or_default();
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(now_ms() as u128);
-    format!("{host}/{}/{:08x}", std::process::id(), h.finish() as u32)
+    format!(
+        "{host}/{boot}/{}/{:08x}",
+        std::process::id(),
+        h.finish() as u32
+    )
 }
 
 /// The group's state stream, created if missing (the replicator creates it the same way).
@@ -194,20 +238,16 @@ impl Lease {
             let (current, seq) =
                 read_last::<LeaseRecord>(state, &subject, "reading the worker lease").await?;
             let now = now_ms();
-            if may_take(current.as_ref(), &holder, now) {
+            if may_take(current.as_ref(), &holder, now, |other| {
+                holder_gone(&holder, other, pid_alive)
+            }) {
                 let sent = Instant::now();
                 let record = LeaseRecord {
                     holder: holder.clone(),
                     expires_unix_ms: now + LEASE_TTL.as_millis() as u64,
                 };
-                if let Some(seq) = write(
-                    js,
-                    subject.clone(),
-                    &record,
-                    Some(seq),
-                    "taking the lease",
-                )
-                .await?
+                if let Some(seq) =
+                    write(js, subject.clone(), &record, Some(seq), "taking the lease").await?
                 {
                     tracing::info!(holder = %holder, "holding the group's worker lease");
                     return Ok(Some(Lease::start(js, group, holder, seq, sent)));
@@ -256,7 +296,9 @@ impl Lease {
                 let next = (Instant::now() + LEASE_TTL / 3).min(valid_until);
                 tokio::time::sleep_until(next).await;
                 if Instant::now() >= valid_until {
-                    tracing::error!("the worker lease could not be renewed in time; stopping to apply changes");
+                    tracing::error!(
+                        "the worker lease could not be renewed in time; stopping to apply changes"
+                    );
                     let _ = lost_tx.send(true);
                     return;
                 }
@@ -283,7 +325,9 @@ impl Lease {
                         valid_until = sent + LEASE_TTL - LEASE_SAFETY;
                     }
                     Ok(Ok(None)) => {
-                        tracing::error!("another worker took the group's lease; stopping to apply changes");
+                        tracing::error!(
+                            "another worker took the group's lease; stopping to apply changes"
+                        );
                         let _ = lost_tx.send(true);
                         return;
                     }
@@ -357,14 +401,70 @@ mod tests {
             expires_unix_ms: expires,
         };
         let cases = [
-            ("no lease yet", None, 1_000, true),
-            ("our own", Some(rec("me", 5_000)), 1_000, true),
-            ("another's, valid", Some(rec("other", 5_000)), 1_000, false),
-            ("another's, expired", Some(rec("other", 5_000)), 5_000, true),
-            ("another's, released", Some(rec("other", 0)), 1_000, true),
+            ("no lease yet", None, 1_000, false, true),
+            ("our own", Some(rec("me", 5_000)), 1_000, false, true),
+            (
+                "another's, valid",
+                Some(rec("other", 5_000)),
+                1_000,
+                false,
+                false,
+            ),
+            (
+                "another's, valid, gone",
+                Some(rec("other", 5_000)),
+                1_000,
+                true,
+                true,
+            ),
+            (
+                "another's, expired",
+                Some(rec("other", 5_000)),
+                5_000,
+                false,
+                true,
+            ),
+            (
+                "another's, released",
+                Some(rec("other", 0)),
+                1_000,
+                false,
+                true,
+            ),
         ];
-        for (name, current, now, want) in cases {
-            assert_eq!(may_take(current.as_ref(), "me", now), want, "{name}");
+        for (name, current, now, gone, want) in cases {
+            assert_eq!(
+                may_take(current.as_ref(), "me", now, |_| gone),
+                want,
+                "{name}"
+            );
         }
+    }
+
+    #[test]
+    fn only_a_holder_on_this_machine_can_be_proven_gone() {
+        let me = "pod-a/boot1/1/aaaa";
+        let alive = |pid| pid == 42;
+        let cases = [
+            (
+                "restarted container: same host, boot, pid",
+                "pod-a/boot1/1/bbbb",
+                true,
+            ),
+            ("same machine, pid ended", "pod-a/boot1/77/bbbb", true),
+            ("same machine, pid alive", "pod-a/boot1/42/bbbb", false),
+            ("same host name, other machine", "pod-a/boot2/1/bbbb", false),
+            ("other host", "pod-b/boot1/77/bbbb", false),
+            ("ourselves", me, false),
+            ("unreadable id", "something", false),
+            ("no boot id known", "pod-a//77/bbbb", false),
+        ];
+        for (name, other, want) in cases {
+            assert_eq!(holder_gone(me, other, alive), want, "{name}");
+        }
+        assert!(
+            !holder_gone("pod-a//1/a", "pod-a//77/b", alive),
+            "no boot id: never"
+        );
     }
 }

@@ -1,0 +1,390 @@
+//! The worker at its bad moments, with hand-made messages on a real NATS JetStream and the real
+//! `pg_flo worker` (postgres sink on a real PostgreSQL, or stdout): dead letters in the middle
+//! and at the end of a transaction, a rejection at COMMIT, a predecessor that never comes, a
+//! restart between a lost publish and its re-publish, and a second worker for the same group.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::process::Command;
+use std::time::Duration;
+
+use e2e::{dump_table, wait_for, wait_for_eq, NatsServer, PgCluster, PgOptions, Process};
+use pg_flo::message::{
+    Change, ChangeBatch, Column, KeyKind, Op, Position, Relation, ReplicationKey, Value,
+    FORMAT_VERSION,
+};
+
+fn relation() -> Relation {
+    let col = |name: &str, identity| Column {
+        name: name.into(),
+        type_oid: 23,
+        type_modifier: -1,
+        identity,
+    };
+    Relation {
+        oid: 1,
+        schema: "public".into(),
+        table: "t".into(),
+        columns: vec![col("id", true), col("v", false)],
+        key: ReplicationKey {
+            kind: KeyKind::PrimaryKey,
+            columns: vec!["id".into()],
+        },
+    }
+}
+
+fn pos(lsn: u64, seq: u32) -> Position {
+    Position {
+        commit_lsn: lsn,
+        seq,
+    }
+}
+
+/// Message `seq` of the transaction committed at `lsn`, inserting `(id, v)`.
+fn insert(
+    lsn: u64,
+    seq: u32,
+    last: bool,
+    prev: Option<Position>,
+    id: &str,
+    v: &str,
+) -> ChangeBatch {
+    let text = |s: &str| Value::Text(s.as_bytes().to_vec());
+    ChangeBatch {
+        version: FORMAT_VERSION,
+        commit_lsn: lsn,
+        commit_time_us: 0,
+        xid: lsn as u32,
+        seq,
+        last,
+        prev,
+        emitted_at_us: 0,
+        relations: vec![relation()],
+        changes: vec![Change {
+            op: Op::Insert,
+            lsn,
+            relation: 0,
+            new: Some(vec![text(id), text(v)]),
+            old: None,
+            truncate: None,
+        }],
+    }
+}
+
+/// A whole one-message transaction.
+fn tx(lsn: u64, prev: Option<u64>, id: &str, v: &str) -> ChangeBatch {
+    insert(lsn, 0, true, prev.map(|p| pos(p, 0)), id, v)
+}
+
+struct Setup {
+    pg: PgCluster,
+    nats: NatsServer,
+    js: async_nats::jetstream::Context,
+    group: &'static str,
+}
+
+async fn setup(group: &'static str, target_ddl: &str) -> Setup {
+    let pg = PgCluster::start(PgOptions::default()).await.unwrap();
+    pg.create_database("target").await.unwrap();
+    pg.client("target")
+        .await
+        .unwrap()
+        .batch_execute(target_ddl)
+        .await
+        .unwrap();
+    let nats = NatsServer::start().await.unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    pg_flo::nats::ensure_stream(
+        &js,
+        &pg_flo::config::stream_name(group),
+        &pg_flo::config::subject(group),
+        None,
+    )
+    .await
+    .unwrap();
+    Setup {
+        pg,
+        nats,
+        js,
+        group,
+    }
+}
+
+impl Setup {
+    /// Publishes without a message id: JetStream stores every copy, as after a lost PubAck.
+    async fn publish(&self, b: &ChangeBatch) {
+        self.js
+            .publish(
+                pg_flo::config::subject(self.group),
+                b.encode().unwrap().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    fn worker(&self, name: &str, sink: &str, extra: &[&str]) -> Process {
+        let port = self.pg.port().to_string();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pg_flo"));
+        cmd.args(["worker", sink, "--group", self.group, "--nats-url"])
+            .arg(self.nats.url());
+        if sink == "postgres" {
+            cmd.args([
+                "--target-host",
+                self.pg.host(),
+                "--target-port",
+                &port,
+                "--target-dbname",
+                "target",
+                "--target-user",
+                self.pg.user(),
+                "--target-password",
+                self.pg.password(),
+                "--target-sslmode",
+                "disable",
+            ]);
+        }
+        cmd.args(extra);
+        Process::spawn(name, cmd).unwrap()
+    }
+
+    async fn messages_in(&self, stream: &str) -> u64 {
+        match self.js.get_stream(stream).await {
+            Ok(mut s) => s.info().await.unwrap().state.messages,
+            Err(_) => 0,
+        }
+    }
+
+    async fn drained(&self) {
+        let stream = pg_flo::config::stream_name(self.group);
+        wait_for("the main stream drained", Duration::from_secs(60), || {
+            let stream = stream.clone();
+            async move { (self.messages_in(&stream).await == 0).then_some(()) }
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Positions of the dead letters, in the order they were stored.
+    async fn dead_letters(&self) -> Vec<Position> {
+        let Ok(stream) = self
+            .js
+            .get_stream(pg_flo::nats::dead_letter_stream(self.group))
+            .await
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut seq = 1;
+        while let Ok(m) = stream.get_raw_message(seq).await {
+            out.push(ChangeBatch::decode(&m.payload).unwrap().position());
+            seq += 1;
+        }
+        out
+    }
+}
+
+/// `(id, v)` of every NewTuple the stdout sink printed, in order.
+fn printed(worker: &Process) -> Vec<(i64, i64)> {
+    worker
+        .stdout()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|j| {
+            (
+                j["NewTuple"]["id"].as_i64().unwrap(),
+                j["NewTuple"]["v"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+const CHECKED: &str = "CREATE TABLE t (id int PRIMARY KEY, v int CHECK (v > 0))";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_lettered_final_part_ends_its_transaction() {
+    let s = setup("dlq-last", CHECKED).await;
+    // Transaction 200 spans two messages; its final part is rejected by the target.
+    s.publish(&tx(100, None, "1", "1")).await;
+    s.publish(&insert(200, 0, false, Some(pos(100, 0)), "2", "2"))
+        .await;
+    s.publish(&insert(200, 1, true, Some(pos(200, 0)), "3", "-3"))
+        .await;
+    s.publish(&insert(300, 0, true, Some(pos(200, 1)), "4", "4"))
+        .await;
+    let mut w = s.worker("worker", "postgres", &["--dead-letter"]);
+    let target = s.pg.client("target").await.unwrap();
+    wait_for_eq(
+        "every row but the rejected one",
+        Duration::from_secs(60),
+        "(1,1)\n(2,2)\n(4,4)".to_owned(),
+        || dump_table(&target, "t", "id"),
+    )
+    .await
+    .unwrap();
+    s.drained().await;
+    assert!(w.try_status().unwrap().is_none(), "{}", w.output_dump());
+    assert_eq!(s.dead_letters().await, [pos(200, 1)]);
+    // The stored position is past the dead letter's transaction.
+    let row = target
+        .query_one(
+            "SELECT commit_lsn::text, seq FROM internal_pg_flo.applied_position",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "0/12C");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_dead_letters_in_one_transaction_and_a_restart_between_them() {
+    let s = setup("dlq-several", CHECKED).await;
+    s.publish(&tx(100, None, "1", "1")).await;
+    s.publish(&insert(200, 0, false, Some(pos(100, 0)), "2", "-2"))
+        .await;
+    s.publish(&insert(200, 1, false, Some(pos(200, 0)), "3", "-3"))
+        .await;
+    s.publish(&insert(200, 2, true, Some(pos(200, 1)), "5", "5"))
+        .await;
+    let mut w = s.worker("worker", "postgres", &["--dead-letter"]);
+    // Kill the worker as soon as the first dead letter is stored: the next one must not wait
+    // for it (it is read back from the dead-letter stream).
+    wait_for("the first dead letter", Duration::from_secs(60), || async {
+        (!s.dead_letters().await.is_empty()).then_some(())
+    })
+    .await
+    .unwrap();
+    w.kill_9().unwrap();
+    s.publish(&insert(300, 0, true, Some(pos(200, 2)), "6", "6"))
+        .await;
+    let mut w = s.worker("worker-again", "postgres", &["--dead-letter"]);
+    let target = s.pg.client("target").await.unwrap();
+    wait_for_eq(
+        "the accepted rows",
+        Duration::from_secs(60),
+        "(1,1)\n(5,5)\n(6,6)".to_owned(),
+        || dump_table(&target, "t", "id"),
+    )
+    .await
+    .unwrap();
+    s.drained().await;
+    assert!(w.try_status().unwrap().is_none(), "{}", w.output_dump());
+    assert_eq!(s.dead_letters().await, [pos(200, 0), pos(200, 1)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_at_commit_is_dead_lettered_like_any_other() {
+    // A deferred constraint trigger rejects at COMMIT, not when the row is written. ENABLE
+    // ALWAYS: it fires for replicated changes too.
+    let s = setup(
+        "dlq-commit",
+        "CREATE TABLE t (id int PRIMARY KEY, v int);
+         CREATE FUNCTION no_negative() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.v < 0 THEN RAISE EXCEPTION 'negative v'; END IF; RETURN NULL; END $$;
+         CREATE CONSTRAINT TRIGGER t_no_negative AFTER INSERT OR UPDATE ON t
+           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION no_negative();
+         ALTER TABLE t ENABLE ALWAYS TRIGGER t_no_negative;",
+    )
+    .await;
+    s.publish(&tx(100, None, "1", "1")).await;
+    s.publish(&tx(200, Some(100), "2", "-2")).await;
+    s.publish(&tx(300, Some(200), "3", "3")).await;
+    let mut w = s.worker("worker", "postgres", &["--dead-letter"]);
+    let target = s.pg.client("target").await.unwrap();
+    wait_for_eq(
+        "rows 1 and 3",
+        Duration::from_secs(60),
+        "(1,1)\n(3,3)".to_owned(),
+        || dump_table(&target, "t", "id"),
+    )
+    .await
+    .unwrap();
+    s.drained().await;
+    assert!(w.try_status().unwrap().is_none(), "{}", w.output_dump());
+    assert_eq!(s.dead_letters().await, [pos(200, 0)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_predecessor_that_never_comes_stops_the_worker_with_one_clear_error() {
+    let s = setup("gap", "CREATE TABLE t (id int PRIMARY KEY, v int)").await;
+    s.publish(&tx(100, None, "1", "1")).await;
+    // 300 follows 200, which was lost and is never re-published.
+    s.publish(&tx(300, Some(200), "3", "3")).await;
+    let mut w = s.worker("worker", "postgres", &["--gap-timeout", "6s"]);
+    let status = w.wait_exit(Duration::from_secs(60)).await;
+    let err = w.stderr();
+    assert!(status.is_some_and(|s| !s.success()), "{err}");
+    assert!(
+        err.contains("message 0/12C#0 has waited")
+            && err.contains("for its predecessor 0/C8#0, which is not in the stream"),
+        "{err}"
+    );
+    assert!(err.contains("re-copy the group"), "{err}");
+    // Delivery was restarted once to recover a lost delivery, not in a loop.
+    assert_eq!(
+        err.matches("a message waits for a predecessor; a delivery may have been lost")
+            .count(),
+        1,
+        "{err}"
+    );
+    let target = s.pg.client("target").await.unwrap();
+    assert_eq!(dump_table(&target, "t", "id").await.unwrap(), "(1,1)");
+    // 300 is still in the stream, unacked.
+    assert_eq!(
+        s.messages_in(&pg_flo::config::stream_name(s.group)).await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stdout_worker_keeps_source_order_across_a_restart() {
+    let s = setup("restart", "SELECT 1").await;
+    s.publish(&tx(100, None, "1", "1")).await;
+    let mut w = s.worker("worker", "stdout", &[]);
+    s.drained().await;
+    assert_eq!(printed(&w), [(1, 1)]);
+    w.kill_9().unwrap();
+    // While no worker runs: 300 is stored, 200's publish was lost and is re-published after
+    // it; 100 is delivered again (a publish whose PubAck was lost).
+    s.publish(&tx(300, Some(200), "3", "3")).await;
+    s.publish(&tx(200, Some(100), "2", "2")).await;
+    s.publish(&tx(100, None, "1", "1")).await;
+    let w = s.worker("worker-again", "stdout", &[]);
+    s.drained().await;
+    // Source order, nothing twice: the restarted worker knows it applied 100.
+    assert_eq!(printed(&w), [(2, 2), (3, 3)], "{}", w.output_dump());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_worker_waits_until_the_first_is_gone() {
+    let s = setup("lease", "CREATE TABLE t (id int PRIMARY KEY, v int)").await;
+    let mut first = s.worker("first", "stdout", &[]);
+    first
+        .wait_for_output("worker consuming", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let second = s.worker("second", "stdout", &[]);
+    second
+        .wait_for_output("another worker applies this group", Duration::from_secs(60))
+        .await
+        .unwrap();
+    for i in 1..=20u64 {
+        let prev = (i > 1).then(|| (i - 1) * 100);
+        s.publish(&tx(i * 100, prev, &i.to_string(), "1")).await;
+    }
+    s.drained().await;
+    assert_eq!(printed(&first).len(), 20);
+    assert!(printed(&second).is_empty(), "{}", second.output_dump());
+    assert!(!second.stderr().contains("worker consuming"));
+    // A clean stop releases the lease: the second worker takes over at once.
+    first.terminate().unwrap();
+    first.wait_exit(Duration::from_secs(30)).await.unwrap();
+    second
+        .wait_for_output("worker consuming", Duration::from_secs(10))
+        .await
+        .unwrap();
+    s.publish(&tx(2100, Some(2000), "21", "1")).await;
+    s.drained().await;
+    assert_eq!(printed(&second), [(21, 1)], "{}", second.output_dump());
+}
