@@ -1817,6 +1817,24 @@ max-copy-workers-per-table: 0
     }
 
     #[test]
+    fn gap_timeout_from_flag_env_file_and_default() {
+        let base = ["worker", "stdout", "--group", "g", "--nats-url", "nats://n"];
+        let with = |extra: &[&str], env: &[(&str, &str)], file: Option<&str>| {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            worker(&args, env, file).gap_timeout
+        };
+        let env = [("PG_FLO_GAP_TIMEOUT", "90s")];
+        let file = Some("gap-timeout: 2m\n");
+        assert_eq!(with(&[], &[], None), DEFAULT_GAP_TIMEOUT);
+        assert_eq!(with(&[], &[], file), Duration::from_secs(120));
+        assert_eq!(with(&[], &env, file), Duration::from_secs(90));
+        assert_eq!(
+            with(&["--gap-timeout", "10s"], &env, file),
+            Duration::from_secs(10)
+        );
+    }
+
+    #[test]
     fn postgres_sink_config() {
         let file = "
 group: g
