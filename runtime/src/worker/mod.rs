@@ -46,7 +46,7 @@ use ordering::{gap_step, DeadLetter, GapStep, Order, Verdict};
 /// Most messages the worker holds while waiting for a predecessor.
 const MAX_HELD: usize = 10_000;
 /// Most payload bytes the worker holds while waiting for a predecessor.
-const MAX_HELD_BYTES: usize = 64 * 1024 * 1024;
+const MAX_HELD_BYTES: usize = 32 * 1024 * 1024;
 
 /// Most bytes the consumer fetches ahead (the server cuts off clients that fall far behind).
 const MAX_BYTES_AHEAD: usize = 16 * 1024 * 1024;
@@ -282,9 +282,10 @@ pub async fn run(
     outcome
 }
 
-/// A message waiting for its predecessor.
+/// A message waiting for its predecessor: only its payload is kept (decoded again when it is
+/// released), so the held bytes are what [`MAX_HELD_BYTES`] counts.
 struct Held {
-    batch: ChangeBatch,
+    prev: Option<Position>,
     acker: Acker,
     raw: bytes::Bytes,
 }
@@ -500,7 +501,7 @@ fn check_gap(p: &mut Process<'_>, st: &Session) -> Result<Option<GapStep>, Worke
     let Some((&position, held)) = st.held.first_key_value() else {
         return Ok(None);
     };
-    let Some(waiting_for) = held.batch.prev else {
+    let Some(waiting_for) = held.prev else {
         return Ok(None);
     };
     let gap = match &mut p.gap {
@@ -537,7 +538,7 @@ async fn receive(
         .map_err(|source| WorkerError::Decode { stream_seq, source })?;
     offer(p, sink, st, batch, acker, msg.payload).await?;
     // Release held messages whose predecessor is now applied.
-    while let Some(prev) = st.held.first_key_value().map(|(_, h)| h.batch.prev) {
+    while let Some(prev) = st.held.first_key_value().map(|(_, h)| h.prev) {
         if !p.order.reached(prev) {
             break;
         }
@@ -545,7 +546,9 @@ async fn receive(
             break;
         };
         st.held_bytes -= h.raw.len();
-        offer(p, sink, st, h.batch, h.acker, h.raw).await?;
+        let batch = ChangeBatch::decode(&h.raw)
+            .map_err(|source| WorkerError::Decode { stream_seq, source })?;
+        offer(p, sink, st, batch, h.acker, h.raw).await?;
     }
     Ok(())
 }
@@ -584,7 +587,14 @@ async fn offer(
                 return Ok(());
             }
             st.held_bytes += raw.len();
-            st.held.insert(pos, Held { batch, acker, raw });
+            st.held.insert(
+                pos,
+                Held {
+                    prev: batch.prev,
+                    acker,
+                    raw,
+                },
+            );
             return Ok(());
         }
         Verdict::OutOfOrder { expected, got } => {
