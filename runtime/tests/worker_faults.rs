@@ -435,6 +435,7 @@ async fn held_messages_beyond_the_memory_bound_are_fetched_again_in_order() {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap();
     eprintln!("worker peak RSS: {} MiB", peak_kib / 1024);
+    assert!(peak_kib < 128 * 1024, "worker peak RSS {peak_kib} kB");
     assert!(
         w.stderr()
             .contains("held messages over the memory bound were let go"),
