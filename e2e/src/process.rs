@@ -137,6 +137,16 @@ impl Process {
         send_signal(self.pid(), "TERM")
     }
 
+    /// Freezes the process (SIGSTOP), as a paused VM or a node cut off would be.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        send_signal(self.pid(), "STOP")
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        send_signal(self.pid(), "CONT")
+    }
+
     /// Kills the process with SIGKILL (a crash) and reaps it.
     pub fn kill_9(&mut self) -> anyhow::Result<ExitStatus> {
         if let Some(status) = self.try_status()? {

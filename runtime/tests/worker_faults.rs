@@ -443,3 +443,45 @@ async fn held_messages_beyond_the_memory_bound_are_fetched_again_in_order() {
         w.output_dump()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_worker_whose_lease_expired_never_applies_again() {
+    let s = setup("fence", "SELECT 1").await;
+    let first = s.worker("first", "stdout", &[]);
+    first
+        .wait_for_output("worker consuming", Duration::from_secs(60))
+        .await
+        .unwrap();
+    s.publish(&tx(100, None, "1", "1")).await;
+    s.drained().await;
+    // The first worker freezes (a paused VM, a node cut off); the second takes over once the
+    // lease expires (30 s).
+    first.pause().unwrap();
+    let second = s.worker("second", "stdout", &[]);
+    second
+        .wait_for_output("another worker applies this group", Duration::from_secs(30))
+        .await
+        .unwrap();
+    second
+        .wait_for_output("worker consuming", Duration::from_secs(60))
+        .await
+        .unwrap();
+    // It comes back while the second worker runs: it must stop applying, not write.
+    first.resume().unwrap();
+    for i in 2..=6u64 {
+        s.publish(&tx(i * 100, Some((i - 1) * 100), &i.to_string(), "1"))
+            .await;
+    }
+    s.drained().await;
+    first
+        .wait_for_output("stopped applying", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(printed(&first), [(1, 1)], "{}", first.output_dump());
+    assert_eq!(
+        printed(&second),
+        [(2, 1), (3, 1), (4, 1), (5, 1), (6, 1)],
+        "{}",
+        second.output_dump()
+    );
+}

@@ -166,6 +166,8 @@ struct Process<'a> {
     subject: &'a str,
     health: &'a crate::http::Health,
     dead_letters: Option<dead_letter::Target>,
+    /// Checked before every write to the sink.
+    lease: state::LeaseView,
     order: Order,
     gap: Option<GapWatch>,
     /// While set, the worker applies and commits one transaction at a time up to this
@@ -213,6 +215,7 @@ pub async fn run(
         subject: &subject,
         health: &health,
         dead_letters,
+        lease: lease.view(),
         order,
         gap: None,
         isolate: None,
@@ -246,7 +249,10 @@ pub async fn run(
                 );
                 drop(lease);
                 match state::Lease::acquire(&js, &state_stream, &cfg.group, &mut shutdown).await? {
-                    Some(l) => lease = l,
+                    Some(l) => {
+                        p.lease = l.view();
+                        lease = l;
+                    }
                     None => return Ok(()),
                 }
                 // Another worker may have applied meanwhile: the next session raises the
@@ -605,6 +611,9 @@ async fn offer(
         }
         Verdict::Apply => {}
     }
+    if !p.lease.holds() {
+        return Err(WorkerError::LeaseLost);
+    }
     st.seen = st.seen.max(Some(pos));
     let mut transformed = batch.clone();
     p.transform.apply(&mut transformed);
@@ -657,6 +666,9 @@ async fn commit(
     };
     if st.pending.is_empty() && p.order.committed() == Some(last) {
         return Ok(());
+    }
+    if !p.lease.holds() {
+        return Err(WorkerError::LeaseLost);
     }
     let timer = metrics::get().sink_commit_duration.start_timer();
     if let Err(source) = sink.commit(last).await {

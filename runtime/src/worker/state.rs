@@ -216,6 +216,7 @@ pub async fn write_position(
 /// A held lease; renewed in the background until dropped or released.
 pub struct Lease {
     lost: watch::Receiver<bool>,
+    valid_until: watch::Receiver<Instant>,
     task: tokio::task::JoinHandle<()>,
     js: jetstream::Context,
     group: String,
@@ -285,6 +286,7 @@ impl Lease {
         sent: Instant,
     ) -> Lease {
         let (lost_tx, lost) = watch::channel(false);
+        let (valid_tx, valid_until_rx) = watch::channel(sent + LEASE_TTL - LEASE_SAFETY);
         let (seq_tx, seq_rx) = watch::channel(seq);
         let js2 = js.clone();
         let subject = lease_subject(group);
@@ -323,6 +325,7 @@ impl Lease {
                         seq = s;
                         let _ = seq_tx.send(s);
                         valid_until = sent + LEASE_TTL - LEASE_SAFETY;
+                        let _ = valid_tx.send(valid_until);
                     }
                     Ok(Ok(None)) => {
                         tracing::error!(
@@ -341,6 +344,7 @@ impl Lease {
         });
         Lease {
             lost,
+            valid_until: valid_until_rx,
             task,
             js: js.clone(),
             group: group.to_owned(),
@@ -356,6 +360,14 @@ impl Lease {
                 // The renewal task ended without a verdict: treat as lost.
                 return;
             }
+        }
+    }
+
+    /// A cheap handle that tells, at the moment of asking, whether the lease still holds.
+    pub fn view(&self) -> LeaseView {
+        LeaseView {
+            lost: self.lost.clone(),
+            valid_until: self.valid_until.clone(),
         }
     }
 
@@ -381,6 +393,20 @@ impl Lease {
         {
             tracing::warn!(error = %e, "could not release the worker lease; it expires by itself");
         }
+    }
+}
+
+/// Asked right before every write to the sink: a worker that was paused (SIGSTOP, a frozen VM)
+/// past its lease's validity must not write, even before the renewal task has noticed.
+#[derive(Clone)]
+pub struct LeaseView {
+    lost: watch::Receiver<bool>,
+    valid_until: watch::Receiver<Instant>,
+}
+
+impl LeaseView {
+    pub fn holds(&self) -> bool {
+        !*self.lost.borrow() && Instant::now() < *self.valid_until.borrow()
     }
 }
 
