@@ -109,6 +109,10 @@ pub struct PostgresSink {
     /// Position of the last message applied since the last commit.
     pending: Option<Position>,
     statements: HashMap<String, Statement>,
+    /// [`WRITE_POSITION_SQL`] prepared on the current connection (kept apart from
+    /// `statements`, which DDL and rollbacks clear), so that the position write and `COMMIT`
+    /// are sent in order in one round trip.
+    position_stmt: Option<Statement>,
     /// Messages applied but not yet sent: sent together (merged, pipelined) at the next
     /// commit or once [`FLUSH_CHANGES`] changes wait.
     buffer: Vec<ChangeBatch>,
@@ -155,6 +159,7 @@ impl PostgresSink {
             durable: None,
             pending: None,
             statements: HashMap::new(),
+            position_stmt: None,
             buffer: Vec::new(),
             buffered_changes: 0,
             sent: None,
@@ -236,6 +241,7 @@ impl PostgresSink {
         self.client = open(&self.cfg).await?;
         self.broken = false;
         self.statements.clear();
+        self.position_stmt = None;
         self.setup().await
     }
 
@@ -486,6 +492,22 @@ impl PostgresSink {
             self.ensure_connected().await?;
             self.begin().await?;
         }
+        let step = "storing the applied position and committing";
+        let stmt = match &self.position_stmt {
+            Some(stmt) => stmt.clone(),
+            None => {
+                let prepared = self.client.prepare(WRITE_POSITION_SQL).await;
+                let stmt = match prepared {
+                    Ok(stmt) => stmt,
+                    Err(e) => {
+                        // The transaction is still open: the worker rolls it back.
+                        return Err(self.error(step, e));
+                    }
+                };
+                self.position_stmt = Some(stmt.clone());
+                stmt
+            }
+        };
         let lsn = Lsn(through.commit_lsn).to_string();
         let seq = through.seq.to_string();
         let params = [
@@ -493,10 +515,12 @@ impl PostgresSink {
             TextParam(Some(lsn.as_bytes())),
             TextParam(Some(seq.as_bytes())),
         ];
-        let step = "storing the applied position and committing";
         let client = &self.client;
+        // The statement is prepared, so its first poll sends Bind/Execute at once, before
+        // COMMIT is queued: both are pipelined and the position is written in the data's
+        // transaction. (With SQL text, the Parse round trip let COMMIT overtake it.)
         let (stored, committed) = futures_util::future::join(
-            client.execute_raw(WRITE_POSITION_SQL, params.iter().copied()),
+            client.execute_raw(&stmt, params.iter().copied()),
             client.batch_execute("COMMIT"),
         )
         .await;

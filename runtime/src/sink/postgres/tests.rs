@@ -736,6 +736,55 @@ async fn rollback_discards_and_position_is_committed_atomically(db: &TestDb) {
     assert_eq!(again.applied_position().await.unwrap(), Some(p3));
 }
 
+/// The applied position is written in the same target transaction as the data: the data rows
+/// and the group's position row carry the same `xmin`. (Once the position was written in its
+/// own transaction after `COMMIT`; a crash between the two re-applied the batch.)
+async fn position_shares_the_data_transaction(db: &TestDb) {
+    let client = db.client().await;
+    let check = db.client().await;
+    fresh_schema(
+        &client,
+        "pgsink_xmin",
+        "CREATE TABLE x (id int PRIMARY KEY, v text); CREATE TABLE nokey (v text)",
+    )
+    .await;
+    let rels = vec![
+        relation("pgsink_xmin", "x", &["id", "v"], KeyKind::PrimaryKey, &["id"]),
+        relation("pgsink_xmin", "nokey", &["v"], KeyKind::Full, &[]),
+    ];
+    let config = cfg(db, "xmin");
+    let mut sink = PostgresSink::with_client(client, config.clone())
+        .await
+        .unwrap();
+    let xmins = |id: &str| {
+        format!(
+            "SELECT (SELECT xmin::text FROM pgsink_xmin.x WHERE id = {id}), \
+                    (SELECT xmin::text FROM internal_pg_flo.applied_position WHERE group_name = '{}')",
+            config.group
+        )
+    };
+    // Every commit: the first (the position statement not yet prepared), later ones, and a
+    // commit after a DDL-free statement cache flush (rollback).
+    for (i, lsn) in [10u64, 20, 30].into_iter().enumerate() {
+        let id = (i + 1).to_string();
+        apply_commit(
+            &mut sink,
+            &batch(
+                lsn,
+                &rels,
+                vec![ins(0, vec![t(&id), t("v")]), ins(1, vec![t("row")])],
+            ),
+        )
+        .await;
+        let got = rows(&check, &xmins(&id)).await;
+        assert!(got[0][0].is_some(), "row {id} missing: {got:?}");
+        assert_eq!(got[0][0], got[0][1], "data and position in different transactions");
+        if i == 1 {
+            sink.rollback().await.unwrap();
+        }
+    }
+}
+
 async fn errors_are_classified(db: &TestDb) {
     let client = db.client().await;
     fresh_schema(
@@ -1081,6 +1130,7 @@ mod run {
         truncate_empties_tables,
         rollback_discards_and_position_is_committed_atomically,
         errors_are_classified,
+        position_shares_the_data_transaction,
         foreign_keys_can_be_disabled,
         long_pipelined_batch_keeps_order,
         lost_connection_is_transient,
