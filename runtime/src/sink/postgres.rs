@@ -84,6 +84,10 @@ const SETUP_SQL: &str = "CREATE SCHEMA IF NOT EXISTS internal_pg_flo; \
 const SESSION_SQL: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; \
      SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'";
 
+/// Applies as PostgreSQL's own apply worker does: ordinary triggers, rules and the
+/// foreign-key triggers do not fire for replicated changes (see [`replica_mode`]).
+const REPLICA_ROLE_SQL: &str = "SET session_replication_role = replica";
+
 const READ_POSITION_SQL: &str =
     "SELECT commit_lsn::text, seq FROM internal_pg_flo.applied_position \
      WHERE group_name = $1";
@@ -174,6 +178,17 @@ impl PostgresSink {
             .batch_execute(SESSION_SQL)
             .await
             .map_err(|e| self.error("setting up the target session", e))?;
+        if replica_mode(&self.cfg) {
+            if let Err(e) = self.client.batch_execute(REPLICA_ROLE_SQL).await {
+                let step = match e.code() {
+                    Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => {
+                        replica_role_denied(&self.cfg.target.user)
+                    }
+                    _ => "setting session_replication_role = replica".to_owned(),
+                };
+                return Err(self.error(step, e));
+            }
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -246,13 +261,8 @@ impl PostgresSink {
     }
 
     async fn begin(&mut self) -> Result<(), SinkError> {
-        let sql = if self.cfg.disable_foreign_keys {
-            "BEGIN; SET LOCAL session_replication_role = 'replica'"
-        } else {
-            "BEGIN"
-        };
         self.client
-            .batch_execute(sql)
+            .batch_execute("BEGIN")
             .await
             .map_err(|e| self.error("beginning a transaction", e))?;
         self.tx_open = true;
@@ -625,6 +635,28 @@ where
         out.push(r.map_err(|e| (i, e))?);
     }
     Ok(out)
+}
+
+/// Whether the sink's session runs with `session_replication_role = replica`: by default, as
+/// PostgreSQL's apply worker does; `--target-fire-triggers` turns it off, unless pg_flo's
+/// `--target-disable-foreign-keys` (which always meant replica mode) is set too.
+fn replica_mode(cfg: &PostgresSinkConfig) -> bool {
+    !cfg.fire_triggers || cfg.disable_foreign_keys
+}
+
+/// The step of the error when the target user may not set `session_replication_role`, with
+/// the ways out.
+fn replica_role_denied(user: &str) -> String {
+    let mut role = String::new();
+    sql::push_ident(&mut role, user);
+    format!(
+        "setting session_replication_role = replica, which the sink needs so that the target's \
+         triggers and foreign-key checks do not fire for replicated changes (as in PostgreSQL's \
+         own logical replication): user {role} may not set it; as a superuser run \
+         `GRANT SET ON PARAMETER session_replication_role TO {role}` (PostgreSQL 15+), or \
+         connect as a superuser, or set --target-fire-triggers to apply with the target's \
+         triggers and foreign keys firing"
+    )
 }
 
 /// A replayed DDL statement whose effect the target already has.

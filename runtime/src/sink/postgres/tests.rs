@@ -73,6 +73,7 @@ fn cfg(db: &TestDb, group: &str) -> PostgresSinkConfig {
         source: None,
         sync_schema: false,
         disable_foreign_keys: false,
+        fire_triggers: false,
         group: format!("{group}-{}-{nanos}", std::process::id()),
     }
 }
@@ -749,7 +750,13 @@ async fn position_shares_the_data_transaction(db: &TestDb) {
     )
     .await;
     let rels = vec![
-        relation("pgsink_xmin", "x", &["id", "v"], KeyKind::PrimaryKey, &["id"]),
+        relation(
+            "pgsink_xmin",
+            "x",
+            &["id", "v"],
+            KeyKind::PrimaryKey,
+            &["id"],
+        ),
         relation("pgsink_xmin", "nokey", &["v"], KeyKind::Full, &[]),
     ];
     let config = cfg(db, "xmin");
@@ -778,7 +785,10 @@ async fn position_shares_the_data_transaction(db: &TestDb) {
         .await;
         let got = rows(&check, &xmins(&id)).await;
         assert!(got[0][0].is_some(), "row {id} missing: {got:?}");
-        assert_eq!(got[0][0], got[0][1], "data and position in different transactions");
+        assert_eq!(
+            got[0][0], got[0][1],
+            "data and position in different transactions"
+        );
         if i == 1 {
             sink.rollback().await.unwrap();
         }
@@ -883,8 +893,10 @@ async fn foreign_keys_can_be_disabled(db: &TestDb) {
             &["id"],
         ),
     ];
+    // pg_flo's flag, with --target-fire-triggers: replica mode all the same.
     let mut config = cfg(db, "fk");
     config.disable_foreign_keys = true;
+    config.fire_triggers = true;
     let mut sink = PostgresSink::with_client(client, config).await.unwrap();
     // The child arrives before its parent.
     apply_commit(
@@ -897,11 +909,177 @@ async fn foreign_keys_can_be_disabled(db: &TestDb) {
         rows(sink.client(), "SELECT * FROM pgsink_fk.child").await,
         vec![r(&[Some("1"), Some("5")])]
     );
-    // The setting is local to the sink's transactions.
     assert_eq!(
         rows(sink.client(), "SHOW session_replication_role").await,
+        vec![r(&[Some("replica")])]
+    );
+}
+
+/// Replicated rows arrive as the source wrote them: the target's BEFORE trigger (copied by a
+/// schema sync, say) does not rewrite them and its AFTER INSERT audit trigger adds no row that
+/// collides with the replicated audit rows. `--target-fire-triggers` lets them fire.
+async fn target_triggers_do_not_fire(db: &TestDb) {
+    let client = db.client().await;
+    fresh_schema(
+        &client,
+        "pgsink_trig",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         CREATE TABLE audit (id int PRIMARY KEY, note text);
+         CREATE SEQUENCE audit_ids START 1;
+         CREATE FUNCTION rewrite() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN NEW.v := 'rewritten'; RETURN NEW; END $$;
+         CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO pgsink_trig.audit VALUES (nextval('pgsink_trig.audit_ids'), 'trigger');
+              RETURN NULL; END $$;
+         CREATE TRIGGER a_rewrite BEFORE INSERT OR UPDATE ON t FOR EACH ROW EXECUTE FUNCTION rewrite();
+         CREATE TRIGGER b_audit AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION audit()",
+    )
+    .await;
+    let rels = vec![
+        relation(
+            "pgsink_trig",
+            "t",
+            &["id", "v"],
+            KeyKind::PrimaryKey,
+            &["id"],
+        ),
+        relation(
+            "pgsink_trig",
+            "audit",
+            &["id", "note"],
+            KeyKind::PrimaryKey,
+            &["id"],
+        ),
+    ];
+    let changes = || {
+        vec![
+            ins(0, vec![t("1"), t("one")]),
+            // The source's own audit row for that insert.
+            ins(1, vec![t("1"), t("source")]),
+            ins(0, vec![t("2"), t("two")]),
+            upd(0, vec![t("2"), t("two-b")], None),
+        ]
+    };
+    let mut sink = PostgresSink::with_client(client, cfg(db, "trig"))
+        .await
+        .unwrap();
+    apply_commit(&mut sink, &batch(10, &rels, changes())).await;
+    let check = db.client().await;
+    let t_rows = "SELECT id, v FROM pgsink_trig.t ORDER BY id";
+    let audit_rows = "SELECT id, note FROM pgsink_trig.audit ORDER BY id";
+    assert_eq!(
+        rows(&check, t_rows).await,
+        vec![r(&[Some("1"), Some("one")]), r(&[Some("2"), Some("two-b")])]
+    );
+    assert_eq!(
+        rows(&check, audit_rows).await,
+        vec![r(&[Some("1"), Some("source")])]
+    );
+
+    // Opted out: the triggers fire (the trigger's audit row takes the id of the source's).
+    check
+        .batch_execute("TRUNCATE pgsink_trig.t, pgsink_trig.audit")
+        .await
+        .unwrap();
+    let mut config = cfg(db, "trig-fire");
+    config.fire_triggers = true;
+    let mut firing = PostgresSink::with_client(db.client().await, config)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(firing.client(), "SHOW session_replication_role").await,
         vec![r(&[Some("origin")])]
     );
+    apply_commit(
+        &mut firing,
+        &batch(10, &rels, vec![ins(0, vec![t("1"), t("one")])]),
+    )
+    .await;
+    assert_eq!(
+        rows(&check, t_rows).await,
+        vec![r(&[Some("1"), Some("rewritten")])]
+    );
+    assert_eq!(
+        rows(&check, audit_rows).await,
+        vec![r(&[Some("1"), Some("trigger")])]
+    );
+}
+
+/// A target user that may not set `session_replication_role` fails at start with an error
+/// naming the fixes; each fix works.
+async fn replica_role_needs_a_grant_or_an_opt_out(db: &TestDb) {
+    let admin = db.client().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE applier LOGIN PASSWORD 'applier-pw';
+             GRANT CREATE ON DATABASE {} TO applier",
+            db.dbname
+        ))
+        .await
+        .unwrap();
+    let mut config = cfg(db, "grant");
+    config.target.user = "applier".into();
+    config.target.password = "applier-pw".to_owned().into();
+    let err = PostgresSink::connect(config.clone()).await.err().unwrap();
+    assert_eq!(err.retry(), Retry::Permanent, "{err}");
+    let msg = err.to_string();
+    for needle in [
+        "session_replication_role",
+        r#"GRANT SET ON PARAMETER session_replication_role TO "applier""#,
+        "--target-fire-triggers",
+    ] {
+        assert!(msg.contains(needle), "{needle:?} not in {msg}");
+    }
+
+    let mut opted_out = config.clone();
+    opted_out.fire_triggers = true;
+    let sink = PostgresSink::connect(opted_out).await.unwrap();
+    drop(sink);
+
+    admin
+        .batch_execute("GRANT SET ON PARAMETER session_replication_role TO applier")
+        .await
+        .unwrap();
+    let sink = PostgresSink::connect(config).await.unwrap();
+    assert_eq!(
+        rows(
+            sink.client(),
+            "SELECT current_user, current_setting('session_replication_role')"
+        )
+        .await,
+        vec![r(&[Some("applier"), Some("replica")])]
+    );
+}
+
+#[test]
+fn replica_mode_unless_opted_out() {
+    // (fire_triggers, disable_foreign_keys) -> replica
+    for (fire, no_fk, replica) in [
+        (false, false, true),
+        (false, true, true),
+        (true, true, true),
+        (true, false, false),
+    ] {
+        let mut c = PostgresSinkConfig {
+            target: PgConnConfig {
+                host: "h".into(),
+                port: 1,
+                dbname: "d".into(),
+                user: "u".into(),
+                password: String::new().into(),
+                sslmode: SslMode::Disable,
+                sslrootcert: None,
+            },
+            source: None,
+            sync_schema: false,
+            disable_foreign_keys: no_fk,
+            fire_triggers: fire,
+            group: "g".into(),
+        };
+        assert_eq!(replica_mode(&c), replica, "fire={fire} no_fk={no_fk}");
+        c.sync_schema = true;
+        assert_eq!(replica_mode(&c), replica);
+    }
 }
 
 async fn long_pipelined_batch_keeps_order(db: &TestDb) {
@@ -1132,6 +1310,8 @@ mod run {
         errors_are_classified,
         position_shares_the_data_transaction,
         foreign_keys_can_be_disabled,
+        target_triggers_do_not_fire,
+        replica_role_needs_a_grant_or_an_opt_out,
         long_pipelined_batch_keeps_order,
         lost_connection_is_transient,
         sync_schema_copies_tables,
