@@ -84,6 +84,12 @@ const SETUP_SQL: &str = "CREATE SCHEMA IF NOT EXISTS internal_pg_flo; \
 const SESSION_SQL: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; \
      SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'";
 
+/// Added to the error of a replicated TRUNCATE that a foreign key from another table refuses.
+const TRUNCATE_FK_HINT: &str = " (a table outside the replicated ones references them by a \
+     foreign key: like PostgreSQL's logical replication, the sink truncates only the tables the \
+     source truncated and published, never CASCADE; drop or change that foreign key, or \
+     replicate the referencing table too)";
+
 /// Applies as PostgreSQL's own apply worker does: ordinary triggers, rules and the
 /// foreign-key triggers do not fire for replicated changes (see [`replica_mode`]).
 const REPLICA_ROLE_SQL: &str = "SET session_replication_role = replica";
@@ -323,7 +329,14 @@ impl PostgresSink {
         )
         .await;
         result.map_err(|(i, e)| {
-            let step = planned.get(i).map(|p| p.step()).unwrap_or_default();
+            let mut step = planned.get(i).map(|p| p.step()).unwrap_or_default();
+            if planned
+                .get(i)
+                .is_some_and(|p| p.action == sql::Action::Truncate)
+                && e.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED)
+            {
+                step.push_str(TRUNCATE_FK_HINT);
+            }
             self.error(step, e)
         })
     }
@@ -370,6 +383,9 @@ impl PostgresSink {
                         _ => Some(batches[i - 1].position()),
                     };
                     self.apply_ddl(batch, change, before).await?;
+                } else if change.op == Op::Truncate && batch.is_copy() {
+                    self.run_planned(std::mem::take(&mut planned)).await?;
+                    self.reset_copied_tables(batch, change).await?;
                 } else {
                     sql::plan(batch, change, &mut planned)?;
                 }
@@ -457,6 +473,50 @@ impl PostgresSink {
         }
         // Prepared statements may refer to the old shape of the table.
         self.statements.clear();
+        Ok(())
+    }
+
+    /// Empties the tables of a restarted copy in the open transaction: `TRUNCATE` (only these
+    /// tables, never CASCADE), or, when a table outside them references one by a foreign key
+    /// (TRUNCATE refuses that whatever the replication role), `DELETE FROM` each, which fires
+    /// no foreign-key trigger in replica mode. The copy refills them in the same transaction
+    /// or the next ones.
+    async fn reset_copied_tables(
+        &mut self,
+        batch: &ChangeBatch,
+        change: &crate::message::Change,
+    ) -> Result<(), SinkError> {
+        let (truncate, delete) = sql::copy_reset(batch, change)?;
+        if truncate.is_empty() {
+            return Ok(());
+        }
+        if !self.tx_open {
+            self.begin().await?;
+        }
+        let step = "resetting the tables of a restarted copy";
+        self.client
+            .batch_execute("SAVEPOINT pg_flo_reset")
+            .await
+            .map_err(|e| self.error(step, e))?;
+        match self.client.batch_execute(&truncate).await {
+            Ok(()) => {}
+            Err(e) if e.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED) => {
+                tracing::warn!(
+                    tables = %truncate.trim_start_matches("TRUNCATE "),
+                    "a table outside the group references the copied tables by a foreign key; \
+                     resetting them with DELETE instead of TRUNCATE"
+                );
+                self.client
+                    .batch_execute(&format!("ROLLBACK TO SAVEPOINT pg_flo_reset; {delete}"))
+                    .await
+                    .map_err(|e| self.error(step, e))?;
+            }
+            Err(e) => return Err(self.error(step, e)),
+        }
+        self.client
+            .batch_execute("RELEASE SAVEPOINT pg_flo_reset")
+            .await
+            .map_err(|e| self.error(step, e))?;
         Ok(())
     }
 

@@ -595,7 +595,7 @@ fn plan_update<'b>(
     Ok(())
 }
 
-fn plan_truncate<'b>(
+pub(super) fn plan_truncate<'b>(
     batch: &'b ChangeBatch,
     change: &'b Change,
     out: &mut Vec<Planned<'b>>,
@@ -626,11 +626,41 @@ fn plan_truncate<'b>(
     if t.restart_identity {
         b.push(" RESTART IDENTITY");
     }
-    if t.cascade {
-        b.push(" CASCADE");
-    }
+    // Never CASCADE: only the tables listed (the published ones) are truncated, as
+    // PostgreSQL's apply worker does; a table outside the group that references one of them
+    // makes the TRUNCATE fail instead of being emptied.
     out.push(b.finish(Action::Truncate, tables));
     Ok(())
+}
+
+/// The statements that reset the tables of a restarted copy (a TRUNCATE in a copy message):
+/// `TRUNCATE t1, t2`, and the fallback when a table outside the group references one of them
+/// by a foreign key (TRUNCATE checks foreign keys whatever the replication role):
+/// `DELETE FROM t1; DELETE FROM t2`, which in replica mode fires no foreign-key trigger.
+pub(super) fn copy_reset(
+    batch: &ChangeBatch,
+    change: &Change,
+) -> Result<(String, String), SinkError> {
+    let mut planned = Vec::new();
+    plan_truncate(batch, change, &mut planned)?;
+    let truncate = planned.pop().map(|p| p.sql).unwrap_or_default();
+    let mut delete = String::new();
+    let indexes = change
+        .truncate
+        .as_ref()
+        .map(|t| t.relations.clone())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| vec![change.relation]);
+    for idx in indexes {
+        if let Some(rel) = batch.relations.get(usize::from(idx)) {
+            if !delete.is_empty() {
+                delete.push_str("; ");
+            }
+            delete.push_str("DELETE FROM ");
+            delete.push_str(&qualified(&rel.schema, &rel.table));
+        }
+    }
+    Ok((truncate, delete))
 }
 
 #[cfg(test)]
@@ -763,6 +793,35 @@ mod tests {
                 r#"DELETE FROM "s"."T""x" WHERE ctid = (SELECT ctid FROM "s"."T""x" WHERE "id"::text IS NOT DISTINCT FROM $1 AND "v"::text IS NOT DISTINCT FROM $2 LIMIT 1)"#,
             ]
         );
+    }
+
+    #[test]
+    fn truncate_never_cascades_and_copy_reset_has_a_delete_fallback() {
+        let mut b = batch(rel(KeyKind::PrimaryKey, &["id"]), Vec::new());
+        let mut other = rel(KeyKind::Full, &[]);
+        other.table = "o".into();
+        b.relations.push(other);
+        for (cascade, restart, sql) in [
+            (true, false, r#"TRUNCATE "s"."T""x", "s"."o""#),
+            (false, false, r#"TRUNCATE "s"."T""x", "s"."o""#),
+            (
+                true,
+                true,
+                r#"TRUNCATE "s"."T""x", "s"."o" RESTART IDENTITY"#,
+            ),
+        ] {
+            let mut c = change(Op::Truncate, None, None);
+            c.truncate = Some(crate::message::Truncate {
+                relations: vec![0, 1],
+                cascade,
+                restart_identity: restart,
+            });
+            b.changes = vec![c];
+            assert_eq!(sqls(&b), vec![sql.to_owned()]);
+        }
+        let (truncate, delete) = copy_reset(&b, &b.changes[0]).unwrap();
+        assert_eq!(truncate, r#"TRUNCATE "s"."T""x", "s"."o" RESTART IDENTITY"#);
+        assert_eq!(delete, r#"DELETE FROM "s"."T""x"; DELETE FROM "s"."o""#);
     }
 
     #[test]

@@ -630,6 +630,104 @@ async fn truncate_empties_tables(db: &TestDb) {
     );
 }
 
+/// A source `TRUNCATE ... CASCADE` truncates the listed tables only, in one statement (so a
+/// foreign key between them is fine), never a target table outside the group: a foreign key
+/// from one makes it fail, as in PostgreSQL's logical replication. The reset of a restarted
+/// copy, though, must succeed despite such a foreign key.
+async fn truncate_stays_inside_the_group(db: &TestDb) {
+    let client = db.client().await;
+    let check = db.client().await;
+    fresh_schema(
+        &client,
+        "pgsink_trunc_fk",
+        "CREATE TABLE parent (id int PRIMARY KEY);
+         CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent (id));
+         CREATE TABLE outside (id int PRIMARY KEY, parent_id int CONSTRAINT out_fk REFERENCES parent (id));
+         INSERT INTO parent VALUES (1), (2); INSERT INTO child VALUES (1, 1);
+         INSERT INTO outside VALUES (1, 2)",
+    )
+    .await;
+    let rels = vec![
+        relation(
+            "pgsink_trunc_fk",
+            "parent",
+            &["id"],
+            KeyKind::PrimaryKey,
+            &["id"],
+        ),
+        relation(
+            "pgsink_trunc_fk",
+            "child",
+            &["id", "parent_id"],
+            KeyKind::PrimaryKey,
+            &["id"],
+        ),
+    ];
+    let truncate = |cascade: bool| {
+        let mut tr = change(Op::Truncate, 0, None, None);
+        tr.truncate = Some(Truncate {
+            relations: vec![0, 1],
+            cascade,
+            restart_identity: false,
+        });
+        tr
+    };
+    let counts = "SELECT (SELECT count(*) FROM pgsink_trunc_fk.parent), \
+                  (SELECT count(*) FROM pgsink_trunc_fk.child), \
+                  (SELECT count(*) FROM pgsink_trunc_fk.outside)";
+    let mut sink = PostgresSink::with_client(client, cfg(db, "trunc-fk"))
+        .await
+        .unwrap();
+    let err = apply_now(&mut sink, &batch(10, &rels, vec![truncate(true)]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.retry(), Retry::Permanent, "{err}");
+    assert!(err.to_string().contains("never CASCADE"), "{err}");
+    sink.rollback().await.unwrap();
+    assert_eq!(
+        rows(&check, counts).await,
+        vec![r(&[Some("2"), Some("1"), Some("1")])]
+    );
+
+    // The reset of a restarted copy (a copy message: xid 0) goes through, and the copy's
+    // rows follow in the same transaction; the outside table is untouched.
+    let mut reset = batch(
+        20,
+        &rels,
+        vec![
+            truncate(false),
+            ins(0, vec![t("2")]),
+            ins(1, vec![t("5"), t("2")]),
+        ],
+    );
+    reset.xid = 0;
+    apply_commit(&mut sink, &reset).await;
+    assert_eq!(
+        rows(&check, "SELECT id FROM pgsink_trunc_fk.parent").await,
+        vec![r(&[Some("2")])]
+    );
+    assert_eq!(
+        rows(&check, "SELECT id, parent_id FROM pgsink_trunc_fk.child").await,
+        vec![r(&[Some("5"), Some("2")])]
+    );
+    assert_eq!(
+        rows(&check, "SELECT id, parent_id FROM pgsink_trunc_fk.outside").await,
+        vec![r(&[Some("1"), Some("2")])]
+    );
+
+    // Without the outside reference, the source's TRUNCATE ... CASCADE empties both listed
+    // tables (the foreign key between them is fine in one statement) and nothing else.
+    check
+        .batch_execute("ALTER TABLE pgsink_trunc_fk.outside DROP CONSTRAINT out_fk")
+        .await
+        .unwrap();
+    apply_commit(&mut sink, &batch(30, &rels, vec![truncate(true)])).await;
+    assert_eq!(
+        rows(&check, counts).await,
+        vec![r(&[Some("0"), Some("0"), Some("1")])]
+    );
+}
+
 async fn rollback_discards_and_position_is_committed_atomically(db: &TestDb) {
     let client = db.client().await;
     let second = db.client().await;
@@ -1306,6 +1404,7 @@ mod run {
         key_change_deletes_the_old_row,
         deletes_by_pk_composite_key_and_full_identity,
         truncate_empties_tables,
+        truncate_stays_inside_the_group,
         rollback_discards_and_position_is_committed_atomically,
         errors_are_classified,
         position_shares_the_data_transaction,
