@@ -129,6 +129,9 @@ pub struct PostgresSink {
     buffered_changes: usize,
     /// Position of the last message whose statements were sent in the open transaction.
     sent: Option<Position>,
+    /// Conflicts (row missing in the target) met in the open transaction, with their counts:
+    /// counted and logged once it commits (a rolled-back attempt is retried and met again).
+    conflicts: HashMap<sql::Conflict, u64>,
 }
 
 /// Buffered changes that trigger sending them before the commit (bounds memory for large
@@ -173,6 +176,7 @@ impl PostgresSink {
             buffer: Vec::new(),
             buffered_changes: 0,
             sent: None,
+            conflicts: HashMap::new(),
         };
         sink.setup().await?;
         Ok(sink)
@@ -534,13 +538,9 @@ impl PostgresSink {
             }
             let counts = self.execute(&planned).await?;
             for (p, n) in planned.iter().zip(counts) {
-                if n == 0 && p.action.expects_row() {
-                    tracing::warn!(
-                        table = %p.table,
-                        position = %pos,
-                        "{} matched no row in the target",
-                        if p.action == sql::Action::Update { "UPDATE" } else { "DELETE" }
-                    );
+                if let (0, Some(conflict)) = (n, &p.conflict) {
+                    tracing::debug!(table = %conflict.table, kind = %conflict.kind, position = %pos, "row missing in the target");
+                    *self.conflicts.entry(conflict.clone()).or_default() += 1;
                 }
             }
         }
@@ -600,6 +600,7 @@ impl PostgresSink {
         committed.map_err(|e| self.error(step, e))?;
         self.pending = None;
         self.durable = Some(self.durable.map_or(through, |d| d.max(through)));
+        report_conflicts(std::mem::take(&mut self.conflicts), through);
         Ok(())
     }
 
@@ -616,6 +617,7 @@ impl PostgresSink {
         self.pending = None;
         self.buffer.clear();
         self.buffered_changes = 0;
+        self.conflicts.clear();
         // A fix to the target schema between retries must not meet stale statements.
         self.statements.clear();
         Ok(())
@@ -695,6 +697,32 @@ where
         out.push(r.map_err(|e| (i, e))?);
     }
     Ok(out)
+}
+
+/// Counts committed conflicts in `pg_flo_worker_conflicts_total{table,kind}` and logs each
+/// (table, kind) once, with the key column names and never a value (like PostgreSQL 17's
+/// conflict log, minus the values).
+fn report_conflicts(conflicts: HashMap<sql::Conflict, u64>, through: Position) {
+    for (c, n) in conflicts {
+        crate::metrics::get()
+            .worker_conflicts
+            .with_label_values(&[c.table.as_str(), c.kind])
+            .inc_by(n);
+        let what = if c.kind == sql::Conflict::DELETE_MISSING {
+            "the row to delete is missing in the target: nothing deleted"
+        } else {
+            "the row to update is missing in the target: an UPDATE of unchanged TOAST values or \
+             of a table without a key changed nothing; a key change inserted the new row"
+        };
+        tracing::warn!(
+            table = %c.table,
+            conflict = %c.kind,
+            key = %c.key,
+            count = n,
+            through = %through,
+            "conflict: {what}"
+        );
+    }
 }
 
 /// Whether the sink's session runs with `session_replication_role = replica`: by default, as

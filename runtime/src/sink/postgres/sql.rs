@@ -93,11 +93,6 @@ impl Action {
             Action::Truncate => "truncating",
         }
     }
-
-    /// Whether affecting no row means the target has drifted from the source.
-    pub(super) fn expects_row(self) -> bool {
-        matches!(self, Action::Update | Action::Delete)
-    }
 }
 
 /// One statement to run for a change.
@@ -111,6 +106,39 @@ pub(super) struct Planned<'b> {
     /// For a single-row insert / upsert: how to merge it with its neighbours into one
     /// multi-row statement.
     pub row: Option<RowShape>,
+    /// For an UPDATE / DELETE that must find a row: the conflict that affecting none means.
+    pub conflict: Option<Conflict>,
+}
+
+/// What an UPDATE or DELETE that matched no row in the target means (PostgreSQL 17's conflict
+/// types); named by table and key column names only, never values.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct Conflict {
+    /// `update_missing` or `delete_missing`.
+    pub kind: &'static str,
+    /// `schema.table`, unquoted (a metric label).
+    pub table: String,
+    /// The key column names, `, `-separated, or `replica identity full`.
+    pub key: String,
+}
+
+impl Conflict {
+    pub const UPDATE_MISSING: &'static str = "update_missing";
+    pub const DELETE_MISSING: &'static str = "delete_missing";
+
+    fn new(rel: &Relation, kind: &'static str) -> Self {
+        let key = match rel.key.kind {
+            KeyKind::PrimaryKey | KeyKind::Unique if !rel.key.columns.is_empty() => {
+                rel.key.columns.join(", ")
+            }
+            _ => "replica identity full".to_owned(),
+        };
+        Conflict {
+            kind,
+            table: format!("{}.{}", rel.schema, rel.table),
+            key,
+        }
+    }
 }
 
 /// A single-row `INSERT` split around its `VALUES` list.
@@ -194,6 +222,7 @@ fn merge(mut chunk: Vec<Planned<'_>>) -> Planned<'_> {
             action: Action::Insert,
             table: String::new(),
             row: None,
+            conflict: None,
         };
     };
     let mut sql = String::with_capacity(shape.head.len() + shape.tail.len() + chunk.len() * 32);
@@ -218,6 +247,7 @@ fn merge(mut chunk: Vec<Planned<'_>>) -> Planned<'_> {
         action,
         table,
         row: None,
+        conflict: None,
     }
 }
 
@@ -349,6 +379,7 @@ impl<'b> Builder<'b> {
             action,
             table,
             row: None,
+            conflict: None,
         }
     }
 }
@@ -511,7 +542,9 @@ pub(super) fn plan<'b>(
                 }
                 Key::Full => b.ctid_where(rel, &table, old),
             }
-            out.push(b.finish(Action::Delete, table));
+            let mut p = b.finish(Action::Delete, table);
+            p.conflict = Some(Conflict::new(rel, Conflict::DELETE_MISSING));
+            out.push(p);
         }
         // Applied by the sink itself (it may need to leave the transaction).
         Op::Truncate | Op::Ddl => {}
@@ -560,9 +593,13 @@ fn plan_update<'b>(
             }
             if !has_toast {
                 if changed {
+                    // The key changed: the row under the old key goes, the new row is upserted
+                    // (so a missing old row is inserted, and counted as update_missing).
                     let mut b = Builder::new("DELETE FROM ", table);
                     b.key_where(rel, &where_key);
-                    out.push(b.finish(Action::Delete, table.to_owned()));
+                    let mut p = b.finish(Action::Delete, table.to_owned());
+                    p.conflict = Some(Conflict::new(rel, Conflict::UPDATE_MISSING));
+                    out.push(p);
                 }
                 out.push(insert_row(rel, table, &Key::Columns(key.clone()), new)?);
                 return Ok(());
@@ -573,7 +610,9 @@ fn plan_update<'b>(
             let mut b = Builder::new("UPDATE ", table);
             b.set_list(rel, &set_cols, new);
             b.key_where(rel, &where_key);
-            out.push(b.finish(Action::Update, table.to_owned()));
+            let mut p = b.finish(Action::Update, table.to_owned());
+            p.conflict = Some(Conflict::new(rel, Conflict::UPDATE_MISSING));
+            out.push(p);
         }
         Key::Full => {
             let Some((_, old)) = old else {
@@ -589,7 +628,9 @@ fn plan_update<'b>(
             let mut b = Builder::new("UPDATE ", table);
             b.set_list(rel, &set_cols, new);
             b.ctid_where(rel, table, old);
-            out.push(b.finish(Action::Update, table.to_owned()));
+            let mut p = b.finish(Action::Update, table.to_owned());
+            p.conflict = Some(Conflict::new(rel, Conflict::UPDATE_MISSING));
+            out.push(p);
         }
     }
     Ok(())

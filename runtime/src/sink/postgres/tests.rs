@@ -728,6 +728,151 @@ async fn truncate_stays_inside_the_group(db: &TestDb) {
     );
 }
 
+/// Log lines written while a test runs (a `tracing` writer).
+#[derive(Clone, Default)]
+struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    /// Captures this thread's log lines (the test runtime is single-threaded) until the guard
+    /// is dropped.
+    fn start(&self) -> tracing::subscriber::DefaultGuard {
+        let w = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || w.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+fn conflicts(table: &str, kind: &str) -> u64 {
+    crate::metrics::get()
+        .worker_conflicts
+        .with_label_values(&[table, kind])
+        .get()
+}
+
+/// An UPDATE or DELETE whose row the target lacks is counted in
+/// `pg_flo_worker_conflicts_total{table,kind}` once its transaction commits, and logged with
+/// the table and the key column names, never a value.
+async fn conflicts_are_counted_and_logged_without_values(db: &TestDb) {
+    let logs = LogCapture::default();
+    let _guard = logs.start();
+    let client = db.client().await;
+    let check = db.client().await;
+    fresh_schema(
+        &client,
+        "pgsink_conf",
+        "CREATE TABLE c (id text PRIMARY KEY, body text, n text); CREATE TABLE f (a text, b text)",
+    )
+    .await;
+    let rels = vec![
+        relation(
+            "pgsink_conf",
+            "c",
+            &["id", "body", "n"],
+            KeyKind::PrimaryKey,
+            &["id"],
+        ),
+        relation("pgsink_conf", "f", &["a", "b"], KeyKind::Full, &[]),
+    ];
+    let mut sink = PostgresSink::with_client(client, cfg(db, "conflicts"))
+        .await
+        .unwrap();
+    let key = |i: u32| t(&format!("key-s3cr3t-{i}"));
+    let val = t("value-s3cr3t");
+    apply_commit(
+        &mut sink,
+        &batch(
+            10,
+            &rels,
+            (1..=4)
+                .map(|i| ins(0, vec![key(i), val.clone(), val.clone()]))
+                .chain([ins(1, vec![val.clone(), val.clone()])])
+                .collect(),
+        ),
+    )
+    .await;
+    // The target drifts: every row goes.
+    check
+        .batch_execute("DELETE FROM pgsink_conf.c; DELETE FROM pgsink_conf.f")
+        .await
+        .unwrap();
+    let (c, f) = ("pgsink_conf.c", "pgsink_conf.f");
+    let before = [
+        conflicts(c, "update_missing"),
+        conflicts(c, "delete_missing"),
+        conflicts(f, "delete_missing"),
+    ];
+    let changes = vec![
+        // Unchanged TOAST: cannot be upserted, changes nothing.
+        upd(0, vec![key(1), Value::UnchangedToast, val.clone()], None),
+        del(0, OldKind::Key, vec![key(2), Value::Null, Value::Null]),
+        // A full new row: upserted (inserted), not seen as a conflict.
+        upd(0, vec![key(3), val.clone(), t("new")], None),
+        // A key change whose old row is missing: counted, and the new row inserted.
+        upd(
+            0,
+            vec![key(5), val.clone(), t("moved")],
+            Some((OldKind::Key, vec![key(4), Value::Null, Value::Null])),
+        ),
+        del(1, OldKind::Full, vec![val.clone(), val.clone()]),
+    ];
+    // An attempt that is rolled back counts nothing; the retry counts once.
+    apply_now(&mut sink, &batch(20, &rels, changes.clone()))
+        .await
+        .unwrap();
+    sink.rollback().await.unwrap();
+    assert_eq!(conflicts(c, "delete_missing"), before[1]);
+    apply_commit(&mut sink, &batch(20, &rels, changes)).await;
+    let after = [
+        conflicts(c, "update_missing"),
+        conflicts(c, "delete_missing"),
+        conflicts(f, "delete_missing"),
+    ];
+    assert_eq!(
+        after
+            .iter()
+            .zip(before)
+            .map(|(a, b)| a - b)
+            .collect::<Vec<_>>(),
+        vec![2, 1, 1]
+    );
+    assert_eq!(
+        rows(
+            &check,
+            "SELECT right(id, 1), n FROM pgsink_conf.c ORDER BY id"
+        )
+        .await,
+        vec![r(&[Some("3"), Some("new")]), r(&[Some("5"), Some("moved")])]
+    );
+    let text = logs.text();
+    assert!(!text.contains("s3cr3t"), "a value reached the log:\n{text}");
+    for needle in [
+        "table=pgsink_conf.c conflict=update_missing key=id count=2",
+        "table=pgsink_conf.c conflict=delete_missing key=id count=1",
+        "table=pgsink_conf.f conflict=delete_missing key=replica identity full count=1",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not logged:\n{text}");
+    }
+    assert!(text.contains("WARN"), "{text}");
+}
+
 async fn rollback_discards_and_position_is_committed_atomically(db: &TestDb) {
     let client = db.client().await;
     let second = db.client().await;
@@ -1405,6 +1550,7 @@ mod run {
         deletes_by_pk_composite_key_and_full_identity,
         truncate_empties_tables,
         truncate_stays_inside_the_group,
+        conflicts_are_counted_and_logged_without_values,
         rollback_discards_and_position_is_committed_atomically,
         errors_are_classified,
         position_shares_the_data_transaction,
