@@ -124,9 +124,13 @@ pub struct PostgresSink {
     /// are sent in order in one round trip.
     position_stmt: Option<Statement>,
     /// Messages applied but not yet sent: sent together (merged, pipelined) at the next
-    /// commit or once [`FLUSH_CHANGES`] changes wait.
+    /// commit or once [`FLUSH_CHANGES`] changes or `flush_bytes` bytes wait.
     buffer: Vec<ChangeBatch>,
     buffered_changes: usize,
+    /// [`approx_bytes`] of `buffer`.
+    buffered_bytes: usize,
+    /// [`FLUSH_BYTES`] (tests lower it).
+    flush_bytes: usize,
     /// Position of the last message whose statements were sent in the open transaction.
     sent: Option<Position>,
     /// Conflicts (row missing in the target) met in the open transaction, with their counts:
@@ -137,6 +141,33 @@ pub struct PostgresSink {
 /// Buffered changes that trigger sending them before the commit (bounds memory for large
 /// source transactions).
 const FLUSH_CHANGES: usize = 5000;
+
+/// Buffered bytes (row values, [`approx_bytes`]) that trigger sending them before the commit:
+/// memory stays bounded by bytes, whatever the row size.
+const FLUSH_BYTES: usize = 64 << 20;
+
+/// Bytes a buffered message holds, roughly: its values plus a small overhead per value and
+/// per change.
+fn approx_bytes(batch: &ChangeBatch) -> usize {
+    let values = |vals: &[crate::message::Value]| -> usize {
+        vals.iter()
+            .map(|v| 8 + v.as_bytes().map_or(0, <[u8]>::len))
+            .sum()
+    };
+    batch
+        .changes
+        .iter()
+        .map(|c| {
+            64 + c.new.as_deref().map_or(0, values)
+                + c.old.as_ref().map_or(0, |(_, old)| values(old))
+        })
+        .sum()
+}
+
+/// Whether the buffered messages must be sent now, before the commit.
+fn must_flush(changes: usize, bytes: usize, flush_bytes: usize) -> bool {
+    changes >= FLUSH_CHANGES || bytes >= flush_bytes
+}
 
 impl PostgresSink {
     /// Connects to `cfg.target` (after copying the schema with `--target-sync-schema`) and
@@ -175,6 +206,8 @@ impl PostgresSink {
             position_stmt: None,
             buffer: Vec::new(),
             buffered_changes: 0,
+            buffered_bytes: 0,
+            flush_bytes: FLUSH_BYTES,
             sent: None,
             conflicts: HashMap::new(),
         };
@@ -363,9 +396,10 @@ impl PostgresSink {
             return Ok(());
         }
         self.buffered_changes += batch.changes.len();
+        self.buffered_bytes += approx_bytes(batch);
         self.buffer.push(batch.clone());
         self.pending = Some(pos);
-        if self.buffered_changes >= FLUSH_CHANGES {
+        if must_flush(self.buffered_changes, self.buffered_bytes, self.flush_bytes) {
             self.flush().await?;
         }
         Ok(())
@@ -376,6 +410,7 @@ impl PostgresSink {
     async fn flush(&mut self) -> Result<(), SinkError> {
         let batches = std::mem::take(&mut self.buffer);
         self.buffered_changes = 0;
+        self.buffered_bytes = 0;
         let mut planned = Vec::new();
         for (i, batch) in batches.iter().enumerate() {
             for change in &batch.changes {
@@ -617,6 +652,7 @@ impl PostgresSink {
         self.pending = None;
         self.buffer.clear();
         self.buffered_changes = 0;
+        self.buffered_bytes = 0;
         self.conflicts.clear();
         // A fix to the target schema between retries must not meet stale statements.
         self.statements.clear();

@@ -873,6 +873,88 @@ async fn conflicts_are_counted_and_logged_without_values(db: &TestDb) {
     assert!(text.contains("WARN"), "{text}");
 }
 
+/// The buffer of a large source transaction is sent once its bytes reach the limit, long
+/// before the change-count limit: two large rows are on the target (in the open
+/// transaction) before the commit.
+async fn buffer_is_flushed_by_bytes(db: &TestDb) {
+    let client = db.client().await;
+    fresh_schema(
+        &client,
+        "pgsink_bytes",
+        "CREATE TABLE b (id int PRIMARY KEY, body text)",
+    )
+    .await;
+    let rel = relation(
+        "pgsink_bytes",
+        "b",
+        &["id", "body"],
+        KeyKind::PrimaryKey,
+        &["id"],
+    );
+    let rels = std::slice::from_ref(&rel);
+    let mut sink = PostgresSink::with_client(client, cfg(db, "bytes"))
+        .await
+        .unwrap();
+    sink.flush_bytes = 1 << 20;
+    let big = "x".repeat(600 << 10);
+    let count = "SELECT count(*) FROM pgsink_bytes.b";
+    // One source transaction in three messages.
+    let mut msgs: Vec<ChangeBatch> = (0..3u32)
+        .map(|i| {
+            let mut m = batch(10, rels, vec![ins(0, vec![t(&i.to_string()), t(&big)])]);
+            m.seq = i;
+            m.last = i == 2;
+            m
+        })
+        .collect();
+    sink.apply(&msgs[0]).await.unwrap();
+    assert_eq!(rows(sink.client(), count).await, vec![r(&[Some("0")])]);
+    sink.apply(&msgs[1]).await.unwrap();
+    // 1.2 MiB buffered: sent into the open transaction.
+    assert_eq!(rows(sink.client(), count).await, vec![r(&[Some("2")])]);
+    let last = msgs.pop().unwrap();
+    sink.apply(&last).await.unwrap();
+    assert_eq!(rows(sink.client(), count).await, vec![r(&[Some("2")])]);
+    sink.commit(last.position()).await.unwrap();
+    assert_eq!(rows(&db.client().await, count).await, vec![r(&[Some("3")])]);
+}
+
+#[test]
+fn flush_by_bytes_or_changes() {
+    let rel = relation("s", "t", &["id", "body"], KeyKind::PrimaryKey, &["id"]);
+    let b = batch(
+        1,
+        std::slice::from_ref(&rel),
+        vec![
+            ins(0, vec![t("1"), t(&"x".repeat(1000))]),
+            upd(
+                0,
+                vec![t("1"), Value::UnchangedToast],
+                Some((OldKind::Key, vec![t("22"), Value::Null])),
+            ),
+        ],
+    );
+    // Values' bytes, 8 per value, 64 per change.
+    assert_eq!(
+        approx_bytes(&b),
+        (64 + 8 + 1 + 8 + 1000) + (64 + 8 + 1 + 8) + (8 + 2 + 8)
+    );
+    // (changes, bytes, limit) -> flush
+    for (changes, bytes, limit, flush) in [
+        (1, 0, FLUSH_BYTES, false),
+        (FLUSH_CHANGES - 1, FLUSH_BYTES - 1, FLUSH_BYTES, false),
+        (FLUSH_CHANGES, 0, FLUSH_BYTES, true),
+        (1, FLUSH_BYTES, FLUSH_BYTES, true),
+        (2, 5000, 4096, true),
+    ] {
+        assert_eq!(
+            must_flush(changes, bytes, limit),
+            flush,
+            "{changes} {bytes} {limit}"
+        );
+    }
+}
+
 async fn rollback_discards_and_position_is_committed_atomically(db: &TestDb) {
     let client = db.client().await;
     let second = db.client().await;
@@ -1551,6 +1633,7 @@ mod run {
         truncate_empties_tables,
         truncate_stays_inside_the_group,
         conflicts_are_counted_and_logged_without_values,
+        buffer_is_flushed_by_bytes,
         rollback_discards_and_position_is_committed_atomically,
         errors_are_classified,
         position_shares_the_data_transaction,
