@@ -23,18 +23,41 @@
 //!   values: `... WHERE ctid = (SELECT ctid FROM t WHERE c::text IS NOT DISTINCT FROM $n AND
 //!   ... LIMIT 1)`, comparing text forms so types without an equality operator work, and
 //!   skipping old values that are unchanged TOAST.
-//! - TRUNCATE: `TRUNCATE t1, t2 [RESTART IDENTITY] [CASCADE]`.
-//! - An UPDATE or DELETE that matches no row is logged as a warning (the target has drifted).
+//! - TRUNCATE: `TRUNCATE t1, t2 [RESTART IDENTITY]`, the listed tables in one statement and
+//!   never `CASCADE`, like PostgreSQL's apply worker (`apply_handle_truncate`: the listed
+//!   relations, `DROP_RESTRICT`, the source's CASCADE ignored). A target table outside them
+//!   that references one by a foreign key makes it fail (TRUNCATE checks foreign keys whatever
+//!   the replication role), with an error naming that cause.
+//! - The reset of a restarted copy (a TRUNCATE in a copy message, [`ChangeBatch::is_copy`]) is
+//!   `TRUNCATE`, falling back to `DELETE FROM` each table (under a savepoint) when such a
+//!   foreign key refuses it: in replica mode a DELETE fires no foreign-key trigger.
+//! - Conflicts: an UPDATE or DELETE that matches no row (the target has drifted) is counted,
+//!   once its transaction commits, in `pg_flo_worker_conflicts_total{table,kind}`
+//!   (`update_missing`, `delete_missing`) and logged (warn) with the table and the key column
+//!   names, never values. An update with the full new row is an upsert: a missing row is
+//!   inserted, and not seen. A key change whose old row is missing inserts the new row and
+//!   counts as `update_missing`.
 //!
 //! The statements of one [`ChangeBatch`] are pipelined: all are sent in order, then their
 //! results are awaited in order, so a batch costs one round trip, not one per change.
+//! `apply` buffers messages; they are sent at the commit, or earlier (into the open
+//! transaction) once [`FLUSH_CHANGES`] changes or [`FLUSH_BYTES`] bytes of values wait.
+//!
+//! # Session: applied as a replica
+//! The session runs with `session_replication_role = replica` (set at connect), as PostgreSQL's
+//! apply worker does: the target's ordinary triggers, rules and foreign-key triggers do not
+//! fire for replicated changes. Setting it needs a superuser or, on PostgreSQL 15+,
+//! `GRANT SET ON PARAMETER session_replication_role`; without it `connect` fails with an error
+//! naming the fixes. `--target-fire-triggers` keeps the default role (triggers fire), unless
+//! `--target-disable-foreign-keys` (pg_flo's flag, which meant replica mode) is set too.
 //!
 //! # Transactions and the applied position (effectively-once)
-//! [`Sink::apply`] opens a target transaction if none is open (`BEGIN`, plus `SET LOCAL
-//! session_replication_role = 'replica'` with `--target-disable-foreign-keys`) and leaves it
-//! open; [`Sink::commit`], which the worker calls only at source transaction boundaries,
-//! writes `through` into `internal_pg_flo.applied_position` (one row per group) in the same
-//! transaction and then `COMMIT`s. So a source transaction is applied atomically, many small
+//! [`Sink::apply`] opens a target transaction if none is open (`BEGIN`) and leaves it open;
+//! [`Sink::commit`], which the worker calls only at source transaction boundaries, writes
+//! `through` into `internal_pg_flo.applied_position` (one row per group) in the same
+//! transaction and then `COMMIT`s: the position statement is prepared once per connection, so
+//! its execution and the `COMMIT` are pipelined in that order (a statement still needing a
+//! Parse round trip would let `COMMIT` overtake it). So a source transaction is applied atomically, many small
 //! ones may share one target transaction, and the stored position always names exactly what
 //! the target holds. On start (and after a reconnect) the sink reads that position back;
 //! [`Sink::applied_position`] reports it, and `apply` skips any message at or below it, so a
