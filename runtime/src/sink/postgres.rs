@@ -57,9 +57,9 @@
 //! `through` into `internal_pg_flo.applied_position` (one row per group) in the same
 //! transaction and then `COMMIT`s: the position statement is prepared once per connection, so
 //! its execution and the `COMMIT` are pipelined in that order (a statement still needing a
-//! Parse round trip would let `COMMIT` overtake it). So a source transaction is applied atomically, many small
-//! ones may share one target transaction, and the stored position always names exactly what
-//! the target holds. On start (and after a reconnect) the sink reads that position back;
+//! Parse round trip would let `COMMIT` overtake it). So a source transaction is applied
+//! atomically, many small ones may share one target transaction, and the stored position
+//! always names exactly what the target holds. On start (and after a reconnect) the sink reads that position back;
 //! [`Sink::applied_position`] reports it, and `apply` skips any message at or below it, so a
 //! message redelivered by NATS after a crash is not applied twice. The stored position never
 //! moves backwards. [`Sink::rollback`] rolls the open transaction back.
