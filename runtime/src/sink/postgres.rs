@@ -59,10 +59,10 @@
 //! its execution and the `COMMIT` are pipelined in that order (a statement still needing a
 //! Parse round trip would let `COMMIT` overtake it). So a source transaction is applied
 //! atomically, many small ones may share one target transaction, and the stored position
-//! always names exactly what the target holds. On start (and after a reconnect) the sink reads that position back;
-//! [`Sink::applied_position`] reports it, and `apply` skips any message at or below it, so a
-//! message redelivered by NATS after a crash is not applied twice. The stored position never
-//! moves backwards. [`Sink::rollback`] rolls the open transaction back.
+//! always names exactly what the target holds. On start (and after a reconnect) the sink
+//! reads that position back; [`Sink::applied_position`] reports it, and `apply` skips any
+//! message at or below it, so a message redelivered by NATS after a crash is not applied
+//! twice. The stored position never moves backwards. [`Sink::rollback`] rolls the open transaction back.
 //!
 //! # Errors
 //! Connection failures, SQLSTATE class 08, `40001`, `40P01`, `57P01`-`57P03` and class 53
