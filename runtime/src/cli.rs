@@ -309,11 +309,20 @@ pub struct PostgresArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           value_parser = parse_bool, value_name = "BOOL")]
     pub target_sync_schema: Option<bool>,
-    /// Disable foreign key checks while applying changes
+    /// Disable foreign key checks while applying changes (already so by default: the sink
+    /// applies with session_replication_role = replica; kept for pg_flo compatibility, and
+    /// forces replica mode even with --target-fire-triggers)
     /// [env: PG_FLO_TARGET_DISABLE_FOREIGN_KEYS]
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           value_parser = parse_bool, value_name = "BOOL")]
     pub target_disable_foreign_keys: Option<bool>,
+    /// Let the target's triggers and foreign-key checks fire for replicated changes (default:
+    /// off, the sink applies with session_replication_role = replica, like PostgreSQL's own
+    /// apply worker; setting that needs a superuser or, on PostgreSQL 15+,
+    /// GRANT SET ON PARAMETER session_replication_role) [env: PG_FLO_TARGET_FIRE_TRIGGERS]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = parse_bool, value_name = "BOOL")]
+    pub target_fire_triggers: Option<bool>,
     /// Source PostgreSQL host, for --target-sync-schema [env: PG_FLO_SOURCE_HOST]
     #[arg(long)]
     pub source_host: Option<String>,

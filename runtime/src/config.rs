@@ -209,7 +209,11 @@ pub struct PostgresSinkConfig {
     /// Needed for `--target-sync-schema` only.
     pub source: Option<PgConnConfig>,
     pub sync_schema: bool,
+    /// `--target-disable-foreign-keys` (pg_flo's flag): forces replica mode.
     pub disable_foreign_keys: bool,
+    /// `--target-fire-triggers`: apply with the session's default replication role, so the
+    /// target's triggers and foreign-key checks fire (unless `disable_foreign_keys`).
+    pub fire_triggers: bool,
     /// The group name, under which the applied position is stored in the target.
     pub group: String,
 }
@@ -357,6 +361,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "target-sslrootcert",
     "target-sync-schema",
     "target-disable-foreign-keys",
+    "target-fire-triggers",
     "source-host",
     "source-port",
     "source-dbname",
@@ -1431,6 +1436,7 @@ impl Resolver<'_> {
         let sync_schema = self.flag_bool("target-sync-schema", p.target_sync_schema);
         let disable_foreign_keys =
             self.flag_bool("target-disable-foreign-keys", p.target_disable_foreign_keys);
+        let fire_triggers = self.flag_bool("target-fire-triggers", p.target_fire_triggers);
         let source = self.pg_parts(PgFlags {
             prefix: "source-",
             host: &p.source_host,
@@ -1452,6 +1458,7 @@ impl Resolver<'_> {
             source,
             sync_schema,
             disable_foreign_keys,
+            fire_triggers,
             group: group.to_owned(),
         }
     }
@@ -1860,9 +1867,44 @@ flush-interval: 250ms
         assert_eq!(pg.target.sslmode, SslMode::VerifyFull);
         assert_eq!(pg.target.sslrootcert.as_deref(), Some(Path::new("/ca.pem")));
         assert!(pg.disable_foreign_keys);
+        assert!(!pg.fire_triggers);
         assert!(!pg.sync_schema);
         assert!(pg.source.is_none());
         assert_eq!(pg.group, "g");
+    }
+
+    #[test]
+    fn target_fire_triggers_from_flag_env_and_yaml() {
+        let base = "group: g\nnats-url: n\ntarget-host: t\ntarget-dbname: d\ntarget-user: u\n\
+                    target-password: p\n";
+        let fire = |args: &[&str], env: &[(&str, &str)], extra: &str| {
+            let file = format!("{base}{extra}");
+            match worker(args, env, Some(&file)).sink {
+                SinkConfig::Postgres(pg) => pg.fire_triggers,
+                _ => panic!("not postgres"),
+            }
+        };
+        assert!(!fire(&["worker", "postgres"], &[], ""));
+        assert!(fire(
+            &["worker", "postgres", "--target-fire-triggers"],
+            &[],
+            ""
+        ));
+        assert!(fire(
+            &["worker", "postgres"],
+            &[("PG_FLO_TARGET_FIRE_TRIGGERS", "true")],
+            ""
+        ));
+        assert!(fire(
+            &["worker", "postgres"],
+            &[],
+            "target-fire-triggers: true\n"
+        ));
+        assert!(!fire(
+            &["worker", "postgres", "--target-fire-triggers=false"],
+            &[],
+            "target-fire-triggers: true\n"
+        ));
     }
 
     #[test]

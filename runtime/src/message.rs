@@ -89,6 +89,12 @@ impl ChangeBatch {
         }
     }
 
+    /// A message of the initial copy (`--copy`, `--copy-and-stream`): copy messages carry xid
+    /// 0, which no source transaction has. A TRUNCATE in one is the reset of a restarted copy.
+    pub fn is_copy(&self) -> bool {
+        self.xid == 0
+    }
+
     /// The NATS `Nats-Msg-Id` of this message, stable across replays: `{slot}:{lsn}:{seq}`.
     pub fn message_id(&self, slot: &str) -> String {
         format!("{slot}:{}:{}", Lsn(self.commit_lsn), self.seq)

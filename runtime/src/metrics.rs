@@ -1,7 +1,7 @@
 //! Prometheus metrics of both processes, served on `/metrics` by [`crate::http`].
 //!
 //! Names follow `pg_flo_<subsystem>_<name>_<unit>[_total]`; labels are bounded (error kind,
-//! outcome), never LSNs, tables or row keys.
+//! outcome; table names on per-table counters), never LSNs or row keys.
 
 use std::sync::OnceLock;
 
@@ -21,6 +21,7 @@ pub struct Metrics {
     pub worker_changes_applied: IntCounter,
     pub worker_commits: IntCounter,
     pub worker_applied_lsn: IntGauge,
+    pub worker_conflicts: IntCounterVec,
     pub sink_commit_duration: Histogram,
     pub errors: IntCounterVec,
     pub copy_rows: IntCounterVec,
@@ -53,6 +54,15 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["kind"],
     )?;
     registry.register(Box::new(errors.clone()))?;
+    let worker_conflicts = IntCounterVec::new(
+        Opts::new(
+            "pg_flo_worker_conflicts_total",
+            "Committed UPDATEs / DELETEs whose row the postgres sink's target did not have, by \
+             table and kind (update_missing, delete_missing)",
+        ),
+        &["table", "kind"],
+    )?;
+    registry.register(Box::new(worker_conflicts.clone()))?;
     let sink_commit_duration = Histogram::with_opts(HistogramOpts::new(
         "pg_flo_sink_commit_duration_seconds",
         "Time to make a batch durable at the sink",
@@ -117,6 +127,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "pg_flo_worker_applied_lsn",
             "Commit LSN of the last source transaction made durable by the sink (as a number)",
         )?,
+        worker_conflicts,
         sink_commit_duration,
         errors,
         registry,

@@ -23,23 +23,46 @@
 //!   values: `... WHERE ctid = (SELECT ctid FROM t WHERE c::text IS NOT DISTINCT FROM $n AND
 //!   ... LIMIT 1)`, comparing text forms so types without an equality operator work, and
 //!   skipping old values that are unchanged TOAST.
-//! - TRUNCATE: `TRUNCATE t1, t2 [RESTART IDENTITY] [CASCADE]`.
-//! - An UPDATE or DELETE that matches no row is logged as a warning (the target has drifted).
+//! - TRUNCATE: `TRUNCATE t1, t2 [RESTART IDENTITY]`, the listed tables in one statement and
+//!   never `CASCADE`, like PostgreSQL's apply worker (`apply_handle_truncate`: the listed
+//!   relations, `DROP_RESTRICT`, the source's CASCADE ignored). A target table outside them
+//!   that references one by a foreign key makes it fail (TRUNCATE checks foreign keys whatever
+//!   the replication role), with an error naming that cause.
+//! - The reset of a restarted copy (a TRUNCATE in a copy message, [`ChangeBatch::is_copy`]) is
+//!   `TRUNCATE`, falling back to `DELETE FROM` each table (under a savepoint) when such a
+//!   foreign key refuses it: in replica mode a DELETE fires no foreign-key trigger.
+//! - Conflicts: an UPDATE or DELETE that matches no row (the target has drifted) is counted,
+//!   once its transaction commits, in `pg_flo_worker_conflicts_total{table,kind}`
+//!   (`update_missing`, `delete_missing`) and logged (warn) with the table and the key column
+//!   names, never values. An update with the full new row is an upsert: a missing row is
+//!   inserted, and not seen. A key change whose old row is missing inserts the new row and
+//!   counts as `update_missing`.
 //!
 //! The statements of one [`ChangeBatch`] are pipelined: all are sent in order, then their
 //! results are awaited in order, so a batch costs one round trip, not one per change.
+//! `apply` buffers messages; they are sent at the commit, or earlier (into the open
+//! transaction) once [`FLUSH_CHANGES`] changes or [`FLUSH_BYTES`] bytes of values wait.
+//!
+//! # Session: applied as a replica
+//! The session runs with `session_replication_role = replica` (set at connect), as PostgreSQL's
+//! apply worker does: the target's ordinary triggers, rules and foreign-key triggers do not
+//! fire for replicated changes. Setting it needs a superuser or, on PostgreSQL 15+,
+//! `GRANT SET ON PARAMETER session_replication_role`; without it `connect` fails with an error
+//! naming the fixes. `--target-fire-triggers` keeps the default role (triggers fire), unless
+//! `--target-disable-foreign-keys` (pg_flo's flag, which meant replica mode) is set too.
 //!
 //! # Transactions and the applied position (effectively-once)
-//! [`Sink::apply`] opens a target transaction if none is open (`BEGIN`, plus `SET LOCAL
-//! session_replication_role = 'replica'` with `--target-disable-foreign-keys`) and leaves it
-//! open; [`Sink::commit`], which the worker calls only at source transaction boundaries,
-//! writes `through` into `internal_pg_flo.applied_position` (one row per group) in the same
-//! transaction and then `COMMIT`s. So a source transaction is applied atomically, many small
-//! ones may share one target transaction, and the stored position always names exactly what
-//! the target holds. On start (and after a reconnect) the sink reads that position back;
-//! [`Sink::applied_position`] reports it, and `apply` skips any message at or below it, so a
-//! message redelivered by NATS after a crash is not applied twice. The stored position never
-//! moves backwards. [`Sink::rollback`] rolls the open transaction back.
+//! [`Sink::apply`] opens a target transaction if none is open (`BEGIN`) and leaves it open;
+//! [`Sink::commit`], which the worker calls only at source transaction boundaries, writes
+//! `through` into `internal_pg_flo.applied_position` (one row per group) in the same
+//! transaction and then `COMMIT`s: the position statement is prepared once per connection, so
+//! its execution and the `COMMIT` are pipelined in that order (a statement still needing a
+//! Parse round trip would let `COMMIT` overtake it). So a source transaction is applied
+//! atomically, many small ones may share one target transaction, and the stored position
+//! always names exactly what the target holds. On start (and after a reconnect) the sink
+//! reads that position back; [`Sink::applied_position`] reports it, and `apply` skips any
+//! message at or below it, so a message redelivered by NATS after a crash is not applied
+//! twice. The stored position never moves backwards. [`Sink::rollback`] rolls the open transaction back.
 //!
 //! # Errors
 //! Connection failures, SQLSTATE class 08, `40001`, `40P01`, `57P01`-`57P03` and class 53
@@ -84,6 +107,16 @@ const SETUP_SQL: &str = "CREATE SCHEMA IF NOT EXISTS internal_pg_flo; \
 const SESSION_SQL: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; \
      SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'";
 
+/// Added to the error of a replicated TRUNCATE that a foreign key from another table refuses.
+const TRUNCATE_FK_HINT: &str = " (a table outside the replicated ones references them by a \
+     foreign key: like PostgreSQL's logical replication, the sink truncates only the tables the \
+     source truncated and published, never CASCADE; drop or change that foreign key, or \
+     replicate the referencing table too)";
+
+/// Applies as PostgreSQL's own apply worker does: ordinary triggers, rules and the
+/// foreign-key triggers do not fire for replicated changes (see [`replica_mode`]).
+const REPLICA_ROLE_SQL: &str = "SET session_replication_role = replica";
+
 const READ_POSITION_SQL: &str =
     "SELECT commit_lsn::text, seq FROM internal_pg_flo.applied_position \
      WHERE group_name = $1";
@@ -109,17 +142,55 @@ pub struct PostgresSink {
     /// Position of the last message applied since the last commit.
     pending: Option<Position>,
     statements: HashMap<String, Statement>,
+    /// [`WRITE_POSITION_SQL`] prepared on the current connection (kept apart from
+    /// `statements`, which DDL and rollbacks clear), so that the position write and `COMMIT`
+    /// are sent in order in one round trip.
+    position_stmt: Option<Statement>,
     /// Messages applied but not yet sent: sent together (merged, pipelined) at the next
-    /// commit or once [`FLUSH_CHANGES`] changes wait.
+    /// commit or once [`FLUSH_CHANGES`] changes or `flush_bytes` bytes wait.
     buffer: Vec<ChangeBatch>,
     buffered_changes: usize,
+    /// [`approx_bytes`] of `buffer`.
+    buffered_bytes: usize,
+    /// [`FLUSH_BYTES`] (tests lower it).
+    flush_bytes: usize,
     /// Position of the last message whose statements were sent in the open transaction.
     sent: Option<Position>,
+    /// Conflicts (row missing in the target) met in the open transaction, with their counts:
+    /// counted and logged once it commits (a rolled-back attempt is retried and met again).
+    conflicts: HashMap<sql::Conflict, u64>,
 }
 
 /// Buffered changes that trigger sending them before the commit (bounds memory for large
 /// source transactions).
 const FLUSH_CHANGES: usize = 5000;
+
+/// Buffered bytes (row values, [`approx_bytes`]) that trigger sending them before the commit:
+/// memory stays bounded by bytes, whatever the row size.
+const FLUSH_BYTES: usize = 64 << 20;
+
+/// Bytes a buffered message holds, roughly: its values plus a small overhead per value and
+/// per change.
+fn approx_bytes(batch: &ChangeBatch) -> usize {
+    let values = |vals: &[crate::message::Value]| -> usize {
+        vals.iter()
+            .map(|v| 8 + v.as_bytes().map_or(0, <[u8]>::len))
+            .sum()
+    };
+    batch
+        .changes
+        .iter()
+        .map(|c| {
+            64 + c.new.as_deref().map_or(0, values)
+                + c.old.as_ref().map_or(0, |(_, old)| values(old))
+        })
+        .sum()
+}
+
+/// Whether the buffered messages must be sent now, before the commit.
+fn must_flush(changes: usize, bytes: usize, flush_bytes: usize) -> bool {
+    changes >= FLUSH_CHANGES || bytes >= flush_bytes
+}
 
 impl PostgresSink {
     /// Connects to `cfg.target` (after copying the schema with `--target-sync-schema`) and
@@ -155,9 +226,13 @@ impl PostgresSink {
             durable: None,
             pending: None,
             statements: HashMap::new(),
+            position_stmt: None,
             buffer: Vec::new(),
             buffered_changes: 0,
+            buffered_bytes: 0,
+            flush_bytes: FLUSH_BYTES,
             sent: None,
+            conflicts: HashMap::new(),
         };
         sink.setup().await?;
         Ok(sink)
@@ -169,6 +244,17 @@ impl PostgresSink {
             .batch_execute(SESSION_SQL)
             .await
             .map_err(|e| self.error("setting up the target session", e))?;
+        if replica_mode(&self.cfg) {
+            if let Err(e) = self.client.batch_execute(REPLICA_ROLE_SQL).await {
+                let step = match e.code() {
+                    Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => {
+                        replica_role_denied(&self.cfg.target.user)
+                    }
+                    _ => "setting session_replication_role = replica".to_owned(),
+                };
+                return Err(self.error(step, e));
+            }
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -236,17 +322,13 @@ impl PostgresSink {
         self.client = open(&self.cfg).await?;
         self.broken = false;
         self.statements.clear();
+        self.position_stmt = None;
         self.setup().await
     }
 
     async fn begin(&mut self) -> Result<(), SinkError> {
-        let sql = if self.cfg.disable_foreign_keys {
-            "BEGIN; SET LOCAL session_replication_role = 'replica'"
-        } else {
-            "BEGIN"
-        };
         self.client
-            .batch_execute(sql)
+            .batch_execute("BEGIN")
             .await
             .map_err(|e| self.error("beginning a transaction", e))?;
         self.tx_open = true;
@@ -307,7 +389,14 @@ impl PostgresSink {
         )
         .await;
         result.map_err(|(i, e)| {
-            let step = planned.get(i).map(|p| p.step()).unwrap_or_default();
+            let mut step = planned.get(i).map(|p| p.step()).unwrap_or_default();
+            if planned
+                .get(i)
+                .is_some_and(|p| p.action == sql::Action::Truncate)
+                && e.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED)
+            {
+                step.push_str(TRUNCATE_FK_HINT);
+            }
             self.error(step, e)
         })
     }
@@ -330,9 +419,10 @@ impl PostgresSink {
             return Ok(());
         }
         self.buffered_changes += batch.changes.len();
+        self.buffered_bytes += approx_bytes(batch);
         self.buffer.push(batch.clone());
         self.pending = Some(pos);
-        if self.buffered_changes >= FLUSH_CHANGES {
+        if must_flush(self.buffered_changes, self.buffered_bytes, self.flush_bytes) {
             self.flush().await?;
         }
         Ok(())
@@ -343,6 +433,7 @@ impl PostgresSink {
     async fn flush(&mut self) -> Result<(), SinkError> {
         let batches = std::mem::take(&mut self.buffer);
         self.buffered_changes = 0;
+        self.buffered_bytes = 0;
         let mut planned = Vec::new();
         for (i, batch) in batches.iter().enumerate() {
             for change in &batch.changes {
@@ -354,6 +445,9 @@ impl PostgresSink {
                         _ => Some(batches[i - 1].position()),
                     };
                     self.apply_ddl(batch, change, before).await?;
+                } else if change.op == Op::Truncate && batch.is_copy() {
+                    self.run_planned(std::mem::take(&mut planned)).await?;
+                    self.reset_copied_tables(batch, change).await?;
                 } else {
                     sql::plan(batch, change, &mut planned)?;
                 }
@@ -444,6 +538,50 @@ impl PostgresSink {
         Ok(())
     }
 
+    /// Empties the tables of a restarted copy in the open transaction: `TRUNCATE` (only these
+    /// tables, never CASCADE), or, when a table outside them references one by a foreign key
+    /// (TRUNCATE refuses that whatever the replication role), `DELETE FROM` each, which fires
+    /// no foreign-key trigger in replica mode. The copy refills them in the same transaction
+    /// or the next ones.
+    async fn reset_copied_tables(
+        &mut self,
+        batch: &ChangeBatch,
+        change: &crate::message::Change,
+    ) -> Result<(), SinkError> {
+        let (truncate, delete) = sql::copy_reset(batch, change)?;
+        if truncate.is_empty() {
+            return Ok(());
+        }
+        if !self.tx_open {
+            self.begin().await?;
+        }
+        let step = "resetting the tables of a restarted copy";
+        self.client
+            .batch_execute("SAVEPOINT pg_flo_reset")
+            .await
+            .map_err(|e| self.error(step, e))?;
+        match self.client.batch_execute(&truncate).await {
+            Ok(()) => {}
+            Err(e) if e.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED) => {
+                tracing::warn!(
+                    tables = %truncate.trim_start_matches("TRUNCATE "),
+                    "a table outside the group references the copied tables by a foreign key; \
+                     resetting them with DELETE instead of TRUNCATE"
+                );
+                self.client
+                    .batch_execute(&format!("ROLLBACK TO SAVEPOINT pg_flo_reset; {delete}"))
+                    .await
+                    .map_err(|e| self.error(step, e))?;
+            }
+            Err(e) => return Err(self.error(step, e)),
+        }
+        self.client
+            .batch_execute("RELEASE SAVEPOINT pg_flo_reset")
+            .await
+            .map_err(|e| self.error(step, e))?;
+        Ok(())
+    }
+
     /// Sends planned statements (merged, pipelined) in the open transaction.
     async fn run_planned(&mut self, planned: Vec<sql::Planned<'_>>) -> Result<(), SinkError> {
         let planned = sql::coalesce(planned);
@@ -458,13 +596,9 @@ impl PostgresSink {
             }
             let counts = self.execute(&planned).await?;
             for (p, n) in planned.iter().zip(counts) {
-                if n == 0 && p.action.expects_row() {
-                    tracing::warn!(
-                        table = %p.table,
-                        position = %pos,
-                        "{} matched no row in the target",
-                        if p.action == sql::Action::Update { "UPDATE" } else { "DELETE" }
-                    );
+                if let (0, Some(conflict)) = (n, &p.conflict) {
+                    tracing::debug!(table = %conflict.table, kind = %conflict.kind, position = %pos, "row missing in the target");
+                    *self.conflicts.entry(conflict.clone()).or_default() += 1;
                 }
             }
         }
@@ -486,6 +620,22 @@ impl PostgresSink {
             self.ensure_connected().await?;
             self.begin().await?;
         }
+        let step = "storing the applied position and committing";
+        let stmt = match &self.position_stmt {
+            Some(stmt) => stmt.clone(),
+            None => {
+                let prepared = self.client.prepare(WRITE_POSITION_SQL).await;
+                let stmt = match prepared {
+                    Ok(stmt) => stmt,
+                    Err(e) => {
+                        // The transaction is still open: the worker rolls it back.
+                        return Err(self.error(step, e));
+                    }
+                };
+                self.position_stmt = Some(stmt.clone());
+                stmt
+            }
+        };
         let lsn = Lsn(through.commit_lsn).to_string();
         let seq = through.seq.to_string();
         let params = [
@@ -493,10 +643,12 @@ impl PostgresSink {
             TextParam(Some(lsn.as_bytes())),
             TextParam(Some(seq.as_bytes())),
         ];
-        let step = "storing the applied position and committing";
         let client = &self.client;
+        // The statement is prepared, so its first poll sends Bind/Execute at once, before
+        // COMMIT is queued: both are pipelined and the position is written in the data's
+        // transaction. (With SQL text, the Parse round trip let COMMIT overtake it.)
         let (stored, committed) = futures_util::future::join(
-            client.execute_raw(WRITE_POSITION_SQL, params.iter().copied()),
+            client.execute_raw(&stmt, params.iter().copied()),
             client.batch_execute("COMMIT"),
         )
         .await;
@@ -506,6 +658,7 @@ impl PostgresSink {
         committed.map_err(|e| self.error(step, e))?;
         self.pending = None;
         self.durable = Some(self.durable.map_or(through, |d| d.max(through)));
+        report_conflicts(std::mem::take(&mut self.conflicts), through);
         Ok(())
     }
 
@@ -522,6 +675,8 @@ impl PostgresSink {
         self.pending = None;
         self.buffer.clear();
         self.buffered_changes = 0;
+        self.buffered_bytes = 0;
+        self.conflicts.clear();
         // A fix to the target schema between retries must not meet stale statements.
         self.statements.clear();
         Ok(())
@@ -601,6 +756,54 @@ where
         out.push(r.map_err(|e| (i, e))?);
     }
     Ok(out)
+}
+
+/// Counts committed conflicts in `pg_flo_worker_conflicts_total{table,kind}` and logs each
+/// (table, kind) once, with the key column names and never a value (like PostgreSQL 17's
+/// conflict log, minus the values).
+fn report_conflicts(conflicts: HashMap<sql::Conflict, u64>, through: Position) {
+    for (c, n) in conflicts {
+        crate::metrics::get()
+            .worker_conflicts
+            .with_label_values(&[c.table.as_str(), c.kind])
+            .inc_by(n);
+        let what = if c.kind == sql::Conflict::DELETE_MISSING {
+            "the row to delete is missing in the target: nothing deleted"
+        } else {
+            "the row to update is missing in the target: an UPDATE of unchanged TOAST values or \
+             of a table without a key changed nothing; a key change inserted the new row"
+        };
+        tracing::warn!(
+            table = %c.table,
+            conflict = %c.kind,
+            key = %c.key,
+            count = n,
+            through = %through,
+            "conflict: {what}"
+        );
+    }
+}
+
+/// Whether the sink's session runs with `session_replication_role = replica`: by default, as
+/// PostgreSQL's apply worker does; `--target-fire-triggers` turns it off, unless pg_flo's
+/// `--target-disable-foreign-keys` (which always meant replica mode) is set too.
+fn replica_mode(cfg: &PostgresSinkConfig) -> bool {
+    !cfg.fire_triggers || cfg.disable_foreign_keys
+}
+
+/// The step of the error when the target user may not set `session_replication_role`, with
+/// the ways out.
+fn replica_role_denied(user: &str) -> String {
+    let mut role = String::new();
+    sql::push_ident(&mut role, user);
+    format!(
+        "setting session_replication_role = replica, which the sink needs so that the target's \
+         triggers and foreign-key checks do not fire for replicated changes (as in PostgreSQL's \
+         own logical replication): user {role} may not set it; as a superuser run \
+         `GRANT SET ON PARAMETER session_replication_role TO {role}` (PostgreSQL 15+), or \
+         connect as a superuser, or set --target-fire-triggers to apply with the target's \
+         triggers and foreign keys firing"
+    )
 }
 
 /// A replayed DDL statement whose effect the target already has.

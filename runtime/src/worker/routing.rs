@@ -24,6 +24,9 @@
 //!   a bare key for the same table.
 //! - A TRUNCATE of several tables keeps only the tables whose route allows TRUNCATE (tables
 //!   without a route are kept) and renames each of them.
+//! - The TRUNCATE that resets a restarted copy (in a copy message, [`ChangeBatch::is_copy`])
+//!   is not a source operation: `operations` cannot drop it. It keeps the tables the copy
+//!   writes to, those whose route allows INSERT.
 //!
 //! The schema is never changed. `DDL` is accepted in `operations` for compatibility, but the
 //! change messages carry no DDL yet, so it has no effect; DDL text is never rewritten.
@@ -243,6 +246,12 @@ impl Routes {
                 .flatten()
                 .is_none_or(|route| route.operations.allows(op))
         };
+        // A copy's reset empties what the copy refills: the tables that take its inserts.
+        let truncate_as = if batch.is_copy() {
+            Op::Insert
+        } else {
+            Op::Truncate
+        };
         batch.changes.retain_mut(|change| {
             let truncated = change
                 .truncate
@@ -250,7 +259,7 @@ impl Routes {
                 .filter(|t| change.op == Op::Truncate && !t.relations.is_empty());
             match truncated {
                 Some(t) => {
-                    t.relations.retain(|&r| allowed(r, Op::Truncate));
+                    t.relations.retain(|&r| allowed(r, truncate_as));
                     match t.relations.first() {
                         Some(&first) => {
                             change.relation = first;
@@ -696,6 +705,30 @@ mod tests {
         let tables: Vec<&str> = b.relations.iter().map(|r| r.table.as_str()).collect();
         assert_eq!(tables, ["customers", "purchases", "audit", "plain"]);
         assert_eq!(b.changes[1].relation, 2);
+    }
+
+    #[test]
+    fn a_restarted_copys_truncate_is_not_filtered_by_operations() {
+        let r = routes(
+            "users: {destination_table: customers, operations: [INSERT, UPDATE]}\n\
+             orders: {operations: [UPDATE]}\n",
+        );
+        let rels = vec![
+            users(),
+            relation("public", "orders", &["id"], &["id"]),
+            relation("public", "plain", &["id"], &["id"]),
+        ];
+        // A copy message (xid 0): kept for the tables the copy inserts into.
+        let mut b = batch(rels.clone(), vec![truncate(&[0, 1, 2])]);
+        b.xid = 0;
+        r.apply(&mut b);
+        assert_eq!(ops(&b), [Op::Truncate]);
+        assert_eq!(b.changes[0].truncate.as_ref().unwrap().relations, [0, 2]);
+        assert_eq!(b.relations[0].table, "customers");
+        // The same TRUNCATE from a source transaction: dropped for both routed tables.
+        let mut b = batch(rels, vec![truncate(&[0, 1, 2])]);
+        r.apply(&mut b);
+        assert_eq!(b.changes[0].truncate.as_ref().unwrap().relations, [2]);
     }
 
     #[test]

@@ -93,11 +93,6 @@ impl Action {
             Action::Truncate => "truncating",
         }
     }
-
-    /// Whether affecting no row means the target has drifted from the source.
-    pub(super) fn expects_row(self) -> bool {
-        matches!(self, Action::Update | Action::Delete)
-    }
 }
 
 /// One statement to run for a change.
@@ -111,6 +106,39 @@ pub(super) struct Planned<'b> {
     /// For a single-row insert / upsert: how to merge it with its neighbours into one
     /// multi-row statement.
     pub row: Option<RowShape>,
+    /// For an UPDATE / DELETE that must find a row: the conflict that affecting none means.
+    pub conflict: Option<Conflict>,
+}
+
+/// What an UPDATE or DELETE that matched no row in the target means (PostgreSQL 17's conflict
+/// types); named by table and key column names only, never values.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct Conflict {
+    /// `update_missing` or `delete_missing`.
+    pub kind: &'static str,
+    /// `schema.table`, unquoted (a metric label).
+    pub table: String,
+    /// The key column names, `, `-separated, or `replica identity full`.
+    pub key: String,
+}
+
+impl Conflict {
+    pub const UPDATE_MISSING: &'static str = "update_missing";
+    pub const DELETE_MISSING: &'static str = "delete_missing";
+
+    fn new(rel: &Relation, kind: &'static str) -> Self {
+        let key = match rel.key.kind {
+            KeyKind::PrimaryKey | KeyKind::Unique if !rel.key.columns.is_empty() => {
+                rel.key.columns.join(", ")
+            }
+            _ => "replica identity full".to_owned(),
+        };
+        Conflict {
+            kind,
+            table: format!("{}.{}", rel.schema, rel.table),
+            key,
+        }
+    }
 }
 
 /// A single-row `INSERT` split around its `VALUES` list.
@@ -194,6 +222,7 @@ fn merge(mut chunk: Vec<Planned<'_>>) -> Planned<'_> {
             action: Action::Insert,
             table: String::new(),
             row: None,
+            conflict: None,
         };
     };
     let mut sql = String::with_capacity(shape.head.len() + shape.tail.len() + chunk.len() * 32);
@@ -218,6 +247,7 @@ fn merge(mut chunk: Vec<Planned<'_>>) -> Planned<'_> {
         action,
         table,
         row: None,
+        conflict: None,
     }
 }
 
@@ -349,6 +379,7 @@ impl<'b> Builder<'b> {
             action,
             table,
             row: None,
+            conflict: None,
         }
     }
 }
@@ -511,7 +542,9 @@ pub(super) fn plan<'b>(
                 }
                 Key::Full => b.ctid_where(rel, &table, old),
             }
-            out.push(b.finish(Action::Delete, table));
+            let mut p = b.finish(Action::Delete, table);
+            p.conflict = Some(Conflict::new(rel, Conflict::DELETE_MISSING));
+            out.push(p);
         }
         // Applied by the sink itself (it may need to leave the transaction).
         Op::Truncate | Op::Ddl => {}
@@ -560,9 +593,13 @@ fn plan_update<'b>(
             }
             if !has_toast {
                 if changed {
+                    // The key changed: the row under the old key goes, the new row is upserted
+                    // (so a missing old row is inserted, and counted as update_missing).
                     let mut b = Builder::new("DELETE FROM ", table);
                     b.key_where(rel, &where_key);
-                    out.push(b.finish(Action::Delete, table.to_owned()));
+                    let mut p = b.finish(Action::Delete, table.to_owned());
+                    p.conflict = Some(Conflict::new(rel, Conflict::UPDATE_MISSING));
+                    out.push(p);
                 }
                 out.push(insert_row(rel, table, &Key::Columns(key.clone()), new)?);
                 return Ok(());
@@ -573,7 +610,9 @@ fn plan_update<'b>(
             let mut b = Builder::new("UPDATE ", table);
             b.set_list(rel, &set_cols, new);
             b.key_where(rel, &where_key);
-            out.push(b.finish(Action::Update, table.to_owned()));
+            let mut p = b.finish(Action::Update, table.to_owned());
+            p.conflict = Some(Conflict::new(rel, Conflict::UPDATE_MISSING));
+            out.push(p);
         }
         Key::Full => {
             let Some((_, old)) = old else {
@@ -589,13 +628,15 @@ fn plan_update<'b>(
             let mut b = Builder::new("UPDATE ", table);
             b.set_list(rel, &set_cols, new);
             b.ctid_where(rel, table, old);
-            out.push(b.finish(Action::Update, table.to_owned()));
+            let mut p = b.finish(Action::Update, table.to_owned());
+            p.conflict = Some(Conflict::new(rel, Conflict::UPDATE_MISSING));
+            out.push(p);
         }
     }
     Ok(())
 }
 
-fn plan_truncate<'b>(
+pub(super) fn plan_truncate<'b>(
     batch: &'b ChangeBatch,
     change: &'b Change,
     out: &mut Vec<Planned<'b>>,
@@ -626,11 +667,41 @@ fn plan_truncate<'b>(
     if t.restart_identity {
         b.push(" RESTART IDENTITY");
     }
-    if t.cascade {
-        b.push(" CASCADE");
-    }
+    // Never CASCADE: only the tables listed (the published ones) are truncated, as
+    // PostgreSQL's apply worker does; a table outside the group that references one of them
+    // makes the TRUNCATE fail instead of being emptied.
     out.push(b.finish(Action::Truncate, tables));
     Ok(())
+}
+
+/// The statements that reset the tables of a restarted copy (a TRUNCATE in a copy message):
+/// `TRUNCATE t1, t2`, and the fallback when a table outside the group references one of them
+/// by a foreign key (TRUNCATE checks foreign keys whatever the replication role):
+/// `DELETE FROM t1; DELETE FROM t2`, which in replica mode fires no foreign-key trigger.
+pub(super) fn copy_reset(
+    batch: &ChangeBatch,
+    change: &Change,
+) -> Result<(String, String), SinkError> {
+    let mut planned = Vec::new();
+    plan_truncate(batch, change, &mut planned)?;
+    let truncate = planned.pop().map(|p| p.sql).unwrap_or_default();
+    let mut delete = String::new();
+    let indexes = change
+        .truncate
+        .as_ref()
+        .map(|t| t.relations.clone())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| vec![change.relation]);
+    for idx in indexes {
+        if let Some(rel) = batch.relations.get(usize::from(idx)) {
+            if !delete.is_empty() {
+                delete.push_str("; ");
+            }
+            delete.push_str("DELETE FROM ");
+            delete.push_str(&qualified(&rel.schema, &rel.table));
+        }
+    }
+    Ok((truncate, delete))
 }
 
 #[cfg(test)]
@@ -763,6 +834,35 @@ mod tests {
                 r#"DELETE FROM "s"."T""x" WHERE ctid = (SELECT ctid FROM "s"."T""x" WHERE "id"::text IS NOT DISTINCT FROM $1 AND "v"::text IS NOT DISTINCT FROM $2 LIMIT 1)"#,
             ]
         );
+    }
+
+    #[test]
+    fn truncate_never_cascades_and_copy_reset_has_a_delete_fallback() {
+        let mut b = batch(rel(KeyKind::PrimaryKey, &["id"]), Vec::new());
+        let mut other = rel(KeyKind::Full, &[]);
+        other.table = "o".into();
+        b.relations.push(other);
+        for (cascade, restart, sql) in [
+            (true, false, r#"TRUNCATE "s"."T""x", "s"."o""#),
+            (false, false, r#"TRUNCATE "s"."T""x", "s"."o""#),
+            (
+                true,
+                true,
+                r#"TRUNCATE "s"."T""x", "s"."o" RESTART IDENTITY"#,
+            ),
+        ] {
+            let mut c = change(Op::Truncate, None, None);
+            c.truncate = Some(crate::message::Truncate {
+                relations: vec![0, 1],
+                cascade,
+                restart_identity: restart,
+            });
+            b.changes = vec![c];
+            assert_eq!(sqls(&b), vec![sql.to_owned()]);
+        }
+        let (truncate, delete) = copy_reset(&b, &b.changes[0]).unwrap();
+        assert_eq!(truncate, r#"TRUNCATE "s"."T""x", "s"."o" RESTART IDENTITY"#);
+        assert_eq!(delete, r#"DELETE FROM "s"."T""x"; DELETE FROM "s"."o""#);
     }
 
     #[test]

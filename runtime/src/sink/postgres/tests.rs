@@ -73,6 +73,7 @@ fn cfg(db: &TestDb, group: &str) -> PostgresSinkConfig {
         source: None,
         sync_schema: false,
         disable_foreign_keys: false,
+        fire_triggers: false,
         group: format!("{group}-{}-{nanos}", std::process::id()),
     }
 }
@@ -629,6 +630,331 @@ async fn truncate_empties_tables(db: &TestDb) {
     );
 }
 
+/// A source `TRUNCATE ... CASCADE` truncates the listed tables only, in one statement (so a
+/// foreign key between them is fine), never a target table outside the group: a foreign key
+/// from one makes it fail, as in PostgreSQL's logical replication. The reset of a restarted
+/// copy, though, must succeed despite such a foreign key.
+async fn truncate_stays_inside_the_group(db: &TestDb) {
+    let client = db.client().await;
+    let check = db.client().await;
+    fresh_schema(
+        &client,
+        "pgsink_trunc_fk",
+        "CREATE TABLE parent (id int PRIMARY KEY);
+         CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent (id));
+         CREATE TABLE outside (id int PRIMARY KEY, parent_id int CONSTRAINT out_fk REFERENCES parent (id));
+         INSERT INTO parent VALUES (1), (2); INSERT INTO child VALUES (1, 1);
+         INSERT INTO outside VALUES (1, 2)",
+    )
+    .await;
+    let rels = vec![
+        relation(
+            "pgsink_trunc_fk",
+            "parent",
+            &["id"],
+            KeyKind::PrimaryKey,
+            &["id"],
+        ),
+        relation(
+            "pgsink_trunc_fk",
+            "child",
+            &["id", "parent_id"],
+            KeyKind::PrimaryKey,
+            &["id"],
+        ),
+    ];
+    let truncate = |cascade: bool| {
+        let mut tr = change(Op::Truncate, 0, None, None);
+        tr.truncate = Some(Truncate {
+            relations: vec![0, 1],
+            cascade,
+            restart_identity: false,
+        });
+        tr
+    };
+    let counts = "SELECT (SELECT count(*) FROM pgsink_trunc_fk.parent), \
+                  (SELECT count(*) FROM pgsink_trunc_fk.child), \
+                  (SELECT count(*) FROM pgsink_trunc_fk.outside)";
+    let mut sink = PostgresSink::with_client(client, cfg(db, "trunc-fk"))
+        .await
+        .unwrap();
+    let err = apply_now(&mut sink, &batch(10, &rels, vec![truncate(true)]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.retry(), Retry::Permanent, "{err}");
+    assert!(err.to_string().contains("never CASCADE"), "{err}");
+    sink.rollback().await.unwrap();
+    assert_eq!(
+        rows(&check, counts).await,
+        vec![r(&[Some("2"), Some("1"), Some("1")])]
+    );
+
+    // The reset of a restarted copy (a copy message: xid 0) goes through, and the copy's
+    // rows follow in the same transaction; the outside table is untouched.
+    let mut reset = batch(
+        20,
+        &rels,
+        vec![
+            truncate(false),
+            ins(0, vec![t("2")]),
+            ins(1, vec![t("5"), t("2")]),
+        ],
+    );
+    reset.xid = 0;
+    apply_commit(&mut sink, &reset).await;
+    assert_eq!(
+        rows(&check, "SELECT id FROM pgsink_trunc_fk.parent").await,
+        vec![r(&[Some("2")])]
+    );
+    assert_eq!(
+        rows(&check, "SELECT id, parent_id FROM pgsink_trunc_fk.child").await,
+        vec![r(&[Some("5"), Some("2")])]
+    );
+    assert_eq!(
+        rows(&check, "SELECT id, parent_id FROM pgsink_trunc_fk.outside").await,
+        vec![r(&[Some("1"), Some("2")])]
+    );
+
+    // Without the outside reference, the source's TRUNCATE ... CASCADE empties both listed
+    // tables (the foreign key between them is fine in one statement) and nothing else.
+    check
+        .batch_execute("ALTER TABLE pgsink_trunc_fk.outside DROP CONSTRAINT out_fk")
+        .await
+        .unwrap();
+    apply_commit(&mut sink, &batch(30, &rels, vec![truncate(true)])).await;
+    assert_eq!(
+        rows(&check, counts).await,
+        vec![r(&[Some("0"), Some("0"), Some("1")])]
+    );
+}
+
+/// Log lines written while a test runs (a `tracing` writer).
+#[derive(Clone, Default)]
+struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    /// Captures this thread's log lines (the test runtime is single-threaded) until the guard
+    /// is dropped.
+    fn start(&self) -> tracing::subscriber::DefaultGuard {
+        let w = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || w.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+fn conflicts(table: &str, kind: &str) -> u64 {
+    crate::metrics::get()
+        .worker_conflicts
+        .with_label_values(&[table, kind])
+        .get()
+}
+
+/// An UPDATE or DELETE whose row the target lacks is counted in
+/// `pg_flo_worker_conflicts_total{table,kind}` once its transaction commits, and logged with
+/// the table and the key column names, never a value.
+async fn conflicts_are_counted_and_logged_without_values(db: &TestDb) {
+    let logs = LogCapture::default();
+    let _guard = logs.start();
+    let client = db.client().await;
+    let check = db.client().await;
+    fresh_schema(
+        &client,
+        "pgsink_conf",
+        "CREATE TABLE c (id text PRIMARY KEY, body text, n text); CREATE TABLE f (a text, b text)",
+    )
+    .await;
+    let rels = vec![
+        relation(
+            "pgsink_conf",
+            "c",
+            &["id", "body", "n"],
+            KeyKind::PrimaryKey,
+            &["id"],
+        ),
+        relation("pgsink_conf", "f", &["a", "b"], KeyKind::Full, &[]),
+    ];
+    let mut sink = PostgresSink::with_client(client, cfg(db, "conflicts"))
+        .await
+        .unwrap();
+    let key = |i: u32| t(&format!("key-s3cr3t-{i}"));
+    let val = t("value-s3cr3t");
+    apply_commit(
+        &mut sink,
+        &batch(
+            10,
+            &rels,
+            (1..=4)
+                .map(|i| ins(0, vec![key(i), val.clone(), val.clone()]))
+                .chain([ins(1, vec![val.clone(), val.clone()])])
+                .collect(),
+        ),
+    )
+    .await;
+    // The target drifts: every row goes.
+    check
+        .batch_execute("DELETE FROM pgsink_conf.c; DELETE FROM pgsink_conf.f")
+        .await
+        .unwrap();
+    let (c, f) = ("pgsink_conf.c", "pgsink_conf.f");
+    let before = [
+        conflicts(c, "update_missing"),
+        conflicts(c, "delete_missing"),
+        conflicts(f, "delete_missing"),
+    ];
+    let changes = vec![
+        // Unchanged TOAST: cannot be upserted, changes nothing.
+        upd(0, vec![key(1), Value::UnchangedToast, val.clone()], None),
+        del(0, OldKind::Key, vec![key(2), Value::Null, Value::Null]),
+        // A full new row: upserted (inserted), not seen as a conflict.
+        upd(0, vec![key(3), val.clone(), t("new")], None),
+        // A key change whose old row is missing: counted, and the new row inserted.
+        upd(
+            0,
+            vec![key(5), val.clone(), t("moved")],
+            Some((OldKind::Key, vec![key(4), Value::Null, Value::Null])),
+        ),
+        del(1, OldKind::Full, vec![val.clone(), val.clone()]),
+    ];
+    // An attempt that is rolled back counts nothing; the retry counts once.
+    apply_now(&mut sink, &batch(20, &rels, changes.clone()))
+        .await
+        .unwrap();
+    sink.rollback().await.unwrap();
+    assert_eq!(conflicts(c, "delete_missing"), before[1]);
+    apply_commit(&mut sink, &batch(20, &rels, changes)).await;
+    let after = [
+        conflicts(c, "update_missing"),
+        conflicts(c, "delete_missing"),
+        conflicts(f, "delete_missing"),
+    ];
+    assert_eq!(
+        after
+            .iter()
+            .zip(before)
+            .map(|(a, b)| a - b)
+            .collect::<Vec<_>>(),
+        vec![2, 1, 1]
+    );
+    assert_eq!(
+        rows(
+            &check,
+            "SELECT right(id, 1), n FROM pgsink_conf.c ORDER BY id"
+        )
+        .await,
+        vec![r(&[Some("3"), Some("new")]), r(&[Some("5"), Some("moved")])]
+    );
+    let text = logs.text();
+    assert!(!text.contains("s3cr3t"), "a value reached the log:\n{text}");
+    for needle in [
+        "table=pgsink_conf.c conflict=update_missing key=id count=2",
+        "table=pgsink_conf.c conflict=delete_missing key=id count=1",
+        "table=pgsink_conf.f conflict=delete_missing key=replica identity full count=1",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not logged:\n{text}");
+    }
+    assert!(text.contains("WARN"), "{text}");
+}
+
+/// The buffer of a large source transaction is sent once its bytes reach the limit, long
+/// before the change-count limit: two large rows are on the target (in the open
+/// transaction) before the commit.
+async fn buffer_is_flushed_by_bytes(db: &TestDb) {
+    let client = db.client().await;
+    fresh_schema(
+        &client,
+        "pgsink_bytes",
+        "CREATE TABLE b (id int PRIMARY KEY, body text)",
+    )
+    .await;
+    let rel = relation(
+        "pgsink_bytes",
+        "b",
+        &["id", "body"],
+        KeyKind::PrimaryKey,
+        &["id"],
+    );
+    let rels = std::slice::from_ref(&rel);
+    let mut sink = PostgresSink::with_client(client, cfg(db, "bytes"))
+        .await
+        .unwrap();
+    sink.flush_bytes = 1 << 20;
+    let big = "x".repeat(600 << 10);
+    let count = "SELECT count(*) FROM pgsink_bytes.b";
+    // One source transaction in three messages.
+    let mut msgs: Vec<ChangeBatch> = (0..3u32)
+        .map(|i| {
+            let mut m = batch(10, rels, vec![ins(0, vec![t(&i.to_string()), t(&big)])]);
+            m.seq = i;
+            m.last = i == 2;
+            m
+        })
+        .collect();
+    sink.apply(&msgs[0]).await.unwrap();
+    assert_eq!(rows(sink.client(), count).await, vec![r(&[Some("0")])]);
+    sink.apply(&msgs[1]).await.unwrap();
+    // 1.2 MiB buffered: sent into the open transaction.
+    assert_eq!(rows(sink.client(), count).await, vec![r(&[Some("2")])]);
+    let last = msgs.pop().unwrap();
+    sink.apply(&last).await.unwrap();
+    assert_eq!(rows(sink.client(), count).await, vec![r(&[Some("2")])]);
+    sink.commit(last.position()).await.unwrap();
+    assert_eq!(rows(&db.client().await, count).await, vec![r(&[Some("3")])]);
+}
+
+#[test]
+fn flush_by_bytes_or_changes() {
+    let rel = relation("s", "t", &["id", "body"], KeyKind::PrimaryKey, &["id"]);
+    let b = batch(
+        1,
+        std::slice::from_ref(&rel),
+        vec![
+            ins(0, vec![t("1"), t(&"x".repeat(1000))]),
+            upd(
+                0,
+                vec![t("1"), Value::UnchangedToast],
+                Some((OldKind::Key, vec![t("22"), Value::Null])),
+            ),
+        ],
+    );
+    // Values' bytes, 8 per value, 64 per change.
+    assert_eq!(
+        approx_bytes(&b),
+        (64 + 8 + 1 + 8 + 1000) + (64 + 8 + 1 + 8) + (8 + 2 + 8)
+    );
+    // (changes, bytes, limit) -> flush
+    for (changes, bytes, limit, flush) in [
+        (1, 0, FLUSH_BYTES, false),
+        (FLUSH_CHANGES - 1, FLUSH_BYTES - 1, FLUSH_BYTES, false),
+        (FLUSH_CHANGES, 0, FLUSH_BYTES, true),
+        (1, FLUSH_BYTES, FLUSH_BYTES, true),
+        (2, 5000, 4096, true),
+    ] {
+        assert_eq!(
+            must_flush(changes, bytes, limit),
+            flush,
+            "{changes} {bytes} {limit}"
+        );
+    }
+}
+
 async fn rollback_discards_and_position_is_committed_atomically(db: &TestDb) {
     let client = db.client().await;
     let second = db.client().await;
@@ -736,6 +1062,64 @@ async fn rollback_discards_and_position_is_committed_atomically(db: &TestDb) {
     assert_eq!(again.applied_position().await.unwrap(), Some(p3));
 }
 
+/// The applied position is written in the same target transaction as the data: the data rows
+/// and the group's position row carry the same `xmin`. (Once the position was written in its
+/// own transaction after `COMMIT`; a crash between the two re-applied the batch.)
+async fn position_shares_the_data_transaction(db: &TestDb) {
+    let client = db.client().await;
+    let check = db.client().await;
+    fresh_schema(
+        &client,
+        "pgsink_xmin",
+        "CREATE TABLE x (id int PRIMARY KEY, v text); CREATE TABLE nokey (v text)",
+    )
+    .await;
+    let rels = vec![
+        relation(
+            "pgsink_xmin",
+            "x",
+            &["id", "v"],
+            KeyKind::PrimaryKey,
+            &["id"],
+        ),
+        relation("pgsink_xmin", "nokey", &["v"], KeyKind::Full, &[]),
+    ];
+    let config = cfg(db, "xmin");
+    let mut sink = PostgresSink::with_client(client, config.clone())
+        .await
+        .unwrap();
+    let xmins = |id: &str| {
+        format!(
+            "SELECT (SELECT xmin::text FROM pgsink_xmin.x WHERE id = {id}), \
+                    (SELECT xmin::text FROM internal_pg_flo.applied_position WHERE group_name = '{}')",
+            config.group
+        )
+    };
+    // Every commit: the first (the position statement not yet prepared), later ones, and a
+    // commit after a DDL-free statement cache flush (rollback).
+    for (i, lsn) in [10u64, 20, 30].into_iter().enumerate() {
+        let id = (i + 1).to_string();
+        apply_commit(
+            &mut sink,
+            &batch(
+                lsn,
+                &rels,
+                vec![ins(0, vec![t(&id), t("v")]), ins(1, vec![t("row")])],
+            ),
+        )
+        .await;
+        let got = rows(&check, &xmins(&id)).await;
+        assert!(got[0][0].is_some(), "row {id} missing: {got:?}");
+        assert_eq!(
+            got[0][0], got[0][1],
+            "data and position in different transactions"
+        );
+        if i == 1 {
+            sink.rollback().await.unwrap();
+        }
+    }
+}
+
 async fn errors_are_classified(db: &TestDb) {
     let client = db.client().await;
     fresh_schema(
@@ -834,8 +1218,10 @@ async fn foreign_keys_can_be_disabled(db: &TestDb) {
             &["id"],
         ),
     ];
+    // pg_flo's flag, with --target-fire-triggers: replica mode all the same.
     let mut config = cfg(db, "fk");
     config.disable_foreign_keys = true;
+    config.fire_triggers = true;
     let mut sink = PostgresSink::with_client(client, config).await.unwrap();
     // The child arrives before its parent.
     apply_commit(
@@ -848,11 +1234,177 @@ async fn foreign_keys_can_be_disabled(db: &TestDb) {
         rows(sink.client(), "SELECT * FROM pgsink_fk.child").await,
         vec![r(&[Some("1"), Some("5")])]
     );
-    // The setting is local to the sink's transactions.
     assert_eq!(
         rows(sink.client(), "SHOW session_replication_role").await,
+        vec![r(&[Some("replica")])]
+    );
+}
+
+/// Replicated rows arrive as the source wrote them: the target's BEFORE trigger (copied by a
+/// schema sync, say) does not rewrite them and its AFTER INSERT audit trigger adds no row that
+/// collides with the replicated audit rows. `--target-fire-triggers` lets them fire.
+async fn target_triggers_do_not_fire(db: &TestDb) {
+    let client = db.client().await;
+    fresh_schema(
+        &client,
+        "pgsink_trig",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         CREATE TABLE audit (id int PRIMARY KEY, note text);
+         CREATE SEQUENCE audit_ids START 1;
+         CREATE FUNCTION rewrite() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN NEW.v := 'rewritten'; RETURN NEW; END $$;
+         CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO pgsink_trig.audit VALUES (nextval('pgsink_trig.audit_ids'), 'trigger');
+              RETURN NULL; END $$;
+         CREATE TRIGGER a_rewrite BEFORE INSERT OR UPDATE ON t FOR EACH ROW EXECUTE FUNCTION rewrite();
+         CREATE TRIGGER b_audit AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION audit()",
+    )
+    .await;
+    let rels = vec![
+        relation(
+            "pgsink_trig",
+            "t",
+            &["id", "v"],
+            KeyKind::PrimaryKey,
+            &["id"],
+        ),
+        relation(
+            "pgsink_trig",
+            "audit",
+            &["id", "note"],
+            KeyKind::PrimaryKey,
+            &["id"],
+        ),
+    ];
+    let changes = || {
+        vec![
+            ins(0, vec![t("1"), t("one")]),
+            // The source's own audit row for that insert.
+            ins(1, vec![t("1"), t("source")]),
+            ins(0, vec![t("2"), t("two")]),
+            upd(0, vec![t("2"), t("two-b")], None),
+        ]
+    };
+    let mut sink = PostgresSink::with_client(client, cfg(db, "trig"))
+        .await
+        .unwrap();
+    apply_commit(&mut sink, &batch(10, &rels, changes())).await;
+    let check = db.client().await;
+    let t_rows = "SELECT id, v FROM pgsink_trig.t ORDER BY id";
+    let audit_rows = "SELECT id, note FROM pgsink_trig.audit ORDER BY id";
+    assert_eq!(
+        rows(&check, t_rows).await,
+        vec![r(&[Some("1"), Some("one")]), r(&[Some("2"), Some("two-b")])]
+    );
+    assert_eq!(
+        rows(&check, audit_rows).await,
+        vec![r(&[Some("1"), Some("source")])]
+    );
+
+    // Opted out: the triggers fire (the trigger's audit row takes the id of the source's).
+    check
+        .batch_execute("TRUNCATE pgsink_trig.t, pgsink_trig.audit")
+        .await
+        .unwrap();
+    let mut config = cfg(db, "trig-fire");
+    config.fire_triggers = true;
+    let mut firing = PostgresSink::with_client(db.client().await, config)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(firing.client(), "SHOW session_replication_role").await,
         vec![r(&[Some("origin")])]
     );
+    apply_commit(
+        &mut firing,
+        &batch(10, &rels, vec![ins(0, vec![t("1"), t("one")])]),
+    )
+    .await;
+    assert_eq!(
+        rows(&check, t_rows).await,
+        vec![r(&[Some("1"), Some("rewritten")])]
+    );
+    assert_eq!(
+        rows(&check, audit_rows).await,
+        vec![r(&[Some("1"), Some("trigger")])]
+    );
+}
+
+/// A target user that may not set `session_replication_role` fails at start with an error
+/// naming the fixes; each fix works.
+async fn replica_role_needs_a_grant_or_an_opt_out(db: &TestDb) {
+    let admin = db.client().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE applier LOGIN PASSWORD 'applier-pw';
+             GRANT CREATE ON DATABASE {} TO applier",
+            db.dbname
+        ))
+        .await
+        .unwrap();
+    let mut config = cfg(db, "grant");
+    config.target.user = "applier".into();
+    config.target.password = "applier-pw".to_owned().into();
+    let err = PostgresSink::connect(config.clone()).await.err().unwrap();
+    assert_eq!(err.retry(), Retry::Permanent, "{err}");
+    let msg = err.to_string();
+    for needle in [
+        "session_replication_role",
+        r#"GRANT SET ON PARAMETER session_replication_role TO "applier""#,
+        "--target-fire-triggers",
+    ] {
+        assert!(msg.contains(needle), "{needle:?} not in {msg}");
+    }
+
+    let mut opted_out = config.clone();
+    opted_out.fire_triggers = true;
+    let sink = PostgresSink::connect(opted_out).await.unwrap();
+    drop(sink);
+
+    admin
+        .batch_execute("GRANT SET ON PARAMETER session_replication_role TO applier")
+        .await
+        .unwrap();
+    let sink = PostgresSink::connect(config).await.unwrap();
+    assert_eq!(
+        rows(
+            sink.client(),
+            "SELECT current_user, current_setting('session_replication_role')"
+        )
+        .await,
+        vec![r(&[Some("applier"), Some("replica")])]
+    );
+}
+
+#[test]
+fn replica_mode_unless_opted_out() {
+    // (fire_triggers, disable_foreign_keys) -> replica
+    for (fire, no_fk, replica) in [
+        (false, false, true),
+        (false, true, true),
+        (true, true, true),
+        (true, false, false),
+    ] {
+        let mut c = PostgresSinkConfig {
+            target: PgConnConfig {
+                host: "h".into(),
+                port: 1,
+                dbname: "d".into(),
+                user: "u".into(),
+                password: String::new().into(),
+                sslmode: SslMode::Disable,
+                sslrootcert: None,
+            },
+            source: None,
+            sync_schema: false,
+            disable_foreign_keys: no_fk,
+            fire_triggers: fire,
+            group: "g".into(),
+        };
+        assert_eq!(replica_mode(&c), replica, "fire={fire} no_fk={no_fk}");
+        c.sync_schema = true;
+        assert_eq!(replica_mode(&c), replica);
+    }
 }
 
 async fn long_pipelined_batch_keeps_order(db: &TestDb) {
@@ -1079,9 +1631,15 @@ mod run {
         key_change_deletes_the_old_row,
         deletes_by_pk_composite_key_and_full_identity,
         truncate_empties_tables,
+        truncate_stays_inside_the_group,
+        conflicts_are_counted_and_logged_without_values,
+        buffer_is_flushed_by_bytes,
         rollback_discards_and_position_is_committed_atomically,
         errors_are_classified,
+        position_shares_the_data_transaction,
         foreign_keys_can_be_disabled,
+        target_triggers_do_not_fire,
+        replica_role_needs_a_grant_or_an_opt_out,
         long_pipelined_batch_keeps_order,
         lost_connection_is_transient,
         sync_schema_copies_tables,
