@@ -167,7 +167,7 @@ const FLUSH_CHANGES: usize = 5000;
 
 /// Buffered bytes (row values, [`approx_bytes`]) that trigger sending them before the commit:
 /// memory stays bounded by bytes, whatever the row size.
-const FLUSH_BYTES: usize = 64 << 20;
+const FLUSH_BYTES: usize = 32 << 20;
 
 /// Bytes a buffered message holds, roughly: its values plus a small overhead per value and
 /// per change.
