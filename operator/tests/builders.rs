@@ -213,6 +213,7 @@ fn snapshot_postgres_sink_no_sync() {
                 ca_secret: None,
                 sync_schema: false,
                 disable_foreign_keys: false,
+                fire_triggers: false,
             }),
             ..SinkSpec::default()
         },

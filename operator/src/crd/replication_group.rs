@@ -235,8 +235,15 @@ pub struct PostgresSink {
     #[serde(default)]
     pub sync_schema: bool,
     /// Disable foreign key checks while applying (`session_replication_role = replica`).
+    /// Already the default unless `fireTriggers` is set; kept for pg_flo compatibility.
     #[serde(default)]
     pub disable_foreign_keys: bool,
+    /// Let the target's triggers (and foreign key checks) fire for replicated changes, as
+    /// pg_flo did. Off by default: the worker applies with `session_replication_role =
+    /// replica`, like PostgreSQL's own apply worker, which needs a superuser target user or
+    /// `GRANT SET ON PARAMETER session_replication_role TO <user>` (PostgreSQL 15+).
+    #[serde(default)]
+    pub fire_triggers: bool,
 }
 
 /// Webhook sink.

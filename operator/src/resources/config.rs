@@ -140,6 +140,9 @@ pub struct RuntimeConfig {
     /// Disable FK checks on the target.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_disable_foreign_keys: Option<bool>,
+    /// Fire the target's triggers for replicated changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_fire_triggers: Option<bool>,
     /// Source host (schema sync).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_host: Option<String>,
@@ -238,6 +241,7 @@ pub(crate) fn worker_config(
         c.target_sslrootcert = p.ca_secret.as_ref().map(|_| TARGET_CA_PATH.into());
         c.target_sync_schema = Some(p.sync_schema);
         c.target_disable_foreign_keys = Some(p.disable_foreign_keys);
+        c.target_fire_triggers = p.fire_triggers.then_some(true);
         if p.sync_schema {
             let s = &rg.spec.source;
             c.source_host = Some(s.host.clone());
