@@ -205,6 +205,8 @@ pub(crate) mod fixtures {
                     truncate: None,
                 })
                 .collect(),
+            source: None,
+            copy: false,
         }
     }
 

@@ -568,6 +568,8 @@ mod tests {
             emitted_at_us: 0,
             relations,
             changes,
+            source: None,
+            copy: false,
         }
     }
 

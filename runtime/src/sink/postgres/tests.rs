@@ -142,6 +142,8 @@ fn batch(lsn: u64, relations: &[Relation], changes: Vec<Change>) -> ChangeBatch 
         emitted_at_us: 0,
         relations: relations.to_vec(),
         changes,
+        source: None,
+        copy: false,
     }
 }
 
