@@ -167,10 +167,19 @@ pub async fn settle(
     }
     let id = identity.id();
     match identity {
-        Identity::Created(_) => tracing::info!(source = %id, "recorded the source identity of the new slot"),
+        Identity::Created(_) => {
+            tracing::info!(source = %id, "recorded the source identity of the new slot")
+        }
         Identity::Recorded(_) => tracing::info!(source = %id, "source identity"),
-        Identity::Adopted { replaced: None, .. } => tracing::info!(source = %id, "the existing slot had no recorded source identity (state from an older version, or a lost state stream): adopted one with the slot's confirmed position as its origin"),
-        Identity::Adopted { replaced: Some(old), .. } => tracing::warn!(source = %id, replaced = %old, "the recorded source identity belongs to another cluster: adopted the existing slot with its confirmed position as its origin"),
+        Identity::Adopted { replaced: None, .. } => {
+            tracing::info!(source = %id, "the existing slot had no recorded source identity (state from an older version, or a lost state stream): adopted one with the slot's confirmed position as its origin")
+        }
+        Identity::Adopted {
+            replaced: Some(old),
+            ..
+        } => {
+            tracing::warn!(source = %id, replaced = %old, "the recorded source identity belongs to another cluster: adopted the existing slot with its confirmed position as its origin")
+        }
     }
     Ok(id)
 }
@@ -199,10 +208,22 @@ mod tests {
         let cases = [
             // A new slot gets a new identity, whatever was recorded.
             (created, None, Identity::Created(id(SYS, 0x500))),
-            (created, Some(id(SYS, 0x100)), Identity::Created(id(SYS, 0x500))),
-            (created, Some(id(1, 0x100)), Identity::Created(id(SYS, 0x500))),
+            (
+                created,
+                Some(id(SYS, 0x100)),
+                Identity::Created(id(SYS, 0x500)),
+            ),
+            (
+                created,
+                Some(id(1, 0x100)),
+                Identity::Created(id(SYS, 0x500)),
+            ),
             // An existing slot keeps its record.
-            (existing, Some(id(SYS, 0x100)), Identity::Recorded(id(SYS, 0x100))),
+            (
+                existing,
+                Some(id(SYS, 0x100)),
+                Identity::Recorded(id(SYS, 0x100)),
+            ),
             // No record: adopted at the confirmed position.
             (
                 existing,

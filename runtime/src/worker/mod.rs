@@ -10,8 +10,10 @@
 //! - The sink commits only at a source-transaction boundary, after `batch_size` changes or
 //!   `flush_interval`, whichever comes first; a message is acked only after the commit that
 //!   covers it returned Ok. A crash before that leaves it in the stream for redelivery.
-//! - The postgres sink reports its durably applied position at start, so redelivered
-//!   messages it already has are skipped (effectively-once).
+//! - The postgres sink reports its durably applied position (and its source) at start, so
+//!   redelivered messages it already has are skipped (effectively-once). Positions are
+//!   compared only within one source ([`position_verdict`]): a message of another source is
+//!   never skipped as a duplicate, it goes to the sink, which refuses it or starts over.
 //! - A transient failure (NATS or sink connection) rolls the sink back and restarts delivery
 //!   from the first unacked message after a backoff. A permanent one (undecodable message,
 //!   change rejected by the target) stops the worker with a report; nothing is acked or skipped.
@@ -29,10 +31,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{self, WorkerConfig};
-use crate::message::{ChangeBatch, DecodeError, Position};
+use crate::message::{ChangeBatch, DecodeError, Position, SourceId};
 use crate::metrics;
 use crate::nats::{self as nats_setup, NatsError};
-use crate::sink::{AnySink, Retry, Sink, SinkError};
+use crate::sink::{position_verdict, AnySink, Retry, Sink, SinkError, Verdict};
 
 /// Most messages the worker holds while waiting for a predecessor.
 const MAX_HELD: usize = 10_000;
@@ -108,6 +110,11 @@ impl WorkerError {
 }
 
 fn sink_failure(sink: &str, source: &SinkError) -> String {
+    if !source.dead_letterable() {
+        return format!(
+            "the {sink} sink refused a message; the worker stops: nothing was acked or skipped"
+        );
+    }
     match source.retry() {
         Retry::Transient => format!("the {sink} sink failed"),
         Retry::Permanent => format!(
@@ -208,6 +215,8 @@ pub async fn run(
 struct State {
     /// Position of the last message applied to the sink (committed or not).
     last: Option<Position>,
+    /// The source `last` belongs to, when known.
+    source: Option<SourceId>,
     /// Position of the last message made durable.
     committed: Option<Position>,
     /// Messages waiting for their predecessor.
@@ -256,7 +265,10 @@ fn to_isolate(
 ) -> WorkerError {
     match &e {
         WorkerError::Sink { source, .. }
-            if cfg.dead_letter && source.retry() == Retry::Permanent && isolate.is_none() =>
+            if cfg.dead_letter
+                && source.retry() == Retry::Permanent
+                && source.dead_letterable()
+                && isolate.is_none() =>
         {
             tracing::warn!(error = %crate::replicator::error_chain(&e), "the sink rejected a change");
             *isolate = Some(last);
@@ -348,8 +360,9 @@ async fn session(
             sink: sink.name(),
             source,
         })?;
+    let applied_source = sink.applied_source();
     if let Some(p) = applied {
-        tracing::info!(position = %p, "sink has applied changes up to this position");
+        tracing::info!(position = %p, source = ?applied_source.map(|s| s.to_string()), "sink has applied changes up to this position");
     }
     let mut messages = consumer
         .stream()
@@ -363,6 +376,7 @@ async fn session(
     tracing::info!(group = cfg.group, sink = sink.name(), "worker consuming");
     let mut st = State {
         last: applied,
+        source: applied_source,
         committed: applied,
         held: BTreeMap::new(),
         pending: Vec::new(),
@@ -482,7 +496,13 @@ async fn offer(
         let _ = acker.ack().await;
         return Ok(());
     }
-    if st.last.is_some_and(|last| pos <= last) {
+    let verdict = position_verdict(
+        st.last.map(|last| (last, st.source)),
+        batch.source,
+        batch.copy,
+        pos,
+    );
+    if verdict == Verdict::Skip {
         m.worker_messages.with_label_values(&["duplicate"]).inc();
         if st.committed.is_some_and(|c| pos <= c) {
             let _ = acker.ack().await;
@@ -491,7 +511,8 @@ async fn offer(
         }
         return Ok(());
     }
-    if let (Some(prev), Some(last)) = (batch.prev, st.last) {
+    // Another source's message is not ordered against `last`: the sink decides.
+    if let (Some(prev), Some(last), Verdict::Apply) = (batch.prev, st.last, verdict) {
         if prev > last && !st.is_dead(prev) {
             m.worker_messages.with_label_values(&["held"]).inc();
             if st.held.is_empty() {
@@ -519,7 +540,7 @@ async fn offer(
         result = sink.flush().await;
     }
     if let Err(source) = result {
-        if st.isolating && source.retry() == Retry::Permanent {
+        if st.isolating && source.retry() == Retry::Permanent && source.dead_letterable() {
             if let Some(dl) = &st.dead_letter {
                 dead_letter(dl, &batch, &raw, &source).await?;
                 if let Ok(mut set) = dl.dead.lock() {
@@ -540,7 +561,12 @@ async fn offer(
     }
     m.worker_messages.with_label_values(&["applied"]).inc();
     st.changes += batch.changes.len();
+    if verdict != Verdict::Apply {
+        // Started over from another source: earlier commits say nothing about its positions.
+        st.committed = None;
+    }
     st.last = Some(pos);
+    st.source = batch.source.or(st.source);
     st.in_tx = !batch.last;
     st.pending.push(acker);
     st.first_pending_at.get_or_insert_with(Instant::now);
