@@ -10,7 +10,8 @@
 //!   `relpages`, which is 0 on a never-analysed table); `--max-copy-workers-per-table`
 //!   connections copy ranges in parallel with `COPY (SELECT ...) TO STDOUT` in text form, so a
 //!   copied value is byte-identical to the streamed one.
-//! - One publisher numbers the rows' messages `(consistent_point - 1, seq)`: below every
+//! - One publisher numbers the rows' messages `(consistent_point - 1, seq)`, marked `copy` and
+//!   carrying the slot's new source identity (`identity`): below every
 //!   streamed transaction (their commit LSN is at or after the consistent point), in publish
 //!   order, with the same in-flight window and PubAck rule as streaming. Streaming starts only
 //!   after every copy message is acknowledged.
@@ -130,6 +131,8 @@ pub struct CopyJob<'a> {
     pub slot: &'a str,
     pub snapshot: &'a str,
     pub consistent_point: Lsn,
+    /// Carried by every copy message.
+    pub source: message::SourceId,
     /// Truncate the tables first (a restarted copy).
     pub reset: bool,
     pub tables: &'a [TableName],
@@ -391,6 +394,8 @@ async fn publish_all(
             emitted_at_us: chrono::Utc::now().timestamp_micros(),
             relations,
             changes,
+            source: Some(job.source),
+            copy: true,
         };
         prev = Some(batch.position());
         seq += 1;

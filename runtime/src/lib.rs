@@ -10,6 +10,7 @@ pub mod config;
 pub mod copy;
 pub mod ddl;
 pub mod http;
+pub mod identity;
 pub mod lsn;
 pub mod message;
 pub mod metrics;

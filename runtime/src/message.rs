@@ -13,6 +13,10 @@
 //!   strictly increases along the stream; `prev` names the position of the message the same
 //!   replicator run published before this one, so a consumer can tell a gap (a message lost
 //!   while NATS restarted and re-published later) from a normal successor.
+//! - `source` names the source the message came from ([`SourceId`]: the cluster's system
+//!   identifier and the incarnation of the group's slot). Positions are comparable only
+//!   between messages of the same source: a sink that stores its position stores the source
+//!   with it (see `sink::postgres`). `copy` marks the rows of an initial copy.
 //! - Values are PostgreSQL's text output (pgoutput text format), as raw bytes: `NULL`, `''`
 //!   and an unchanged TOASTed value are three different [`Value`]s.
 //!
@@ -79,6 +83,35 @@ pub struct ChangeBatch {
     pub relations: Vec<Relation>,
     /// The changes, in WAL order.
     pub changes: Vec<Change>,
+    /// The source the message came from; `None` from a replicator older than this field.
+    #[serde(default)]
+    pub source: Option<SourceId>,
+    /// True on the messages of an initial copy (`--copy`, `--copy-and-stream`).
+    #[serde(default)]
+    pub copy: bool,
+}
+
+/// Which source a group's messages come from: positions of one source mean nothing to
+/// another. `system_identifier` is the cluster's (`IDENTIFY_SYSTEM`; a new `initdb` gets a new
+/// one, a physical restore or replica keeps it); `slot_origin` is the LSN the group's slot was
+/// created at (its consistent point), which tells one incarnation of the slot from the next:
+/// a slot dropped and re-created (after `--cleanup`, a lost slot, a restore without the slot)
+/// gets a new one. Encoded as `[system_identifier u64, slot_origin u64]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SourceId {
+    pub system_identifier: u64,
+    pub slot_origin: u64,
+}
+
+impl fmt::Display for SourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "system identifier {}, slot created at {}",
+            self.system_identifier,
+            Lsn(self.slot_origin)
+        )
+    }
 }
 
 impl ChangeBatch {
@@ -391,7 +424,57 @@ mod tests {
                     truncate: None,
                 },
             ],
+            source: Some(SourceId {
+                system_identifier: 7_300_000_000_000_000_001,
+                slot_origin: 0x16_B000_0000,
+            }),
+            copy: false,
         }
+    }
+
+    /// The message as a replicator without `source` and `copy` (fields 10 and 11) encoded it.
+    #[derive(Serialize)]
+    struct OldChangeBatch<'a> {
+        version: u8,
+        commit_lsn: u64,
+        commit_time_us: i64,
+        xid: u32,
+        seq: u32,
+        last: bool,
+        prev: Option<Position>,
+        emitted_at_us: i64,
+        relations: &'a [Relation],
+        changes: &'a [Change],
+    }
+
+    #[test]
+    fn a_message_without_source_and_copy_decodes_as_none_and_false() {
+        let b = sample();
+        let old = OldChangeBatch {
+            version: b.version,
+            commit_lsn: b.commit_lsn,
+            commit_time_us: b.commit_time_us,
+            xid: b.xid,
+            seq: b.seq,
+            last: b.last,
+            prev: b.prev,
+            emitted_at_us: b.emitted_at_us,
+            relations: &b.relations,
+            changes: &b.changes,
+        };
+        let back = ChangeBatch::decode(&rmp_serde::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(back.source, None);
+        assert!(!back.copy);
+        assert_eq!(
+            back,
+            ChangeBatch {
+                source: None,
+                ..b.clone()
+            }
+        );
+        // And the new fields survive a round trip.
+        let copy = ChangeBatch { copy: true, ..b };
+        assert_eq!(ChangeBatch::decode(&copy.encode().unwrap()).unwrap(), copy);
     }
 
     #[test]

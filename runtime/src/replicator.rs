@@ -30,6 +30,7 @@ use tokio_postgres::Client;
 use crate::config::{self, ReplicationMode, ReplicatorConfig};
 use crate::copy;
 use crate::ddl;
+use crate::identity;
 use crate::lsn::Lsn;
 use crate::message::{self, Change, ChangeBatch, Op, Position, Relation};
 use crate::metrics;
@@ -108,6 +109,8 @@ struct Shared {
     keys: HashMap<TableName, message::ReplicationKey>,
     /// Highest LSN confirmed to the slot.
     confirmed: Lsn,
+    /// Carried by every message.
+    source: message::SourceId,
 }
 
 /// Runs the replicator until `shutdown` turns true or a permanent error occurs.
@@ -146,22 +149,53 @@ pub async fn run(
         cfg.stream_max_bytes,
     )
     .await?;
-    let confirmed = match cfg.mode {
-        ReplicationMode::Stream => match catalog::find_slot(&catalog_client, &slot).await? {
-            Some(info) => {
-                tracing::info!(slot, confirmed = %info.confirmed_flush.unwrap_or_default(), "reusing replication slot");
-                info.confirmed_flush.unwrap_or_default()
-            }
-            None => {
-                let mut conn =
-                    ReplicationConnection::connect(&cfg.source, "pg_flo_replicator").await?;
-                let created = conn.create_slot(&slot, "nothing").await?;
-                tracing::info!(slot, consistent_point = %created.consistent_point, "created replication slot");
-                created.consistent_point
-            }
-        },
+    // The source's identity (see `identity`), settled before anything is published.
+    let mut conn = ReplicationConnection::connect(&cfg.source, "pg_flo_replicator").await?;
+    let system_identifier = conn.identify_system().await?;
+    let (confirmed, source) = match cfg.mode {
+        ReplicationMode::Stream => {
+            let (confirmed, found) = match catalog::find_slot(&catalog_client, &slot).await? {
+                Some(info) => {
+                    let lsn = info.confirmed_flush.unwrap_or_default();
+                    tracing::info!(slot, confirmed = %lsn, "reusing replication slot");
+                    (
+                        lsn,
+                        identity::Slot::Existing {
+                            confirmed_flush: lsn,
+                        },
+                    )
+                }
+                None => {
+                    let created = conn.create_slot(&slot, "nothing").await?;
+                    let cp = created.consistent_point;
+                    tracing::info!(slot, consistent_point = %cp, "created replication slot");
+                    (
+                        cp,
+                        identity::Slot::Created {
+                            consistent_point: cp,
+                        },
+                    )
+                }
+            };
+            drop(conn);
+            let source = identity::settle(&js, &cfg.group, system_identifier, found).await?;
+            (confirmed, source)
+        }
         ReplicationMode::Copy | ReplicationMode::CopyAndStream => {
-            initial_load(&cfg, &js, &subject, &slot, &catalog_client, &tables, &keys).await?
+            initial_load(
+                InitialLoad {
+                    cfg: &cfg,
+                    js: &js,
+                    subject: &subject,
+                    slot: &slot,
+                    catalog_client: &catalog_client,
+                    tables: &tables,
+                    keys: &keys,
+                },
+                conn,
+                system_identifier,
+            )
+            .await?
         }
     };
     if cfg.mode == ReplicationMode::Copy {
@@ -182,6 +216,7 @@ pub async fn run(
         catalog: catalog_client,
         keys,
         confirmed,
+        source,
     };
     let mut attempts = 0u32;
     let mut wait = shared.cfg.retry.initial_wait;
@@ -228,16 +263,23 @@ pub async fn run(
 /// The initial copy (see [`crate::copy`]): creates the slot with an exported snapshot, copies
 /// every table under it and publishes the rows. Returns the slot's consistent point, where
 /// streaming continues. A copy already done for the existing slot is not repeated; an
-/// unfinished one is started over on a new slot.
+/// unfinished one is started over on a new slot. `conn` (on which nothing ran but
+/// `IDENTIFY_SYSTEM`) creates the slot and holds its exported snapshot during the copy. Returns
+/// the source identity too (see [`identity`]).
 async fn initial_load(
-    cfg: &ReplicatorConfig,
-    js: &jetstream::Context,
-    subject: &str,
-    slot: &str,
-    catalog_client: &Client,
-    tables: &[TableName],
-    keys: &HashMap<TableName, message::ReplicationKey>,
-) -> Result<Lsn, ReplicatorError> {
+    load: InitialLoad<'_>,
+    mut conn: ReplicationConnection,
+    system_identifier: u64,
+) -> Result<(Lsn, message::SourceId), ReplicatorError> {
+    let InitialLoad {
+        cfg,
+        js,
+        subject,
+        slot,
+        catalog_client,
+        tables,
+        keys,
+    } = load;
     let store = copy::state_store(js, &cfg.group).await?;
     let state = copy::read_state(&store, &cfg.group).await?;
     let existing = catalog::find_slot(catalog_client, slot).await?;
@@ -249,7 +291,12 @@ async fn initial_load(
                 consistent_point = st.consistent_point,
                 "initial copy already done; not copying again"
             );
-            return Ok(lsn);
+            drop(conn);
+            let found = identity::Slot::Existing {
+                confirmed_flush: lsn,
+            };
+            let source = identity::settle(js, &cfg.group, system_identifier, found).await?;
+            return Ok((lsn, source));
         }
     }
     let reset = existing.is_some() || state.is_some();
@@ -263,7 +310,6 @@ async fn initial_load(
                 source,
             })?;
     }
-    let mut conn = ReplicationConnection::connect(&cfg.source, "pg_flo_replicator").await?;
     let created = conn.create_slot(slot, "export").await?;
     let snapshot = created.snapshot_name.clone().ok_or_else(|| {
         ReplicatorError::Replication(ReplicationError::Protocol(
@@ -272,6 +318,10 @@ async fn initial_load(
     })?;
     let cp = created.consistent_point;
     tracing::info!(slot, consistent_point = %cp, snapshot, "created replication slot with exported snapshot");
+    let found = identity::Slot::Created {
+        consistent_point: cp,
+    };
+    let source = identity::settle(js, &cfg.group, system_identifier, found).await?;
     copy::write_state(
         js,
         &cfg.group,
@@ -288,6 +338,7 @@ async fn initial_load(
         slot,
         snapshot: &snapshot,
         consistent_point: cp,
+        source,
         reset,
         tables,
         keys,
@@ -309,7 +360,18 @@ async fn initial_load(
         tables = tables.len(),
         "initial copy published and acknowledged"
     );
-    Ok(cp)
+    Ok((cp, source))
+}
+
+/// What [`initial_load`] reads.
+struct InitialLoad<'a> {
+    cfg: &'a ReplicatorConfig,
+    js: &'a jetstream::Context,
+    subject: &'a str,
+    slot: &'a str,
+    catalog_client: &'a Client,
+    tables: &'a [TableName],
+    keys: &'a HashMap<TableName, message::ReplicationKey>,
 }
 
 /// `--cleanup`: removes what the group created in the source (slot, publication, DDL capture
@@ -693,6 +755,8 @@ impl Session {
             emitted_at_us: now_us(),
             relations: std::mem::take(&mut txb.relations),
             changes: std::mem::take(&mut txb.changes),
+            source: Some(shared.source),
+            copy: false,
         };
         txb.relation_index.clear();
         txb.bytes = 0;

@@ -55,6 +55,8 @@ fn insert(lsn: u64, prev: Option<u64>, id: &str, v: &str) -> ChangeBatch {
             old: None,
             truncate: None,
         }],
+        source: None,
+        copy: false,
     }
 }
 

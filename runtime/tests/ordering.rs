@@ -63,6 +63,8 @@ fn batch(lsn: u64, prev: Option<u64>, op: Op, id: &str, v: &str) -> ChangeBatch 
             old: (op == Op::Delete).then(|| (OldKind::Key, vec![text(id), Value::Null])),
             truncate: None,
         }],
+        source: None,
+        copy: false,
     }
 }
 

@@ -68,6 +68,8 @@ fn insert(
             old: None,
             truncate: None,
         }],
+        source: None,
+        copy: false,
     }
 }
 

@@ -262,6 +262,19 @@ impl ReplicationConnection {
         }
     }
 
+    /// `IDENTIFY_SYSTEM`: the cluster's system identifier (set by `initdb`; kept by physical
+    /// replicas and restores of a base backup).
+    pub async fn identify_system(&mut self) -> Result<u64, ReplicationError> {
+        let rows = self.simple_query("IDENTIFY_SYSTEM").await?;
+        rows.into_iter()
+            .next()
+            .and_then(|row| row.into_iter().next().flatten())
+            .and_then(|id| id.parse::<u64>().ok())
+            .ok_or_else(|| {
+                ReplicationError::Protocol("IDENTIFY_SYSTEM returned no system identifier".into())
+            })
+    }
+
     /// Creates a logical slot using pgoutput and returns its consistent point.
     ///
     /// `snapshot` is the `SNAPSHOT` option: `"nothing"`, `"export"` (the snapshot stays valid

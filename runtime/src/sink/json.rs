@@ -459,6 +459,8 @@ mod tests {
                 },
             ],
             changes,
+            source: None,
+            copy: false,
         }
     }
 

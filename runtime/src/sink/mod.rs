@@ -13,6 +13,10 @@
 //!   (effectively-once). The others are at-least-once: a retry may repeat output.
 //! - After an error the worker calls [`Sink::rollback`], waits, and re-delivers every change since
 //!   the last successful commit.
+//! - Positions are comparable only between messages of one source ([`SourceId`]): whether a
+//!   message is already applied is decided by [`position_verdict`], by the worker against the
+//!   last message it applied and by the postgres sink against its stored position and source
+//!   ([`Sink::applied_source`]).
 
 pub mod file;
 pub mod json;
@@ -22,7 +26,7 @@ pub mod webhook;
 
 use std::future::Future;
 
-use crate::message::{ChangeBatch, Position};
+use crate::message::{ChangeBatch, Position, SourceId};
 
 /// Whether retrying can help.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +73,23 @@ pub enum SinkError {
         #[source]
         source: reqwest::Error,
     },
+    /// A message of another source than the one whose position the target stores.
+    #[error(
+        "the target's applied position of group {group:?} belongs to another source ({stored}) \
+         than this message ({got}); its position means nothing for this source, so the worker \
+         stops rather than skip or apply changes by it. If the source was replaced on purpose, \
+         copy it again with --copy-and-stream (the copy starts the position over), or make the \
+         target forget the old position and apply this source's messages from the start of \
+         the stream: DELETE FROM internal_pg_flo.applied_position WHERE group_name = {}; \
+         then restart the worker. Otherwise point the replicator back at the source the target \
+         follows",
+        pg_flo_source::sql::quote_literal(group)
+    )]
+    SourceMismatch {
+        group: String,
+        stored: SourceId,
+        got: SourceId,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -80,8 +101,16 @@ impl SinkError {
             SinkError::Connect { source, .. } => source.retry(),
             SinkError::Postgres { retry, .. } => *retry,
             SinkError::Webhook { retry, .. } => *retry,
-            SinkError::WebhookClient { .. } | SinkError::Invalid(_) => Retry::Permanent,
+            SinkError::WebhookClient { .. }
+            | SinkError::Invalid(_)
+            | SinkError::SourceMismatch { .. } => Retry::Permanent,
         }
+    }
+
+    /// Whether moving the message to the dead-letter subject is a way on: not when the sink
+    /// refuses every message of a source.
+    pub fn dead_letterable(&self) -> bool {
+        !matches!(self, SinkError::SourceMismatch { .. })
     }
 
     /// Bounded label for metrics and logs.
@@ -92,7 +121,47 @@ impl SinkError {
             SinkError::Postgres { .. } => "postgres",
             SinkError::Webhook { .. } | SinkError::WebhookClient { .. } => "webhook",
             SinkError::Invalid(_) => "invalid",
+            SinkError::SourceMismatch { .. } => "source_mismatch",
         }
+    }
+}
+
+/// What to do with a message, given the position last applied and its source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// After the applied position (or nothing is applied): apply it.
+    Apply,
+    /// At or below the applied position of the same source: already applied.
+    Skip,
+    /// A copy of another source (a new slot incarnation): apply it, and the position starts
+    /// over from it (the applied position is replaced, not compared).
+    Reset,
+    /// A streamed message of another source: refuse it ([`SinkError::SourceMismatch`]).
+    Mismatch { stored: SourceId, got: SourceId },
+}
+
+/// Decides whether a message at `pos` from `source` (`copy`: of an initial copy) is applied,
+/// given `applied`: the last applied position and the source it belongs to.
+///
+/// - A message or a stored position without source (written by a version before sources) is
+///   compared by position; the stored position adopts the source of the next applied message.
+/// - A copy message whose source differs from the stored one (or the stored one is unknown)
+///   starts over: a copy always comes from a newly created slot.
+/// - A streamed message of another source is a mismatch.
+pub fn position_verdict(
+    applied: Option<(Position, Option<SourceId>)>,
+    source: Option<SourceId>,
+    copy: bool,
+    pos: Position,
+) -> Verdict {
+    let Some((last, stored)) = applied else {
+        return Verdict::Apply;
+    };
+    match (stored, source) {
+        (stored, Some(got)) if stored != Some(got) && copy => Verdict::Reset,
+        (Some(stored), Some(got)) if stored != got => Verdict::Mismatch { stored, got },
+        _ if pos <= last => Verdict::Skip,
+        _ => Verdict::Apply,
     }
 }
 
@@ -104,6 +173,12 @@ pub trait Sink: Send {
     fn applied_position(
         &mut self,
     ) -> impl Future<Output = Result<Option<Position>, SinkError>> + Send;
+
+    /// The source of the position the last [`Sink::applied_position`] call returned, if the
+    /// sink stores one. Default: none.
+    fn applied_source(&self) -> Option<SourceId> {
+        None
+    }
 
     /// Writes the changes of one NATS message after all earlier ones; not yet durable.
     fn apply(&mut self, batch: &ChangeBatch) -> impl Future<Output = Result<(), SinkError>> + Send;
@@ -146,6 +221,9 @@ impl Sink for AnySink {
     }
     async fn applied_position(&mut self) -> Result<Option<Position>, SinkError> {
         dispatch!(self, s => s.applied_position().await)
+    }
+    fn applied_source(&self) -> Option<SourceId> {
+        dispatch!(self, s => s.applied_source())
     }
     async fn apply(&mut self, batch: &ChangeBatch) -> Result<(), SinkError> {
         dispatch!(self, s => s.apply(batch).await)
@@ -205,6 +283,8 @@ pub(crate) mod fixtures {
                     truncate: None,
                 })
                 .collect(),
+            source: None,
+            copy: false,
         }
     }
 
@@ -213,5 +293,70 @@ pub(crate) mod fixtures {
         format!(
             r#"{{"EmittedAt":"2024-03-20T10:00:00Z","LSN":"0/10","NewTuple":{{"id":{id}}},"ReplicationKey":{{"Columns":["id"],"Type":"PRIMARY KEY"}},"Schema":"public","Table":"t","Type":"INSERT"}}"#
         ) + "\n"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(commit_lsn: u64, seq: u32) -> Position {
+        Position { commit_lsn, seq }
+    }
+
+    fn src(system_identifier: u64, slot_origin: u64) -> Option<SourceId> {
+        Some(SourceId {
+            system_identifier,
+            slot_origin,
+        })
+    }
+
+    #[test]
+    fn position_verdict_table() {
+        let a = src(1, 0x100);
+        let a2 = src(1, 0x900); // the same cluster, a re-created slot
+        let b = src(2, 0x100); // another cluster
+        let mismatch = |stored: Option<SourceId>, got: Option<SourceId>| Verdict::Mismatch {
+            stored: stored.unwrap(),
+            got: got.unwrap(),
+        };
+        #[rustfmt::skip]
+        let cases = [
+            // (applied, message source, copy, message position, verdict)
+            // Nothing applied yet.
+            (None, a, false, pos(5, 0), Verdict::Apply),
+            (None, None, false, pos(5, 0), Verdict::Apply),
+            (None, a, true, pos(5, 0), Verdict::Apply),
+            // The same source: by position.
+            (Some((pos(5, 1), a)), a, false, pos(5, 1), Verdict::Skip),
+            (Some((pos(5, 1), a)), a, false, pos(4, 9), Verdict::Skip),
+            (Some((pos(5, 1), a)), a, false, pos(5, 2), Verdict::Apply),
+            (Some((pos(5, 1), a)), a, true, pos(4, 0), Verdict::Skip),
+            (Some((pos(5, 1), a)), a, true, pos(5, 2), Verdict::Apply),
+            // Another source, streamed: refused, below or above the stored position.
+            (Some((pos(5, 1), a)), b, false, pos(3, 0), mismatch(a, b)),
+            (Some((pos(5, 1), a)), b, false, pos(9, 0), mismatch(a, b)),
+            (Some((pos(5, 1), a)), a2, false, pos(9, 0), mismatch(a, a2)),
+            // Another source, copied: starts over.
+            (Some((pos(5, 1), a)), b, true, pos(3, 0), Verdict::Reset),
+            (Some((pos(5, 1), a)), a2, true, pos(9, 0), Verdict::Reset),
+            // A stored position of a version without sources: compared, then adopts.
+            (Some((pos(5, 1), None)), a, false, pos(5, 1), Verdict::Skip),
+            (Some((pos(5, 1), None)), a, false, pos(6, 0), Verdict::Apply),
+            // ... except by a copy (always from a new slot).
+            (Some((pos(5, 1), None)), a, true, pos(3, 0), Verdict::Reset),
+            // A message of a version without sources: by position.
+            (Some((pos(5, 1), a)), None, false, pos(5, 0), Verdict::Skip),
+            (Some((pos(5, 1), a)), None, false, pos(6, 0), Verdict::Apply),
+            (Some((pos(5, 1), a)), None, true, pos(3, 0), Verdict::Skip),
+            (Some((pos(5, 1), None)), None, false, pos(6, 0), Verdict::Apply),
+        ];
+        for (applied, source, copy, p, want) in cases {
+            assert_eq!(
+                position_verdict(applied, source, copy, p),
+                want,
+                "{applied:?} {source:?} copy={copy} {p}"
+            );
+        }
     }
 }

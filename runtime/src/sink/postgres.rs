@@ -64,6 +64,19 @@
 //! message at or below it, so a message redelivered by NATS after a crash is not applied
 //! twice. The stored position never moves backwards. [`Sink::rollback`] rolls the open transaction back.
 //!
+//! # The source of the position
+//! The row also stores the source the position belongs to (`source_system_identifier`,
+//! `source_slot_origin`: the message's [`SourceId`]; columns added to tables of older versions
+//! on start), since positions of two sources cannot be compared (a group re-created against a
+//! restored or different source starts at lower LSNs). [`crate::sink::position_verdict`]
+//! decides each message against the stored position and source: a streamed message of another
+//! source is refused with [`SinkError::SourceMismatch`] (nothing applied, the error names the
+//! remedy); a copy message of another source starts over, replacing the stored position and
+//! source in the same transaction as the copied rows. A row without source (older version)
+//! adopts the source of the next applied message; a message without source (older
+//! replicator) is compared by position and leaves the stored source as it is. The row stays in
+//! the target when the group is removed (`--cleanup` touches only the source and NATS).
+//!
 //! # Errors
 //! Connection failures, SQLSTATE class 08, `40001`, `40P01`, `57P01`-`57P03` and class 53
 //! are [`Retry::Transient`]; after a lost connection the sink reconnects on the next call (when
@@ -84,8 +97,8 @@ use tokio_postgres::{Client, Statement};
 
 use crate::config::PostgresSinkConfig;
 use crate::lsn::Lsn;
-use crate::message::{ChangeBatch, Op, Position};
-use crate::sink::{Retry, Sink, SinkError};
+use crate::message::{ChangeBatch, Op, Position, SourceId};
+use crate::sink::{position_verdict, Retry, Sink, SinkError, Verdict};
 
 #[cfg(doc)]
 use crate::message::KeyKind;
@@ -100,7 +113,18 @@ const SETUP_SQL: &str = "CREATE SCHEMA IF NOT EXISTS internal_pg_flo; \
        group_name text PRIMARY KEY, \
        commit_lsn pg_lsn NOT NULL, \
        seq bigint NOT NULL, \
-       updated_at timestamptz NOT NULL DEFAULT now())";
+       updated_at timestamptz NOT NULL DEFAULT now(), \
+       source_system_identifier numeric, \
+       source_slot_origin pg_lsn); \
+     DO $$ BEGIN \
+       IF NOT EXISTS (SELECT 1 FROM pg_attribute \
+           WHERE attrelid = 'internal_pg_flo.applied_position'::regclass \
+             AND attname = 'source_slot_origin' AND NOT attisdropped) THEN \
+         ALTER TABLE internal_pg_flo.applied_position \
+           ADD COLUMN IF NOT EXISTS source_system_identifier numeric, \
+           ADD COLUMN IF NOT EXISTS source_slot_origin pg_lsn; \
+       END IF; \
+     END $$";
 
 /// Session settings that make text output match the source's pgoutput text (used when rows
 /// are matched by their text form).
@@ -117,15 +141,26 @@ const TRUNCATE_FK_HINT: &str = " (a table outside the replicated ones references
 /// foreign-key triggers do not fire for replicated changes (see [`replica_mode`]).
 const REPLICA_ROLE_SQL: &str = "SET session_replication_role = replica";
 
-const READ_POSITION_SQL: &str =
-    "SELECT commit_lsn::text, seq FROM internal_pg_flo.applied_position \
-     WHERE group_name = $1";
+const READ_POSITION_SQL: &str = "SELECT commit_lsn::text, seq, \
+     source_system_identifier::text, source_slot_origin::text \
+     FROM internal_pg_flo.applied_position WHERE group_name = $1";
 
+/// Moves the position forward within one source; replaces it when the source changes (a copy
+/// of another source starting over, or a row without source adopting one). A NULL source
+/// (message of an older replicator) keeps the stored one.
 const WRITE_POSITION_SQL: &str = "INSERT INTO internal_pg_flo.applied_position AS p \
-     (group_name, commit_lsn, seq, updated_at) VALUES ($1, $2, $3, now()) \
+     (group_name, commit_lsn, seq, source_system_identifier, source_slot_origin, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, now()) \
      ON CONFLICT (group_name) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, \
-     seq = EXCLUDED.seq, updated_at = now() \
-     WHERE (p.commit_lsn, p.seq) < (EXCLUDED.commit_lsn, EXCLUDED.seq)";
+     seq = EXCLUDED.seq, \
+     source_system_identifier = \
+       COALESCE(EXCLUDED.source_system_identifier, p.source_system_identifier), \
+     source_slot_origin = COALESCE(EXCLUDED.source_slot_origin, p.source_slot_origin), \
+     updated_at = now() \
+     WHERE (p.commit_lsn, p.seq) < (EXCLUDED.commit_lsn, EXCLUDED.seq) \
+       OR (EXCLUDED.source_system_identifier IS NOT NULL \
+           AND (p.source_system_identifier, p.source_slot_origin) \
+               IS DISTINCT FROM (EXCLUDED.source_system_identifier, EXCLUDED.source_slot_origin))";
 
 /// Writes changes into a target PostgreSQL database. See the module docs.
 pub struct PostgresSink {
@@ -139,8 +174,15 @@ pub struct PostgresSink {
     tx_open: bool,
     /// The position stored in the target, as last read or committed.
     durable: Option<Position>,
+    /// The source `durable` belongs to (`None`: unknown, a row of an older version).
+    durable_source: Option<SourceId>,
     /// Position of the last message applied since the last commit.
     pending: Option<Position>,
+    /// The source of the messages applied since the last commit, when they carry one.
+    pending_source: Option<SourceId>,
+    /// The open transaction started over from a copy of another source: its commit replaces
+    /// the stored position instead of moving it forward.
+    reset: bool,
     statements: HashMap<String, Statement>,
     /// [`WRITE_POSITION_SQL`] prepared on the current connection (kept apart from
     /// `statements`, which DDL and rollbacks clear), so that the position write and `COMMIT`
@@ -224,7 +266,10 @@ impl PostgresSink {
             broken: false,
             tx_open: false,
             durable: None,
+            durable_source: None,
             pending: None,
+            pending_source: None,
+            reset: false,
             statements: HashMap::new(),
             position_stmt: None,
             buffer: Vec::new(),
@@ -268,6 +313,7 @@ impl PostgresSink {
                             Some(c) if *c == SqlState::UNIQUE_VIOLATION
                                 || *c == SqlState::DUPLICATE_SCHEMA
                                 || *c == SqlState::DUPLICATE_TABLE
+                                || *c == SqlState::DUPLICATE_COLUMN
                         ) => {}
                 Err(e) => {
                     return Err(
@@ -276,11 +322,11 @@ impl PostgresSink {
                 }
             }
         }
-        self.durable = self.read_position().await?;
+        (self.durable, self.durable_source) = split(self.read_position().await?);
         Ok(())
     }
 
-    async fn read_position(&mut self) -> Result<Option<Position>, SinkError> {
+    async fn read_position(&mut self) -> Result<Option<(Position, Option<SourceId>)>, SinkError> {
         let step = "reading internal_pg_flo.applied_position";
         let row = self
             .client
@@ -297,10 +343,30 @@ impl PostgresSink {
             .map_err(|e| SinkError::Invalid(format!("{step}: {e}")))?;
         let seq = u32::try_from(seq)
             .map_err(|_| SinkError::Invalid(format!("{step}: seq {seq} is out of range")))?;
-        Ok(Some(Position {
-            commit_lsn: lsn.0,
-            seq,
-        }))
+        let (system, origin): (Option<String>, Option<String>) =
+            match (row.try_get(2), row.try_get(3)) {
+                (Ok(s), Ok(o)) => (s, o),
+                (Err(e), _) | (_, Err(e)) => return Err(self.error(step, e)),
+            };
+        let source = match (system, origin) {
+            (Some(system), Some(origin)) => Some(SourceId {
+                system_identifier: system.parse().map_err(|_| {
+                    SinkError::Invalid(format!("{step}: system identifier {system} is invalid"))
+                })?,
+                slot_origin: origin
+                    .parse::<Lsn>()
+                    .map_err(|e| SinkError::Invalid(format!("{step}: {e}")))?
+                    .0,
+            }),
+            _ => None,
+        };
+        Ok(Some((
+            Position {
+                commit_lsn: lsn.0,
+                seq,
+            },
+            source,
+        )))
     }
 
     /// Maps a database error, remembering when the connection is lost.
@@ -335,8 +401,12 @@ impl PostgresSink {
         Ok(())
     }
 
-    fn already_applied(&self, pos: Position) -> bool {
-        self.durable.is_some_and(|d| pos <= d) || self.pending.is_some_and(|p| pos <= p)
+    /// The last applied position (pending, else stored) and its source.
+    fn applied(&self) -> Option<(Position, Option<SourceId>)> {
+        match self.pending {
+            Some(p) => Some((p, self.pending_source.or(self.durable_source))),
+            None => self.durable.map(|d| (d, self.durable_source)),
+        }
     }
 
     /// Prepares the statements not yet cached (pipelined).
@@ -404,9 +474,9 @@ impl PostgresSink {
     /// The stored position (re-read from the target).
     async fn stored_position(&mut self) -> Result<Option<Position>, SinkError> {
         self.ensure_connected().await?;
-        let pos = self.read_position().await?;
+        let (pos, source) = split(self.read_position().await?);
         if !self.tx_open {
-            self.durable = pos;
+            (self.durable, self.durable_source) = (pos, source);
         }
         Ok(pos)
     }
@@ -414,9 +484,34 @@ impl PostgresSink {
     async fn do_apply(&mut self, batch: &ChangeBatch) -> Result<(), SinkError> {
         self.ensure_connected().await?;
         let pos = batch.position();
-        if self.already_applied(pos) {
-            tracing::debug!(position = %pos, "message already applied to the target; skipping");
-            return Ok(());
+        match position_verdict(self.applied(), batch.source, batch.copy, pos) {
+            Verdict::Skip => {
+                tracing::debug!(position = %pos, "message already applied to the target; skipping");
+                return Ok(());
+            }
+            Verdict::Mismatch { stored, got } => {
+                return Err(SinkError::SourceMismatch {
+                    group: self.cfg.group.clone(),
+                    stored,
+                    got,
+                });
+            }
+            Verdict::Reset => {
+                if let (Some((from, stored)), Some(to)) = (self.applied(), batch.source) {
+                    tracing::warn!(
+                        group = self.cfg.group,
+                        position = %from,
+                        stored = %stored.map_or("unknown".to_owned(), |s| s.to_string()),
+                        source = %to,
+                        "a copy of another source starts over: its rows replace the applied position"
+                    );
+                }
+                self.reset = true;
+                self.pending_source = batch.source;
+            }
+            Verdict::Apply => {
+                self.pending_source = batch.source.or(self.pending_source);
+            }
         }
         self.buffered_changes += batch.changes.len();
         self.buffered_bytes += approx_bytes(batch);
@@ -613,8 +708,9 @@ impl PostgresSink {
     /// Stores `through` and commits the open transaction (opening one when needed).
     async fn commit_open(&mut self, through: Position) -> Result<(), SinkError> {
         if !self.tx_open {
-            if self.durable.is_some_and(|d| through <= d) {
+            if !self.reset && self.durable.is_some_and(|d| through <= d) {
                 self.pending = None;
+                self.pending_source = None;
                 return Ok(());
             }
             self.ensure_connected().await?;
@@ -638,10 +734,15 @@ impl PostgresSink {
         };
         let lsn = Lsn(through.commit_lsn).to_string();
         let seq = through.seq.to_string();
+        let source = self.pending_source.or(self.durable_source);
+        let system = source.map(|s| s.system_identifier.to_string());
+        let origin = source.map(|s| Lsn(s.slot_origin).to_string());
         let params = [
             TextParam(Some(self.cfg.group.as_bytes())),
             TextParam(Some(lsn.as_bytes())),
             TextParam(Some(seq.as_bytes())),
+            TextParam(system.as_deref().map(str::as_bytes)),
+            TextParam(origin.as_deref().map(str::as_bytes)),
         ];
         let client = &self.client;
         // The statement is prepared, so its first poll sends Bind/Execute at once, before
@@ -657,7 +758,13 @@ impl PostgresSink {
         stored.map_err(|e| self.error(step, e))?;
         committed.map_err(|e| self.error(step, e))?;
         self.pending = None;
-        self.durable = Some(self.durable.map_or(through, |d| d.max(through)));
+        self.durable = match self.durable {
+            Some(d) if !self.reset => Some(d.max(through)),
+            _ => Some(through),
+        };
+        self.durable_source = source;
+        self.pending_source = None;
+        self.reset = false;
         report_conflicts(std::mem::take(&mut self.conflicts), through);
         Ok(())
     }
@@ -673,6 +780,8 @@ impl PostgresSink {
         }
         self.tx_open = false;
         self.pending = None;
+        self.pending_source = None;
+        self.reset = false;
         self.buffer.clear();
         self.buffered_changes = 0;
         self.buffered_bytes = 0;
@@ -698,6 +807,10 @@ impl Sink for PostgresSink {
         self.stored_position().await
     }
 
+    fn applied_source(&self) -> Option<SourceId> {
+        self.durable_source
+    }
+
     async fn apply(&mut self, batch: &ChangeBatch) -> Result<(), SinkError> {
         self.do_apply(batch).await
     }
@@ -712,6 +825,14 @@ impl Sink for PostgresSink {
 
     async fn flush(&mut self) -> Result<(), SinkError> {
         PostgresSink::flush(self).await
+    }
+}
+
+/// A stored row as (position, source), each `None` without a row.
+fn split(row: Option<(Position, Option<SourceId>)>) -> (Option<Position>, Option<SourceId>) {
+    match row {
+        Some((p, s)) => (Some(p), s),
+        None => (None, None),
     }
 }
 

@@ -220,7 +220,7 @@ mod tests {
     #[test]
     fn positions_round_trip_in_headers() {
         let p = Position {
-            commit_lsn: 0x1_6B37_48,
+            commit_lsn: 0x016B_3748,
             seq: 7,
         };
         assert_eq!(decode_position(&encode_position(p)), Some(p));

@@ -37,7 +37,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{self, WorkerConfig};
-use crate::message::{ChangeBatch, DecodeError, Position};
+use crate::message::{ChangeBatch, DecodeError, Position, SourceId};
 use crate::metrics;
 use crate::nats::{self as nats_setup, NatsError};
 use crate::sink::{AnySink, Retry, Sink, SinkError};
@@ -133,6 +133,11 @@ impl WorkerError {
 }
 
 fn sink_failure(sink: &str, source: &SinkError) -> String {
+    if !source.dead_letterable() {
+        return format!(
+            "the {sink} sink refused a message; the worker stops: nothing was acked or skipped"
+        );
+    }
     match source.retry() {
         Retry::Transient => format!("the {sink} sink failed"),
         Retry::Permanent => format!(
@@ -224,7 +229,7 @@ pub async fn run(
     let outcome = loop {
         let started = Instant::now();
         let result = tokio::select! {
-            r = session(&mut p, &mut sink, &mut shutdown) => r,
+            r = Box::pin(session(&mut p, &mut sink, &mut shutdown)) => r,
             _ = lease.lost() => Err(WorkerError::LeaseLost),
         };
         health.set_ready(false);
@@ -292,6 +297,8 @@ pub async fn run(
 /// released), so the held bytes are what [`MAX_HELD_BYTES`] counts.
 struct Held {
     prev: Option<Position>,
+    source: Option<SourceId>,
+    copy: bool,
     acker: Acker,
     raw: bytes::Bytes,
 }
@@ -323,6 +330,7 @@ fn to_isolate(e: WorkerError, p: &mut Process<'_>, seen: Option<Position>) -> Wo
         WorkerError::Sink { source, .. }
             if p.dead_letters.is_some()
                 && source.retry() == Retry::Permanent
+                && source.dead_letterable()
                 && p.isolate.is_none() =>
         {
             tracing::warn!(error = %crate::replicator::error_chain(&e), "the sink rejected a change");
@@ -389,20 +397,22 @@ async fn session(
         100_000,
     )
     .await?;
-    let stored = if position_in_nats(sink) {
-        state::read_position(p.state, &cfg.group).await?
+    let (stored, stored_source) = if position_in_nats(sink) {
+        (state::read_position(p.state, &cfg.group).await?, None)
     } else {
-        sink.applied_position()
+        let pos = sink
+            .applied_position()
             .await
             .map_err(|source| WorkerError::Sink {
                 sink: sink.name(),
                 source,
-            })?
+            })?;
+        (pos, sink.applied_source())
     };
     if let Some(pos) = stored {
-        tracing::info!(position = %pos, "the sink has applied changes up to this position");
+        tracing::info!(position = %pos, source = ?stored_source.map(|s| s.to_string()), "the sink has applied changes up to this position");
     }
-    p.order.durable_at_least(stored);
+    p.order.durable_at_least(stored, stored_source);
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(cfg.batch_size.clamp(1, 1_000))
@@ -544,8 +554,11 @@ async fn receive(
         .map_err(|source| WorkerError::Decode { stream_seq, source })?;
     offer(p, sink, st, batch, acker, msg.payload).await?;
     // Release held messages whose predecessor is now applied.
-    while let Some(prev) = st.held.first_key_value().map(|(_, h)| h.prev) {
-        if !p.order.reached(prev) {
+    while let Some((&pos, h)) = st.held.first_key_value() {
+        if matches!(
+            p.order.offer(pos, h.prev, h.source, h.copy),
+            Verdict::Hold { .. }
+        ) {
             break;
         }
         let Some((_, h)) = st.held.pop_first() else {
@@ -569,7 +582,7 @@ async fn offer(
 ) -> Result<(), WorkerError> {
     let pos = batch.position();
     let m = metrics::get();
-    match p.order.offer(pos, batch.prev) {
+    match p.order.offer(pos, batch.prev, batch.source, batch.copy) {
         Verdict::Duplicate { durable } => {
             m.worker_messages.with_label_values(&["duplicate"]).inc();
             if durable {
@@ -582,7 +595,7 @@ async fn offer(
         Verdict::DeadLettered => {
             // Already in the dead-letter stream; its ack had not reached the server yet.
             let _ = acker.ack().await;
-            p.order.applied(pos, batch.last);
+            p.order.applied(pos, batch.last, batch.source);
             return Ok(());
         }
         Verdict::Hold { .. } => {
@@ -597,6 +610,8 @@ async fn offer(
                 pos,
                 Held {
                     prev: batch.prev,
+                    source: batch.source,
+                    copy: batch.copy,
                     acker,
                     raw,
                 },
@@ -622,7 +637,7 @@ async fn offer(
         result = sink.flush().await;
     }
     if let Err(source) = result {
-        if st.isolating && source.retry() == Retry::Permanent {
+        if st.isolating && source.retry() == Retry::Permanent && source.dead_letterable() {
             if let Some(target) = &p.dead_letters {
                 target.publish(&batch, &raw, &source).await?;
                 p.order.dead_lettered(
@@ -647,7 +662,7 @@ async fn offer(
     }
     m.worker_messages.with_label_values(&["applied"]).inc();
     st.changes += batch.changes.len();
-    p.order.applied(pos, batch.last);
+    p.order.applied(pos, batch.last, batch.source);
     st.pending.push(acker);
     if st.isolating {
         st.uncommitted.push((batch, raw));
@@ -674,7 +689,11 @@ async fn commit(
     if let Err(source) = sink.commit(last).await {
         // While isolating, a rejection at COMMIT (a deferred constraint) belongs to the
         // transaction applied since the last commit: set it aside like any other.
-        if st.isolating && source.retry() == Retry::Permanent && !st.uncommitted.is_empty() {
+        if st.isolating
+            && source.retry() == Retry::Permanent
+            && source.dead_letterable()
+            && !st.uncommitted.is_empty()
+        {
             if let Some(target) = &p.dead_letters {
                 let _ = sink.rollback().await;
                 for (batch, raw) in &st.uncommitted {

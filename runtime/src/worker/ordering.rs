@@ -15,7 +15,10 @@
 //!   named by its `prev` has been applied, or was dead-lettered after its own predecessor had
 //!   been (a dead letter is "applied with no changes", in order).
 //! - A message at or below the last applied position is a duplicate: it is acked at once when
-//!   the position is durable, otherwise after the next commit.
+//!   the position is durable, otherwise after the next commit. Positions are compared only
+//!   within one source ([`position_verdict`]): a message of another source (a re-created slot
+//!   or group) is never a duplicate; the first message of its run (no `prev`) goes to the
+//!   sink, which starts over (a copy) or refuses it (postgres), and the rest follow in order.
 //! - A transaction that spans several messages is applied without another transaction's
 //!   messages between its parts; a dead-lettered final part still ends its transaction.
 //! - A message whose predecessor is missing is held, unacked. [`gap_step`] decides when the
@@ -25,7 +28,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::message::Position;
+use crate::message::{Position, SourceId};
+use crate::sink::{position_verdict, Verdict as PositionVerdict};
 
 /// What to do with one offered message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,8 +61,12 @@ pub struct DeadLetter {
 pub struct Order {
     /// The last message applied (or skipped in order), committed or not.
     last: Option<Position>,
+    /// The source `last` belongs to, when known.
+    source: Option<SourceId>,
     /// The last position made durable by a commit.
     committed: Option<Position>,
+    /// The source `committed` belongs to, when known.
+    committed_source: Option<SourceId>,
     /// `last` did not end its transaction.
     in_tx: bool,
     /// Dead-lettered messages above `committed`.
@@ -66,11 +74,14 @@ pub struct Order {
 }
 
 impl Order {
-    /// Starts from the position the destination holds durably (`None`: nothing yet).
-    pub fn new(durable: Option<Position>) -> Order {
+    /// Starts from the position the destination holds durably (`None`: nothing yet) and the
+    /// source it belongs to.
+    pub fn new(durable: Option<Position>, source: Option<SourceId>) -> Order {
         Order {
             last: durable,
+            source,
             committed: durable,
+            committed_source: source,
             ..Order::default()
         }
     }
@@ -90,11 +101,14 @@ impl Order {
 
     /// Raises the durable position to one learned later (the sink's stored position at the
     /// start of a session may be ahead of what this process committed: another process ran).
-    pub fn durable_at_least(&mut self, durable: Option<Position>) {
-        if durable > self.committed {
+    pub fn durable_at_least(&mut self, durable: Option<Position>, source: Option<SourceId>) {
+        let other_source = matches!((source, self.committed_source), (Some(a), Some(b)) if a != b);
+        if other_source || durable > self.committed {
             self.committed = durable;
-            if durable > self.last {
+            self.committed_source = source.or(self.committed_source);
+            if other_source || durable > self.last {
                 self.last = durable;
+                self.source = self.committed_source;
                 self.in_tx = false;
             }
         }
@@ -120,12 +134,31 @@ impl Order {
         true
     }
 
-    /// Decides what to do with the message at `pos` whose predecessor is `prev`.
-    pub fn offer(&self, pos: Position, prev: Option<Position>) -> Verdict {
-        if self.last.is_some_and(|last| pos <= last) {
-            return Verdict::Duplicate {
-                durable: self.committed.is_some_and(|c| pos <= c),
-            };
+    /// Decides what to do with the message at `pos` whose predecessor is `prev`, from
+    /// `source` (`copy`: a message of an initial copy).
+    pub fn offer(
+        &self,
+        pos: Position,
+        prev: Option<Position>,
+        source: Option<SourceId>,
+        copy: bool,
+    ) -> Verdict {
+        match position_verdict(self.last.map(|l| (l, self.source)), source, copy, pos) {
+            PositionVerdict::Skip => {
+                let same = |s: Option<SourceId>| s.is_none() || source.is_none() || s == source;
+                return Verdict::Duplicate {
+                    durable: self.committed.is_some_and(|c| pos <= c)
+                        && same(self.committed_source),
+                };
+            }
+            PositionVerdict::Reset | PositionVerdict::Mismatch { .. } => {
+                // Another source: its positions start over with its run's first message.
+                return match prev {
+                    None => Verdict::Apply,
+                    Some(waiting_for) => Verdict::Hold { waiting_for },
+                };
+            }
+            PositionVerdict::Apply => {}
         }
         if !self.reached(prev) {
             if let Some(waiting_for) = prev {
@@ -149,8 +182,9 @@ impl Order {
 
     /// The message at `pos` was applied to the sink, or skipped in order as a dead letter;
     /// `last` is its transaction-final flag.
-    pub fn applied(&mut self, pos: Position, last: bool) {
+    pub fn applied(&mut self, pos: Position, last: bool, source: Option<SourceId>) {
         self.last = Some(pos);
+        self.source = source.or(self.source);
         self.in_tx = !last;
     }
 
@@ -165,6 +199,7 @@ impl Order {
     /// Everything applied is durable now.
     pub fn commit(&mut self) {
         self.committed = self.last;
+        self.committed_source = self.source;
         if let Some(c) = self.committed {
             self.dead.retain(|p, _| *p > c);
         }
@@ -173,6 +208,7 @@ impl Order {
     /// What was applied but not committed is gone (the sink rolled back; it is redelivered).
     pub fn rolled_back(&mut self) {
         self.last = self.committed;
+        self.source = self.committed_source;
         self.in_tx = false;
     }
 }
@@ -223,7 +259,7 @@ mod tests {
     fn after(applied: &[(Position, bool)], committed: usize) -> Order {
         let mut o = Order::default();
         for (i, (pos, last)) in applied.iter().enumerate() {
-            o.applied(*pos, *last);
+            o.applied(*pos, *last, None);
             if i + 1 == committed {
                 o.commit();
             }
@@ -359,7 +395,7 @@ mod tests {
             },
         ));
         for (name, order, pos, prev, want) in cases {
-            assert_eq!(order.offer(pos, prev), want, "{name}");
+            assert_eq!(order.offer(pos, prev, None, false), want, "{name}");
         }
     }
 
@@ -370,10 +406,13 @@ mod tests {
         assert_eq!(o.last(), Some(p(100, 0)));
         assert!(!o.in_tx());
         // The rolled-back message comes again and is applied again, not skipped.
-        assert_eq!(o.offer(p(200, 0), Some(p(100, 0))), Verdict::Apply);
+        assert_eq!(
+            o.offer(p(200, 0), Some(p(100, 0)), None, false),
+            Verdict::Apply
+        );
         // The committed one is still a duplicate.
         assert_eq!(
-            o.offer(p(100, 0), None),
+            o.offer(p(100, 0), None, None, false),
             Verdict::Duplicate { durable: true }
         );
     }
@@ -382,7 +421,7 @@ mod tests {
     fn a_dead_letter_redelivered_after_a_rollback_is_skipped_in_order() {
         // T#0 applied, T#1 (final) rejected and dead-lettered, session restarts.
         let mut o = after(&[(p(50, 0), true)], 1);
-        o.applied(p(100, 0), false);
+        o.applied(p(100, 0), false, None);
         o.dead_lettered(
             p(100, 1),
             DeadLetter {
@@ -391,16 +430,25 @@ mod tests {
             },
         );
         o.rolled_back();
-        assert_eq!(o.offer(p(100, 0), Some(p(50, 0))), Verdict::Apply);
-        o.applied(p(100, 0), false);
-        assert_eq!(o.offer(p(100, 1), Some(p(100, 0))), Verdict::DeadLettered);
-        o.applied(p(100, 1), true);
+        assert_eq!(
+            o.offer(p(100, 0), Some(p(50, 0)), None, false),
+            Verdict::Apply
+        );
+        o.applied(p(100, 0), false, None);
+        assert_eq!(
+            o.offer(p(100, 1), Some(p(100, 0)), None, false),
+            Verdict::DeadLettered
+        );
+        o.applied(p(100, 1), true, None);
         assert!(
             !o.in_tx(),
             "a dead-lettered final part ends the transaction"
         );
-        assert_eq!(o.offer(p(200, 0), Some(p(100, 1))), Verdict::Apply);
-        o.applied(p(200, 0), true);
+        assert_eq!(
+            o.offer(p(200, 0), Some(p(100, 1)), None, false),
+            Verdict::Apply
+        );
+        o.applied(p(200, 0), true, None);
         o.commit();
         assert!(
             o.dead.is_empty(),
@@ -409,14 +457,58 @@ mod tests {
     }
 
     #[test]
-    fn a_later_durable_position_wins() {
-        let mut o = Order::new(Some(p(100, 0)));
-        o.durable_at_least(Some(p(300, 0)));
+    fn another_source_starts_over_with_its_first_message() {
+        let a = Some(SourceId {
+            system_identifier: 1,
+            slot_origin: 0x100,
+        });
+        let b = Some(SourceId {
+            system_identifier: 2,
+            slot_origin: 0x100,
+        });
+        let mut o = Order::new(Some(p(900, 0)), a);
+        // Lower positions of another source are not duplicates; only the run's first message
+        // (no prev) may start it, the others wait for it.
+        assert_eq!(o.offer(p(100, 0), None, b, false), Verdict::Apply);
         assert_eq!(
-            o.offer(p(200, 0), None),
+            o.offer(p(100, 1), Some(p(100, 0)), b, true),
+            Verdict::Hold {
+                waiting_for: p(100, 0)
+            }
+        );
+        o.applied(p(100, 0), false, b);
+        assert_eq!(o.offer(p(100, 1), Some(p(100, 0)), b, true), Verdict::Apply);
+        o.applied(p(100, 1), true, b);
+        // The old source's messages are now another source's.
+        assert_eq!(
+            o.offer(p(950, 0), Some(p(900, 0)), a, false),
+            Verdict::Hold {
+                waiting_for: p(900, 0)
+            }
+        );
+        // A rollback returns to what was committed, source included.
+        o.rolled_back();
+        assert_eq!(
+            o.offer(p(900, 0), None, a, false),
             Verdict::Duplicate { durable: true }
         );
-        o.durable_at_least(Some(p(150, 0)));
+        // Same positions, the same source: duplicates; a message without source compares by
+        // position.
+        assert_eq!(
+            o.offer(p(800, 0), None, None, false),
+            Verdict::Duplicate { durable: true }
+        );
+    }
+
+    #[test]
+    fn a_later_durable_position_wins() {
+        let mut o = Order::new(Some(p(100, 0)), None);
+        o.durable_at_least(Some(p(300, 0)), None);
+        assert_eq!(
+            o.offer(p(200, 0), None, None, false),
+            Verdict::Duplicate { durable: true }
+        );
+        o.durable_at_least(Some(p(150, 0)), None);
         assert_eq!(o.committed(), Some(p(300, 0)));
     }
 

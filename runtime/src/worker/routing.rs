@@ -577,6 +577,8 @@ mod tests {
             emitted_at_us: 0,
             relations,
             changes,
+            source: None,
+            copy: false,
         }
     }
 

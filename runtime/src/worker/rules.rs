@@ -1430,6 +1430,8 @@ mod tests {
             emitted_at_us: 0,
             relations,
             changes,
+            source: None,
+            copy: false,
         }
     }
 

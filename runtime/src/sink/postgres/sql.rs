@@ -746,6 +746,8 @@ mod tests {
             emitted_at_us: 0,
             relations: vec![rel],
             changes,
+            source: None,
+            copy: false,
         }
     }
 

@@ -17,7 +17,8 @@ use tokio_postgres::SimpleQueryMessage;
 use super::*;
 use crate::config::{PgConnConfig, SslMode};
 use crate::message::{
-    Change, Column, KeyKind, OldKind, Op, Relation, ReplicationKey, Truncate, Value, FORMAT_VERSION,
+    Change, Column, KeyKind, OldKind, Op, Relation, ReplicationKey, SourceId, Truncate, Value,
+    FORMAT_VERSION,
 };
 
 /// A throw-away cluster with a fresh database, for one test; dropping it stops the server.
@@ -143,6 +144,8 @@ fn batch(lsn: u64, relations: &[Relation], changes: Vec<Change>) -> ChangeBatch 
         emitted_at_us: 0,
         relations: relations.to_vec(),
         changes,
+        source: None,
+        copy: false,
     }
 }
 
@@ -1614,6 +1617,284 @@ async fn long_runs_are_upserted_exactly(db: &TestDb) {
     );
 }
 
+const SOURCE_A: SourceId = SourceId {
+    system_identifier: 7_300_000_000_000_000_001,
+    slot_origin: 0x4000,
+};
+const SOURCE_B: SourceId = SourceId {
+    system_identifier: 7_400_000_000_000_000_002,
+    slot_origin: 0x100,
+};
+
+/// One insert into `rel` from `source`.
+fn sourced(
+    lsn: u64,
+    seq: u32,
+    rel: &Relation,
+    id: &str,
+    source: Option<SourceId>,
+    copy: bool,
+) -> ChangeBatch {
+    let mut b = batch(lsn, std::slice::from_ref(rel), vec![ins(0, vec![t(id)])]);
+    b.seq = seq;
+    b.source = source;
+    b.copy = copy;
+    b
+}
+
+/// The group's stored row: position, source, and the transaction that wrote it.
+async fn position_row(client: &Client, group: &str) -> Vec<Vec<Option<String>>> {
+    rows(
+        client,
+        &format!(
+            "SELECT commit_lsn::text, seq::text, source_system_identifier::text, \
+             source_slot_origin::text FROM internal_pg_flo.applied_position \
+             WHERE group_name = '{group}'"
+        ),
+    )
+    .await
+}
+
+async fn position_is_kept_per_source(db: &TestDb) {
+    let client = db.client().await;
+    let check = db.client().await;
+    fresh_schema(&client, "pgsink_src", "CREATE TABLE s (id int PRIMARY KEY)").await;
+    let rel = relation("pgsink_src", "s", &["id"], KeyKind::PrimaryKey, &["id"]);
+    let config = cfg(db, "source");
+    let group = config.group.clone();
+    let mut sink = PostgresSink::with_client(client, config.clone())
+        .await
+        .unwrap();
+
+    // Source A streams far ahead; the row stores its identity.
+    apply_commit(
+        &mut sink,
+        &sourced(0x5000, 0, &rel, "1", Some(SOURCE_A), false),
+    )
+    .await;
+    assert_eq!(
+        position_row(&check, &group).await,
+        vec![r(&[
+            Some("0/5000"),
+            Some("0"),
+            Some("7300000000000000001"),
+            Some("0/4000")
+        ])]
+    );
+    assert_eq!(sink.applied_source(), Some(SOURCE_A));
+
+    // Source B's streamed messages are refused, below and above A's position; nothing applied.
+    for lsn in [0x200, 0x9000] {
+        let err = apply_now(
+            &mut sink,
+            &sourced(lsn, 0, &rel, "2", Some(SOURCE_B), false),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.retry(), Retry::Permanent);
+        assert!(!err.dead_letterable());
+        let msg = err.to_string();
+        for needle in [
+            group.as_str(),
+            "system identifier 7300000000000000001, slot created at 0/4000",
+            "system identifier 7400000000000000002, slot created at 0/100",
+            "--copy-and-stream",
+            &format!("DELETE FROM internal_pg_flo.applied_position WHERE group_name = '{group}'"),
+        ] {
+            assert!(msg.contains(needle), "{needle:?} missing from: {msg}");
+        }
+        sink.rollback().await.unwrap();
+    }
+    assert_eq!(ids_of(&check).await, vec![r(&[Some("1")])]);
+    assert_eq!(
+        position_row(&check, &group).await[0][0].as_deref(),
+        Some("0/5000")
+    );
+
+    // A copy of source B starts over. Crash (rollback) before its commit: A's position stays.
+    let c0 = sourced(0xFF, 0, &rel, "10", Some(SOURCE_B), true);
+    let c1 = sourced(0xFF, 1, &rel, "11", Some(SOURCE_B), true);
+    sink.apply(&c0).await.unwrap();
+    sink.flush().await.unwrap();
+    sink.rollback().await.unwrap();
+    assert_eq!(
+        sink.applied_position().await.unwrap(),
+        Some(Position {
+            commit_lsn: 0x5000,
+            seq: 0
+        })
+    );
+    assert_eq!(sink.applied_source(), Some(SOURCE_A));
+    // Redelivered: applied, and the position replaced at its commit.
+    sink.apply(&c0).await.unwrap();
+    sink.apply(&c1).await.unwrap();
+    sink.commit(c1.position()).await.unwrap();
+    assert_eq!(
+        position_row(&check, &group).await,
+        vec![r(&[
+            Some("0/FF"),
+            Some("1"),
+            Some("7400000000000000002"),
+            Some("0/100")
+        ])]
+    );
+    assert_eq!(
+        ids_of(&check).await,
+        vec![r(&[Some("1")]), r(&[Some("10")]), r(&[Some("11")])]
+    );
+
+    // B streams on from its copy; a redelivered copy message is a duplicate again.
+    apply_commit(
+        &mut sink,
+        &sourced(0x200, 0, &rel, "12", Some(SOURCE_B), false),
+    )
+    .await;
+    apply_commit(&mut sink, &c1).await;
+    assert_eq!(
+        position_row(&check, &group).await[0][0].as_deref(),
+        Some("0/200")
+    );
+    // Now source A is the stranger.
+    let err = apply_now(
+        &mut sink,
+        &sourced(0x6000, 0, &rel, "3", Some(SOURCE_A), false),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, SinkError::SourceMismatch { stored, got, .. } if stored == SOURCE_B && got == SOURCE_A)
+    );
+    sink.rollback().await.unwrap();
+
+    // A restarted sink reads position and source back.
+    drop(sink);
+    let mut again = PostgresSink::with_client(db.client().await, config)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.applied_position().await.unwrap(),
+        Some(Position {
+            commit_lsn: 0x200,
+            seq: 0
+        })
+    );
+    assert_eq!(again.applied_source(), Some(SOURCE_B));
+    assert!(apply_now(
+        &mut again,
+        &sourced(0x300, 0, &rel, "4", Some(SOURCE_A), false)
+    )
+    .await
+    .is_err());
+    again.rollback().await.unwrap();
+    assert_eq!(
+        ids_of(&check).await,
+        vec![
+            r(&[Some("1")]),
+            r(&[Some("10")]),
+            r(&[Some("11")]),
+            r(&[Some("12")])
+        ]
+    );
+}
+
+async fn ids_of(c: &Client) -> Vec<Vec<Option<String>>> {
+    rows(c, "SELECT id::text FROM pgsink_src.s ORDER BY id").await
+}
+
+/// A target set up by a version without sources: its table gains the columns, its row adopts
+/// the first source applied; messages without source are compared by position.
+async fn positions_of_older_versions_are_compared_and_adopt(db: &TestDb) {
+    let client = db.client().await;
+    let check = db.client().await;
+    fresh_schema(&client, "pgsink_src", "CREATE TABLE s (id int PRIMARY KEY)").await;
+    let config = cfg(db, "old");
+    let group = config.group.clone();
+    check
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS internal_pg_flo; \
+             CREATE TABLE internal_pg_flo.applied_position (group_name text PRIMARY KEY, \
+               commit_lsn pg_lsn NOT NULL, seq bigint NOT NULL, \
+               updated_at timestamptz NOT NULL DEFAULT now()); \
+             INSERT INTO internal_pg_flo.applied_position (group_name, commit_lsn, seq) \
+               VALUES ('{group}', '0/1000', 0)"
+        ))
+        .await
+        .unwrap();
+    let rel = relation("pgsink_src", "s", &["id"], KeyKind::PrimaryKey, &["id"]);
+    let mut sink = PostgresSink::with_client(client, config).await.unwrap();
+    assert_eq!(
+        position_row(&check, &group).await,
+        vec![r(&[Some("0/1000"), Some("0"), None, None])]
+    );
+    assert_eq!(sink.applied_source(), None);
+
+    // At or below the stored position: skipped, whether sourced or not.
+    apply_commit(
+        &mut sink,
+        &sourced(0x1000, 0, &rel, "1", Some(SOURCE_A), false),
+    )
+    .await;
+    apply_commit(&mut sink, &sourced(0x800, 0, &rel, "2", None, false)).await;
+    apply_commit(&mut sink, &sourced(0x700, 0, &rel, "3", None, true)).await;
+    assert_eq!(ids_of(&check).await, Vec::<Vec<Option<String>>>::new());
+    // After it: applied, and the row adopts the source.
+    apply_commit(
+        &mut sink,
+        &sourced(0x2000, 0, &rel, "4", Some(SOURCE_A), false),
+    )
+    .await;
+    assert_eq!(
+        position_row(&check, &group).await,
+        vec![r(&[
+            Some("0/2000"),
+            Some("0"),
+            Some("7300000000000000001"),
+            Some("0/4000")
+        ])]
+    );
+    // A message without source (older replicator) moves the position, keeps the source.
+    apply_commit(&mut sink, &sourced(0x3000, 0, &rel, "5", None, false)).await;
+    apply_commit(&mut sink, &sourced(0x2500, 0, &rel, "6", None, false)).await;
+    assert_eq!(
+        position_row(&check, &group).await,
+        vec![r(&[
+            Some("0/3000"),
+            Some("0"),
+            Some("7300000000000000001"),
+            Some("0/4000")
+        ])]
+    );
+    assert_eq!(ids_of(&check).await, vec![r(&[Some("4")]), r(&[Some("5")])]);
+
+    // Back to a stored row without source: a copy (always of a new slot) starts over.
+    check
+        .batch_execute(&format!(
+            "UPDATE internal_pg_flo.applied_position SET source_system_identifier = NULL, \
+             source_slot_origin = NULL WHERE group_name = '{group}'"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        sink.applied_position().await.unwrap().map(|p| p.commit_lsn),
+        Some(0x3000)
+    );
+    assert_eq!(sink.applied_source(), None);
+    apply_commit(
+        &mut sink,
+        &sourced(0xFF, 0, &rel, "7", Some(SOURCE_B), true),
+    )
+    .await;
+    assert_eq!(
+        position_row(&check, &group).await,
+        vec![r(&[
+            Some("0/FF"),
+            Some("0"),
+            Some("7400000000000000002"),
+            Some("0/100")
+        ])]
+    );
+}
+
 macro_rules! pg_tests {
     ($($name:ident),* $(,)?) => {$(
         #[tokio::test]
@@ -1644,6 +1925,8 @@ mod run {
         lost_connection_is_transient,
         sync_schema_copies_tables,
         long_runs_are_upserted_exactly,
+        position_is_kept_per_source,
+        positions_of_older_versions_are_compared_and_adopt,
     );
 }
 
