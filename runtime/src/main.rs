@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use pg_flo::cli::Cli;
 use pg_flo::config::{self, LogFormat, Process, SinkConfig, WorkerConfig};
 use pg_flo::http::Health;
-use pg_flo::replicator::error_chain;
+use pg_flo::redact::error_chain;
 use pg_flo::sink::{
     file::FileSink, postgres::PostgresSink, stdout::StdoutSink, webhook::WebhookSink, AnySink,
 };

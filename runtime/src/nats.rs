@@ -21,6 +21,7 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
 pub enum NatsError {
     #[error("could not connect to NATS at {url} within {timeout:?}; check --nats-url / PG_FLO_NATS_URL and that nats-server runs with JetStream (-js)")]
     Connect {
+        /// The server list without credentials ([`crate::redact::url_list`]).
         url: String,
         timeout: Duration,
         #[source]
@@ -52,7 +53,7 @@ pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client,
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
         .event_callback(|event| async move {
-            tracing::info!(event = %event, "nats connection event");
+            tracing::info!(event = %crate::redact::scrub_urls(&event.to_string()), "nats connection event");
         });
     if let Some(ca) = &cfg.ca_file {
         opts = opts.add_root_certificates(ca.clone()).require_tls(true);
@@ -74,12 +75,12 @@ pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client,
             Err(e) => {
                 if tokio::time::Instant::now() + wait >= deadline {
                     return Err(NatsError::Connect {
-                        url: cfg.url.clone(),
+                        url: crate::redact::url_list(&cfg.url),
                         timeout: cfg.connect_timeout,
                         source: Some(e),
                     });
                 }
-                tracing::warn!(error = %e, retry_in = ?wait, "nats not reachable yet");
+                tracing::warn!(error = %crate::redact::error_chain(&e), retry_in = ?wait, "nats not reachable yet");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
