@@ -141,7 +141,7 @@ async fn build_sink(
 ) -> Result<AnySink, String> {
     match &cfg.sink {
         SinkConfig::Stdout => Ok(AnySink::Stdout(StdoutSink::new())),
-        SinkConfig::File { output_dir } => FileSink::new(output_dir.clone())
+        SinkConfig::File { output_dir } => FileSink::new(output_dir.clone(), &cfg.group)
             .map(AnySink::File)
             .map_err(|e| error_chain(&e)),
         SinkConfig::Postgres(pg) => PostgresSink::connect(pg.clone())
