@@ -178,3 +178,37 @@ async fn a_unique_violation_is_reported_without_the_value() {
     );
     assert_redacted("the log of the dead-lettering worker", &log);
 }
+
+/// Credentials in `--nats-url` authenticate the worker and are printed nowhere, not even at
+/// debug level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_url_credentials_authenticate_and_stay_secret() {
+    let nats = NatsServer::start_with_password("pgflo", "secretpw")
+        .await
+        .unwrap();
+    let url = nats.url().replace("nats://", "nats://pgflo:secretpw@");
+    // Without them the server refuses the client.
+    assert!(async_nats::connect(nats.url()).await.is_err());
+    let mut w = Process::spawn_pg_flo(
+        "worker",
+        ["worker", "stdout", "--group", GROUP, "--nats-url", &url],
+        [("PG_FLO_LOG_LEVEL", "debug")],
+    )
+    .unwrap();
+    w.wait_for_output("worker consuming", Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.output_dump()));
+    let js = async_nats::jetstream::new(
+        async_nats::ConnectOptions::with_user_and_password("pgflo".into(), "secretpw".into())
+            .connect(nats.url())
+            .await
+            .unwrap(),
+    );
+    js.get_stream(pg_flo::config::stream_name(GROUP))
+        .await
+        .unwrap();
+    w.terminate().unwrap();
+    w.wait_exit(Duration::from_secs(30)).await.unwrap();
+    let out = format!("{}{}", w.stdout(), w.stderr());
+    assert!(!out.contains("secretpw"), "the password leaked:\n{out}");
+}
