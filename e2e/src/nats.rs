@@ -34,6 +34,8 @@ pub struct NatsServer {
     child: Option<Child>,
     /// Certificates when the server requires TLS.
     tls: Option<crate::tls::TlsFiles>,
+    /// User and password clients must present.
+    auth: Option<(String, String)>,
     // Declared last: removed only after `Drop::drop` killed the server.
     dir: TempDir,
 }
@@ -41,16 +43,21 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a server with JetStream (see the module docs).
     pub async fn start() -> anyhow::Result<Self> {
-        Self::start_with(false).await
+        Self::start_with(false, None).await
+    }
+
+    /// Starts a server that requires `user` and `password` from clients.
+    pub async fn start_with_password(user: &str, password: &str) -> anyhow::Result<Self> {
+        Self::start_with(false, Some((user.to_owned(), password.to_owned()))).await
     }
 
     /// Starts a server that requires TLS from clients (certificate for `localhost` and
     /// 127.0.0.1, signed by [`NatsServer::ca_cert_path`]).
     pub async fn start_tls() -> anyhow::Result<Self> {
-        Self::start_with(true).await
+        Self::start_with(true, None).await
     }
 
-    async fn start_with(tls: bool) -> anyhow::Result<Self> {
+    async fn start_with(tls: bool, auth: Option<(String, String)>) -> anyhow::Result<Self> {
         let bin = nats_server_bin()?;
         let dir = TempDir::new("nats")?;
         let tls = if tls {
@@ -66,6 +73,7 @@ impl NatsServer {
             monitor_port: 0,
             child: None,
             tls,
+            auth,
             dir,
         };
         for attempt in 1..=START_ATTEMPTS {
@@ -175,6 +183,9 @@ impl NatsServer {
                 .arg(&tls.server_cert)
                 .arg("--tlskey")
                 .arg(&tls.server_key);
+        }
+        if let Some((user, password)) = &self.auth {
+            cmd.arg("--user").arg(user).arg("--pass").arg(password);
         }
         let child = cmd
             .args(["-js", "-a", "127.0.0.1", "-n", "pg-flo-e2e"])

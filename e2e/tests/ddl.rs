@@ -114,8 +114,16 @@ async fn schema_changes_reach_the_target_in_order_with_the_data() {
 
 fn ddl_lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+    // Log files only (not the sink's position file).
+    for path in std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("pg_flo_log_"))
+        })
+    {
+        let text = std::fs::read_to_string(path).unwrap();
         out.extend(
             text.lines()
                 .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
@@ -184,11 +192,14 @@ async fn two_groups_keep_their_own_ddl_and_json_sinks_show_it() {
         let d1 = dirs[1].path().to_owned();
         async move {
             let has_insert = |d: &std::path::Path| {
-                std::fs::read_dir(d).unwrap().any(|e| {
-                    std::fs::read_to_string(e.unwrap().path())
-                        .unwrap()
-                        .contains("\"INSERT\"")
-                })
+                std::fs::read_dir(d)
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .filter(|p| {
+                        p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with("pg_flo_log_"))
+                    })
+                    .any(|p| std::fs::read_to_string(p).unwrap().contains("\"INSERT\""))
             };
             (has_insert(&d0) && has_insert(&d1)).then_some(())
         }

@@ -90,23 +90,37 @@ async fn wrong_password() {
 async fn nats_unreachable_at_start() {
     let p = Pipeline::start(PgOptions::default()).await.unwrap();
     p.both("CREATE TABLE t (id int PRIMARY KEY)").await.unwrap();
+    let port = free_port().unwrap();
+    // Credentials in the URL (and a second server in the list) are never printed.
+    let dead = format!("nats://user:secretpw@127.0.0.1:{port},nats://user:secretpw@[::1]:{port}");
+    let shown = format!("nats://<redacted>@127.0.0.1:{port},nats://<redacted>@[::1]:{port}");
     let mut args = p.replicator_args("g", "t");
     let i = args.iter().position(|a| a == "--nats-url").unwrap();
-    let dead = format!("nats://127.0.0.1:{}", free_port().unwrap());
     args[i + 1] = dead.clone();
     args.extend(["--nats-connect-timeout".to_owned(), "2s".to_owned()]);
     let mut r = Pipeline::spawn("replicator", &args).unwrap();
-    exits_with(
-        &mut r,
-        &["could not connect to NATS at", &dead, "--nats-url"],
+    let mut w = Process::spawn_pg_flo(
+        "worker",
+        [
+            "worker",
+            "stdout",
+            "--group",
+            "g",
+            "--nats-url",
+            &dead,
+            "--nats-connect-timeout",
+            "2s",
+        ],
+        [("PG_FLO_LOG_LEVEL", "debug")],
     )
-    .await;
-    // It retried before giving up.
-    assert!(
-        r.stderr().contains("nats not reachable yet"),
-        "{}",
-        r.stderr()
-    );
+    .unwrap();
+    for p in [&mut r, &mut w] {
+        exits_with(p, &["could not connect to NATS at", &shown, "--nats-url"]).await;
+        let out = format!("{}{}", p.stdout(), p.stderr());
+        // It retried before giving up.
+        assert!(out.contains("nats not reachable yet"), "{out}");
+        assert!(!out.contains("secretpw"), "the password leaked:\n{out}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,8 +66,16 @@ async fn every_type_round_trips_through_streaming() {
 /// parsed and raw (`serde_json` without its `float_roundtrip` feature may read a double one ULP
 /// off, so numbers are checked on the raw text).
 fn file_lines(dir: &Path) -> Vec<(Value, String)> {
+    // Log files only (not the sink's position file).
     let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map(|rd| rd.map(|e| e.unwrap().path()).collect())
+        .map(|rd| {
+            rd.map(|e| e.unwrap().path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("pg_flo_log_"))
+                })
+                .collect()
+        })
         .unwrap_or_default();
     entries.sort();
     let mut out = Vec::new();

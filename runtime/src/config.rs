@@ -52,9 +52,11 @@ impl PgConnConfig {
 }
 
 /// NATS endpoint.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct NatsConfig {
-    /// One or more server URLs, comma-separated (`nats://`, `tls://`).
+    /// One or more server URLs, comma-separated (`nats://`, `tls://`). They may carry
+    /// credentials (`nats://user:password@host`), so `Debug` and messages show
+    /// [`crate::redact::url_list`] instead.
     pub url: String,
     /// PEM CA file to verify the server's certificate (implies TLS).
     pub ca_file: Option<PathBuf>,
@@ -62,6 +64,17 @@ pub struct NatsConfig {
     pub creds_file: Option<PathBuf>,
     /// How long to keep retrying the first connection before giving up.
     pub connect_timeout: Duration,
+}
+
+impl fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("url", &crate::redact::url_list(&self.url))
+            .field("ca_file", &self.ca_file)
+            .field("creds_file", &self.creds_file)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
 }
 
 /// pg_flo's `--retry-*` settings.
@@ -770,7 +783,11 @@ fn default_config_file(
         Ok(text) => match ConfigFile::parse(&path, &text) {
             Ok(file) => Some(file),
             Err(e) => {
-                warnings.push(format!("ignoring {}: {}", path.display(), error_chain(&e)));
+                warnings.push(format!(
+                    "ignoring {}: {}",
+                    path.display(),
+                    crate::redact::error_chain(&e)
+                ));
                 None
             }
         },
@@ -780,17 +797,6 @@ fn default_config_file(
             None
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 /// Merges flags, env (`env`) and `file` with precedence flag > env > file > default and

@@ -16,6 +16,7 @@ pub mod message;
 pub mod metrics;
 pub mod nats;
 pub mod postgres;
+pub mod redact;
 pub mod replicator;
 pub mod sink;
 pub mod worker;

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use pg_flo::cli::Cli;
 use pg_flo::config::{self, LogFormat, Process, SinkConfig, WorkerConfig};
 use pg_flo::http::Health;
-use pg_flo::replicator::error_chain;
+use pg_flo::redact::error_chain;
 use pg_flo::sink::{
     file::FileSink, postgres::PostgresSink, stdout::StdoutSink, webhook::WebhookSink, AnySink,
 };
@@ -141,7 +141,7 @@ async fn build_sink(
 ) -> Result<AnySink, String> {
     match &cfg.sink {
         SinkConfig::Stdout => Ok(AnySink::Stdout(StdoutSink::new())),
-        SinkConfig::File { output_dir } => FileSink::new(output_dir.clone())
+        SinkConfig::File { output_dir } => FileSink::new(output_dir.clone(), &cfg.group)
             .map(AnySink::File)
             .map_err(|e| error_chain(&e)),
         SinkConfig::Postgres(pg) => PostgresSink::connect(pg.clone())

@@ -6,6 +6,12 @@
 //! - `Discard::New` with an optional byte limit: when full, publishing fails and the replicator
 //!   waits (back-pressure) instead of anything being dropped;
 //! - a duplicate window, so a replayed message with the same `Nats-Msg-Id` is stored once.
+//!
+//! Connection: `--nats-url` is a comma-separated list of servers, as nats.go takes it. User
+//! info in the URLs (`nats://user:password@host`, `nats://token@host`) is taken out and given to
+//! the client as its credentials ([`servers`]): async-nats would otherwise ignore it and log the
+//! URLs, password included, at debug level. Messages show the URLs through
+//! [`crate::redact::url_list`].
 
 use std::time::Duration;
 
@@ -21,6 +27,7 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
 pub enum NatsError {
     #[error("could not connect to NATS at {url} within {timeout:?}; check --nats-url / PG_FLO_NATS_URL and that nats-server runs with JetStream (-js)")]
     Connect {
+        /// The server list without credentials ([`crate::redact::url_list`]).
         url: String,
         timeout: Duration,
         #[source]
@@ -32,6 +39,8 @@ pub enum NatsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("invalid --nats-url: {0}")]
+    Url(String),
     #[error("jetstream request failed while {step}: {message}")]
     JetStream { step: &'static str, message: String },
     #[error("stream {stream} exists with settings that can lose changes ({problem}); delete it (nats stream rm {stream}) once its messages are consumed, and pg_flo recreates it safely")]
@@ -52,7 +61,7 @@ pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client,
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
         .event_callback(|event| async move {
-            tracing::info!(event = %event, "nats connection event");
+            tracing::info!(event = %crate::redact::scrub_urls(&event.to_string()), "nats connection event");
         });
     if let Some(ca) = &cfg.ca_file {
         opts = opts.add_root_certificates(ca.clone()).require_tls(true);
@@ -66,25 +75,108 @@ pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client,
                 source,
             })?;
     }
+    let (servers, auth) = servers(&cfg.url).map_err(NatsError::Url)?;
+    match auth {
+        Some(UrlAuth::UserPassword(user, password)) => {
+            opts = opts.user_and_password(user, password);
+        }
+        Some(UrlAuth::Token(token)) => opts = opts.token(token),
+        None => {}
+    }
     let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
     let mut wait = Duration::from_millis(200);
     loop {
-        match opts.clone().connect(cfg.url.as_str()).await {
+        match opts.clone().connect(servers.as_slice()).await {
             Ok(client) => return Ok(client),
             Err(e) => {
                 if tokio::time::Instant::now() + wait >= deadline {
                     return Err(NatsError::Connect {
-                        url: cfg.url.clone(),
+                        url: crate::redact::url_list(&cfg.url),
                         timeout: cfg.connect_timeout,
                         source: Some(e),
                     });
                 }
-                tracing::warn!(error = %e, retry_in = ?wait, "nats not reachable yet");
+                tracing::warn!(error = %crate::redact::error_chain(&e), retry_in = ?wait, "nats not reachable yet");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
         }
     }
+}
+
+/// Credentials carried in the user info of `--nats-url`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UrlAuth {
+    /// `nats://user:password@host`.
+    UserPassword(String, String),
+    /// `nats://token@host`.
+    Token(String),
+}
+
+/// Splits a comma-separated `--nats-url` into server URLs without user info and the
+/// credentials the user info carried (percent-decoded). Servers that carry credentials must all
+/// carry the same. A URL without a scheme is read as `nats://`. The error never repeats a URL.
+pub fn servers(list: &str) -> Result<(Vec<String>, Option<UrlAuth>), String> {
+    let mut servers = Vec::new();
+    let mut auth: Option<UrlAuth> = None;
+    for (i, raw) in list.split(',').map(str::trim).enumerate() {
+        if raw.is_empty() {
+            continue;
+        }
+        let with_scheme = if raw.contains("://") {
+            raw.to_owned()
+        } else {
+            format!("nats://{raw}")
+        };
+        let mut url = reqwest::Url::parse(&with_scheme)
+            .map_err(|e| format!("server {} of the list cannot be parsed ({e})", i + 1))?;
+        let this = match (url.username(), url.password()) {
+            ("", None) => None,
+            (user, Some(password)) => Some(UrlAuth::UserPassword(
+                percent_decode(user),
+                percent_decode(password),
+            )),
+            (token, None) => Some(UrlAuth::Token(percent_decode(token))),
+        };
+        if let Some(this) = this {
+            if auth.as_ref().is_some_and(|a| *a != this) {
+                return Err(
+                    "its servers carry different credentials; give them all the same \
+                            user and password (or token)"
+                        .to_owned(),
+                );
+            }
+            auth = Some(this);
+            // Cannot fail for a URL with a host; a URL without one is left to the client.
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+        }
+        servers.push(url.to_string());
+    }
+    if servers.is_empty() {
+        return Err("no server given".to_owned());
+    }
+    Ok((servers, auth))
+}
+
+/// Decodes `%XX` escapes (user info is percent-encoded in a URL).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub use pg_flo_source::names::{dead_letter_stream, group_streams, state_stream};
@@ -205,4 +297,65 @@ pub async fn recreate_consumer(
         .create_consumer(config)
         .await
         .map_err(|e| js_err("creating the durable consumer")(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up(u: &str, p: &str) -> Option<UrlAuth> {
+        Some(UrlAuth::UserPassword(u.into(), p.into()))
+    }
+
+    /// Servers and credentials, or a part of the error.
+    type Want = Result<(Vec<&'static str>, Option<UrlAuth>), &'static str>;
+
+    #[test]
+    fn servers_lose_their_user_info_to_the_credentials() {
+        let cases: Vec<(&str, Want)> = vec![
+            ("nats://h:4222", Ok((vec!["nats://h:4222"], None))),
+            (
+                "nats://user:secretpw@h:4222",
+                Ok((vec!["nats://h:4222"], up("user", "secretpw"))),
+            ),
+            (
+                "nats://t0ken@h1:4222, tls://t0ken@h2:4222",
+                Ok((
+                    vec!["nats://h1:4222", "tls://h2:4222"],
+                    Some(UrlAuth::Token("t0ken".into())),
+                )),
+            ),
+            (
+                "nats://u:p@h1,nats://h2",
+                Ok((vec!["nats://h1", "nats://h2"], up("u", "p"))),
+            ),
+            (
+                "u:p%40ss%2C@h1:4222",
+                Ok((vec!["nats://h1:4222"], up("u", "p@ss,"))),
+            ),
+            ("nats://u:100%@h", Ok((vec!["nats://h"], up("u", "100%")))),
+            ("h1:4222,,", Ok((vec!["nats://h1:4222"], None))),
+            ("nats://a:x@h1,nats://b:x@h2", Err("different credentials")),
+            ("nats://a:x@h1,nats://a@h2", Err("different credentials")),
+            (
+                "nats://u:pw@h:notaport",
+                Err("server 1 of the list cannot be parsed"),
+            ),
+            ("", Err("no server given")),
+        ];
+        for (input, want) in cases {
+            let got = servers(input);
+            match (got, want) {
+                (Ok((s, a)), Ok((ws, wa))) => {
+                    assert_eq!(s, ws, "{input}");
+                    assert_eq!(a, wa, "{input}");
+                }
+                (Err(e), Err(w)) => {
+                    assert!(e.contains(w), "{input}: {e}");
+                    assert!(!e.contains("pw") && !e.contains(":x@"), "{input}: {e}");
+                }
+                (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
 }

@@ -427,17 +427,8 @@ async fn cleanup(
     Ok(())
 }
 
-/// Renders an error with its sources, for logs.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+/// Renders an error with its sources, for logs (values and credentials redacted).
+pub use crate::redact::error_chain;
 
 pub(crate) type AckFuture = Pin<
     Box<dyn Future<Output = (Result<Option<PublishedStats>, ReplicatorError>, Option<Lsn>)> + Send>,

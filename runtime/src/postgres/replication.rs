@@ -544,11 +544,19 @@ fn server_error(body: &postgres_protocol::message::backend::ErrorResponseBody) -
             String::from_utf8_lossy(f.value_bytes()).into_owned(),
         );
     }
+    // Values are removed here, once: DETAIL is never kept, and the message and hint of the
+    // classes that quote values go through the redaction rules (see `crate::redact`).
+    let code = fields.remove(&b'C').unwrap_or_default();
+    let message = fields.remove(&b'M').unwrap_or_default();
+    let message = crate::redact::pg_message(&code, &message).into_owned();
+    let hint = fields
+        .remove(&b'H')
+        .filter(|_| !crate::redact::carries_values(&code));
     ReplicationError::Server {
         severity: fields.remove(&b'S').unwrap_or_else(|| "ERROR".into()),
-        code: fields.remove(&b'C').unwrap_or_default(),
-        message: fields.remove(&b'M').unwrap_or_default(),
-        hint: fields.remove(&b'H'),
+        code,
+        message,
+        hint,
     }
 }
 

@@ -279,7 +279,7 @@ impl WebhookSink {
                 attempt,
                 max_attempts = self.max_attempts,
                 retry_in = ?wait,
-                error = %crate::replicator::error_chain(&error),
+                error = %crate::redact::error_chain(&error),
                 "webhook request failed; retrying"
             );
             let shutdown = self.shutdown.clone();
@@ -631,7 +631,7 @@ mod tests {
         sink.apply(&b).await.unwrap();
         let err = sink.commit(b.position()).await.unwrap_err();
         assert_eq!(err.retry(), Retry::Transient);
-        let text = crate::replicator::error_chain(&err);
+        let text = crate::redact::error_chain(&err);
         assert!(text.contains("after 3 attempt(s)"), "{text}");
         assert!(text.contains("503"), "{text}");
         assert!(text.contains("INSERT public.t at LSN 0/10"), "{text}");
@@ -654,7 +654,7 @@ mod tests {
         let err = sink.commit(b.position()).await.unwrap_err();
         assert_eq!(err.retry(), Retry::Permanent);
         assert_eq!(err.category(), "webhook");
-        let text = crate::replicator::error_chain(&err);
+        let text = crate::redact::error_chain(&err);
         assert!(text.contains("400 Bad Request"), "{text}");
         assert!(text.contains("after 1 attempt(s)"), "{text}");
         assert_eq!(seen.lock().unwrap().len(), 1);
@@ -703,7 +703,7 @@ mod tests {
         sink.apply(&b).await.unwrap();
         let err = sink.commit(b.position()).await.unwrap_err();
         assert_eq!(err.retry(), Retry::Transient);
-        let text = crate::replicator::error_chain(&err);
+        let text = crate::redact::error_chain(&err);
         assert!(text.contains(&format!("http://{addr}/hook")), "{text}");
         assert!(!text.contains("pw") && !text.contains("k=v"), "{text}");
     }

@@ -1,0 +1,214 @@
+//! Row values never leave the worker: a change the target rejects with a unique violation
+//! (whose DETAIL quotes the value) is reported by constraint name only, in the log of a worker
+//! that stops and in the log and the `Pg-Flo-Error` header of one that dead-letters it. Real
+//! NATS, the real worker binary, a real PostgreSQL target.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::process::Command;
+use std::time::Duration;
+
+use e2e::{dump_table, wait_for, wait_for_eq, NatsServer, PgCluster, PgOptions, Process};
+use pg_flo::message::{
+    Change, ChangeBatch, Column, KeyKind, Op, Position, Relation, ReplicationKey, Value,
+    FORMAT_VERSION,
+};
+
+const GROUP: &str = "redaction";
+/// The value the target rejects; it must appear nowhere but in the data.
+const EMAIL: &str = "leaked-secret@example.com";
+
+fn insert(lsn: u64, prev: Option<u64>, id: &str, email: &str) -> ChangeBatch {
+    let col = |name: &str, type_oid, identity| Column {
+        name: name.into(),
+        type_oid,
+        type_modifier: -1,
+        identity,
+    };
+    ChangeBatch {
+        version: FORMAT_VERSION,
+        commit_lsn: lsn,
+        commit_time_us: 0,
+        xid: lsn as u32,
+        seq: 0,
+        last: true,
+        prev: prev.map(|p| Position {
+            commit_lsn: p,
+            seq: 0,
+        }),
+        emitted_at_us: 0,
+        relations: vec![Relation {
+            oid: 1,
+            schema: "public".into(),
+            table: "users".into(),
+            columns: vec![col("id", 23, true), col("email", 25, false)],
+            key: ReplicationKey {
+                kind: KeyKind::PrimaryKey,
+                columns: vec!["id".into()],
+            },
+        }],
+        changes: vec![Change {
+            op: Op::Insert,
+            lsn,
+            relation: 0,
+            new: Some(vec![
+                Value::Text(id.as_bytes().to_vec()),
+                Value::Text(email.as_bytes().to_vec()),
+            ]),
+            old: None,
+            truncate: None,
+        }],
+    }
+}
+
+fn worker(pg: &PgCluster, nats: &NatsServer, extra: &[&str]) -> Process {
+    let port = pg.port().to_string();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pg_flo"));
+    cmd.args([
+        "worker",
+        "postgres",
+        "--group",
+        GROUP,
+        "--nats-url",
+        &nats.url(),
+        "--target-host",
+        pg.host(),
+        "--target-port",
+        &port,
+        "--target-dbname",
+        "target",
+        "--target-user",
+        pg.user(),
+        "--target-password",
+        pg.password(),
+        "--target-sslmode",
+        "disable",
+    ]);
+    cmd.args(extra);
+    Process::spawn("worker", cmd).unwrap()
+}
+
+fn assert_redacted(what: &str, text: &str) {
+    assert!(!text.contains(EMAIL), "{what} holds the row value:\n{text}");
+    assert!(!text.contains("leaked-secret"), "{what}:\n{text}");
+    assert!(text.contains("users_email_key"), "{what}:\n{text}");
+    assert!(text.contains("23505"), "{what}:\n{text}");
+    assert!(
+        text.contains("Key (email)=(<redacted>) already exists"),
+        "{what}:\n{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unique_violation_is_reported_without_the_value() {
+    let pg = PgCluster::start(PgOptions::default()).await.unwrap();
+    pg.create_database("target").await.unwrap();
+    let target = pg.client("target").await.unwrap();
+    target
+        .batch_execute(&format!(
+            "CREATE TABLE users (id int PRIMARY KEY, email text UNIQUE);
+             INSERT INTO users VALUES (1, '{EMAIL}')"
+        ))
+        .await
+        .unwrap();
+    let nats = NatsServer::start().await.unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    pg_flo::nats::ensure_stream(
+        &js,
+        &pg_flo::config::stream_name(GROUP),
+        &pg_flo::config::subject(GROUP),
+        None,
+    )
+    .await
+    .unwrap();
+    // Row 2 takes the e-mail address row 1 holds in the target; row 3 is fine.
+    for b in [
+        insert(100, None, "2", EMAIL),
+        insert(200, Some(100), "3", "ok@example.com"),
+    ] {
+        js.publish(pg_flo::config::subject(GROUP), b.encode().unwrap().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    // Without --dead-letter the worker stops and says why.
+    let mut w = worker(&pg, &nats, &[]);
+    let status = w.wait_exit(Duration::from_secs(60)).await.unwrap();
+    assert!(!status.success());
+    let log = w.stderr();
+    assert!(log.contains("rejected a change permanently"), "{log}");
+    assert_redacted("the log of the stopped worker", &log);
+
+    // With --dead-letter the message is set aside with the error in a header.
+    let mut w = worker(&pg, &nats, &["--dead-letter"]);
+    wait_for_eq(
+        "row 3",
+        Duration::from_secs(60),
+        format!("(1,{EMAIL})\n(3,ok@example.com)"),
+        || dump_table(&target, "users", "id"),
+    )
+    .await
+    .unwrap();
+    let dlq = wait_for("the dead letter", Duration::from_secs(60), || async {
+        js.get_stream(pg_flo::nats::dead_letter_stream(GROUP))
+            .await
+            .ok()?
+            .get_last_raw_message_by_subject(&pg_flo::nats::dead_letter_subject(GROUP))
+            .await
+            .ok()
+    })
+    .await
+    .unwrap();
+    let header = dlq.headers.get("Pg-Flo-Error").unwrap().to_string();
+    assert_redacted("the Pg-Flo-Error header", &header);
+    // The row itself travels unchanged in the payload.
+    let batch = ChangeBatch::decode(&dlq.payload).unwrap();
+    assert_eq!(
+        batch.changes[0].new.as_ref().unwrap()[1],
+        Value::Text(EMAIL.as_bytes().to_vec())
+    );
+    w.terminate().unwrap();
+    w.wait_exit(Duration::from_secs(30)).await.unwrap();
+    let log = w.stderr();
+    assert!(
+        log.contains("moving a rejected message to the dead-letter subject"),
+        "{log}"
+    );
+    assert_redacted("the log of the dead-lettering worker", &log);
+}
+
+/// Credentials in `--nats-url` authenticate the worker and are printed nowhere, not even at
+/// debug level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_url_credentials_authenticate_and_stay_secret() {
+    let nats = NatsServer::start_with_password("pgflo", "secretpw")
+        .await
+        .unwrap();
+    let url = nats.url().replace("nats://", "nats://pgflo:secretpw@");
+    // Without them the server refuses the client.
+    assert!(async_nats::connect(nats.url()).await.is_err());
+    let mut w = Process::spawn_pg_flo(
+        "worker",
+        ["worker", "stdout", "--group", GROUP, "--nats-url", &url],
+        [("PG_FLO_LOG_LEVEL", "debug")],
+    )
+    .unwrap();
+    w.wait_for_output("worker consuming", Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.output_dump()));
+    let js = async_nats::jetstream::new(
+        async_nats::ConnectOptions::with_user_and_password("pgflo".into(), "secretpw".into())
+            .connect(nats.url())
+            .await
+            .unwrap(),
+    );
+    js.get_stream(pg_flo::config::stream_name(GROUP))
+        .await
+        .unwrap();
+    w.terminate().unwrap();
+    w.wait_exit(Duration::from_secs(30)).await.unwrap();
+    let out = format!("{}{}", w.stdout(), w.stderr());
+    assert!(!out.contains("secretpw"), "the password leaked:\n{out}");
+}
