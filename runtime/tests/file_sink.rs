@@ -54,6 +54,8 @@ fn insert(lsn: u64, prev: Option<u64>, id: &str) -> ChangeBatch {
             old: None,
             truncate: None,
         }],
+        source: None,
+        copy: false,
     }
 }
 

@@ -58,6 +58,8 @@ fn insert(lsn: u64, prev: Option<u64>, id: &str, email: &str) -> ChangeBatch {
             old: None,
             truncate: None,
         }],
+        source: None,
+        copy: false,
     }
 }
 
