@@ -1742,6 +1742,17 @@ async fn position_is_kept_per_source(db: &TestDb) {
         ids_of(&check).await,
         vec![r(&[Some("1")]), r(&[Some("10")]), r(&[Some("11")])]
     );
+    // The reset position was written in the copied rows' transaction.
+    let xmins = rows(
+        &check,
+        &format!(
+            "SELECT DISTINCT xmin::text FROM pgsink_src.s WHERE id IN (10, 11) \
+             UNION SELECT xmin::text FROM internal_pg_flo.applied_position \
+             WHERE group_name = '{group}'"
+        ),
+    )
+    .await;
+    assert_eq!(xmins.len(), 1, "{xmins:?}");
 
     // B streams on from its copy; a redelivered copy message is a duplicate again.
     apply_commit(
