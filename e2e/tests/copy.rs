@@ -305,11 +305,7 @@ async fn copied_rows_of_every_table_show_their_values_in_json_and_progress_in_me
     let lines = e2e::wait_for("302 copied rows in the file sink", ARRIVAL_TIMEOUT, || {
         let dir = out.path().to_owned();
         async move {
-            let mut lines: Vec<serde_json::Value> = Vec::new();
-            for entry in std::fs::read_dir(&dir).ok()? {
-                let text = std::fs::read_to_string(entry.ok()?.path()).ok()?;
-                lines.extend(text.lines().map(|l| serde_json::from_str(l).unwrap()));
-            }
+            let lines = e2e::file_sink::json_lines(&dir).ok()?;
             (lines.len() >= 302).then_some(lines)
         }
     })

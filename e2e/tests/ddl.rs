@@ -113,24 +113,11 @@ async fn schema_changes_reach_the_target_in_order_with_the_data() {
 }
 
 fn ddl_lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    // Log files only (not the sink's position file).
-    for path in std::fs::read_dir(dir)
+    e2e::file_sink::json_lines(dir)
         .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("pg_flo_log_"))
-        })
-    {
-        let text = std::fs::read_to_string(path).unwrap();
-        out.extend(
-            text.lines()
-                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-                .filter(|v| v["Type"] == "DDL"),
-        );
-    }
-    out
+        .into_iter()
+        .filter(|v| v["Type"] == "DDL")
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,14 +179,9 @@ async fn two_groups_keep_their_own_ddl_and_json_sinks_show_it() {
         let d1 = dirs[1].path().to_owned();
         async move {
             let has_insert = |d: &std::path::Path| {
-                std::fs::read_dir(d)
-                    .unwrap()
-                    .map(|e| e.unwrap().path())
-                    .filter(|p| {
-                        p.file_name()
-                            .is_some_and(|n| n.to_string_lossy().starts_with("pg_flo_log_"))
-                    })
-                    .any(|p| std::fs::read_to_string(p).unwrap().contains("\"INSERT\""))
+                e2e::file_sink::whole_lines(d)
+                    .iter()
+                    .any(|l| l.contains("\"INSERT\""))
             };
             (has_insert(&d0) && has_insert(&d1)).then_some(())
         }

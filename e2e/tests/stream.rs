@@ -16,24 +16,7 @@ const USERS: &str = "CREATE TABLE public.users (
 
 /// Reads every JSON line the file sink wrote.
 fn file_lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    // Log files only (not the sink's position file).
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("pg_flo_log_"))
-        })
-        .collect();
-    entries.sort();
-    for path in entries {
-        let text = std::fs::read_to_string(&path).unwrap();
-        for line in text.lines() {
-            out.push(serde_json::from_str(line).unwrap());
-        }
-    }
-    out
+    e2e::file_sink::json_lines(dir).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

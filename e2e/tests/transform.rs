@@ -106,26 +106,7 @@ async fn a_bad_routing_file_stops_the_worker_with_every_problem() {
 }
 
 fn json_lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
-    // Log files only (not the sink's position file).
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("pg_flo_log_"))
-        })
-        .collect();
-    paths.sort();
-    paths
-        .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect::<Vec<serde_json::Value>>()
-        })
-        .collect()
+    e2e::file_sink::json_lines(dir).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,28 +66,10 @@ async fn every_type_round_trips_through_streaming() {
 /// parsed and raw (`serde_json` without its `float_roundtrip` feature may read a double one ULP
 /// off, so numbers are checked on the raw text).
 fn file_lines(dir: &Path) -> Vec<(Value, String)> {
-    // Log files only (not the sink's position file).
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.map(|e| e.unwrap().path())
-                .filter(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("pg_flo_log_"))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    entries.sort();
-    let mut out = Vec::new();
-    for path in entries {
-        let text = std::fs::read_to_string(&path).unwrap();
-        for line in text.split_inclusive('\n') {
-            if let Some(line) = line.strip_suffix('\n') {
-                out.push((serde_json::from_str(line).unwrap(), line.to_owned()));
-            }
-        }
-    }
-    out
+    e2e::file_sink::whole_lines(dir)
+        .into_iter()
+        .map(|line| (serde_json::from_str(&line).unwrap(), line))
+        .collect()
 }
 
 const BOOL: u32 = 16;

@@ -68,17 +68,9 @@ pub async fn state_store(
     js: &jetstream::Context,
     group: &str,
 ) -> Result<jetstream::stream::Stream, ReplicatorError> {
-    let name = crate::nats::state_stream(group);
-    let config = jetstream::stream::Config {
-        name: name.clone(),
-        subjects: vec![format!("pgflo.{group}.state.>")],
-        max_messages_per_subject: 1,
-        storage: jetstream::stream::StorageType::File,
-        ..Default::default()
-    };
-    js.get_or_create_stream(config)
+    crate::nats::ensure_state_stream(js, group)
         .await
-        .map_err(|e| ReplicatorError::Publish(format!("creating the state stream {name}: {e}")))
+        .map_err(|e| ReplicatorError::Publish(e.to_string()))
 }
 
 pub async fn read_state(

@@ -268,6 +268,25 @@ pub async fn ensure_dead_letter_stream(
     .map_err(|e| js_err("creating the dead-letter stream")(&e))
 }
 
+/// The group's state stream `pgflo_<group>_state`, created if missing: a plain stream keeping
+/// the last message of each subject `pgflo.<group>.state.*` (copy progress, source identity,
+/// the worker's lease and position); used instead of a KV bucket so that NATS servers before
+/// 2.10 work too.
+pub async fn ensure_state_stream(
+    js: &jetstream::Context,
+    group: &str,
+) -> Result<stream::Stream, NatsError> {
+    js.get_or_create_stream(stream::Config {
+        name: state_stream(group),
+        subjects: vec![format!("pgflo.{group}.state.>")],
+        max_messages_per_subject: 1,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| js_err("creating the state stream")(&e))
+}
+
 /// (Re)creates the worker's durable pull consumer so delivery restarts at the first unacked
 /// message, in stream order. (A work-queue stream holds exactly the unacked messages; a fresh
 /// consumer therefore never delivers newer messages before older unacked ones, which the

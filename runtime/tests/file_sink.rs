@@ -80,15 +80,10 @@ async fn stream_messages(js: &async_nats::jetstream::Context) -> u64 {
 /// The `id` of every line of every log file, in file and line order; panics on a line that is
 /// not whole JSON.
 fn ids(dir: &Path) -> Result<Vec<i64>, String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| e.to_string())?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("pg_flo_log_"))
-        .collect();
-    names.sort();
     let mut ids = Vec::new();
-    for name in names {
-        let text = std::fs::read_to_string(dir.join(&name)).map_err(|e| e.to_string())?;
+    for path in e2e::file_sink::log_files(dir) {
+        let name = path.display();
+        let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
         assert!(text.is_empty() || text.ends_with('\n'), "{name}: {text:?}");
         for line in text.lines() {
             let v: serde_json::Value = serde_json::from_str(line)

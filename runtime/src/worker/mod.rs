@@ -162,7 +162,7 @@ struct GapWatch {
 }
 
 /// What lives as long as the worker process, across consuming sessions.
-struct Process<'a> {
+struct Run<'a> {
     cfg: &'a WorkerConfig,
     transform: &'a Arc<Transform>,
     stream: &'a jetstream::stream::Stream,
@@ -194,7 +194,7 @@ pub async fn run(
     let subject = config::subject(&cfg.group);
     let stream =
         nats_setup::ensure_stream(&js, &config::stream_name(&cfg.group), &subject, None).await?;
-    let state_stream = state::state_stream(&js, &cfg.group).await?;
+    let state_stream = nats_setup::ensure_state_stream(&js, &cfg.group).await?;
     let Some(mut lease) =
         state::Lease::acquire(&js, &state_stream, &cfg.group, &mut shutdown).await?
     else {
@@ -211,7 +211,7 @@ pub async fn run(
     } else {
         None
     };
-    let mut p = Process {
+    let mut p = Run {
         cfg: &cfg,
         transform: &transform,
         stream: &stream,
@@ -325,7 +325,7 @@ struct Session {
 }
 
 /// In dead-letter mode, a permanent sink rejection outside isolation starts isolation.
-fn to_isolate(e: WorkerError, p: &mut Process<'_>, seen: Option<Position>) -> WorkerError {
+fn to_isolate(e: WorkerError, p: &mut Run<'_>, seen: Option<Position>) -> WorkerError {
     match &e {
         WorkerError::Sink { source, .. }
             if p.dead_letters.is_some()
@@ -385,7 +385,7 @@ impl Transform {
 }
 
 async fn session(
-    p: &mut Process<'_>,
+    p: &mut Run<'_>,
     sink: &mut AnySink,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
@@ -507,7 +507,7 @@ async fn session(
 }
 
 /// Follows the wait of the oldest held message; an error when it waited too long.
-fn check_gap(p: &mut Process<'_>, st: &Session) -> Result<Option<GapStep>, WorkerError> {
+fn check_gap(p: &mut Run<'_>, st: &Session) -> Result<Option<GapStep>, WorkerError> {
     if p.gap
         .as_ref()
         .is_some_and(|g| p.order.reached(Some(g.waiting_for)))
@@ -543,7 +543,7 @@ fn check_gap(p: &mut Process<'_>, st: &Session) -> Result<Option<GapStep>, Worke
 }
 
 async fn receive(
-    p: &mut Process<'_>,
+    p: &mut Run<'_>,
     sink: &mut AnySink,
     st: &mut Session,
     msg: jetstream::Message,
@@ -573,7 +573,7 @@ async fn receive(
 }
 
 async fn offer(
-    p: &mut Process<'_>,
+    p: &mut Run<'_>,
     sink: &mut AnySink,
     st: &mut Session,
     batch: ChangeBatch,
@@ -671,11 +671,7 @@ async fn offer(
     Ok(())
 }
 
-async fn commit(
-    p: &mut Process<'_>,
-    sink: &mut AnySink,
-    st: &mut Session,
-) -> Result<(), WorkerError> {
+async fn commit(p: &mut Run<'_>, sink: &mut AnySink, st: &mut Session) -> Result<(), WorkerError> {
     let Some(last) = p.order.last() else {
         return Ok(());
     };

@@ -120,26 +120,6 @@ fn holder_id() -> String {
     )
 }
 
-/// The group's state stream, created if missing (the replicator creates it the same way).
-pub async fn state_stream(
-    js: &jetstream::Context,
-    group: &str,
-) -> Result<stream::Stream, NatsError> {
-    let name = crate::nats::state_stream(group);
-    js.get_or_create_stream(stream::Config {
-        name: name.clone(),
-        subjects: vec![format!("pgflo.{group}.state.>")],
-        max_messages_per_subject: 1,
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| NatsError::JetStream {
-        step: "creating the state stream",
-        message: e.to_string(),
-    })
-}
-
 /// The last message on `subject`, with its stream sequence (0: none).
 async fn read_last<T: for<'de> Deserialize<'de>>(
     state: &stream::Stream,
