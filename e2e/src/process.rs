@@ -137,6 +137,15 @@ impl Process {
         send_signal(self.pid(), "TERM")
     }
 
+    /// Peak resident memory of the process so far (`VmHWM`), in KiB; `None` once it exited.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
     /// Freezes the process (SIGSTOP), as a paused VM or a node cut off would be.
     pub fn pause(&self) -> anyhow::Result<()> {
         send_signal(self.pid(), "STOP")

@@ -430,12 +430,7 @@ async fn held_messages_beyond_the_memory_bound_are_fetched_again_in_order() {
     s.drained().await;
     // Peak memory stays bounded (32 MiB held, 16 MiB fetched ahead, the sink's buffer), not
     // growing with the 80 MB that waited.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", w.pid())).unwrap();
-    let peak_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
+    let peak_kib = w.peak_rss_kib().unwrap();
     eprintln!("worker peak RSS: {} MiB", peak_kib / 1024);
     assert!(peak_kib < 128 * 1024, "worker peak RSS {peak_kib} kB");
     assert!(

@@ -42,8 +42,8 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(100_000);
     let p = Pipeline::start(PgOptions::default()).await?;
     p.both(TABLE).await?;
-    let _r = p.start_replicator("bench", "benchmark_table").await?;
-    let _w = p.start_pg_worker("bench").await?;
+    let r = p.start_replicator("bench", "benchmark_table").await?;
+    let w = p.start_pg_worker("bench").await?;
     let src = p.source().await?;
     let target = p.target().await?;
 
@@ -72,7 +72,17 @@ async fn main() -> anyhow::Result<()> {
     let generated = start.elapsed();
     wait_arrival(&target, 2 * rows, &start).await?;
     let total = start.elapsed();
-    results.push(report("one_big_tx", rows, generated, total));
+    let mut big = report("one_big_tx", rows, generated, total);
+    // Peak memory through both streaming scenarios (the largest: one N-row transaction).
+    let mib = |kib: Option<u64>| kib.map(|k| k / 1024);
+    big["replicator_peak_rss_mib"] = serde_json::json!(mib(r.peak_rss_kib()));
+    big["worker_peak_rss_mib"] = serde_json::json!(mib(w.peak_rss_kib()));
+    println!(
+        "peak RSS through the streaming scenarios: replicator {:?} MiB, worker {:?} MiB",
+        mib(r.peak_rss_kib()),
+        mib(w.peak_rss_kib())
+    );
+    results.push(big);
 
     p.wait_equal("public.benchmark_table", "id").await?;
 
