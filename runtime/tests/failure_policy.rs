@@ -5,65 +5,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-use std::process::Command;
+mod support;
+
 use std::time::Duration;
 
-use e2e::{dump_table, wait_for, wait_for_eq, NatsServer, PgCluster, PgOptions, Process};
+use e2e::{dump_table, wait_for_eq, NatsServer, PgCluster, PgOptions, Process};
 use futures_util::StreamExt;
-use pg_flo::message::{
-    Change, ChangeBatch, Column, KeyKind, Op, Position, Relation, ReplicationKey, Value,
-    FORMAT_VERSION,
-};
-
-fn insert(lsn: u64, prev: Option<u64>, id: &str, v: &str) -> ChangeBatch {
-    let col = |name: &str, identity| Column {
-        name: name.into(),
-        type_oid: 23,
-        type_modifier: -1,
-        identity,
-    };
-    ChangeBatch {
-        version: FORMAT_VERSION,
-        commit_lsn: lsn,
-        commit_time_us: 0,
-        xid: 1,
-        seq: 0,
-        last: true,
-        prev: prev.map(|p| Position {
-            commit_lsn: p,
-            seq: 0,
-        }),
-        emitted_at_us: 0,
-        relations: vec![Relation {
-            oid: 1,
-            schema: "public".into(),
-            table: "t".into(),
-            columns: vec![col("id", true), col("v", false)],
-            key: ReplicationKey {
-                kind: KeyKind::PrimaryKey,
-                columns: vec!["id".into()],
-            },
-        }],
-        changes: vec![Change {
-            op: Op::Insert,
-            lsn,
-            relation: 0,
-            new: Some(vec![
-                Value::Text(id.as_bytes().to_vec()),
-                Value::Text(v.as_bytes().to_vec()),
-            ]),
-            old: None,
-            truncate: None,
-        }],
-        source: None,
-        copy: false,
-    }
-}
+use pg_flo::message::{ChangeBatch, Position, Value};
+use support::{target_args, tx as insert, Group};
 
 struct Setup {
     pg: PgCluster,
     nats: NatsServer,
-    js: async_nats::jetstream::Context,
+    group: Group,
 }
 
 const GROUP: &str = "policy";
@@ -78,64 +32,21 @@ async fn setup() -> Setup {
         .await
         .unwrap();
     let nats = NatsServer::start().await.unwrap();
-    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    pg_flo::nats::ensure_stream(
-        &js,
-        &pg_flo::config::stream_name(GROUP),
-        &pg_flo::config::subject(GROUP),
-        None,
-    )
-    .await
-    .unwrap();
+    let group = Group::new(&nats, GROUP).await;
     // Source history: 1 ok, 2 rejected by the target, 3 ok.
-    let msgs = [
+    for m in [
         insert(100, None, "1", "1"),
         insert(200, Some(100), "2", "-1"),
         insert(300, Some(200), "3", "3"),
-    ];
-    for m in &msgs {
-        js.publish(pg_flo::config::subject(GROUP), m.encode().unwrap().into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+    ] {
+        group.publish(&m).await;
     }
-    Setup { pg, nats, js }
+    Setup { pg, nats, group }
 }
 
 fn worker(s: &Setup, extra: &[&str]) -> Process {
-    let port = s.pg.port().to_string();
-    let url = s.nats.url();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pg_flo"));
-    cmd.args([
-        "worker",
-        "postgres",
-        "--group",
-        GROUP,
-        "--nats-url",
-        &url,
-        "--target-host",
-        s.pg.host(),
-        "--target-port",
-        &port,
-        "--target-dbname",
-        "target",
-        "--target-user",
-        s.pg.user(),
-        "--target-password",
-        s.pg.password(),
-        "--target-sslmode",
-        "disable",
-    ]);
-    cmd.args(extra);
-    Process::spawn("worker", cmd).unwrap()
-}
-
-async fn messages_in(js: &async_nats::jetstream::Context, stream: &str) -> u64 {
-    match js.get_stream(stream).await {
-        Ok(mut s) => s.info().await.unwrap().state.messages,
-        Err(_) => 0,
-    }
+    s.group
+        .worker("worker", "postgres", &target_args(&s.pg, "target", extra))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,7 +60,7 @@ async fn by_default_the_worker_stops_and_loses_nothing() {
     assert!(err.contains("violates check constraint"), "{err}");
     assert!(err.contains("--dead-letter"), "{err}");
     // The rejected message and the one after it are still in the stream.
-    let left = messages_in(&s.js, &pg_flo::config::stream_name(GROUP)).await;
+    let left = s.group.unacked().await;
     assert!(left >= 2, "{left} messages left");
     // After the target is fixed, a new worker applies everything.
     let target = s.pg.client("target").await.unwrap();
@@ -181,21 +92,15 @@ async fn with_dead_letter_the_rejected_change_is_set_aside_and_the_rest_flows() 
     )
     .await
     .unwrap();
-    wait_for(
-        "the main stream drained",
-        Duration::from_secs(60),
-        || async {
-            (messages_in(&s.js, &pg_flo::config::stream_name(GROUP)).await == 0).then_some(())
-        },
-    )
-    .await
-    .unwrap();
+    s.group.drained().await;
     assert!(w.try_status().unwrap().is_none(), "{}", w.output_dump());
     // The rejected message, readable from the dead-letter subject's stream, with the error.
-    let dlq =
-        s.js.get_stream(pg_flo::nats::dead_letter_stream(GROUP))
-            .await
-            .unwrap();
+    let dlq = s
+        .group
+        .js
+        .get_stream(pg_flo::nats::dead_letter_stream(GROUP))
+        .await
+        .unwrap();
     let msg = dlq
         .get_last_raw_message_by_subject(&pg_flo::nats::dead_letter_subject(GROUP))
         .await
@@ -215,7 +120,9 @@ async fn with_dead_letter_the_rejected_change_is_set_aside_and_the_rest_flows() 
         Value::Text(b"-1".to_vec())
     );
     assert_eq!(
-        messages_in(&s.js, &pg_flo::nats::dead_letter_stream(GROUP)).await,
+        s.group
+            .messages_in(&pg_flo::nats::dead_letter_stream(GROUP))
+            .await,
         1
     );
     let m = w.stderr();
@@ -230,14 +137,7 @@ async fn with_dead_letter_the_rejected_change_is_set_aside_and_the_rest_flows() 
         .subscribe(pg_flo::nats::dead_letter_subject(GROUP))
         .await
         .unwrap();
-    s.js.publish(
-        pg_flo::config::subject(GROUP),
-        insert(400, Some(300), "4", "-4").encode().unwrap().into(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    s.group.publish(&insert(400, Some(300), "4", "-4")).await;
     let live = tokio::time::timeout(Duration::from_secs(60), sub.next())
         .await
         .unwrap()

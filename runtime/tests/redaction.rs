@@ -5,90 +5,31 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-use std::process::Command;
+mod support;
+
 use std::time::Duration;
 
 use e2e::{dump_table, wait_for, wait_for_eq, NatsServer, PgCluster, PgOptions, Process};
-use pg_flo::message::{
-    Change, ChangeBatch, Column, KeyKind, Op, Position, Relation, ReplicationKey, Value,
-    FORMAT_VERSION,
-};
+use pg_flo::message::{ChangeBatch, Op, Value};
+use support::{message, pos, relation, target_args, Group, INT4, TEXT};
+
+/// Inserts `(id, email)` into `public.users`, after the transaction at `prev`.
+fn insert(lsn: u64, prev: Option<u64>, id: &str, email: &str) -> ChangeBatch {
+    let rel = relation("users", &[("id", INT4), ("email", TEXT)]);
+    message(
+        lsn,
+        0,
+        true,
+        prev.map(|p| pos(p, 0)),
+        rel,
+        Op::Insert,
+        &[id, email],
+    )
+}
 
 const GROUP: &str = "redaction";
 /// The value the target rejects; it must appear nowhere but in the data.
 const EMAIL: &str = "leaked-secret@example.com";
-
-fn insert(lsn: u64, prev: Option<u64>, id: &str, email: &str) -> ChangeBatch {
-    let col = |name: &str, type_oid, identity| Column {
-        name: name.into(),
-        type_oid,
-        type_modifier: -1,
-        identity,
-    };
-    ChangeBatch {
-        version: FORMAT_VERSION,
-        commit_lsn: lsn,
-        commit_time_us: 0,
-        xid: lsn as u32,
-        seq: 0,
-        last: true,
-        prev: prev.map(|p| Position {
-            commit_lsn: p,
-            seq: 0,
-        }),
-        emitted_at_us: 0,
-        relations: vec![Relation {
-            oid: 1,
-            schema: "public".into(),
-            table: "users".into(),
-            columns: vec![col("id", 23, true), col("email", 25, false)],
-            key: ReplicationKey {
-                kind: KeyKind::PrimaryKey,
-                columns: vec!["id".into()],
-            },
-        }],
-        changes: vec![Change {
-            op: Op::Insert,
-            lsn,
-            relation: 0,
-            new: Some(vec![
-                Value::Text(id.as_bytes().to_vec()),
-                Value::Text(email.as_bytes().to_vec()),
-            ]),
-            old: None,
-            truncate: None,
-        }],
-        source: None,
-        copy: false,
-    }
-}
-
-fn worker(pg: &PgCluster, nats: &NatsServer, extra: &[&str]) -> Process {
-    let port = pg.port().to_string();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pg_flo"));
-    cmd.args([
-        "worker",
-        "postgres",
-        "--group",
-        GROUP,
-        "--nats-url",
-        &nats.url(),
-        "--target-host",
-        pg.host(),
-        "--target-port",
-        &port,
-        "--target-dbname",
-        "target",
-        "--target-user",
-        pg.user(),
-        "--target-password",
-        pg.password(),
-        "--target-sslmode",
-        "disable",
-    ]);
-    cmd.args(extra);
-    Process::spawn("worker", cmd).unwrap()
-}
 
 fn assert_redacted(what: &str, text: &str) {
     assert!(!text.contains(EMAIL), "{what} holds the row value:\n{text}");
@@ -114,29 +55,17 @@ async fn a_unique_violation_is_reported_without_the_value() {
         .await
         .unwrap();
     let nats = NatsServer::start().await.unwrap();
-    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    pg_flo::nats::ensure_stream(
-        &js,
-        &pg_flo::config::stream_name(GROUP),
-        &pg_flo::config::subject(GROUP),
-        None,
-    )
-    .await
-    .unwrap();
+    let group = Group::new(&nats, GROUP).await;
     // Row 2 takes the e-mail address row 1 holds in the target; row 3 is fine.
     for b in [
         insert(100, None, "2", EMAIL),
         insert(200, Some(100), "3", "ok@example.com"),
     ] {
-        js.publish(pg_flo::config::subject(GROUP), b.encode().unwrap().into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        group.publish(&b).await;
     }
 
     // Without --dead-letter the worker stops and says why.
-    let mut w = worker(&pg, &nats, &[]);
+    let mut w = group.worker("worker", "postgres", &target_args(&pg, "target", &[]));
     let status = w.wait_exit(Duration::from_secs(60)).await.unwrap();
     assert!(!status.success());
     let log = w.stderr();
@@ -144,7 +73,11 @@ async fn a_unique_violation_is_reported_without_the_value() {
     assert_redacted("the log of the stopped worker", &log);
 
     // With --dead-letter the message is set aside with the error in a header.
-    let mut w = worker(&pg, &nats, &["--dead-letter"]);
+    let mut w = group.worker(
+        "worker",
+        "postgres",
+        &target_args(&pg, "target", &["--dead-letter"]),
+    );
     wait_for_eq(
         "row 3",
         Duration::from_secs(60),
@@ -154,7 +87,9 @@ async fn a_unique_violation_is_reported_without_the_value() {
     .await
     .unwrap();
     let dlq = wait_for("the dead letter", Duration::from_secs(60), || async {
-        js.get_stream(pg_flo::nats::dead_letter_stream(GROUP))
+        group
+            .js
+            .get_stream(pg_flo::nats::dead_letter_stream(GROUP))
             .await
             .ok()?
             .get_last_raw_message_by_subject(&pg_flo::nats::dead_letter_subject(GROUP))

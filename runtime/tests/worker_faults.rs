@@ -5,42 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-use std::process::Command;
+mod support;
+
 use std::time::Duration;
 
 use e2e::{dump_table, wait_for, wait_for_eq, NatsServer, PgCluster, PgOptions, Process};
-use pg_flo::message::{
-    Change, ChangeBatch, Column, KeyKind, Op, Position, Relation, ReplicationKey, Value,
-    FORMAT_VERSION,
-};
+use pg_flo::message::{ChangeBatch, Op, Position};
+use support::{message, pos, table_t, target_args, text, tx, Group, TEXT};
 
-fn relation() -> Relation {
-    let col = |name: &str, identity| Column {
-        name: name.into(),
-        type_oid: 23,
-        type_modifier: -1,
-        identity,
-    };
-    Relation {
-        oid: 1,
-        schema: "public".into(),
-        table: "t".into(),
-        columns: vec![col("id", true), col("v", false)],
-        key: ReplicationKey {
-            kind: KeyKind::PrimaryKey,
-            columns: vec!["id".into()],
-        },
-    }
-}
-
-fn pos(lsn: u64, seq: u32) -> Position {
-    Position {
-        commit_lsn: lsn,
-        seq,
-    }
-}
-
-/// Message `seq` of the transaction committed at `lsn`, inserting `(id, v)`.
+/// Message `seq` of the transaction committed at `lsn`, inserting `(id, v)` into `public.t`.
 fn insert(
     lsn: u64,
     seq: u32,
@@ -49,40 +22,13 @@ fn insert(
     id: &str,
     v: &str,
 ) -> ChangeBatch {
-    let text = |s: &str| Value::Text(s.as_bytes().to_vec());
-    ChangeBatch {
-        version: FORMAT_VERSION,
-        commit_lsn: lsn,
-        commit_time_us: 0,
-        xid: lsn as u32,
-        seq,
-        last,
-        prev,
-        emitted_at_us: 0,
-        relations: vec![relation()],
-        changes: vec![Change {
-            op: Op::Insert,
-            lsn,
-            relation: 0,
-            new: Some(vec![text(id), text(v)]),
-            old: None,
-            truncate: None,
-        }],
-        source: None,
-        copy: false,
-    }
-}
-
-/// A whole one-message transaction.
-fn tx(lsn: u64, prev: Option<u64>, id: &str, v: &str) -> ChangeBatch {
-    insert(lsn, 0, true, prev.map(|p| pos(p, 0)), id, v)
+    message(lsn, seq, last, prev, table_t(), Op::Insert, &[id, v])
 }
 
 struct Setup {
     pg: PgCluster,
-    nats: NatsServer,
-    js: async_nats::jetstream::Context,
-    group: &'static str,
+    _nats: NatsServer,
+    group: Group,
 }
 
 async fn setup(group: &'static str, target_ddl: &str) -> Setup {
@@ -95,84 +41,38 @@ async fn setup(group: &'static str, target_ddl: &str) -> Setup {
         .await
         .unwrap();
     let nats = NatsServer::start().await.unwrap();
-    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    pg_flo::nats::ensure_stream(
-        &js,
-        &pg_flo::config::stream_name(group),
-        &pg_flo::config::subject(group),
-        None,
-    )
-    .await
-    .unwrap();
+    let group = Group::new(&nats, group).await;
     Setup {
         pg,
-        nats,
-        js,
+        _nats: nats,
         group,
     }
 }
 
 impl Setup {
-    /// Publishes without a message id: JetStream stores every copy, as after a lost PubAck.
     async fn publish(&self, b: &ChangeBatch) {
-        self.js
-            .publish(
-                pg_flo::config::subject(self.group),
-                b.encode().unwrap().into(),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        self.group.publish(b).await;
     }
 
     fn worker(&self, name: &str, sink: &str, extra: &[&str]) -> Process {
-        let port = self.pg.port().to_string();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pg_flo"));
-        cmd.args(["worker", sink, "--group", self.group, "--nats-url"])
-            .arg(self.nats.url());
-        if sink == "postgres" {
-            cmd.args([
-                "--target-host",
-                self.pg.host(),
-                "--target-port",
-                &port,
-                "--target-dbname",
-                "target",
-                "--target-user",
-                self.pg.user(),
-                "--target-password",
-                self.pg.password(),
-                "--target-sslmode",
-                "disable",
-            ]);
-        }
-        cmd.args(extra);
-        Process::spawn(name, cmd).unwrap()
-    }
-
-    async fn messages_in(&self, stream: &str) -> u64 {
-        match self.js.get_stream(stream).await {
-            Ok(mut s) => s.info().await.unwrap().state.messages,
-            Err(_) => 0,
-        }
+        let args = if sink == "postgres" {
+            target_args(&self.pg, "target", extra)
+        } else {
+            extra.iter().map(|s| s.to_string()).collect()
+        };
+        self.group.worker(name, sink, &args)
     }
 
     async fn drained(&self) {
-        let stream = pg_flo::config::stream_name(self.group);
-        wait_for("the main stream drained", Duration::from_secs(60), || {
-            let stream = stream.clone();
-            async move { (self.messages_in(&stream).await == 0).then_some(()) }
-        })
-        .await
-        .unwrap();
+        self.group.drained().await;
     }
 
     /// Positions of the dead letters, in the order they were stored.
     async fn dead_letters(&self) -> Vec<Position> {
         let Ok(stream) = self
+            .group
             .js
-            .get_stream(pg_flo::nats::dead_letter_stream(self.group))
+            .get_stream(pg_flo::nats::dead_letter_stream(self.group.name))
             .await
         else {
             return Vec::new();
@@ -333,10 +233,7 @@ async fn a_predecessor_that_never_comes_stops_the_worker_with_one_clear_error() 
     let target = s.pg.client("target").await.unwrap();
     assert_eq!(dump_table(&target, "t", "id").await.unwrap(), "(1,1)");
     // 300 is still in the stream, unacked.
-    assert_eq!(
-        s.messages_in(&pg_flo::config::stream_name(s.group)).await,
-        1
-    );
+    assert_eq!(s.group.unacked().await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,16 +291,22 @@ async fn a_second_worker_waits_until_the_first_is_gone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_messages_beyond_the_memory_bound_are_fetched_again_in_order() {
     let s = setup("held-bytes", "CREATE TABLE t (id int PRIMARY KEY, v text)").await;
-    let text = |s: &str| Value::Text(s.as_bytes().to_vec());
+    let rel = || support::relation("t", &[("id", support::INT4), ("v", TEXT)]);
     let update = |lsn: u64, prev: u64, v: String| {
-        let mut b = tx(lsn, Some(prev), "1", "0");
-        b.relations[0].columns[1].type_oid = 25;
+        let mut b = message(
+            lsn,
+            0,
+            true,
+            Some(pos(prev, 0)),
+            rel(),
+            Op::Update,
+            &["1", "0"],
+        );
         b.changes[0].new = Some(vec![text("1"), text(&v)]);
         b
     };
-    let mut first = tx(100, None, "1", "0");
-    first.relations[0].columns[1].type_oid = 25;
-    s.publish(&first).await;
+    s.publish(&message(100, 0, true, None, rel(), Op::Insert, &["1", "0"]))
+        .await;
     // 80 updates of ~1 MB each (80 MB, more than the 32 MiB the worker holds) wait for 200.
     let pad = "x".repeat(1_000_000);
     for i in 1..=80u64 {
