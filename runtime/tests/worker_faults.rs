@@ -385,3 +385,72 @@ async fn a_paused_worker_whose_lease_expired_never_applies_again() {
         second.output_dump()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_larger_than_max_payload_is_stored_in_parts() {
+    let s = setup(
+        "dlq-large",
+        "CREATE TABLE t (id int PRIMARY KEY, v text CHECK (length(v) < 10))",
+    )
+    .await;
+    let rel = || support::relation("t", &[("id", support::INT4), ("v", TEXT)]);
+    // A message just under the server's 1 MiB max_payload: with the dead letter's headers it
+    // no longer fits one message.
+    let big = message(
+        100,
+        0,
+        true,
+        None,
+        rel(),
+        Op::Insert,
+        &["1", &"x".repeat(1_048_445)],
+    );
+    let raw = big.encode().unwrap();
+    assert!(
+        raw.len() > 1_048_300 && raw.len() < 1_048_576,
+        "{}",
+        raw.len()
+    );
+    s.publish(&big).await;
+    s.publish(&message(
+        200,
+        0,
+        true,
+        Some(pos(100, 0)),
+        rel(),
+        Op::Insert,
+        &["2", "ok"],
+    ))
+    .await;
+    let mut w = s.worker("worker", "postgres", &["--dead-letter"]);
+    let target = s.pg.client("target").await.unwrap();
+    wait_for_eq(
+        "the accepted row",
+        Duration::from_secs(60),
+        "(2,ok)".to_owned(),
+        || dump_table(&target, "t", "id"),
+    )
+    .await
+    .unwrap();
+    s.drained().await;
+    assert!(w.try_status().unwrap().is_none(), "{}", w.output_dump());
+    // Stored in parts that, put together, are the original message.
+    let stream = s
+        .group
+        .js
+        .get_stream(pg_flo::nats::dead_letter_stream(s.group.name))
+        .await
+        .unwrap();
+    let mut payload = Vec::new();
+    let mut chunks = Vec::new();
+    let mut seq = 1;
+    while let Ok(m) = stream.get_raw_message(seq).await {
+        chunks.push(m.headers.get("Pg-Flo-Chunk").unwrap().to_string());
+        assert_eq!(m.headers.get("Pg-Flo-Pos").unwrap().as_str(), "100:0");
+        assert!(m.headers.get("Pg-Flo-Error").is_some());
+        payload.extend_from_slice(&m.payload);
+        seq += 1;
+    }
+    assert_eq!(chunks, ["1/2", "2/2"]);
+    assert_eq!(payload, raw);
+}
