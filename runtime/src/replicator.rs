@@ -41,6 +41,7 @@ use crate::postgres::pgoutput::{self, PgOutput, RelationInfo};
 use crate::postgres::replication::{
     pg_to_unix_us, ReplicationConnection, ReplicationError, StreamMessage, Writer,
 };
+use crate::redact::error_chain;
 
 /// Why the replicator stopped.
 #[derive(Debug, thiserror::Error)]
@@ -426,9 +427,6 @@ async fn cleanup(
     tracing::info!(group = cfg.group, "cleanup done");
     Ok(())
 }
-
-/// Renders an error with its sources, for logs (values and credentials redacted).
-pub use crate::redact::error_chain;
 
 pub(crate) type AckFuture = Pin<
     Box<dyn Future<Output = (Result<Option<PublishedStats>, ReplicatorError>, Option<Lsn>)> + Send>,

@@ -128,20 +128,26 @@ impl Target {
     }
 
     /// Publishes a rejected message, unchanged, with the error in headers, and waits for the
-    /// PubAck (only then may the original be acked).
+    /// PubAck (only then may the original be acked). Returns what the letter says of the
+    /// message.
     pub async fn publish(
         &self,
-        batch: &ChangeBatch,
         raw: &bytes::Bytes,
         error: &SinkError,
-    ) -> Result<(), WorkerError> {
+    ) -> Result<(Position, DeadLetter), WorkerError> {
+        // The payload was decoded before it was applied; decoded again here, on this rare path,
+        // so that the hot path keeps no copy.
+        let batch = ChangeBatch::decode(raw).map_err(|e| WorkerError::DeadLetter {
+            position: "?".into(),
+            message: e.to_string(),
+        })?;
         let pos = batch.position();
         let tables: Vec<String> = batch
             .relations
             .iter()
             .map(|r| format!("{}.{}", r.schema, r.table))
             .collect();
-        let why = crate::replicator::error_chain(error).replace(['\r', '\n'], " ");
+        let why = crate::redact::error_chain(error).replace(['\r', '\n'], " ");
         tracing::error!(position = %pos, tables = ?tables, error = %why, "moving a rejected message to the dead-letter subject");
         let mut fixed = vec![
             ("Pg-Flo-Position", pos.to_string()),
@@ -188,7 +194,13 @@ impl Target {
                 .await
                 .map_err(|e| fail(&e))?;
         }
-        Ok(())
+        Ok((
+            pos,
+            DeadLetter {
+                prev: batch.prev,
+                last: batch.last,
+            },
+        ))
     }
 }
 

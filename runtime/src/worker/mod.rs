@@ -277,10 +277,10 @@ pub async fn run(
                 // signal, so `changed()` below would not fire again): stop, leaving the
                 // uncommitted messages unacked in the stream.
                 if *shutdown.borrow() {
-                    tracing::warn!(error = %crate::replicator::error_chain(&e), "stopping with uncommitted changes; they stay in the stream for the next worker");
+                    tracing::warn!(error = %crate::redact::error_chain(&e), "stopping with uncommitted changes; they stay in the stream for the next worker");
                     break Ok(());
                 }
-                tracing::warn!(error = %crate::replicator::error_chain(&e), retry_in = ?wait, "worker interrupted; redelivering from the first unacked message");
+                tracing::warn!(error = %crate::redact::error_chain(&e), retry_in = ?wait, "worker interrupted; redelivering from the first unacked message");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => break Ok(()),
@@ -312,9 +312,9 @@ struct Session {
     evicted: bool,
     /// Acks owed once the next commit succeeds.
     pending: Vec<Acker>,
-    /// While isolating: the messages applied since the last commit (dead-lettered together if
-    /// the commit is rejected, e.g. by a deferred constraint).
-    uncommitted: Vec<(ChangeBatch, bytes::Bytes)>,
+    /// While isolating: the payloads of the messages applied since the last commit
+    /// (dead-lettered together if the commit is rejected, e.g. by a deferred constraint).
+    uncommitted: Vec<bytes::Bytes>,
     changes: usize,
     first_pending_at: Option<Instant>,
     /// Apply, send and commit one transaction at a time (finding a rejected message).
@@ -333,7 +333,7 @@ fn to_isolate(e: WorkerError, p: &mut Run<'_>, seen: Option<Position>) -> Worker
                 && source.dead_letterable()
                 && p.isolate.is_none() =>
         {
-            tracing::warn!(error = %crate::replicator::error_chain(&e), "the sink rejected a change");
+            tracing::warn!(error = %crate::redact::error_chain(&e), "the sink rejected a change");
             p.isolate = Some(seen);
             WorkerError::Isolate
         }
@@ -355,8 +355,8 @@ impl Transform {
         let mut warnings = Vec::new();
         let rules = match &cfg.rules_config {
             Some(path) => {
-                let (rules, w) = rules::Rules::from_file(path)
-                    .map_err(|e| crate::replicator::error_chain(&e))?;
+                let (rules, w) =
+                    rules::Rules::from_file(path).map_err(|e| crate::redact::error_chain(&e))?;
                 warnings.extend(w);
                 Some(rules)
             }
@@ -364,8 +364,8 @@ impl Transform {
         };
         let routes = match &cfg.routing_config {
             Some(path) => {
-                let (routes, w) = routing::Routes::from_file(path)
-                    .map_err(|e| crate::replicator::error_chain(&e))?;
+                let (routes, w) =
+                    routing::Routes::from_file(path).map_err(|e| crate::redact::error_chain(&e))?;
                 warnings.extend(w);
                 Some(routes)
             }
@@ -630,23 +630,18 @@ async fn offer(
         return Err(WorkerError::LeaseLost);
     }
     st.seen = st.seen.max(Some(pos));
-    let mut transformed = batch.clone();
-    p.transform.apply(&mut transformed);
-    let mut result = sink.apply(&transformed).await;
+    let (prev, last, source) = (batch.prev, batch.last, batch.source);
+    let mut batch = batch;
+    p.transform.apply(&mut batch);
+    let mut result = sink.apply(&batch).await;
     if st.isolating && result.is_ok() {
         result = sink.flush().await;
     }
     if let Err(source) = result {
         if st.isolating && source.retry() == Retry::Permanent && source.dead_letterable() {
             if let Some(target) = &p.dead_letters {
-                target.publish(&batch, &raw, &source).await?;
-                p.order.dead_lettered(
-                    pos,
-                    DeadLetter {
-                        prev: batch.prev,
-                        last: batch.last,
-                    },
-                );
+                target.publish(&raw, &source).await?;
+                p.order.dead_lettered(pos, DeadLetter { prev, last });
                 // Confirmed ack: the consumer is recreated next, which must not redeliver it.
                 let _ = acker.double_ack().await;
                 m.worker_messages
@@ -662,10 +657,10 @@ async fn offer(
     }
     m.worker_messages.with_label_values(&["applied"]).inc();
     st.changes += batch.changes.len();
-    p.order.applied(pos, batch.last, batch.source);
+    p.order.applied(pos, last, source);
     st.pending.push(acker);
     if st.isolating {
-        st.uncommitted.push((batch, raw));
+        st.uncommitted.push(raw);
     }
     st.first_pending_at.get_or_insert_with(Instant::now);
     Ok(())
@@ -692,15 +687,9 @@ async fn commit(p: &mut Run<'_>, sink: &mut AnySink, st: &mut Session) -> Result
         {
             if let Some(target) = &p.dead_letters {
                 let _ = sink.rollback().await;
-                for (batch, raw) in &st.uncommitted {
-                    target.publish(batch, raw, &source).await?;
-                    p.order.dead_lettered(
-                        batch.position(),
-                        DeadLetter {
-                            prev: batch.prev,
-                            last: batch.last,
-                        },
-                    );
+                for raw in &st.uncommitted {
+                    let (pos, letter) = target.publish(raw, &source).await?;
+                    p.order.dead_lettered(pos, letter);
                 }
                 for acker in st.pending.drain(..) {
                     let _ = acker.double_ack().await;
