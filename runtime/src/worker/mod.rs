@@ -244,6 +244,7 @@ pub async fn run(
                 continue;
             }
             Err(e @ WorkerError::Redeliver(_)) => {
+                metrics::error(e.category());
                 tracing::warn!(reason = %e, "restarting delivery");
                 continue;
             }
