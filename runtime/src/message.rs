@@ -59,6 +59,20 @@ impl fmt::Display for Position {
     }
 }
 
+/// Parses [`Position`]'s display form, `X/Y#seq` (as in the `Pg-Flo-Position` header).
+impl std::str::FromStr for Position {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("not a position (X/Y#seq): {s:?}");
+        let (lsn, seq) = s.split_once('#').ok_or_else(bad)?;
+        Ok(Position {
+            commit_lsn: lsn.parse::<Lsn>().map_err(|_| bad())?.0,
+            seq: seq.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
 /// One NATS message: a slice of one source transaction.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChangeBatch {
@@ -370,7 +384,7 @@ impl<'de> Deserialize<'de> for Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample() -> ChangeBatch {
@@ -514,6 +528,18 @@ mod tests {
             ChangeBatch::decode(&batch.encode().unwrap()),
             Err(DecodeError::RelationIndex(3))
         ));
+    }
+
+    #[test]
+    fn positions_parse_from_their_display_form() {
+        let p = Position {
+            commit_lsn: 0x1_0000_0064,
+            seq: 7,
+        };
+        assert_eq!(p.to_string().parse::<Position>(), Ok(p));
+        for bad in ["", "1/2", "1/2#", "x/2#3", "1/2#-1", "100:0"] {
+            assert!(bad.parse::<Position>().is_err(), "{bad}");
+        }
     }
 
     #[test]

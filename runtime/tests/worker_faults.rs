@@ -446,7 +446,7 @@ async fn a_dead_letter_larger_than_max_payload_is_stored_in_parts() {
     let mut seq = 1;
     while let Ok(m) = stream.get_raw_message(seq).await {
         chunks.push(m.headers.get("Pg-Flo-Chunk").unwrap().to_string());
-        assert_eq!(m.headers.get("Pg-Flo-Pos").unwrap().as_str(), "100:0");
+        assert_eq!(m.headers.get("Pg-Flo-Position").unwrap().as_str(), "0/64#0");
         assert!(m.headers.get("Pg-Flo-Error").is_some());
         payload.extend_from_slice(&m.payload);
         seq += 1;

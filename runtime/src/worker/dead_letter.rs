@@ -4,8 +4,8 @@
 //! Contract:
 //! - A dead letter is the original payload on `pgflo.<group>.dlq` (stream `pgflo_<group>_dlq`,
 //!   kept until removed) with headers `Pg-Flo-Error` (the rejection, one line, values redacted
-//!   by the error renderer), `Pg-Flo-Position`, `Pg-Flo-Prev` (absent on a replicator run's
-//!   first message) and `Pg-Flo-Last` (`true` on a transaction's final message). It is
+//!   by the error renderer), `Pg-Flo-Position` and `Pg-Flo-Prev` (`X/Y#seq`; no `Pg-Flo-Prev` on
+//!   a replicator run's first message) and `Pg-Flo-Last` (`true` on a transaction's final message). It is
 //!   PubAck'ed before the original is acked.
 //! - It always fits the server's `max_payload`: the error text is cut to fit; a payload too
 //!   large even then is stored in parts, each with `Pg-Flo-Chunk: i/n` and the same headers
@@ -33,19 +33,6 @@ pub struct Target {
     stream: stream::Stream,
     subject: String,
     max_payload: usize,
-}
-
-/// A position as `lsn:seq` in decimal (machine-readable header form).
-fn encode_position(p: Position) -> String {
-    format!("{}:{}", p.commit_lsn, p.seq)
-}
-
-fn decode_position(s: &str) -> Option<Position> {
-    let (lsn, seq) = s.split_once(':')?;
-    Some(Position {
-        commit_lsn: lsn.parse().ok()?,
-        seq: seq.parse().ok()?,
-    })
 }
 
 /// Size of a header block on the wire, roughly (`Name: value\r\n` per header, plus framing).
@@ -153,10 +140,9 @@ impl Target {
             ("Pg-Flo-Position", pos.to_string()),
             ("Pg-Flo-Last", batch.last.to_string()),
             (FORMAT_HEADER, FORMAT_VERSION.to_string()),
-            ("Pg-Flo-Pos", encode_position(pos)),
         ];
         if let Some(prev) = batch.prev {
-            fixed.push(("Pg-Flo-Prev", encode_position(prev)));
+            fixed.push(("Pg-Flo-Prev", prev.to_string()));
         }
         let (why, part) = fit(&why, header_bytes(&fixed), raw.len(), self.max_payload);
         let fail = |e: &dyn std::fmt::Display| WorkerError::DeadLetter {
@@ -204,13 +190,16 @@ impl Target {
     }
 }
 
-/// What a stored dead letter says of its message.
+/// What a stored dead letter says of its message (from its headers; a part of a letter stored
+/// in parts has them too).
 fn read_letter(headers: &HeaderMap, payload: &[u8]) -> Option<(Position, DeadLetter)> {
     let get = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
-    if let Some(pos) = get("Pg-Flo-Pos").and_then(|s| decode_position(&s)) {
+    // `Pg-Flo-Last` marks a letter of this version (earlier ones had only the position).
+    let position = get("Pg-Flo-Position").and_then(|s| s.parse().ok());
+    if let (Some(pos), Some(last)) = (position, get("Pg-Flo-Last")) {
         let letter = DeadLetter {
-            prev: get("Pg-Flo-Prev").and_then(|s| decode_position(&s)),
-            last: get("Pg-Flo-Last").is_some_and(|s| s == "true"),
+            prev: get("Pg-Flo-Prev").and_then(|s| s.parse().ok()),
+            last: last == "true",
         };
         return Some((pos, letter));
     }
@@ -230,14 +219,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn positions_round_trip_in_headers() {
-        let p = Position {
-            commit_lsn: 0x016B_3748,
-            seq: 7,
+    fn a_letter_is_read_from_its_headers_or_an_older_ones_payload() {
+        let batch = |seq, last, prev| ChangeBatch {
+            seq,
+            last,
+            prev,
+            ..crate::message::tests::sample()
         };
-        assert_eq!(decode_position(&encode_position(p)), Some(p));
-        assert_eq!(decode_position("1/2#3"), None);
-        assert_eq!(decode_position(""), None);
+        let headers = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (n, v) in pairs {
+                h.insert(*n, *v);
+            }
+            h
+        };
+        let at = |s: &str| s.parse::<Position>().ok();
+        let old = batch(1, true, at("0/10#0"));
+        let old_pos = old.position().to_string();
+        let old = old.encode().unwrap();
+        let cases = [
+            (
+                "this version, with predecessor",
+                headers(&[
+                    ("Pg-Flo-Position", "0/20#1"),
+                    ("Pg-Flo-Prev", "0/20#0"),
+                    ("Pg-Flo-Last", "false"),
+                ]),
+                Vec::new(),
+                Some(("0/20#1", at("0/20#0"), false)),
+            ),
+            (
+                "this version, first of a run",
+                headers(&[("Pg-Flo-Position", "0/20#0"), ("Pg-Flo-Last", "true")]),
+                Vec::new(),
+                Some(("0/20#0", None, true)),
+            ),
+            (
+                "an earlier version: only the position header",
+                headers(&[("Pg-Flo-Position", "0/99#9")]),
+                old.clone(),
+                Some((old_pos.as_str(), at("0/10#0"), true)),
+            ),
+            ("garbage", headers(&[]), b"x".to_vec(), None),
+        ];
+        for (name, h, payload, want) in cases {
+            let want = want.map(|(p, prev, last)| (at(p).unwrap(), DeadLetter { prev, last }));
+            assert_eq!(read_letter(&h, &payload), want, "{name}");
+        }
     }
 
     #[test]
