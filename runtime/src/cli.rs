@@ -135,6 +135,13 @@ pub struct ReplicatorArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           value_parser = parse_bool, value_name = "BOOL")]
     pub track_ddl: Option<bool>,
+    /// Stream mode: when the group's slot is gone (dropped, lost in a failover) after the
+    /// group has published, create a new one and go on, accepting that the changes made while
+    /// it was missing are not replicated (without it the replicator stops; re-copy with
+    /// --copy-and-stream instead) [env: PG_FLO_ACCEPT_LOST_SLOT]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = parse_bool, value_name = "BOOL")]
+    pub accept_lost_slot: Option<bool>,
     /// Remove the group's replication slot, publication, DDL capture objects and NATS streams,
     /// then exit (the group's unconsumed changes are lost) [env: PG_FLO_CLEANUP]
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",

@@ -115,6 +115,8 @@ pub struct ReplicatorConfig {
     pub mode: ReplicationMode,
     pub max_copy_workers_per_table: u32,
     pub track_ddl: bool,
+    /// `--accept-lost-slot`: stream mode goes on from a new slot when the group's slot is gone.
+    pub accept_lost_slot: bool,
     /// `--cleanup`: remove the group's objects and exit.
     pub cleanup: bool,
     pub retry: RetryConfig,
@@ -341,6 +343,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "copy",
     "max-copy-workers-per-table",
     "track-ddl",
+    "accept-lost-slot",
     "cleanup",
     "retry-max-attempts",
     "retry-initial-wait",
@@ -1244,6 +1247,7 @@ impl Resolver<'_> {
             _ => DEFAULT_MAX_COPY_WORKERS_PER_TABLE,
         };
         let track_ddl = self.flag_bool("track-ddl", a.track_ddl);
+        let accept_lost_slot = self.flag_bool("accept-lost-slot", a.accept_lost_slot);
         let cleanup = self.flag_bool("cleanup", a.cleanup);
 
         let defaults = RetryConfig::default();
@@ -1305,6 +1309,7 @@ impl Resolver<'_> {
             mode,
             max_copy_workers_per_table,
             track_ddl,
+            accept_lost_slot,
             cleanup,
             retry,
             max_batch_changes,

@@ -30,13 +30,15 @@ use tokio::sync::mpsc;
 
 use crate::config::ReplicatorConfig;
 use crate::lsn::Lsn;
-use crate::message::{self, Change, ChangeBatch, Op, Position, Relation, ReplicationKey, Value};
+use crate::message::{self, Change, Op, Relation, ReplicationKey, Value};
 use crate::metrics;
 use crate::postgres::catalog::{CatalogError, TableName};
 use crate::postgres::connection;
 use crate::postgres::copy_text::{self, RowSplitter};
 use crate::postgres::replication::quote_literal;
-use crate::replicator::{send_batch, AckFuture, ReplicatorError};
+use crate::replicator::ReplicatorError;
+use crate::source::batching::{Batcher, Envelope, Limits};
+use crate::source::publish::{AckFuture, PublishedStats, Publisher};
 
 /// A `[start, end)` page range; `None` as end: to the end of the table.
 type PageRange = (u64, Option<u64>);
@@ -118,6 +120,8 @@ struct CopyTable {
 /// Everything the copy needs from the replicator.
 pub struct CopyJob<'a> {
     pub cfg: &'a ReplicatorConfig,
+    pub limits: Limits,
+    pub stream_max_bytes: Option<u64>,
     pub js: &'a jetstream::Context,
     pub subject: &'a str,
     pub slot: &'a str,
@@ -361,98 +365,89 @@ async fn send(
     .map_err(|_| ReplicatorError::Publish("the copy publisher stopped".into()))
 }
 
-/// Publishes the chunks in arrival order as messages `(consistent_point - 1, seq)` and waits
-/// for every PubAck.
+/// Publishes the chunks in arrival order, cut by the [`Batcher`] into messages at
+/// `consistent_point - 1` whose seq counts the rows (the reset first), and waits for every
+/// PubAck.
 async fn publish_all(
     job: &CopyJob<'_>,
     relations: Vec<Arc<Relation>>,
     mut rx: mpsc::Receiver<Chunk>,
 ) -> Result<u64, ReplicatorError> {
-    let base = job.consistent_point.0.saturating_sub(1);
-    let mut seq = 0u32;
-    let mut prev: Option<Position> = None;
+    let mut batcher = Batcher::new(job.limits);
+    batcher.begin(Envelope {
+        commit_lsn: job.consistent_point.0.saturating_sub(1),
+        commit_time_us: 0,
+        xid: 0,
+        source: Some(job.source),
+        copy: true,
+    });
+    let mut publisher = Publisher::new(job.js.clone(), job.subject, job.slot, job.stream_max_bytes);
+    let mut seq = 0u64;
     let mut in_flight: FuturesOrdered<AckFuture> = FuturesOrdered::new();
     let max_in_flight = job.cfg.max_in_flight.max(1);
     let mut rows = 0u64;
-    let mut next_batch = |relations: Vec<Relation>, changes: Vec<Change>| {
-        let batch = ChangeBatch {
-            version: message::FORMAT_VERSION,
-            commit_lsn: base,
-            commit_time_us: 0,
-            xid: 0,
-            seq,
-            last: true,
-            prev,
-            emitted_at_us: chrono::Utc::now().timestamp_micros(),
-            relations,
-            changes,
-            source: Some(job.source),
-            copy: true,
-        };
-        prev = Some(batch.position());
-        seq += 1;
-        batch
-    };
+    let mut closed = Vec::new();
     if job.reset && !relations.is_empty() {
-        let idxs: Vec<u16> = (0..relations.len())
-            .map(|i| u16::try_from(i).unwrap_or(u16::MAX))
-            .collect();
-        let batch = next_batch(
-            relations.iter().map(|r| Relation::clone(r)).collect(),
-            vec![Change {
-                op: Op::Truncate,
-                lsn: 0,
-                relation: 0,
-                new: None,
-                old: None,
-                truncate: Some(message::Truncate {
-                    relations: idxs,
-                    cascade: false,
-                    restart_identity: false,
-                }),
-            }],
-        );
+        let reset = Change {
+            op: Op::Truncate,
+            lsn: 0,
+            relation: 0,
+            new: None,
+            old: None,
+            truncate: Some(message::Truncate {
+                relations: Vec::new(),
+                cascade: false,
+                restart_identity: false,
+            }),
+        };
+        let rels: Vec<&Relation> = relations.iter().map(|r| r.as_ref()).collect();
+        closed.extend(batcher.push(reset, &rels, seq)?);
+        closed.extend(batcher.cut());
+        seq += 1;
         tracing::info!(
             tables = relations.len(),
             "restarted copy: truncating the copied tables first"
         );
-        in_flight.push_back(send_batch(job.js, job.subject, job.slot, &batch, None).await?);
     }
-    loop {
-        tokio::select! {
-            Some((result, _)) = in_flight.next(), if !in_flight.is_empty() => {
-                if let Some(stats) = result? {
-                    metrics::get().replicator_messages_published.inc();
-                    metrics::get().replicator_changes_published.inc_by(stats.changes);
-                }
-            }
-            chunk = rx.recv(), if in_flight.len() < max_in_flight => {
-                let Some(chunk) = chunk else { break };
-                rows += chunk.rows.len() as u64;
-                let changes = chunk
-                    .rows
-                    .into_iter()
-                    .map(|values| Change {
-                        op: Op::Insert,
-                        lsn: 0,
-                        relation: 0,
-                        new: Some(values),
-                        old: None,
-                        truncate: None,
-                    })
-                    .collect();
-                let batch = next_batch(vec![Relation::clone(&chunk.relation)], changes);
-                in_flight.push_back(send_batch(job.js, job.subject, job.slot, &batch, None).await?);
-            }
-        }
-    }
-    while let Some((result, _)) = in_flight.next().await {
+    let done = |result: Result<Option<PublishedStats>, ReplicatorError>| {
         if let Some(stats) = result? {
             metrics::get().replicator_messages_published.inc();
             metrics::get()
                 .replicator_changes_published
                 .inc_by(stats.changes);
         }
+        Ok::<(), ReplicatorError>(())
+    };
+    loop {
+        for c in closed.drain(..) {
+            in_flight.push_back(publisher.send(c, None).await?);
+        }
+        tokio::select! {
+            Some((result, _)) = in_flight.next(), if !in_flight.is_empty() => done(result)?,
+            chunk = rx.recv(), if in_flight.len() < max_in_flight => {
+                let Some(chunk) = chunk else { break };
+                rows += chunk.rows.len() as u64;
+                for values in chunk.rows {
+                    let change = Change {
+                        op: Op::Insert,
+                        lsn: 0,
+                        relation: 0,
+                        new: Some(values),
+                        old: None,
+                        truncate: None,
+                    };
+                    closed.extend(batcher.push(change, &[&chunk.relation], seq)?);
+                    seq += 1;
+                }
+            }
+        }
+    }
+    closed.extend(batcher.commit());
+    for c in closed.drain(..) {
+        in_flight.push_back(publisher.send(c, None).await?);
+    }
+    while let Some((result, _)) = in_flight.next().await {
+        done(result)?;
     }
     Ok(rows)
 }

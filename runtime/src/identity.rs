@@ -16,8 +16,9 @@
 //!   LSN, recorded from then on. A target that stored the identity of the same slot under its
 //!   original origin then refuses the adopted one (the sink cannot tell adoption from a
 //!   re-created slot); its error names the remedy.
-//! - Nothing here refuses a slot that was lost and re-created: [`decide`] reports what it
-//!   found ([`Identity`]), so such a check can be added on top.
+//! - A lost slot is never a silent gap: in stream mode, a missing slot of a group that has a
+//!   record (it published before) stops the replicator ([`on_missing_slot`]) unless
+//!   `--accept-lost-slot`; `--copy-and-stream` copies again on a new slot instead.
 
 use async_nats::jetstream;
 use serde::{Deserialize, Serialize};
@@ -114,6 +115,32 @@ pub fn decide(system_identifier: u64, slot: Slot, recorded: Option<SourceId>) ->
     }
 }
 
+/// What stream mode does when the group's slot does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingSlot {
+    /// A new group (nothing recorded), or `--accept-lost-slot`: create the slot.
+    Create,
+    /// The group published from a slot that is gone: the changes since are lost to it.
+    Refuse { recorded: SourceId },
+}
+
+/// Decides what to do about a missing slot from the group's record.
+pub fn on_missing_slot(recorded: Option<SourceId>, accept_lost_slot: bool) -> MissingSlot {
+    match recorded {
+        Some(recorded) if !accept_lost_slot => MissingSlot::Refuse { recorded },
+        _ => MissingSlot::Create,
+    }
+}
+
+/// Reads the group's record from NATS (`None` when missing or malformed).
+pub async fn recorded(
+    js: &jetstream::Context,
+    group: &str,
+) -> Result<Option<SourceId>, ReplicatorError> {
+    let store = crate::copy::state_store(js, group).await?;
+    read(&store, group).await
+}
+
 /// Reads the record (`None` when missing or malformed).
 pub async fn read(
     store: &jetstream::stream::Stream,
@@ -194,6 +221,23 @@ mod tests {
         SourceId {
             system_identifier,
             slot_origin,
+        }
+    }
+
+    #[test]
+    fn a_missing_slot_of_a_group_that_published_is_refused() {
+        let r = id(SYS, 0x500);
+        for (recorded, accept, want) in [
+            (None, false, MissingSlot::Create),
+            (None, true, MissingSlot::Create),
+            (Some(r), false, MissingSlot::Refuse { recorded: r }),
+            (Some(r), true, MissingSlot::Create),
+        ] {
+            assert_eq!(
+                on_missing_slot(recorded, accept),
+                want,
+                "{recorded:?} {accept}"
+            );
         }
     }
 

@@ -19,4 +19,5 @@ pub mod postgres;
 pub mod redact;
 pub mod replicator;
 pub mod sink;
+pub mod source;
 pub mod worker;

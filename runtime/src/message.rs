@@ -7,12 +7,17 @@
 //!
 //! Contract:
 //! - One message holds changes of exactly one source transaction; a transaction larger than
-//!   the batch limit spans several messages numbered by `seq` from 0, the final one has
-//!   `last = true`. The split is deterministic, so a replay produces the same messages.
+//!   one message (`--max-batch-changes`, `--max-batch-bytes`, the server's `max_payload`)
+//!   spans several, the final one has `last = true`. A single change larger than a message is
+//!   sent in parts ([`CHUNK_HEADER`]) that the worker puts back together.
 //! - Messages of a group are published in WAL commit order. [`Position`] `(commit_lsn, seq)`
-//!   strictly increases along the stream; `prev` names the position of the message the same
-//!   replicator run published before this one, so a consumer can tell a gap (a message lost
-//!   while NATS restarted and re-published later) from a normal successor.
+//!   strictly increases along the stream. `seq` is the WAL position of the message's last
+//!   change (format 2), so a position names a point in the WAL whatever the batch settings: a
+//!   transaction re-published with other settings (different cuts) is recognised change by
+//!   change, and the worker skips the changes it applied already.
+//! - `prev` names the position of the message the same replicator run published before this
+//!   one, so a consumer can tell a gap (a message lost while NATS restarted and re-published
+//!   later) from a normal successor.
 //! - `source` names the source the message came from ([`SourceId`]: the cluster's system
 //!   identifier and the incarnation of the group's slot). Positions are comparable only
 //!   between messages of the same source: a sink that stores its position stores the source
@@ -31,24 +36,39 @@ use std::fmt;
 use crate::lsn::Lsn;
 
 /// Version written in every message; a worker refuses versions it does not know.
-pub const FORMAT_VERSION: u8 = 1;
+/// Version 2 made `seq` the WAL position of the message's last change (version 1: the index of
+/// the message within its transaction); a worker reads both.
+pub const FORMAT_VERSION: u8 = 2;
+
+/// The oldest version a worker reads.
+pub const OLDEST_FORMAT_VERSION: u8 = 1;
+
+/// Header of one part of a change too large for one message: `i/n` (1-based). The parts'
+/// payloads, concatenated in order, are one message of this format holding that change.
+pub const CHUNK_HEADER: &str = "Pg-Flo-Chunk";
+
+/// Header naming the set a part belongs to (`<run>:<commit LSN>:<change LSN>`): parts of one
+/// set come from one replicator run; a set that breaks off is published again whole.
+pub const CHUNK_SET_HEADER: &str = "Pg-Flo-Chunk-Set";
 
 /// Header naming the format version of a payload.
 pub const FORMAT_HEADER: &str = "Pg-Flo-Format";
 
-/// Where a message stands in a group's stream: ordered by commit LSN, then by `seq`.
+/// Where a message stands in a group's stream: ordered by commit LSN, then by `seq` (see
+/// [`ChangeBatch::seq`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Position {
     pub commit_lsn: u64,
-    pub seq: u32,
+    pub seq: u64,
 }
 
 impl Position {
-    /// The position that stands for "every message of the transaction committed at `lsn`".
+    /// The position that stands for "every message of the transaction committed at `lsn`"
+    /// (its seq is above every WAL position and still fits a PostgreSQL `bigint`).
     pub fn end_of(commit_lsn: Lsn) -> Self {
         Position {
             commit_lsn: commit_lsn.0,
-            seq: u32::MAX,
+            seq: i64::MAX as u64,
         }
     }
 }
@@ -84,8 +104,10 @@ pub struct ChangeBatch {
     pub commit_time_us: i64,
     /// Source transaction id.
     pub xid: u32,
-    /// Index of this message within its transaction, from 0.
-    pub seq: u32,
+    /// Where the message ends within its transaction. Format 2: the WAL position of its last
+    /// change (streamed messages), or the index of its last row in the copy, from 0 (copy
+    /// messages). Format 1: the index of the message within its transaction.
+    pub seq: u64,
     /// True on the transaction's final message.
     pub last: bool,
     /// Position of the message published before this one by the same replicator run; `None`
@@ -142,9 +164,37 @@ impl ChangeBatch {
         self.xid == 0
     }
 
-    /// The NATS `Nats-Msg-Id` of this message, stable across replays: `{slot}:{lsn}:{seq}`.
+    /// The NATS `Nats-Msg-Id` of this message, `{slot}:{commit lsn}:{first}-{last}`: the
+    /// range of the transaction it covers (change WAL positions; row indexes in a copy). The
+    /// same range is the same changes, so JetStream may drop a re-published one; a range cut
+    /// differently (other batch settings) is a new message, and the worker skips what it
+    /// applied already ([`ChangeBatch::applied_through`]).
     pub fn message_id(&self, slot: &str) -> String {
-        format!("{slot}:{}:{}", Lsn(self.commit_lsn), self.seq)
+        let first = if self.copy || self.is_copy() {
+            self.seq
+                .saturating_add(1)
+                .saturating_sub(self.changes.len() as u64)
+        } else {
+            self.changes.first().map_or(self.seq, |c| c.lsn)
+        };
+        message_id(slot, self.commit_lsn, first, self.seq)
+    }
+
+    /// Positions name single changes (format 2, streamed): a message re-cut by another
+    /// replicator run can be applied from the change after `applied` on.
+    pub fn change_granular(&self) -> bool {
+        self.version >= 2
+            && !self.copy
+            && !self.is_copy()
+            && self.changes.last().map(|c| c.lsn) == Some(self.seq)
+    }
+
+    /// Drops the changes at or before the WAL position `applied` (they were applied from an
+    /// earlier message of the same transaction); returns how many were dropped.
+    pub fn applied_through(&mut self, applied: u64) -> usize {
+        let before = self.changes.len();
+        self.changes.retain(|c| c.lsn > applied);
+        before - self.changes.len()
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, rmp_serde::encode::Error> {
@@ -154,7 +204,7 @@ impl ChangeBatch {
     /// Decodes a payload; a version other than [`FORMAT_VERSION`] is an error.
     pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
         let batch: ChangeBatch = rmp_serde::from_slice(payload).map_err(DecodeError::Malformed)?;
-        if batch.version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&batch.version) {
             return Err(DecodeError::Version(batch.version));
         }
         for change in &batch.changes {
@@ -179,12 +229,18 @@ impl ChangeBatch {
     }
 }
 
+/// `Nats-Msg-Id` of the message covering `first..=last` of the transaction committed at
+/// `commit_lsn` (see [`ChangeBatch::message_id`]).
+pub fn message_id(slot: &str, commit_lsn: u64, first: u64, last: u64) -> String {
+    format!("{slot}:{}:{first}-{last}", Lsn(commit_lsn))
+}
+
 /// Why a payload could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("malformed change message")]
     Malformed(#[source] rmp_serde::decode::Error),
-    #[error("change message format version {0} is not supported by this pg_flo (it reads version {FORMAT_VERSION}); upgrade the worker")]
+    #[error("change message format version {0} is not supported by this pg_flo (it reads versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}); upgrade the worker")]
     Version(u8),
     #[error("change message refers to relation index {0} that it does not carry")]
     RelationIndex(u16),
@@ -393,7 +449,7 @@ pub(crate) mod tests {
             commit_lsn: 0x16_B374_D848,
             commit_time_us: 1_700_000_000_000_000,
             xid: 42,
-            seq: 0,
+            seq: 0x16_B374_D100,
             last: true,
             prev: None,
             emitted_at_us: 1_700_000_000_000_100,
@@ -453,7 +509,7 @@ pub(crate) mod tests {
         commit_lsn: u64,
         commit_time_us: i64,
         xid: u32,
-        seq: u32,
+        seq: u64,
         last: bool,
         prev: Option<Position>,
         emitted_at_us: i64,
@@ -508,7 +564,7 @@ pub(crate) mod tests {
         assert_eq!(back.changes[1].old.as_ref().unwrap().1[1], Value::Null);
         assert_eq!(
             batch.message_id("pg_flo_g_publication"),
-            "pg_flo_g_publication:16/B374D848:0"
+            "pg_flo_g_publication:16/B374D848:97500057600-97500057856"
         );
     }
 

@@ -17,12 +17,10 @@
 //! - SIGTERM/SIGINT: stop reading, wait for the PubAcks in flight, confirm what they cover, exit.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, message::PublishMessage as Publish};
+use async_nats::jetstream;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::watch;
 use tokio_postgres::Client;
@@ -32,16 +30,19 @@ use crate::copy;
 use crate::ddl;
 use crate::identity;
 use crate::lsn::Lsn;
-use crate::message::{self, Change, ChangeBatch, Op, Position, Relation};
+use crate::message::{self, Change, Op, Relation};
 use crate::metrics;
 use crate::nats::{self as nats_setup, NatsError};
 use crate::postgres::catalog::{self, CatalogError, TableName};
 use crate::postgres::connection::{self, ConnectError};
-use crate::postgres::pgoutput::{self, PgOutput, RelationInfo};
+use crate::postgres::pgoutput::{self, PgOutput};
 use crate::postgres::replication::{
     pg_to_unix_us, ReplicationConnection, ReplicationError, StreamMessage, Writer,
 };
 use crate::redact::error_chain;
+use crate::source::batching::{Batcher, Closed, Envelope, Limits};
+use crate::source::publish::{self, AckFuture, Publisher};
+use crate::source::relations;
 
 /// Why the replicator stopped.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +65,27 @@ pub enum ReplicatorError {
     Encode(#[from] rmp_serde::encode::Error),
     #[error("replication stream refers to unknown relation {0}")]
     UnknownRelation(u32),
+    #[error(
+        "transaction {commit_lsn} is larger than the stream allows: its messages take {bytes} \
+         bytes and the stream's max_bytes is {limit}; the worker applies a transaction only once \
+         it has all of it, so it could never be consumed. Raise --nats-stream-max-bytes (or the \
+         stream's max_bytes: nats stream edit) above the largest transaction, or remove the limit"
+    )]
+    TransactionTooLarge {
+        commit_lsn: Lsn,
+        bytes: u64,
+        limit: u64,
+    },
+    #[error(
+        "replication slot {slot} is gone, but this group published changes from it before \
+         ({recorded}); the changes made since it was lost cannot be replicated any more. Either \
+         re-copy the tables: run the replicator with --copy-and-stream; or accept the gap: start \
+         it once with --accept-lost-slot (a new slot, changes from now on)"
+    )]
+    SlotLost {
+        slot: String,
+        recorded: message::SourceId,
+    },
     #[error("gave up after {attempts} attempts")]
     GaveUp {
         attempts: u32,
@@ -94,6 +116,8 @@ impl ReplicatorError {
             ReplicatorError::Decode(_) => "decode",
             ReplicatorError::Encode(_) => "encode",
             ReplicatorError::UnknownRelation(_) => "protocol",
+            ReplicatorError::TransactionTooLarge { .. } => "transaction_too_large",
+            ReplicatorError::SlotLost { .. } => "slot_lost",
             ReplicatorError::GaveUp { .. } => "gave_up",
         }
     }
@@ -106,12 +130,16 @@ struct Shared {
     publication: String,
     subject: String,
     js: jetstream::Context,
-    catalog: Client,
+    /// The keys the catalog gave at start (see [`relations`]).
     keys: HashMap<TableName, message::ReplicationKey>,
     /// Highest LSN confirmed to the slot.
     confirmed: Lsn,
+    /// Follows `confirmed` for the lag reader.
+    confirmed_tx: watch::Sender<Lsn>,
     /// Carried by every message.
     source: message::SourceId,
+    limits: Limits,
+    stream_max_bytes: Option<u64>,
 }
 
 /// Runs the replicator until `shutdown` turns true or a permanent error occurs.
@@ -141,15 +169,30 @@ pub async fn run(
         tracing::info!(group = cfg.group, tables = tables.len(), "DDL tracking on");
     }
     let nats = nats_setup::connect(&cfg.nats, "pg_flo_replicator").await?;
+    let server_max_payload = nats.server_info().max_payload;
     let js = nats_setup::jetstream(nats, cfg.max_in_flight);
     let subject = config::subject(&cfg.group);
-    nats_setup::ensure_stream(
+    let stream = nats_setup::ensure_stream(
         &js,
         &config::stream_name(&cfg.group),
         &subject,
         cfg.stream_max_bytes,
     )
     .await?;
+    let stream_config = &stream.cached_info().config;
+    let stream_max_bytes = u64::try_from(stream_config.max_bytes)
+        .ok()
+        .filter(|&n| n > 0);
+    let message_max = match usize::try_from(stream_config.max_message_size) {
+        Ok(n) if n > 0 => n.min(server_max_payload),
+        _ => server_max_payload,
+    };
+    let limits = Limits::new(cfg.max_batch_changes, cfg.max_batch_bytes, message_max);
+    tracing::info!(
+        max_payload = limits.max_payload,
+        max_batch_bytes = limits.max_bytes,
+        "message size limits"
+    );
     // The source's identity (see `identity`), settled before anything is published.
     let mut conn = ReplicationConnection::connect(&cfg.source, "pg_flo_replicator").await?;
     let system_identifier = conn.identify_system().await?;
@@ -167,6 +210,18 @@ pub async fn run(
                     )
                 }
                 None => {
+                    let recorded = identity::recorded(&js, &cfg.group).await?;
+                    if let identity::MissingSlot::Refuse { recorded } =
+                        identity::on_missing_slot(recorded, cfg.accept_lost_slot)
+                    {
+                        return Err(ReplicatorError::SlotLost {
+                            slot: slot.clone(),
+                            recorded,
+                        });
+                    }
+                    if recorded.is_some() {
+                        tracing::warn!(slot, "the group's slot is gone; --accept-lost-slot: creating a new one (the changes made while it was missing are not replicated)");
+                    }
                     let created = conn.create_slot(&slot, "nothing").await?;
                     let cp = created.consistent_point;
                     tracing::info!(slot, consistent_point = %cp, "created replication slot");
@@ -186,6 +241,8 @@ pub async fn run(
             initial_load(
                 InitialLoad {
                     cfg: &cfg,
+                    limits,
+                    stream_max_bytes,
                     js: &js,
                     subject: &subject,
                     slot: &slot,
@@ -208,16 +265,22 @@ pub async fn run(
         .replicator_confirmed_lsn
         .set(confirmed.0 as i64);
 
+    drop(catalog_client);
+    let (confirmed_tx, confirmed_rx) = watch::channel(confirmed);
+    let lag = tokio::spawn(read_lag(cfg.source.clone(), confirmed_rx));
+    let _lag = AbortOnDrop(lag);
     let mut shared = Shared {
         cfg,
         slot,
         publication,
         subject,
         js,
-        catalog: catalog_client,
         keys,
         confirmed,
+        confirmed_tx,
         source,
+        limits,
+        stream_max_bytes,
     };
     let mut attempts = 0u32;
     let mut wait = shared.cfg.retry.initial_wait;
@@ -248,13 +311,6 @@ pub async fn run(
                     _ = shutdown.changed() => return Ok(()),
                 }
                 wait = (wait * 2).min(shared.cfg.retry.max_wait);
-                if shared.catalog.is_closed() {
-                    if let Ok(c) =
-                        connection::connect(&shared.cfg.source, "pg_flo_replicator").await
-                    {
-                        shared.catalog = c;
-                    }
-                }
             }
             Err(e) => return Err(e),
         }
@@ -274,6 +330,8 @@ async fn initial_load(
 ) -> Result<(Lsn, message::SourceId), ReplicatorError> {
     let InitialLoad {
         cfg,
+        limits,
+        stream_max_bytes,
         js,
         subject,
         slot,
@@ -334,6 +392,8 @@ async fn initial_load(
     .await?;
     let rows = copy::run(copy::CopyJob {
         cfg,
+        limits,
+        stream_max_bytes,
         js,
         subject,
         slot,
@@ -367,6 +427,8 @@ async fn initial_load(
 /// What [`initial_load`] reads.
 struct InitialLoad<'a> {
     cfg: &'a ReplicatorConfig,
+    limits: Limits,
+    stream_max_bytes: Option<u64>,
     js: &'a jetstream::Context,
     subject: &'a str,
     slot: &'a str,
@@ -428,43 +490,33 @@ async fn cleanup(
     Ok(())
 }
 
-pub(crate) type AckFuture = Pin<
-    Box<dyn Future<Output = (Result<Option<PublishedStats>, ReplicatorError>, Option<Lsn>)> + Send>,
->;
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PublishedStats {
-    pub(crate) changes: u64,
-}
-
-/// The transaction being read.
-struct TxBuilder {
-    commit_lsn: Lsn,
-    commit_time_us: i64,
-    xid: u32,
-    seq: u32,
-    relations: Vec<Relation>,
-    relation_index: HashMap<u32, u16>,
-    changes: Vec<Change>,
-    bytes: usize,
-    /// Source queries of the DDL already captured in this transaction.
-    ddl_queries: Vec<String>,
-}
-
-impl TxBuilder {
-    fn relation_idx(&mut self, rel: &Arc<Relation>) -> u16 {
-        if let Some(&i) = self.relation_index.get(&rel.oid) {
-            return i;
-        }
-        let i = u16::try_from(self.relations.len()).unwrap_or(u16::MAX);
-        self.relations.push(Relation::clone(rel));
-        self.relation_index.insert(rel.oid, i);
-        i
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
-fn now_us() -> i64 {
-    chrono::Utc::now().timestamp_micros()
+/// Reads the slot's lag behind the server's WAL every 5 s on a connection of its own, so that
+/// a slow catalog never delays a standby status update.
+async fn read_lag(source: config::PgConnConfig, mut confirmed: watch::Receiver<Lsn>) {
+    let mut client: Option<Client> = None;
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        if client.as_ref().is_none_or(Client::is_closed) {
+            client = connection::connect(&source, "pg_flo_replicator_lag")
+                .await
+                .ok();
+        }
+        let Some(c) = &client else { continue };
+        let lsn = *confirmed.borrow_and_update();
+        let read = tokio::time::timeout(Duration::from_secs(10), catalog::lag_bytes(c, lsn));
+        if let Ok(Ok(bytes)) = read.await {
+            metrics::get().replicator_lag_bytes.set(bytes);
+        }
+    }
 }
 
 async fn stream_session(
@@ -484,10 +536,20 @@ async fn stream_session(
     tracing::info!(slot = shared.slot, from = %shared.confirmed, "streaming changes");
     health.set_ready(true);
 
-    let mut session = Session::default();
+    let mut session = Session {
+        relations: HashMap::new(),
+        in_flight: FuturesOrdered::new(),
+        batcher: Batcher::new(shared.limits),
+        publisher: Publisher::new(
+            shared.js.clone(),
+            &shared.subject,
+            &shared.slot,
+            shared.stream_max_bytes,
+        ),
+        tx: None,
+    };
     let mut status = tokio::time::interval(shared.cfg.status_interval);
     status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut lag = tokio::time::interval(Duration::from_secs(5));
     let max_in_flight = shared.cfg.max_in_flight.max(1);
 
     loop {
@@ -509,17 +571,12 @@ async fn stream_session(
             _ = status.tick() => {
                 tx.send_status(shared.confirmed, false).await?;
             }
-            _ = lag.tick() => {
-                if let Ok(bytes) = catalog::lag_bytes(&shared.catalog, shared.confirmed).await {
-                    metrics::get().replicator_lag_bytes.set(bytes);
-                }
-            }
             msg = rx.recv(), if session.in_flight.len() < max_in_flight => {
                 match msg? {
                     StreamMessage::Keepalive { wal_end, reply_requested } => {
                         // Between transactions with nothing in flight, everything the server
                         // sent before this keepalive is handled.
-                        if session.current.is_none() && session.in_flight.is_empty() {
+                        if session.tx.is_none() && session.in_flight.is_empty() {
                             shared.confirm(wal_end);
                         }
                         if reply_requested {
@@ -540,21 +597,26 @@ impl Shared {
     fn confirm(&mut self, lsn: Lsn) {
         if lsn > self.confirmed {
             self.confirmed = lsn;
+            self.confirmed_tx.send_replace(lsn);
             metrics::get().replicator_confirmed_lsn.set(lsn.0 as i64);
         }
     }
 }
 
+/// The transaction being read.
+struct OpenTx {
+    /// Source queries of the DDL already captured in this transaction.
+    ddl_queries: Vec<String>,
+}
+
 /// State of one replication session (one connection); a reconnect starts a new one.
-#[derive(Default)]
 struct Session {
     relations: HashMap<u32, Arc<Relation>>,
     /// Publishes awaiting their PubAck, in publish order, with the LSN each lets us confirm.
     in_flight: FuturesOrdered<AckFuture>,
-    /// The transaction being read.
-    current: Option<TxBuilder>,
-    /// Position of the last message this session published.
-    prev: Option<Position>,
+    batcher: Batcher,
+    publisher: Publisher,
+    tx: Option<OpenTx>,
 }
 
 impl Session {
@@ -570,45 +632,48 @@ impl Session {
                 commit_time,
                 xid,
             } => {
-                self.current = Some(TxBuilder {
-                    commit_lsn: final_lsn,
+                self.batcher.begin(Envelope {
+                    commit_lsn: final_lsn.0,
                     commit_time_us: pg_to_unix_us(commit_time),
                     xid,
-                    seq: 0,
-                    relations: Vec::new(),
-                    relation_index: HashMap::new(),
-                    changes: Vec::new(),
-                    bytes: 0,
+                    source: Some(shared.source),
+                    copy: false,
+                });
+                self.tx = Some(OpenTx {
                     ddl_queries: Vec::new(),
                 });
             }
             PgOutput::Commit { end_lsn, .. } => {
-                let Some(mut txb) = self.current.take() else {
+                if self.tx.take().is_none() {
                     return Ok(());
-                };
+                }
                 metrics::get().replicator_transactions.inc();
-                if txb.seq == 0 && txb.changes.is_empty() {
+                match self.batcher.commit() {
+                    Some(closed) => self.send(closed, Some(end_lsn)).await?,
                     // Nothing of ours in it: confirm once everything before it is acked.
-                    self.in_flight
-                        .push_back(Box::pin(async move { (Ok(None), Some(end_lsn)) }));
-                } else {
-                    self.publish(shared, &mut txb, true, Some(end_lsn)).await?;
+                    None => self.in_flight.push_back(publish::confirm_only(end_lsn)),
                 }
             }
             PgOutput::Relation(info) => {
-                let rel = relation_from(shared, info).await?;
+                let name = TableName {
+                    schema: info.schema.clone(),
+                    table: info.table.clone(),
+                };
+                let rel = relations::relation(info, shared.keys.get(&name));
+                // Changes after it in this transaction carry the new shape.
+                self.batcher.relation_changed(rel.oid);
                 self.relations.insert(rel.oid, Arc::new(rel));
             }
             PgOutput::Insert { relation, new } => {
-                self.push_change(shared, relation, Op::Insert, wal_start, Some(new), None)
+                self.push_row(relation, Op::Insert, wal_start, Some(new), None)
                     .await?;
             }
             PgOutput::Update { relation, old, new } => {
-                self.push_change(shared, relation, Op::Update, wal_start, Some(new), old)
+                self.push_row(relation, Op::Update, wal_start, Some(new), old)
                     .await?;
             }
             PgOutput::Delete { relation, old } => {
-                self.push_change(shared, relation, Op::Delete, wal_start, None, Some(old))
+                self.push_row(relation, Op::Delete, wal_start, None, Some(old))
                     .await?;
             }
             PgOutput::Truncate {
@@ -616,33 +681,31 @@ impl Session {
                 cascade,
                 restart_identity,
             } => {
-                let Some(txb) = self.current.as_mut() else {
+                if self.tx.is_none() || rel_ids.is_empty() {
                     return Ok(());
-                };
-                let mut idxs = Vec::new();
+                }
+                let mut rels = Vec::new();
                 for id in &rel_ids {
                     let rel = self
                         .relations
                         .get(id)
                         .ok_or(ReplicatorError::UnknownRelation(*id))?;
-                    idxs.push(txb.relation_idx(rel));
+                    rels.push(rel.clone());
                 }
-                let Some(&first) = idxs.first() else {
-                    return Ok(());
-                };
-                txb.changes.push(Change {
+                let change = Change {
                     op: Op::Truncate,
                     lsn: wal_start.0,
-                    relation: first,
+                    relation: 0,
                     new: None,
                     old: None,
                     truncate: Some(message::Truncate {
-                        relations: idxs,
+                        relations: Vec::new(),
                         cascade,
                         restart_identity,
                     }),
-                });
-                metrics::get().replicator_changes_read.inc();
+                };
+                let refs: Vec<&Relation> = rels.iter().map(|r| r.as_ref()).collect();
+                self.push(change, &refs).await?;
             }
             PgOutput::Message {
                 transactional: true,
@@ -650,10 +713,10 @@ impl Session {
                 content,
                 ..
             } if shared.cfg.track_ddl && prefix == ddl::message_prefix(&shared.cfg.group) => {
-                let Some(txb) = self.current.as_mut() else {
+                let Some(open) = self.tx.as_mut() else {
                     return Ok(());
                 };
-                let (relation, mut change, query) = match ddl::to_change(&content, wal_start.0) {
+                let (relation, change, query) = match ddl::to_change(&content, wal_start.0) {
                     Ok(parts) => parts,
                     Err(e) => {
                         tracing::warn!(error = %error_chain(&e), "skipping a malformed DDL capture message");
@@ -662,28 +725,19 @@ impl Session {
                 };
                 // One query can report several commands (ALTER TABLE ... ADD UNIQUE reports the
                 // index too): replay it once per transaction.
-                if txb.ddl_queries.contains(&query) {
+                if open.ddl_queries.contains(&query) {
                     return Ok(());
                 }
-                txb.ddl_queries.push(query);
-                // The table's key may have changed: look it up again at its next Relation.
-                shared.keys.remove(&TableName {
-                    schema: relation.schema.clone(),
-                    table: relation.table.clone(),
-                });
-                change.relation = u16::try_from(txb.relations.len()).unwrap_or(u16::MAX);
-                txb.relations.push(relation);
-                txb.changes.push(change);
-                metrics::get().replicator_changes_read.inc();
+                open.ddl_queries.push(query);
+                self.push(change, &[&relation]).await?;
             }
             PgOutput::Origin | PgOutput::Type | PgOutput::Message { .. } => {}
         }
         Ok(())
     }
 
-    async fn push_change(
+    async fn push_row(
         &mut self,
-        shared: &Shared,
         relation: u32,
         op: Op,
         wal_start: Lsn,
@@ -693,142 +747,38 @@ impl Session {
         let rel = self
             .relations
             .get(&relation)
-            .ok_or(ReplicatorError::UnknownRelation(relation))?;
-        let Some(mut txb) = self.current.take() else {
-            return Ok(());
-        };
-        let idx = txb.relation_idx(rel);
-        let size = |vals: Option<&Vec<message::Value>>| -> usize {
-            vals.into_iter()
-                .flatten()
-                .map(|v| v.as_bytes().map_or(1, |b| b.len() + 5))
-                .sum()
-        };
-        txb.bytes += 24 + size(new.as_ref()) + size(old.as_ref().map(|(_, v)| v));
-        txb.changes.push(Change {
+            .ok_or(ReplicatorError::UnknownRelation(relation))?
+            .clone();
+        let change = Change {
             op,
             lsn: wal_start.0,
-            relation: idx,
+            relation: 0,
             new,
             old,
             truncate: None,
-        });
-        metrics::get().replicator_changes_read.inc();
-        let full = txb.changes.len() >= shared.cfg.max_batch_changes.max(1)
-            || txb.bytes >= shared.cfg.max_batch_bytes;
-        let result = if full {
-            self.publish(shared, &mut txb, false, None).await
-        } else {
-            Ok(())
         };
-        self.current = Some(txb);
-        result
+        self.push(change, &[&rel]).await
     }
 
-    /// Publishes the changes gathered so far as the next message of the transaction.
-    async fn publish(
-        &mut self,
-        shared: &Shared,
-        txb: &mut TxBuilder,
-        last: bool,
-        confirm: Option<Lsn>,
-    ) -> Result<(), ReplicatorError> {
-        let batch = ChangeBatch {
-            version: message::FORMAT_VERSION,
-            commit_lsn: txb.commit_lsn.0,
-            commit_time_us: txb.commit_time_us,
-            xid: txb.xid,
-            seq: txb.seq,
-            last,
-            prev: self.prev,
-            emitted_at_us: now_us(),
-            relations: std::mem::take(&mut txb.relations),
-            changes: std::mem::take(&mut txb.changes),
-            source: Some(shared.source),
-            copy: false,
-        };
-        txb.relation_index.clear();
-        txb.bytes = 0;
-        txb.seq += 1;
-        self.prev = Some(batch.position());
-        let ack = send_batch(&shared.js, &shared.subject, &shared.slot, &batch, confirm).await?;
+    /// Adds a change of the open transaction (its seq is its WAL position) and publishes the
+    /// messages that closes.
+    async fn push(&mut self, change: Change, rels: &[&Relation]) -> Result<(), ReplicatorError> {
+        if self.tx.is_none() {
+            return Ok(());
+        }
+        metrics::get().replicator_changes_read.inc();
+        let seq = change.lsn;
+        for closed in self.batcher.push(change, rels, seq)? {
+            self.send(closed, None).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, closed: Closed, confirm: Option<Lsn>) -> Result<(), ReplicatorError> {
+        let ack = self.publisher.send(closed, confirm).await?;
         self.in_flight.push_back(ack);
         Ok(())
     }
-}
-
-/// Publishes one message and returns the future of its PubAck, tagged with the LSN it lets
-/// the replicator confirm.
-pub(crate) async fn send_batch(
-    js: &jetstream::Context,
-    subject: &str,
-    slot: &str,
-    batch: &ChangeBatch,
-    confirm: Option<Lsn>,
-) -> Result<AckFuture, ReplicatorError> {
-    let changes = batch.changes.len() as u64;
-    let payload = batch.encode()?;
-    let publish = Publish::build()
-        .payload(payload.into())
-        .message_id(batch.message_id(slot))
-        .header(message::FORMAT_HEADER, message::FORMAT_VERSION.to_string());
-    let ack = js
-        .send_publish(subject.to_owned(), publish)
-        .await
-        .map_err(|e| ReplicatorError::Publish(e.to_string()))?;
-    Ok(Box::pin(async move {
-        let result = match ack.await {
-            Ok(_) => Ok(Some(PublishedStats { changes })),
-            Err(e) => {
-                let text = e.to_string();
-                if text.contains("maximum bytes") || text.contains("maximum messages") {
-                    Err(ReplicatorError::StreamFull)
-                } else {
-                    Err(ReplicatorError::Publish(text))
-                }
-            }
-        };
-        (result, confirm)
-    }))
-}
-
-async fn relation_from(
-    shared: &mut Shared,
-    info: RelationInfo,
-) -> Result<Relation, ReplicatorError> {
-    let name = TableName {
-        schema: info.schema.clone(),
-        table: info.table.clone(),
-    };
-    let key = match shared.keys.get(&name) {
-        Some(k) => k.clone(),
-        None => {
-            // A table we did not know at start (added to the publication later).
-            let keys = catalog::table_keys(&shared.catalog, std::slice::from_ref(&name)).await?;
-            let k = keys.get(&name).cloned().unwrap_or(message::ReplicationKey {
-                kind: message::KeyKind::Full,
-                columns: Vec::new(),
-            });
-            shared.keys.insert(name, k.clone());
-            k
-        }
-    };
-    Ok(Relation {
-        oid: info.oid,
-        schema: info.schema,
-        table: info.table,
-        columns: info
-            .columns
-            .into_iter()
-            .map(|c| message::Column {
-                name: c.name,
-                type_oid: c.type_oid,
-                type_modifier: c.type_modifier,
-                identity: c.identity,
-            })
-            .collect(),
-        key,
-    })
 }
 
 async fn drain_and_close(
@@ -846,7 +796,7 @@ async fn drain_and_close(
                 break;
             }
             if let Some(lsn) = confirm {
-                shared.confirmed = shared.confirmed.max(lsn);
+                shared.confirm(lsn);
             }
         }
     };

@@ -16,7 +16,7 @@ use support::{message, pos, table_t, target_args, text, tx, Group, TEXT};
 /// Message `seq` of the transaction committed at `lsn`, inserting `(id, v)` into `public.t`.
 fn insert(
     lsn: u64,
-    seq: u32,
+    seq: u64,
     last: bool,
     prev: Option<Position>,
     id: &str,

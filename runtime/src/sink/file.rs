@@ -291,7 +291,7 @@ struct Stored {
 struct StoredJson {
     group: String,
     commit_lsn: String,
-    seq: u32,
+    seq: u64,
     file: Option<String>,
     offset: u64,
 }

@@ -300,7 +300,7 @@ pub(crate) mod fixtures {
 mod tests {
     use super::*;
 
-    fn pos(commit_lsn: u64, seq: u32) -> Position {
+    fn pos(commit_lsn: u64, seq: u64) -> Position {
         Position { commit_lsn, seq }
     }
 

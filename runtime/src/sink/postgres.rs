@@ -341,7 +341,7 @@ impl PostgresSink {
         let lsn: Lsn = lsn
             .parse()
             .map_err(|e| SinkError::Invalid(format!("{step}: {e}")))?;
-        let seq = u32::try_from(seq)
+        let seq = u64::try_from(seq)
             .map_err(|_| SinkError::Invalid(format!("{step}: seq {seq} is out of range")))?;
         let (system, origin): (Option<String>, Option<String>) =
             match (row.try_get(2), row.try_get(3)) {

@@ -21,6 +21,7 @@
 //!   change rejected by the target) stops the worker with a report; nothing is acked or skipped,
 //!   unless `--dead-letter` isolates the rejected message (see `dead_letter.rs`).
 
+pub mod chunks;
 mod dead_letter;
 pub mod ordering;
 pub mod routing;
@@ -37,7 +38,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{self, WorkerConfig};
-use crate::message::{ChangeBatch, DecodeError, Position, SourceId};
+use crate::message::{
+    ChangeBatch, DecodeError, Position, SourceId, CHUNK_HEADER, CHUNK_SET_HEADER,
+};
 use crate::metrics;
 use crate::nats::{self as nats_setup, NatsError};
 use crate::sink::{AnySink, Retry, Sink, SinkError};
@@ -48,8 +51,13 @@ const MAX_HELD: usize = 10_000;
 /// Most payload bytes the worker holds while waiting for a predecessor.
 const MAX_HELD_BYTES: usize = 32 * 1024 * 1024;
 
-/// Most bytes the consumer fetches ahead (the server cuts off clients that fall far behind).
+/// Most bytes the consumer fetches ahead (the server cuts off clients that fall far behind);
+/// at least two of the largest messages the server accepts.
 const MAX_BYTES_AHEAD: usize = 16 * 1024 * 1024;
+
+/// Most messages delivered and not yet acked: the worker acks a transaction only once it has
+/// all of it, so this bounds nothing but memory for ack handles (a few hundred bytes each).
+const MAX_ACK_PENDING: i64 = 1_000_000;
 
 /// Why the worker stopped.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +72,8 @@ pub enum WorkerError {
         #[source]
         source: DecodeError,
     },
+    #[error("message at stream sequence {stream_seq} is a part of a change that cannot be used: {problem}; it stays in the stream (nothing was acked); check that replicator and worker versions match")]
+    Part { stream_seq: u64, problem: String },
     #[error("{}", sink_failure(sink, source))]
     Sink {
         sink: &'static str,
@@ -111,6 +121,7 @@ impl WorkerError {
             | WorkerError::LeaseLost => true,
             WorkerError::Sink { source, .. } => source.retry() == Retry::Transient,
             WorkerError::Decode { .. }
+            | WorkerError::Part { .. }
             | WorkerError::OutOfOrder { .. }
             | WorkerError::MissingPredecessor { .. } => false,
         }
@@ -120,7 +131,7 @@ impl WorkerError {
         match self {
             WorkerError::Nats(_) => "nats",
             WorkerError::Consume(_) => "consume",
-            WorkerError::Decode { .. } => "decode",
+            WorkerError::Decode { .. } | WorkerError::Part { .. } => "decode",
             WorkerError::Sink { source, .. } => source.category(),
             WorkerError::OutOfOrder { .. } => "out_of_order",
             WorkerError::Redeliver(_) => "redeliver",
@@ -164,6 +175,8 @@ struct GapWatch {
 /// What lives as long as the worker process, across consuming sessions.
 struct Run<'a> {
     cfg: &'a WorkerConfig,
+    /// Most bytes one fetch may deliver.
+    bytes_ahead: usize,
     transform: &'a Arc<Transform>,
     stream: &'a jetstream::stream::Stream,
     state: &'a jetstream::stream::Stream,
@@ -190,6 +203,7 @@ pub async fn run(
 ) -> Result<(), WorkerError> {
     let client = nats_setup::connect(&cfg.nats, "pg_flo_worker").await?;
     let max_payload = client.server_info().max_payload;
+    let bytes_ahead = MAX_BYTES_AHEAD.max(max_payload.saturating_mul(2));
     let js = jetstream::new(client);
     let subject = config::subject(&cfg.group);
     let stream =
@@ -212,6 +226,7 @@ pub async fn run(
         None
     };
     let mut p = Run {
+        bytes_ahead,
         cfg: &cfg,
         transform: &transform,
         stream: &stream,
@@ -300,7 +315,7 @@ struct Held {
     prev: Option<Position>,
     source: Option<SourceId>,
     copy: bool,
-    acker: Acker,
+    acks: Vec<Acker>,
     raw: bytes::Bytes,
 }
 
@@ -313,6 +328,8 @@ struct Session {
     evicted: bool,
     /// Acks owed once the next commit succeeds.
     pending: Vec<Acker>,
+    /// A change arriving in parts.
+    parts: chunks::Reassembly<Acker>,
     /// While isolating: the payloads of the messages applied since the last commit
     /// (dead-lettered together if the commit is rejected, e.g. by a deferred constraint).
     uncommitted: Vec<bytes::Bytes>,
@@ -395,7 +412,7 @@ async fn session(
         p.stream,
         &config::consumer_name(&cfg.group),
         p.subject,
-        100_000,
+        MAX_ACK_PENDING,
     )
     .await?;
     let (stored, stored_source) = if position_in_nats(sink) {
@@ -417,7 +434,7 @@ async fn session(
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(cfg.batch_size.clamp(1, 1_000))
-        .max_bytes_per_batch(MAX_BYTES_AHEAD)
+        .max_bytes_per_batch(p.bytes_ahead)
         .heartbeat(Duration::from_secs(5))
         .messages()
         .await
@@ -429,6 +446,7 @@ async fn session(
         held_bytes: 0,
         evicted: false,
         pending: Vec::new(),
+        parts: chunks::Reassembly::default(),
         uncommitted: Vec::new(),
         changes: 0,
         first_pending_at: None,
@@ -551,9 +569,45 @@ async fn receive(
 ) -> Result<(), WorkerError> {
     let stream_seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
     let (msg, acker) = msg.split();
-    let batch = ChangeBatch::decode(&msg.payload)
+    let header = |name: &str| {
+        msg.headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+    };
+    let (payload, acks) = match header(CHUNK_HEADER) {
+        Some(index) => {
+            let malformed = |e: String| WorkerError::Part {
+                stream_seq,
+                problem: e,
+            };
+            let (index, count) = chunks::parse_index(&index).map_err(malformed)?;
+            let set = header(CHUNK_SET_HEADER)
+                .ok_or_else(|| malformed(format!("no {CHUNK_SET_HEADER} header")))?;
+            let fed = st
+                .parts
+                .part(chunks::Part {
+                    set,
+                    index,
+                    count,
+                    payload: msg.payload,
+                    ack: acker,
+                })
+                .map_err(malformed)?;
+            drop_parts(fed.dropped).await;
+            match fed.complete {
+                Some(done) => done,
+                None => return Ok(()),
+            }
+        }
+        None => {
+            drop_parts(st.parts.whole()).await;
+            (msg.payload, vec![acker])
+        }
+    };
+    let batch = ChangeBatch::decode(&payload)
         .map_err(|source| WorkerError::Decode { stream_seq, source })?;
-    offer(p, sink, st, batch, acker, msg.payload).await?;
+    offer(p, sink, st, batch, acks, payload).await?;
     // Release held messages whose predecessor is now applied.
     while let Some((&pos, h)) = st.held.first_key_value() {
         if matches!(
@@ -568,9 +622,27 @@ async fn receive(
         st.held_bytes -= h.raw.len();
         let batch = ChangeBatch::decode(&h.raw)
             .map_err(|source| WorkerError::Decode { stream_seq, source })?;
-        offer(p, sink, st, batch, h.acker, h.raw).await?;
+        offer(p, sink, st, batch, h.acks, h.raw).await?;
     }
     Ok(())
+}
+
+/// Acks the parts of a set that broke off: the replicator publishes it again whole.
+async fn drop_parts(acks: Vec<Acker>) {
+    if acks.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        parts = acks.len(),
+        "dropping the parts of a change whose set broke off (its replicator run failed; it is published again whole)"
+    );
+    metrics::get()
+        .worker_messages
+        .with_label_values(&["broken_part"])
+        .inc_by(acks.len() as u64);
+    for a in acks {
+        let _ = a.ack().await;
+    }
 }
 
 async fn offer(
@@ -578,7 +650,7 @@ async fn offer(
     sink: &mut AnySink,
     st: &mut Session,
     batch: ChangeBatch,
-    acker: Acker,
+    acks: Vec<Acker>,
     raw: bytes::Bytes,
 ) -> Result<(), WorkerError> {
     let pos = batch.position();
@@ -587,15 +659,19 @@ async fn offer(
         Verdict::Duplicate { durable } => {
             m.worker_messages.with_label_values(&["duplicate"]).inc();
             if durable {
-                let _ = acker.ack().await;
+                for a in acks {
+                    let _ = a.ack().await;
+                }
             } else {
-                st.pending.push(acker);
+                st.pending.extend(acks);
             }
             return Ok(());
         }
         Verdict::DeadLettered => {
             // Already in the dead-letter stream; its ack had not reached the server yet.
-            let _ = acker.ack().await;
+            for a in acks {
+                let _ = a.ack().await;
+            }
             p.order.applied(pos, batch.last, batch.source);
             return Ok(());
         }
@@ -613,7 +689,7 @@ async fn offer(
                     prev: batch.prev,
                     source: batch.source,
                     copy: batch.copy,
-                    acker,
+                    acks,
                     raw,
                 },
             );
@@ -633,6 +709,15 @@ async fn offer(
     st.seen = st.seen.max(Some(pos));
     let (prev, last, source) = (batch.prev, batch.last, batch.source);
     let mut batch = batch;
+    if batch.change_granular() {
+        // Re-published with other cuts: its first changes may be applied already.
+        if let Some(through) = p.order.applied_within(pos, source) {
+            let skipped = batch.applied_through(through);
+            if skipped > 0 {
+                tracing::debug!(position = %pos, skipped, "skipped changes applied from an earlier message of the transaction");
+            }
+        }
+    }
     p.transform.apply(&mut batch);
     let mut result = sink.apply(&batch).await;
     if st.isolating && result.is_ok() {
@@ -644,7 +729,9 @@ async fn offer(
                 target.publish(&raw, &source).await?;
                 p.order.dead_lettered(pos, DeadLetter { prev, last });
                 // Confirmed ack: the consumer is recreated next, which must not redeliver it.
-                let _ = acker.double_ack().await;
+                for a in acks {
+                    let _ = a.double_ack().await;
+                }
                 m.worker_messages
                     .with_label_values(&["dead_lettered"])
                     .inc();
@@ -659,7 +746,7 @@ async fn offer(
     m.worker_messages.with_label_values(&["applied"]).inc();
     st.changes += batch.changes.len();
     p.order.applied(pos, last, source);
-    st.pending.push(acker);
+    st.pending.extend(acks);
     if st.isolating {
         st.uncommitted.push(raw);
     }

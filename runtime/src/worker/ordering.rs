@@ -180,6 +180,15 @@ impl Order {
         Verdict::Apply
     }
 
+    /// For a message at `pos` about to be applied: the WAL position through which changes of
+    /// its transaction were applied already from other messages (the same transaction cut
+    /// differently by another replicator run), so the worker drops those changes of it.
+    pub fn applied_within(&self, pos: Position, source: Option<SourceId>) -> Option<u64> {
+        let last = self.last?;
+        let same_source = self.source.is_none() || source.is_none() || self.source == source;
+        (same_source && last.commit_lsn == pos.commit_lsn && last.seq < pos.seq).then_some(last.seq)
+    }
+
     /// The message at `pos` was applied to the sink, or skipped in order as a dead letter;
     /// `last` is its transaction-final flag.
     pub fn applied(&mut self, pos: Position, last: bool, source: Option<SourceId>) {
@@ -248,7 +257,7 @@ pub fn gap_step(waited: Duration, redeliveries: u32, limit: Duration) -> GapStep
 mod tests {
     use super::*;
 
-    fn p(lsn: u64, seq: u32) -> Position {
+    fn p(lsn: u64, seq: u64) -> Position {
         Position {
             commit_lsn: lsn,
             seq,
@@ -510,6 +519,40 @@ mod tests {
         );
         o.durable_at_least(Some(p(150, 0)), None);
         assert_eq!(o.committed(), Some(p(300, 0)));
+    }
+
+    #[test]
+    fn a_transaction_cut_differently_is_applied_from_the_next_change() {
+        let src = |o: u64| {
+            Some(SourceId {
+                system_identifier: 1,
+                slot_origin: o,
+            })
+        };
+        let mut o = Order::default();
+        // Run 1 applied the changes through WAL position 0x150 of transaction 0x900.
+        o.applied(p(0x900, 0x150), false, src(1));
+        // (message position, source) -> changes at or before this WAL position are applied
+        let table = [
+            (p(0x900, 0x200), src(1), Some(0x150)),
+            (p(0x900, 0x200), None, Some(0x150)),
+            (p(0x900, 0x150), src(1), None),
+            (p(0x900, 0x100), src(1), None),
+            (p(0x901, 0x200), src(1), None),
+            (p(0x900, 0x200), src(2), None),
+        ];
+        for (pos, source, want) in table {
+            assert_eq!(o.applied_within(pos, source), want, "{pos} {source:?}");
+        }
+        assert_eq!(
+            o.offer(p(0x900, 0x200), None, src(1), false),
+            Verdict::Apply
+        );
+        assert_eq!(
+            o.offer(p(0x900, 0x140), None, src(1), false),
+            Verdict::Duplicate { durable: false }
+        );
+        assert_eq!(Order::default().applied_within(p(1, 1), None), None);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use pg_flo::message::{
 pub const INT4: u32 = 23;
 pub const TEXT: u32 = 25;
 
-pub fn pos(lsn: u64, seq: u32) -> Position {
+pub fn pos(lsn: u64, seq: u64) -> Position {
     Position {
         commit_lsn: lsn,
         seq,
@@ -58,7 +58,7 @@ pub fn table_t() -> Relation {
 /// with one change of `op` on `rel` (a delete names the key, the first value, only).
 pub fn message(
     lsn: u64,
-    seq: u32,
+    seq: u64,
     last: bool,
     prev: Option<Position>,
     rel: Relation,

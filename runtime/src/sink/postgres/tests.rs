@@ -902,7 +902,7 @@ async fn buffer_is_flushed_by_bytes(db: &TestDb) {
     let big = "x".repeat(600 << 10);
     let count = "SELECT count(*) FROM pgsink_bytes.b";
     // One source transaction in three messages.
-    let mut msgs: Vec<ChangeBatch> = (0..3u32)
+    let mut msgs: Vec<ChangeBatch> = (0..3u64)
         .map(|i| {
             let mut m = batch(10, rels, vec![ins(0, vec![t(&i.to_string()), t(&big)])]);
             m.seq = i;
@@ -1629,7 +1629,7 @@ const SOURCE_B: SourceId = SourceId {
 /// One insert into `rel` from `source`.
 fn sourced(
     lsn: u64,
-    seq: u32,
+    seq: u64,
     rel: &Relation,
     id: &str,
     source: Option<SourceId>,

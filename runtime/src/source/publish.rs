@@ -1,0 +1,159 @@
+//! Publishing closed messages to the group's stream, with the LSN each lets the replicator
+//! confirm once JetStream acknowledged it.
+//!
+//! Contract:
+//! - A whole message is one NATS message with `Nats-Msg-Id = {slot}:{commit}:{first}-{seq}`
+//!   (see [`message::message_id`]): the same WAL range gets the same id, so JetStream drops a
+//!   copy re-published within its duplicate window.
+//! - A change in parts is published as consecutive NATS messages with [`message::CHUNK_HEADER`]
+//!   `i/n` and [`message::CHUNK_SET_HEADER`] `<run>:<commit>:<seq>`; their ids carry the run
+//!   (this session), because a set re-published by another run must never be completed with
+//!   parts of the first one (the parts' bytes differ: `prev`, `emitted_at`). Its ack future
+//!   resolves when every part is acknowledged.
+//! - A transaction whose messages would together exceed the stream's `max_bytes` can never be
+//!   consumed (the worker acks a transaction only once it has all of it): that is a permanent
+//!   error naming the transaction, the sizes and the fix, not a stall on a full stream.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use async_nats::jetstream::{self, message::PublishMessage as Publish};
+
+use crate::lsn::Lsn;
+use crate::message::{self, CHUNK_HEADER, CHUNK_SET_HEADER, FORMAT_HEADER};
+use crate::replicator::ReplicatorError;
+use crate::source::batching::{Body, Closed};
+
+/// The PubAck of one published message (all its parts), with the LSN it lets the replicator
+/// confirm.
+pub type AckFuture = Pin<
+    Box<dyn Future<Output = (Result<Option<PublishedStats>, ReplicatorError>, Option<Lsn>)> + Send>,
+>;
+
+#[derive(Debug, Clone, Copy)]
+pub struct PublishedStats {
+    pub changes: u64,
+}
+
+/// Publishes the messages of one session (or copy).
+pub struct Publisher {
+    js: jetstream::Context,
+    subject: String,
+    slot: String,
+    /// Tells this session's parts from another's.
+    run: String,
+    /// The stream's `max_bytes` (`None`: unlimited).
+    stream_max_bytes: Option<u64>,
+    /// Payload bytes published of the open transaction.
+    tx_bytes: u64,
+}
+
+impl Publisher {
+    pub fn new(
+        js: jetstream::Context,
+        subject: &str,
+        slot: &str,
+        stream_max_bytes: Option<u64>,
+    ) -> Publisher {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Publisher {
+            js,
+            subject: subject.to_owned(),
+            slot: slot.to_owned(),
+            run: format!("{:x}", nanos ^ u128::from(std::process::id()) << 64),
+            stream_max_bytes,
+            tx_bytes: 0,
+        }
+    }
+
+    /// Publishes `closed`; `confirm` is the LSN its acknowledgement lets the replicator
+    /// confirm (the transaction's end on its final message).
+    pub async fn send(
+        &mut self,
+        closed: Closed,
+        confirm: Option<Lsn>,
+    ) -> Result<AckFuture, ReplicatorError> {
+        let bytes = closed.bytes() as u64;
+        self.tx_bytes += bytes;
+        if let Some(limit) = self.stream_max_bytes {
+            if self.tx_bytes > limit {
+                return Err(ReplicatorError::TransactionTooLarge {
+                    commit_lsn: Lsn(closed.position.commit_lsn),
+                    bytes: self.tx_bytes,
+                    limit,
+                });
+            }
+        }
+        if closed.last {
+            self.tx_bytes = 0;
+        }
+        let changes = closed.changes as u64;
+        let id = message::message_id(
+            &self.slot,
+            closed.position.commit_lsn,
+            closed.first,
+            closed.position.seq,
+        );
+        let mut acks = Vec::new();
+        match closed.body {
+            Body::Whole(payload) => {
+                let publish = Publish::build()
+                    .payload(payload)
+                    .message_id(id)
+                    .header(FORMAT_HEADER, message::FORMAT_VERSION.to_string());
+                acks.push(self.publish(publish).await?);
+            }
+            Body::Parts(parts) => {
+                let n = parts.len();
+                let set = format!(
+                    "{}:{}:{}",
+                    self.run,
+                    Lsn(closed.position.commit_lsn),
+                    closed.position.seq
+                );
+                for (i, part) in parts.into_iter().enumerate() {
+                    let publish = Publish::build()
+                        .payload(part)
+                        .message_id(format!("{id}:{}:{}/{n}", self.run, i + 1))
+                        .header(FORMAT_HEADER, message::FORMAT_VERSION.to_string())
+                        .header(CHUNK_HEADER, format!("{}/{n}", i + 1))
+                        .header(CHUNK_SET_HEADER, set.as_str());
+                    acks.push(self.publish(publish).await?);
+                }
+            }
+        }
+        Ok(Box::pin(async move {
+            for ack in acks {
+                if let Err(e) = ack.await {
+                    let text = e.to_string();
+                    let err = if text.contains("maximum bytes") || text.contains("maximum messages")
+                    {
+                        ReplicatorError::StreamFull
+                    } else {
+                        ReplicatorError::Publish(text)
+                    };
+                    return (Err(err), confirm);
+                }
+            }
+            (Ok(Some(PublishedStats { changes })), confirm)
+        }))
+    }
+
+    async fn publish(
+        &self,
+        publish: Publish,
+    ) -> Result<jetstream::context::PublishAckFuture, ReplicatorError> {
+        self.js
+            .send_publish(self.subject.clone(), publish)
+            .await
+            .map_err(|e| ReplicatorError::Publish(e.to_string()))
+    }
+}
+
+/// An ack future for a point that needs no publish (a transaction without changes of ours):
+/// it lets the replicator confirm `lsn` once everything before it is acknowledged.
+pub fn confirm_only(lsn: Lsn) -> AckFuture {
+    Box::pin(async move { (Ok(None), Some(lsn)) })
+}
