@@ -149,6 +149,18 @@ impl NatsServer {
         Ok(())
     }
 
+    /// Freezes the server (SIGSTOP): clients' connections stay open, nothing is answered.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("nats-server is not running")?;
+        send_signal(child.id(), "STOP")
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("nats-server is not running")?;
+        send_signal(child.id(), "CONT")
+    }
+
     /// Kills the server (SIGKILL): a crash. [`NatsServer::start_again`] brings it back.
     pub fn kill(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {

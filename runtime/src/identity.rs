@@ -65,6 +65,10 @@ pub enum Slot {
     Created { consistent_point: Lsn },
     /// It existed already.
     Existing { confirmed_flush: Lsn },
+    /// It was lost and this replicator created it again under `--accept-lost-slot`: the
+    /// group goes on with its recorded identity (same cluster: its positions stay comparable,
+    /// with the accepted gap between them).
+    Recreated { consistent_point: Lsn },
 }
 
 /// The identity the replicator goes on with, and how it got it.
@@ -98,10 +102,23 @@ impl Identity {
 /// Decides the group's identity from the cluster's system identifier, the slot and the record.
 pub fn decide(system_identifier: u64, slot: Slot, recorded: Option<SourceId>) -> Identity {
     match slot {
-        Slot::Created { consistent_point } => Identity::Created(SourceId {
-            system_identifier,
-            slot_origin: consistent_point.0,
-        }),
+        Slot::Recreated { .. }
+            if recorded.is_some_and(|r| r.system_identifier == system_identifier) =>
+        {
+            recorded.map_or(
+                Identity::Created(SourceId {
+                    system_identifier,
+                    slot_origin: 0,
+                }),
+                Identity::Recorded,
+            )
+        }
+        Slot::Created { consistent_point } | Slot::Recreated { consistent_point } => {
+            Identity::Created(SourceId {
+                system_identifier,
+                slot_origin: consistent_point.0,
+            })
+        }
         Slot::Existing { confirmed_flush } => match recorded {
             Some(r) if r.system_identifier == system_identifier => Identity::Recorded(r),
             other => Identity::Adopted {
@@ -239,6 +256,22 @@ mod tests {
                 "{recorded:?} {accept}"
             );
         }
+    }
+
+    #[test]
+    fn a_slot_recreated_on_purpose_keeps_the_identity_of_its_cluster() {
+        let re = Slot::Recreated {
+            consistent_point: Lsn(0x900),
+        };
+        assert_eq!(
+            decide(SYS, re, Some(id(SYS, 0x500))),
+            Identity::Recorded(id(SYS, 0x500))
+        );
+        assert_eq!(
+            decide(SYS, re, Some(id(SYS + 1, 0x500))),
+            Identity::Created(id(SYS, 0x900))
+        );
+        assert_eq!(decide(SYS, re, None), Identity::Created(id(SYS, 0x900)));
     }
 
     #[test]

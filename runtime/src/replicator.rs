@@ -225,12 +225,15 @@ pub async fn run(
                     let created = conn.create_slot(&slot, "nothing").await?;
                     let cp = created.consistent_point;
                     tracing::info!(slot, consistent_point = %cp, "created replication slot");
-                    (
-                        cp,
-                        identity::Slot::Created {
+                    let slot = match recorded {
+                        Some(_) => identity::Slot::Recreated {
                             consistent_point: cp,
                         },
-                    )
+                        None => identity::Slot::Created {
+                            consistent_point: cp,
+                        },
+                    };
+                    (cp, slot)
                 }
             };
             drop(conn);

@@ -115,12 +115,13 @@ mod tests {
         use KeyKind::*;
         let ab = [("a", true), ("b", true), ("c", false)];
         // (identity, columns, catalog key at start, key)
-        let table: Vec<(
+        type Row<'a> = (
             u8,
-            Vec<(&str, bool)>,
+            Vec<(&'a str, bool)>,
             Option<ReplicationKey>,
             ReplicationKey,
-        )> = vec![
+        );
+        let table: Vec<Row> = vec![
             (b'd', ab.to_vec(), None, k(PrimaryKey, &["a", "b"])),
             // The catalog's order when it is the same key.
             (

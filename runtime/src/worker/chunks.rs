@@ -176,7 +176,8 @@ mod tests {
     #[test]
     fn sets_complete_in_order_and_broken_ones_are_dropped() {
         type Out = (Vec<(&'static str, Vec<u32>)>, Vec<u32>);
-        let table: Vec<(Vec<(&str, u32, u32)>, Out)> = vec![
+        type Feed = Vec<(&'static str, u32, u32)>;
+        let table: Vec<(Feed, Out)> = vec![
             (
                 vec![("a", 1, 3), ("a", 2, 3), ("a", 3, 3)],
                 (vec![("a1.a2.a3.", vec![1, 2, 3])], vec![]),
