@@ -554,3 +554,34 @@ async fn with_dead_letter_a_rejected_change_is_set_aside_and_the_rest_is_deliver
         .unwrap();
     assert!(jsz.contains("pgflo_dlqhook_dlq"), "{jsz}");
 }
+
+/// Values larger than a NATS message (3 MiB and 64 MiB, the server's max_payload being 1 MiB)
+/// reach the receiver whole, in order, each change once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_larger_than_a_nats_message_are_posted_whole() {
+    let (p, _r) = setup("bighook").await;
+    let rx = Receiver::start(&[], Reply::Status(200)).await;
+    let w = start_worker(&p, "bighook", &rx.url, &[], &[]).await;
+    let src = p.source().await.unwrap();
+    src.batch_execute(
+        "BEGIN; INSERT INTO items VALUES (1, 'small'); \
+         INSERT INTO items VALUES (2, repeat('2abcdefgh', 3 * 1024 * 1024 / 9)); \
+         INSERT INTO items VALUES (3, repeat('3abcdefgh', 64 * 1024 * 1024 / 9)); COMMIT; \
+         INSERT INTO items VALUES (4, 'after')",
+    )
+    .await
+    .unwrap();
+    let changes = rx.wait_changes(4).await;
+    assert_eq!(ids(&changes), [1, 2, 3, 4], "{}", w.output_dump());
+    for (c, (prefix, len)) in changes.iter().zip([
+        ("small", 5),
+        ("2abcdefgh", 3 * 1024 * 1024 / 9 * 9),
+        ("3abcdefgh", 64 * 1024 * 1024 / 9 * 9),
+        ("after", 5),
+    ]) {
+        let name = c["NewTuple"]["name"].as_str().unwrap();
+        assert_eq!(name.len(), len);
+        assert!(name.starts_with(prefix) && name.ends_with(&prefix[prefix.len() - 1..]));
+    }
+    assert_eq!(rx.accepted().len(), 4, "one post per change, none twice");
+}

@@ -98,6 +98,26 @@ async fn values_larger_than_a_message_reach_the_postgres_and_file_sinks() {
     let w_pg = p.start_pg_worker("bigpg").await.unwrap();
     let w_file =
         Pipeline::spawn("worker-bigfile", &p.file_worker_args("bigfile", out.path())).unwrap();
+    let r_out = replicator(
+        &p,
+        "replicator-bigout",
+        "bigout",
+        "big",
+        &["--copy-and-stream"],
+    )
+    .await;
+    let w_out = Pipeline::spawn(
+        "worker-bigout",
+        &[
+            "worker".to_string(),
+            "stdout".into(),
+            "--group".into(),
+            "bigout".into(),
+            "--nats-url".into(),
+            p.nats.url(),
+        ],
+    )
+    .unwrap();
     // Streamed: four ~300 KiB rows in one transaction (together over 1 MiB), then 3 MiB and
     // 64 MiB values between small rows of one transaction, an update keeping a large value
     // (unchanged TOAST) and one replacing it.
@@ -142,43 +162,60 @@ async fn values_larger_than_a_message_reach_the_postgres_and_file_sinks() {
         ("UPDATE", 21, Some(big(5, 64))),
         ("DELETE", 1, None),
     ];
-    let lines = wait_for("the file sink wrote every change", ARRIVAL_TIMEOUT, || {
+    let file_lines = wait_for("the file sink wrote every change", ARRIVAL_TIMEOUT, || {
         let lines = e2e::file_sink::json_lines(out.path()).unwrap_or_default();
         async move { (lines.len() >= 14).then_some(lines) }
     })
     .await
     .unwrap_or_else(|e| panic!("{e:#}\n{}", w_file.output_dump()));
-    assert_eq!(lines.len(), expect.len());
-    for (line, (op, id, value)) in lines.iter().zip(&expect) {
-        let tuple = line["NewTuple"]
-            .as_object()
-            .or_else(|| line["OldTuple"].as_object())
-            .unwrap();
-        assert_eq!(
-            (
-                line["Type"].as_str().unwrap(),
-                tuple["id"].as_i64().unwrap()
-            ),
-            (*op, *id)
-        );
-        let got = line["NewTuple"].get("v").and_then(|v| v.as_str());
-        match value {
-            Some(expr) => {
-                let want: String = src
-                    .query_one(&format!("SELECT md5({expr})"), &[])
-                    .await
-                    .unwrap()
-                    .get(0);
-                let got = got.unwrap_or_else(|| panic!("{op} {id} has no value"));
-                assert_eq!(md5_hex(&src, got).await, want, "{op} {id}");
+    let stdout_lines = wait_for(
+        "the stdout sink printed every change",
+        ARRIVAL_TIMEOUT,
+        || {
+            let lines: Vec<serde_json::Value> = w_out
+                .stdout()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            async move { (lines.len() >= 14).then_some(lines) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", w_out.stderr()));
+    for lines in [file_lines, stdout_lines] {
+        assert_eq!(lines.len(), expect.len());
+        for (line, (op, id, value)) in lines.iter().zip(&expect) {
+            let tuple = line["NewTuple"]
+                .as_object()
+                .or_else(|| line["OldTuple"].as_object())
+                .unwrap();
+            assert_eq!(
+                (
+                    line["Type"].as_str().unwrap(),
+                    tuple["id"].as_i64().unwrap()
+                ),
+                (*op, *id)
+            );
+            let got = line["NewTuple"].get("v").and_then(|v| v.as_str());
+            match value {
+                Some(expr) => {
+                    let want: String = src
+                        .query_one(&format!("SELECT md5({expr})"), &[])
+                        .await
+                        .unwrap()
+                        .get(0);
+                    let got = got.unwrap_or_else(|| panic!("{op} {id} has no value"));
+                    assert_eq!(md5_hex(&src, got).await, want, "{op} {id}");
+                }
+                None => assert_eq!(got, None, "{op} {id}"),
             }
-            None => assert_eq!(got, None, "{op} {id}"),
         }
     }
     eprintln!(
-        "replicator peak RSS: {:?} KiB, {:?} KiB; workers {:?} KiB, {:?} KiB",
+        "replicator peak RSS: {:?} KiB, {:?} KiB, {:?} KiB; workers {:?} KiB, {:?} KiB",
         r_pg.peak_rss_kib(),
         r_file.peak_rss_kib(),
+        r_out.peak_rss_kib(),
         w_pg.peak_rss_kib(),
         w_file.peak_rss_kib()
     );
