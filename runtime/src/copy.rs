@@ -420,10 +420,10 @@ async fn publish_all(
     };
     loop {
         for c in closed.drain(..) {
-            in_flight.push_back(publisher.send(c, None).await?);
+            in_flight.push_back(publisher.send(c).await?);
         }
         tokio::select! {
-            Some((result, _)) = in_flight.next(), if !in_flight.is_empty() => done(result)?,
+            Some(result) = in_flight.next(), if !in_flight.is_empty() => done(result)?,
             chunk = rx.recv(), if in_flight.len() < max_in_flight => {
                 let Some(chunk) = chunk else { break };
                 rows += chunk.rows.len() as u64;
@@ -444,9 +444,9 @@ async fn publish_all(
     }
     closed.extend(batcher.commit());
     for c in closed.drain(..) {
-        in_flight.push_back(publisher.send(c, None).await?);
+        in_flight.push_back(publisher.send(c).await?);
     }
-    while let Some((result, _)) = in_flight.next().await {
+    while let Some(result) = in_flight.next().await {
         done(result)?;
     }
     Ok(rows)

@@ -41,7 +41,8 @@ use crate::postgres::replication::{
 };
 use crate::redact::error_chain;
 use crate::source::batching::{Batcher, Closed, Envelope, Limits};
-use crate::source::publish::{self, AckFuture, Publisher};
+use crate::source::confirm::ConfirmWindow;
+use crate::source::publish::{AckFuture, Publisher};
 use crate::source::relations;
 
 /// Why the replicator stopped.
@@ -540,6 +541,7 @@ async fn stream_session(
     health.set_ready(true);
 
     let mut session = Session {
+        window: ConfirmWindow::new(shared.confirmed),
         relations: HashMap::new(),
         in_flight: FuturesOrdered::new(),
         batcher: Batcher::new(shared.limits),
@@ -559,15 +561,15 @@ async fn stream_session(
         tokio::select! {
             biased;
             _ = shutdown.changed() => {
-                return drain_and_close(shared, session.in_flight, tx).await;
+                return drain_and_close(shared, session, tx).await;
             }
-            Some((result, confirm)) = session.in_flight.next(), if !session.in_flight.is_empty() => {
+            Some(result) = session.in_flight.next(), if !session.in_flight.is_empty() => {
                 if let Some(stats) = result? {
                     let m = metrics::get();
                     m.replicator_messages_published.inc();
                     m.replicator_changes_published.inc_by(stats.changes);
                 }
-                if let Some(lsn) = confirm {
+                if let Some(lsn) = session.window.acked() {
                     shared.confirm(lsn);
                 }
             }
@@ -577,10 +579,8 @@ async fn stream_session(
             msg = rx.recv(), if session.in_flight.len() < max_in_flight => {
                 match msg? {
                     StreamMessage::Keepalive { wal_end, reply_requested } => {
-                        // Between transactions with nothing in flight, everything the server
-                        // sent before this keepalive is handled.
-                        if session.tx.is_none() && session.in_flight.is_empty() {
-                            shared.confirm(wal_end);
+                        if let Some(lsn) = session.window.keepalive(wal_end) {
+                            shared.confirm(lsn);
                         }
                         if reply_requested {
                             tx.send_status(shared.confirmed, false).await?;
@@ -614,6 +614,8 @@ struct OpenTx {
 
 /// State of one replication session (one connection); a reconnect starts a new one.
 struct Session {
+    /// Which LSN may be confirmed (see [`ConfirmWindow`]).
+    window: ConfirmWindow,
     relations: HashMap<u32, Arc<Relation>>,
     /// Publishes awaiting their PubAck, in publish order, with the LSN each lets us confirm.
     in_flight: FuturesOrdered<AckFuture>,
@@ -645,16 +647,22 @@ impl Session {
                 self.tx = Some(OpenTx {
                     ddl_queries: Vec::new(),
                 });
+                self.window.begin();
             }
             PgOutput::Commit { end_lsn, .. } => {
                 if self.tx.take().is_none() {
                     return Ok(());
                 }
                 metrics::get().replicator_transactions.inc();
-                match self.batcher.commit() {
-                    Some(closed) => self.send(closed, Some(end_lsn)).await?,
-                    // Nothing of ours in it: confirm once everything before it is acked.
-                    None => self.in_flight.push_back(publish::confirm_only(end_lsn)),
+                let last = self.batcher.commit();
+                let published_nothing = last.is_none();
+                if let Some(closed) = last {
+                    self.send(closed, Some(end_lsn)).await?;
+                }
+                self.window.committed(end_lsn, published_nothing);
+                if published_nothing {
+                    // The window counts it as one in flight: it is confirmed in its turn.
+                    self.in_flight.push_back(Box::pin(async { Ok(None) }));
                 }
             }
             PgOutput::Relation(info) => {
@@ -777,28 +785,30 @@ impl Session {
         Ok(())
     }
 
-    async fn send(&mut self, closed: Closed, confirm: Option<Lsn>) -> Result<(), ReplicatorError> {
-        let ack = self.publisher.send(closed, confirm).await?;
+    /// Publishes a message; `end` is its transaction's end LSN on the final one.
+    async fn send(&mut self, closed: Closed, end: Option<Lsn>) -> Result<(), ReplicatorError> {
+        let ack = self.publisher.send(closed).await?;
         self.in_flight.push_back(ack);
+        self.window.published(end);
         Ok(())
     }
 }
 
 async fn drain_and_close(
     shared: &mut Shared,
-    mut in_flight: FuturesOrdered<AckFuture>,
+    mut session: Session,
     mut tx: Writer,
 ) -> Result<(), ReplicatorError> {
     tracing::info!(
-        in_flight = in_flight.len(),
+        in_flight = session.in_flight.len(),
         "shutting down: waiting for publish acks"
     );
     let drain = async {
-        while let Some((result, confirm)) = in_flight.next().await {
+        while let Some(result) = session.in_flight.next().await {
             if result.is_err() {
                 break;
             }
-            if let Some(lsn) = confirm {
+            if let Some(lsn) = session.window.acked() {
                 shared.confirm(lsn);
             }
         }

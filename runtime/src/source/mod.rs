@@ -2,5 +2,6 @@
 //! copy, DDL capture). Nothing of the worker side imports it.
 
 pub mod batching;
+pub mod confirm;
 pub mod publish;
 pub mod relations;

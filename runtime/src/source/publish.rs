@@ -24,11 +24,10 @@ use crate::message::{self, CHUNK_HEADER, CHUNK_SET_HEADER, FORMAT_HEADER};
 use crate::replicator::ReplicatorError;
 use crate::source::batching::{Body, Closed};
 
-/// The PubAck of one published message (all its parts), with the LSN it lets the replicator
-/// confirm.
-pub type AckFuture = Pin<
-    Box<dyn Future<Output = (Result<Option<PublishedStats>, ReplicatorError>, Option<Lsn>)> + Send>,
->;
+/// The PubAck of one published message (all its parts); which LSN that lets the replicator
+/// confirm is the [`crate::source::confirm::ConfirmWindow`]'s business.
+pub type AckFuture =
+    Pin<Box<dyn Future<Output = Result<Option<PublishedStats>, ReplicatorError>> + Send>>;
 
 #[derive(Debug, Clone, Copy)]
 pub struct PublishedStats {
@@ -68,13 +67,8 @@ impl Publisher {
         }
     }
 
-    /// Publishes `closed`; `confirm` is the LSN its acknowledgement lets the replicator
-    /// confirm (the transaction's end on its final message).
-    pub async fn send(
-        &mut self,
-        closed: Closed,
-        confirm: Option<Lsn>,
-    ) -> Result<AckFuture, ReplicatorError> {
+    /// Publishes `closed`.
+    pub async fn send(&mut self, closed: Closed) -> Result<AckFuture, ReplicatorError> {
         let bytes = closed.bytes() as u64;
         self.tx_bytes += bytes;
         if let Some(limit) = self.stream_max_bytes {
@@ -134,10 +128,10 @@ impl Publisher {
                     } else {
                         ReplicatorError::Publish(text)
                     };
-                    return (Err(err), confirm);
+                    return Err(err);
                 }
             }
-            (Ok(Some(PublishedStats { changes })), confirm)
+            Ok(Some(PublishedStats { changes }))
         }))
     }
 
@@ -150,10 +144,4 @@ impl Publisher {
             .await
             .map_err(|e| ReplicatorError::Publish(e.to_string()))
     }
-}
-
-/// An ack future for a point that needs no publish (a transaction without changes of ours):
-/// it lets the replicator confirm `lsn` once everything before it is acknowledged.
-pub fn confirm_only(lsn: Lsn) -> AckFuture {
-    Box::pin(async move { (Ok(None), Some(lsn)) })
 }
