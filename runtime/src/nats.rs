@@ -299,7 +299,9 @@ pub async fn recreate_consumer(
 ) -> Result<consumer::Consumer<consumer::pull::Config>, NatsError> {
     match stream.delete_consumer(consumer_name).await {
         Ok(_) => {}
-        Err(e) if e.to_string().contains("not found") => {}
+        Err(e)
+            if matches!(e.kind(), stream::ConsumerErrorKind::JetStream(ref err)
+                if err.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND) => {}
         Err(e) => return Err(js_err("deleting the old consumer")(&e)),
     }
     let config = consumer::pull::Config {

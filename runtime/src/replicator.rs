@@ -482,7 +482,9 @@ async fn cleanup(
     for stream in nats_setup::group_streams(&cfg.group) {
         match js.delete_stream(&stream).await {
             Ok(_) => tracing::info!(stream, "deleted stream"),
-            Err(e) if e.to_string().contains("not found") => {}
+            Err(e)
+                if matches!(e.kind(), jetstream::context::DeleteStreamErrorKind::JetStream(ref err)
+                    if err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) => {}
             Err(e) => {
                 return Err(ReplicatorError::Publish(format!(
                     "deleting stream {stream}: {e}"

@@ -121,14 +121,11 @@ impl Publisher {
         Ok(Box::pin(async move {
             for ack in acks {
                 if let Err(e) = ack.await {
-                    let text = e.to_string();
-                    let err = if text.contains("maximum bytes") || text.contains("maximum messages")
-                    {
+                    return Err(if stream_full(&e) {
                         ReplicatorError::StreamFull
                     } else {
-                        ReplicatorError::Publish(text)
-                    };
-                    return Err(err);
+                        ReplicatorError::Publish(e.to_string())
+                    });
                 }
             }
             Ok(Some(PublishedStats { changes }))
@@ -144,4 +141,13 @@ impl Publisher {
             .await
             .map_err(|e| ReplicatorError::Publish(e.to_string()))
     }
+}
+
+/// The stream refused to store a message: its `max_bytes` / `max_msgs` limit is reached
+/// (with `Discard::New`), or its storage failed (a full disk); both clear up as the worker
+/// consumes or the operator frees space.
+fn stream_full(e: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .is_some_and(|err| err.error_code() == jetstream::ErrorCode::STREAM_STORE_FAILED)
 }
