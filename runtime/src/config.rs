@@ -673,8 +673,8 @@ impl ConfigError {
     }
 
     /// Configuration errors never go away by retrying.
-    pub fn retry(&self) -> crate::sink::Retry {
-        crate::sink::Retry::Permanent
+    pub fn retry(&self) -> crate::retry::Retry {
+        crate::retry::Retry::Permanent
     }
 }
 

@@ -18,6 +18,7 @@ pub mod nats;
 pub mod postgres;
 pub mod redact;
 pub mod replicator;
+pub mod retry;
 pub mod sink;
 pub mod source;
 pub mod worker;

@@ -18,6 +18,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 
 use crate::config::NatsConfig;
+use crate::retry::Backoff;
 
 /// How long JetStream remembers message ids for de-duplication after a replay.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
@@ -84,11 +85,12 @@ pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client,
         None => {}
     }
     let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
-    let mut wait = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match opts.clone().connect(servers.as_slice()).await {
             Ok(client) => return Ok(client),
             Err(e) => {
+                let wait = backoff.next_wait();
                 if tokio::time::Instant::now() + wait >= deadline {
                     return Err(NatsError::Connect {
                         url: crate::redact::url_list(&cfg.url),
@@ -98,7 +100,6 @@ pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client,
                 }
                 tracing::warn!(error = %crate::redact::error_chain(&e), retry_in = ?wait, "nats not reachable yet");
                 tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
             }
         }
     }

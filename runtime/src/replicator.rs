@@ -40,6 +40,7 @@ use crate::postgres::replication::{
     pg_to_unix_us, ReplicationConnection, ReplicationError, StreamMessage, Writer,
 };
 use crate::redact::error_chain;
+use crate::retry::Backoff;
 use crate::source::batching::{Batcher, Closed, Envelope, Limits};
 use crate::source::confirm::ConfirmWindow;
 use crate::source::publish::{AckFuture, Publisher};
@@ -287,7 +288,7 @@ pub async fn run(
         stream_max_bytes,
     };
     let mut attempts = 0u32;
-    let mut wait = shared.cfg.retry.initial_wait;
+    let mut backoff = Backoff::new(shared.cfg.retry.initial_wait, shared.cfg.retry.max_wait);
     loop {
         let before = shared.confirmed;
         match stream_session(&mut shared, &mut shutdown, &health).await {
@@ -297,7 +298,7 @@ pub async fn run(
                 metrics::error(e.category());
                 if shared.confirmed > before {
                     attempts = 0;
-                    wait = shared.cfg.retry.initial_wait;
+                    backoff.reset();
                 }
                 // A full stream is back-pressure, not a failure: wait as long as it takes.
                 if !matches!(e, ReplicatorError::StreamFull) {
@@ -309,12 +310,12 @@ pub async fn run(
                         last: Box::new(e),
                     });
                 }
+                let wait = backoff.next_wait();
                 tracing::warn!(error = %error_chain(&e), retry_in = ?wait, attempt = attempts, "replication interrupted; resuming from the slot");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => return Ok(()),
                 }
-                wait = (wait * 2).min(shared.cfg.retry.max_wait);
             }
             Err(e) => return Err(e),
         }

@@ -13,7 +13,7 @@ use tokio_postgres::{Client, NoTls, Socket};
 
 use crate::config::{PgConnConfig, SslMode};
 use crate::postgres::tls::{self, TlsError};
-use crate::sink::Retry;
+use crate::retry::Retry;
 
 /// How long one connection attempt may take (TCP connect and, separately, each address).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

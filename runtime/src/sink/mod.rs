@@ -28,12 +28,7 @@ use std::future::Future;
 
 use crate::message::{ChangeBatch, Position, SourceId};
 
-/// Whether retrying can help.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Retry {
-    Transient,
-    Permanent,
-}
+pub use crate::retry::Retry;
 
 /// A sink failure.
 #[derive(Debug, thiserror::Error)]

@@ -48,6 +48,7 @@ use tokio::sync::watch;
 use crate::config::WebhookSinkConfig;
 use crate::lsn::Lsn;
 use crate::message::{Change, ChangeBatch, Position};
+use crate::retry::Backoff;
 use crate::sink::json;
 use crate::sink::{Retry, Sink, SinkError};
 
@@ -249,7 +250,7 @@ impl WebhookSink {
 
     /// One request with retries.
     async fn post(&mut self, body: Bytes, what: &str) -> Result<(), SinkError> {
-        let mut backoff = self.initial_wait;
+        let mut backoff = Backoff::new(self.initial_wait, self.max_wait);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -272,7 +273,7 @@ impl WebhookSink {
                 tracing::info!(target_url = %self.target, "shutdown requested; not retrying the webhook request");
                 return Err(fail(error));
             }
-            let wait = retry_wait(backoff, error.retry_after(), self.max_wait);
+            let wait = retry_wait(backoff.next_wait(), error.retry_after(), self.max_wait);
             tracing::warn!(
                 target_url = %self.target,
                 what,
@@ -290,7 +291,6 @@ impl WebhookSink {
                     return Err(fail(error));
                 }
             }
-            backoff = (backoff * 2).min(self.max_wait);
         }
     }
 

@@ -43,7 +43,8 @@ use crate::message::{
 };
 use crate::metrics;
 use crate::nats::{self as nats_setup, NatsError};
-use crate::sink::{AnySink, Retry, Sink, SinkError};
+use crate::retry::{Backoff, Retry};
+use crate::sink::{AnySink, Sink, SinkError};
 use ordering::{gap_step, DeadLetter, GapStep, Order, Verdict};
 
 /// Most messages the worker holds while waiting for a predecessor.
@@ -240,7 +241,7 @@ pub async fn run(
         gap: None,
         isolate: None,
     };
-    let mut wait = Duration::from_millis(500);
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     let outcome = loop {
         let started = Instant::now();
         let result = tokio::select! {
@@ -287,7 +288,7 @@ pub async fn run(
                 }
                 // A session that ran a while made progress: start the backoff over.
                 if started.elapsed() > Duration::from_secs(60) {
-                    wait = Duration::from_millis(500);
+                    backoff.reset();
                 }
                 // A failed final commit after a shutdown request (the session has seen the
                 // signal, so `changed()` below would not fire again): stop, leaving the
@@ -296,12 +297,12 @@ pub async fn run(
                     tracing::warn!(error = %crate::redact::error_chain(&e), "stopping with uncommitted changes; they stay in the stream for the next worker");
                     break Ok(());
                 }
+                let wait = backoff.next_wait();
                 tracing::warn!(error = %crate::redact::error_chain(&e), retry_in = ?wait, "worker interrupted; redelivering from the first unacked message");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => break Ok(()),
                 }
-                wait = (wait * 2).min(Duration::from_secs(30));
             }
         }
     };
