@@ -485,12 +485,34 @@ impl Reader {
                     return Ok(None);
                 }
             } else if let Some(msg) = Message::parse(&mut self.buf)? {
+                self.shrink_after_large_message();
                 return Ok(Some(msg));
+            }
+            // A message larger than the buffer: make room for exactly all of it at once (growing
+            // by doubling would hold up to twice a large value).
+            if self.buf.len() >= 5 {
+                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+                let total = len as usize + 1;
+                if total > self.buf.capacity() {
+                    self.buf.reserve(total - self.buf.len());
+                }
             }
             // `read_buf` is cancel-safe: nothing read is lost if this future is dropped.
             if self.io.read_buf(&mut self.buf).await? == 0 {
                 return Err(ReplicationError::Closed);
             }
+        }
+    }
+
+    /// After a large message was split off, the buffer still shares its allocation: move what
+    /// is left to a small buffer, so the large one is freed as soon as the message is dropped
+    /// (not kept as the buffer's capacity for good).
+    fn shrink_after_large_message(&mut self) {
+        const LARGE: usize = 8 * 1024 * 1024;
+        if self.buf.capacity() > LARGE && self.buf.len() < LARGE / 8 {
+            let mut small = BytesMut::with_capacity(self.buf.len().max(64 * 1024));
+            small.extend_from_slice(&self.buf);
+            self.buf = small;
         }
     }
 
