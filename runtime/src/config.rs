@@ -252,47 +252,9 @@ pub fn consumer_name(group: &str) -> String {
     format!("pgflo_{group}_consumer")
 }
 
-/// PostgreSQL's limit on identifier (and slot name) length, in bytes.
-const MAX_IDENTIFIER_BYTES: usize = 63;
-
-/// Checks that `group` can name NATS subjects and the replication slot.
-///
-/// The error text says what to change; it does not say which setting carries the group.
-pub fn validate_group(group: &str) -> Result<(), String> {
-    if group.is_empty() {
-        return Err("the group name must not be empty".to_owned());
-    }
-    if !group
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        return Err(format!(
-            "invalid group name {group:?}: use only letters, digits, '_' and '-' (the group is \
-             part of NATS subjects and PostgreSQL object names)"
-        ));
-    }
-    let slot = slot_name(group);
-    if !slot
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    {
-        return Err(format!(
-            "invalid group name {group:?}: it gives the replication slot name {slot:?}, but slot \
-             names allow only lower-case letters, digits and underscores: use the group name {:?}",
-            group.to_ascii_lowercase()
-        ));
-    }
-    if slot.len() > MAX_IDENTIFIER_BYTES {
-        return Err(format!(
-            "invalid group name {group:?}: it gives the replication slot name {slot:?} of {} \
-             bytes, but PostgreSQL allows at most {MAX_IDENTIFIER_BYTES}: use a group name of at \
-             most {} characters",
-            slot.len(),
-            MAX_IDENTIFIER_BYTES - slot_name("").len()
-        ));
-    }
-    Ok(())
-}
+/// Checks that `group` can name NATS subjects and the replication slot (shared with the
+/// operator's validation of a ReplicationGroup).
+pub use pg_flo_source::names::validate_group;
 
 // ---------------------------------------------------------------------------------------------
 // Defaults

@@ -10,6 +10,14 @@
 //!   `relpages`, which is 0 on a never-analysed table); `--max-copy-workers-per-table`
 //!   connections copy ranges in parallel with `COPY (SELECT ...) TO STDOUT` in text form, so a
 //!   copied value is byte-identical to the streamed one.
+//! - A partitioned table is copied through its leaf partitions (as listed when the copy
+//!   starts): each leaf's pages are split into ranges the same way (a leaf that is not a heap,
+//!   a foreign table, is read whole), selecting the root's columns by name, and every row is
+//!   published under the partitioned table, the name its streamed changes carry
+//!   (`publish_via_partition_root`, see `postgres::catalog`).
+//! - Copy sessions run with `statement_timeout` and `idle_in_transaction_session_timeout` off
+//!   (`SET LOCAL`): a range's COPY waits while the publisher applies back-pressure, and a
+//!   server or role default must not cut it.
 //! - One publisher numbers the rows' messages `(consistent_point - 1, seq)`, marked `copy` and
 //!   carrying the slot's new source identity (`identity`): below every
 //!   streamed transaction (their commit LSN is at or after the consistent point), in publish
@@ -42,9 +50,6 @@ use crate::source::publish::{AckFuture, PublishedStats, Publisher};
 
 /// A `[start, end)` page range; `None` as end: to the end of the table.
 type PageRange = (u64, Option<u64>);
-
-/// Ranges not yet taken by a copy worker of a table.
-type RangeQueue = Arc<Mutex<VecDeque<PageRange>>>;
 
 /// Pages per copy range at most (about 8 MiB of heap).
 const MAX_RANGE_PAGES: u64 = 1024;
@@ -112,9 +117,65 @@ pub async fn write_state(
 struct CopyTable {
     name: TableName,
     relation: Arc<Relation>,
-    /// Heap pages (0: empty or partitioned, copied as one range).
+    /// What is read: the table itself, or the leaf partitions of a partitioned table.
+    parts: Vec<CopySource>,
+}
+
+/// A relation whose rows are read for a [`CopyTable`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CopySource {
+    name: TableName,
+    /// Heap pages (0: empty, copied as one range).
     pages: u64,
-    partitioned: bool,
+    /// A heap (ordinary table), split into `ctid` ranges; otherwise read whole.
+    heap: bool,
+}
+
+/// One unit of copy work: a page range of one source relation, or all of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Piece {
+    /// Index into [`CopyTable::parts`].
+    part: usize,
+    /// `None`: the whole relation (not a heap).
+    range: Option<PageRange>,
+}
+
+/// Ranges not yet taken by a copy worker of a table.
+type PieceQueue = Arc<Mutex<VecDeque<Piece>>>;
+
+/// The pieces of `parts`, each heap split into [`ranges`] for `workers` workers.
+fn pieces(parts: &[CopySource], workers: u64) -> Vec<Piece> {
+    parts
+        .iter()
+        .enumerate()
+        .flat_map(|(part, p)| {
+            if p.heap {
+                ranges(p.pages, workers)
+                    .into_iter()
+                    .map(|r| Piece {
+                        part,
+                        range: Some(r),
+                    })
+                    .collect::<Vec<_>>()
+            } else {
+                vec![Piece { part, range: None }]
+            }
+        })
+        .collect()
+}
+
+/// `COPY` of one piece: `select` (`SELECT <columns> FROM`) applied to the piece's relation.
+fn piece_sql(select: &str, source: &TableName, range: Option<PageRange>) -> String {
+    let from = source.quoted();
+    match range {
+        None => format!("COPY ({select} {from}) TO STDOUT"),
+        Some((start, Some(end))) => format!(
+            "COPY ({select} {from} WHERE ctid >= '({start},0)'::tid AND ctid < '({end},0)'::tid) TO STDOUT"
+        ),
+        Some((start, None)) => {
+            format!("COPY ({select} {from} WHERE ctid >= '({start},0)'::tid) TO STDOUT")
+        }
+    }
 }
 
 /// Everything the copy needs from the replicator.
@@ -201,19 +262,49 @@ async fn describe(
             }
         })
         .collect();
+    let oid: u32 = first.get(0);
     let relkind: String = first.get(4);
     let pages: i64 = first.get(5);
+    let parts = if relkind == "p" {
+        client
+            .query(
+                "SELECT n.nspname::text, c.relname::text, c.relkind = 'r',
+                        pg_relation_size(c.oid) / current_setting('block_size')::bigint
+                 FROM pg_partition_tree($1::oid::regclass) t
+                 JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE t.isleaf AND c.relkind IN ('r', 'f')
+                 ORDER BY n.nspname, c.relname",
+                &[&oid],
+            )
+            .await
+            .map_err(q("listing the partitions of a table to copy"))?
+            .iter()
+            .map(|r| CopySource {
+                name: TableName {
+                    schema: r.get(0),
+                    table: r.get(1),
+                },
+                heap: r.get(2),
+                pages: u64::try_from(r.get::<_, i64>(3)).unwrap_or(0),
+            })
+            .collect()
+    } else {
+        vec![CopySource {
+            name: name.clone(),
+            pages: u64::try_from(pages).unwrap_or(0),
+            heap: true,
+        }]
+    };
     Ok(CopyTable {
         relation: Arc::new(Relation {
-            oid: first.get(0),
+            oid,
             schema: name.schema.clone(),
             table: name.table.clone(),
             columns,
             key,
         }),
         name: name.clone(),
-        pages: u64::try_from(pages).unwrap_or(0),
-        partitioned: relkind == "p",
+        parts,
     })
 }
 
@@ -240,18 +331,19 @@ async fn copy_table(
     tx: &mpsc::Sender<Chunk>,
 ) -> Result<(), ReplicatorError> {
     let workers = u64::from(job.cfg.max_copy_workers_per_table.max(1));
-    let queue: Vec<PageRange> = if table.partitioned {
-        vec![(0, None)]
-    } else {
-        ranges(table.pages, workers)
-    };
+    let queue = pieces(&table.parts, workers);
     let total = queue.len();
     let label = table.name.to_string();
     let m = metrics::get();
     m.copy_ranges_total
         .with_label_values(&[&label])
         .set(total as i64);
-    tracing::info!(table = %table.name, pages = table.pages, ranges = total, workers, "copying table");
+    let pages: u64 = table.parts.iter().map(|p| p.pages).sum();
+    let partitions = match table.parts.as_slice() {
+        [only] if only.name == table.name => 0,
+        parts => parts.len(),
+    };
+    tracing::info!(table = %table.name, pages, partitions, ranges = total, workers, "copying table");
     let queue = Arc::new(Mutex::new(VecDeque::from(queue)));
     let mut tasks = Vec::new();
     for _ in 0..workers.min(total as u64) {
@@ -265,14 +357,15 @@ async fn copy_table(
 async fn copy_worker(
     job: &CopyJob<'_>,
     table: &CopyTable,
-    queue: RangeQueue,
+    queue: PieceQueue,
     tx: mpsc::Sender<Chunk>,
 ) -> Result<(), ReplicatorError> {
     let client = connection::connect(&job.cfg.source, "pg_flo_copy").await?;
     let q = |step: &'static str| move |source| CatalogError::Query { step, source };
     client
         .batch_execute(&format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}; \
+             SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0",
             quote_literal(job.snapshot)
         ))
         .await
@@ -284,22 +377,16 @@ async fn copy_worker(
         .map(|c| crate::postgres::replication::quote_ident(&c.name))
         .collect();
     let ncols = columns.len();
-    let select = format!("SELECT {} FROM {}", columns.join(", "), table.name.quoted());
+    let select = format!("SELECT {} FROM", columns.join(", "));
     let label = table.name.to_string();
     let m = metrics::get();
     loop {
         let next = queue.lock().ok().and_then(|mut q| q.pop_front());
-        let Some((start, end)) = next else { break };
-        let sql = if table.partitioned {
-            format!("COPY ({select}) TO STDOUT")
-        } else {
-            match end {
-                Some(end) => format!(
-                    "COPY ({select} WHERE ctid >= '({start},0)'::tid AND ctid < '({end},0)'::tid) TO STDOUT"
-                ),
-                None => format!("COPY ({select} WHERE ctid >= '({start},0)'::tid) TO STDOUT"),
-            }
+        let Some(piece) = next else { break };
+        let Some(source) = table.parts.get(piece.part) else {
+            break;
         };
+        let sql = piece_sql(&select, &source.name, piece.range);
         let stream = client
             .copy_out(sql.as_str())
             .await
@@ -343,7 +430,7 @@ async fn copy_worker(
         }
         m.copy_rows.with_label_values(&[&label]).inc_by(copied);
         m.copy_ranges_done.with_label_values(&[&label]).inc();
-        tracing::debug!(table = %table.name, start, rows = copied, "copied range");
+        tracing::debug!(table = %table.name, source = %source.name, range = ?piece.range, rows = copied, "copied range");
     }
     client
         .batch_execute("COMMIT")

@@ -37,7 +37,7 @@ use crate::postgres::catalog::{self, CatalogError, TableName};
 use crate::postgres::connection::{self, ConnectError};
 use crate::postgres::pgoutput::{self, PgOutput};
 use crate::postgres::replication::{
-    pg_to_unix_us, ReplicationConnection, ReplicationError, StreamMessage, Writer,
+    pg_to_unix_us, ReplicationConnection, ReplicationError, SlotSnapshot, StreamMessage, Writer,
 };
 use crate::redact::error_chain;
 use crate::source::batching::{Batcher, Closed, Envelope, Limits};
@@ -133,6 +133,9 @@ struct Shared {
     js: jetstream::Context,
     /// The keys the catalog gave at start (see [`relations`]).
     keys: HashMap<TableName, message::ReplicationKey>,
+    /// Partitions of the group's partitioned tables, mapped to them (see
+    /// `catalog::partition_roots`).
+    partition_roots: HashMap<TableName, TableName>,
     /// Highest LSN confirmed to the slot.
     confirmed: Lsn,
     /// Follows `confirmed` for the lag reader.
@@ -156,9 +159,11 @@ pub async fn run(
         return cleanup(&cfg, &catalog_client, &slot, &publication).await;
     }
     catalog::check_wal_level(&catalog_client).await?;
+    catalog::check_server_version(&catalog_client, cfg.track_ddl).await?;
     let tables = catalog::resolve_tables(&catalog_client, &cfg.schema, &cfg.tables).await?;
     let keys = catalog::table_keys(&catalog_client, &tables).await?;
-    catalog::ensure_publication(&catalog_client, &publication, &tables).await?;
+    catalog::ensure_publication(&catalog_client, &cfg.group, &publication, &tables).await?;
+    let partition_roots = catalog::partition_roots(&catalog_client, &tables).await?;
     if cfg.track_ddl {
         catalog_client
             .batch_execute(&ddl::setup_sql(&cfg.group, &tables))
@@ -223,7 +228,7 @@ pub async fn run(
                     if recorded.is_some() {
                         tracing::warn!(slot, "the group's slot is gone; --accept-lost-slot: creating a new one (the changes made while it was missing are not replicated)");
                     }
-                    let created = conn.create_slot(&slot, "nothing").await?;
+                    let created = conn.create_slot(&slot, SlotSnapshot::Nothing).await?;
                     let cp = created.consistent_point;
                     tracing::info!(slot, consistent_point = %cp, "created replication slot");
                     let slot = match recorded {
@@ -280,6 +285,7 @@ pub async fn run(
         subject,
         js,
         keys,
+        partition_roots,
         confirmed,
         confirmed_tx,
         source,
@@ -373,7 +379,7 @@ async fn initial_load(
                 source,
             })?;
     }
-    let created = conn.create_slot(slot, "export").await?;
+    let created = conn.create_slot(slot, SlotSnapshot::Export).await?;
     let snapshot = created.snapshot_name.clone().ok_or_else(|| {
         ReplicatorError::Replication(ReplicationError::Protocol(
             "CREATE_REPLICATION_SLOT exported no snapshot".into(),
@@ -443,7 +449,9 @@ struct InitialLoad<'a> {
 
 /// `--cleanup`: removes what the group created in the source (slot, publication, DDL capture
 /// objects) and in NATS (its streams). Objects already gone count as removed. A slot still in
-/// use by a running replicator is refused: stop it first.
+/// use by a running replicator is refused: stop it first. When the publication's owner mark
+/// names another group (`a-b` for group `a_b`: the same slot and publication names), the
+/// source objects are that group's and are left alone; only this group's streams go.
 async fn cleanup(
     cfg: &ReplicatorConfig,
     client: &Client,
@@ -451,6 +459,19 @@ async fn cleanup(
     publication: &str,
 ) -> Result<(), ReplicatorError> {
     let q = |step: &'static str| move |source| CatalogError::Query { step, source };
+    if let Some(pg_flo_source::names::Ownership::Other(owner)) =
+        catalog::publication_ownership(client, &cfg.group, publication).await?
+    {
+        tracing::warn!(
+            group = cfg.group,
+            owner,
+            slot,
+            publication,
+            "the replication slot, publication and DDL capture objects belong to group {owner:?} \
+             (the same names as this group's): left in place; removing only this group's streams"
+        );
+        return delete_streams(cfg).await;
+    }
     client
         .batch_execute(&ddl::cleanup_sql(&cfg.group))
         .await
@@ -477,6 +498,11 @@ async fn cleanup(
         .await
         .map_err(q("dropping the publication"))?;
     tracing::info!(publication, "dropped publication (if it existed)");
+    delete_streams(cfg).await
+}
+
+/// The NATS part of `--cleanup`: deletes the group's streams.
+async fn delete_streams(cfg: &ReplicatorConfig) -> Result<(), ReplicatorError> {
     let nats = nats_setup::connect(&cfg.nats, "pg_flo_cleanup").await?;
     let js = jetstream::new(nats);
     for stream in nats_setup::group_streams(&cfg.group) {
@@ -667,11 +693,18 @@ impl Session {
                     self.in_flight.push_back(Box::pin(async { Ok(None) }));
                 }
             }
-            PgOutput::Relation(info) => {
-                let name = TableName {
+            PgOutput::Relation(mut info) => {
+                let mut name = TableName {
                     schema: info.schema.clone(),
                     table: info.table.clone(),
                 };
+                // A partition under its own name (WAL from before the publication published
+                // via the root): renamed to its root, the name of the copy, rules and routes.
+                if let Some(root) = shared.partition_roots.get(&name) {
+                    name = root.clone();
+                    info.schema = root.schema.clone();
+                    info.table = root.table.clone();
+                }
                 let rel = relations::relation(info, shared.keys.get(&name));
                 // Changes after it in this transaction carry the new shape.
                 self.batcher.relation_changed(rel.oid);

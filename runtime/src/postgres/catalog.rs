@@ -1,9 +1,27 @@
-//! Source-database catalog work done by the replicator before streaming: `wal_level`, the
-//! group's tables, their keys, the publication and the slot.
+//! Source-database catalog work done by the replicator before streaming: the server version
+//! and `wal_level`, the group's tables, their keys, the publication and the slot.
+//!
+//! Partitioned tables: the group's publication is created (or altered, for publications of
+//! earlier versions) with `publish_via_partition_root = true`, so PostgreSQL publishes a
+//! partition's changes under the partitioned table the group names, the same name the copy
+//! uses, and rules, routing and keys see one table whatever partition a row lives in;
+//! partitions created or attached later are covered. A partition named on its own in
+//! `--tables` is published under its own name. Naming a partitioned table and one of its
+//! partitions together is refused ([`resolve_tables`]), and the publication never keeps an
+//! ancestor of one of the group's tables that the group does not name (PostgreSQL would
+//! publish the partition's rows under that ancestor). WAL written before the publication
+//! published via the root (an upgrade) still names the partitions: [`partition_roots`] maps
+//! them to their root.
+//!
+//! Ownership: the publication's comment names the group that owns it and the slot of the
+//! same name (`pg_flo_source::names`), so group `a_b` never uses or drops the slot of group
+//! `a-b`.
 
 use std::collections::HashMap;
 
 use tokio_postgres::Client;
+
+use pg_flo_source::names::{self, Ownership};
 
 use crate::message::{KeyKind, ReplicationKey};
 use crate::postgres::replication::{quote_ident, quote_literal};
@@ -19,6 +37,14 @@ pub enum CatalogError {
     NoTables(String),
     #[error("{0}")]
     ReplicaIdentity(String),
+    #[error("{0}")]
+    ServerVersion(String),
+    #[error("{0}")]
+    NestedPartitions(String),
+    #[error("{0}")]
+    OtherGroup(String),
+    #[error("{0}")]
+    Publication(String),
     #[error("replication slot {slot} exists but {problem}")]
     Slot { slot: String, problem: String },
     #[error("catalog query failed while {step}")]
@@ -65,8 +91,55 @@ pub async fn check_wal_level(client: &Client) -> Result<(), CatalogError> {
     Ok(())
 }
 
+/// The oldest source PostgreSQL version (`server_version_num`): 13 brings
+/// `publish_via_partition_root` (partitioned tables), `pg_replication_slots.wal_status`.
+pub const MIN_SOURCE_VERSION: u32 = 130_000;
+
+/// The oldest source version for `--track-ddl`: 14 brings logical messages in pgoutput
+/// (`messages 'true'`).
+pub const MIN_TRACK_DDL_VERSION: u32 = 140_000;
+
+/// Why a source of version `num` (`server_version_num`) cannot serve this group, if it cannot.
+pub fn version_problem(num: u32, track_ddl: bool) -> Option<String> {
+    let show = |n: u32| format!("{}.{}", n / 10_000, n % 10_000);
+    if num < MIN_SOURCE_VERSION {
+        return Some(format!(
+            "the source runs PostgreSQL {}, but pg_flo needs PostgreSQL {} or later \
+             (publish_via_partition_root, pgoutput protocol 1): upgrade the source",
+            show(num),
+            MIN_SOURCE_VERSION / 10_000
+        ));
+    }
+    if track_ddl && num < MIN_TRACK_DDL_VERSION {
+        return Some(format!(
+            "the source runs PostgreSQL {}, but --track-ddl needs PostgreSQL {} or later \
+             (logical messages in pgoutput): upgrade the source or run without --track-ddl",
+            show(num),
+            MIN_TRACK_DDL_VERSION / 10_000
+        ));
+    }
+    None
+}
+
+/// Refuses a source older than this version supports ([`version_problem`]); returns its
+/// `server_version_num`.
+pub async fn check_server_version(client: &Client, track_ddl: bool) -> Result<u32, CatalogError> {
+    let row = client
+        .query_one("SELECT current_setting('server_version_num')::int4", &[])
+        .await
+        .map_err(q("reading the server version"))?;
+    let num: i32 = row.get(0);
+    let num = u32::try_from(num).unwrap_or(0);
+    match version_problem(num, track_ddl) {
+        Some(p) => Err(CatalogError::ServerVersion(p)),
+        None => Ok(num),
+    }
+}
+
 /// Resolves `--tables` (bare names in `schema`, or `schema.table`) or, when empty, every
-/// ordinary or partitioned table of `schema`.
+/// ordinary or partitioned table of `schema` that is not a partition of another table of
+/// `schema` (a partitioned table stands for its partitions). A named table that is a
+/// partition of another named table is refused ([`nested_partitions`]).
 pub async fn resolve_tables(
     client: &Client,
     schema: &str,
@@ -75,8 +148,13 @@ pub async fn resolve_tables(
     if tables.is_empty() {
         let rows = client
             .query(
-                "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+                "SELECT n.nspname::text, c.relname::text
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
+                   AND NOT EXISTS (
+                     SELECT 1 FROM pg_partition_ancestors(c.oid) a
+                     JOIN pg_class ac ON ac.oid = a.relid
+                     WHERE a.relid <> c.oid AND ac.relnamespace = c.relnamespace)
                  ORDER BY c.relname",
                 &[&schema],
             )
@@ -126,7 +204,115 @@ pub async fn resolve_tables(
     if !missing.is_empty() {
         return Err(CatalogError::MissingTables(missing.join(", ")));
     }
+    let ancestors = ancestors(client, &out).await?;
+    let problems = nested_partitions(&out, &ancestors);
+    if !problems.is_empty() {
+        return Err(CatalogError::NestedPartitions(problems.join("\n")));
+    }
     Ok(out)
+}
+
+/// `(table, ancestor)` for every partition ancestor of each of `tables` (partitioned tables
+/// that contain it, at any level).
+async fn ancestors(
+    client: &Client,
+    tables: &[TableName],
+) -> Result<Vec<(TableName, TableName)>, CatalogError> {
+    let (schemas, names): (Vec<&str>, Vec<&str>) = tables
+        .iter()
+        .map(|t| (t.schema.as_str(), t.table.as_str()))
+        .unzip();
+    let rows = client
+        .query(
+            "SELECT t.s, t.t, an.nspname::text, ac.relname::text
+             FROM unnest($1::text[], $2::text[]) AS t(s, t)
+             JOIN pg_namespace n ON n.nspname = t.s
+             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.t
+             CROSS JOIN LATERAL pg_partition_ancestors(c.oid) a
+             JOIN pg_class ac ON ac.oid = a.relid
+             JOIN pg_namespace an ON an.oid = ac.relnamespace
+             WHERE a.relid <> c.oid",
+            &[&schemas, &names],
+        )
+        .await
+        .map_err(q("reading the partition ancestors of the tables"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                TableName {
+                    schema: r.get(0),
+                    table: r.get(1),
+                },
+                TableName {
+                    schema: r.get(2),
+                    table: r.get(3),
+                },
+            )
+        })
+        .collect())
+}
+
+/// One problem per table of `tables` that is a partition of another table of `tables`
+/// (`ancestors`: `(table, ancestor)` pairs): PostgreSQL publishes its rows under the ancestor,
+/// so they would be copied twice and the partition's rules and routes would never apply.
+pub fn nested_partitions(tables: &[TableName], ancestors: &[(TableName, TableName)]) -> Vec<String> {
+    let mut problems: Vec<String> = ancestors
+        .iter()
+        .filter(|(t, a)| t != a && tables.contains(a))
+        .map(|(t, a)| {
+            format!(
+                "table {t} is a partition of {a}, which is listed too: its changes are published \
+                 under {a} (publish_via_partition_root), so list only {a} (all its partitions) \
+                 or only {t}"
+            )
+        })
+        .collect();
+    problems.sort();
+    problems.dedup();
+    problems
+}
+
+/// For each partitioned table of `tables`, every partition under it (at any level) mapped to
+/// it. Changes a publication sent under a partition's own name (WAL written before it
+/// published via the root) are renamed to their root with this map.
+pub async fn partition_roots(
+    client: &Client,
+    tables: &[TableName],
+) -> Result<HashMap<TableName, TableName>, CatalogError> {
+    let (schemas, names): (Vec<&str>, Vec<&str>) = tables
+        .iter()
+        .map(|t| (t.schema.as_str(), t.table.as_str()))
+        .unzip();
+    let rows = client
+        .query(
+            "SELECT t.s, t.t, pn.nspname::text, pc.relname::text
+             FROM unnest($1::text[], $2::text[]) AS t(s, t)
+             JOIN pg_namespace n ON n.nspname = t.s
+             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.t AND c.relkind = 'p'
+             CROSS JOIN LATERAL pg_partition_tree(c.oid) pt
+             JOIN pg_class pc ON pc.oid = pt.relid
+             JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+             WHERE pt.relid <> c.oid",
+            &[&schemas, &names],
+        )
+        .await
+        .map_err(q("reading the partitions of the tables"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                TableName {
+                    schema: r.get(2),
+                    table: r.get(3),
+                },
+                TableName {
+                    schema: r.get(0),
+                    table: r.get(1),
+                },
+            )
+        })
+        .collect())
 }
 
 /// The key each table's changes carry, chosen to match what pgoutput sends as the old key:
@@ -150,7 +336,8 @@ pub async fn table_keys(
                    coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord)
                      FROM pg_index i CROSS JOIN unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
                      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-                     WHERE i.indrelid = c.oid AND i.indisreplident), '{}')
+                     WHERE i.indrelid = c.oid AND i.indisreplident), '{}'),
+                   c.relkind = 'p'
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                  WHERE n.nspname = $1 AND c.relname = $2",
                 &[&t.schema, &t.table],
@@ -160,6 +347,7 @@ pub async fn table_keys(
         let ident: String = row.get(0);
         let pk: Vec<String> = row.get(1);
         let ident_index: Vec<String> = row.get(2);
+        let partitioned: bool = row.get(3);
         let key = match ident.as_str() {
             "i" if !ident_index.is_empty() => Some(ReplicationKey {
                 kind: KeyKind::Unique,
@@ -183,7 +371,7 @@ pub async fn table_keys(
             Some(k) => {
                 keys.insert(t.clone(), k);
             }
-            None => problems.push(replica_identity_problem(t, &ident)),
+            None => problems.push(replica_identity_problem(t, &ident, partitioned)),
         }
     }
     if !problems.is_empty() {
@@ -192,13 +380,23 @@ pub async fn table_keys(
     Ok(keys)
 }
 
-fn replica_identity_problem(t: &TableName, ident: &str) -> String {
+fn replica_identity_problem(t: &TableName, ident: &str, partitioned: bool) -> String {
     let why = if ident == "n" {
         "has REPLICA IDENTITY NOTHING".to_owned()
     } else {
         "has no primary key and REPLICA IDENTITY DEFAULT".to_owned()
     };
     let q = t.quoted();
+    if partitioned {
+        // Partitions inherit a primary key, but not a replica identity.
+        return format!(
+            "partitioned table {t} {why}, so its updates and deletes cannot be replicated; fix it \
+             in one of two ways: (1) add a primary key (its partitions get it too): ALTER TABLE \
+             {q} ADD PRIMARY KEY (<columns, including the partition key>); (2) log whole old \
+             rows: ALTER TABLE {q} REPLICA IDENTITY FULL, and the same on each of its \
+             partitions (partitions do not inherit it)"
+        );
+    }
     format!(
         "table {t} {why}, so its updates and deletes cannot be replicated; fix it in one of three ways: \
          (1) add a primary key: ALTER TABLE {q} ADD PRIMARY KEY (<columns>); \
@@ -207,67 +405,309 @@ fn replica_identity_problem(t: &TableName, ident: &str) -> String {
     )
 }
 
-/// Creates the publication for `tables`, or adds the tables it lacks to an existing one.
+/// What [`ensure_publication`] found of an existing publication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicationState {
+    /// Its comment (the owner mark, see `pg_flo_source::names::ownership`).
+    pub comment: Option<String>,
+    /// `publish_via_partition_root`.
+    pub via_root: bool,
+    /// Whether the connected role may alter it (owns it or is a member of its owner).
+    pub may_alter: bool,
+    /// Its member tables.
+    pub members: Vec<TableName>,
+    /// Members that are partition ancestors of one of the group's tables.
+    pub ancestors_of_tables: Vec<TableName>,
+}
+
+/// The SQL that brings an existing publication in line with the group, or why it cannot be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicationPlan {
+    /// Statements to run, in order, in one transaction.
+    pub statements: Vec<String>,
+    /// `publish_via_partition_root` is turned on.
+    pub via_root_set: bool,
+    /// Tables added.
+    pub added: usize,
+    /// Ancestors removed.
+    pub removed: Vec<TableName>,
+    /// The group adopts an unmarked publication.
+    pub adopted: bool,
+}
+
+/// The statements that create the group's publication for `tables`: published via the root,
+/// marked as the group's.
+pub fn create_publication_sql(group: &str, publication: &str, tables: &[TableName]) -> Vec<String> {
+    vec![
+        format!(
+            "CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)",
+            quote_ident(publication),
+            table_list(tables.iter())
+        ),
+        names::mark_owner_sql(publication, group),
+    ]
+}
+
+fn table_list<'a>(tables: impl Iterator<Item = &'a TableName>) -> String {
+    tables.map(|t| t.quoted()).collect::<Vec<_>>().join(", ")
+}
+
+/// Decides what to do with the existing publication `state` of `group`: refuse another group's
+/// publication; adopt an unmarked one (write the mark); publish via the root; add the tables it
+/// lacks; remove members that are ancestors of the group's tables but not the group's own
+/// (PostgreSQL would publish the partition's rows under them). `partitioned`: some of `tables`
+/// is a partitioned table (then publishing via the root is required, not only wanted).
+pub fn plan_publication(
+    group: &str,
+    publication: &str,
+    tables: &[TableName],
+    partitioned: bool,
+    state: &PublicationState,
+) -> Result<PublicationPlan, CatalogError> {
+    let adopted = match names::ownership(group, state.comment.as_deref()) {
+        Ownership::Other(owner) => {
+            return Err(CatalogError::OtherGroup(names::foreign_owner_message(
+                group, &owner,
+            )))
+        }
+        Ownership::Own => false,
+        Ownership::Unmarked => true,
+    };
+    let qp = quote_ident(publication);
+    let missing: Vec<&TableName> = tables
+        .iter()
+        .filter(|t| !state.members.contains(t))
+        .collect();
+    let mut removed: Vec<TableName> = state
+        .ancestors_of_tables
+        .iter()
+        .filter(|a| state.members.contains(a) && !tables.contains(a))
+        .cloned()
+        .collect();
+    removed.sort();
+    removed.dedup();
+    let mut statements = Vec::new();
+    let changes = !state.via_root || !missing.is_empty() || !removed.is_empty() || adopted;
+    if changes && !state.may_alter {
+        let needed = !missing.is_empty() || !removed.is_empty() || (!state.via_root && partitioned);
+        if needed {
+            let mut fix = Vec::new();
+            if !state.via_root {
+                fix.push(format!(
+                    "ALTER PUBLICATION {qp} SET (publish_via_partition_root = true)"
+                ));
+            }
+            if !missing.is_empty() {
+                fix.push(format!(
+                    "ALTER PUBLICATION {qp} ADD TABLE {}",
+                    table_list(missing.iter().copied())
+                ));
+            }
+            if !removed.is_empty() {
+                fix.push(format!(
+                    "ALTER PUBLICATION {qp} DROP TABLE {}",
+                    table_list(removed.iter())
+                ));
+            }
+            return Err(CatalogError::Publication(format!(
+                "publication {publication} needs changes that only its owner can make: run {} \
+                 as its owner, or grant its owner role to the replicator's user",
+                fix.join("; ")
+            )));
+        }
+        // Only the mark (and publishing via the root, which changes nothing without
+        // partitioned tables) are missing: go on without them.
+        return Ok(PublicationPlan {
+            statements,
+            via_root_set: false,
+            added: 0,
+            removed: Vec::new(),
+            adopted: false,
+        });
+    }
+    if !state.via_root {
+        statements.push(format!(
+            "ALTER PUBLICATION {qp} SET (publish_via_partition_root = true)"
+        ));
+    }
+    if !removed.is_empty() {
+        statements.push(format!(
+            "ALTER PUBLICATION {qp} DROP TABLE {}",
+            table_list(removed.iter())
+        ));
+    }
+    if !missing.is_empty() {
+        statements.push(format!(
+            "ALTER PUBLICATION {qp} ADD TABLE {}",
+            table_list(missing.iter().copied())
+        ));
+    }
+    if adopted {
+        statements.push(names::mark_owner_sql(publication, group));
+    }
+    Ok(PublicationPlan {
+        statements,
+        via_root_set: !state.via_root,
+        added: missing.len(),
+        removed,
+        adopted,
+    })
+}
+
+/// Creates the group's publication for `tables` (published via the partition root, marked as
+/// the group's), or brings an existing one in line ([`plan_publication`]). Runs in one
+/// transaction under an advisory lock on the publication's name, so two groups that map to
+/// the same name (`a-b`, `a_b`) starting together cannot both claim it.
 pub async fn ensure_publication(
     client: &Client,
+    group: &str,
     publication: &str,
     tables: &[TableName],
 ) -> Result<(), CatalogError> {
-    let exists = client
-        .query_opt(
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(q("starting the publication transaction"))?;
+    let result = ensure_publication_in_tx(client, group, publication, tables).await;
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let ended = client
+        .batch_execute(end)
+        .await
+        .map_err(q("ending the publication transaction"));
+    result?;
+    ended
+}
+
+async fn ensure_publication_in_tx(
+    client: &Client,
+    group: &str,
+    publication: &str,
+    tables: &[TableName],
+) -> Result<(), CatalogError> {
+    client
+        .execute(
+            "SELECT pg_advisory_xact_lock(hashtext('pg_flo publication ' || $1::text))",
             &[&publication],
         )
         .await
-        .map_err(q("looking up the publication"))?
-        .is_some();
-    let list = |ts: &[&TableName]| ts.iter().map(|t| t.quoted()).collect::<Vec<_>>().join(", ");
-    if !exists {
-        let all: Vec<&TableName> = tables.iter().collect();
-        let sql = format!(
-            "CREATE PUBLICATION {} FOR TABLE {}",
-            quote_ident(publication),
-            list(&all)
-        );
-        client
-            .batch_execute(&sql)
-            .await
-            .map_err(q("creating the publication"))?;
-        tracing::info!(publication, tables = all.len(), "created publication");
-        return Ok(());
-    }
-    let rows = client
-        .query(
-            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
-            &[&publication],
-        )
-        .await
-        .map_err(q("reading the publication's tables"))?;
-    let have: Vec<TableName> = rows
+        .map_err(q("locking the publication's name"))?;
+    let (schemas, names): (Vec<&str>, Vec<&str>) = tables
         .iter()
-        .map(|r| TableName {
-            schema: r.get(0),
-            table: r.get(1),
-        })
-        .collect();
-    let missing: Vec<&TableName> = tables.iter().filter(|t| !have.contains(t)).collect();
-    if !missing.is_empty() {
-        let sql = format!(
-            "ALTER PUBLICATION {} ADD TABLE {}",
-            quote_ident(publication),
-            list(&missing)
-        );
-        client
-            .batch_execute(&sql)
-            .await
-            .map_err(q("adding tables to the publication"))?;
+        .map(|t| (t.schema.as_str(), t.table.as_str()))
+        .unzip();
+    let partitioned = client
+        .query_one(
+            "SELECT count(*) > 0 FROM unnest($1::text[], $2::text[]) AS t(s, t)
+             JOIN pg_namespace n ON n.nspname = t.s
+             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.t AND c.relkind = 'p'",
+            &[&schemas, &names],
+        )
+        .await
+        .map_err(q("looking for partitioned tables"))?
+        .get::<_, bool>(0);
+    let row = client
+        .query_opt(
+            "SELECT obj_description(p.oid, 'pg_publication'), p.pubviaroot,
+                    pg_has_role(p.pubowner, 'USAGE')
+             FROM pg_publication p WHERE p.pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(q("looking up the publication"))?;
+    let Some(row) = row else {
+        for sql in create_publication_sql(group, publication, tables) {
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(q("creating the publication"))?;
+        }
         tracing::info!(
             publication,
-            added = missing.len(),
+            tables = tables.len(),
+            "created publication (publish_via_partition_root)"
+        );
+        return Ok(());
+    };
+    let pair = |r: &tokio_postgres::Row| TableName {
+        schema: r.get(0),
+        table: r.get(1),
+    };
+    // pg_publication_rel holds the members (pg_publication_tables hides partitions whose root
+    // is published via the root); pg_publication_tables adds FOR ALL TABLES / IN SCHEMA ones.
+    let members = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text FROM pg_publication_rel pr
+             JOIN pg_publication p ON p.oid = pr.prpubid
+             JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE p.pubname = $1
+             UNION
+             SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(q("reading the publication's tables"))?
+        .iter()
+        .map(pair)
+        .collect();
+    let ancestors_of_tables = ancestors(client, tables)
+        .await?
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
+    let state = PublicationState {
+        comment: row.get(0),
+        via_root: row.get(1),
+        may_alter: row.get(2),
+        members,
+        ancestors_of_tables,
+    };
+    let plan = plan_publication(group, publication, tables, partitioned, &state)?;
+    for sql in &plan.statements {
+        client
+            .batch_execute(sql)
+            .await
+            .map_err(q("altering the publication"))?;
+    }
+    if plan.via_root_set {
+        tracing::info!(
+            publication,
+            "publication now publishes partitions via their root (publish_via_partition_root)"
+        );
+    }
+    if plan.added > 0 {
+        tracing::info!(
+            publication,
+            added = plan.added,
             "added tables to existing publication"
         );
     }
+    for t in &plan.removed {
+        tracing::warn!(publication, table = %t, "removed a partitioned table the group does not name from the publication: its partitions named by the group would be published under it");
+    }
+    if plan.adopted {
+        tracing::info!(
+            publication,
+            group,
+            "marked the existing publication as the group's"
+        );
+    } else if names::ownership(group, state.comment.as_deref()) == Ownership::Unmarked {
+        tracing::warn!(publication, "the publication belongs to another role: it cannot be marked as the group's, so a group whose name differs only in '-' versus '_' would not be detected");
+    }
     Ok(())
+}
+
+/// Who owns the group's publication and slot, read from the publication's comment; `None`
+/// when the publication does not exist.
+pub async fn publication_ownership(
+    client: &Client,
+    group: &str,
+    publication: &str,
+) -> Result<Option<Ownership>, CatalogError> {
+    let row = client
+        .query_opt(names::PUBLICATION_COMMENT_SQL, &[&publication])
+        .await
+        .map_err(q("reading the publication's owner mark"))?;
+    Ok(row.map(|r| names::ownership(group, r.get::<_, Option<&str>>(0))))
 }
 
 /// The slot's state, if it exists.

@@ -2,8 +2,22 @@
 //! the initial copy, and the postgres sink's writes. Every session starts with the same
 //! settings ([`startup_options`]) so values are rendered the same way everywhere.
 //!
-//! The replication connection is written by hand on top of [`tls_connector`] and
-//! [`startup_options`]. Nothing here logs passwords or connection strings.
+//! The replication connection is written by hand on top of [`tls_connector`],
+//! [`startup_options`] and [`configure_socket`]. Nothing here logs passwords or connection
+//! strings.
+//!
+//! Every PostgreSQL connection, ordinary or replication, gets the same TCP settings:
+//!
+//! | setting | value | why |
+//! |---|---|---|
+//! | connect timeout | [`CONNECT_TIMEOUT`] (10 s) per address | an unreachable host fails fast |
+//! | startup timeout | [`STARTUP_TIMEOUT`] (30 s) for TCP, TLS and authentication | a server that accepts but never answers |
+//! | TCP keepalive | after [`KEEPALIVE_IDLE`] (60 s) idle, every [`KEEPALIVE_INTERVAL`] (10 s), [`KEEPALIVE_RETRIES`] (6) probes | an idle connection (the one that exported the copy's snapshot sits idle for the whole copy) stays open through NAT and load balancer idle timeouts, and a dead peer is noticed within about 2 minutes |
+//! | `TCP_USER_TIMEOUT` (Linux) | [`TCP_USER_TIMEOUT`] (120 s) | data sent but not acknowledged for that long (a status update to a vanished server) ends the connection |
+//!
+//! There is no per-read timeout: a read on a dead connection ends through the keepalives,
+//! and legitimate waits (a long COPY range, a lock) have no upper bound. The replicator and
+//! the worker reconnect after such an error.
 
 use std::time::Duration;
 
@@ -15,8 +29,42 @@ use crate::config::{PgConnConfig, SslMode};
 use crate::postgres::tls::{self, TlsError};
 use crate::sink::Retry;
 
-/// How long one connection attempt may take (TCP connect and, separately, each address).
+/// How long one TCP connection attempt may take (each address separately).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection's whole start may take: TCP connect, TLS and authentication.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Idle time before the first TCP keepalive probe.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+
+/// Time between TCP keepalive probes.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Unanswered TCP keepalive probes before the connection is dropped.
+pub const KEEPALIVE_RETRIES: u32 = 6;
+
+/// How long sent data may stay unacknowledged before the connection is dropped (Linux
+/// `TCP_USER_TIMEOUT`; also bounds the keepalive probing).
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The keepalive settings of every PostgreSQL connection.
+pub fn tcp_keepalive() -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES)
+}
+
+/// Applies the TCP settings of every PostgreSQL connection to a socket opened by hand (the
+/// replication connection): keepalives and, on Linux, `TCP_USER_TIMEOUT`.
+pub fn configure_socket(tcp: &tokio::net::TcpStream) -> std::io::Result<()> {
+    let sock = socket2::SockRef::from(tcp);
+    sock.set_tcp_keepalive(&tcp_keepalive())?;
+    #[cfg(target_os = "linux")]
+    sock.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT))?;
+    Ok(())
+}
 
 /// Session settings every connection starts with, as libpq `options` (`-c name=value`):
 /// UTC time zone, ISO dates, `postgres` intervals and round-trip-exact floats.
@@ -69,6 +117,8 @@ pub enum ConnectError {
         #[source]
         source: tokio_postgres::Error,
     },
+    #[error("the connection to {endpoint} did not start within {timeout:?} (TCP, TLS and authentication)")]
+    StartupTimeout { endpoint: String, timeout: Duration },
     #[error("cannot reach PostgreSQL at {host}:{port}")]
     Unreachable {
         host: String,
@@ -102,6 +152,7 @@ impl ConnectError {
             ConnectError::UnknownDatabase { .. } => "unknown_database",
             ConnectError::Unavailable { .. } => "unavailable",
             ConnectError::Unreachable { .. } => "unreachable",
+            ConnectError::StartupTimeout { .. } => "startup_timeout",
             ConnectError::Handshake { .. } => "tls_handshake",
             ConnectError::Other { .. } => "other",
         }
@@ -110,7 +161,9 @@ impl ConnectError {
     /// Unreachable or busy servers may come back; wrong settings do not.
     pub fn retry(&self) -> Retry {
         match self {
-            ConnectError::Unavailable { .. } | ConnectError::Unreachable { .. } => Retry::Transient,
+            ConnectError::Unavailable { .. }
+            | ConnectError::Unreachable { .. }
+            | ConnectError::StartupTimeout { .. } => Retry::Transient,
             ConnectError::Other { source, .. } if source.is_closed() => Retry::Transient,
             _ => Retry::Permanent,
         }
@@ -132,8 +185,9 @@ fn is_unix_socket(host: &str) -> bool {
 }
 
 /// The `tokio_postgres::Config` for `cfg`: endpoint, credentials, `application_name`,
-/// [`CONNECT_TIMEOUT`], [`startup_options`], and the sslmode (`verify-*` -> `Require`; the
-/// certificate checks themselves are in the TLS connector).
+/// [`CONNECT_TIMEOUT`], the keepalives and `TCP_USER_TIMEOUT` (module docs),
+/// [`startup_options`], and the sslmode (`verify-*` -> `Require`; the certificate checks
+/// themselves are in the TLS connector).
 pub fn pg_config(cfg: &PgConnConfig, application_name: &str) -> tokio_postgres::Config {
     use secrecy::ExposeSecret;
     let mut config = tokio_postgres::Config::new();
@@ -145,6 +199,11 @@ pub fn pg_config(cfg: &PgConnConfig, application_name: &str) -> tokio_postgres::
         .password(cfg.password.expose_secret())
         .application_name(application_name)
         .connect_timeout(CONNECT_TIMEOUT)
+        .keepalives(true)
+        .keepalives_idle(KEEPALIVE_IDLE)
+        .keepalives_interval(KEEPALIVE_INTERVAL)
+        .keepalives_retries(KEEPALIVE_RETRIES)
+        .tcp_user_timeout(TCP_USER_TIMEOUT)
         .options(startup_options())
         .ssl_mode(match cfg.sslmode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
@@ -186,6 +245,15 @@ pub async fn connect(
     cfg: &PgConnConfig,
     application_name: &str,
 ) -> Result<tokio_postgres::Client, ConnectError> {
+    connect_within(cfg, application_name, STARTUP_TIMEOUT).await
+}
+
+/// [`connect`] with the given startup timeout.
+pub(crate) async fn connect_within(
+    cfg: &PgConnConfig,
+    application_name: &str,
+    startup_timeout: Duration,
+) -> Result<tokio_postgres::Client, ConnectError> {
     let config = pg_config(cfg, application_name);
     let tls_config = if is_unix_socket(&cfg.host) {
         None
@@ -198,14 +266,22 @@ pub async fn connect(
             }
         })?
     };
-    let result = match tls_config {
-        None => connect_with(&config, NoTls, cfg).await,
-        Some(tls_config) => {
-            let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls_config).clone());
-            connect_with(&config, tls, cfg).await
+    let attempt = async {
+        match tls_config {
+            None => connect_with(&config, NoTls, cfg).await,
+            Some(tls_config) => {
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls_config).clone());
+                connect_with(&config, tls, cfg).await
+            }
         }
     };
-    result.map_err(|e| classify(cfg, e))
+    match tokio::time::timeout(startup_timeout, attempt).await {
+        Ok(result) => result.map_err(|e| classify(cfg, e)),
+        Err(_) => Err(ConnectError::StartupTimeout {
+            endpoint: endpoint(cfg),
+            timeout: startup_timeout,
+        }),
+    }
 }
 
 async fn connect_with<T>(
@@ -323,6 +399,11 @@ mod tests {
         assert_eq!(c.get_password(), Some(&b"hunter2"[..]));
         assert_eq!(c.get_application_name(), Some("pg_flo_test"));
         assert_eq!(c.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        assert!(c.get_keepalives());
+        assert_eq!(c.get_keepalives_idle(), Duration::from_secs(60));
+        assert_eq!(c.get_keepalives_interval(), Some(Duration::from_secs(10)));
+        assert_eq!(c.get_keepalives_retries(), Some(6));
+        assert_eq!(c.get_tcp_user_timeout(), Some(&Duration::from_secs(120)));
         assert_eq!(c.get_options(), Some(startup_options()));
         assert_eq!(c.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
         for (mode, expected) in [
@@ -383,6 +464,63 @@ mod tests {
         assert!(matches!(err, ConnectError::TlsConfig { .. }), "{err:?}");
         assert!(!err.is_transient());
         assert_eq!(err.category(), "tls_config");
+    }
+
+    /// The replication connection's socket gets the same settings as [`pg_config`]'s.
+    #[tokio::test]
+    async fn hand_opened_sockets_get_keepalives_and_user_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let sock = socket2::SockRef::from(&tcp);
+        assert!(!sock.keepalive().unwrap());
+        configure_socket(&tcp).unwrap();
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(sock.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), KEEPALIVE_RETRIES);
+        #[cfg(target_os = "linux")]
+        assert_eq!(sock.tcp_user_timeout().unwrap(), Some(TCP_USER_TIMEOUT));
+    }
+
+    /// A server that accepts the TCP connection but never answers the startup fails within
+    /// the startup timeout instead of hanging.
+    #[tokio::test]
+    async fn a_silent_server_fails_within_the_startup_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let short = Duration::from_millis(300);
+        let started = std::time::Instant::now();
+        let err = connect_within(&conn("127.0.0.1", port, SslMode::Disable), "test", short)
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, ConnectError::StartupTimeout { .. }), "{err:?}");
+        assert!(err.is_transient());
+        let err = crate::postgres::replication::ReplicationConnection::connect_within(
+            &conn("127.0.0.1", port, SslMode::Disable),
+            "test",
+            short,
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(
+            matches!(
+                err,
+                crate::postgres::replication::ReplicationError::StartupTimeout { .. }
+            ),
+            "{err:?}"
+        );
+        assert!(err.is_transient());
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

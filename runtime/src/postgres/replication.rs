@@ -7,6 +7,14 @@
 //! MD5 / cleartext auth and optional TLS (rustls), simple queries (`CREATE_REPLICATION_SLOT`,
 //! `IDENTIFY_SYSTEM`), `START_REPLICATION`, XLogData / keepalive parsing and standby status.
 //! See `docs/replication-client.md`.
+//!
+//! The socket gets the TCP keepalives and `TCP_USER_TIMEOUT` of every PostgreSQL connection
+//! (`connection::configure_socket`), and the whole start (TCP, TLS, authentication) is bounded
+//! by `connection::STARTUP_TIMEOUT`. On PostgreSQL 14+ the session turns
+//! `idle_session_timeout` off: the connection that exported the copy's snapshot sits idle for
+//! the whole copy, and a server default would end it (and the snapshot with it).
+//! `CREATE_REPLICATION_SLOT` is sent in the form the server's version understands
+//! ([`create_slot_sql`]), read from the `server_version` the server reports at startup.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,6 +30,7 @@ use tokio::net::TcpStream;
 
 use crate::config::{PgConnConfig, SslMode};
 use crate::lsn::Lsn;
+use crate::postgres::connection;
 
 /// Microseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01).
 const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
@@ -37,6 +46,8 @@ pub enum ReplicationError {
     },
     #[error("connection to {endpoint} timed out")]
     ConnectTimeout { endpoint: String },
+    #[error("connection to {endpoint} did not start within {timeout:?} (TCP, TLS and authentication)")]
+    StartupTimeout { endpoint: String, timeout: Duration },
     #[error("i/o error on the replication connection")]
     Io(#[from] std::io::Error),
     #[error("tls setup for the replication connection failed: {0}")]
@@ -73,6 +84,7 @@ impl ReplicationError {
         match self {
             ReplicationError::Connect { .. }
             | ReplicationError::ConnectTimeout { .. }
+            | ReplicationError::StartupTimeout { .. }
             | ReplicationError::Io(_)
             | ReplicationError::Closed => true,
             ReplicationError::Server { code, .. } => {
@@ -95,6 +107,53 @@ type BoxStream = Box<dyn Stream>;
 pub struct ReplicationConnection {
     reader: Reader,
     writer: Writer,
+    /// `server_version` as the server reported it at startup (`15.4 (Debian ...)`).
+    server_version: Option<String>,
+}
+
+/// The snapshot action of `CREATE_REPLICATION_SLOT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotSnapshot {
+    /// No snapshot (`SNAPSHOT 'nothing'`, `NOEXPORT_SNAPSHOT`).
+    Nothing,
+    /// Export a snapshot that stays valid until the next command on this connection
+    /// (`SNAPSHOT 'export'`, `EXPORT_SNAPSHOT`).
+    Export,
+    /// Use the snapshot in the current transaction (`SNAPSHOT 'use'`, `USE_SNAPSHOT`).
+    Use,
+}
+
+/// The major version of a `server_version` string (`15.4 (Debian 15.4-1)` -> 15, `16beta1`
+/// -> 16, `9.6.24` -> 9).
+pub fn server_major(server_version: &str) -> Option<u32> {
+    let digits: String = server_version
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// `CREATE_REPLICATION_SLOT` for a pgoutput slot in the syntax of a server of `major` version:
+/// the option list `(SNAPSHOT '...')` from PostgreSQL 15, the older keywords
+/// (`EXPORT_SNAPSHOT`, `NOEXPORT_SNAPSHOT`, `USE_SNAPSHOT`) before it or when the version is
+/// unknown (PostgreSQL 15 and later still accept them).
+pub fn create_slot_sql(slot: &str, snapshot: SlotSnapshot, major: Option<u32>) -> String {
+    let slot = quote_ident(slot);
+    if major.is_some_and(|m| m >= 15) {
+        let option = match snapshot {
+            SlotSnapshot::Nothing => "nothing",
+            SlotSnapshot::Export => "export",
+            SlotSnapshot::Use => "use",
+        };
+        format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput (SNAPSHOT '{option}')")
+    } else {
+        let keyword = match snapshot {
+            SlotSnapshot::Nothing => "NOEXPORT_SNAPSHOT",
+            SlotSnapshot::Export => "EXPORT_SNAPSHOT",
+            SlotSnapshot::Use => "USE_SNAPSHOT",
+        };
+        format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput {keyword}")
+    }
 }
 
 /// Reads backend messages.
@@ -118,21 +177,48 @@ impl ReplicationConnection {
         cfg: &PgConnConfig,
         application_name: &str,
     ) -> Result<Self, ReplicationError> {
+        Self::connect_within(cfg, application_name, connection::STARTUP_TIMEOUT).await
+    }
+
+    /// [`Self::connect`] with the given startup timeout.
+    pub(crate) async fn connect_within(
+        cfg: &PgConnConfig,
+        application_name: &str,
+        timeout: Duration,
+    ) -> Result<Self, ReplicationError> {
         let endpoint = format!("{}:{}", cfg.host, cfg.port);
+        let mut conn = tokio::time::timeout(timeout, Self::start(cfg, application_name, &endpoint))
+            .await
+            .map_err(|_| ReplicationError::StartupTimeout {
+                endpoint: endpoint.clone(),
+                timeout,
+            })??;
+        if conn.server_major().is_some_and(|m| m >= 14) {
+            conn.simple_query("SET idle_session_timeout = 0").await?;
+        }
+        Ok(conn)
+    }
+
+    async fn start(
+        cfg: &PgConnConfig,
+        application_name: &str,
+        endpoint: &str,
+    ) -> Result<Self, ReplicationError> {
         let tcp = tokio::time::timeout(
-            Duration::from_secs(10),
+            connection::CONNECT_TIMEOUT,
             TcpStream::connect((cfg.host.as_str(), cfg.port)),
         )
         .await
         .map_err(|_| ReplicationError::ConnectTimeout {
-            endpoint: endpoint.clone(),
+            endpoint: endpoint.to_owned(),
         })?
         .map_err(|source| ReplicationError::Connect {
-            endpoint: endpoint.clone(),
+            endpoint: endpoint.to_owned(),
             source,
         })?;
         tcp.set_nodelay(true)?;
-        let stream = negotiate_tls(tcp, cfg, &endpoint).await?;
+        connection::configure_socket(&tcp)?;
+        let stream = negotiate_tls(tcp, cfg, endpoint).await?;
         let (r, w) = tokio::io::split(stream);
         let mut conn = ReplicationConnection {
             reader: Reader {
@@ -143,9 +229,15 @@ impl ReplicationConnection {
                 io: w,
                 buf: BytesMut::with_capacity(1024),
             },
+            server_version: None,
         };
         conn.startup(cfg, application_name).await?;
         Ok(conn)
+    }
+
+    /// The server's major version, from the `server_version` it reported at startup.
+    pub fn server_major(&self) -> Option<u32> {
+        self.server_version.as_deref().and_then(server_major)
     }
 
     async fn startup(
@@ -227,6 +319,11 @@ impl ReplicationConnection {
                 | Message::AuthenticationScmCredential => {
                     return Err(ReplicationError::UnsupportedAuth("GSS/SSPI/Kerberos"))
                 }
+                Message::ParameterStatus(body) => {
+                    if body.name()? == "server_version" {
+                        self.server_version = Some(body.value()?.to_owned());
+                    }
+                }
                 Message::ErrorResponse(body) => return Err(server_error(&body)),
                 Message::ReadyForQuery(_) => return Ok(()),
                 _ => {}
@@ -275,19 +372,15 @@ impl ReplicationConnection {
             })
     }
 
-    /// Creates a logical slot using pgoutput and returns its consistent point.
-    ///
-    /// `snapshot` is the `SNAPSHOT` option: `"nothing"`, `"export"` (the snapshot stays valid
-    /// until the next command on this connection) or `"use"` (inside a transaction).
+    /// Creates a logical slot using pgoutput and returns its consistent point (and the name of
+    /// the exported snapshot with [`SlotSnapshot::Export`]), in the syntax of the server's
+    /// version ([`create_slot_sql`]).
     pub async fn create_slot(
         &mut self,
         slot: &str,
-        snapshot: &str,
+        snapshot: SlotSnapshot,
     ) -> Result<CreatedSlot, ReplicationError> {
-        let sql = format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT '{snapshot}')",
-            quote_ident(slot)
-        );
+        let sql = create_slot_sql(slot, snapshot, self.server_major());
         let rows = self.simple_query(&sql).await?;
         let row = rows.into_iter().next().ok_or_else(|| {
             ReplicationError::Protocol("CREATE_REPLICATION_SLOT returned no row".into())
@@ -582,5 +675,39 @@ mod tests {
     #[test]
     fn epoch_conversion() {
         assert_eq!(pg_to_unix_us(0), 946_684_800_000_000);
+    }
+
+    #[test]
+    fn major_versions() {
+        for (text, major) in [
+            ("15.4 (Debian 15.4-1.pgdg120+1)", Some(15)),
+            ("13.16", Some(13)),
+            ("16beta1", Some(16)),
+            ("17devel", Some(17)),
+            ("9.6.24", Some(9)),
+            ("", None),
+            ("devel", None),
+        ] {
+            assert_eq!(server_major(text), major, "{text}");
+        }
+    }
+
+    #[test]
+    fn create_slot_syntax_per_version() {
+        use SlotSnapshot::*;
+        let slot = "pg_flo_g_publication";
+        for (snapshot, major, sql) in [
+            (Export, Some(17), "CREATE_REPLICATION_SLOT \"pg_flo_g_publication\" LOGICAL pgoutput (SNAPSHOT 'export')"),
+            (Export, Some(15), "CREATE_REPLICATION_SLOT \"pg_flo_g_publication\" LOGICAL pgoutput (SNAPSHOT 'export')"),
+            (Nothing, Some(15), "CREATE_REPLICATION_SLOT \"pg_flo_g_publication\" LOGICAL pgoutput (SNAPSHOT 'nothing')"),
+            (Use, Some(16), "CREATE_REPLICATION_SLOT \"pg_flo_g_publication\" LOGICAL pgoutput (SNAPSHOT 'use')"),
+            (Export, Some(14), "CREATE_REPLICATION_SLOT \"pg_flo_g_publication\" LOGICAL pgoutput EXPORT_SNAPSHOT"),
+            (Nothing, Some(13), "CREATE_REPLICATION_SLOT \"pg_flo_g_publication\" LOGICAL pgoutput NOEXPORT_SNAPSHOT"),
+            (Use, Some(10), "CREATE_REPLICATION_SLOT \"pg_flo_g_publication\" LOGICAL pgoutput USE_SNAPSHOT"),
+            (Export, None, "CREATE_REPLICATION_SLOT \"pg_flo_g_publication\" LOGICAL pgoutput EXPORT_SNAPSHOT"),
+            (Nothing, None, "CREATE_REPLICATION_SLOT \"pg_flo_g_publication\" LOGICAL pgoutput NOEXPORT_SNAPSHOT"),
+        ] {
+            assert_eq!(create_slot_sql(slot, snapshot, major), sql, "{snapshot:?} {major:?}");
+        }
     }
 }
