@@ -197,12 +197,24 @@ mod tests {
         );
         for (group, comment, expected) in [
             ("a-b", Some("pg_flo group a-b"), Ownership::Own),
-            ("a_b", Some("pg_flo group a-b"), Ownership::Other("a-b".into())),
-            ("a-b", Some("pg_flo group a_b"), Ownership::Other("a_b".into())),
+            (
+                "a_b",
+                Some("pg_flo group a-b"),
+                Ownership::Other("a-b".into()),
+            ),
+            (
+                "a-b",
+                Some("pg_flo group a_b"),
+                Ownership::Other("a_b".into()),
+            ),
             ("a-b", None, Ownership::Unmarked),
             ("a-b", Some("created by the DBA"), Ownership::Unmarked),
             ("a-b", Some("pg_flo group "), Ownership::Unmarked),
-            ("a-b", Some("pg_flo group a-bc"), Ownership::Other("a-bc".into())),
+            (
+                "a-b",
+                Some("pg_flo group a-bc"),
+                Ownership::Other("a-bc".into()),
+            ),
         ] {
             assert_eq!(ownership(group, comment), expected, "{group} {comment:?}");
         }

@@ -556,4 +556,50 @@ mod tests {
         let r = ranges(160, 4);
         assert_eq!(r.len(), 16);
     }
+
+    fn source(name: &str, pages: u64, heap: bool) -> CopySource {
+        CopySource {
+            name: TableName {
+                schema: "public".into(),
+                table: name.into(),
+            },
+            pages,
+            heap,
+        }
+    }
+
+    #[test]
+    fn a_partitioned_table_is_copied_through_its_leaves() {
+        let parts = [
+            source("c_2023", 3, true),
+            source("c_remote", 0, false),
+            source("c_2024", 0, true),
+        ];
+        let p = |part, range| Piece { part, range };
+        assert_eq!(
+            pieces(&parts, 4),
+            vec![
+                p(0, Some((0, Some(1)))),
+                p(0, Some((1, Some(2)))),
+                p(0, Some((2, None))),
+                p(1, None),
+                p(2, Some((0, None))),
+            ]
+        );
+        assert!(pieces(&[], 4).is_empty());
+        let select = "SELECT \"id\", \"email\" FROM";
+        let leaf = &parts[0].name;
+        assert_eq!(
+            piece_sql(select, leaf, Some((1, Some(2)))),
+            "COPY (SELECT \"id\", \"email\" FROM \"public\".\"c_2023\" WHERE ctid >= '(1,0)'::tid AND ctid < '(2,0)'::tid) TO STDOUT"
+        );
+        assert_eq!(
+            piece_sql(select, leaf, Some((2, None))),
+            "COPY (SELECT \"id\", \"email\" FROM \"public\".\"c_2023\" WHERE ctid >= '(2,0)'::tid) TO STDOUT"
+        );
+        assert_eq!(
+            piece_sql(select, &parts[1].name, None),
+            "COPY (SELECT \"id\", \"email\" FROM \"public\".\"c_remote\") TO STDOUT"
+        );
+    }
 }

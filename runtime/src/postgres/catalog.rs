@@ -256,10 +256,13 @@ async fn ancestors(
 /// One problem per table of `tables` that is a partition of another table of `tables`
 /// (`ancestors`: `(table, ancestor)` pairs): PostgreSQL publishes its rows under the ancestor,
 /// so they would be copied twice and the partition's rules and routes would never apply.
-pub fn nested_partitions(tables: &[TableName], ancestors: &[(TableName, TableName)]) -> Vec<String> {
+pub fn nested_partitions(
+    tables: &[TableName],
+    ancestors: &[(TableName, TableName)],
+) -> Vec<String> {
     let mut problems: Vec<String> = ancestors
         .iter()
-        .filter(|(t, a)| t != a && tables.contains(a))
+        .filter(|(t, a)| t != a && tables.contains(t) && tables.contains(a))
         .map(|(t, a)| {
             format!(
                 "table {t} is a partition of {a}, which is listed too: its changes are published \
@@ -768,4 +771,168 @@ pub async fn lag_bytes(client: &Client, lsn: crate::lsn::Lsn) -> Result<i64, Cat
         .await
         .map_err(q("measuring replication lag"))?;
     Ok(row.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(name: &str) -> TableName {
+        let (schema, table) = name.split_once('.').unwrap();
+        TableName {
+            schema: schema.into(),
+            table: table.into(),
+        }
+    }
+
+    #[test]
+    fn supported_versions() {
+        for (num, track_ddl, problem) in [
+            (170_002, true, None),
+            (150_004, true, None),
+            (140_000, true, None),
+            (130_016, false, None),
+            (
+                130_016,
+                true,
+                Some("--track-ddl needs PostgreSQL 14 or later"),
+            ),
+            (
+                120_020,
+                false,
+                Some("the source runs PostgreSQL 12.20, but pg_flo needs PostgreSQL 13 or later"),
+            ),
+            (90_624, false, Some("PostgreSQL 9.624")),
+            (0, false, Some("needs PostgreSQL 13")),
+        ] {
+            let got = version_problem(num, track_ddl);
+            match (problem, &got) {
+                (None, None) => {}
+                (Some(needle), Some(p)) => assert!(p.contains(needle), "{num}: {p}"),
+                _ => panic!("{num} {track_ddl}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_partition_next_to_its_root_is_refused() {
+        let tables = [t("public.c"), t("public.c_2024"), t("public.other")];
+        let ancestors = [
+            (t("public.c_2024"), t("public.c")),
+            (t("public.c_2024_q1"), t("public.c_2024")),
+            (t("public.c_2024_q1"), t("public.c")),
+            (t("public.other"), t("archive.other_root")),
+        ];
+        assert_eq!(
+            nested_partitions(&tables, &ancestors),
+            vec![
+                "table public.c_2024 is a partition of public.c, which is listed too: its changes \
+                  are published under public.c (publish_via_partition_root), so list only \
+                  public.c (all its partitions) or only public.c_2024"
+                    .to_owned()
+            ]
+        );
+        // A partition alone, or under a root the group does not name, is fine.
+        assert!(nested_partitions(&[t("public.c_2024"), t("public.other")], &ancestors).is_empty());
+        // A deeper level is caught too.
+        let problems = nested_partitions(&[t("public.c"), t("public.c_2024_q1")], &ancestors);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("table public.c_2024_q1 is a partition of public.c,"));
+    }
+
+    #[test]
+    fn a_new_publication_is_published_via_the_root_and_marked() {
+        assert_eq!(
+            create_publication_sql("a-b", "pg_flo_a_b_publication", &[t("public.c"), t("s.x")]),
+            vec![
+                "CREATE PUBLICATION \"pg_flo_a_b_publication\" FOR TABLE \"public\".\"c\", \"s\".\"x\" \
+                 WITH (publish_via_partition_root = true)"
+                    .to_owned(),
+                "COMMENT ON PUBLICATION \"pg_flo_a_b_publication\" IS 'pg_flo group a-b'".to_owned(),
+            ]
+        );
+    }
+
+    fn state(
+        comment: Option<&str>,
+        via_root: bool,
+        may_alter: bool,
+        members: &[&str],
+    ) -> PublicationState {
+        PublicationState {
+            comment: comment.map(str::to_owned),
+            via_root,
+            may_alter,
+            members: members.iter().map(|m| t(m)).collect(),
+            ancestors_of_tables: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn existing_publications() {
+        const P: &str = "pg_flo_a_b_publication";
+        let tables = [t("public.c"), t("public.d")];
+        let plan = |group: &str, partitioned: bool, st: &PublicationState| {
+            plan_publication(group, P, &tables, partitioned, st)
+        };
+        // Ours, up to date: nothing to do.
+        let st = state(
+            Some("pg_flo group a-b"),
+            true,
+            true,
+            &["public.c", "public.d"],
+        );
+        assert_eq!(
+            plan("a-b", true, &st).unwrap().statements,
+            Vec::<String>::new()
+        );
+        // Another group's: refused, naming both groups.
+        let err = plan("a_b", true, &st).unwrap_err().to_string();
+        assert!(err.contains("group \"a_b\" and group \"a-b\""), "{err}");
+        assert!(err.contains("belong to group \"a-b\""), "{err}");
+        // Of an earlier version: via the root, the missing table, and the mark.
+        let st = state(None, false, true, &["public.c"]);
+        let p = plan("a-b", true, &st).unwrap();
+        assert_eq!(
+            p.statements,
+            vec![
+                format!("ALTER PUBLICATION \"{P}\" SET (publish_via_partition_root = true)"),
+                format!("ALTER PUBLICATION \"{P}\" ADD TABLE \"public\".\"d\""),
+                format!("COMMENT ON PUBLICATION \"{P}\" IS 'pg_flo group a-b'"),
+            ]
+        );
+        assert!(p.adopted && p.via_root_set);
+        assert_eq!(p.added, 1);
+        // A member that is an ancestor of one of the group's tables (the group names only a
+        // partition now) is removed; other extra members stay.
+        let mut st = state(
+            Some("pg_flo group a-b"),
+            true,
+            true,
+            &["public.c", "public.d", "public.root", "public.x"],
+        );
+        st.ancestors_of_tables = vec![t("public.root"), t("public.root")];
+        let p = plan("a-b", true, &st).unwrap();
+        assert_eq!(
+            p.statements,
+            vec![format!(
+                "ALTER PUBLICATION \"{P}\" DROP TABLE \"public\".\"root\""
+            )]
+        );
+        assert_eq!(p.removed, vec![t("public.root")]);
+        // Not ours to alter: needed changes are refused with the statements to run...
+        let st = state(None, false, false, &["public.c", "public.d"]);
+        let err = plan("a-b", true, &st).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("run ALTER PUBLICATION \"{P}\" SET (publish_via_partition_root = true) as its owner")),
+            "{err}"
+        );
+        let st = state(None, true, false, &["public.c"]);
+        let err = plan("a-b", false, &st).unwrap_err().to_string();
+        assert!(err.contains("ADD TABLE \"public\".\"d\""), "{err}");
+        // ...while the mark alone (and via-root without partitioned tables) is skipped.
+        let st = state(None, false, false, &["public.c", "public.d"]);
+        let p = plan("a-b", false, &st).unwrap();
+        assert!(p.statements.is_empty() && !p.adopted);
+    }
 }

@@ -502,7 +502,10 @@ mod tests {
             .await
             .err()
             .unwrap();
-        assert!(matches!(err, ConnectError::StartupTimeout { .. }), "{err:?}");
+        assert!(
+            matches!(err, ConnectError::StartupTimeout { .. }),
+            "{err:?}"
+        );
         assert!(err.is_transient());
         let err = crate::postgres::replication::ReplicationConnection::connect_within(
             &conn("127.0.0.1", port, SslMode::Disable),

@@ -46,7 +46,9 @@ pub enum ReplicationError {
     },
     #[error("connection to {endpoint} timed out")]
     ConnectTimeout { endpoint: String },
-    #[error("connection to {endpoint} did not start within {timeout:?} (TCP, TLS and authentication)")]
+    #[error(
+        "connection to {endpoint} did not start within {timeout:?} (TCP, TLS and authentication)"
+    )]
     StartupTimeout { endpoint: String, timeout: Duration },
     #[error("i/o error on the replication connection")]
     Io(#[from] std::io::Error),
