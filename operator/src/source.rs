@@ -118,13 +118,16 @@ pub fn publication_name(group: &str) -> String {
 }
 
 /// What [`drop_group_objects`] dropped: `true` when this call dropped the object, `false` when
-/// it was already gone.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// it was already gone (or is another group's).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DropOutcome {
     /// The replication slot was dropped.
     pub slot_dropped: bool,
     /// The publication was dropped.
     pub publication_dropped: bool,
+    /// The slot, publication and DDL capture objects of this group's names belong to this
+    /// other group (its mark on the publication): nothing was dropped.
+    pub owned_by: Option<String>,
 }
 
 /// Why the source database could not be read or cleaned up. Messages name the endpoint, the
@@ -308,6 +311,8 @@ fn slot_state(row: &Row) -> Result<SlotStatus, tokio_postgres::Error> {
 /// A slot in use by a replication connection is refused with [`SourceError::SlotActive`]
 /// before anything is dropped: stop the replicator first. Only a slot of the connected
 /// database is dropped (a slot of the same name in another database is not the group's).
+/// Objects whose publication is marked as another group's (`a-b` for group `a_b`, the same
+/// names; see `pg_flo_source::names`) are left alone: [`DropOutcome::owned_by`].
 pub async fn drop_group_objects(
     conn: &SourceConnection,
     group: &str,
@@ -315,6 +320,30 @@ pub async fn drop_group_objects(
     let slot = slot_name(group);
     let publication = publication_name(group);
     let client = connect(conn).await?;
+
+    let step = "read the publication's owner";
+    let comment = run(
+        conn,
+        step,
+        client.query_opt(
+            pg_flo_source::names::PUBLICATION_COMMENT_SQL,
+            &[&publication],
+        ),
+    )
+    .await?;
+    if let Some(row) = comment {
+        let comment: Option<String> = row
+            .try_get(0)
+            .map_err(|source| conn.query_error(step, source))?;
+        if let pg_flo_source::names::Ownership::Other(owner) =
+            pg_flo_source::names::ownership(group, comment.as_deref())
+        {
+            return Ok(DropOutcome {
+                owned_by: Some(owner),
+                ..DropOutcome::default()
+            });
+        }
+    }
 
     let step = "read the replication slot";
     let active = match run(conn, step, client.query_opt(SLOT_ACTIVE, &[&slot])).await? {
@@ -382,6 +411,7 @@ pub async fn drop_group_objects(
     Ok(DropOutcome {
         slot_dropped,
         publication_dropped: publication_exists,
+        owned_by: None,
     })
 }
 

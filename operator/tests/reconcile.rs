@@ -423,6 +423,30 @@ async fn pause_scales_to_zero_stop_removes_the_workloads_and_running_brings_them
     assert_eq!(phase(&env.stored("orders")), Phase::Pending);
 }
 
+/// The group's name becomes the runtime's group: one that cannot name a replication slot
+/// (a dot, allowed in Kubernetes names) is refused before anything is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_cannot_name_a_replication_slot_is_an_invalid_spec() {
+    let env = Env::start().await;
+    env.source_secret();
+    env.api.insert(&env.group("orders.v2", ""));
+    // The first pass adds the finalizer, the second validates.
+    for _ in 0..2 {
+        env.reconcile("orders.v2").await.unwrap();
+    }
+    let got = env.stored("orders.v2");
+    assert_eq!(phase(&got), Phase::Degraded);
+    let (status, reason, message) = condition(&got, "Degraded");
+    assert_eq!((status, reason), ("True", "InvalidSpec"));
+    assert_eq!(
+        message,
+        "metadata.name: invalid group name \"orders.v2\": use only letters, digits, '_' and '-' \
+         (the group is part of NATS subjects and PostgreSQL object names)"
+    );
+    assert!(env.api.names::<Deployment>(NS).is_empty());
+    assert!(env.api.names::<ConfigMap>(NS).is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_spec_becomes_a_condition_and_an_event_and_creates_nothing() {
     let env = Env::start().await;

@@ -286,7 +286,8 @@ async fn dropping_removes_only_the_groups_objects_and_refuses_an_active_slot() {
         drop_group_objects(&conn, group).await.unwrap(),
         DropOutcome {
             slot_dropped: true,
-            publication_dropped: true
+            publication_dropped: true,
+            owned_by: None
         }
     );
     let (slots_after, publications_after, triggers_after, functions_after, tracked_after) =
@@ -472,7 +473,8 @@ async fn verify_full_with_the_ca_from_the_secret() {
         drop_group_objects(&conn, group).await.unwrap(),
         DropOutcome {
             slot_dropped: true,
-            publication_dropped: false
+            publication_dropped: false,
+            owned_by: None
         }
     );
     assert!(
@@ -513,4 +515,46 @@ async fn verify_full_with_the_ca_from_the_secret() {
         .unwrap_err();
     assert!(matches!(err, SourceError::Rejected { .. }), "{err:?}");
     assert_eq!(err.category(), "authentication");
+}
+
+/// Groups `a-b` and `a_b` share the slot and publication names: deleting `a_b` leaves the
+/// objects its publication's mark gives to `a-b`; deleting `a-b` drops them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_groups_objects_of_the_same_names_are_not_dropped() {
+    let pg = PgCluster::start(PgOptions::default()).await.unwrap();
+    pg.create_database("app").await.unwrap();
+    let local = pg.client("app").await.unwrap();
+    for sql in [
+        "CREATE TABLE items (id int PRIMARY KEY)",
+        "CREATE PUBLICATION pg_flo_a_b_publication FOR TABLE items",
+        "COMMENT ON PUBLICATION pg_flo_a_b_publication IS 'pg_flo group a-b'",
+        "SELECT pg_create_logical_replication_slot('pg_flo_a_b_publication', 'pgoutput')",
+    ] {
+        local.batch_execute(sql).await.unwrap();
+    }
+    let conn = source(&pg, "app");
+    let objects = || async {
+        (
+            names(&local, "SELECT slot_name::text FROM pg_replication_slots").await,
+            names(&local, "SELECT pubname::text FROM pg_publication").await,
+        )
+    };
+    let both = vec!["pg_flo_a_b_publication".to_owned()];
+    assert_eq!(
+        drop_group_objects(&conn, "a_b").await.unwrap(),
+        DropOutcome {
+            owned_by: Some("a-b".into()),
+            ..DropOutcome::default()
+        }
+    );
+    assert_eq!(objects().await, (both.clone(), both));
+    assert_eq!(
+        drop_group_objects(&conn, "a-b").await.unwrap(),
+        DropOutcome {
+            slot_dropped: true,
+            publication_dropped: true,
+            owned_by: None
+        }
+    );
+    assert_eq!(objects().await, (vec![], vec![]));
 }

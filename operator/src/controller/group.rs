@@ -278,6 +278,14 @@ async fn cleanup(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Err
         return Err(Error::CleanupBlocked(msg.into()));
     };
     match source::drop_group_objects(&conn, &name).await {
+        Ok(source::DropOutcome {
+            owned_by: Some(owner),
+            ..
+        }) => tracing::warn!(
+            slot,
+            owner,
+            "the replication slot and publication of this name belong to another group: left in place"
+        ),
         Ok(outcome) => tracing::info!(
             slot,
             slot_dropped = outcome.slot_dropped,
