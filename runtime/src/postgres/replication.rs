@@ -321,10 +321,8 @@ impl ReplicationConnection {
                 | Message::AuthenticationScmCredential => {
                     return Err(ReplicationError::UnsupportedAuth("GSS/SSPI/Kerberos"))
                 }
-                Message::ParameterStatus(body) => {
-                    if body.name()? == "server_version" {
-                        self.server_version = Some(body.value()?.to_owned());
-                    }
+                Message::ParameterStatus(body) if body.name()? == "server_version" => {
+                    self.server_version = Some(body.value()?.to_owned());
                 }
                 Message::ErrorResponse(body) => return Err(server_error(&body)),
                 Message::ReadyForQuery(_) => return Ok(()),
