@@ -2,7 +2,7 @@
 //! exported snapshot and publishes the rows before any streamed change.
 //!
 //! Contract (gap-free handoff):
-//! - The slot is created with `SNAPSHOT 'export'`; every copy connection imports that snapshot
+//! - The slot is created with an exported snapshot; every copy connection imports that snapshot
 //!   (`SET TRANSACTION SNAPSHOT`) while the replication connection that exported it stays idle.
 //!   A transaction committed before the slot's consistent point is in the snapshot; one
 //!   committed after it is streamed. None is both, none is neither.

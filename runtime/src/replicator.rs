@@ -695,16 +695,17 @@ impl Session {
                 }
             }
             PgOutput::Relation(mut info) => {
-                let name = TableName {
+                let mut name = TableName {
                     schema: info.schema.clone(),
                     table: info.table.clone(),
                 };
-                // A partition's own name (WAL from before the publication published via the
-                // root): renamed to its root, so that rules, routing and keys see the same
-                // table as the copy.
-                let name = shared.partition_roots.get(&name).cloned().unwrap_or(name);
-                info.schema.clone_from(&name.schema);
-                info.table.clone_from(&name.table);
+                // A partition under its own name (WAL from before the publication published
+                // via the root): renamed to its root, the name of the copy, rules and routes.
+                if let Some(root) = shared.partition_roots.get(&name) {
+                    name = root.clone();
+                    info.schema = root.schema.clone();
+                    info.table = root.table.clone();
+                }
                 let rel = relations::relation(info, shared.keys.get(&name));
                 // Changes after it in this transaction carry the new shape.
                 self.batcher.relation_changed(rel.oid);
