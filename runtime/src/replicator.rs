@@ -112,6 +112,8 @@ struct Shared {
     confirmed: Lsn,
     /// Carried by every message.
     source: message::SourceId,
+    /// `--track-ddl`: the group's capture (prefix, signing key, tables).
+    ddl: Option<ddl::Capture>,
 }
 
 /// Runs the replicator until `shutdown` turns true or a permanent error occurs.
@@ -130,16 +132,13 @@ pub async fn run(
     let tables = catalog::resolve_tables(&catalog_client, &cfg.schema, &cfg.tables).await?;
     let keys = catalog::table_keys(&catalog_client, &tables).await?;
     catalog::ensure_publication(&catalog_client, &publication, &tables).await?;
-    if cfg.track_ddl {
-        catalog_client
-            .batch_execute(&ddl::setup_sql(&cfg.group, &tables))
-            .await
-            .map_err(|source| CatalogError::Query {
-                step: "creating the DDL capture triggers (they need a superuser)",
-                source,
-            })?;
+    let ddl_capture = if cfg.track_ddl {
+        let capture = ddl::Capture::setup(&catalog_client, &cfg.group, &tables).await?;
         tracing::info!(group = cfg.group, tables = tables.len(), "DDL tracking on");
-    }
+        Some(capture)
+    } else {
+        None
+    };
     let nats = nats_setup::connect(&cfg.nats, "pg_flo_replicator").await?;
     let js = nats_setup::jetstream(nats, cfg.max_in_flight);
     let subject = config::subject(&cfg.group);
@@ -218,6 +217,7 @@ pub async fn run(
         keys,
         confirmed,
         source,
+        ddl: ddl_capture,
     };
     let mut attempts = 0u32;
     let mut wait = shared.cfg.retry.initial_wait;
@@ -447,7 +447,7 @@ struct TxBuilder {
     relation_index: HashMap<u32, u16>,
     changes: Vec<Change>,
     bytes: usize,
-    /// Source queries of the DDL already captured in this transaction.
+    /// What the DDL already captured in this transaction replays ([`ddl::Accepted::key`]).
     ddl_queries: Vec<String>,
 }
 
@@ -649,30 +649,39 @@ impl Session {
                 prefix,
                 content,
                 ..
-            } if shared.cfg.track_ddl && prefix == ddl::message_prefix(&shared.cfg.group) => {
-                let Some(txb) = self.current.as_mut() else {
+            } if shared.ddl.as_ref().is_some_and(|d| prefix == d.prefix()) => {
+                let (Some(txb), Some(capture)) = (self.current.as_mut(), shared.ddl.as_ref())
+                else {
                     return Ok(());
                 };
-                let (relation, mut change, query) = match ddl::to_change(&content, wal_start.0) {
-                    Ok(parts) => parts,
-                    Err(e) => {
-                        tracing::warn!(error = %error_chain(&e), "skipping a malformed DDL capture message");
+                let accepted = match capture.accept(&content, txb.xid, wal_start.0) {
+                    Ok(a) => a,
+                    // Never its content: anyone can write it.
+                    Err(ddl::Rejected::Forged(why)) => {
+                        tracing::warn!(lsn = %wal_start, why, "dropping a DDL message the capture trigger did not produce");
+                        metrics::error("ddl_forged");
+                        return Ok(());
+                    }
+                    Err(ddl::Rejected::Malformed(why)) => {
+                        tracing::warn!(lsn = %wal_start, why, "skipping a malformed DDL capture message");
+                        metrics::error("ddl_malformed");
                         return Ok(());
                     }
                 };
-                // One query can report several commands (ALTER TABLE ... ADD UNIQUE reports the
+                if let Some(why) = &accepted.refused {
+                    tracing::warn!(table = %ddl::quoted(&accepted.table), lsn = %wal_start, reason = %why, "DDL that cannot be replayed: the postgres sink will stop at it");
+                }
+                // Several commands of one statement (ALTER TABLE ... ADD UNIQUE may report the
                 // index too): replay it once per transaction.
-                if txb.ddl_queries.contains(&query) {
+                if txb.ddl_queries.contains(&accepted.key) {
                     return Ok(());
                 }
-                txb.ddl_queries.push(query);
+                txb.ddl_queries.push(accepted.key);
                 // The table's key may have changed: look it up again at its next Relation.
-                shared.keys.remove(&TableName {
-                    schema: relation.schema.clone(),
-                    table: relation.table.clone(),
-                });
+                shared.keys.remove(&accepted.table);
+                let mut change = accepted.change;
                 change.relation = u16::try_from(txb.relations.len()).unwrap_or(u16::MAX);
-                txb.relations.push(relation);
+                txb.relations.push(accepted.relation);
                 txb.changes.push(change);
                 metrics::get().replicator_changes_read.inc();
             }
