@@ -216,9 +216,7 @@ async fn two_groups_keep_their_own_ddl_and_json_sinks_show_it() {
             "pg_flo_ddl_drop_g1",
             "pg_flo_ddl_drop_g2",
             "pg_flo_ddl_end_g1",
-            "pg_flo_ddl_end_g2",
-            "pg_flo_ddl_start_g1",
-            "pg_flo_ddl_start_g2"
+            "pg_flo_ddl_end_g2"
         ]
     );
 }
@@ -286,11 +284,7 @@ async fn cleanup_removes_only_the_groups_objects() {
             "SELECT evtname::text FROM pg_event_trigger ORDER BY 1"
         )
         .await,
-        vec![
-            "pg_flo_ddl_drop_keep",
-            "pg_flo_ddl_end_keep",
-            "pg_flo_ddl_start_keep"
-        ]
+        vec!["pg_flo_ddl_drop_keep", "pg_flo_ddl_end_keep"]
     );
     assert_eq!(
         names(
@@ -451,24 +445,27 @@ async fn forged_ddl_messages_are_dropped_and_genuine_ones_replayed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_query_with_ddl_for_two_tables_replays_both() {
     let p = Pipeline::start(PgOptions::default()).await.unwrap();
-    p.both("CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY);")
-        .await
-        .unwrap();
-    let (_r, _w) = tracked_pipeline(&p, "two", "a,b", &[]).await;
+    p.both(
+        "CREATE TABLE customers (id int PRIMARY KEY); CREATE TABLE orders (id int PRIMARY KEY);",
+    )
+    .await
+    .unwrap();
+    let (_r, _w) = tracked_pipeline(&p, "two", "customers,orders", &[]).await;
     let src = p.source().await.unwrap();
     // A migration file sent as one simple query (the data after the DDL: a Relation change
     // in the middle of a transaction is another matter).
     src.batch_execute(
-        "ALTER TABLE a ADD COLUMN x int;\nALTER TABLE b ADD COLUMN y int;\n\
-         ALTER TABLE b ADD COLUMN z text; ALTER TABLE a RENAME COLUMN x TO xx;\n\
-         INSERT INTO a VALUES (1, 10); INSERT INTO b VALUES (2, 20, 'z');",
+        "ALTER TABLE customers ADD COLUMN x int;\nALTER TABLE orders ADD COLUMN y int;\n\
+         ALTER TABLE orders ADD COLUMN z text; ALTER TABLE customers RENAME COLUMN x TO xx;\n\
+         CREATE INDEX orders_y ON orders (y);\n\
+         INSERT INTO customers VALUES (1, 10); INSERT INTO orders VALUES (2, 20, 'z');",
     )
     .await
     .unwrap();
-    wait_same_shape(&p, "a").await;
-    wait_same_shape(&p, "b").await;
-    p.wait_equal("public.a", "id").await.unwrap();
-    p.wait_equal("public.b", "id").await.unwrap();
+    wait_same_shape(&p, "customers").await;
+    wait_same_shape(&p, "orders").await;
+    p.wait_equal("public.customers", "id").await.unwrap();
+    p.wait_equal("public.orders", "id").await.unwrap();
 }
 
 /// The position of the refused DDL named in the worker's error.
@@ -522,7 +519,10 @@ async fn only_the_captured_statement_is_replayed_never_do_blocks_calls_or_dml() 
     assert!(!status.success());
     let err = w.stderr();
     assert!(err.contains("cannot be replayed"), "{err}");
-    assert!(err.contains("inside a function, DO block or procedure"), "{err}");
+    assert!(
+        err.contains("inside a function, DO block or procedure"),
+        "{err}"
+    );
     assert!(err.contains("internal_pg_flo.ddl_applied_by_hand"), "{err}");
     assert!(!err.contains("INSERT INTO audit"), "{err}");
     assert_eq!(e2e::count(&dst, "audit").await.unwrap(), 0);
@@ -560,15 +560,21 @@ async fn a_ddl_that_fails_in_the_target_stops_the_worker() {
     let src = p.source().await.unwrap();
     let dst = p.target().await.unwrap();
     // Dropping what the target no longer has is "already applied".
-    src.batch_execute("ALTER TABLE t DROP COLUMN gone; ALTER TABLE t DROP COLUMN a; INSERT INTO t VALUES (1)")
+    src.batch_execute(
+        "ALTER TABLE t DROP COLUMN gone; ALTER TABLE t DROP COLUMN a; INSERT INTO t VALUES (1)",
+    )
+    .await
+    .unwrap();
+    p.wait_equal("public.t", "id").await.unwrap();
+    src.batch_execute("ALTER TABLE t ADD COLUMN a int")
         .await
         .unwrap();
-    p.wait_equal("public.t", "id").await.unwrap();
-    src.batch_execute("ALTER TABLE t ADD COLUMN a int").await.unwrap();
     wait_same_shape(&p, "t").await;
     // A rename of a column the target lacks did not apply: the worker stops, nothing after
     // it is applied.
-    dst.batch_execute("ALTER TABLE t DROP COLUMN a").await.unwrap();
+    dst.batch_execute("ALTER TABLE t DROP COLUMN a")
+        .await
+        .unwrap();
     src.batch_execute("ALTER TABLE t RENAME COLUMN a TO b; INSERT INTO t VALUES (2, 2)")
         .await
         .unwrap();
@@ -581,4 +587,45 @@ async fn a_ddl_that_fails_in_the_target_stops_the_worker() {
         e2e::dump_table(&dst, "public.t", "id").await.unwrap(),
         "(1)"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_functions_of_an_earlier_version_are_replaced() {
+    let p = Pipeline::start(PgOptions::default()).await.unwrap();
+    p.both("CREATE TABLE t (id int PRIMARY KEY)").await.unwrap();
+    // What an earlier version installed: unsigned messages.
+    p.source()
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE SCHEMA internal_pg_flo;
+             CREATE TABLE internal_pg_flo.ddl_tracked (group_name text NOT NULL,
+               table_name text NOT NULL, PRIMARY KEY (group_name, table_name));
+             CREATE TABLE internal_pg_flo.ddl_indexes (group_name text NOT NULL,
+               index_name text NOT NULL, table_name text NOT NULL,
+               PRIMARY KEY (group_name, index_name));
+             INSERT INTO internal_pg_flo.ddl_tracked VALUES ('up', 'public.t');
+             CREATE FUNCTION internal_pg_flo.ddl_end_up() RETURNS event_trigger LANGUAGE plpgsql
+             SECURITY DEFINER SET search_path = pg_catalog AS $f$ BEGIN
+               PERFORM pg_logical_emit_message(true, 'pg_flo_ddl:up', json_build_object(
+                 'event_type', 'ddl_command_end', 'object_type', 'table',
+                 'object_identity', 'public.t', 'command_tag', 'ALTER TABLE',
+                 'table', 'public.t', 'query', current_query())::text);
+             END $f$;
+             CREATE EVENT TRIGGER pg_flo_ddl_end_up ON ddl_command_end
+               EXECUTE FUNCTION internal_pg_flo.ddl_end_up();",
+        )
+        .await
+        .unwrap();
+    let port = e2e::free_port().unwrap();
+    let metrics_addr = ["--metrics-addr".to_owned(), format!("127.0.0.1:{port}")];
+    let (_r, _w) = tracked_pipeline(&p, "up", "t", &metrics_addr).await;
+    let src = p.source().await.unwrap();
+    src.batch_execute("ALTER TABLE t ADD COLUMN x int; INSERT INTO t VALUES (1, 1)")
+        .await
+        .unwrap();
+    wait_same_shape(&p, "t").await;
+    p.wait_equal("public.t", "id").await.unwrap();
+    let metrics = e2e::http_get(port, "/metrics").await.unwrap();
+    assert!(!metrics.contains("ddl_forged"), "{metrics}");
 }

@@ -260,9 +260,7 @@ async fn dropping_removes_only_the_groups_objects_and_refuses_an_active_slot() {
             "pg_flo_ddl_drop_drop_me",
             "pg_flo_ddl_drop_keep",
             "pg_flo_ddl_end_drop_me",
-            "pg_flo_ddl_end_keep",
-            "pg_flo_ddl_start_drop_me",
-            "pg_flo_ddl_start_keep"
+            "pg_flo_ddl_end_keep"
         ]
     );
     assert_eq!(before.4, ["drop-me", "keep"]);
@@ -297,16 +295,9 @@ async fn dropping_removes_only_the_groups_objects_and_refuses_an_active_slot() {
     assert_eq!(publications_after, ["pg_flo_keep_publication"]);
     assert_eq!(
         triggers_after,
-        [
-            "pg_flo_ddl_drop_keep",
-            "pg_flo_ddl_end_keep",
-            "pg_flo_ddl_start_keep"
-        ]
+        ["pg_flo_ddl_drop_keep", "pg_flo_ddl_end_keep"]
     );
-    assert_eq!(
-        functions_after,
-        ["ddl_drop_keep", "ddl_end_keep", "ddl_start_keep"]
-    );
+    assert_eq!(functions_after, ["ddl_drop_keep", "ddl_end_keep"]);
     assert_eq!(tracked_after, ["keep"]);
     assert_eq!(
         names(

@@ -1,9 +1,10 @@
 //! SQL of a group's DDL capture objects (`pg_flo replicator --track-ddl`), in schema
 //! `internal_pg_flo`:
-//! - event triggers `pg_flo_ddl_start_<group>` (`ddl_command_start`), `pg_flo_ddl_end_<group>`
-//!   (`ddl_command_end`) and `pg_flo_ddl_drop_<group>` (`sql_drop`) and their functions;
+//! - event triggers `pg_flo_ddl_end_<group>` (`ddl_command_end`) and `pg_flo_ddl_drop_<group>`
+//!   (`sql_drop`) and their functions;
 //! - the group's rows in `ddl_tracked` (its tables), `ddl_indexes` (their indexes, so that a
-//!   `DROP INDEX` can be tied to its table) and `ddl_keys` (the group's signing key).
+//!   `DROP INDEX` can be tied to its table), `ddl_keys` (the group's signing key) and
+//!   `ddl_statements` (statement counts of the running queries).
 //!
 //! For each command on one of the group's tables the end and drop functions emit a
 //! transactional logical message with prefix [`message_prefix`] whose content is
@@ -19,10 +20,13 @@
 //!
 //! The JSON also says which statement of the client's query string ran the command: `tag`
 //! (the statement's command tag), `stmt` (this is the `stmt`-th statement with that tag in the
-//! query, counted by the start trigger in a session setting, `pg_flo.ddl_<group>`, keyed by
-//! the query's receipt time and hash) and `nested` (the command ran inside a function, `DO`
-//! block or procedure, seen from the PL/pgSQL call stack). `pg_flo::ddl` uses them to replay
-//! exactly that statement, or to refuse.
+//! query, counted at the end of each top-level statement per backend in the unlogged table
+//! `ddl_statements`, keyed by the query's receipt time and hash; only the functions write it,
+//! so a session cannot bend the count, and `RESET`/`DISCARD` do not touch it; counting at the
+//! end, not in a `ddl_command_start` trigger, keeps `DROP INDEX CONCURRENTLY` the first action
+//! of its transaction) and `nested` (the command ran inside a function, `DO` block or
+//! procedure, seen from the PL/pgSQL call stack). `pg_flo::ddl` uses them to replay exactly
+//! that statement, or to refuse.
 //!
 //! The runtime runs [`setup_sql`] at start (it replaces the functions of earlier versions) and
 //! verifies the messages (`pg_flo::ddl`); the runtime's `--cleanup` and the operator's group
@@ -44,9 +48,8 @@ pub const MAC_HEX_LEN: usize = 64;
 /// no row).
 pub const KEY_SQL: &str = "SELECT secret FROM internal_pg_flo.ddl_keys WHERE group_name = $1";
 
-/// Command tags whose statements the start trigger counts (the commands that can be captured
-/// on a table or index; a statement with another tag is replayed only as a query's one
-/// statement).
+/// Command tags whose statements are counted (the commands that can be captured on a table or
+/// index; a statement with another tag is replayed only as a query's one statement).
 pub const COUNTED_TAGS: [&str; 7] = [
     "ALTER TABLE",
     "CREATE INDEX",
@@ -82,19 +85,38 @@ fn emit(group_literal: &str, prefix_literal: &str, payload_expr: &str) -> String
     )
 }
 
-/// PL/pgSQL that sets `nested` and `stmt` for the statement being run.
-fn statement_position(g: &str) -> String {
+/// The key of the client's query (its receipt time and hash) in `ddl_statements`.
+const QUERY_KEY: &str =
+    "statement_timestamp()::text || ' ' || encode(sha256(textsend(current_query())), 'hex')";
+
+/// PL/pgSQL that sets `nested` and, for a top-level statement, `stmt`. `count`: this is the
+/// statement's `ddl_command_end` (count it, once per statement); otherwise its `sql_drop`
+/// (which comes before: the statement is the one after those counted).
+fn statement_position(gl: &str, count: bool, counted: &str) -> String {
+    let lookup = if count {
+        format!(
+            r#"    IF TG_TAG IN ({counted}) THEN
+      INSERT INTO internal_pg_flo.ddl_statements AS s VALUES ({gl}, pg_backend_pid(), TG_TAG, {QUERY_KEY}, 1)
+        ON CONFLICT (group_name, pid, tag) DO UPDATE
+        SET n = CASE WHEN s.query_key = EXCLUDED.query_key THEN s.n + 1 ELSE 1 END,
+            query_key = EXCLUDED.query_key
+        RETURNING n INTO stmt;
+    END IF;"#
+        )
+    } else {
+        format!(
+            r#"    SELECT s.n + 1 INTO stmt FROM internal_pg_flo.ddl_statements s
+      WHERE s.group_name = {gl} AND s.pid = pg_backend_pid() AND s.tag = TG_TAG
+        AND s.query_key = {QUERY_KEY};
+    stmt := coalesce(stmt, 1);"#
+        )
+    };
     format!(
         r#"  GET DIAGNOSTICS ctx = PG_CONTEXT;
   nested := strpos(ctx, E'\n') > 0;
-  BEGIN
-    state := current_setting('pg_flo.ddl_{g}', true)::jsonb;
-    IF NOT nested AND state->>'k' = statement_timestamp()::text || ' ' || encode(sha256(textsend(current_query())), 'hex') THEN
-      stmt := (state->'n'->>TG_TAG)::int;
-    END IF;
-  EXCEPTION WHEN others THEN
-    stmt := NULL;
-  END;"#
+  IF NOT nested THEN
+{lookup}
+  END IF;"#
     )
 }
 
@@ -122,7 +144,8 @@ pub fn setup_sql<T: Display>(group: &str, tables: &[T]) -> String {
         .map(|t| quote_literal(t))
         .collect::<Vec<_>>()
         .join(", ");
-    let position = statement_position(&g);
+    let end_position = statement_position(&gl, true, &counted);
+    let drop_position = statement_position(&gl, false, &counted);
     let emit_end = emit(
         &gl,
         &prefix,
@@ -152,7 +175,7 @@ BEGIN
       UNION ALL
       SELECT 'table internal_pg_flo.' || c.relname, c.relowner
         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = 'internal_pg_flo' AND c.relname IN ('ddl_tracked', 'ddl_indexes', 'ddl_keys')
+        WHERE n.nspname = 'internal_pg_flo' AND c.relname IN ('ddl_tracked', 'ddl_indexes', 'ddl_keys', 'ddl_statements')
     ) o JOIN pg_catalog.pg_roles r ON r.oid = o.owner
     WHERE NOT r.rolsuper;
   IF bad IS NOT NULL THEN
@@ -169,6 +192,10 @@ CREATE TABLE IF NOT EXISTS internal_pg_flo.ddl_keys (
     group_name text PRIMARY KEY, secret bytea NOT NULL);
 REVOKE ALL ON internal_pg_flo.ddl_keys FROM PUBLIC;
 ALTER TABLE internal_pg_flo.ddl_keys ENABLE ROW LEVEL SECURITY;
+CREATE UNLOGGED TABLE IF NOT EXISTS internal_pg_flo.ddl_statements (
+    group_name text NOT NULL, pid int NOT NULL, tag text NOT NULL, query_key text NOT NULL,
+    n int NOT NULL, PRIMARY KEY (group_name, pid, tag));
+REVOKE ALL ON internal_pg_flo.ddl_statements FROM PUBLIC;
 INSERT INTO internal_pg_flo.ddl_keys
   SELECT {gl}, decode(replace(gen_random_uuid()::text || gen_random_uuid()::text
     || gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex')
@@ -182,33 +209,6 @@ INSERT INTO internal_pg_flo.ddl_indexes
   JOIN pg_class ci ON ci.oid = i.indexrelid JOIN pg_namespace ni ON ni.oid = ci.relnamespace
   JOIN pg_class ct ON ct.oid = i.indrelid JOIN pg_namespace nt ON nt.oid = ct.relnamespace
   WHERE format('%s.%s', nt.nspname, ct.relname) = ANY (ARRAY[{table_array}]::text[]);
-CREATE OR REPLACE FUNCTION internal_pg_flo.ddl_start_{g}() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pg_flo$
-DECLARE
-  ctx text;
-  k text;
-  state jsonb;
-  n int;
-BEGIN
-  -- Counts the top-level statements of the client's query string per command tag.
-  GET DIAGNOSTICS ctx = PG_CONTEXT;
-  IF strpos(ctx, E'\n') > 0 THEN
-    RETURN;
-  END IF;
-  k := statement_timestamp()::text || ' ' || encode(sha256(textsend(current_query())), 'hex');
-  BEGIN
-    state := current_setting('pg_flo.ddl_{g}', true)::jsonb;
-    IF state->>'k' IS DISTINCT FROM k OR jsonb_typeof(state->'n') IS DISTINCT FROM 'object' THEN
-      state := jsonb_build_object('k', k, 'n', '{{}}'::jsonb);
-    END IF;
-    n := coalesce((state->'n'->>TG_TAG)::int, 0);
-  EXCEPTION WHEN others THEN
-    state := jsonb_build_object('k', k, 'n', '{{}}'::jsonb);
-    n := 0;
-  END;
-  PERFORM set_config('pg_flo.ddl_{g}', jsonb_set(state, ARRAY['n', TG_TAG], to_jsonb(n + 1))::text, false);
-END
-$pg_flo$;
 CREATE OR REPLACE FUNCTION internal_pg_flo.ddl_end_{g}() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pg_flo$
 DECLARE
@@ -216,14 +216,13 @@ DECLARE
   tbl text;
   ctx text;
   nested boolean;
-  state jsonb;
   stmt int;
   key bytea;
   ipad bytea;
   opad bytea;
   payload text;
 BEGIN
-{position}
+{end_position}
   FOR obj IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
     tbl := NULL;
     IF obj.object_type IN ('table', 'table column') THEN
@@ -252,14 +251,13 @@ DECLARE
   tbl text;
   ctx text;
   nested boolean;
-  state jsonb;
   stmt int;
   key bytea;
   ipad bytea;
   opad bytea;
   payload text;
 BEGIN
-{position}
+{drop_position}
   FOR obj IN SELECT * FROM pg_event_trigger_dropped_objects() WHERE object_type = 'index' LOOP
     DELETE FROM internal_pg_flo.ddl_indexes
       WHERE group_name = {gl} AND index_name = obj.object_identity
@@ -272,9 +270,6 @@ BEGIN
   END LOOP;
 END
 $pg_flo$;
-DROP EVENT TRIGGER IF EXISTS pg_flo_ddl_start_{g};
-CREATE EVENT TRIGGER pg_flo_ddl_start_{g} ON ddl_command_start WHEN TAG IN ({counted})
-  EXECUTE FUNCTION internal_pg_flo.ddl_start_{g}();
 DROP EVENT TRIGGER IF EXISTS pg_flo_ddl_end_{g};
 CREATE EVENT TRIGGER pg_flo_ddl_end_{g} ON ddl_command_end EXECUTE FUNCTION internal_pg_flo.ddl_end_{g}();
 DROP EVENT TRIGGER IF EXISTS pg_flo_ddl_drop_{g};
@@ -288,10 +283,8 @@ pub fn cleanup_sql(group: &str) -> String {
     let g = group_suffix(group);
     let gl = quote_literal(group);
     format!(
-        "DROP EVENT TRIGGER IF EXISTS pg_flo_ddl_start_{g};
-DROP EVENT TRIGGER IF EXISTS pg_flo_ddl_end_{g};
+        "DROP EVENT TRIGGER IF EXISTS pg_flo_ddl_end_{g};
 DROP EVENT TRIGGER IF EXISTS pg_flo_ddl_drop_{g};
-DROP FUNCTION IF EXISTS internal_pg_flo.ddl_start_{g}();
 DROP FUNCTION IF EXISTS internal_pg_flo.ddl_end_{g}();
 DROP FUNCTION IF EXISTS internal_pg_flo.ddl_drop_{g}();
 DO $pg_flo$ BEGIN
@@ -303,6 +296,9 @@ DO $pg_flo$ BEGIN
   END IF;
   IF to_regclass('internal_pg_flo.ddl_keys') IS NOT NULL THEN
     DELETE FROM internal_pg_flo.ddl_keys WHERE group_name = {gl};
+  END IF;
+  IF to_regclass('internal_pg_flo.ddl_statements') IS NOT NULL THEN
+    DELETE FROM internal_pg_flo.ddl_statements WHERE group_name = {gl};
   END IF;
 END $pg_flo$;"
     )
@@ -321,20 +317,12 @@ mod tests {
         assert!(setup.contains("'pg_flo_ddl:my_group'"));
         for (created, dropped) in [
             (
-                "CREATE EVENT TRIGGER pg_flo_ddl_start_my_group ON",
-                "DROP EVENT TRIGGER IF EXISTS pg_flo_ddl_start_my_group;",
-            ),
-            (
                 "CREATE EVENT TRIGGER pg_flo_ddl_end_my_group ON",
                 "DROP EVENT TRIGGER IF EXISTS pg_flo_ddl_end_my_group;",
             ),
             (
                 "CREATE EVENT TRIGGER pg_flo_ddl_drop_my_group ON",
                 "DROP EVENT TRIGGER IF EXISTS pg_flo_ddl_drop_my_group;",
-            ),
-            (
-                "CREATE OR REPLACE FUNCTION internal_pg_flo.ddl_start_my_group()",
-                "DROP FUNCTION IF EXISTS internal_pg_flo.ddl_start_my_group();",
             ),
             (
                 "CREATE OR REPLACE FUNCTION internal_pg_flo.ddl_end_my_group()",
@@ -352,6 +340,10 @@ mod tests {
                 "INSERT INTO internal_pg_flo.ddl_keys",
                 "DELETE FROM internal_pg_flo.ddl_keys WHERE group_name = 'my-group';",
             ),
+            (
+                "INSERT INTO internal_pg_flo.ddl_statements AS s VALUES ('my-group'",
+                "DELETE FROM internal_pg_flo.ddl_statements WHERE group_name = 'my-group';",
+            ),
         ] {
             assert!(setup.contains(created), "{created}");
             assert!(cleanup.contains(dropped), "{dropped}");
@@ -365,8 +357,10 @@ mod tests {
         assert!(setup.contains("ALTER TABLE internal_pg_flo.ddl_keys ENABLE ROW LEVEL SECURITY;"));
         // A role's temporary `pg_class` must not be read by the SECURITY DEFINER functions.
         assert_eq!(
-            setup.matches("SECURITY DEFINER SET search_path = pg_catalog, pg_temp").count(),
-            3
+            setup
+                .matches("SECURITY DEFINER SET search_path = pg_catalog, pg_temp")
+                .count(),
+            2
         );
         assert!(!setup.contains("SET search_path = pg_catalog AS"));
     }

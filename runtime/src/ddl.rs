@@ -15,7 +15,7 @@
 //! Replay ([`isolate`]): the message carries the client's whole query string, which may hold
 //! several statements (a migration file sent as one query), DML, `DO` blocks or `CALL`s. Only
 //! the one statement that ran the command is replayed: the source says which (the `n`-th
-//! statement with its command tag in the query, counted by a `ddl_command_start` trigger), and
+//! statement with its command tag in the query, counted by the capture functions), and
 //! that statement must carry the same tag and name the table or object. A `DROP INDEX` is
 //! replayed as `DROP INDEX IF EXISTS <the dropped index>`, never the other indexes of its
 //! statement. When the statement cannot be told (the command ran inside a function, `DO` block
@@ -193,11 +193,16 @@ impl Capture {
             stmt: c.stmt,
             nested: c.nested,
         };
-        let (command, refused) =
-            match isolate(&c.query, position, &table, &c.object_identity, &c.event_type) {
-                Ok(command) => (Some(command), None),
-                Err(r) => (None, Some(r)),
-            };
+        let (command, refused) = match isolate(
+            &c.query,
+            position,
+            &table,
+            &c.object_identity,
+            &c.event_type,
+        ) {
+            Ok(command) => (Some(command), None),
+            Err(r) => (None, Some(r)),
+        };
         let key = match &command {
             Some(cmd) => format!("{}\u{0}{:?}\u{0}{}\u{0}{cmd}", c.tag, c.stmt, c.query),
             None => format!("refused\u{0}{lsn}"),
@@ -326,9 +331,9 @@ pub fn isolate(
                     "the query rolls back part of itself, so its statements cannot be counted",
                 ));
             }
-            let n = at.stmt.ok_or(Refusal::Unmatched(
-                "the source did not count its statement",
-            ))?;
+            let n = at
+                .stmt
+                .ok_or(Refusal::Unmatched("the source did not count its statement"))?;
             many.iter()
                 .filter(|s| s.tag() == at.tag)
                 .nth(n.saturating_sub(1) as usize)
@@ -470,7 +475,9 @@ impl Statement {
     fn names(&self, name: &str) -> bool {
         !name.is_empty()
             && self.tokens.iter().any(|t| match t {
-                Token::Word(w) => *w == name.to_ascii_lowercase() && name == name.to_ascii_lowercase(),
+                Token::Word(w) => {
+                    *w == name.to_ascii_lowercase() && name == name.to_ascii_lowercase()
+                }
                 Token::Quoted(q) => q == name,
                 _ => false,
             })
@@ -583,7 +590,10 @@ fn tokenize(sql: &str) -> Vec<Token> {
             _ if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
                 let start = i;
                 while i < b.len()
-                    && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$' || b[i] >= 0x80)
+                    && (b[i].is_ascii_alphanumeric()
+                        || b[i] == b'_'
+                        || b[i] == b'$'
+                        || b[i] >= 0x80)
                 {
                     i += 1;
                 }

@@ -33,7 +33,11 @@ fn splits_statements_outside_quotes_and_comments() {
     );
     assert_eq!(
         split_statements(r"SELECT E'it\'s;'; SELECT 'a\'; SELECT 2"),
-        vec![r"SELECT E'it\'s;'".to_owned(), r"SELECT 'a\'".to_owned(), "SELECT 2".to_owned()]
+        vec![
+            r"SELECT E'it\'s;'".to_owned(),
+            r"SELECT 'a\'".to_owned(),
+            "SELECT 2".to_owned()
+        ]
     );
     assert_eq!(
         split_statements("CREATE RULE r AS ON INSERT TO t DO ALSO (SELECT 1; SELECT 2); SELECT 3"),
@@ -50,7 +54,10 @@ fn statement_tags() {
         ("ALTER TABLE t ADD c int", "ALTER TABLE"),
         ("alter table if exists t add c int", "ALTER TABLE"),
         ("-- note\nALTER INDEX i RENAME TO j", "ALTER INDEX"),
-        ("CREATE UNIQUE INDEX CONCURRENTLY i ON t (c)", "CREATE INDEX"),
+        (
+            "CREATE UNIQUE INDEX CONCURRENTLY i ON t (c)",
+            "CREATE INDEX",
+        ),
         ("create index on t (c)", "CREATE INDEX"),
         ("DROP INDEX i", "DROP INDEX"),
         ("COMMENT ON TABLE t IS 'x'", "COMMENT"),
@@ -71,7 +78,15 @@ fn isolates_the_statement_the_source_counted() {
     let q = "ALTER TABLE users ADD COLUMN age int; INSERT INTO users VALUES (1, 2); \
              ALTER TABLE other ADD x int; ALTER TABLE users ADD COLUMN b int";
     let t = users();
-    let ok = |stmt, object: &str| isolate(q, at("ALTER TABLE", Some(stmt)), &t, object, "ddl_command_end");
+    let ok = |stmt, object: &str| {
+        isolate(
+            q,
+            at("ALTER TABLE", Some(stmt)),
+            &t,
+            object,
+            "ddl_command_end",
+        )
+    };
     assert_eq!(
         ok(1, "public.users"),
         Ok("ALTER TABLE users ADD COLUMN age int".to_owned())
@@ -90,12 +105,24 @@ fn isolates_the_statement_the_source_counted() {
         table: "b".into(),
     };
     assert_eq!(
-        isolate(two, at("ALTER TABLE", Some(2)), &b, "public.b", "ddl_command_end"),
+        isolate(
+            two,
+            at("ALTER TABLE", Some(2)),
+            &b,
+            "public.b",
+            "ddl_command_end"
+        ),
         Ok("ALTER TABLE b ADD COLUMN y int".to_owned())
     );
     // A single statement needs no count.
     assert_eq!(
-        isolate("CREATE INDEX ON users (age)", at("CREATE INDEX", None), &t, "public.users_age_idx", "ddl_command_end"),
+        isolate(
+            "CREATE INDEX ON users (age)",
+            at("CREATE INDEX", None),
+            &t,
+            "public.users_age_idx",
+            "ddl_command_end"
+        ),
         Ok("CREATE INDEX ON users (age)".to_owned())
     );
     // Quoted names are matched exactly, unquoted ones folded.
@@ -103,30 +130,69 @@ fn isolates_the_statement_the_source_counted() {
         schema: "public".into(),
         table: "Users".into(),
     };
-    assert!(isolate("ALTER TABLE \"Users\" ADD a int", at("ALTER TABLE", Some(1)), &mixed, "public.\"Users\"", "ddl_command_end").is_ok());
-    assert!(isolate("ALTER TABLE users ADD a int", at("ALTER TABLE", Some(1)), &mixed, "public.\"Users\"", "ddl_command_end").is_err());
-    assert!(isolate("ALTER TABLE USERS ADD a int", at("ALTER TABLE", Some(1)), &t, "public.users", "ddl_command_end").is_ok());
+    assert!(isolate(
+        "ALTER TABLE \"Users\" ADD a int",
+        at("ALTER TABLE", Some(1)),
+        &mixed,
+        "public.\"Users\"",
+        "ddl_command_end"
+    )
+    .is_ok());
+    assert!(isolate(
+        "ALTER TABLE users ADD a int",
+        at("ALTER TABLE", Some(1)),
+        &mixed,
+        "public.\"Users\"",
+        "ddl_command_end"
+    )
+    .is_err());
+    assert!(isolate(
+        "ALTER TABLE USERS ADD a int",
+        at("ALTER TABLE", Some(1)),
+        &t,
+        "public.users",
+        "ddl_command_end"
+    )
+    .is_ok());
     // Substrings are not names: `t` is not in `ALTER TABLE victim`.
     let short = TableName {
         schema: "public".into(),
         table: "t".into(),
     };
-    assert!(isolate("ALTER TABLE victim ADD a int", at("ALTER TABLE", Some(1)), &short, "public.t", "ddl_command_end").is_err());
+    assert!(isolate(
+        "ALTER TABLE victim ADD a int",
+        at("ALTER TABLE", Some(1)),
+        &short,
+        "public.t",
+        "ddl_command_end"
+    )
+    .is_err());
 }
 
 #[test]
 fn never_replays_do_blocks_calls_or_dml() {
     let t = users();
     for (query, tag, stmt) in [
-        ("DO $$ BEGIN ALTER TABLE users ADD c int; END $$", "ALTER TABLE", None),
+        (
+            "DO $$ BEGIN ALTER TABLE users ADD c int; END $$",
+            "ALTER TABLE",
+            None,
+        ),
         ("CALL add_column('users')", "ALTER TABLE", None),
         ("SELECT migrate('users')", "ALTER TABLE", None),
         ("INSERT INTO users VALUES (1)", "ALTER TABLE", Some(1)),
-        ("UPDATE users SET a = 1; DELETE FROM users", "ALTER TABLE", Some(1)),
+        (
+            "UPDATE users SET a = 1; DELETE FROM users",
+            "ALTER TABLE",
+            Some(1),
+        ),
         ("", "ALTER TABLE", Some(1)),
     ] {
         let got = isolate(query, at(tag, stmt), &t, "public.users", "ddl_command_end");
-        assert!(matches!(got, Err(Refusal::Unmatched(_))), "{query}: {got:?}");
+        assert!(
+            matches!(got, Err(Refusal::Unmatched(_))),
+            "{query}: {got:?}"
+        );
     }
     // Nested commands are refused whatever the query looks like.
     let nested = StatementRef {
@@ -135,28 +201,62 @@ fn never_replays_do_blocks_calls_or_dml() {
         nested: true,
     };
     assert_eq!(
-        isolate("ALTER TABLE users ADD c int", nested, &t, "public.users", "ddl_command_end"),
+        isolate(
+            "ALTER TABLE users ADD c int",
+            nested,
+            &t,
+            "public.users",
+            "ddl_command_end"
+        ),
         Err(Refusal::Nested)
     );
     // A query that rolls back part of itself cannot be counted.
     let q = "SAVEPOINT s; ALTER TABLE users ADD a int; ROLLBACK TO s; ALTER TABLE users ADD b int";
-    assert!(isolate(q, at("ALTER TABLE", Some(1)), &t, "public.users", "ddl_command_end").is_err());
+    assert!(isolate(
+        q,
+        at("ALTER TABLE", Some(1)),
+        &t,
+        "public.users",
+        "ddl_command_end"
+    )
+    .is_err());
     // Without a count, a multi-statement query is refused.
-    assert!(isolate("ALTER TABLE users ADD a int; SELECT 1", at("ALTER TABLE", None), &t, "public.users", "ddl_command_end").is_err());
+    assert!(isolate(
+        "ALTER TABLE users ADD a int; SELECT 1",
+        at("ALTER TABLE", None),
+        &t,
+        "public.users",
+        "ddl_command_end"
+    )
+    .is_err());
 }
 
 #[test]
 fn a_dropped_index_is_replayed_alone() {
     let t = users();
     assert_eq!(
-        isolate("DROP INDEX users_a_idx, other_idx CASCADE", at("DROP INDEX", Some(1)), &t, "public.users_a_idx", "sql_drop"),
+        isolate(
+            "DROP INDEX users_a_idx, other_idx CASCADE",
+            at("DROP INDEX", Some(1)),
+            &t,
+            "public.users_a_idx",
+            "sql_drop"
+        ),
         Ok("DROP INDEX IF EXISTS public.users_a_idx CASCADE".to_owned())
     );
     assert_eq!(
-        isolate("DROP INDEX CONCURRENTLY users_a_idx", at("DROP INDEX", Some(1)), &t, "public.users_a_idx", "sql_drop"),
+        isolate(
+            "DROP INDEX CONCURRENTLY users_a_idx",
+            at("DROP INDEX", Some(1)),
+            &t,
+            "public.users_a_idx",
+            "sql_drop"
+        ),
         Ok("DROP INDEX CONCURRENTLY IF EXISTS public.users_a_idx".to_owned())
     );
-    assert!(is_concurrent("DROP INDEX CONCURRENTLY IF EXISTS public.users_a_idx"));
+    assert!(is_concurrent(
+        "DROP INDEX CONCURRENTLY IF EXISTS public.users_a_idx"
+    ));
 }
 
 #[test]
@@ -179,7 +279,11 @@ fn only_already_applied_errors_are_skipped() {
         ("42704", "DROP INDEX i", Skip),
         ("42P01", "DROP TABLE t", Skip),
         ("42703", "ALTER TABLE t DROP COLUMN a", Skip),
-        ("42703", "ALTER TABLE ONLY public.t DROP COLUMN a, DROP COLUMN b", Skip),
+        (
+            "42703",
+            "ALTER TABLE ONLY public.t DROP COLUMN a, DROP COLUMN b",
+            Skip,
+        ),
         ("42704", "alter table \"T\" drop constraint c", Skip),
         // The DDL really failed.
         ("42703", "ALTER TABLE t RENAME COLUMN a TO b", Stop),
@@ -189,7 +293,11 @@ fn only_already_applied_errors_are_skipped() {
         ("42703", "CREATE INDEX i ON t (missing)", Stop),
         ("42P01", "ALTER TABLE t ADD COLUMN a int", Stop),
         ("42P01", "ALTER TABLE t DROP COLUMN a", Stop),
-        ("42704", "ALTER TABLE t ALTER COLUMN a TYPE no_such_type", Stop),
+        (
+            "42704",
+            "ALTER TABLE t ALTER COLUMN a TYPE no_such_type",
+            Stop,
+        ),
         ("23505", "CREATE UNIQUE INDEX i ON t (a)", Stop),
         ("42501", "DROP INDEX i", Stop),
     ] {
@@ -226,7 +334,10 @@ fn only_signed_messages_of_the_transaction_are_accepted() {
     let good = json("ALTER TABLE users ADD COLUMN x int; SELECT 1", "4294967396");
     // xid 100 in epoch 1.
     let a = capture.accept(&sign(&KEY, &good), 100, 42).unwrap();
-    assert_eq!((a.table.schema.as_str(), a.table.table.as_str()), ("public", "users"));
+    assert_eq!(
+        (a.table.schema.as_str(), a.table.table.as_str()),
+        ("public", "users")
+    );
     assert_eq!(a.change.op, Op::Ddl);
     assert_eq!(
         replay_of(&a.relation, &a.change),
@@ -261,16 +372,17 @@ fn only_signed_messages_of_the_transaction_are_accepted() {
 #[test]
 fn a_refused_command_travels_with_its_reason() {
     let capture = Capture::new("g", &KEY, vec![users()]);
-    let msg = json("DO $$ BEGIN ALTER TABLE users ADD c int; END $$", "7").replace(
-        "\"nested\":false",
-        "\"nested\":true",
-    );
+    let msg = json("DO $$ BEGIN ALTER TABLE users ADD c int; END $$", "7")
+        .replace("\"nested\":false", "\"nested\":true");
     let a = capture.accept(&sign(&KEY, &msg), 7, 42).unwrap();
     assert_eq!(a.refused, Some(Refusal::Nested));
     let Replay::Refused(reason) = replay_of(&a.relation, &a.change) else {
         panic!("not refused");
     };
-    assert!(reason.contains("inside a function, DO block or procedure"), "{reason}");
+    assert!(
+        reason.contains("inside a function, DO block or procedure"),
+        "{reason}"
+    );
     // The DO block is nowhere in the change.
     assert!(!format!("{:?}", a.change).contains("BEGIN"));
     assert_eq!(a.relation.columns.len(), DDL_COLUMNS.len() + 1);
