@@ -152,7 +152,7 @@ pub fn setup_sql<T: Display>(group: &str, tables: &[T]) -> String {
         "json_build_object('v', 2, 'event_type', 'ddl_command_end', 'object_type', obj.object_type,
         'object_identity', obj.object_identity, 'command_tag', obj.command_tag, 'tag', TG_TAG,
         'table', tbl, 'query', current_query(), 'stmt', stmt, 'nested', nested,
-        'xid', txid_current()::text)",
+        'xid', txid_current()::text, 'at', statement_timestamp()::text)",
     );
     let emit_drop = emit(
         &gl,
@@ -160,7 +160,7 @@ pub fn setup_sql<T: Display>(group: &str, tables: &[T]) -> String {
         "json_build_object('v', 2, 'event_type', 'sql_drop', 'object_type', obj.object_type,
         'object_identity', obj.object_identity, 'command_tag', TG_TAG, 'tag', TG_TAG,
         'table', tbl, 'query', current_query(), 'stmt', stmt, 'nested', nested,
-        'xid', txid_current()::text)",
+        'xid', txid_current()::text, 'at', statement_timestamp()::text)",
     );
     format!(
         r#"SELECT pg_advisory_xact_lock(hashtext('pg_flo_ddl_setup'));

@@ -80,6 +80,10 @@ struct Captured {
     nested: bool,
     /// `txid_current()` of the transaction that emitted it.
     xid: String,
+    /// When the server received the query (`statement_timestamp()`): tells two runs of the
+    /// same query text apart.
+    #[serde(default)]
+    at: String,
 }
 
 /// Why a message with the group's prefix was not accepted.
@@ -204,7 +208,10 @@ impl Capture {
             Err(r) => (None, Some(r)),
         };
         let key = match &command {
-            Some(cmd) => format!("{}\u{0}{:?}\u{0}{}\u{0}{cmd}", c.tag, c.stmt, c.query),
+            Some(cmd) => format!(
+                "{}\u{0}{}\u{0}{:?}\u{0}{}\u{0}{cmd}",
+                c.at, c.tag, c.stmt, c.query
+            ),
             None => format!("refused\u{0}{lsn}"),
         };
         let mut names: Vec<&str> = DDL_COLUMNS.to_vec();

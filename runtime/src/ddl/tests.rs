@@ -394,3 +394,18 @@ fn refusal_step_names_the_way_out() {
     assert!(s.contains("VALUES ('it''s', '0/16B3F28')"), "{s}");
     assert!(s.contains("internal_pg_flo.ddl_applied_by_hand"), "{s}");
 }
+
+#[test]
+fn one_statement_replays_once_and_two_runs_of_a_query_twice() {
+    let capture = Capture::new("g", &KEY, vec![users()]);
+    let at = |json: &str, when: &str| json.replacen('}', &format!(",\"at\":\"{when}\"}}"), 1);
+    let msg = json(
+        "ALTER TABLE users ALTER COLUMN a TYPE text USING a || 'x'",
+        "7",
+    );
+    let key = |m: &str| capture.accept(&sign(&KEY, m), 7, 1).unwrap().key;
+    // Two commands of one statement (same receipt time): one replay.
+    assert_eq!(key(&at(&msg, "10:00:00.1")), key(&at(&msg, "10:00:00.1")));
+    // The same text sent twice in one transaction: two replays.
+    assert_ne!(key(&at(&msg, "10:00:00.1")), key(&at(&msg, "10:00:00.2")));
+}
