@@ -629,3 +629,34 @@ async fn capture_functions_of_an_earlier_version_are_replaced() {
     let metrics = e2e::http_get(port, "/metrics").await.unwrap();
     assert!(!metrics.contains("ddl_forged"), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_objects_of_another_role_are_refused() {
+    let p = Pipeline::start(PgOptions::default()).await.unwrap();
+    p.both("CREATE TABLE t (id int PRIMARY KEY)").await.unwrap();
+    // A role that is not a superuser got there first: it could read or replace the key.
+    p.source()
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE ROLE mallory LOGIN; CREATE SCHEMA internal_pg_flo AUTHORIZATION mallory",
+        )
+        .await
+        .unwrap();
+    let mut args = p.replicator_args("owned", "t");
+    args.push("--track-ddl".into());
+    let mut r = Pipeline::spawn("replicator", &args).unwrap();
+    let status = r.wait_exit(ARRIVAL_TIMEOUT).await.unwrap();
+    assert!(!status.success());
+    let err = r.stderr();
+    assert!(
+        err.contains("DDL tracking refused: schema internal_pg_flo (owner mallory) must belong to a superuser"),
+        "{err}"
+    );
+    let triggers = names(
+        &p.source().await.unwrap(),
+        "SELECT evtname::text FROM pg_event_trigger",
+    )
+    .await;
+    assert!(triggers.is_empty(), "{triggers:?}");
+}

@@ -179,7 +179,8 @@ BEGIN
     ) o JOIN pg_catalog.pg_roles r ON r.oid = o.owner
     WHERE NOT r.rolsuper;
   IF bad IS NOT NULL THEN
-    RAISE EXCEPTION 'DDL tracking refused: % must belong to a superuser, or a role that is not one could forge schema changes; as a superuser, drop or ALTER ... OWNER TO a superuser', bad;
+    RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE = format(
+      'DDL tracking refused: %s must belong to a superuser, or a role that is not one could forge schema changes; as a superuser, drop them or ALTER ... OWNER TO a superuser', bad);
   END IF;
 END
 $pg_flo$;
