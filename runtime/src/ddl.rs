@@ -125,29 +125,12 @@ impl Capture {
                 step: "creating the DDL capture triggers (they need a superuser)",
                 source,
             })?;
-        let row = client
-            .query_opt(KEY_SQL, &[&group])
+        let step = "reading the group's DDL signing key from internal_pg_flo.ddl_keys";
+        let secret: Vec<u8> = client
+            .query_one(KEY_SQL, &[&group])
             .await
-            .map_err(|source| CatalogError::Query {
-                step: "reading the group's DDL signing key",
-                source,
-            })?;
-        let secret: Vec<u8> = match row.map(|r| r.try_get(0)) {
-            Some(Ok(secret)) => secret,
-            Some(Err(source)) => {
-                return Err(CatalogError::Query {
-                    step: "reading the group's DDL signing key",
-                    source,
-                })
-            }
-            None => {
-                return Err(CatalogError::Slot {
-                    slot: group.to_owned(),
-                    problem: "has no DDL signing key in internal_pg_flo.ddl_keys after setup"
-                        .to_owned(),
-                })
-            }
-        };
+            .and_then(|row| row.try_get(0))
+            .map_err(|source| CatalogError::Query { step, source })?;
         Ok(Capture::new(group, &secret, tables.to_vec()))
     }
 
