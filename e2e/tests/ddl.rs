@@ -308,3 +308,355 @@ async fn cleanup_removes_only_the_groups_objects() {
         again.output_dump()
     );
 }
+
+async fn columns(c: &Client, table: &str) -> Vec<String> {
+    c.query(
+        "SELECT column_name::text FROM information_schema.columns
+         WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position",
+        &[&table],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// Connects to the source as `role` (password = role name) over TCP.
+async fn connect_as(p: &Pipeline, role: &str) -> Client {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .user(role)
+        .password(role)
+        .dbname(&p.source_db)
+        .host(p.pg.host())
+        .port(p.pg.port());
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// Starts a `--track-ddl` replicator for `tables` (with `extra` flags) and a postgres worker.
+async fn tracked_pipeline(
+    p: &Pipeline,
+    group: &str,
+    tables: &str,
+    extra: &[String],
+) -> (e2e::Process, e2e::Process) {
+    let mut args = p.replicator_args(group, tables);
+    args.push("--track-ddl".into());
+    args.extend(extra.iter().cloned());
+    let r = Pipeline::spawn(&format!("replicator-{group}"), &args).unwrap();
+    r.wait_for_output("streaming changes", ARRIVAL_TIMEOUT)
+        .await
+        .unwrap();
+    let w = p.start_pg_worker(group).await.unwrap();
+    (r, w)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_ddl_messages_are_dropped_and_genuine_ones_replayed() {
+    let p = Pipeline::start(PgOptions::default()).await.unwrap();
+    p.both(
+        "CREATE TABLE tracked (id int PRIMARY KEY, name text); \
+         CREATE TABLE victim (id int PRIMARY KEY); INSERT INTO victim VALUES (1), (2);",
+    )
+    .await
+    .unwrap();
+    let src = p.source().await.unwrap();
+    src.batch_execute("CREATE ROLE mallory LOGIN PASSWORD 'mallory'")
+        .await
+        .unwrap();
+    let port = e2e::free_port().unwrap();
+    let metrics_addr = ["--metrics-addr".to_owned(), format!("127.0.0.1:{port}")];
+    let (r, w) = tracked_pipeline(&p, "trust", "tracked", &metrics_addr).await;
+
+    let mallory = connect_as(&p, "mallory").await;
+    let forged = r#"{"v":2,"event_type":"ddl_command_end","object_type":"table","object_identity":"public.tracked","command_tag":"DROP TABLE","tag":"DROP TABLE","table":"public.tracked","query":"DROP TABLE public.victim","stmt":1,"nested":false,"xid":"0"}"#;
+    // The shape earlier versions emitted, and the signed shape with a made-up MAC.
+    for content in [
+        forged.replace(",\"stmt\":1,\"nested\":false,\"xid\":\"0\"", ""),
+        format!("{}{forged}", "ab".repeat(32)),
+    ] {
+        mallory
+            .execute(
+                "SELECT pg_logical_emit_message(true, 'pg_flo_ddl:trust', $1::text)",
+                &[&content],
+            )
+            .await
+            .unwrap();
+    }
+    // A genuine change in the same run still replicates, after the forged ones.
+    src.batch_execute(
+        "ALTER TABLE tracked ADD COLUMN age int; INSERT INTO tracked VALUES (1, 'a', 30)",
+    )
+    .await
+    .unwrap();
+    wait_same_shape(&p, "tracked").await;
+    p.wait_equal("public.tracked", "id").await.unwrap();
+    let dst = p.target().await.unwrap();
+    assert_eq!(
+        e2e::dump_table(&dst, "public.victim", "id").await.unwrap(),
+        "(1)\n(2)"
+    );
+    // Mallory can neither read the key nor write the capture tables.
+    for sql in [
+        "SELECT secret FROM internal_pg_flo.ddl_keys",
+        "INSERT INTO internal_pg_flo.ddl_tracked VALUES ('trust', 'public.victim')",
+    ] {
+        let e = mallory.batch_execute(sql).await.unwrap_err();
+        assert_eq!(
+            e.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {e}"
+        );
+    }
+    // Nor can a role that reads all data (row level security hides the key).
+    src.batch_execute(
+        "CREATE ROLE reader LOGIN PASSWORD 'reader'; GRANT pg_read_all_data TO reader",
+    )
+    .await
+    .unwrap();
+    let reader = connect_as(&p, "reader").await;
+    let keys = reader
+        .query("SELECT secret FROM internal_pg_flo.ddl_keys", &[])
+        .await
+        .unwrap();
+    assert!(keys.is_empty());
+
+    let metrics = e2e::http_get(port, "/metrics").await.unwrap();
+    assert!(
+        metrics.contains("pg_flo_errors_total{kind=\"ddl_forged\"} 2"),
+        "{metrics}"
+    );
+    let log = r.output_dump();
+    assert_eq!(
+        log.matches("dropping a DDL message the capture trigger did not produce")
+            .count(),
+        2,
+        "{log}"
+    );
+    assert!(!log.contains("victim"), "{log}");
+    assert!(!w.output_dump().contains("victim"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_query_with_ddl_for_two_tables_replays_both() {
+    let p = Pipeline::start(PgOptions::default()).await.unwrap();
+    p.both(
+        "CREATE TABLE customers (id int PRIMARY KEY); CREATE TABLE orders (id int PRIMARY KEY);",
+    )
+    .await
+    .unwrap();
+    let (_r, _w) = tracked_pipeline(&p, "two", "customers,orders", &[]).await;
+    let src = p.source().await.unwrap();
+    // A migration file sent as one simple query (the data after the DDL: a Relation change
+    // in the middle of a transaction is another matter).
+    src.batch_execute(
+        "ALTER TABLE customers ADD COLUMN x int;\nALTER TABLE orders ADD COLUMN y int;\n\
+         ALTER TABLE orders ADD COLUMN z text; ALTER TABLE customers RENAME COLUMN x TO xx;\n\
+         CREATE INDEX orders_y ON orders (y);\n\
+         INSERT INTO customers VALUES (1, 10); INSERT INTO orders VALUES (2, 20, 'z');",
+    )
+    .await
+    .unwrap();
+    wait_same_shape(&p, "customers").await;
+    wait_same_shape(&p, "orders").await;
+    p.wait_equal("public.customers", "id").await.unwrap();
+    p.wait_equal("public.orders", "id").await.unwrap();
+}
+
+/// The position of the refused DDL named in the worker's error.
+fn refused_lsn(stderr: &str) -> String {
+    let at = stderr
+        .find("at source position ")
+        .unwrap_or_else(|| panic!("no refusal in: {stderr}"));
+    stderr[at + "at source position ".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_captured_statement_is_replayed_never_do_blocks_calls_or_dml() {
+    let p = Pipeline::start(PgOptions::default()).await.unwrap();
+    p.both(
+        "CREATE TABLE t (id int PRIMARY KEY, v int); CREATE TABLE audit (n int); \
+         CREATE PROCEDURE note_it() LANGUAGE sql AS $$ INSERT INTO audit VALUES (100) $$;",
+    )
+    .await
+    .unwrap();
+    let (_r, mut w) = tracked_pipeline(&p, "only", "t", &[]).await;
+    let src = p.source().await.unwrap();
+    let dst = p.target().await.unwrap();
+    // DDL of the group's table among DDL of another table, DML and a CALL.
+    src.batch_execute(
+        "ALTER TABLE t ADD COLUMN c int; ALTER TABLE audit ADD COLUMN note text; \
+         INSERT INTO audit VALUES (1); CALL note_it(); DELETE FROM audit WHERE n = 1; \
+         INSERT INTO t VALUES (1, 10, 11);",
+    )
+    .await
+    .unwrap();
+    wait_same_shape(&p, "t").await;
+    p.wait_equal("public.t", "id").await.unwrap();
+    assert_eq!(columns(&dst, "audit").await, ["n"]);
+    assert_eq!(e2e::count(&dst, "audit").await.unwrap(), 0);
+
+    // DDL inside a DO block: its statement is not in the query, so nothing is replayed and
+    // the worker stops with what to do.
+    src.batch_execute(
+        "DO $$ BEGIN ALTER TABLE t ADD COLUMN d int; INSERT INTO audit VALUES (2); END $$",
+    )
+    .await
+    .unwrap();
+    src.batch_execute("INSERT INTO t VALUES (2, 20, 21, 22)")
+        .await
+        .unwrap();
+    let status = w.wait_exit(ARRIVAL_TIMEOUT).await.unwrap();
+    assert!(!status.success());
+    let err = w.stderr();
+    assert!(err.contains("cannot be replayed"), "{err}");
+    assert!(
+        err.contains("inside a function, DO block or procedure"),
+        "{err}"
+    );
+    assert!(err.contains("internal_pg_flo.ddl_applied_by_hand"), "{err}");
+    assert!(!err.contains("INSERT INTO audit"), "{err}");
+    assert_eq!(e2e::count(&dst, "audit").await.unwrap(), 0);
+    assert_eq!(columns(&dst, "t").await, ["id", "v", "c"]);
+    // The way out the error names: apply it by hand, record it, restart.
+    let lsn = refused_lsn(&err);
+    dst.batch_execute(&format!(
+        "ALTER TABLE t ADD COLUMN d int; \
+         INSERT INTO internal_pg_flo.ddl_applied_by_hand (group_name, ddl_lsn) VALUES ('only', '{lsn}')"
+    ))
+    .await
+    .unwrap();
+    let _w2 = p.start_pg_worker("only").await.unwrap();
+    p.wait_equal("public.t", "id").await.unwrap();
+    assert_eq!(e2e::count(&dst, "audit").await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ddl_that_fails_in_the_target_stops_the_worker() {
+    let p = Pipeline::start(PgOptions::default()).await.unwrap();
+    p.source()
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, a int, gone int)")
+        .await
+        .unwrap();
+    // The target has drifted: no `gone` (already dropped there), no `a`.
+    p.target()
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    let (_r, mut w) = tracked_pipeline(&p, "fails", "t", &[]).await;
+    let src = p.source().await.unwrap();
+    let dst = p.target().await.unwrap();
+    // Dropping what the target no longer has is "already applied".
+    src.batch_execute(
+        "ALTER TABLE t DROP COLUMN gone; ALTER TABLE t DROP COLUMN a; INSERT INTO t VALUES (1)",
+    )
+    .await
+    .unwrap();
+    p.wait_equal("public.t", "id").await.unwrap();
+    src.batch_execute("ALTER TABLE t ADD COLUMN a int")
+        .await
+        .unwrap();
+    wait_same_shape(&p, "t").await;
+    // A rename of a column the target lacks did not apply: the worker stops, nothing after
+    // it is applied.
+    dst.batch_execute("ALTER TABLE t DROP COLUMN a")
+        .await
+        .unwrap();
+    src.batch_execute("ALTER TABLE t RENAME COLUMN a TO b; INSERT INTO t VALUES (2, 2)")
+        .await
+        .unwrap();
+    let status = w.wait_exit(ARRIVAL_TIMEOUT).await.unwrap();
+    assert!(!status.success());
+    let err = w.stderr();
+    assert!(err.contains("applying DDL to \"public\".\"t\""), "{err}");
+    assert!(err.contains("42703"), "{err}");
+    assert_eq!(
+        e2e::dump_table(&dst, "public.t", "id").await.unwrap(),
+        "(1)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_functions_of_an_earlier_version_are_replaced() {
+    let p = Pipeline::start(PgOptions::default()).await.unwrap();
+    p.both("CREATE TABLE t (id int PRIMARY KEY)").await.unwrap();
+    // What an earlier version installed: unsigned messages.
+    p.source()
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE SCHEMA internal_pg_flo;
+             CREATE TABLE internal_pg_flo.ddl_tracked (group_name text NOT NULL,
+               table_name text NOT NULL, PRIMARY KEY (group_name, table_name));
+             CREATE TABLE internal_pg_flo.ddl_indexes (group_name text NOT NULL,
+               index_name text NOT NULL, table_name text NOT NULL,
+               PRIMARY KEY (group_name, index_name));
+             INSERT INTO internal_pg_flo.ddl_tracked VALUES ('up', 'public.t');
+             CREATE FUNCTION internal_pg_flo.ddl_end_up() RETURNS event_trigger LANGUAGE plpgsql
+             SECURITY DEFINER SET search_path = pg_catalog AS $f$ BEGIN
+               PERFORM pg_logical_emit_message(true, 'pg_flo_ddl:up', json_build_object(
+                 'event_type', 'ddl_command_end', 'object_type', 'table',
+                 'object_identity', 'public.t', 'command_tag', 'ALTER TABLE',
+                 'table', 'public.t', 'query', current_query())::text);
+             END $f$;
+             CREATE EVENT TRIGGER pg_flo_ddl_end_up ON ddl_command_end
+               EXECUTE FUNCTION internal_pg_flo.ddl_end_up();",
+        )
+        .await
+        .unwrap();
+    let port = e2e::free_port().unwrap();
+    let metrics_addr = ["--metrics-addr".to_owned(), format!("127.0.0.1:{port}")];
+    let (_r, _w) = tracked_pipeline(&p, "up", "t", &metrics_addr).await;
+    let src = p.source().await.unwrap();
+    src.batch_execute("ALTER TABLE t ADD COLUMN x int; INSERT INTO t VALUES (1, 1)")
+        .await
+        .unwrap();
+    wait_same_shape(&p, "t").await;
+    p.wait_equal("public.t", "id").await.unwrap();
+    let metrics = e2e::http_get(port, "/metrics").await.unwrap();
+    assert!(!metrics.contains("ddl_forged"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_objects_of_another_role_are_refused() {
+    let p = Pipeline::start(PgOptions::default()).await.unwrap();
+    p.both("CREATE TABLE t (id int PRIMARY KEY)").await.unwrap();
+    // A role that is not a superuser got there first: it could read or replace the key.
+    p.source()
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE ROLE mallory LOGIN; CREATE SCHEMA internal_pg_flo AUTHORIZATION mallory",
+        )
+        .await
+        .unwrap();
+    let mut args = p.replicator_args("owned", "t");
+    args.push("--track-ddl".into());
+    let mut r = Pipeline::spawn("replicator", &args).unwrap();
+    let status = r.wait_exit(ARRIVAL_TIMEOUT).await.unwrap();
+    assert!(!status.success());
+    let err = r.stderr();
+    assert!(
+        err.contains("DDL tracking refused: schema internal_pg_flo (owner mallory) must belong to a superuser"),
+        "{err}"
+    );
+    let triggers = names(
+        &p.source().await.unwrap(),
+        "SELECT evtname::text FROM pg_event_trigger",
+    )
+    .await;
+    assert!(triggers.is_empty(), "{triggers:?}");
+}

@@ -145,6 +145,8 @@ struct Shared {
     source: message::SourceId,
     limits: Limits,
     stream_max_bytes: Option<u64>,
+    /// `--track-ddl`: the group's capture (prefix, signing key, tables).
+    ddl: Option<ddl::Capture>,
 }
 
 /// Runs the replicator until `shutdown` turns true or a permanent error occurs.
@@ -165,16 +167,13 @@ pub async fn run(
     let keys = catalog::table_keys(&catalog_client, &tables).await?;
     catalog::ensure_publication(&catalog_client, &cfg.group, &publication, &tables).await?;
     let partition_roots = catalog::partition_roots(&catalog_client, &tables).await?;
-    if cfg.track_ddl {
-        catalog_client
-            .batch_execute(&ddl::setup_sql(&cfg.group, &tables))
-            .await
-            .map_err(|source| CatalogError::Query {
-                step: "creating the DDL capture triggers (they need a superuser)",
-                source,
-            })?;
+    let ddl_capture = if cfg.track_ddl {
+        let capture = ddl::Capture::setup(&catalog_client, &cfg.group, &tables).await?;
         tracing::info!(group = cfg.group, tables = tables.len(), "DDL tracking on");
-    }
+        Some(capture)
+    } else {
+        None
+    };
     let nats = nats_setup::connect(&cfg.nats, "pg_flo_replicator").await?;
     let server_max_payload = nats.server_info().max_payload;
     let js = nats_setup::jetstream(nats, cfg.max_in_flight);
@@ -292,6 +291,7 @@ pub async fn run(
         source,
         limits,
         stream_max_bytes,
+        ddl: ddl_capture,
     };
     let mut attempts = 0u32;
     let mut backoff = Backoff::new(shared.cfg.retry.initial_wait, shared.cfg.retry.max_wait);
@@ -637,6 +637,7 @@ impl Shared {
 
 /// The transaction being read.
 struct OpenTx {
+    xid: u32,
     /// Source queries of the DDL already captured in this transaction.
     ddl_queries: Vec<String>,
 }
@@ -674,6 +675,7 @@ impl Session {
                     copy: false,
                 });
                 self.tx = Some(OpenTx {
+                    xid,
                     ddl_queries: Vec::new(),
                 });
                 self.window.begin();
@@ -759,24 +761,34 @@ impl Session {
                 prefix,
                 content,
                 ..
-            } if shared.cfg.track_ddl && prefix == ddl::message_prefix(&shared.cfg.group) => {
-                let Some(open) = self.tx.as_mut() else {
+            } if shared.ddl.as_ref().is_some_and(|d| prefix == d.prefix()) => {
+                let (Some(open), Some(capture)) = (self.tx.as_mut(), shared.ddl.as_ref()) else {
                     return Ok(());
                 };
-                let (relation, change, query) = match ddl::to_change(&content, wal_start.0) {
-                    Ok(parts) => parts,
-                    Err(e) => {
-                        tracing::warn!(error = %error_chain(&e), "skipping a malformed DDL capture message");
+                let accepted = match capture.accept(&content, open.xid, wal_start.0) {
+                    Ok(a) => a,
+                    // Never its content: anyone can write it.
+                    Err(ddl::Rejected::Forged(why)) => {
+                        tracing::warn!(lsn = %wal_start, why, "dropping a DDL message the capture trigger did not produce");
+                        metrics::error("ddl_forged");
+                        return Ok(());
+                    }
+                    Err(ddl::Rejected::Malformed(why)) => {
+                        tracing::warn!(lsn = %wal_start, why, "skipping a malformed DDL capture message");
+                        metrics::error("ddl_malformed");
                         return Ok(());
                     }
                 };
-                // One query can report several commands (ALTER TABLE ... ADD UNIQUE reports the
+                if let Some(why) = &accepted.refused {
+                    tracing::warn!(table = %ddl::quoted(&accepted.table), lsn = %wal_start, reason = %why, "DDL that cannot be replayed: the postgres sink will stop at it");
+                }
+                // Several commands of one statement (ALTER TABLE ... ADD UNIQUE may report the
                 // index too): replay it once per transaction.
-                if open.ddl_queries.contains(&query) {
+                if open.ddl_queries.contains(&accepted.key) {
                     return Ok(());
                 }
-                open.ddl_queries.push(query);
-                self.push(change, &[&relation]).await?;
+                open.ddl_queries.push(accepted.key);
+                self.push(accepted.change, &[&accepted.relation]).await?;
             }
             PgOutput::Origin | PgOutput::Type | PgOutput::Message { .. } => {}
         }

@@ -124,7 +124,17 @@ const SETUP_SQL: &str = "CREATE SCHEMA IF NOT EXISTS internal_pg_flo; \
            ADD COLUMN IF NOT EXISTS source_system_identifier numeric, \
            ADD COLUMN IF NOT EXISTS source_slot_origin pg_lsn; \
        END IF; \
-     END $$";
+     END $$; \
+     CREATE TABLE IF NOT EXISTS internal_pg_flo.ddl_applied_by_hand (\
+       group_name text NOT NULL, \
+       ddl_lsn pg_lsn NOT NULL, \
+       recorded_at timestamptz NOT NULL DEFAULT now(), \
+       PRIMARY KEY (group_name, ddl_lsn))";
+
+/// Whether a DDL change refused at the source was applied to the target by hand (the way on
+/// that the refusal's error names, [`crate::ddl::refusal_step`]).
+const APPLIED_BY_HAND_SQL: &str = "SELECT 1 FROM internal_pg_flo.ddl_applied_by_hand \
+     WHERE group_name = $1 AND ddl_lsn = $2::text::pg_lsn";
 
 /// Session settings that make text output match the source's pgoutput text (used when rows
 /// are matched by their text form).
@@ -556,10 +566,13 @@ impl PostgresSink {
     }
 
     /// Runs a DDL change. Inside the open target transaction, under a savepoint, so that a
-    /// redelivered `ADD COLUMN` that already exists (or a `DROP` of something gone) is skipped
-    /// with a warning instead of failing the batch. `CREATE/DROP INDEX CONCURRENTLY` cannot run
-    /// in a transaction: the open transaction (complete source transactions up to `before`) is
-    /// committed first, and the statement runs on its own.
+    /// statement whose effect the target already has (a redelivered `CREATE INDEX
+    /// CONCURRENTLY`, a `DROP` of something gone: [`crate::ddl::error_verdict`]) is skipped
+    /// with a warning instead of failing the batch; any other error stops the worker.
+    /// `CREATE/DROP INDEX CONCURRENTLY` cannot run in a transaction: the open transaction
+    /// (complete source transactions up to `before`) is committed first, and the statement
+    /// runs on its own. A change refused at the source (no statement could be singled out of
+    /// its query) stops the worker, unless `internal_pg_flo.ddl_applied_by_hand` records it.
     async fn apply_ddl(
         &mut self,
         batch: &ChangeBatch,
@@ -567,18 +580,37 @@ impl PostgresSink {
         before: Option<Position>,
     ) -> Result<(), SinkError> {
         let rel = batch.relation(change);
-        let command = change
-            .new
-            .as_ref()
-            .and_then(|v| v.get(3))
-            .and_then(|v| v.as_bytes())
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .unwrap_or_default();
-        if command.is_empty() {
-            return Ok(());
-        }
         let table = sql::qualified(&rel.schema, &rel.table);
+        let command = match crate::ddl::replay_of(rel, change) {
+            crate::ddl::Replay::Run(command) => command,
+            crate::ddl::Replay::Nothing => return Ok(()),
+            crate::ddl::Replay::Refused(reason) => {
+                let lsn = Lsn(change.lsn).to_string();
+                let step = "reading internal_pg_flo.ddl_applied_by_hand";
+                let done = self
+                    .client
+                    .query_opt(APPLIED_BY_HAND_SQL, &[&self.cfg.group, &lsn])
+                    .await
+                    .map_err(|e| self.error(step, e))?;
+                if done.is_some() {
+                    tracing::warn!(table = %table, lsn, "DDL refused at the source was applied to the target by hand; going on");
+                    return Ok(());
+                }
+                return Err(SinkError::Invalid(crate::ddl::refusal_step(
+                    &table,
+                    &self.cfg.group,
+                    &lsn,
+                    &reason,
+                )));
+            }
+        };
         let step = format!("applying DDL to {table}");
+        let already_applied = |e: &tokio_postgres::Error| {
+            e.code().is_some_and(|c| {
+                crate::ddl::error_verdict(c.code(), &command)
+                    == crate::ddl::ErrorVerdict::AlreadyApplied
+            })
+        };
         if crate::ddl::is_concurrent(&command) {
             if self.tx_open {
                 // The worker's `pending` (messages after the DDL in this flush) stays pending.
@@ -598,10 +630,10 @@ impl PostgresSink {
                 }
             }
             if let Err(e) = self.client.batch_execute(&command).await {
-                if !ddl_error_is_harmless(&e) {
+                if !already_applied(&e) {
                     return Err(self.error(step, e));
                 }
-                tracing::warn!(table = %table, error = %e, "DDL already applied in the target; skipping");
+                tracing::warn!(table = %table, error = %crate::redact::error_chain(&e), "DDL already applied in the target; skipping");
             }
             self.statements.clear();
             return Ok(());
@@ -619,14 +651,19 @@ impl PostgresSink {
                 .batch_execute("RELEASE SAVEPOINT pg_flo_ddl")
                 .await
                 .map_err(|e| self.error(step, e))?,
-            Err(e) if ddl_error_is_harmless(&e) => {
-                tracing::warn!(table = %table, error = %e, "DDL already applied in the target; skipping");
+            Err(e) if already_applied(&e) => {
+                tracing::warn!(table = %table, error = %crate::redact::error_chain(&e), "DDL already applied in the target; skipping");
                 self.client
                     .batch_execute("ROLLBACK TO SAVEPOINT pg_flo_ddl")
                     .await
                     .map_err(|e| self.error(step, e))?;
             }
-            Err(e) => return Err(self.error(step, e)),
+            Err(e) => {
+                return Err(self.error(
+                    format!("{step} (the statement failed in the target; it is not a change the target already has)"),
+                    e,
+                ))
+            }
         }
         // Prepared statements may refer to the old shape of the table.
         self.statements.clear();
@@ -925,21 +962,6 @@ fn replica_role_denied(user: &str) -> String {
          connect as a superuser, or set --target-fire-triggers to apply with the target's \
          triggers and foreign keys firing"
     )
-}
-
-/// A replayed DDL statement whose effect the target already has.
-fn ddl_error_is_harmless(e: &tokio_postgres::Error) -> bool {
-    e.code().is_some_and(|c| {
-        [
-            SqlState::DUPLICATE_TABLE,
-            SqlState::DUPLICATE_COLUMN,
-            SqlState::DUPLICATE_OBJECT,
-            SqlState::UNDEFINED_TABLE,
-            SqlState::UNDEFINED_COLUMN,
-            SqlState::UNDEFINED_OBJECT,
-        ]
-        .contains(c)
-    })
 }
 
 /// The connection is gone or going: a new one is needed.
