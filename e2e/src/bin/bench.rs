@@ -102,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
 
     let json = serde_json::json!({
         "rows": rows,
-        "build": "release",
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
         "postgres": "15, fsync=off (harness settings), source and target databases in one cluster",
         "results": results,
     });
@@ -154,7 +154,7 @@ async fn large_values(p: &Pipeline) -> anyhow::Result<()> {
     let mib = |kib: Option<u64>| kib.map(|k| k / 1024);
     let json = serde_json::json!({
         "scenario": "large_values",
-        "build": "release",
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
         "values": 12,
         "value_mib": MIB,
         "nats_max_payload": "1 MiB (default)",

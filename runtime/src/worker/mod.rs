@@ -106,6 +106,14 @@ pub enum WorkerError {
         waiting_for: Position,
         waited: Duration,
     },
+    #[error(
+        "the transaction at {position} spans more than {pending} messages, the consumer's \
+         max ack pending ({MAX_ACK_PENDING}): the worker acknowledges a transaction only once it \
+         has all of it, so the rest of it would never be delivered. It cannot be applied by this \
+         worker: re-copy the tables (replicator --copy-and-stream), and raise the replicator's \
+         --max-batch-changes and --max-batch-bytes so that such transactions take fewer messages"
+    )]
+    TransactionTooLarge { position: Position, pending: usize },
     #[error("the worker lease was lost (another worker took the group, or NATS was unreachable too long); stopped applying")]
     LeaseLost,
 }
@@ -123,6 +131,7 @@ impl WorkerError {
             WorkerError::Sink { source, .. } => source.retry() == Retry::Transient,
             WorkerError::Decode { .. }
             | WorkerError::Part { .. }
+            | WorkerError::TransactionTooLarge { .. }
             | WorkerError::OutOfOrder { .. }
             | WorkerError::MissingPredecessor { .. } => false,
         }
@@ -140,6 +149,7 @@ impl WorkerError {
             WorkerError::Isolate | WorkerError::DeadLettered => "dead_letter",
             WorkerError::DeadLetter { .. } => "dead_letter_publish",
             WorkerError::LeaseLost => "lease",
+            WorkerError::TransactionTooLarge { .. } => "transaction_too_large",
         }
     }
 }
@@ -159,6 +169,12 @@ fn sink_failure(sink: &str, source: &SinkError) -> String {
              to the dead-letter subject and go on"
         ),
     }
+}
+
+/// The server delivers no more than [`MAX_ACK_PENDING`] unacked messages, and the worker acks
+/// only at a transaction's end: an open transaction holding that many can never complete.
+fn ack_window_exhausted(pending: usize, in_tx: bool) -> bool {
+    in_tx && i64::try_from(pending).unwrap_or(i64::MAX) >= MAX_ACK_PENDING
 }
 
 /// Whether the worker keeps the applied position in NATS (the sink has no store of its own).
@@ -748,6 +764,12 @@ async fn offer(
     st.changes += batch.changes.len();
     p.order.applied(pos, last, source);
     st.pending.extend(acks);
+    if ack_window_exhausted(st.pending.len(), p.order.in_tx()) {
+        return Err(WorkerError::TransactionTooLarge {
+            position: pos,
+            pending: st.pending.len(),
+        });
+    }
     if st.isolating {
         st.uncommitted.push(raw);
     }
@@ -816,4 +838,26 @@ async fn commit(p: &mut Run<'_>, sink: &mut AnySink, st: &mut Session) -> Result
     st.changes = 0;
     st.first_pending_at = None;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transaction_filling_the_ack_window_is_reported() {
+        let limit = MAX_ACK_PENDING as usize;
+        for (pending, in_tx, want) in [
+            (limit - 1, true, false),
+            (limit, true, true),
+            (limit, false, false),
+            (limit + 5, true, true),
+        ] {
+            assert_eq!(
+                ack_window_exhausted(pending, in_tx),
+                want,
+                "{pending} {in_tx}"
+            );
+        }
+    }
 }
