@@ -198,7 +198,7 @@ impl Capture {
             None => format!("refused\u{0}{lsn}"),
         };
         let mut names: Vec<&str> = DDL_COLUMNS.to_vec();
-        let text = |s: &str| Value::Text(s.as_bytes().to_vec());
+        let text = |s: &str| Value::Text(s.as_bytes().to_vec().into());
         let mut values = vec![
             text(&c.event_type),
             text(&c.object_type),

@@ -374,8 +374,9 @@ pub enum Value {
     Null,
     /// A TOASTed value the change did not touch; the sink must keep what it has.
     UnchangedToast,
-    /// The text output of the value (may be empty: `''` is not `NULL`).
-    Text(Vec<u8>),
+    /// The text output of the value (may be empty: `''` is not `NULL`). Shared bytes: a value
+    /// decoded from the replication stream is a slice of the message it came in, not a copy.
+    Text(bytes::Bytes),
 }
 
 impl Value {
@@ -427,13 +428,13 @@ impl<'de> Deserialize<'de> for Value {
                 Ok(Value::UnchangedToast)
             }
             fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Value, E> {
-                Ok(Value::Text(v.to_vec()))
+                Ok(Value::Text(v.to_vec().into()))
             }
             fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Value, E> {
-                Ok(Value::Text(v))
+                Ok(Value::Text(v.into()))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-                Ok(Value::Text(v.as_bytes().to_vec()))
+                Ok(Value::Text(v.as_bytes().to_vec().into()))
             }
         }
         d.deserialize_any(V)
@@ -482,7 +483,10 @@ pub(crate) mod tests {
                     op: Op::Insert,
                     lsn: 0x16_B374_D000,
                     relation: 0,
-                    new: Some(vec![Value::Text(b"1".to_vec()), Value::Text(Vec::new())]),
+                    new: Some(vec![
+                        Value::Text(b"1".to_vec().into()),
+                        Value::Text(bytes::Bytes::new()),
+                    ]),
                     old: None,
                     truncate: None,
                 },
@@ -490,8 +494,14 @@ pub(crate) mod tests {
                     op: Op::Update,
                     lsn: 0x16_B374_D100,
                     relation: 0,
-                    new: Some(vec![Value::Text(b"2".to_vec()), Value::UnchangedToast]),
-                    old: Some((OldKind::Key, vec![Value::Text(b"1".to_vec()), Value::Null])),
+                    new: Some(vec![
+                        Value::Text(b"2".to_vec().into()),
+                        Value::UnchangedToast,
+                    ]),
+                    old: Some((
+                        OldKind::Key,
+                        vec![Value::Text(b"1".to_vec().into()), Value::Null],
+                    )),
                     truncate: None,
                 },
             ],
@@ -556,7 +566,7 @@ pub(crate) mod tests {
         assert_eq!(back, batch);
         assert_eq!(
             back.changes[0].new.as_ref().unwrap()[1],
-            Value::Text(Vec::new())
+            Value::Text(bytes::Bytes::new())
         );
         assert_eq!(
             back.changes[1].new.as_ref().unwrap()[1],

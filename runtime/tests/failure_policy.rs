@@ -117,7 +117,7 @@ async fn with_dead_letter_the_rejected_change_is_set_aside_and_the_rest_flows() 
     );
     assert_eq!(
         batch.changes[0].new.as_ref().unwrap()[1],
-        Value::Text(b"-1".to_vec())
+        Value::Text(b"-1".to_vec().into())
     );
     assert_eq!(
         s.group

@@ -104,7 +104,7 @@ async fn a_unique_violation_is_reported_without_the_value() {
     let batch = ChangeBatch::decode(&dlq.payload).unwrap();
     assert_eq!(
         batch.changes[0].new.as_ref().unwrap()[1],
-        Value::Text(EMAIL.as_bytes().to_vec())
+        Value::Text(EMAIL.as_bytes().to_vec().into())
     );
     w.terminate().unwrap();
     w.wait_exit(Duration::from_secs(30)).await.unwrap();

@@ -35,7 +35,7 @@ fn parse_field(field: &[u8]) -> Value {
         return Value::Null;
     }
     if !field.contains(&b'\\') {
-        return Value::Text(field.to_vec());
+        return Value::Text(field.to_vec().into());
     }
     let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
@@ -78,7 +78,7 @@ fn parse_field(field: &[u8]) -> Value {
             other => out.push(other),
         }
     }
-    Value::Text(out)
+    Value::Text(out.into())
 }
 
 /// Splits a stream of COPY data chunks into complete rows.
@@ -120,7 +120,7 @@ mod tests {
     use super::*;
 
     fn t(s: &[u8]) -> Value {
-        Value::Text(s.to_vec())
+        Value::Text(s.to_vec().into())
     }
 
     #[test]

@@ -151,7 +151,7 @@ impl Cursor {
                     let len = self.i32("text value length")?;
                     let len =
                         usize::try_from(len).map_err(|_| DecodeError::Truncated("text value"))?;
-                    Value::Text(self.bytes(len, "text value")?.to_vec())
+                    Value::Text(self.bytes(len, "text value")?)
                 }
                 b'b' => return Err(DecodeError::Binary),
                 other => return Err(DecodeError::UnknownColumnKind(char::from(other))),
@@ -347,8 +347,15 @@ mod tests {
             msg,
             PgOutput::Update {
                 relation: 16384,
-                old: Some((OldKind::Key, vec![Value::Text(b"1".to_vec()), Value::Null])),
-                new: vec![Value::Text(Vec::new()), Value::Null, Value::UnchangedToast],
+                old: Some((
+                    OldKind::Key,
+                    vec![Value::Text(b"1".to_vec().into()), Value::Null]
+                )),
+                new: vec![
+                    Value::Text(bytes::Bytes::new()),
+                    Value::Null,
+                    Value::UnchangedToast
+                ],
             }
         );
     }

@@ -422,7 +422,7 @@ mod tests {
     }
 
     fn text(s: &str) -> Value {
-        Value::Text(s.as_bytes().to_vec())
+        Value::Text(s.as_bytes().to_vec().into())
     }
 
     fn batch(changes: Vec<Change>) -> ChangeBatch {

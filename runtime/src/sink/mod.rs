@@ -273,7 +273,7 @@ pub(crate) mod fixtures {
                     op: Op::Insert,
                     lsn: 0x10,
                     relation: 0,
-                    new: Some(vec![Value::Text(id.as_bytes().to_vec())]),
+                    new: Some(vec![Value::Text(id.as_bytes().to_vec().into())]),
                     old: None,
                     truncate: None,
                 })

@@ -475,7 +475,7 @@ mod tests {
             op: Op::Insert,
             lsn,
             relation: 0,
-            new: Some(vec![Value::Text(vec![b'x'; len])]),
+            new: Some(vec![Value::Text(vec![b'x'; len].into())]),
             old: None,
             truncate: None,
         }

@@ -537,7 +537,7 @@ mod tests {
     }
 
     fn change(op: Op, relation: u16) -> Change {
-        let row = Some(vec![Val::Text(b"1".to_vec())]);
+        let row = Some(vec![Val::Text(b"1".to_vec().into())]);
         Change {
             op,
             lsn: 1,
@@ -545,7 +545,8 @@ mod tests {
             new: matches!(op, Op::Insert | Op::Update)
                 .then(|| row.clone())
                 .flatten(),
-            old: matches!(op, Op::Delete).then(|| (OldKind::Key, vec![Val::Text(b"1".to_vec())])),
+            old: matches!(op, Op::Delete)
+                .then(|| (OldKind::Key, vec![Val::Text(b"1".to_vec().into())])),
             truncate: None,
         }
     }

@@ -997,7 +997,7 @@ fn rewrite(change: &mut Change, col: usize, f: impl Fn(&[u8]) -> Option<Vec<u8>>
     for value in new.into_iter().chain(old) {
         if let Value::Text(bytes) = value {
             if let Some(out) = f(bytes) {
-                *bytes = out;
+                *bytes = out.into();
             }
         }
     }
@@ -1395,7 +1395,7 @@ mod tests {
     }
 
     fn t(s: &str) -> Value {
-        Value::Text(s.as_bytes().to_vec())
+        Value::Text(s.as_bytes().to_vec().into())
     }
 
     fn change(

@@ -23,7 +23,7 @@ pub fn pos(lsn: u64, seq: u64) -> Position {
 }
 
 pub fn text(s: &str) -> Value {
-    Value::Text(s.as_bytes().to_vec())
+    Value::Text(s.as_bytes().to_vec().into())
 }
 
 /// `public.<table>` with `(name, type oid)` columns; the first one is the primary key.

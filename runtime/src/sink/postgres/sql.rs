@@ -731,7 +731,7 @@ mod tests {
     }
 
     fn t(s: &str) -> Value {
-        Value::Text(s.as_bytes().to_vec())
+        Value::Text(s.as_bytes().to_vec().into())
     }
 
     fn batch(rel: Relation, changes: Vec<Change>) -> ChangeBatch {

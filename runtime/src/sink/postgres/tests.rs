@@ -80,7 +80,7 @@ fn cfg(db: &TestDb, group: &str) -> PostgresSinkConfig {
 }
 
 fn t(s: &str) -> Value {
-    Value::Text(s.as_bytes().to_vec())
+    Value::Text(s.as_bytes().to_vec().into())
 }
 
 fn relation(schema: &str, table: &str, cols: &[&str], kind: KeyKind, key: &[&str]) -> Relation {
