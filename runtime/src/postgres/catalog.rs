@@ -218,39 +218,46 @@ async fn ancestors(
     client: &Client,
     tables: &[TableName],
 ) -> Result<Vec<(TableName, TableName)>, CatalogError> {
+    table_pairs(
+        client,
+        tables,
+        "CROSS JOIN LATERAL pg_partition_ancestors(c.oid) a
+         JOIN pg_class oc ON oc.oid = a.relid",
+        "reading the partition ancestors of the tables",
+    )
+    .await
+}
+
+/// `(table, other)` for each of `tables` and every other relation `join` relates it to: `join`
+/// joins `pg_class c` (the table) to `pg_class oc` (the other).
+async fn table_pairs(
+    client: &Client,
+    tables: &[TableName],
+    join: &str,
+    step: &'static str,
+) -> Result<Vec<(TableName, TableName)>, CatalogError> {
     let (schemas, names): (Vec<&str>, Vec<&str>) = tables
         .iter()
         .map(|t| (t.schema.as_str(), t.table.as_str()))
         .unzip();
+    let sql = format!(
+        "SELECT t.s, t.t, onsp.nspname::text, oc.relname::text
+         FROM unnest($1::text[], $2::text[]) AS t(s, t)
+         JOIN pg_namespace n ON n.nspname = t.s
+         JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.t
+         {join}
+         JOIN pg_namespace onsp ON onsp.oid = oc.relnamespace
+         WHERE oc.oid <> c.oid"
+    );
     let rows = client
-        .query(
-            "SELECT t.s, t.t, an.nspname::text, ac.relname::text
-             FROM unnest($1::text[], $2::text[]) AS t(s, t)
-             JOIN pg_namespace n ON n.nspname = t.s
-             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.t
-             CROSS JOIN LATERAL pg_partition_ancestors(c.oid) a
-             JOIN pg_class ac ON ac.oid = a.relid
-             JOIN pg_namespace an ON an.oid = ac.relnamespace
-             WHERE a.relid <> c.oid",
-            &[&schemas, &names],
-        )
+        .query(&sql, &[&schemas, &names])
         .await
-        .map_err(q("reading the partition ancestors of the tables"))?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            (
-                TableName {
-                    schema: r.get(0),
-                    table: r.get(1),
-                },
-                TableName {
-                    schema: r.get(2),
-                    table: r.get(3),
-                },
-            )
-        })
-        .collect())
+        .map_err(q(step))?;
+    let name = |r: &tokio_postgres::Row, i: usize| TableName {
+        schema: r.get(i),
+        table: r.get(i + 1),
+    };
+    Ok(rows.iter().map(|r| (name(r, 0), name(r, 2))).collect())
 }
 
 /// One problem per table of `tables` that is a partition of another table of `tables`
@@ -283,38 +290,17 @@ pub async fn partition_roots(
     client: &Client,
     tables: &[TableName],
 ) -> Result<HashMap<TableName, TableName>, CatalogError> {
-    let (schemas, names): (Vec<&str>, Vec<&str>) = tables
-        .iter()
-        .map(|t| (t.schema.as_str(), t.table.as_str()))
-        .unzip();
-    let rows = client
-        .query(
-            "SELECT t.s, t.t, pn.nspname::text, pc.relname::text
-             FROM unnest($1::text[], $2::text[]) AS t(s, t)
-             JOIN pg_namespace n ON n.nspname = t.s
-             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.t AND c.relkind = 'p'
-             CROSS JOIN LATERAL pg_partition_tree(c.oid) pt
-             JOIN pg_class pc ON pc.oid = pt.relid
-             JOIN pg_namespace pn ON pn.oid = pc.relnamespace
-             WHERE pt.relid <> c.oid",
-            &[&schemas, &names],
-        )
-        .await
-        .map_err(q("reading the partitions of the tables"))?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            (
-                TableName {
-                    schema: r.get(2),
-                    table: r.get(3),
-                },
-                TableName {
-                    schema: r.get(0),
-                    table: r.get(1),
-                },
-            )
-        })
+    let pairs = table_pairs(
+        client,
+        tables,
+        "CROSS JOIN LATERAL pg_partition_tree(c.oid) pt
+         JOIN pg_class oc ON oc.oid = pt.relid AND c.relkind = 'p'",
+        "reading the partitions of the tables",
+    )
+    .await?;
+    Ok(pairs
+        .into_iter()
+        .map(|(root, partition)| (partition, root))
         .collect())
 }
 
