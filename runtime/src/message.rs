@@ -47,6 +47,11 @@ pub const OLDEST_FORMAT_VERSION: u8 = 1;
 /// payloads, concatenated in order, are one message of this format holding that change.
 pub const CHUNK_HEADER: &str = "Pg-Flo-Chunk";
 
+/// Header of a set's final part: `true` when the change ends its transaction. It stands for
+/// the `last` field of the message the parts make up (written `false` there, because the
+/// first parts go out before the transaction's end is known).
+pub const CHUNK_LAST_HEADER: &str = "Pg-Flo-Chunk-Last";
+
 /// Header naming the set a part belongs to (`<run>:<commit LSN>:<change LSN>`): parts of one
 /// set come from one replicator run; a set that breaks off is published again whole.
 pub const CHUNK_SET_HEADER: &str = "Pg-Flo-Chunk-Set";
@@ -226,6 +231,45 @@ impl ChangeBatch {
     pub fn relation(&self, change: &Change) -> &Relation {
         // `decode` and the replicator guarantee the index is in range.
         &self.relations[usize::from(change.relation)]
+    }
+}
+
+/// Sets the `last` field of an encoded [`ChangeBatch`] in place (a message put back together
+/// from parts takes `last` from its final part's [`CHUNK_LAST_HEADER`]); so the payload that is
+/// held, dead-lettered or decoded again says the same.
+pub fn patch_last(payload: &mut [u8], last: bool) -> Result<(), String> {
+    use rmp::Marker;
+    let bad = || "not a change message".to_owned();
+    let mut at = 0usize;
+    let marker = |at: usize| payload.get(at).map(|&b| Marker::from_u8(b)).ok_or_else(bad);
+    if !matches!(
+        marker(at)?,
+        Marker::FixArray(_) | Marker::Array16 | Marker::Array32
+    ) {
+        return Err(bad());
+    }
+    at += match marker(at)? {
+        Marker::Array16 => 3,
+        Marker::Array32 => 5,
+        _ => 1,
+    };
+    // version, commit_lsn, commit_time_us, xid, seq: integers.
+    for _ in 0..5 {
+        at += match marker(at)? {
+            Marker::FixPos(_) | Marker::FixNeg(_) => 1,
+            Marker::U8 | Marker::I8 => 2,
+            Marker::U16 | Marker::I16 => 3,
+            Marker::U32 | Marker::I32 => 5,
+            Marker::U64 | Marker::I64 => 9,
+            _ => return Err(bad()),
+        };
+    }
+    match payload.get_mut(at) {
+        Some(b) if *b == 0xc2 || *b == 0xc3 => {
+            *b = if last { 0xc3 } else { 0xc2 };
+            Ok(())
+        }
+        _ => Err(bad()),
     }
 }
 
@@ -595,6 +639,31 @@ pub(crate) mod tests {
             ChangeBatch::decode(&batch.encode().unwrap()),
             Err(DecodeError::RelationIndex(3))
         ));
+    }
+
+    #[test]
+    fn last_is_set_in_place() {
+        for (commit_time_us, xid) in [(1_700_000_000_000_000, 42), (-5, 0), (0, u32::MAX)] {
+            let b = ChangeBatch {
+                commit_time_us,
+                xid,
+                last: false,
+                ..sample()
+            };
+            let mut bytes = b.encode().unwrap();
+            patch_last(&mut bytes, true).unwrap();
+            assert_eq!(
+                ChangeBatch::decode(&bytes).unwrap(),
+                ChangeBatch {
+                    last: true,
+                    ..b.clone()
+                }
+            );
+            patch_last(&mut bytes, false).unwrap();
+            assert_eq!(ChangeBatch::decode(&bytes).unwrap(), b);
+        }
+        assert!(patch_last(&mut [0x93, 1, 2], true).is_err());
+        assert!(patch_last(&mut [], true).is_err());
     }
 
     #[test]

@@ -13,7 +13,10 @@
 //!   in one message when it fits `max_payload`.
 //! - A change that does not fit `max_payload` alone is encoded as a one-change message and
 //!   split into [`Body::Parts`] of at most `max_payload - HEADER_ROOM` bytes; the worker
-//!   concatenates them back (see `message::CHUNK_HEADER`).
+//!   concatenates them back (see `message::CHUNK_HEADER`). All parts but the final one are
+//!   closed as soon as the change is read, so they leave memory before the next change comes;
+//!   the final part (a copy of at most one message) waits for the transaction's end and
+//!   carries `last` (`message::CHUNK_LAST_HEADER`).
 //! - Every message's `seq` is the seq the caller gave its last change (the change's WAL
 //!   position when streaming, a row counter in a copy), so positions do not depend on the
 //!   limits; `prev` chains the messages of one `Batcher` (one replicator session).
@@ -21,14 +24,14 @@
 //!   of a transaction is the one holding its last change (`last = true`).
 //! - Each change is encoded once, straight into the message being filled (or, for one larger
 //!   than `max_bytes` by its values alone, into its own buffer), and its decoded values are
-//!   dropped then: a large value is held about twice at most on its way to NATS.
+//!   dropped then.
 
 use std::collections::HashMap;
 
 use bytes::Bytes;
 use rmp::encode as mp;
 
-use crate::message::{Change, ChangeBatch, Position, Relation, SourceId, FORMAT_VERSION};
+use crate::message::{Change, Position, Relation, SourceId, FORMAT_VERSION};
 
 /// Fields of a [`ChangeBatch`].
 const FIELDS: u32 = 12;
@@ -92,7 +95,7 @@ impl Closed {
     pub fn bytes(&self) -> usize {
         match &self.body {
             Body::Whole(b) => b.len(),
-            Body::Parts(parts) => parts.iter().map(Bytes::len).sum(),
+            Body::Parts { parts, .. } => parts.iter().map(Bytes::len).sum(),
         }
     }
 }
@@ -101,8 +104,22 @@ impl Closed {
 pub enum Body {
     /// One NATS message.
     Whole(Bytes),
-    /// One change too large for a message: its one-change message cut in parts, in order.
-    Parts(Vec<Bytes>),
+    /// Parts `first..` (1-based, in order) of a change too large for a message: its one-change
+    /// message cut in `count` parts. The parts before the last go out as soon as the change is
+    /// read (a [`Closed`] with no changes), the final one when the transaction's end is known:
+    /// it carries `last` (its message's own `last` field is written `false`).
+    Parts {
+        parts: Vec<Bytes>,
+        first: u32,
+        count: u32,
+        last: Option<bool>,
+    },
+}
+
+/// What is kept of a large change until its transaction's end is known.
+enum Big {
+    Whole(Vec<u8>, usize),
+    Tail(Bytes, u32),
 }
 
 /// The message being filled.
@@ -118,9 +135,10 @@ struct Open {
     count: usize,
     first: u64,
     seq: u64,
-    /// A change too large for one message: its whole one-change message, with the offset of
-    /// the `last` flag (patched when the transaction's end is known).
-    big: Option<(Vec<u8>, usize)>,
+    /// A change too large for one message: its whole one-change message with the offset of
+    /// its `last` flag (when it fits one NATS message after all), or the final part of it
+    /// (copied out, so the rest is freed once published) and the number of parts.
+    big: Option<Big>,
 }
 
 impl Open {
@@ -210,7 +228,8 @@ impl Batcher {
             let big = self.one_change(env, &plan, seq, |buf| {
                 rmp_serde::encode::write(buf, &change)
             })?;
-            self.open_big(big, seq);
+            drop(change);
+            out.extend(self.open_big(env, big, seq));
             return Ok(out);
         }
         let mut plan = self.plan(rels)?;
@@ -234,7 +253,7 @@ impl Batcher {
                 buf.extend_from_slice(&scratch);
                 Ok(())
             })?;
-            self.open_big(big, seq);
+            out.extend(self.open_big(env, big, seq));
             return Ok(out);
         }
         for (oid, bytes) in plan.new {
@@ -266,7 +285,40 @@ impl Batcher {
         self.close(false)
     }
 
-    fn open_big(&mut self, big: (Vec<u8>, usize), seq: u64) {
+    /// Opens a message holding one large change; returns the parts that can go out now.
+    fn open_big(
+        &mut self,
+        env: Envelope,
+        (buf, last_at): (Vec<u8>, usize),
+        seq: u64,
+    ) -> Option<Closed> {
+        let (big, early) = if buf.len() <= self.limits.max_payload {
+            (Big::Whole(buf, last_at), None)
+        } else {
+            let mut parts = split(Bytes::from(buf), self.limits.max_payload);
+            let count = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+            let tail = parts
+                .pop()
+                .map(|t| Bytes::copy_from_slice(&t))
+                .unwrap_or_default();
+            let early = Closed {
+                position: Position {
+                    commit_lsn: env.commit_lsn,
+                    seq,
+                },
+                first: seq,
+                prev: self.prev,
+                last: false,
+                changes: 0,
+                body: Body::Parts {
+                    parts,
+                    first: 1,
+                    count,
+                    last: None,
+                },
+            };
+            (Big::Tail(tail, count), Some(early))
+        };
         self.open = Open {
             big: Some(big),
             count: 1,
@@ -274,6 +326,7 @@ impl Batcher {
             seq,
             ..Open::default()
         };
+        early
     }
 
     fn plan(&self, rels: &[&Relation]) -> Result<Plan, rmp_serde::encode::Error> {
@@ -338,15 +391,17 @@ impl Batcher {
             seq: open.seq,
         };
         let body = match open.big {
-            Some((mut buf, last_at)) => {
+            // The envelope's bound was pessimistic: it fits one message after all.
+            Some(Big::Whole(mut buf, last_at)) => {
                 buf[last_at] = if last { 0xc3 } else { 0xc2 };
-                if buf.len() <= self.limits.max_payload {
-                    // The envelope's bound was pessimistic: it fits after all.
-                    Body::Whole(Bytes::from(buf))
-                } else {
-                    Body::Parts(split(Bytes::from(buf), self.limits.max_payload))
-                }
+                Body::Whole(Bytes::from(buf))
             }
+            Some(Big::Tail(part, count)) => Body::Parts {
+                parts: vec![part],
+                first: count,
+                count,
+                last: Some(last),
+            },
             None => {
                 let mut buf = Vec::with_capacity(open.size());
                 // Writing to a Vec cannot fail.
@@ -439,17 +494,10 @@ fn values_len(change: &Change) -> usize {
         .sum()
 }
 
-/// A decoded message, for tests and for a check of the encoding.
-pub fn decode(body: &Body) -> Result<ChangeBatch, crate::message::DecodeError> {
-    match body {
-        Body::Whole(b) => ChangeBatch::decode(b),
-        Body::Parts(parts) => ChangeBatch::decode(&parts.concat()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::ChangeBatch;
     use crate::message::{Column, KeyKind, Op, ReplicationKey, Truncate, Value};
 
     fn rel(oid: u32, name: &str) -> Relation {
@@ -517,10 +565,41 @@ mod tests {
         out
     }
 
+    /// The messages of `closed` decoded, parts put back together (their `last` from the final
+    /// part), each with the index of the [`Closed`] that completed it; for tests.
+    fn decode_all(closed: &[Closed]) -> Vec<(usize, ChangeBatch)> {
+        let mut out = Vec::new();
+        let mut pending: Vec<u8> = Vec::new();
+        for (i, c) in closed.iter().enumerate() {
+            match &c.body {
+                Body::Whole(b) => out.push((i, ChangeBatch::decode(b).unwrap())),
+                Body::Parts { parts, last, .. } => {
+                    for p in parts {
+                        pending.extend_from_slice(p);
+                    }
+                    if let Some(last) = last {
+                        let mut b = ChangeBatch::decode(&std::mem::take(&mut pending)).unwrap();
+                        b.last = *last;
+                        out.push((i, b));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// A whole message decoded.
+    fn decode(body: &Body) -> Result<ChangeBatch, crate::message::DecodeError> {
+        match body {
+            Body::Whole(b) => ChangeBatch::decode(b),
+            Body::Parts { .. } => panic!("a message in parts"),
+        }
+    }
+
     fn whole(c: &Closed) -> usize {
         match &c.body {
             Body::Whole(b) => b.len(),
-            Body::Parts(_) => usize::MAX,
+            Body::Parts { .. } => usize::MAX,
         }
     }
 
@@ -636,14 +715,14 @@ mod tests {
     fn a_change_larger_than_a_message_goes_in_parts() {
         let limits = Limits::new(1000, 4096, 4096 + HEADER_ROOM);
         for (values, big_at) in [
-            (vec![10, 20_000, 10], 1),
+            (vec![10, 20_000, 10], 1usize),
             (vec![9000], 0),
-            (vec![10, 4090], 1),
+            (vec![10, 9000], 1),
         ] {
             let out = cut(limits, &values, false);
-            assert_eq!(out.len(), values.len(), "{values:?}");
-            for (i, c) in out.iter().enumerate() {
-                let b = decode(&c.body).unwrap();
+            let messages = decode_all(&out);
+            assert_eq!(messages.len(), values.len(), "{values:?}");
+            for (i, (_, b)) in messages.iter().enumerate() {
                 assert_eq!(
                     b.changes,
                     vec![{
@@ -653,16 +732,46 @@ mod tests {
                     }]
                 );
                 assert_eq!(b.last, i + 1 == values.len());
-                match &c.body {
-                    Body::Parts(parts) => {
-                        assert_eq!(i, big_at);
-                        assert!(parts.len() >= 2);
-                        assert!(parts.iter().all(|p| p.len() <= limits.max_payload));
-                    }
-                    Body::Whole(w) => {
-                        assert_ne!(i, big_at);
-                        assert!(w.len() <= limits.max_payload);
-                    }
+            }
+            // The large change: its first parts go out as soon as it is read (before the
+            // next change), the final one with `last` when the next change or the end came.
+            let parts: Vec<&Closed> = out
+                .iter()
+                .filter(|c| matches!(c.body, Body::Parts { .. }))
+                .collect();
+            assert_eq!(parts.len(), 2, "{values:?}");
+            match (&parts[0].body, &parts[1].body) {
+                (
+                    Body::Parts {
+                        parts: head,
+                        first: 1,
+                        count,
+                        last: None,
+                    },
+                    Body::Parts {
+                        parts: tail,
+                        first,
+                        count: count2,
+                        last: Some(last),
+                    },
+                ) => {
+                    assert_eq!(
+                        (head.len() as u32 + 1, *first, count),
+                        (*count, *count, count2)
+                    );
+                    assert!(*count >= 2);
+                    assert_eq!(*last, big_at + 1 == values.len());
+                    assert!(head
+                        .iter()
+                        .chain(tail)
+                        .all(|p| p.len() <= limits.max_payload));
+                }
+                other => panic!("{other:?}"),
+            }
+            assert_eq!((parts[0].changes, parts[1].changes), (0, 1));
+            for c in &out {
+                if let Body::Whole(w) = &c.body {
+                    assert!(w.len() <= limits.max_payload);
                 }
             }
         }
@@ -681,9 +790,8 @@ mod tests {
             // Every change is in exactly one message, in order, and each message's seq is
             // its last change's WAL position.
             let mut lsns = Vec::new();
-            for c in &out {
-                let b = decode(&c.body).unwrap();
-                assert_eq!(b.changes.last().map(|ch| ch.lsn), Some(c.position.seq));
+            for (i, b) in decode_all(&out) {
+                assert_eq!(b.changes.last().map(|ch| ch.lsn), Some(out[i].position.seq));
                 lsns.extend(b.changes.iter().map(|ch| ch.lsn));
             }
             assert_eq!(

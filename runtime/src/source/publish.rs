@@ -8,8 +8,9 @@
 //! - A change in parts is published as consecutive NATS messages with [`message::CHUNK_HEADER`]
 //!   `i/n` and [`message::CHUNK_SET_HEADER`] `<run>:<commit>:<seq>`; their ids carry the run
 //!   (this session), because a set re-published by another run must never be completed with
-//!   parts of the first one (the parts' bytes differ: `prev`, `emitted_at`). Its ack future
-//!   resolves when every part is acknowledged.
+//!   parts of the first one (the parts' bytes differ: `prev`, `emitted_at`). The parts before
+//!   the last go out as soon as the change is read; the final one, with
+//!   [`message::CHUNK_LAST_HEADER`], once the transaction's end is known.
 //! - A transaction whose messages would together exceed the stream's `max_bytes` can never be
 //!   consumed (the worker acks a transaction only once it has all of it): that is a permanent
 //!   error naming the transaction, the sizes and the fix, not a stall on a full stream.
@@ -20,7 +21,7 @@ use std::pin::Pin;
 use async_nats::jetstream::{self, message::PublishMessage as Publish};
 
 use crate::lsn::Lsn;
-use crate::message::{self, CHUNK_HEADER, CHUNK_SET_HEADER, FORMAT_HEADER};
+use crate::message::{self, CHUNK_HEADER, CHUNK_LAST_HEADER, CHUNK_SET_HEADER, FORMAT_HEADER};
 use crate::replicator::ReplicatorError;
 use crate::source::batching::{Body, Closed};
 
@@ -99,21 +100,29 @@ impl Publisher {
                     .header(FORMAT_HEADER, message::FORMAT_VERSION.to_string());
                 acks.push(self.publish(publish).await?);
             }
-            Body::Parts(parts) => {
-                let n = parts.len();
+            Body::Parts {
+                parts,
+                first,
+                count: n,
+                last,
+            } => {
                 let set = format!(
                     "{}:{}:{}",
                     self.run,
                     Lsn(closed.position.commit_lsn),
                     closed.position.seq
                 );
-                for (i, part) in parts.into_iter().enumerate() {
-                    let publish = Publish::build()
+                for (k, part) in parts.into_iter().enumerate() {
+                    let i = first + k as u32;
+                    let mut publish = Publish::build()
                         .payload(part)
-                        .message_id(format!("{id}:{}:{}/{n}", self.run, i + 1))
+                        .message_id(format!("{id}:{}:{i}/{n}", self.run))
                         .header(FORMAT_HEADER, message::FORMAT_VERSION.to_string())
-                        .header(CHUNK_HEADER, format!("{}/{n}", i + 1))
+                        .header(CHUNK_HEADER, format!("{i}/{n}"))
                         .header(CHUNK_SET_HEADER, set.as_str());
+                    if let (true, Some(last)) = (i == n, last) {
+                        publish = publish.header(CHUNK_LAST_HEADER, last.to_string());
+                    }
                     acks.push(self.publish(publish).await?);
                 }
             }

@@ -30,8 +30,13 @@ pub struct Part<A> {
     pub index: u32,
     pub count: u32,
     pub payload: Bytes,
+    /// `Pg-Flo-Chunk-Last` of a final part: stands for the message's `last` field.
+    pub last: Option<bool>,
     pub ack: A,
 }
+
+/// A completed set: its payload, the acks of its parts and its final part's `last`.
+pub type Complete<A> = (Bytes, Vec<A>, Option<bool>);
 
 /// Parses `Pg-Flo-Chunk`'s `i/n`.
 pub fn parse_index(header: &str) -> Result<(u32, u32), String> {
@@ -47,8 +52,8 @@ pub fn parse_index(header: &str) -> Result<(u32, u32), String> {
 /// What feeding a part gave.
 #[derive(Debug)]
 pub struct Fed<A> {
-    /// A completed set: its payload and the acks of its parts.
-    pub complete: Option<(Bytes, Vec<A>)>,
+    /// A completed set.
+    pub complete: Option<Complete<A>>,
     /// Parts of broken sets: ack them (drop them from the stream), do not apply them.
     pub dropped: Vec<A>,
 }
@@ -120,7 +125,7 @@ impl<A> Reassembly<A> {
                         });
                     };
                     return Ok(Fed {
-                        complete: Some((Bytes::from(done.data.concat()), done.acks)),
+                        complete: Some((Bytes::from(done.data.concat()), done.acks, part.last)),
                         dropped,
                     });
                 }
@@ -138,7 +143,7 @@ impl<A> Reassembly<A> {
         }
         if part.count == 1 {
             return Ok(Fed {
-                complete: Some((part.payload, vec![part.ack])),
+                complete: Some((part.payload, vec![part.ack], part.last)),
                 dropped,
             });
         }
@@ -167,6 +172,7 @@ mod tests {
             index,
             count,
             payload: Bytes::from(format!("{set}{index}.")),
+            last: (index == count).then_some(true),
             ack,
         }
     }
@@ -220,7 +226,8 @@ mod tests {
                 }
                 let fed = r.part(part(set, *i, *count, ack)).unwrap();
                 dropped.extend(fed.dropped);
-                if let Some((payload, acks)) = fed.complete {
+                if let Some((payload, acks, last)) = fed.complete {
+                    assert_eq!(last, Some(true));
                     complete.push((String::from_utf8(payload.to_vec()).unwrap(), acks));
                 }
             }

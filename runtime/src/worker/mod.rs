@@ -39,7 +39,8 @@ use tokio::time::Instant;
 
 use crate::config::{self, WorkerConfig};
 use crate::message::{
-    ChangeBatch, DecodeError, Position, SourceId, CHUNK_HEADER, CHUNK_SET_HEADER,
+    self, ChangeBatch, DecodeError, Position, SourceId, CHUNK_HEADER, CHUNK_LAST_HEADER,
+    CHUNK_SET_HEADER,
 };
 use crate::metrics;
 use crate::nats::{self as nats_setup, NatsError};
@@ -592,7 +593,7 @@ async fn receive(
             .and_then(|h| h.get(name))
             .map(|v| v.as_str().to_owned())
     };
-    let (payload, acks) = match header(CHUNK_HEADER) {
+    let (payload, acks, last) = match header(CHUNK_HEADER) {
         Some(index) => {
             let malformed = |e: String| WorkerError::Part {
                 stream_seq,
@@ -608,6 +609,7 @@ async fn receive(
                     index,
                     count,
                     payload: msg.payload,
+                    last: header(CHUNK_LAST_HEADER).map(|v| v == "true"),
                     ack: acker,
                 })
                 .map_err(malformed)?;
@@ -619,8 +621,21 @@ async fn receive(
         }
         None => {
             drop_parts(st.parts.whole()).await;
-            (msg.payload, vec![acker])
+            (msg.payload, vec![acker], None)
         }
+    };
+    let payload = match last {
+        // The final part's `last` stands for the message's own field: set it in the payload,
+        // which may be held or dead-lettered and decoded again.
+        Some(last) => {
+            let mut bytes = payload.to_vec();
+            message::patch_last(&mut bytes, last).map_err(|problem| WorkerError::Part {
+                stream_seq,
+                problem,
+            })?;
+            bytes::Bytes::from(bytes)
+        }
+        None => payload,
     };
     let batch = ChangeBatch::decode(&payload)
         .map_err(|source| WorkerError::Decode { stream_seq, source })?;
