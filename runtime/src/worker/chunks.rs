@@ -35,8 +35,9 @@ pub struct Part<A> {
     pub ack: A,
 }
 
-/// A completed set: its payload, the acks of its parts and its final part's `last`.
-pub type Complete<A> = (Bytes, Vec<A>, Option<bool>);
+/// A completed set: its payload (owned, so `last` can be set in place), the acks of its parts
+/// and its final part's `last`.
+pub type Complete<A> = (Vec<u8>, Vec<A>, Option<bool>);
 
 /// Parses `Pg-Flo-Chunk`'s `i/n`.
 pub fn parse_index(header: &str) -> Result<(u32, u32), String> {
@@ -125,7 +126,7 @@ impl<A> Reassembly<A> {
                         });
                     };
                     return Ok(Fed {
-                        complete: Some((Bytes::from(done.data.concat()), done.acks, part.last)),
+                        complete: Some((done.data.concat(), done.acks, part.last)),
                         dropped,
                     });
                 }
@@ -143,7 +144,7 @@ impl<A> Reassembly<A> {
         }
         if part.count == 1 {
             return Ok(Fed {
-                complete: Some((part.payload, vec![part.ack], part.last)),
+                complete: Some((part.payload.to_vec(), vec![part.ack], part.last)),
                 dropped,
             });
         }
@@ -228,7 +229,7 @@ mod tests {
                 dropped.extend(fed.dropped);
                 if let Some((payload, acks, last)) = fed.complete {
                     assert_eq!(last, Some(true));
-                    complete.push((String::from_utf8(payload.to_vec()).unwrap(), acks));
+                    complete.push((String::from_utf8(payload).unwrap(), acks));
                 }
             }
             let want: Vec<(String, Vec<u32>)> = want_complete

@@ -593,7 +593,7 @@ async fn receive(
             .and_then(|h| h.get(name))
             .map(|v| v.as_str().to_owned())
     };
-    let (payload, acks, last) = match header(CHUNK_HEADER) {
+    let (payload, acks) = match header(CHUNK_HEADER) {
         Some(index) => {
             let malformed = |e: String| WorkerError::Part {
                 stream_seq,
@@ -614,28 +614,23 @@ async fn receive(
                 })
                 .map_err(malformed)?;
             drop_parts(fed.dropped).await;
-            match fed.complete {
-                Some(done) => done,
-                None => return Ok(()),
+            let Some((mut bytes, acks, last)) = fed.complete else {
+                return Ok(());
+            };
+            // The final part's `last` stands for the message's own field: set it in the
+            // payload, which may be held or dead-lettered and decoded again.
+            if let Some(last) = last {
+                message::patch_last(&mut bytes, last).map_err(|problem| WorkerError::Part {
+                    stream_seq,
+                    problem,
+                })?;
             }
+            (bytes::Bytes::from(bytes), acks)
         }
         None => {
             drop_parts(st.parts.whole()).await;
-            (msg.payload, vec![acker], None)
+            (msg.payload, vec![acker])
         }
-    };
-    let payload = match last {
-        // The final part's `last` stands for the message's own field: set it in the payload,
-        // which may be held or dead-lettered and decoded again.
-        Some(last) => {
-            let mut bytes = payload.to_vec();
-            message::patch_last(&mut bytes, last).map_err(|problem| WorkerError::Part {
-                stream_seq,
-                problem,
-            })?;
-            bytes::Bytes::from(bytes)
-        }
-        None => payload,
     };
     let batch = ChangeBatch::decode(&payload)
         .map_err(|source| WorkerError::Decode { stream_seq, source })?;
