@@ -36,11 +36,6 @@ impl Backoff {
         wait
     }
 
-    /// The wait [`Backoff::next_wait`] returns next, without taking it.
-    pub fn peek(&self) -> Duration {
-        self.next
-    }
-
     /// After progress: start over from `initial`.
     pub fn reset(&mut self) {
         self.next = self.initial;
@@ -58,7 +53,7 @@ mod tests {
         let waits: Vec<Duration> = (0..5).map(|_| b.next_wait()).collect();
         assert_eq!(waits, [ms(100), ms(200), ms(400), ms(500), ms(500)]);
         b.reset();
-        assert_eq!(b.peek(), ms(100));
+        assert_eq!(b.next_wait(), ms(100));
         // A maximum below the start is the start.
         let mut b = Backoff::new(ms(300), ms(100));
         assert_eq!((b.next_wait(), b.next_wait()), (ms(300), ms(300)));

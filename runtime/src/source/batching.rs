@@ -189,11 +189,6 @@ impl Batcher {
         self.open = Open::default();
     }
 
-    /// Whether a transaction is open.
-    pub fn in_transaction(&self) -> bool {
-        self.env.is_some()
-    }
-
     /// A new Relation message for `oid`: changes from now on carry the new shape.
     pub fn relation_changed(&mut self, oid: u32) {
         self.open.index.remove(&oid);
@@ -876,6 +871,11 @@ mod tests {
         let mut batcher = Batcher::new(Limits::new(2, 1 << 20, 1 << 20));
         batcher.begin(env(false));
         assert!(batcher.commit().is_none());
-        assert!(!batcher.in_transaction());
+        // Nothing is open after it: a change without a Begin closes nothing either.
+        assert!(batcher
+            .push(insert(0x100, 1), &[&rel(10, "a")], 0x100)
+            .unwrap()
+            .is_empty());
+        assert!(batcher.commit().is_none());
     }
 }

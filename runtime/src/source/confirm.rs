@@ -40,11 +40,6 @@ impl ConfirmWindow {
         self.confirmed
     }
 
-    /// Messages awaiting their acknowledgement.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
-    }
-
     /// A transaction's Begin was read.
     pub fn begin(&mut self) {
         self.in_tx = true;

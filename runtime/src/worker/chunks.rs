@@ -82,11 +82,6 @@ impl<A> Default for Reassembly<A> {
 }
 
 impl<A> Reassembly<A> {
-    /// Whether a set is being put together.
-    pub fn is_open(&self) -> bool {
-        self.open.is_some()
-    }
-
     /// A whole (unsplit) message arrived: an open set is broken.
     pub fn whole(&mut self) -> Vec<A> {
         self.open.take().map(|o| o.acks).unwrap_or_default()
