@@ -10,7 +10,9 @@
 //!   (this session), because a set re-published by another run must never be completed with
 //!   parts of the first one (the parts' bytes differ: `prev`, `emitted_at`). The parts before
 //!   the last go out as soon as the change is read; the final one, with
-//!   [`message::CHUNK_LAST_HEADER`], once the transaction's end is known.
+//!   [`message::CHUNK_LAST_HEADER`], once the transaction's end is known. Each part waits for
+//!   the previous part's PubAck (an ack future holds one of the `--max-in-flight` permits, so
+//!   a change of more parts than that would otherwise wait on itself).
 //! - A transaction whose messages would together exceed the stream's `max_bytes` can never be
 //!   consumed (the worker acks a transaction only once it has all of it): that is a permanent
 //!   error naming the transaction, the sizes and the fix, not a stall on a full stream.
@@ -123,19 +125,19 @@ impl Publisher {
                     if let (true, Some(last)) = (i == n, last) {
                         publish = publish.header(CHUNK_LAST_HEADER, last.to_string());
                     }
+                    // A held ack future holds one of the context's `--max-in-flight`
+                    // permits: wait for the previous part's before the next one, so a change
+                    // of more parts than that cannot wait on itself.
+                    if let Some(previous) = acks.pop() {
+                        acked(previous).await?;
+                    }
                     acks.push(self.publish(publish).await?);
                 }
             }
         }
         Ok(Box::pin(async move {
             for ack in acks {
-                if let Err(e) = ack.await {
-                    return Err(if stream_full(&e) {
-                        ReplicatorError::StreamFull
-                    } else {
-                        ReplicatorError::Publish(e.to_string())
-                    });
-                }
+                acked(ack).await?;
             }
             Ok(Some(PublishedStats { changes }))
         }))
@@ -159,4 +161,15 @@ fn stream_full(e: &jetstream::context::PublishError) -> bool {
     std::error::Error::source(e)
         .and_then(|s| s.downcast_ref::<jetstream::Error>())
         .is_some_and(|err| err.error_code() == jetstream::ErrorCode::STREAM_STORE_FAILED)
+}
+
+/// Waits for one PubAck.
+async fn acked(ack: jetstream::context::PublishAckFuture) -> Result<(), ReplicatorError> {
+    ack.await.map(|_| ()).map_err(|e| {
+        if stream_full(&e) {
+            ReplicatorError::StreamFull
+        } else {
+            ReplicatorError::Publish(e.to_string())
+        }
+    })
 }
