@@ -22,16 +22,19 @@
 //!   limits; `prev` chains the messages of one `Batcher` (one replicator session).
 //! - No message is empty: a transaction without changes closes nothing, and the final message
 //!   of a transaction is the one holding its last change (`last = true`).
-//! - Each change is encoded once, straight into the message being filled (or, for one larger
-//!   than `max_bytes` by its values alone, into its own buffer), and its decoded values are
-//!   dropped then.
+//! - Each change is encoded once, straight into the message being filled, and its decoded
+//!   values are dropped then; a change larger than `max_payload` by its values alone is
+//!   encoded around them ([`Rope`]): its parts are slices of the WAL message its values came
+//!   in, so a large value is held once, not copied.
 
 use std::collections::HashMap;
+use std::io::Write;
 
 use bytes::Bytes;
 use rmp::encode as mp;
 
-use crate::message::{Change, Position, Relation, SourceId, FORMAT_VERSION};
+use crate::message::{Change, Position, Relation, SourceId, Value, FORMAT_VERSION};
+use crate::source::encoded::{self, Rope};
 
 /// Fields of a [`ChangeBatch`].
 const FIELDS: u32 = 12;
@@ -220,8 +223,9 @@ impl Batcher {
             }
             let plan = self.plan(rels)?;
             set_indexes(&mut change, &plan.idx);
-            let big = self.one_change(env, &plan, seq, |buf| {
-                rmp_serde::encode::write(buf, &change)
+            // Encoded around its values: they stay in the WAL message they came in.
+            let big = self.one_change(env, &plan, seq, large_values(&change), |rope| {
+                rmp_serde::encode::write(rope, &change)
             })?;
             drop(change);
             out.extend(self.open_big(env, big, seq));
@@ -244,9 +248,8 @@ impl Batcher {
             && ENVELOPE_MAX + plan.bytes + self.scratch.len() > self.limits.max_payload
         {
             let scratch = std::mem::take(&mut self.scratch);
-            let big = self.one_change(env, &plan, seq, |buf| {
-                buf.extend_from_slice(&scratch);
-                Ok(())
+            let big = self.one_change(env, &plan, seq, [], |rope| {
+                rope.write_all(&scratch).map_err(io_err)
             })?;
             out.extend(self.open_big(env, big, seq));
             return Ok(out);
@@ -284,13 +287,13 @@ impl Batcher {
     fn open_big(
         &mut self,
         env: Envelope,
-        (buf, last_at): (Vec<u8>, usize),
+        (body, last_at): (Rope, usize),
         seq: u64,
     ) -> Option<Closed> {
-        let (big, early) = if buf.len() <= self.limits.max_payload {
-            (Big::Whole(buf, last_at), None)
+        let (big, early) = if body.len() <= self.limits.max_payload {
+            (Big::Whole(body.into_vec(), last_at), None)
         } else {
-            let mut parts = split(Bytes::from(buf), self.limits.max_payload);
+            let mut parts = body.into_parts(self.limits.max_payload);
             let count = u32::try_from(parts.len()).unwrap_or(u32::MAX);
             let tail = parts
                 .pop()
@@ -354,14 +357,16 @@ impl Batcher {
         Ok(plan)
     }
 
-    /// A one-change message (the change written by `write`) with the `last` flag's offset.
+    /// A one-change message (the change written by `write`, borrowing `values`, see
+    /// [`Rope`]) with the `last` flag's offset.
     fn one_change(
         &self,
         env: Envelope,
         plan: &Plan,
         seq: u64,
-        write: impl FnOnce(&mut Vec<u8>) -> Result<(), rmp_serde::encode::Error>,
-    ) -> Result<(Vec<u8>, usize), rmp_serde::encode::Error> {
+        values: impl IntoIterator<Item = Bytes>,
+        write: impl FnOnce(&mut Rope) -> Result<(), rmp_serde::encode::Error>,
+    ) -> Result<(Rope, usize), rmp_serde::encode::Error> {
         let mut buf = Vec::new();
         let last_at = head(&mut buf, env, seq, false, self.prev)?;
         write_len(&mut buf, plan.new.len())?;
@@ -369,9 +374,12 @@ impl Batcher {
             buf.extend_from_slice(rel);
         }
         write_len(&mut buf, 1)?;
-        write(&mut buf)?;
-        tail(&mut buf, env)?;
-        Ok((buf, last_at))
+        let mut rope = Rope::new(buf, values);
+        write(&mut rope)?;
+        let mut end = Vec::new();
+        tail(&mut end, env)?;
+        rope.write_all(&end).map_err(io_err)?;
+        Ok((rope, last_at))
     }
 
     fn close(&mut self, last: bool) -> Option<Closed> {
@@ -460,6 +468,10 @@ fn value_err(e: mp::ValueWriteError) -> rmp_serde::encode::Error {
     rmp_serde::encode::Error::InvalidValueWrite(e)
 }
 
+fn io_err(e: std::io::Error) -> rmp_serde::encode::Error {
+    value_err(mp::ValueWriteError::InvalidDataWrite(e))
+}
+
 fn set_indexes(change: &mut Change, idx: &[u16]) {
     if let Some(&first) = idx.first() {
         change.relation = first;
@@ -469,12 +481,17 @@ fn set_indexes(change: &mut Change, idx: &[u16]) {
     }
 }
 
-/// Cuts `payload` into parts of at most `size` bytes (without copying).
-fn split(payload: Bytes, size: usize) -> Vec<Bytes> {
-    let size = size.max(1);
-    (0..payload.len())
-        .step_by(size)
-        .map(|at| payload.slice(at..(at + size).min(payload.len())))
+/// The change's values large enough to be borrowed rather than copied when it is encoded.
+fn large_values(change: &Change) -> Vec<Bytes> {
+    change
+        .new
+        .iter()
+        .flatten()
+        .chain(change.old.iter().flat_map(|(_, v)| v))
+        .filter_map(|v| match v {
+            Value::Text(b) if b.len() >= encoded::BORROW_AT => Some(b.clone()),
+            _ => None,
+        })
         .collect()
 }
 
@@ -703,6 +720,46 @@ mod tests {
                     assert_eq!(b.relation(ch).table, want);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_large_value_is_published_from_the_memory_it_arrived_in() {
+        let size = encoded::BORROW_AT;
+        let limits = Limits::new(1000, size, size + HEADER_ROOM);
+        let value: Bytes = (0..5 * size + 3).map(|i| i as u8).collect();
+        let inside = |p: &Bytes| {
+            let (v, p0) = (value.as_ptr().addr(), p.as_ptr().addr());
+            p0 >= v && p0 + p.len() <= v + value.len()
+        };
+        let mut change = insert(0x100, 0);
+        change.new = Some(vec![Value::Text(value.clone()), Value::Null]);
+        let mut batcher = Batcher::new(limits);
+        batcher.begin(env(false));
+        let early = batcher.push(change, &[&rel(10, "a")], 0x100).unwrap();
+        let last = batcher.commit().unwrap();
+        match (&early[..], &last.body) {
+            (
+                [Closed {
+                    body: Body::Parts { parts, .. },
+                    ..
+                }],
+                Body::Parts { parts: tail, .. },
+            ) => {
+                // The first part starts with the envelope (a copy); the next ones are slices
+                // of the value; the final one is a copy, so the value is freed before commit.
+                assert_eq!(parts.len(), 5);
+                assert!(!inside(&parts[0]));
+                assert!(parts[1..].iter().all(inside));
+                assert!(!inside(&tail[0]));
+                let whole: Vec<u8> = parts.iter().chain(tail).flatten().copied().collect();
+                let batch = ChangeBatch::decode(&whole).unwrap();
+                assert_eq!(
+                    batch.changes[0].new.as_ref().unwrap()[0],
+                    Value::Text(value.clone())
+                );
+            }
+            other => panic!("{other:?}"),
         }
     }
 

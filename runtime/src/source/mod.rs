@@ -3,5 +3,6 @@
 
 pub mod batching;
 pub mod confirm;
+pub mod encoded;
 pub mod publish;
 pub mod relations;
