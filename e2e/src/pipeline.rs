@@ -145,12 +145,20 @@ impl Pipeline {
 
     /// Starts a replicator and waits until it streams.
     pub async fn start_replicator(&self, group: &str, tables: &str) -> anyhow::Result<Process> {
-        let p = Self::spawn(
-            &format!("replicator-{group}"),
-            &self.replicator_args(group, tables),
-        )?;
-        p.wait_for_output("streaming changes", Duration::from_secs(60))
-            .await?;
+        self.start_replicator_with(group, tables, &[]).await
+    }
+
+    /// Starts a replicator with `extra` arguments and waits until it streams.
+    pub async fn start_replicator_with(
+        &self,
+        group: &str,
+        tables: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Process> {
+        let mut args = self.replicator_args(group, tables);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let p = Self::spawn(&format!("replicator-{group}"), &args)?;
+        p.wait_streaming().await?;
         Ok(p)
     }
 

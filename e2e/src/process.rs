@@ -102,6 +102,27 @@ impl Process {
     }
 
     /// Waits until stdout or stderr contains `needle`.
+    /// Waits until a replicator streams (after its copy, if it has one: up to 5 minutes).
+    pub async fn wait_streaming(&self) -> anyhow::Result<()> {
+        self.wait_for_output("streaming changes", Duration::from_secs(300))
+            .await
+    }
+
+    /// Waits until the process exits non-zero with each of `needles` in its output.
+    pub async fn expect_failure(&mut self, needles: &[&str]) -> anyhow::Result<()> {
+        let dump = |p: &Process| format!("{}\n{}", p.name(), p.output_dump());
+        let status = self
+            .wait_exit(Duration::from_secs(60))
+            .await
+            .ok_or_else(|| anyhow::anyhow!("did not exit: {}", dump(self)))?;
+        anyhow::ensure!(!status.success(), "exited 0: {}", dump(self));
+        let out = format!("{}{}", self.stdout(), self.stderr());
+        for n in needles {
+            anyhow::ensure!(out.contains(n), "{n:?} not in the output of {}", dump(self));
+        }
+        Ok(())
+    }
+
     pub async fn wait_for_output(&self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
         wait_for_ok(
             &format!("{} to print {needle:?}", self.name),

@@ -185,9 +185,7 @@ async fn copy_and_stream_under_writes(seed: u64) {
     .await
     .unwrap();
     // Keep writing a little into the streaming phase too.
-    r.wait_for_output("streaming changes", Duration::from_secs(60))
-        .await
-        .unwrap();
+    r.wait_streaming().await.unwrap();
     stop.store(true, Ordering::Relaxed);
     let ops = job.await.unwrap();
     assert!(ops > 50, "only {ops} concurrent writes ran");
@@ -244,9 +242,7 @@ async fn kill_9_mid_copy_then_restart_converges() {
         .await
         .unwrap();
     let r2 = Pipeline::spawn("replicator-again", &args).unwrap();
-    r2.wait_for_output("streaming changes", Duration::from_secs(300))
-        .await
-        .unwrap();
+    r2.wait_streaming().await.unwrap();
     assert!(
         r2.stderr().contains("the previous copy did not finish"),
         "{}",
@@ -281,9 +277,7 @@ async fn copied_rows_of_every_table_show_their_values_in_json_and_progress_in_me
         format!("127.0.0.1:{port}"),
     ]);
     let r = Pipeline::spawn("replicator", &args).unwrap();
-    r.wait_for_output("streaming changes", ARRIVAL_TIMEOUT)
-        .await
-        .unwrap();
+    r.wait_streaming().await.unwrap();
     let metrics = e2e::http_get(port, "/metrics").await.unwrap();
     assert!(
         metrics.contains("pg_flo_copy_rows_total{table=\"public.a\"} 300"),
@@ -338,9 +332,7 @@ async fn a_finished_copy_is_not_repeated_after_a_restart() {
     let mut args = p.replicator_args("once", "mixed");
     args.push("--copy-and-stream".into());
     let mut r = Pipeline::spawn("replicator", &args).unwrap();
-    r.wait_for_output("streaming changes", ARRIVAL_TIMEOUT)
-        .await
-        .unwrap();
+    r.wait_streaming().await.unwrap();
     wait_same(&p, "public.mixed", "id").await;
     r.terminate().unwrap();
     assert!(r
@@ -354,9 +346,7 @@ async fn a_finished_copy_is_not_repeated_after_a_restart() {
     .await
     .unwrap();
     let r2 = Pipeline::spawn("replicator-again", &args).unwrap();
-    r2.wait_for_output("streaming changes", ARRIVAL_TIMEOUT)
-        .await
-        .unwrap();
+    r2.wait_streaming().await.unwrap();
     assert!(
         r2.stderr().contains("initial copy already done"),
         "{}",

@@ -57,9 +57,7 @@ async fn schema_changes_reach_the_target_in_order_with_the_data() {
     let mut args = p.replicator_args("ddl", "tracked");
     args.push("--track-ddl".into());
     let r = Pipeline::spawn("replicator", &args).unwrap();
-    r.wait_for_output("streaming changes", ARRIVAL_TIMEOUT)
-        .await
-        .unwrap();
+    r.wait_streaming().await.unwrap();
     let _w = p.start_pg_worker("ddl").await.unwrap();
     let src = p.source().await.unwrap();
     for sql in [
@@ -100,9 +98,7 @@ async fn schema_changes_reach_the_target_in_order_with_the_data() {
     // A restart replays nothing twice and still works (capture objects are created idempotently).
     drop(r);
     let r2 = Pipeline::spawn("replicator-again", &args).unwrap();
-    r2.wait_for_output("streaming changes", ARRIVAL_TIMEOUT)
-        .await
-        .unwrap();
+    r2.wait_streaming().await.unwrap();
     src.batch_execute(
         "ALTER TABLE tracked ADD COLUMN later int; INSERT INTO tracked (id, email, later) VALUES (5, 'e5', 5)",
     )
@@ -129,10 +125,8 @@ async fn two_groups_keep_their_own_ddl_and_json_sinks_show_it() {
     let mut procs = Vec::new();
     let mut dirs = Vec::new();
     for (group, table) in [("g1", "one"), ("g2", "two")] {
-        let mut args = p.replicator_args(group, table);
-        args.push("--track-ddl".into());
-        let r = Pipeline::spawn(&format!("replicator-{group}"), &args).unwrap();
-        r.wait_for_output("streaming changes", ARRIVAL_TIMEOUT)
+        let r = p
+            .start_replicator_with(group, table, &["--track-ddl"])
             .await
             .unwrap();
         let dir = TempDir::new("pg-flo-ddl-json").unwrap();
@@ -236,22 +230,21 @@ async fn cleanup_removes_only_the_groups_objects() {
     p.both("CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY);")
         .await
         .unwrap();
-    let mut keep_args = p.replicator_args("keep", "b");
-    keep_args.push("--track-ddl".into());
-    let _keep = Pipeline::spawn("replicator-keep", &keep_args).unwrap();
-    let mut args = p.replicator_args("gone", "a");
-    args.extend(["--track-ddl".into(), "--copy-and-stream".into()]);
-    let mut r = Pipeline::spawn("replicator-gone", &args).unwrap();
-    r.wait_for_output("streaming changes", ARRIVAL_TIMEOUT)
+    let _keep = p
+        .start_replicator_with("keep", "b", &["--track-ddl"])
         .await
         .unwrap();
-    _keep
-        .wait_for_output("streaming changes", ARRIVAL_TIMEOUT)
+    let mut r = p
+        .start_replicator_with("gone", "a", &["--track-ddl", "--copy-and-stream"])
         .await
         .unwrap();
     // A running replicator's slot is refused.
-    let mut cleanup_args = args.clone();
-    cleanup_args.push("--cleanup".into());
+    let mut cleanup_args = p.replicator_args("gone", "a");
+    cleanup_args.extend([
+        "--track-ddl".into(),
+        "--copy-and-stream".into(),
+        "--cleanup".into(),
+    ]);
     let mut busy = Pipeline::spawn("cleanup-busy", &cleanup_args).unwrap();
     let status = busy.wait_exit(ARRIVAL_TIMEOUT).await.unwrap();
     assert!(!status.success());
@@ -343,15 +336,10 @@ async fn tracked_pipeline(
     p: &Pipeline,
     group: &str,
     tables: &str,
-    extra: &[String],
+    extra: &[&str],
 ) -> (e2e::Process, e2e::Process) {
-    let mut args = p.replicator_args(group, tables);
-    args.push("--track-ddl".into());
-    args.extend(extra.iter().cloned());
-    let r = Pipeline::spawn(&format!("replicator-{group}"), &args).unwrap();
-    r.wait_for_output("streaming changes", ARRIVAL_TIMEOUT)
-        .await
-        .unwrap();
+    let args: Vec<&str> = ["--track-ddl"].iter().chain(extra).copied().collect();
+    let r = p.start_replicator_with(group, tables, &args).await.unwrap();
     let w = p.start_pg_worker(group).await.unwrap();
     (r, w)
 }
@@ -370,8 +358,8 @@ async fn forged_ddl_messages_are_dropped_and_genuine_ones_replayed() {
         .await
         .unwrap();
     let port = e2e::free_port().unwrap();
-    let metrics_addr = ["--metrics-addr".to_owned(), format!("127.0.0.1:{port}")];
-    let (r, w) = tracked_pipeline(&p, "trust", "tracked", &metrics_addr).await;
+    let addr = format!("127.0.0.1:{port}");
+    let (r, w) = tracked_pipeline(&p, "trust", "tracked", &["--metrics-addr", &addr]).await;
 
     let mallory = connect_as(&p, "mallory").await;
     let forged = r#"{"v":2,"event_type":"ddl_command_end","object_type":"table","object_identity":"public.tracked","command_tag":"DROP TABLE","tag":"DROP TABLE","table":"public.tracked","query":"DROP TABLE public.victim","stmt":1,"nested":false,"xid":"0"}"#;
@@ -618,8 +606,8 @@ async fn capture_functions_of_an_earlier_version_are_replaced() {
         .await
         .unwrap();
     let port = e2e::free_port().unwrap();
-    let metrics_addr = ["--metrics-addr".to_owned(), format!("127.0.0.1:{port}")];
-    let (_r, _w) = tracked_pipeline(&p, "up", "t", &metrics_addr).await;
+    let addr = format!("127.0.0.1:{port}");
+    let (_r, _w) = tracked_pipeline(&p, "up", "t", &["--metrics-addr", &addr]).await;
     let src = p.source().await.unwrap();
     src.batch_execute("ALTER TABLE t ADD COLUMN x int; INSERT INTO t VALUES (1, 1)")
         .await

@@ -6,27 +6,6 @@ use std::time::Duration;
 
 use e2e::{free_port, PgOptions, Pipeline, Process, WalLevel};
 
-async fn exits_with(p: &mut Process, needles: &[&str]) {
-    let status = p
-        .wait_exit(Duration::from_secs(60))
-        .await
-        .unwrap_or_else(|| panic!("{} did not exit\n{}", p.name(), p.output_dump()));
-    assert!(
-        !status.success(),
-        "{} exited 0\n{}",
-        p.name(),
-        p.output_dump()
-    );
-    let out = format!("{}{}", p.stdout(), p.stderr());
-    for n in needles {
-        assert!(
-            out.contains(n),
-            "missing {n:?} in output of {}:\n{out}",
-            p.name()
-        );
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_without_logical_wal_level() {
     let p = Pipeline::start(PgOptions::wal_level(WalLevel::Replica))
@@ -34,15 +13,13 @@ async fn source_without_logical_wal_level() {
         .unwrap();
     p.both("CREATE TABLE t (id int PRIMARY KEY)").await.unwrap();
     let mut r = Pipeline::spawn("replicator", &p.replicator_args("g", "t")).unwrap();
-    exits_with(
-        &mut r,
-        &[
-            "wal_level=replica",
-            "ALTER SYSTEM SET wal_level = logical",
-            "restart PostgreSQL",
-        ],
-    )
-    .await;
+    r.expect_failure(&[
+        "wal_level=replica",
+        "ALTER SYSTEM SET wal_level = logical",
+        "restart PostgreSQL",
+    ])
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,16 +29,14 @@ async fn table_without_primary_key_or_identity() {
         .await
         .unwrap();
     let mut r = Pipeline::spawn("replicator", &p.replicator_args("g", "ok,nokey")).unwrap();
-    exits_with(
-        &mut r,
-        &[
-            "table public.nokey has no primary key and REPLICA IDENTITY DEFAULT",
-            "ADD PRIMARY KEY",
-            "REPLICA IDENTITY USING INDEX",
-            "REPLICA IDENTITY FULL",
-        ],
-    )
-    .await;
+    r.expect_failure(&[
+        "table public.nokey has no primary key and REPLICA IDENTITY DEFAULT",
+        "ADD PRIMARY KEY",
+        "REPLICA IDENTITY USING INDEX",
+        "REPLICA IDENTITY FULL",
+    ])
+    .await
+    .unwrap();
     // Nothing was created for a group that cannot run.
     let src = p.source().await.unwrap();
     let slots = src
@@ -79,7 +54,9 @@ async fn wrong_password() {
     let i = args.iter().position(|a| a == "--password").unwrap();
     args[i + 1] = "not-the-password".into();
     let mut r = Pipeline::spawn("replicator", &args).unwrap();
-    exits_with(&mut r, &["password authentication failed", "postgres"]).await;
+    r.expect_failure(&["password authentication failed", "postgres"])
+        .await
+        .unwrap();
     assert!(
         !r.stderr().contains("not-the-password"),
         "the password leaked into the log"
@@ -115,7 +92,9 @@ async fn nats_unreachable_at_start() {
     )
     .unwrap();
     for p in [&mut r, &mut w] {
-        exits_with(p, &["could not connect to NATS at", &shown, "--nats-url"]).await;
+        p.expect_failure(&["could not connect to NATS at", &shown, "--nats-url"])
+            .await
+            .unwrap();
         let out = format!("{}{}", p.stdout(), p.stderr());
         // It retried before giving up.
         assert!(out.contains("nats not reachable yet"), "{out}");
@@ -138,32 +117,28 @@ async fn unknown_sink_name() {
         [("PG_FLO_LOG_LEVEL", "info")],
     )
     .unwrap();
-    exits_with(
-        &mut w,
-        &[
-            "unrecognized subcommand 'kafka'",
-            "sinks are: stdout, file, postgres, webhook",
-        ],
-    )
-    .await;
+    w.expect_failure(&[
+        "unrecognized subcommand 'kafka'",
+        "sinks are: stdout, file, postgres, webhook",
+    ])
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_settings_are_all_named() {
     let mut r =
         Process::spawn_pg_flo("replicator", ["replicator"], [("HOME", "/nonexistent")]).unwrap();
-    exits_with(
-        &mut r,
-        &[
-            "--host (env PG_FLO_HOST",
-            "--dbname",
-            "--user",
-            "--password",
-            "--group",
-            "--nats-url",
-        ],
-    )
-    .await;
+    r.expect_failure(&[
+        "--host (env PG_FLO_HOST",
+        "--dbname",
+        "--user",
+        "--password",
+        "--group",
+        "--nats-url",
+    ])
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,9 +167,7 @@ async fn env_only_replicator_and_yaml_configured_worker() {
         ],
     )
     .unwrap();
-    r.wait_for_output("streaming changes", Duration::from_secs(60))
-        .await
-        .unwrap();
+    r.wait_streaming().await.unwrap();
     let dir = e2e::TempDir::new("pg-flo-yaml").unwrap();
     let config = dir.path().join("worker.yaml");
     std::fs::write(

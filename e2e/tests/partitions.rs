@@ -9,9 +9,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use e2e::{dump_table, wait_for_eq, PgOptions, Pipeline, Process, TempDir, ARRIVAL_TIMEOUT};
+use e2e::{dump_table, wait_for_eq, PgOptions, Pipeline, TempDir, ARRIVAL_TIMEOUT};
 use tokio_postgres::Client;
 
 /// `customers`, partitioned by LIST (region); `us` is itself partitioned by RANGE (id).
@@ -60,23 +59,6 @@ async fn run_all(c: &Client, statements: &[&str]) {
         c.batch_execute(sql)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-}
-
-async fn exits_with(p: &mut Process, needles: &[&str]) {
-    let status = p
-        .wait_exit(Duration::from_secs(60))
-        .await
-        .unwrap_or_else(|| panic!("{} did not exit\n{}", p.name(), p.output_dump()));
-    assert!(
-        !status.success(),
-        "{} exited 0\n{}",
-        p.name(),
-        p.output_dump()
-    );
-    let err = p.stderr();
-    for n in needles {
-        assert!(err.contains(n), "{n:?} not in\n{err}");
     }
 }
 
@@ -135,14 +117,12 @@ async fn rules_and_routes_apply_to_every_partition_in_copy_and_stream() {
     w.wait_for_output("worker consuming", ARRIVAL_TIMEOUT)
         .await
         .unwrap();
-    let mut rargs = p.replicator_args("parts", "customers");
-    rargs.extend([
-        "--copy-and-stream".into(),
-        "--max-copy-workers-per-table".into(),
-        "2".into(),
-    ]);
-    let r = Pipeline::spawn("replicator", &rargs).unwrap();
-    r.wait_for_output("streaming changes", Duration::from_secs(60))
+    let _r = p
+        .start_replicator_with(
+            "parts",
+            "customers",
+            &["--copy-and-stream", "--max-copy-workers-per-table", "2"],
+        )
         .await
         .unwrap();
     let dst = p.target().await.unwrap();
@@ -253,14 +233,12 @@ async fn a_partition_alone_its_root_with_it_and_a_whole_schema() {
         &p.replicator_args("both", "customers,customers_eu"),
     )
     .unwrap();
-    exits_with(
-        &mut r,
-        &[
-            "table public.customers_eu is a partition of public.customers, which is listed too",
-            "list only public.customers (all its partitions) or only public.customers_eu",
-        ],
-    )
-    .await;
+    r.expect_failure(&[
+        "table public.customers_eu is a partition of public.customers, which is listed too",
+        "list only public.customers (all its partitions) or only public.customers_eu",
+    ])
+    .await
+    .unwrap();
     let leftovers: i64 = src
         .query_one(
             "SELECT count(*) FROM pg_publication WHERE pubname = 'pg_flo_both_publication'",
@@ -285,10 +263,8 @@ async fn a_partition_alone_its_root_with_it_and_a_whole_schema() {
         .await
         .unwrap();
     let _wl = p.start_pg_worker("leaf").await.unwrap();
-    let mut args = p.replicator_args("leaf", "customers_eu");
-    args.push("--copy-and-stream".into());
-    let rl = Pipeline::spawn("replicator-leaf", &args).unwrap();
-    rl.wait_for_output("streaming changes", Duration::from_secs(60))
+    let _rl = p
+        .start_replicator_with("leaf", "customers_eu", &["--copy-and-stream"])
         .await
         .unwrap();
     src.batch_execute(
@@ -312,10 +288,8 @@ async fn a_partition_alone_its_root_with_it_and_a_whole_schema() {
 
     // A whole schema: the root (not its partitions) and the plain table.
     let _ws = p.start_pg_worker("schema").await.unwrap();
-    let mut args = p.replicator_args("schema", "");
-    args.push("--copy-and-stream".into());
-    let rs = Pipeline::spawn("replicator-schema", &args).unwrap();
-    rs.wait_for_output("streaming changes", Duration::from_secs(60))
+    let _rs = p
+        .start_replicator_with("schema", "", &["--copy-and-stream"])
         .await
         .unwrap();
     assert_eq!(

@@ -128,11 +128,9 @@ async fn nats_restart_while_writing_loses_nothing() {
 async fn a_full_stream_makes_the_replicator_wait_and_nothing_is_lost() {
     let p = Pipeline::start(PgOptions::default()).await.unwrap();
     p.both(TABLE).await.unwrap();
-    let mut args = p.replicator_args("small", "events");
     // A stream far smaller than the workload; no worker yet to drain it.
-    args.extend(["--nats-stream-max-bytes".into(), "64KiB".into()]);
-    let r = Pipeline::spawn("replicator", &args).unwrap();
-    r.wait_for_output("streaming changes", Duration::from_secs(60))
+    let r = p
+        .start_replicator_with("small", "events", &["--nats-stream-max-bytes", "64KiB"])
         .await
         .unwrap();
     let src = p.source().await.unwrap();

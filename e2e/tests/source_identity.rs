@@ -118,9 +118,7 @@ async fn streaming_from_a_replaced_source_stops_with_the_remedy_and_applies_noth
     let b = new_source().await;
     let bsrc = b.client("source").await.unwrap();
     let r = Pipeline::spawn("replicator-b", &replicator_on(&p, &b)).unwrap();
-    r.wait_for_output("streaming changes", Duration::from_secs(60))
-        .await
-        .unwrap();
+    r.wait_streaming().await.unwrap();
     bsrc.batch_execute("INSERT INTO items SELECT g, 'new' FROM generate_series(100, 102) g")
         .await
         .unwrap();
@@ -187,9 +185,7 @@ async fn a_copy_of_a_replaced_source_starts_the_position_over() {
     let mut args = replicator_on(&p, &b);
     args.push("--copy-and-stream".into());
     let r = Pipeline::spawn("replicator-b", &args).unwrap();
-    r.wait_for_output("streaming changes", Duration::from_secs(60))
-        .await
-        .unwrap();
+    r.wait_streaming().await.unwrap();
     bsrc.batch_execute(
         "INSERT INTO items VALUES (9, 'streamed'); UPDATE items SET v = 'changed' WHERE id = 2",
     )

@@ -307,9 +307,7 @@ async fn target_sync_schema_and_metrics_endpoints() {
     let mut rargs = p.replicator_args("synced", "users");
     rargs.extend(["--metrics-addr".into(), format!("127.0.0.1:{rport}")]);
     let r = Pipeline::spawn("replicator", &rargs).unwrap();
-    r.wait_for_output("streaming changes", Duration::from_secs(60))
-        .await
-        .unwrap();
+    r.wait_streaming().await.unwrap();
     let mut wargs = p.pg_worker_args("synced");
     wargs.extend([
         "--target-sync-schema".into(),
@@ -462,9 +460,7 @@ async fn nats_over_tls_with_a_ca_file() {
     let mut args = p.replicator_args("tls", "users");
     args.extend(["--nats-ca-file".into(), ca.clone()]);
     let r = Pipeline::spawn("replicator", &args).unwrap();
-    r.wait_for_output("streaming changes", ARRIVAL_TIMEOUT)
-        .await
-        .unwrap();
+    r.wait_streaming().await.unwrap();
     let mut wargs = p.pg_worker_args("tls");
     wargs.extend(["--nats-ca-file".into(), ca]);
     let w = Pipeline::spawn("worker", &wargs).unwrap();

@@ -318,9 +318,7 @@ async fn every_type_round_trips_through_the_copy() {
     let mut args = p.replicator_args("typescopy", "all_types");
     args.extend(["--copy-and-stream".into()]);
     let r = Pipeline::spawn("replicator", &args).unwrap();
-    r.wait_for_output("streaming changes", ARRIVAL_TIMEOUT)
-        .await
-        .unwrap();
+    r.wait_streaming().await.unwrap();
     wait_same_rows(&src, &dst, ALL_TYPES_TABLE, ARRIVAL_TIMEOUT)
         .await
         .unwrap();
