@@ -372,7 +372,7 @@ impl Op {
 
 /// Columns of a DDL change's relation, in order: the event (`ddl_command_end` or `sql_drop`),
 /// the object type (`table`, `index`, ...), the object's identity, and the SQL to replay (NULL
-/// when refused; a refused change has a fifth column, `crate::ddl::REFUSED_COLUMN`, the reason).
+/// when refused; a refused change has a fifth column, `crate::source::ddl::REFUSED_COLUMN`, the reason).
 pub const DDL_COLUMNS: [&str; 4] = [
     "event_type",
     "object_type",

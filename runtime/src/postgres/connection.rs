@@ -507,7 +507,7 @@ mod tests {
             "{err:?}"
         );
         assert!(err.is_transient());
-        let err = crate::postgres::replication::ReplicationConnection::connect_within(
+        let err = crate::source::replication::ReplicationConnection::connect_within(
             &conn("127.0.0.1", port, SslMode::Disable),
             "test",
             short,
@@ -518,7 +518,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                crate::postgres::replication::ReplicationError::StartupTimeout { .. }
+                crate::source::replication::ReplicationError::StartupTimeout { .. }
             ),
             "{err:?}"
         );

@@ -132,7 +132,7 @@ const SETUP_SQL: &str = "CREATE SCHEMA IF NOT EXISTS internal_pg_flo; \
        PRIMARY KEY (group_name, ddl_lsn))";
 
 /// Whether a DDL change refused at the source was applied to the target by hand (the way on
-/// that the refusal's error names, [`crate::ddl::refusal_step`]).
+/// that the refusal's error names, [`crate::source::ddl::refusal_step`]).
 const APPLIED_BY_HAND_SQL: &str = "SELECT 1 FROM internal_pg_flo.ddl_applied_by_hand \
      WHERE group_name = $1 AND ddl_lsn = $2::text::pg_lsn";
 
@@ -567,7 +567,7 @@ impl PostgresSink {
 
     /// Runs a DDL change. Inside the open target transaction, under a savepoint, so that a
     /// statement whose effect the target already has (a redelivered `CREATE INDEX
-    /// CONCURRENTLY`, a `DROP` of something gone: [`crate::ddl::error_verdict`]) is skipped
+    /// CONCURRENTLY`, a `DROP` of something gone: [`crate::source::ddl::error_verdict`]) is skipped
     /// with a warning instead of failing the batch; any other error stops the worker.
     /// `CREATE/DROP INDEX CONCURRENTLY` cannot run in a transaction: the open transaction
     /// (complete source transactions up to `before`) is committed first, and the statement
@@ -581,10 +581,10 @@ impl PostgresSink {
     ) -> Result<(), SinkError> {
         let rel = batch.relation(change);
         let table = sql::qualified(&rel.schema, &rel.table);
-        let command = match crate::ddl::replay_of(rel, change) {
-            crate::ddl::Replay::Run(command) => command,
-            crate::ddl::Replay::Nothing => return Ok(()),
-            crate::ddl::Replay::Refused(reason) => {
+        let command = match crate::source::ddl::replay_of(rel, change) {
+            crate::source::ddl::Replay::Run(command) => command,
+            crate::source::ddl::Replay::Nothing => return Ok(()),
+            crate::source::ddl::Replay::Refused(reason) => {
                 let lsn = Lsn(change.lsn).to_string();
                 let step = "reading internal_pg_flo.ddl_applied_by_hand";
                 let done = self
@@ -596,7 +596,7 @@ impl PostgresSink {
                     tracing::warn!(table = %table, lsn, "DDL refused at the source was applied to the target by hand; going on");
                     return Ok(());
                 }
-                return Err(SinkError::Invalid(crate::ddl::refusal_step(
+                return Err(SinkError::Invalid(crate::source::ddl::refusal_step(
                     &table,
                     &self.cfg.group,
                     &lsn,
@@ -607,11 +607,11 @@ impl PostgresSink {
         let step = format!("applying DDL to {table}");
         let already_applied = |e: &tokio_postgres::Error| {
             e.code().is_some_and(|c| {
-                crate::ddl::error_verdict(c.code(), &command)
-                    == crate::ddl::ErrorVerdict::AlreadyApplied
+                crate::source::ddl::error_verdict(c.code(), &command)
+                    == crate::source::ddl::ErrorVerdict::AlreadyApplied
             })
         };
-        if crate::ddl::is_concurrent(&command) {
+        if crate::source::ddl::is_concurrent(&command) {
             if self.tx_open {
                 // The worker's `pending` (messages after the DDL in this flush) stays pending.
                 let pending = self.pending;

@@ -24,7 +24,7 @@ use tokio_postgres::Client;
 use pg_flo_source::names::{self, Ownership};
 
 use crate::message::{KeyKind, ReplicationKey};
-use crate::postgres::replication::{quote_ident, quote_literal};
+use crate::source::replication::{quote_ident, quote_literal};
 
 /// A catalog check or change failed.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@
 //!   starts): each leaf's pages are split into ranges the same way (a leaf that is not a heap,
 //!   a foreign table, is read whole), selecting the root's columns by name, and every row is
 //!   published under the partitioned table, the name its streamed changes carry
-//!   (`publish_via_partition_root`, see `postgres::catalog`).
+//!   (`publish_via_partition_root`, see `source::catalog`).
 //! - Copy sessions run with `statement_timeout` and `idle_in_transaction_session_timeout` off
 //!   (`SET LOCAL`): a range's COPY waits while the publisher applies back-pressure, and a
 //!   server or role default must not cut it.
@@ -40,13 +40,13 @@ use crate::config::ReplicatorConfig;
 use crate::lsn::Lsn;
 use crate::message::{self, Change, Op, Relation, ReplicationKey, Value};
 use crate::metrics;
-use crate::postgres::catalog::{CatalogError, TableName};
 use crate::postgres::connection;
-use crate::postgres::copy_text::{self, RowSplitter};
-use crate::postgres::replication::quote_literal;
-use crate::replicator::ReplicatorError;
 use crate::source::batching::{Batcher, Envelope, Limits};
+use crate::source::catalog::{CatalogError, TableName};
+use crate::source::copy_text::{self, RowSplitter};
 use crate::source::publish::{AckFuture, PublishedStats, Publisher};
+use crate::source::replication::quote_literal;
+use crate::source::replicator::ReplicatorError;
 
 /// A `[start, end)` page range; `None` as end: to the end of the table.
 type PageRange = (u64, Option<u64>);
@@ -374,7 +374,7 @@ async fn copy_worker(
         .relation
         .columns
         .iter()
-        .map(|c| crate::postgres::replication::quote_ident(&c.name))
+        .map(|c| crate::source::replication::quote_ident(&c.name))
         .collect();
     let ncols = columns.len();
     let select = format!("SELECT {} FROM", columns.join(", "));

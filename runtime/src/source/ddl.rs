@@ -37,8 +37,8 @@ use serde::Deserialize;
 use tokio_postgres::Client;
 
 use crate::message::{Change, Column, KeyKind, Op, Relation, ReplicationKey, Value, DDL_COLUMNS};
-use crate::postgres::catalog::{CatalogError, TableName};
-use crate::postgres::replication::quote_ident;
+use crate::source::catalog::{CatalogError, TableName};
+use crate::source::replication::quote_ident;
 
 pub use pg_flo_source::ddl::{cleanup_sql, message_prefix, setup_sql};
 use pg_flo_source::ddl::{KEY_SQL, MAC_HEX_LEN};

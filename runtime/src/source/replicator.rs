@@ -26,25 +26,25 @@ use tokio::sync::watch;
 use tokio_postgres::Client;
 
 use crate::config::{self, ReplicationMode, ReplicatorConfig};
-use crate::copy;
-use crate::ddl;
-use crate::identity;
 use crate::lsn::Lsn;
 use crate::message::{self, Change, Op, Relation};
 use crate::metrics;
 use crate::nats::{self as nats_setup, NatsError};
-use crate::postgres::catalog::{self, CatalogError, TableName};
 use crate::postgres::connection::{self, ConnectError};
-use crate::postgres::pgoutput::{self, PgOutput};
-use crate::postgres::replication::{
-    pg_to_unix_us, ReplicationConnection, ReplicationError, SlotSnapshot, StreamMessage, Writer,
-};
 use crate::redact::error_chain;
 use crate::retry::Backoff;
 use crate::source::batching::{Batcher, Closed, Envelope, Limits};
+use crate::source::catalog::{self, CatalogError, TableName};
 use crate::source::confirm::ConfirmWindow;
+use crate::source::copy;
+use crate::source::ddl;
+use crate::source::identity;
+use crate::source::pgoutput::{self, PgOutput};
 use crate::source::publish::{AckFuture, Publisher};
 use crate::source::relations;
+use crate::source::replication::{
+    pg_to_unix_us, ReplicationConnection, ReplicationError, SlotSnapshot, StreamMessage, Writer,
+};
 
 /// Why the replicator stopped.
 #[derive(Debug, thiserror::Error)]
@@ -328,7 +328,7 @@ pub async fn run(
     }
 }
 
-/// The initial copy (see [`crate::copy`]): creates the slot with an exported snapshot, copies
+/// The initial copy (see [`crate::source::copy`]): creates the slot with an exported snapshot, copies
 /// every table under it and publishes the rows. Returns the slot's consistent point, where
 /// streaming continues. A copy already done for the existing slot is not repeated; an
 /// unfinished one is started over on a new slot. `conn` (on which nothing ran but
@@ -494,7 +494,7 @@ async fn cleanup(
     client
         .batch_execute(&format!(
             "DROP PUBLICATION IF EXISTS {}",
-            crate::postgres::replication::quote_ident(publication)
+            crate::source::replication::quote_ident(publication)
         ))
         .await
         .map_err(q("dropping the publication"))?;
