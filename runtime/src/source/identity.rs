@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::lsn::Lsn;
 use crate::message::SourceId;
-use crate::source::replicator::ReplicatorError;
+use crate::source::ReplicatorError;
 
 /// The recorded identity, as JSON on [`subject`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
