@@ -7,6 +7,8 @@
 
 pub mod cli;
 pub mod config;
+#[cfg(any(test, feature = "testing"))]
+pub mod fixtures;
 pub mod http;
 pub mod lsn;
 pub mod message;
@@ -17,4 +19,5 @@ pub mod redact;
 pub mod retry;
 pub mod sink;
 pub mod source;
+pub mod statement;
 pub mod worker;

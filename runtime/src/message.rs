@@ -372,13 +372,44 @@ impl Op {
 
 /// Columns of a DDL change's relation, in order: the event (`ddl_command_end` or `sql_drop`),
 /// the object type (`table`, `index`, ...), the object's identity, and the SQL to replay (NULL
-/// when refused; a refused change has a fifth column, `crate::source::ddl::REFUSED_COLUMN`, the reason).
+/// when refused; a refused change has a fifth column, [`DDL_REFUSED_COLUMN`], the reason).
 pub const DDL_COLUMNS: [&str; 4] = [
     "event_type",
     "object_type",
     "object_identity",
     "ddl_command",
 ];
+
+/// The extra column of a refused DDL change (after [`DDL_COLUMNS`]): why it cannot be
+/// replayed.
+pub const DDL_REFUSED_COLUMN: &str = "ddl_refused";
+
+/// What a DDL change asks the sink to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DdlReplay {
+    /// Run this statement.
+    Run(String),
+    /// Refused at the source: stop, unless the target says it was applied by hand.
+    Refused(String),
+    /// Nothing (an empty command).
+    Nothing,
+}
+
+/// Reads a DDL change's columns (by name, so older messages read the same).
+pub fn ddl_replay(relation: &Relation, change: &Change) -> DdlReplay {
+    let value = |name: &str| {
+        let i = relation.columns.iter().position(|c| c.name == name)?;
+        let v = change.new.as_ref()?.get(i)?.as_bytes()?;
+        Some(String::from_utf8_lossy(v).into_owned())
+    };
+    if let Some(reason) = value(DDL_REFUSED_COLUMN) {
+        return DdlReplay::Refused(reason);
+    }
+    match value("ddl_command") {
+        Some(c) if !c.trim().is_empty() => DdlReplay::Run(c),
+        _ => DdlReplay::Nothing,
+    }
+}
 
 /// Which old values an update or delete carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -84,6 +84,7 @@
 //! missing table or column: the target schema must match, e.g. with `--target-sync-schema`)
 //! is [`Retry::Permanent`].
 
+mod ddl;
 mod schema_sync;
 mod sql;
 
@@ -130,11 +131,6 @@ const SETUP_SQL: &str = "CREATE SCHEMA IF NOT EXISTS internal_pg_flo; \
        ddl_lsn pg_lsn NOT NULL, \
        recorded_at timestamptz NOT NULL DEFAULT now(), \
        PRIMARY KEY (group_name, ddl_lsn))";
-
-/// Whether a DDL change refused at the source was applied to the target by hand (the way on
-/// that the refusal's error names, [`crate::source::ddl::refusal_step`]).
-const APPLIED_BY_HAND_SQL: &str = "SELECT 1 FROM internal_pg_flo.ddl_applied_by_hand \
-     WHERE group_name = $1 AND ddl_lsn = $2::text::pg_lsn";
 
 /// Session settings that make text output match the source's pgoutput text (used when rows
 /// are matched by their text form).
@@ -562,111 +558,6 @@ impl PostgresSink {
         if let Some(last) = batches.last() {
             self.sent = Some(last.position());
         }
-        Ok(())
-    }
-
-    /// Runs a DDL change. Inside the open target transaction, under a savepoint, so that a
-    /// statement whose effect the target already has (a redelivered `CREATE INDEX
-    /// CONCURRENTLY`, a `DROP` of something gone: [`crate::source::ddl::error_verdict`]) is skipped
-    /// with a warning instead of failing the batch; any other error stops the worker.
-    /// `CREATE/DROP INDEX CONCURRENTLY` cannot run in a transaction: the open transaction
-    /// (complete source transactions up to `before`) is committed first, and the statement
-    /// runs on its own. A change refused at the source (no statement could be singled out of
-    /// its query) stops the worker, unless `internal_pg_flo.ddl_applied_by_hand` records it.
-    async fn apply_ddl(
-        &mut self,
-        batch: &ChangeBatch,
-        change: &crate::message::Change,
-        before: Option<Position>,
-    ) -> Result<(), SinkError> {
-        let rel = batch.relation(change);
-        let table = sql::qualified(&rel.schema, &rel.table);
-        let command = match crate::source::ddl::replay_of(rel, change) {
-            crate::source::ddl::Replay::Run(command) => command,
-            crate::source::ddl::Replay::Nothing => return Ok(()),
-            crate::source::ddl::Replay::Refused(reason) => {
-                let lsn = Lsn(change.lsn).to_string();
-                let step = "reading internal_pg_flo.ddl_applied_by_hand";
-                let done = self
-                    .client
-                    .query_opt(APPLIED_BY_HAND_SQL, &[&self.cfg.group, &lsn])
-                    .await
-                    .map_err(|e| self.error(step, e))?;
-                if done.is_some() {
-                    tracing::warn!(table = %table, lsn, "DDL refused at the source was applied to the target by hand; going on");
-                    return Ok(());
-                }
-                return Err(SinkError::Invalid(crate::source::ddl::refusal_step(
-                    &table,
-                    &self.cfg.group,
-                    &lsn,
-                    &reason,
-                )));
-            }
-        };
-        let step = format!("applying DDL to {table}");
-        let already_applied = |e: &tokio_postgres::Error| {
-            e.code().is_some_and(|c| {
-                crate::source::ddl::error_verdict(c.code(), &command)
-                    == crate::source::ddl::ErrorVerdict::AlreadyApplied
-            })
-        };
-        if crate::source::ddl::is_concurrent(&command) {
-            if self.tx_open {
-                // The worker's `pending` (messages after the DDL in this flush) stays pending.
-                let pending = self.pending;
-                match before {
-                    Some(p) => {
-                        self.commit_open(p).await?;
-                        self.pending = pending;
-                    }
-                    None => {
-                        self.client
-                            .batch_execute("COMMIT")
-                            .await
-                            .map_err(|e| self.error(step.clone(), e))?;
-                        self.tx_open = false;
-                    }
-                }
-            }
-            if let Err(e) = self.client.batch_execute(&command).await {
-                if !already_applied(&e) {
-                    return Err(self.error(step, e));
-                }
-                tracing::warn!(table = %table, error = %crate::redact::error_chain(&e), "DDL already applied in the target; skipping");
-            }
-            self.statements.clear();
-            return Ok(());
-        }
-        if !self.tx_open {
-            self.begin().await?;
-        }
-        self.client
-            .batch_execute("SAVEPOINT pg_flo_ddl")
-            .await
-            .map_err(|e| self.error(step.clone(), e))?;
-        match self.client.batch_execute(&command).await {
-            Ok(()) => self
-                .client
-                .batch_execute("RELEASE SAVEPOINT pg_flo_ddl")
-                .await
-                .map_err(|e| self.error(step, e))?,
-            Err(e) if already_applied(&e) => {
-                tracing::warn!(table = %table, error = %crate::redact::error_chain(&e), "DDL already applied in the target; skipping");
-                self.client
-                    .batch_execute("ROLLBACK TO SAVEPOINT pg_flo_ddl")
-                    .await
-                    .map_err(|e| self.error(step, e))?;
-            }
-            Err(e) => {
-                return Err(self.error(
-                    format!("{step} (the statement failed in the target; it is not a change the target already has)"),
-                    e,
-                ))
-            }
-        }
-        // Prepared statements may refer to the old shape of the table.
-        self.statements.clear();
         Ok(())
     }
 

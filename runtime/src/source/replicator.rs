@@ -508,7 +508,7 @@ impl Session {
                     }
                 };
                 if let Some(why) = &accepted.refused {
-                    tracing::warn!(table = %ddl::quoted(&accepted.table), lsn = %wal_start, reason = %why, "DDL that cannot be replayed: the postgres sink will stop at it");
+                    tracing::warn!(table = %accepted.table.quoted(), lsn = %wal_start, reason = %why, "DDL that cannot be replayed: the postgres sink will stop at it");
                 }
                 // Several commands of one statement (ALTER TABLE ... ADD UNIQUE may report the
                 // index too): replay it once per transaction.
