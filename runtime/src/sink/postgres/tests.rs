@@ -14,12 +14,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use e2e::{PgCluster, PgOptions};
 use tokio_postgres::SimpleQueryMessage;
 
+use super::session::replica_mode;
 use super::*;
 use crate::config::{PgConnConfig, SslMode};
 use crate::message::{
     Change, Column, KeyKind, OldKind, Op, Relation, ReplicationKey, SourceId, Truncate, Value,
     FORMAT_VERSION,
 };
+use crate::sink::Retry;
 
 /// A throw-away cluster with a fresh database, for one test; dropping it stops the server.
 struct TestDb {
