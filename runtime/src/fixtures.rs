@@ -2,9 +2,13 @@
 //! integration tests in `runtime/tests`: builders of messages and configurations, and small
 //! stand-in servers. Nothing here runs in the binaries.
 
+// Test data: a malformed fixture argument is a bug in the test, so these builders panic.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 use secrecy::SecretString;
 
 use crate::config::{PgConnConfig, SslMode};
+use crate::source::catalog::TableName;
 
 /// A PostgreSQL endpoint of database `app` as user `flo` (password `hunter2`).
 pub fn pg_conn(host: &str, port: u16, sslmode: SslMode) -> PgConnConfig {
@@ -31,4 +35,15 @@ pub async fn silent_server() -> std::io::Result<u16> {
         }
     });
     Ok(port)
+}
+
+/// The table `schema.table` (panics without a `.`).
+pub fn table(name: &str) -> TableName {
+    let (schema, table) = name
+        .split_once('.')
+        .unwrap_or_else(|| panic!("{name}: no schema"));
+    TableName {
+        schema: schema.into(),
+        table: table.into(),
+    }
 }

@@ -9,6 +9,7 @@ use crate::config::ReplicatorConfig;
 use crate::nats as nats_setup;
 use crate::source::catalog::{self, CatalogError};
 use crate::source::ddl;
+use crate::source::publication;
 use crate::source::ReplicatorError;
 
 /// `--cleanup`: removes what the group created in the source (slot, publication, DDL capture
@@ -24,7 +25,7 @@ pub(super) async fn cleanup(
 ) -> Result<(), ReplicatorError> {
     let q = |step: &'static str| move |source| CatalogError::Query { step, source };
     if let Some(pg_flo_source::names::Ownership::Other(owner)) =
-        catalog::publication_ownership(client, &cfg.group, publication).await?
+        publication::publication_ownership(client, &cfg.group, publication).await?
     {
         tracing::warn!(
             group = cfg.group,
@@ -57,7 +58,7 @@ pub(super) async fn cleanup(
     client
         .batch_execute(&format!(
             "DROP PUBLICATION IF EXISTS {}",
-            crate::source::replication::quote_ident(publication)
+            pg_flo_source::sql::quote_ident(publication)
         ))
         .await
         .map_err(q("dropping the publication"))?;

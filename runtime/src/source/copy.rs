@@ -47,9 +47,9 @@ use crate::source::catalog::{self, CatalogError, TableName};
 use crate::source::copy_text::{self, RowSplitter};
 use crate::source::identity;
 use crate::source::publish::{AckFuture, PublishedStats, Publisher};
-use crate::source::replication::quote_literal;
 use crate::source::replication::{ReplicationConnection, ReplicationError, SlotSnapshot};
 use crate::source::ReplicatorError;
+use pg_flo_source::sql::quote_literal;
 
 /// A `[start, end)` page range; `None` as end: to the end of the table.
 type PageRange = (u64, Option<u64>);
@@ -497,7 +497,7 @@ async fn copy_worker(
         .relation
         .columns
         .iter()
-        .map(|c| crate::source::replication::quote_ident(&c.name))
+        .map(|c| pg_flo_source::sql::quote_ident(&c.name))
         .collect();
     let ncols = columns.len();
     let select = format!("SELECT {} FROM", columns.join(", "));

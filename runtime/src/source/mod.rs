@@ -13,6 +13,7 @@ pub mod copy_text;
 pub mod ddl;
 pub mod identity;
 pub mod pgoutput;
+pub mod publication;
 pub mod publish;
 pub mod relations;
 pub mod replication;

@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use fallible_iterator::FallibleIterator;
+use pg_flo_source::sql::{quote_ident, quote_literal};
 use postgres_protocol::authentication::sasl::{self, ScramSha256};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
@@ -688,7 +689,6 @@ fn message_name(m: &Message) -> &'static str {
 }
 
 /// Quoting for SQL and replication commands (shared with the operator).
-pub use pg_flo_source::sql::{quote_ident, quote_literal};
 
 #[cfg(test)]
 mod tests {

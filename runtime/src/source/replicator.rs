@@ -41,6 +41,7 @@ use crate::source::copy;
 use crate::source::ddl;
 use crate::source::identity;
 use crate::source::pgoutput::{self, PgOutput};
+use crate::source::publication;
 use crate::source::publish::{AckFuture, Publisher};
 use crate::source::relations;
 use crate::source::replication::{
@@ -88,7 +89,7 @@ pub async fn run(
     catalog::check_server_version(&catalog_client, cfg.track_ddl).await?;
     let tables = catalog::resolve_tables(&catalog_client, &cfg.schema, &cfg.tables).await?;
     let keys = catalog::table_keys(&catalog_client, &tables).await?;
-    catalog::ensure_publication(&catalog_client, &cfg.group, &publication, &tables).await?;
+    publication::ensure_publication(&catalog_client, &cfg.group, &publication, &tables).await?;
     let partition_roots = catalog::partition_roots(&catalog_client, &tables).await?;
     let ddl_capture = if cfg.track_ddl {
         let capture = ddl::Capture::setup(&catalog_client, &cfg.group, &tables).await?;
