@@ -688,8 +688,6 @@ fn message_name(m: &Message) -> &'static str {
     }
 }
 
-/// Quoting for SQL and replication commands (shared with the operator).
-
 #[cfg(test)]
 mod tests {
     use super::*;
