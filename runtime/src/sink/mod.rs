@@ -20,6 +20,7 @@
 
 pub mod file;
 pub mod json;
+pub mod lines;
 pub mod postgres;
 pub mod stdout;
 pub mod webhook;
