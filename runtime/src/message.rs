@@ -537,13 +537,13 @@ pub(crate) mod tests {
                 columns: vec![
                     Column {
                         name: "id".into(),
-                        type_oid: 23,
+                        type_oid: pg_flo_source::oid::INT4,
                         type_modifier: -1,
                         identity: true,
                     },
                     Column {
                         name: "bio".into(),
-                        type_oid: 25,
+                        type_oid: pg_flo_source::oid::TEXT,
                         type_modifier: -1,
                         identity: false,
                     },

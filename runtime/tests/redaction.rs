@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use e2e::{dump_table, wait_for, wait_for_eq, NatsServer, PgCluster, PgOptions, Process};
 use pg_flo::message::{ChangeBatch, Op, Value};
-use support::{message, pos, relation, target_args, Group, INT4, TEXT};
+use pg_flo_source::oid::{INT4, TEXT};
+use support::{message, pos, relation, target_args, Group};
 
 /// Inserts `(id, email)` into `public.users`, after the transaction at `prev`.
 fn insert(lsn: u64, prev: Option<u64>, id: &str, email: &str) -> ChangeBatch {

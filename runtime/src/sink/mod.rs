@@ -259,7 +259,7 @@ pub(crate) mod fixtures {
                 table: "t".into(),
                 columns: vec![Column {
                     name: "id".into(),
-                    type_oid: 23,
+                    type_oid: pg_flo_source::oid::INT4,
                     type_modifier: -1,
                     identity: true,
                 }],

@@ -502,7 +502,7 @@ mod tests {
             table: name.into(),
             columns: vec![Column {
                 name: "v".into(),
-                type_oid: 25,
+                type_oid: pg_flo_source::oid::TEXT,
                 type_modifier: -1,
                 identity: true,
             }],

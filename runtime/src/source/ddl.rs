@@ -213,7 +213,7 @@ impl Capture {
                 .iter()
                 .map(|name| Column {
                     name: (*name).to_owned(),
-                    type_oid: 25,
+                    type_oid: pg_flo_source::oid::TEXT,
                     type_modifier: -1,
                     identity: false,
                 })

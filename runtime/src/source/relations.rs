@@ -96,7 +96,7 @@ mod tests {
                 .map(|(n, k)| RelationColumn {
                     identity: *k,
                     name: (*n).into(),
-                    type_oid: 23,
+                    type_oid: pg_flo_source::oid::INT4,
                     type_modifier: -1,
                 })
                 .collect(),

@@ -11,9 +11,7 @@ use pg_flo::message::{
     Change, ChangeBatch, Column, KeyKind, OldKind, Op, Position, Relation, ReplicationKey, Value,
     FORMAT_VERSION,
 };
-
-pub const INT4: u32 = 23;
-pub const TEXT: u32 = 25;
+use pg_flo_source::oid::INT4;
 
 pub fn pos(lsn: u64, seq: u64) -> Position {
     Position {

@@ -718,7 +718,7 @@ mod tests {
                 .iter()
                 .map(|n| Column {
                     name: (*n).into(),
-                    type_oid: 25,
+                    type_oid: pg_flo_source::oid::TEXT,
                     type_modifier: -1,
                     identity: key.contains(n),
                 })

@@ -94,7 +94,7 @@ fn relation(schema: &str, table: &str, cols: &[&str], kind: KeyKind, key: &[&str
             .iter()
             .map(|n| Column {
                 name: (*n).into(),
-                type_oid: 25,
+                type_oid: pg_flo_source::oid::TEXT,
                 type_modifier: -1,
                 identity: key.contains(n),
             })
