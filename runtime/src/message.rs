@@ -517,76 +517,9 @@ impl<'de> Deserialize<'de> for Value {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    pub(crate) fn sample() -> ChangeBatch {
-        ChangeBatch {
-            version: FORMAT_VERSION,
-            commit_lsn: 0x16_B374_D848,
-            commit_time_us: 1_700_000_000_000_000,
-            xid: 42,
-            seq: 0x16_B374_D100,
-            last: true,
-            prev: None,
-            emitted_at_us: 1_700_000_000_000_100,
-            relations: vec![Relation {
-                oid: 16384,
-                schema: "public".into(),
-                table: "users".into(),
-                columns: vec![
-                    Column {
-                        name: "id".into(),
-                        type_oid: pg_flo_source::oid::INT4,
-                        type_modifier: -1,
-                        identity: true,
-                    },
-                    Column {
-                        name: "bio".into(),
-                        type_oid: pg_flo_source::oid::TEXT,
-                        type_modifier: -1,
-                        identity: false,
-                    },
-                ],
-                key: ReplicationKey {
-                    kind: KeyKind::PrimaryKey,
-                    columns: vec!["id".into()],
-                },
-            }],
-            changes: vec![
-                Change {
-                    op: Op::Insert,
-                    lsn: 0x16_B374_D000,
-                    relation: 0,
-                    new: Some(vec![
-                        Value::Text(b"1".to_vec().into()),
-                        Value::Text(bytes::Bytes::new()),
-                    ]),
-                    old: None,
-                    truncate: None,
-                },
-                Change {
-                    op: Op::Update,
-                    lsn: 0x16_B374_D100,
-                    relation: 0,
-                    new: Some(vec![
-                        Value::Text(b"2".to_vec().into()),
-                        Value::UnchangedToast,
-                    ]),
-                    old: Some((
-                        OldKind::Key,
-                        vec![Value::Text(b"1".to_vec().into()), Value::Null],
-                    )),
-                    truncate: None,
-                },
-            ],
-            source: Some(SourceId {
-                system_identifier: 7_300_000_000_000_000_001,
-                slot_origin: 0x16_B000_0000,
-            }),
-            copy: false,
-        }
-    }
+    use crate::fixtures::sample;
 
     /// The message as a replicator without `source` and `copy` (fields 10 and 11) encoded it.
     #[derive(Serialize)]

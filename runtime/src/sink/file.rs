@@ -567,7 +567,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    use crate::sink::fixtures::{int_insert_line as line, int_inserts as batch};
+    use crate::fixtures::{int_insert_line as line, int_inserts as batch};
 
     /// A fresh directory under the system temp dir, removed when dropped.
     struct TempDir(PathBuf);

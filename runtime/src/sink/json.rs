@@ -400,69 +400,38 @@ fn rfc3339_utc(t: NaiveDateTime) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Column, OldKind, Op, Truncate, FORMAT_VERSION};
+    use crate::fixtures::{self, relation, text};
+    use crate::message::{OldKind, Op, Truncate};
     use pg_flo_source::oid::TEXT;
 
-    fn col(name: &str, type_oid: u32, identity: bool) -> Column {
-        Column {
-            name: name.into(),
-            type_oid,
-            type_modifier: -1,
-            identity,
-        }
-    }
-
-    fn text(s: &str) -> Value {
-        Value::Text(s.as_bytes().to_vec().into())
-    }
-
     fn batch(changes: Vec<Change>) -> ChangeBatch {
+        let users = Relation {
+            oid: 16384,
+            ..relation(
+                "public",
+                "users",
+                &[("id", INT4), ("bio", TEXT)],
+                KeyKind::PrimaryKey,
+                &["id"],
+            )
+        };
+        let events = Relation {
+            oid: 16390,
+            ..relation("app", "events", &[("id", INT8)], KeyKind::Full, &["id"])
+        };
         ChangeBatch {
-            version: FORMAT_VERSION,
-            commit_lsn: 0x16_B374_D848,
             commit_time_us: 1_710_928_800_000_000,
             xid: 42,
-            seq: 0,
-            last: true,
-            prev: None,
             // 2024-03-20T10:00:00.123456Z
             emitted_at_us: 1_710_928_800_123_456,
-            relations: vec![
-                Relation {
-                    oid: 16384,
-                    schema: "public".into(),
-                    table: "users".into(),
-                    columns: vec![col("id", INT4, true), col("bio", TEXT, false)],
-                    key: ReplicationKey {
-                        kind: KeyKind::PrimaryKey,
-                        columns: vec!["id".into()],
-                    },
-                },
-                Relation {
-                    oid: 16390,
-                    schema: "app".into(),
-                    table: "events".into(),
-                    columns: vec![col("id", INT8, true)],
-                    key: ReplicationKey {
-                        kind: KeyKind::Full,
-                        columns: vec!["id".into()],
-                    },
-                },
-            ],
-            changes,
-            source: None,
-            copy: false,
+            ..fixtures::batch(0x16_B374_D848, &[users, events], changes)
         }
     }
 
     fn change(op: Op, new: Option<Vec<Value>>, old: Option<(OldKind, Vec<Value>)>) -> Change {
         Change {
-            op,
             lsn: 0x16_B374_D000,
-            relation: 0,
-            new,
-            old,
-            truncate: None,
+            ..fixtures::change(op, 0, new, old)
         }
     }
 

@@ -102,7 +102,7 @@ impl<W: Write + Send + 'static> Sink for StdoutSink<W> {
 mod tests {
     use super::*;
 
-    use crate::sink::fixtures::{int_insert_line as line, int_inserts as batch};
+    use crate::fixtures::{int_insert_line as line, int_inserts as batch};
 
     #[tokio::test]
     async fn writes_on_commit_and_drops_on_rollback() {

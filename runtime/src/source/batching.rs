@@ -492,24 +492,13 @@ fn values_len(change: &Change) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::ChangeBatch;
-    use crate::message::{Column, KeyKind, Op, ReplicationKey, Truncate, Value};
+    use crate::fixtures::text_relation;
+    use crate::message::{ChangeBatch, KeyKind, Op, Truncate, Value};
 
     fn rel(oid: u32, name: &str) -> Relation {
         Relation {
             oid,
-            schema: "public".into(),
-            table: name.into(),
-            columns: vec![Column {
-                name: "v".into(),
-                type_oid: pg_flo_source::oid::TEXT,
-                type_modifier: -1,
-                identity: true,
-            }],
-            key: ReplicationKey {
-                kind: KeyKind::PrimaryKey,
-                columns: vec!["v".into()],
-            },
+            ..text_relation("public", name, &["v"], KeyKind::PrimaryKey, &["v"])
         }
     }
 
