@@ -5,7 +5,7 @@
 //! closes, in order.
 //!
 //! Contract:
-//! - A message's payload (the encoded [`ChangeBatch`]) never exceeds
+//! - A message's payload (the encoded [`ChangeBatch`](crate::message::ChangeBatch)) never exceeds
 //!   [`Limits::max_payload`]: the size is the exact encoded size, checked *before* a change is
 //!   added; a change that does not fit closes the open message first.
 //! - `--max-batch-changes` and `--max-batch-bytes` ([`Limits::max_changes`],
@@ -33,7 +33,7 @@ use rmp::encode as mp;
 
 use crate::message::{Change, Position, Relation, SourceId, FORMAT_VERSION};
 
-/// Fields of a [`ChangeBatch`].
+/// Fields of a [`ChangeBatch`](crate::message::ChangeBatch).
 const FIELDS: u32 = 12;
 
 /// An upper bound of a message's encoded size without its relations and changes.
@@ -422,7 +422,7 @@ impl Batcher {
     }
 }
 
-/// Writes fields 0 to 7 of a [`ChangeBatch`] (after its array header); returns the offset of
+/// Writes fields 0 to 7 of a [`ChangeBatch`](crate::message::ChangeBatch) (after its array header); returns the offset of
 /// the `last` flag.
 fn head(
     buf: &mut Vec<u8>,

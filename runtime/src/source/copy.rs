@@ -57,7 +57,7 @@ type PageRange = (u64, Option<u64>);
 /// Pages per copy range at most (about 8 MiB of heap).
 const MAX_RANGE_PAGES: u64 = 1024;
 
-/// The copy's progress, kept in the group's KV bucket under [`STATE_KEY`].
+/// The copy's progress, kept in the group's state stream on [`state_subject`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CopyState {
     /// `in_progress` or `done`.

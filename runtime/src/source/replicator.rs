@@ -1,7 +1,7 @@
 //! `pg_flo replicator`: PostgreSQL logical replication -> NATS JetStream.
 //!
 //! Contract (when an LSN may be confirmed):
-//! - Changes are grouped per source transaction into [`ChangeBatch`]es of at most
+//! - Changes are grouped per source transaction into [`ChangeBatch`](crate::message::ChangeBatch)es of at most
 //!   `max_batch_changes` changes / about `max_batch_bytes` bytes, published in WAL order with
 //!   `Nats-Msg-Id = {slot}:{commit_lsn}:{seq}`, at most `max_in_flight` awaiting their PubAck.
 //! - The slot's confirmed (flush) LSN moves to a transaction's commit end LSN only once every
