@@ -13,6 +13,9 @@ use e2e::types::{
     ALL_TYPES_IDS, ALL_TYPES_ROWS, ALL_TYPES_SCHEMA, ALL_TYPES_TABLE,
 };
 use e2e::{count, wait_for, PgOptions, Pipeline, TempDir, ARRIVAL_TIMEOUT};
+use pg_flo_source::oid::{
+    BOOL, BYTEA, DATE, FLOAT4, FLOAT8, INT2, INT4, INT8, NUMERIC, OID, TIMESTAMP, TIMESTAMPTZ,
+};
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,19 +74,6 @@ fn file_lines(dir: &Path) -> Vec<(Value, String)> {
         .map(|line| (serde_json::from_str(&line).unwrap(), line))
         .collect()
 }
-
-const BOOL: u32 = 16;
-const BYTEA: u32 = 17;
-const INT8: u32 = 20;
-const INT2: u32 = 21;
-const INT4: u32 = 23;
-const OID: u32 = 26;
-const FLOAT4: u32 = 700;
-const FLOAT8: u32 = 701;
-const DATE: u32 = 1082;
-const TIMESTAMP: u32 = 1114;
-const TIMESTAMPTZ: u32 = 1184;
-const NUMERIC: u32 = 1700;
 
 /// The raw JSON number token of column `name` in the `NewTuple` of the raw `line`.
 fn raw_number<'a>(line: &'a str, name: &str) -> Option<&'a str> {

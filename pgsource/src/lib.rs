@@ -7,11 +7,13 @@
 //! - [`ddl`]: the SQL that creates and removes the group's DDL capture objects
 //!   (`--track-ddl`);
 //! - [`sql`]: identifier and literal quoting;
+//! - [`oid`]: the OIDs of PostgreSQL's built-in types;
 //! - [`tls`]: rustls client configurations with libpq's `sslmode` semantics.
 //!
 //! No IO here: callers read CA files or Secrets and run the SQL on their own connections.
 
 pub mod ddl;
 pub mod names;
+pub mod oid;
 pub mod sql;
 pub mod tls;

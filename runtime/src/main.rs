@@ -112,7 +112,7 @@ async fn run(process: Process) -> Result<(), String> {
                     .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
                 tracing::info!(%bound, "serving /metrics and /healthz");
             }
-            pg_flo::replicator::run(*cfg, shutdown, health)
+            pg_flo::source::replicator::run(*cfg, shutdown, health)
                 .await
                 .map_err(|e| error_chain(&e))
         }

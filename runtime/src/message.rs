@@ -372,13 +372,44 @@ impl Op {
 
 /// Columns of a DDL change's relation, in order: the event (`ddl_command_end` or `sql_drop`),
 /// the object type (`table`, `index`, ...), the object's identity, and the SQL to replay (NULL
-/// when refused; a refused change has a fifth column, `crate::ddl::REFUSED_COLUMN`, the reason).
+/// when refused; a refused change has a fifth column, [`DDL_REFUSED_COLUMN`], the reason).
 pub const DDL_COLUMNS: [&str; 4] = [
     "event_type",
     "object_type",
     "object_identity",
     "ddl_command",
 ];
+
+/// The extra column of a refused DDL change (after [`DDL_COLUMNS`]): why it cannot be
+/// replayed.
+pub const DDL_REFUSED_COLUMN: &str = "ddl_refused";
+
+/// What a DDL change asks the sink to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DdlReplay {
+    /// Run this statement.
+    Run(String),
+    /// Refused at the source: stop, unless the target says it was applied by hand.
+    Refused(String),
+    /// Nothing (an empty command).
+    Nothing,
+}
+
+/// Reads a DDL change's columns (by name, so older messages read the same).
+pub fn ddl_replay(relation: &Relation, change: &Change) -> DdlReplay {
+    let value = |name: &str| {
+        let i = relation.columns.iter().position(|c| c.name == name)?;
+        let v = change.new.as_ref()?.get(i)?.as_bytes()?;
+        Some(String::from_utf8_lossy(v).into_owned())
+    };
+    if let Some(reason) = value(DDL_REFUSED_COLUMN) {
+        return DdlReplay::Refused(reason);
+    }
+    match value("ddl_command") {
+        Some(c) if !c.trim().is_empty() => DdlReplay::Run(c),
+        _ => DdlReplay::Nothing,
+    }
+}
 
 /// Which old values an update or delete carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -486,76 +517,9 @@ impl<'de> Deserialize<'de> for Value {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    pub(crate) fn sample() -> ChangeBatch {
-        ChangeBatch {
-            version: FORMAT_VERSION,
-            commit_lsn: 0x16_B374_D848,
-            commit_time_us: 1_700_000_000_000_000,
-            xid: 42,
-            seq: 0x16_B374_D100,
-            last: true,
-            prev: None,
-            emitted_at_us: 1_700_000_000_000_100,
-            relations: vec![Relation {
-                oid: 16384,
-                schema: "public".into(),
-                table: "users".into(),
-                columns: vec![
-                    Column {
-                        name: "id".into(),
-                        type_oid: 23,
-                        type_modifier: -1,
-                        identity: true,
-                    },
-                    Column {
-                        name: "bio".into(),
-                        type_oid: 25,
-                        type_modifier: -1,
-                        identity: false,
-                    },
-                ],
-                key: ReplicationKey {
-                    kind: KeyKind::PrimaryKey,
-                    columns: vec!["id".into()],
-                },
-            }],
-            changes: vec![
-                Change {
-                    op: Op::Insert,
-                    lsn: 0x16_B374_D000,
-                    relation: 0,
-                    new: Some(vec![
-                        Value::Text(b"1".to_vec().into()),
-                        Value::Text(bytes::Bytes::new()),
-                    ]),
-                    old: None,
-                    truncate: None,
-                },
-                Change {
-                    op: Op::Update,
-                    lsn: 0x16_B374_D100,
-                    relation: 0,
-                    new: Some(vec![
-                        Value::Text(b"2".to_vec().into()),
-                        Value::UnchangedToast,
-                    ]),
-                    old: Some((
-                        OldKind::Key,
-                        vec![Value::Text(b"1".to_vec().into()), Value::Null],
-                    )),
-                    truncate: None,
-                },
-            ],
-            source: Some(SourceId {
-                system_identifier: 7_300_000_000_000_000_001,
-                slot_origin: 0x16_B000_0000,
-            }),
-            copy: false,
-        }
-    }
+    use crate::fixtures::sample;
 
     /// The message as a replicator without `source` and `copy` (fields 10 and 11) encoded it.
     #[derive(Serialize)]

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use e2e::{dump_table, wait_for_eq, NatsServer, PgCluster, PgOptions, Process};
 use futures_util::StreamExt;
+use pg_flo::fixtures::tx as insert;
 use pg_flo::message::{ChangeBatch, Position, Value};
-use support::{target_args, tx as insert, Group};
+use support::{target_args, Group};
 
 struct Setup {
     pg: PgCluster,

@@ -11,8 +11,10 @@ mod support;
 use std::path::Path;
 
 use e2e::{NatsServer, TempDir};
+use pg_flo::fixtures::{message, pos, public_table as relation};
 use pg_flo::message::{ChangeBatch, Op};
-use support::{message, pos, relation, Group, INT4};
+use pg_flo_source::oid::INT4;
+use support::Group;
 
 /// Inserts `id` into `public.t (id int PRIMARY KEY)`, after the transaction at `prev`.
 fn insert(lsn: u64, prev: Option<u64>, id: &str) -> ChangeBatch {

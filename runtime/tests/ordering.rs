@@ -9,8 +9,9 @@
 mod support;
 
 use e2e::{dump_table, NatsServer, PgCluster, PgOptions};
+use pg_flo::fixtures::{message, pos, table_t};
 use pg_flo::message::{ChangeBatch, Op};
-use support::{message, pos, table_t, target_args, Group};
+use support::{target_args, Group};
 
 const GROUP: &str = "ordering";
 

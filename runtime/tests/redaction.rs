@@ -10,8 +10,10 @@ mod support;
 use std::time::Duration;
 
 use e2e::{dump_table, wait_for, wait_for_eq, NatsServer, PgCluster, PgOptions, Process};
-use pg_flo::message::{ChangeBatch, Op, Value};
-use support::{message, pos, relation, target_args, Group, INT4, TEXT};
+use pg_flo::fixtures::{message, pos, public_table as relation, text};
+use pg_flo::message::{ChangeBatch, Op};
+use pg_flo_source::oid::{INT4, TEXT};
+use support::{target_args, Group};
 
 /// Inserts `(id, email)` into `public.users`, after the transaction at `prev`.
 fn insert(lsn: u64, prev: Option<u64>, id: &str, email: &str) -> ChangeBatch {
@@ -102,10 +104,7 @@ async fn a_unique_violation_is_reported_without_the_value() {
     assert_redacted("the Pg-Flo-Error header", &header);
     // The row itself travels unchanged in the payload.
     let batch = ChangeBatch::decode(&dlq.payload).unwrap();
-    assert_eq!(
-        batch.changes[0].new.as_ref().unwrap()[1],
-        Value::Text(EMAIL.as_bytes().to_vec().into())
-    );
+    assert_eq!(batch.changes[0].new.as_ref().unwrap()[1], text(EMAIL));
     w.terminate().unwrap();
     w.wait_exit(Duration::from_secs(30)).await.unwrap();
     let log = w.stderr();

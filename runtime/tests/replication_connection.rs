@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use e2e::{PgCluster, PgOptions};
 use pg_flo::config::{PgConnConfig, SslMode};
-use pg_flo::postgres::replication::{create_slot_sql, ReplicationConnection, SlotSnapshot};
+use pg_flo::source::replication::{create_slot_sql, ReplicationConnection, SlotSnapshot};
 use secrecy::SecretString;
 
 fn source(pg: &PgCluster) -> PgConnConfig {

@@ -10,8 +10,10 @@ mod support;
 use std::time::Duration;
 
 use e2e::{dump_table, wait_for, wait_for_eq, NatsServer, PgCluster, PgOptions, Process};
+use pg_flo::fixtures::{message, pos, public_table, table_t, text, tx};
 use pg_flo::message::{ChangeBatch, Op, Position};
-use support::{message, pos, table_t, target_args, text, tx, Group, TEXT};
+use pg_flo_source::oid::{INT4, TEXT};
+use support::{target_args, Group};
 
 /// Message `seq` of the transaction committed at `lsn`, inserting `(id, v)` into `public.t`.
 fn insert(
@@ -291,7 +293,7 @@ async fn a_second_worker_waits_until_the_first_is_gone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_messages_beyond_the_memory_bound_are_fetched_again_in_order() {
     let s = setup("held-bytes", "CREATE TABLE t (id int PRIMARY KEY, v text)").await;
-    let rel = || support::relation("t", &[("id", support::INT4), ("v", TEXT)]);
+    let rel = || public_table("t", &[("id", INT4), ("v", TEXT)]);
     let update = |lsn: u64, prev: u64, v: String| {
         let mut b = message(
             lsn,
@@ -393,7 +395,7 @@ async fn a_dead_letter_larger_than_max_payload_is_stored_in_parts() {
         "CREATE TABLE t (id int PRIMARY KEY, v text CHECK (length(v) < 10))",
     )
     .await;
-    let rel = || support::relation("t", &[("id", support::INT4), ("v", TEXT)]);
+    let rel = || public_table("t", &[("id", INT4), ("v", TEXT)]);
     // A message just under the server's 1 MiB max_payload: with the dead letter's headers it
     // no longer fits one message.
     let big = message(

@@ -1,9 +1,6 @@
-//! PostgreSQL access: ordinary connections (catalog, target writes) and the replication
-//! protocol (slot, pgoutput stream).
+//! PostgreSQL connections shared by both sides: ordinary connections (the source's catalog,
+//! the postgres sink's target) with their TCP settings and TLS. The replication protocol and
+//! the source's catalog queries live in `source`.
 
-pub mod catalog;
 pub mod connection;
-pub mod copy_text;
-pub mod pgoutput;
-pub mod replication;
 pub mod tls;

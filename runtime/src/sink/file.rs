@@ -49,15 +49,16 @@ use tokio::io::AsyncWriteExt as _;
 
 use crate::lsn::Lsn;
 use crate::message::{ChangeBatch, Position};
-use crate::sink::json;
+use crate::sink::lines::Lines;
 use crate::sink::{Sink, SinkError};
+
+#[cfg(doc)]
+use crate::sink::lines::SPILL_BYTES;
 
 /// A file is rotated once this many bytes were written to it.
 pub const MAX_FILE_BYTES: u64 = 100 << 20;
 /// A file is rotated once it was opened this long ago.
 pub const MAX_FILE_AGE: Duration = Duration::from_secs(3600);
-/// Buffered output is written out before the commit once it reaches this size.
-pub const SPILL_BYTES: usize = 8 << 20;
 /// The file in the output directory that holds the last committed position.
 pub const POSITION_FILE: &str = "pg_flo_position";
 
@@ -73,13 +74,11 @@ pub struct FileSink {
     damaged: Option<(PathBuf, u64)>,
     max_bytes: u64,
     max_age: Duration,
-    spill_bytes: usize,
     /// Wall clock for file names (replaced in tests).
     clock: Box<dyn FnMut() -> DateTime<Utc> + Send>,
     /// Boxed: a tokio `File` is large and `AnySink` holds this sink inline.
     current: Option<Box<OpenFile>>,
-    /// Rendered lines not yet written.
-    buffer: Vec<u8>,
+    lines: Lines,
 }
 
 struct OpenFile {
@@ -126,10 +125,9 @@ impl FileSink {
             dir: output_dir,
             max_bytes,
             max_age,
-            spill_bytes: SPILL_BYTES,
             clock: Box::new(Utc::now),
             current: None,
-            buffer: Vec::new(),
+            lines: Lines::new(),
         })
     }
 
@@ -137,13 +135,12 @@ impl FileSink {
     /// lines are done afterwards: on failure the worker rolls back and redelivers. After a
     /// failure the file is reopened on the next write.
     async fn write_out(&mut self) -> Result<(), SinkError> {
-        let mut buffer = std::mem::take(&mut self.buffer);
+        let buffer = self.lines.take();
         let result = self.write_lines(&buffer).await;
         if result.is_err() {
             self.drop_current();
         }
-        buffer.clear();
-        self.buffer = buffer;
+        self.lines.reuse(buffer);
         result
     }
 
@@ -514,11 +511,7 @@ impl Sink for FileSink {
     }
 
     async fn apply(&mut self, batch: &ChangeBatch) -> Result<(), SinkError> {
-        for change in &batch.changes {
-            self.buffer
-                .extend_from_slice(&json::render_line(batch, change));
-        }
-        if self.buffer.len() >= self.spill_bytes {
+        if self.lines.render(batch) {
             self.write_out().await?;
         }
         Ok(())
@@ -559,7 +552,7 @@ impl Sink for FileSink {
     }
 
     async fn rollback(&mut self) -> Result<(), SinkError> {
-        self.buffer.clear();
+        self.lines.clear();
         // Lines spilled since the last commit are redelivered: cut them.
         if self.current.as_ref().is_some_and(|c| c.len > c.kept_len) {
             self.drop_current();
@@ -574,7 +567,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    use crate::sink::fixtures::{int_insert_line as line, int_inserts as batch};
+    use crate::fixtures::{int_insert_line as line, int_inserts as batch};
 
     /// A fresh directory under the system temp dir, removed when dropped.
     struct TempDir(PathBuf);
@@ -752,7 +745,7 @@ mod tests {
     async fn spills_a_large_transaction_before_its_commit() {
         let tmp = TempDir::new("spill");
         let mut sink = FileSink::new(tmp.0.clone(), "g").unwrap();
-        sink.spill_bytes = 1;
+        sink.lines.spill_bytes = 1;
         sink.apply(&batch(&["1"])).await.unwrap();
         assert_eq!(files(&tmp.0)[0].1, line("1"));
     }
@@ -886,7 +879,7 @@ mod tests {
         sink.apply(&b).await.unwrap();
         sink.commit(b.position()).await.unwrap();
         // A spilled transaction, then a crash in the middle of a line.
-        sink.spill_bytes = 1;
+        sink.lines.spill_bytes = 1;
         sink.apply(&at(0x200, &["2"])).await.unwrap();
         drop(sink);
         let path = tmp.0.join(NAME);
@@ -923,7 +916,7 @@ mod tests {
         let b = batch(&["1"]);
         sink.apply(&b).await.unwrap();
         sink.commit(b.position()).await.unwrap();
-        sink.spill_bytes = 1;
+        sink.lines.spill_bytes = 1;
         sink.apply(&batch(&["2"])).await.unwrap();
         assert_eq!(files(&tmp.0)[0].1, line("1") + &line("2"));
         sink.rollback().await.unwrap();

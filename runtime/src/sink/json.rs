@@ -48,23 +48,13 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use chrono::{DateTime, Datelike as _, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Timelike};
+use pg_flo_source::oid::{
+    BOOL, BYTEA, DATE, FLOAT4, FLOAT8, INT2, INT4, INT8, NUMERIC, OID, TIMESTAMP, TIMESTAMPTZ,
+};
 use serde_json::{Map, Number, Value as Json};
 
 use crate::lsn::Lsn;
 use crate::message::{Change, ChangeBatch, KeyKind, Relation, ReplicationKey, Value};
-
-const BOOL: u32 = 16;
-const BYTEA: u32 = 17;
-const INT8: u32 = 20;
-const INT2: u32 = 21;
-const INT4: u32 = 23;
-const OID: u32 = 26;
-const FLOAT4: u32 = 700;
-const FLOAT8: u32 = 701;
-const DATE: u32 = 1082;
-const TIMESTAMP: u32 = 1114;
-const TIMESTAMPTZ: u32 = 1184;
-const NUMERIC: u32 = 1700;
 
 /// Stands in for a relation index a batch does not carry; [`ChangeBatch::decode`] rejects such
 /// batches, so this only keeps rendering total.
@@ -410,68 +400,38 @@ fn rfc3339_utc(t: NaiveDateTime) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Column, OldKind, Op, Truncate, FORMAT_VERSION};
-
-    fn col(name: &str, type_oid: u32, identity: bool) -> Column {
-        Column {
-            name: name.into(),
-            type_oid,
-            type_modifier: -1,
-            identity,
-        }
-    }
-
-    fn text(s: &str) -> Value {
-        Value::Text(s.as_bytes().to_vec().into())
-    }
+    use crate::fixtures::{self, relation, text};
+    use crate::message::{OldKind, Op, Truncate};
+    use pg_flo_source::oid::TEXT;
 
     fn batch(changes: Vec<Change>) -> ChangeBatch {
+        let users = Relation {
+            oid: 16384,
+            ..relation(
+                "public",
+                "users",
+                &[("id", INT4), ("bio", TEXT)],
+                KeyKind::PrimaryKey,
+                &["id"],
+            )
+        };
+        let events = Relation {
+            oid: 16390,
+            ..relation("app", "events", &[("id", INT8)], KeyKind::Full, &["id"])
+        };
         ChangeBatch {
-            version: FORMAT_VERSION,
-            commit_lsn: 0x16_B374_D848,
             commit_time_us: 1_710_928_800_000_000,
             xid: 42,
-            seq: 0,
-            last: true,
-            prev: None,
             // 2024-03-20T10:00:00.123456Z
             emitted_at_us: 1_710_928_800_123_456,
-            relations: vec![
-                Relation {
-                    oid: 16384,
-                    schema: "public".into(),
-                    table: "users".into(),
-                    columns: vec![col("id", INT4, true), col("bio", 25, false)],
-                    key: ReplicationKey {
-                        kind: KeyKind::PrimaryKey,
-                        columns: vec!["id".into()],
-                    },
-                },
-                Relation {
-                    oid: 16390,
-                    schema: "app".into(),
-                    table: "events".into(),
-                    columns: vec![col("id", INT8, true)],
-                    key: ReplicationKey {
-                        kind: KeyKind::Full,
-                        columns: vec!["id".into()],
-                    },
-                },
-            ],
-            changes,
-            source: None,
-            copy: false,
+            ..fixtures::batch(0x16_B374_D848, &[users, events], changes)
         }
     }
 
     fn change(op: Op, new: Option<Vec<Value>>, old: Option<(OldKind, Vec<Value>)>) -> Change {
         Change {
-            op,
             lsn: 0x16_B374_D000,
-            relation: 0,
-            new,
-            old,
-            truncate: None,
+            ..fixtures::change(op, 0, new, old)
         }
     }
 
@@ -613,12 +573,12 @@ mod tests {
     fn booleans_and_text() {
         assert_eq!(t(BOOL, "t"), "true");
         assert_eq!(t(BOOL, "f"), "false");
-        assert_eq!(t(25, ""), r#""""#);
+        assert_eq!(t(TEXT, ""), r#""""#);
         assert_eq!(t(1043, "a\"b"), r#""a\"b""#);
         assert_eq!(t(1042, "x  "), r#""x  ""#);
         assert_eq!(t(19, "pg_class"), r#""pg_class""#);
         assert_eq!(
-            serde_json::to_string(&typed(25, b"a\xffb")).unwrap(),
+            serde_json::to_string(&typed(TEXT, b"a\xffb")).unwrap(),
             "\"a\u{fffd}b\""
         );
     }

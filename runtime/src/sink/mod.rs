@@ -20,6 +20,7 @@
 
 pub mod file;
 pub mod json;
+pub mod lines;
 pub mod postgres;
 pub mod stdout;
 pub mod webhook;
@@ -231,63 +232,6 @@ impl Sink for AnySink {
     }
     async fn flush(&mut self) -> Result<(), SinkError> {
         dispatch!(self, s => s.flush().await)
-    }
-}
-
-/// Shared test data of the sinks.
-#[cfg(test)]
-pub(crate) mod fixtures {
-    use crate::message::{
-        Change, ChangeBatch, Column, KeyKind, Op, Relation, ReplicationKey, Value, FORMAT_VERSION,
-    };
-
-    /// One insert per id into `public.t (id int4 PRIMARY KEY)`.
-    pub(crate) fn int_inserts(ids: &[&str]) -> ChangeBatch {
-        ChangeBatch {
-            version: FORMAT_VERSION,
-            commit_lsn: 0x100,
-            commit_time_us: 0,
-            xid: 1,
-            seq: 0,
-            last: true,
-            prev: None,
-            emitted_at_us: 1_710_928_800_000_000,
-            relations: vec![Relation {
-                oid: 1,
-                schema: "public".into(),
-                table: "t".into(),
-                columns: vec![Column {
-                    name: "id".into(),
-                    type_oid: 23,
-                    type_modifier: -1,
-                    identity: true,
-                }],
-                key: ReplicationKey {
-                    kind: KeyKind::PrimaryKey,
-                    columns: vec!["id".into()],
-                },
-            }],
-            changes: ids
-                .iter()
-                .map(|id| Change {
-                    op: Op::Insert,
-                    lsn: 0x10,
-                    relation: 0,
-                    new: Some(vec![Value::Text(id.as_bytes().to_vec().into())]),
-                    old: None,
-                    truncate: None,
-                })
-                .collect(),
-            source: None,
-            copy: false,
-        }
-    }
-
-    /// The JSON line the stdout and file sinks write for `int_inserts(&[id])`.
-    pub(crate) fn int_insert_line(id: &str) -> String {
-        format!(
-            r#"{{"EmittedAt":"2024-03-20T10:00:00Z","LSN":"0/10","NewTuple":{{"id":{id}}},"ReplicationKey":{{"Columns":["id"],"Type":"PRIMARY KEY"}},"Schema":"public","Table":"t","Type":"INSERT"}}"#
-        ) + "\n"
     }
 }
 

@@ -84,13 +84,13 @@
 //! missing table or column: the target schema must match, e.g. with `--target-sync-schema`)
 //! is [`Retry::Permanent`].
 
+mod ddl;
+mod position;
 mod schema_sync;
+mod session;
 mod sql;
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement};
@@ -98,79 +98,23 @@ use tokio_postgres::{Client, Statement};
 use crate::config::PostgresSinkConfig;
 use crate::lsn::Lsn;
 use crate::message::{ChangeBatch, Op, Position, SourceId};
-use crate::sink::{position_verdict, Retry, Sink, SinkError, Verdict};
+use crate::sink::{position_verdict, Sink, SinkError, Verdict};
 
 #[cfg(doc)]
-use crate::message::KeyKind;
+use crate::{message::KeyKind, sink::Retry};
 
+use position::{split, WRITE_POSITION_SQL};
+use session::{is_connection_error, open, pg_error, pipeline};
 use sql::TextParam;
 
 /// Prepared statements kept per connection before the cache is flushed.
 const MAX_CACHED_STATEMENTS: usize = 4096;
-
-const SETUP_SQL: &str = "CREATE SCHEMA IF NOT EXISTS internal_pg_flo; \
-     CREATE TABLE IF NOT EXISTS internal_pg_flo.applied_position (\
-       group_name text PRIMARY KEY, \
-       commit_lsn pg_lsn NOT NULL, \
-       seq bigint NOT NULL, \
-       updated_at timestamptz NOT NULL DEFAULT now(), \
-       source_system_identifier numeric, \
-       source_slot_origin pg_lsn); \
-     DO $$ BEGIN \
-       IF NOT EXISTS (SELECT 1 FROM pg_attribute \
-           WHERE attrelid = 'internal_pg_flo.applied_position'::regclass \
-             AND attname = 'source_slot_origin' AND NOT attisdropped) THEN \
-         ALTER TABLE internal_pg_flo.applied_position \
-           ADD COLUMN IF NOT EXISTS source_system_identifier numeric, \
-           ADD COLUMN IF NOT EXISTS source_slot_origin pg_lsn; \
-       END IF; \
-     END $$; \
-     CREATE TABLE IF NOT EXISTS internal_pg_flo.ddl_applied_by_hand (\
-       group_name text NOT NULL, \
-       ddl_lsn pg_lsn NOT NULL, \
-       recorded_at timestamptz NOT NULL DEFAULT now(), \
-       PRIMARY KEY (group_name, ddl_lsn))";
-
-/// Whether a DDL change refused at the source was applied to the target by hand (the way on
-/// that the refusal's error names, [`crate::ddl::refusal_step`]).
-const APPLIED_BY_HAND_SQL: &str = "SELECT 1 FROM internal_pg_flo.ddl_applied_by_hand \
-     WHERE group_name = $1 AND ddl_lsn = $2::text::pg_lsn";
-
-/// Session settings that make text output match the source's pgoutput text (used when rows
-/// are matched by their text form).
-const SESSION_SQL: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; \
-     SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'";
 
 /// Added to the error of a replicated TRUNCATE that a foreign key from another table refuses.
 const TRUNCATE_FK_HINT: &str = " (a table outside the replicated ones references them by a \
      foreign key: like PostgreSQL's logical replication, the sink truncates only the tables the \
      source truncated and published, never CASCADE; drop or change that foreign key, or \
      replicate the referencing table too)";
-
-/// Applies as PostgreSQL's own apply worker does: ordinary triggers, rules and the
-/// foreign-key triggers do not fire for replicated changes (see [`replica_mode`]).
-const REPLICA_ROLE_SQL: &str = "SET session_replication_role = replica";
-
-const READ_POSITION_SQL: &str = "SELECT commit_lsn::text, seq, \
-     source_system_identifier::text, source_slot_origin::text \
-     FROM internal_pg_flo.applied_position WHERE group_name = $1";
-
-/// Moves the position forward within one source; replaces it when the source changes (a copy
-/// of another source starting over, or a row without source adopting one). A NULL source
-/// (message of an older replicator) keeps the stored one.
-const WRITE_POSITION_SQL: &str = "INSERT INTO internal_pg_flo.applied_position AS p \
-     (group_name, commit_lsn, seq, source_system_identifier, source_slot_origin, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, now()) \
-     ON CONFLICT (group_name) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, \
-     seq = EXCLUDED.seq, \
-     source_system_identifier = \
-       COALESCE(EXCLUDED.source_system_identifier, p.source_system_identifier), \
-     source_slot_origin = COALESCE(EXCLUDED.source_slot_origin, p.source_slot_origin), \
-     updated_at = now() \
-     WHERE (p.commit_lsn, p.seq) < (EXCLUDED.commit_lsn, EXCLUDED.seq) \
-       OR (EXCLUDED.source_system_identifier IS NOT NULL \
-           AND (p.source_system_identifier, p.source_slot_origin) \
-               IS DISTINCT FROM (EXCLUDED.source_system_identifier, EXCLUDED.source_slot_origin))";
 
 /// Writes changes into a target PostgreSQL database. See the module docs.
 pub struct PostgresSink {
@@ -291,92 +235,6 @@ impl PostgresSink {
         };
         sink.setup().await?;
         Ok(sink)
-    }
-
-    /// Session settings, the applied-position table, and the stored position.
-    async fn setup(&mut self) -> Result<(), SinkError> {
-        self.client
-            .batch_execute(SESSION_SQL)
-            .await
-            .map_err(|e| self.error("setting up the target session", e))?;
-        if replica_mode(&self.cfg) {
-            if let Err(e) = self.client.batch_execute(REPLICA_ROLE_SQL).await {
-                let step = match e.code() {
-                    Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => {
-                        replica_role_denied(&self.cfg.target.user)
-                    }
-                    _ => "setting session_replication_role = replica".to_owned(),
-                };
-                return Err(self.error(step, e));
-            }
-        }
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.client.batch_execute(SETUP_SQL).await {
-                Ok(()) => break,
-                // Several workers creating the table at once race on the catalogs.
-                Err(e)
-                    if attempt < 3
-                        && matches!(
-                            e.code(),
-                            Some(c) if *c == SqlState::UNIQUE_VIOLATION
-                                || *c == SqlState::DUPLICATE_SCHEMA
-                                || *c == SqlState::DUPLICATE_TABLE
-                                || *c == SqlState::DUPLICATE_COLUMN
-                        ) => {}
-                Err(e) => {
-                    return Err(
-                        self.error("creating internal_pg_flo.applied_position in the target", e)
-                    )
-                }
-            }
-        }
-        (self.durable, self.durable_source) = split(self.read_position().await?);
-        Ok(())
-    }
-
-    async fn read_position(&mut self) -> Result<Option<(Position, Option<SourceId>)>, SinkError> {
-        let step = "reading internal_pg_flo.applied_position";
-        let row = self
-            .client
-            .query_opt(READ_POSITION_SQL, &[&self.cfg.group])
-            .await
-            .map_err(|e| self.error(step, e))?;
-        let Some(row) = row else { return Ok(None) };
-        let (lsn, seq): (String, i64) = match (row.try_get(0), row.try_get(1)) {
-            (Ok(lsn), Ok(seq)) => (lsn, seq),
-            (Err(e), _) | (_, Err(e)) => return Err(self.error(step, e)),
-        };
-        let lsn: Lsn = lsn
-            .parse()
-            .map_err(|e| SinkError::Invalid(format!("{step}: {e}")))?;
-        let seq = u64::try_from(seq)
-            .map_err(|_| SinkError::Invalid(format!("{step}: seq {seq} is out of range")))?;
-        let (system, origin): (Option<String>, Option<String>) =
-            match (row.try_get(2), row.try_get(3)) {
-                (Ok(s), Ok(o)) => (s, o),
-                (Err(e), _) | (_, Err(e)) => return Err(self.error(step, e)),
-            };
-        let source = match (system, origin) {
-            (Some(system), Some(origin)) => Some(SourceId {
-                system_identifier: system.parse().map_err(|_| {
-                    SinkError::Invalid(format!("{step}: system identifier {system} is invalid"))
-                })?,
-                slot_origin: origin
-                    .parse::<Lsn>()
-                    .map_err(|e| SinkError::Invalid(format!("{step}: {e}")))?
-                    .0,
-            }),
-            _ => None,
-        };
-        Ok(Some((
-            Position {
-                commit_lsn: lsn.0,
-                seq,
-            },
-            source,
-        )))
     }
 
     /// Maps a database error, remembering when the connection is lost.
@@ -562,111 +420,6 @@ impl PostgresSink {
         if let Some(last) = batches.last() {
             self.sent = Some(last.position());
         }
-        Ok(())
-    }
-
-    /// Runs a DDL change. Inside the open target transaction, under a savepoint, so that a
-    /// statement whose effect the target already has (a redelivered `CREATE INDEX
-    /// CONCURRENTLY`, a `DROP` of something gone: [`crate::ddl::error_verdict`]) is skipped
-    /// with a warning instead of failing the batch; any other error stops the worker.
-    /// `CREATE/DROP INDEX CONCURRENTLY` cannot run in a transaction: the open transaction
-    /// (complete source transactions up to `before`) is committed first, and the statement
-    /// runs on its own. A change refused at the source (no statement could be singled out of
-    /// its query) stops the worker, unless `internal_pg_flo.ddl_applied_by_hand` records it.
-    async fn apply_ddl(
-        &mut self,
-        batch: &ChangeBatch,
-        change: &crate::message::Change,
-        before: Option<Position>,
-    ) -> Result<(), SinkError> {
-        let rel = batch.relation(change);
-        let table = sql::qualified(&rel.schema, &rel.table);
-        let command = match crate::ddl::replay_of(rel, change) {
-            crate::ddl::Replay::Run(command) => command,
-            crate::ddl::Replay::Nothing => return Ok(()),
-            crate::ddl::Replay::Refused(reason) => {
-                let lsn = Lsn(change.lsn).to_string();
-                let step = "reading internal_pg_flo.ddl_applied_by_hand";
-                let done = self
-                    .client
-                    .query_opt(APPLIED_BY_HAND_SQL, &[&self.cfg.group, &lsn])
-                    .await
-                    .map_err(|e| self.error(step, e))?;
-                if done.is_some() {
-                    tracing::warn!(table = %table, lsn, "DDL refused at the source was applied to the target by hand; going on");
-                    return Ok(());
-                }
-                return Err(SinkError::Invalid(crate::ddl::refusal_step(
-                    &table,
-                    &self.cfg.group,
-                    &lsn,
-                    &reason,
-                )));
-            }
-        };
-        let step = format!("applying DDL to {table}");
-        let already_applied = |e: &tokio_postgres::Error| {
-            e.code().is_some_and(|c| {
-                crate::ddl::error_verdict(c.code(), &command)
-                    == crate::ddl::ErrorVerdict::AlreadyApplied
-            })
-        };
-        if crate::ddl::is_concurrent(&command) {
-            if self.tx_open {
-                // The worker's `pending` (messages after the DDL in this flush) stays pending.
-                let pending = self.pending;
-                match before {
-                    Some(p) => {
-                        self.commit_open(p).await?;
-                        self.pending = pending;
-                    }
-                    None => {
-                        self.client
-                            .batch_execute("COMMIT")
-                            .await
-                            .map_err(|e| self.error(step.clone(), e))?;
-                        self.tx_open = false;
-                    }
-                }
-            }
-            if let Err(e) = self.client.batch_execute(&command).await {
-                if !already_applied(&e) {
-                    return Err(self.error(step, e));
-                }
-                tracing::warn!(table = %table, error = %crate::redact::error_chain(&e), "DDL already applied in the target; skipping");
-            }
-            self.statements.clear();
-            return Ok(());
-        }
-        if !self.tx_open {
-            self.begin().await?;
-        }
-        self.client
-            .batch_execute("SAVEPOINT pg_flo_ddl")
-            .await
-            .map_err(|e| self.error(step.clone(), e))?;
-        match self.client.batch_execute(&command).await {
-            Ok(()) => self
-                .client
-                .batch_execute("RELEASE SAVEPOINT pg_flo_ddl")
-                .await
-                .map_err(|e| self.error(step, e))?,
-            Err(e) if already_applied(&e) => {
-                tracing::warn!(table = %table, error = %crate::redact::error_chain(&e), "DDL already applied in the target; skipping");
-                self.client
-                    .batch_execute("ROLLBACK TO SAVEPOINT pg_flo_ddl")
-                    .await
-                    .map_err(|e| self.error(step, e))?;
-            }
-            Err(e) => {
-                return Err(self.error(
-                    format!("{step} (the statement failed in the target; it is not a change the target already has)"),
-                    e,
-                ))
-            }
-        }
-        // Prepared statements may refer to the old shape of the table.
-        self.statements.clear();
         Ok(())
     }
 
@@ -865,57 +618,6 @@ impl Sink for PostgresSink {
     }
 }
 
-/// A stored row as (position, source), each `None` without a row.
-fn split(row: Option<(Position, Option<SourceId>)>) -> (Option<Position>, Option<SourceId>) {
-    match row {
-        Some((p, s)) => (Some(p), s),
-        None => (None, None),
-    }
-}
-
-async fn open(cfg: &PostgresSinkConfig) -> Result<Client, SinkError> {
-    let app = format!("pg_flo_worker_{}", cfg.group);
-    crate::postgres::connection::connect(&cfg.target, &app)
-        .await
-        .map_err(|source| SinkError::Connect {
-            target: cfg.target.describe(),
-            source: Box::new(source),
-        })
-}
-
-/// Sends every request in order (polling each future once sends it: tokio-postgres queues
-/// the request on the connection at the first poll), then awaits the results in order. On
-/// the first error returns its index; later requests are abandoned (in a transaction they
-/// fail anyway).
-async fn pipeline<F, T>(
-    futures: impl IntoIterator<Item = F>,
-) -> Result<Vec<T>, (usize, tokio_postgres::Error)>
-where
-    F: Future<Output = Result<T, tokio_postgres::Error>>,
-{
-    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut early: Vec<Option<Result<T, tokio_postgres::Error>>> =
-        futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        for (f, slot) in futures.iter_mut().zip(early.iter_mut()) {
-            if let Poll::Ready(r) = f.as_mut().poll(cx) {
-                *slot = Some(r);
-            }
-        }
-        Poll::Ready(())
-    })
-    .await;
-    let mut out = Vec::with_capacity(futures.len());
-    for (i, (f, slot)) in futures.into_iter().zip(early).enumerate() {
-        let r = match slot {
-            Some(r) => r,
-            None => f.await,
-        };
-        out.push(r.map_err(|e| (i, e))?);
-    }
-    Ok(out)
-}
-
 /// Counts committed conflicts in `pg_flo_worker_conflicts_total{table,kind}` and logs each
 /// (table, kind) once, with the key column names and never a value (like PostgreSQL 17's
 /// conflict log, minus the values).
@@ -939,84 +641,6 @@ fn report_conflicts(conflicts: HashMap<sql::Conflict, u64>, through: Position) {
             through = %through,
             "conflict: {what}"
         );
-    }
-}
-
-/// Whether the sink's session runs with `session_replication_role = replica`: by default, as
-/// PostgreSQL's apply worker does; `--target-fire-triggers` turns it off, unless pg_flo's
-/// `--target-disable-foreign-keys` (which always meant replica mode) is set too.
-fn replica_mode(cfg: &PostgresSinkConfig) -> bool {
-    !cfg.fire_triggers || cfg.disable_foreign_keys
-}
-
-/// The step of the error when the target user may not set `session_replication_role`, with
-/// the ways out.
-fn replica_role_denied(user: &str) -> String {
-    let mut role = String::new();
-    sql::push_ident(&mut role, user);
-    format!(
-        "setting session_replication_role = replica, which the sink needs so that the target's \
-         triggers and foreign-key checks do not fire for replicated changes (as in PostgreSQL's \
-         own logical replication): user {role} may not set it; as a superuser run \
-         `GRANT SET ON PARAMETER session_replication_role TO {role}` (PostgreSQL 15+), or \
-         connect as a superuser, or set --target-fire-triggers to apply with the target's \
-         triggers and foreign keys firing"
-    )
-}
-
-/// The connection is gone or going: a new one is needed.
-fn is_connection_error(e: &tokio_postgres::Error) -> bool {
-    if e.is_closed() {
-        return true;
-    }
-    match e.code() {
-        Some(code) => {
-            code.code().starts_with("08")
-                || *code == SqlState::ADMIN_SHUTDOWN
-                || *code == SqlState::CRASH_SHUTDOWN
-                || *code == SqlState::CANNOT_CONNECT_NOW
-        }
-        None => std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()),
-    }
-}
-
-fn retry_of(e: &tokio_postgres::Error) -> Retry {
-    if is_connection_error(e) {
-        return Retry::Transient;
-    }
-    match e.code() {
-        Some(code)
-            if *code == SqlState::T_R_SERIALIZATION_FAILURE
-                || *code == SqlState::T_R_DEADLOCK_DETECTED
-                || code.code().starts_with("53") =>
-        {
-            Retry::Transient
-        }
-        _ => Retry::Permanent,
-    }
-}
-
-fn pg_error(mut step: String, source: tokio_postgres::Error) -> SinkError {
-    if let Some(code) = source.code() {
-        let schema_mismatch = [
-            SqlState::UNDEFINED_TABLE,
-            SqlState::UNDEFINED_COLUMN,
-            SqlState::INVALID_SCHEMA_NAME,
-            SqlState::UNDEFINED_OBJECT,
-            SqlState::INVALID_COLUMN_REFERENCE,
-            SqlState::DATATYPE_MISMATCH,
-        ];
-        if schema_mismatch.contains(code) {
-            step.push_str(
-                " (the target schema must match the source: create the tables and keys first, \
-                 or use --target-sync-schema)",
-            );
-        }
-    }
-    SinkError::Postgres {
-        step,
-        retry: retry_of(&source),
-        source,
     }
 }
 

@@ -12,18 +12,17 @@ use std::io::{Stdout, Write};
 use std::sync::{Arc, Mutex};
 
 use crate::message::{ChangeBatch, Position};
-use crate::sink::json;
+use crate::sink::lines::Lines;
 use crate::sink::{Sink, SinkError};
 
-/// Buffered output is written out before the commit once it reaches this size.
-pub const SPILL_BYTES: usize = 8 << 20;
+#[cfg(doc)]
+use crate::sink::lines::SPILL_BYTES;
 
 /// Writes changes as JSON Lines to stdout (or, in tests, any writer).
 pub struct StdoutSink<W = Stdout> {
     /// Written from a blocking task (a slow reader of the pipe must not stall the runtime).
     out: Arc<Mutex<W>>,
-    buffer: Vec<u8>,
-    spill_bytes: usize,
+    lines: Lines,
 }
 
 impl StdoutSink {
@@ -42,8 +41,7 @@ impl<W: Write + Send + 'static> StdoutSink<W> {
     fn with_writer(out: W) -> Self {
         StdoutSink {
             out: Arc::new(Mutex::new(out)),
-            buffer: Vec::new(),
-            spill_bytes: SPILL_BYTES,
+            lines: Lines::new(),
         }
     }
 
@@ -51,19 +49,18 @@ impl<W: Write + Send + 'static> StdoutSink<W> {
     /// failure the worker rolls back and redelivers.
     async fn write_out(&mut self) -> Result<(), SinkError> {
         let out = Arc::clone(&self.out);
-        let mut buffer = std::mem::take(&mut self.buffer);
+        let buffer = self.lines.take();
         let result = tokio::task::spawn_blocking(move || {
             let result = match out.lock() {
                 Ok(mut out) => out.write_all(&buffer).and_then(|()| out.flush()),
                 Err(_) => Err(std::io::Error::other("stdout writer poisoned")),
             };
-            buffer.clear();
             (buffer, result)
         })
         .await;
         let result = match result {
             Ok((buffer, result)) => {
-                self.buffer = buffer;
+                self.lines.reuse(buffer);
                 result
             }
             Err(join) => Err(std::io::Error::other(join)),
@@ -85,11 +82,7 @@ impl<W: Write + Send + 'static> Sink for StdoutSink<W> {
     }
 
     async fn apply(&mut self, batch: &ChangeBatch) -> Result<(), SinkError> {
-        for change in &batch.changes {
-            self.buffer
-                .extend_from_slice(&json::render_line(batch, change));
-        }
-        if self.buffer.len() >= self.spill_bytes {
+        if self.lines.render(batch) {
             self.write_out().await?;
         }
         Ok(())
@@ -100,7 +93,7 @@ impl<W: Write + Send + 'static> Sink for StdoutSink<W> {
     }
 
     async fn rollback(&mut self) -> Result<(), SinkError> {
-        self.buffer.clear();
+        self.lines.clear();
         Ok(())
     }
 }
@@ -109,7 +102,7 @@ impl<W: Write + Send + 'static> Sink for StdoutSink<W> {
 mod tests {
     use super::*;
 
-    use crate::sink::fixtures::{int_insert_line as line, int_inserts as batch};
+    use crate::fixtures::{int_insert_line as line, int_inserts as batch};
 
     #[tokio::test]
     async fn writes_on_commit_and_drops_on_rollback() {
@@ -135,7 +128,7 @@ mod tests {
     #[tokio::test]
     async fn spills_a_large_transaction_before_its_commit() {
         let mut sink = StdoutSink::with_writer(Vec::new());
-        sink.spill_bytes = 1;
+        sink.lines.spill_bytes = 1;
         sink.apply(&batch(&["1"])).await.unwrap();
         assert_eq!(
             String::from_utf8(sink.out.lock().unwrap().clone()).unwrap(),

@@ -409,7 +409,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use crate::config::{parse_webhook_header, WebhookHeader};
-    use crate::sink::fixtures::int_inserts as batch;
+    use crate::fixtures::int_inserts as batch;
 
     #[test]
     fn statuses_are_classified() {

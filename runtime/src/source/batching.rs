@@ -5,7 +5,7 @@
 //! closes, in order.
 //!
 //! Contract:
-//! - A message's payload (the encoded [`ChangeBatch`]) never exceeds
+//! - A message's payload (the encoded [`ChangeBatch`](crate::message::ChangeBatch)) never exceeds
 //!   [`Limits::max_payload`]: the size is the exact encoded size, checked *before* a change is
 //!   added; a change that does not fit closes the open message first.
 //! - `--max-batch-changes` and `--max-batch-bytes` ([`Limits::max_changes`],
@@ -36,7 +36,7 @@ use rmp::encode as mp;
 use crate::message::{Change, Position, Relation, SourceId, Value, FORMAT_VERSION};
 use crate::source::encoded::{self, Rope};
 
-/// Fields of a [`ChangeBatch`].
+/// Fields of a [`ChangeBatch`](crate::message::ChangeBatch).
 const FIELDS: u32 = 12;
 
 /// An upper bound of a message's encoded size without its relations and changes.
@@ -430,7 +430,7 @@ impl Batcher {
     }
 }
 
-/// Writes fields 0 to 7 of a [`ChangeBatch`] (after its array header); returns the offset of
+/// Writes fields 0 to 7 of a [`ChangeBatch`](crate::message::ChangeBatch) (after its array header); returns the offset of
 /// the `last` flag.
 fn head(
     buf: &mut Vec<u8>,
@@ -509,24 +509,13 @@ fn values_len(change: &Change) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::ChangeBatch;
-    use crate::message::{Column, KeyKind, Op, ReplicationKey, Truncate, Value};
+    use crate::fixtures::text_relation;
+    use crate::message::{ChangeBatch, KeyKind, Op, Truncate, Value};
 
     fn rel(oid: u32, name: &str) -> Relation {
         Relation {
             oid,
-            schema: "public".into(),
-            table: name.into(),
-            columns: vec![Column {
-                name: "v".into(),
-                type_oid: 25,
-                type_modifier: -1,
-                identity: true,
-            }],
-            key: ReplicationKey {
-                kind: KeyKind::PrimaryKey,
-                columns: vec!["v".into()],
-            },
+            ..text_relation("public", name, &["v"], KeyKind::PrimaryKey, &["v"])
         }
     }
 

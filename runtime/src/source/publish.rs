@@ -24,8 +24,8 @@ use async_nats::jetstream::{self, message::PublishMessage as Publish};
 
 use crate::lsn::Lsn;
 use crate::message::{self, CHUNK_HEADER, CHUNK_LAST_HEADER, CHUNK_SET_HEADER, FORMAT_HEADER};
-use crate::replicator::ReplicatorError;
 use crate::source::batching::{Body, Closed};
+use crate::source::ReplicatorError;
 
 /// The PubAck of one published message (all its parts); which LSN that lets the replicator
 /// confirm is the [`crate::source::confirm::ConfirmWindow`]'s business.

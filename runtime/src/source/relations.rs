@@ -16,7 +16,7 @@
 //! When the catalog knew the same key columns, its order (the index's) is kept.
 
 use crate::message::{Column, KeyKind, Relation, ReplicationKey};
-use crate::postgres::pgoutput::RelationInfo;
+use crate::source::pgoutput::RelationInfo;
 
 /// The relation of a Relation message; `known` is the key the catalog gave at start.
 pub fn relation(info: RelationInfo, known: Option<&ReplicationKey>) -> Relation {
@@ -83,7 +83,7 @@ fn key(identity: u8, info: &RelationInfo, known: Option<&ReplicationKey>) -> Rep
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::postgres::pgoutput::RelationColumn;
+    use crate::source::pgoutput::RelationColumn;
 
     fn info(identity: u8, cols: &[(&str, bool)]) -> RelationInfo {
         RelationInfo {
@@ -96,7 +96,7 @@ mod tests {
                 .map(|(n, k)| RelationColumn {
                     identity: *k,
                     name: (*n).into(),
-                    type_oid: 23,
+                    type_oid: pg_flo_source::oid::INT4,
                     type_modifier: -1,
                 })
                 .collect(),

@@ -224,7 +224,7 @@ mod tests {
             seq,
             last,
             prev,
-            ..crate::message::tests::sample()
+            ..crate::fixtures::sample()
         };
         let headers = |pairs: &[(&str, &str)]| {
             let mut h = HeaderMap::new();

@@ -1,5 +1,6 @@
-//! Shared fixtures of the worker's integration tests: hand-made change messages, a group's
-//! stream on a real NATS JetStream, and the real `pg_flo worker` as a process.
+//! Shared fixtures of the worker's integration tests: a group's stream on a real NATS
+//! JetStream and the real `pg_flo worker` as a process. Hand-made change messages come from
+//! `pg_flo::fixtures` (the `testing` feature).
 
 #![allow(dead_code)] // each test binary uses its own part
 
@@ -7,106 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use e2e::{wait_for, NatsServer, PgCluster, Process};
-use pg_flo::message::{
-    Change, ChangeBatch, Column, KeyKind, OldKind, Op, Position, Relation, ReplicationKey, Value,
-    FORMAT_VERSION,
-};
-
-pub const INT4: u32 = 23;
-pub const TEXT: u32 = 25;
-
-pub fn pos(lsn: u64, seq: u64) -> Position {
-    Position {
-        commit_lsn: lsn,
-        seq,
-    }
-}
-
-pub fn text(s: &str) -> Value {
-    Value::Text(s.as_bytes().to_vec().into())
-}
-
-/// `public.<table>` with `(name, type oid)` columns; the first one is the primary key.
-pub fn relation(table: &str, columns: &[(&str, u32)]) -> Relation {
-    Relation {
-        oid: 1,
-        schema: "public".into(),
-        table: table.into(),
-        columns: columns
-            .iter()
-            .enumerate()
-            .map(|(i, (name, type_oid))| Column {
-                name: (*name).into(),
-                type_oid: *type_oid,
-                type_modifier: -1,
-                identity: i == 0,
-            })
-            .collect(),
-        key: ReplicationKey {
-            kind: KeyKind::PrimaryKey,
-            columns: vec![columns[0].0.into()],
-        },
-    }
-}
-
-/// `public.t (id int PRIMARY KEY, v int)`, the table most tests use.
-pub fn table_t() -> Relation {
-    relation("t", &[("id", INT4), ("v", INT4)])
-}
-
-/// Part `seq` of the transaction committed at `lsn` (`last`: its final part), after `prev`,
-/// with one change of `op` on `rel` (a delete names the key, the first value, only).
-pub fn message(
-    lsn: u64,
-    seq: u64,
-    last: bool,
-    prev: Option<Position>,
-    rel: Relation,
-    op: Op,
-    values: &[&str],
-) -> ChangeBatch {
-    let row: Vec<Value> = values.iter().map(|v| text(v)).collect();
-    let key = row
-        .iter()
-        .enumerate()
-        .map(|(i, v)| if i == 0 { v.clone() } else { Value::Null })
-        .collect();
-    ChangeBatch {
-        version: FORMAT_VERSION,
-        commit_lsn: lsn,
-        commit_time_us: 0,
-        xid: lsn as u32,
-        seq,
-        last,
-        prev,
-        emitted_at_us: 0,
-        relations: vec![rel],
-        changes: vec![Change {
-            op,
-            lsn,
-            relation: 0,
-            new: (op != Op::Delete).then_some(row),
-            old: (op == Op::Delete).then_some((OldKind::Key, key)),
-            truncate: None,
-        }],
-        source: None,
-        copy: false,
-    }
-}
-
-/// A whole one-message transaction inserting `(id, v)` into `public.t`, after the
-/// transaction committed at `prev`.
-pub fn tx(lsn: u64, prev: Option<u64>, id: &str, v: &str) -> ChangeBatch {
-    message(
-        lsn,
-        0,
-        true,
-        prev.map(|p| pos(p, 0)),
-        table_t(),
-        Op::Insert,
-        &[id, v],
-    )
-}
+use pg_flo::message::ChangeBatch;
 
 /// A group's stream on a real NATS server.
 pub struct Group {

@@ -707,58 +707,20 @@ pub(super) fn copy_reset(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Column, ReplicationKey, FORMAT_VERSION};
+    use crate::fixtures::{self, text as t, text_relation};
 
     fn rel(kind: KeyKind, key: &[&str]) -> Relation {
-        Relation {
-            oid: 1,
-            schema: "s".into(),
-            table: "T\"x".into(),
-            columns: ["id", "k2", "v"]
-                .iter()
-                .map(|n| Column {
-                    name: (*n).into(),
-                    type_oid: 25,
-                    type_modifier: -1,
-                    identity: key.contains(n),
-                })
-                .collect(),
-            key: ReplicationKey {
-                kind,
-                columns: key.iter().map(|s| (*s).into()).collect(),
-            },
-        }
-    }
-
-    fn t(s: &str) -> Value {
-        Value::Text(s.as_bytes().to_vec().into())
+        text_relation("s", "T\"x", &["id", "k2", "v"], kind, key)
     }
 
     fn batch(rel: Relation, changes: Vec<Change>) -> ChangeBatch {
-        ChangeBatch {
-            version: FORMAT_VERSION,
-            commit_lsn: 1,
-            commit_time_us: 0,
-            xid: 1,
-            seq: 0,
-            last: true,
-            prev: None,
-            emitted_at_us: 0,
-            relations: vec![rel],
-            changes,
-            source: None,
-            copy: false,
-        }
+        fixtures::batch(1, &[rel], changes)
     }
 
     fn change(op: Op, new: Option<Vec<Value>>, old: Option<(OldKind, Vec<Value>)>) -> Change {
         Change {
-            op,
             lsn: 1,
-            relation: 0,
-            new,
-            old,
-            truncate: None,
+            ..fixtures::change(op, 0, new, old)
         }
     }
 

@@ -14,12 +14,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use e2e::{PgCluster, PgOptions};
 use tokio_postgres::SimpleQueryMessage;
 
+use super::session::replica_mode;
 use super::*;
 use crate::config::{PgConnConfig, SslMode};
-use crate::message::{
-    Change, Column, KeyKind, OldKind, Op, Relation, ReplicationKey, SourceId, Truncate, Value,
-    FORMAT_VERSION,
-};
+use crate::fixtures::{batch, change, text as t, text_relation as relation};
+use crate::message::{Change, KeyKind, OldKind, Op, Relation, SourceId, Truncate, Value};
+use crate::sink::Retry;
 
 /// A throw-away cluster with a fresh database, for one test; dropping it stops the server.
 struct TestDb {
@@ -79,47 +79,6 @@ fn cfg(db: &TestDb, group: &str) -> PostgresSinkConfig {
     }
 }
 
-fn t(s: &str) -> Value {
-    Value::Text(s.as_bytes().to_vec().into())
-}
-
-fn relation(schema: &str, table: &str, cols: &[&str], kind: KeyKind, key: &[&str]) -> Relation {
-    Relation {
-        oid: 0,
-        schema: schema.into(),
-        table: table.into(),
-        columns: cols
-            .iter()
-            .map(|n| Column {
-                name: (*n).into(),
-                type_oid: 25,
-                type_modifier: -1,
-                identity: key.contains(n),
-            })
-            .collect(),
-        key: ReplicationKey {
-            kind,
-            columns: key.iter().map(|s| (*s).into()).collect(),
-        },
-    }
-}
-
-fn change(
-    op: Op,
-    relation: u16,
-    new: Option<Vec<Value>>,
-    old: Option<(OldKind, Vec<Value>)>,
-) -> Change {
-    Change {
-        op,
-        lsn: 0,
-        relation,
-        new,
-        old,
-        truncate: None,
-    }
-}
-
 fn ins(rel: u16, new: Vec<Value>) -> Change {
     change(Op::Insert, rel, Some(new), None)
 }
@@ -130,23 +89,6 @@ fn upd(rel: u16, new: Vec<Value>, old: Option<(OldKind, Vec<Value>)>) -> Change 
 
 fn del(rel: u16, kind: OldKind, old: Vec<Value>) -> Change {
     change(Op::Delete, rel, None, Some((kind, old)))
-}
-
-fn batch(lsn: u64, relations: &[Relation], changes: Vec<Change>) -> ChangeBatch {
-    ChangeBatch {
-        version: FORMAT_VERSION,
-        commit_lsn: lsn,
-        commit_time_us: 0,
-        xid: 1,
-        seq: 0,
-        last: true,
-        prev: None,
-        emitted_at_us: 0,
-        relations: relations.to_vec(),
-        changes,
-        source: None,
-        copy: false,
-    }
 }
 
 /// Applies one message and commits its transaction.

@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use fallible_iterator::FallibleIterator;
+use pg_flo_source::sql::{quote_ident, quote_literal};
 use postgres_protocol::authentication::sasl::{self, ScramSha256};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
@@ -687,12 +688,30 @@ fn message_name(m: &Message) -> &'static str {
     }
 }
 
-/// Quoting for SQL and replication commands (shared with the operator).
-pub use pg_flo_source::sql::{quote_ident, quote_literal};
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::{pg_conn, silent_server};
+
+    /// A server that accepts the TCP connection but never answers the startup fails within
+    /// the startup timeout instead of hanging.
+    #[tokio::test]
+    async fn a_silent_server_fails_within_the_startup_timeout() {
+        let port = silent_server().await.unwrap();
+        let short = Duration::from_millis(300);
+        let started = std::time::Instant::now();
+        let cfg = pg_conn("127.0.0.1", port, SslMode::Disable);
+        let err = ReplicationConnection::connect_within(&cfg, "test", short)
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, ReplicationError::StartupTimeout { .. }),
+            "{err:?}"
+        );
+        assert!(err.is_transient());
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
 
     #[test]
     fn epoch_conversion() {

@@ -1,7 +1,7 @@
 //! `pg_flo replicator`: PostgreSQL logical replication -> NATS JetStream.
 //!
 //! Contract (when an LSN may be confirmed):
-//! - Changes are grouped per source transaction into [`ChangeBatch`]es of at most
+//! - Changes are grouped per source transaction into [`ChangeBatch`](crate::message::ChangeBatch)es of at most
 //!   `max_batch_changes` changes / about `max_batch_bytes` bytes, published in WAL order with
 //!   `Nats-Msg-Id = {slot}:{commit_lsn}:{seq}`, at most `max_in_flight` awaiting their PubAck.
 //! - The slot's confirmed (flush) LSN moves to a transaction's commit end LSN only once every
@@ -26,104 +26,28 @@ use tokio::sync::watch;
 use tokio_postgres::Client;
 
 use crate::config::{self, ReplicationMode, ReplicatorConfig};
-use crate::copy;
-use crate::ddl;
-use crate::identity;
 use crate::lsn::Lsn;
 use crate::message::{self, Change, Op, Relation};
 use crate::metrics;
-use crate::nats::{self as nats_setup, NatsError};
-use crate::postgres::catalog::{self, CatalogError, TableName};
-use crate::postgres::connection::{self, ConnectError};
-use crate::postgres::pgoutput::{self, PgOutput};
-use crate::postgres::replication::{
-    pg_to_unix_us, ReplicationConnection, ReplicationError, SlotSnapshot, StreamMessage, Writer,
-};
+use crate::nats as nats_setup;
+use crate::postgres::connection;
 use crate::redact::error_chain;
 use crate::retry::Backoff;
 use crate::source::batching::{Batcher, Closed, Envelope, Limits};
+use crate::source::catalog::{self, TableName};
+use crate::source::cleanup;
 use crate::source::confirm::ConfirmWindow;
+use crate::source::copy;
+use crate::source::ddl;
+use crate::source::identity;
+use crate::source::pgoutput::{self, PgOutput};
+use crate::source::publication;
 use crate::source::publish::{AckFuture, Publisher};
 use crate::source::relations;
-
-/// Why the replicator stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplicatorError {
-    #[error("could not connect to the source database")]
-    Connect(#[from] ConnectError),
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    #[error("replication connection failed")]
-    Replication(#[from] ReplicationError),
-    #[error(transparent)]
-    Nats(#[from] NatsError),
-    #[error("publishing to jetstream failed: {0}")]
-    Publish(String),
-    #[error("jetstream stream is full (max bytes reached); waiting for the worker to consume")]
-    StreamFull,
-    #[error("could not decode the replication stream")]
-    Decode(#[from] pgoutput::DecodeError),
-    #[error("could not encode a change message")]
-    Encode(#[from] rmp_serde::encode::Error),
-    #[error("replication stream refers to unknown relation {0}")]
-    UnknownRelation(u32),
-    #[error(
-        "transaction {commit_lsn} is larger than the stream allows: its messages take {bytes} \
-         bytes and the stream's max_bytes is {limit}; the worker applies a transaction only once \
-         it has all of it, so it could never be consumed. Raise --nats-stream-max-bytes (or the \
-         stream's max_bytes: nats stream edit) above the largest transaction, or remove the limit"
-    )]
-    TransactionTooLarge {
-        commit_lsn: Lsn,
-        bytes: u64,
-        limit: u64,
-    },
-    #[error(
-        "replication slot {slot} is gone, but this group published changes from it before \
-         ({recorded}); the changes made since it was lost cannot be replicated any more. Either \
-         re-copy the tables: run the replicator with --copy-and-stream; or accept the gap: start \
-         it once with --accept-lost-slot (a new slot, changes from now on)"
-    )]
-    SlotLost {
-        slot: String,
-        recorded: message::SourceId,
-    },
-    #[error("gave up after {attempts} attempts")]
-    GaveUp {
-        attempts: u32,
-        #[source]
-        last: Box<ReplicatorError>,
-    },
-}
-
-impl ReplicatorError {
-    fn is_transient(&self) -> bool {
-        match self {
-            ReplicatorError::Replication(e) => e.is_transient(),
-            ReplicatorError::Connect(e) => e.is_transient(),
-            ReplicatorError::Publish(_) | ReplicatorError::StreamFull => true,
-            ReplicatorError::Catalog(CatalogError::Query { source, .. }) => source.is_closed(),
-            _ => false,
-        }
-    }
-
-    pub fn category(&self) -> &'static str {
-        match self {
-            ReplicatorError::Connect(_) => "source_connect",
-            ReplicatorError::Catalog(_) => "catalog",
-            ReplicatorError::Replication(_) => "replication",
-            ReplicatorError::Nats(_) => "nats",
-            ReplicatorError::Publish(_) => "publish",
-            ReplicatorError::StreamFull => "stream_full",
-            ReplicatorError::Decode(_) => "decode",
-            ReplicatorError::Encode(_) => "encode",
-            ReplicatorError::UnknownRelation(_) => "protocol",
-            ReplicatorError::TransactionTooLarge { .. } => "transaction_too_large",
-            ReplicatorError::SlotLost { .. } => "slot_lost",
-            ReplicatorError::GaveUp { .. } => "gave_up",
-        }
-    }
-}
+use crate::source::replication::{
+    pg_to_unix_us, ReplicationConnection, SlotSnapshot, StreamMessage, Writer,
+};
+use crate::source::ReplicatorError;
 
 /// Everything that survives a reconnect.
 struct Shared {
@@ -159,13 +83,13 @@ pub async fn run(
     let publication = config::publication_name(&cfg.group);
     let catalog_client = connection::connect(&cfg.source, "pg_flo_replicator").await?;
     if cfg.cleanup {
-        return cleanup(&cfg, &catalog_client, &slot, &publication).await;
+        return cleanup::cleanup(&cfg, &catalog_client, &slot, &publication).await;
     }
     catalog::check_wal_level(&catalog_client).await?;
     catalog::check_server_version(&catalog_client, cfg.track_ddl).await?;
     let tables = catalog::resolve_tables(&catalog_client, &cfg.schema, &cfg.tables).await?;
     let keys = catalog::table_keys(&catalog_client, &tables).await?;
-    catalog::ensure_publication(&catalog_client, &cfg.group, &publication, &tables).await?;
+    publication::ensure_publication(&catalog_client, &cfg.group, &publication, &tables).await?;
     let partition_roots = catalog::partition_roots(&catalog_client, &tables).await?;
     let ddl_capture = if cfg.track_ddl {
         let capture = ddl::Capture::setup(&catalog_client, &cfg.group, &tables).await?;
@@ -247,8 +171,8 @@ pub async fn run(
             (confirmed, source)
         }
         ReplicationMode::Copy | ReplicationMode::CopyAndStream => {
-            initial_load(
-                InitialLoad {
+            copy::initial_load(
+                copy::InitialLoad {
                     cfg: &cfg,
                     limits,
                     stream_max_bytes,
@@ -326,201 +250,6 @@ pub async fn run(
             Err(e) => return Err(e),
         }
     }
-}
-
-/// The initial copy (see [`crate::copy`]): creates the slot with an exported snapshot, copies
-/// every table under it and publishes the rows. Returns the slot's consistent point, where
-/// streaming continues. A copy already done for the existing slot is not repeated; an
-/// unfinished one is started over on a new slot. `conn` (on which nothing ran but
-/// `IDENTIFY_SYSTEM`) creates the slot and holds its exported snapshot during the copy. Returns
-/// the source identity too (see [`identity`]).
-async fn initial_load(
-    load: InitialLoad<'_>,
-    mut conn: ReplicationConnection,
-    system_identifier: u64,
-) -> Result<(Lsn, message::SourceId), ReplicatorError> {
-    let InitialLoad {
-        cfg,
-        limits,
-        stream_max_bytes,
-        js,
-        subject,
-        slot,
-        catalog_client,
-        tables,
-        keys,
-    } = load;
-    let store = copy::state_store(js, &cfg.group).await?;
-    let state = copy::read_state(&store, &cfg.group).await?;
-    let existing = catalog::find_slot(catalog_client, slot).await?;
-    if let (Some(info), Some(st)) = (&existing, &state) {
-        if st.status == "done" {
-            let lsn = info.confirmed_flush.unwrap_or_default();
-            tracing::info!(
-                slot,
-                consistent_point = st.consistent_point,
-                "initial copy already done; not copying again"
-            );
-            drop(conn);
-            let found = identity::Slot::Existing {
-                confirmed_flush: lsn,
-            };
-            let source = identity::settle(js, &cfg.group, system_identifier, found).await?;
-            return Ok((lsn, source));
-        }
-    }
-    let reset = existing.is_some() || state.is_some();
-    if existing.is_some() {
-        tracing::warn!(slot, "the previous copy did not finish: dropping the slot and copying again under a new snapshot");
-        catalog_client
-            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-            .await
-            .map_err(|source| CatalogError::Query {
-                step: "dropping the slot of an unfinished copy",
-                source,
-            })?;
-    }
-    let created = conn.create_slot(slot, SlotSnapshot::Export).await?;
-    let snapshot = created.snapshot_name.clone().ok_or_else(|| {
-        ReplicatorError::Replication(ReplicationError::Protocol(
-            "CREATE_REPLICATION_SLOT exported no snapshot".into(),
-        ))
-    })?;
-    let cp = created.consistent_point;
-    tracing::info!(slot, consistent_point = %cp, snapshot, "created replication slot with exported snapshot");
-    let found = identity::Slot::Created {
-        consistent_point: cp,
-    };
-    let source = identity::settle(js, &cfg.group, system_identifier, found).await?;
-    copy::write_state(
-        js,
-        &cfg.group,
-        &copy::CopyState {
-            status: "in_progress".into(),
-            consistent_point: cp.to_string(),
-        },
-    )
-    .await?;
-    let rows = copy::run(copy::CopyJob {
-        cfg,
-        limits,
-        stream_max_bytes,
-        js,
-        subject,
-        slot,
-        snapshot: &snapshot,
-        consistent_point: cp,
-        source,
-        reset,
-        tables,
-        keys,
-    })
-    .await?;
-    copy::write_state(
-        js,
-        &cfg.group,
-        &copy::CopyState {
-            status: "done".into(),
-            consistent_point: cp.to_string(),
-        },
-    )
-    .await?;
-    // The exported snapshot ends with this connection; every copy transaction is done.
-    drop(conn);
-    tracing::info!(
-        rows,
-        tables = tables.len(),
-        "initial copy published and acknowledged"
-    );
-    Ok((cp, source))
-}
-
-/// What [`initial_load`] reads.
-struct InitialLoad<'a> {
-    cfg: &'a ReplicatorConfig,
-    limits: Limits,
-    stream_max_bytes: Option<u64>,
-    js: &'a jetstream::Context,
-    subject: &'a str,
-    slot: &'a str,
-    catalog_client: &'a Client,
-    tables: &'a [TableName],
-    keys: &'a HashMap<TableName, message::ReplicationKey>,
-}
-
-/// `--cleanup`: removes what the group created in the source (slot, publication, DDL capture
-/// objects) and in NATS (its streams). Objects already gone count as removed. A slot still in
-/// use by a running replicator is refused: stop it first. When the publication's owner mark
-/// names another group (`a-b` for group `a_b`: the same slot and publication names), the
-/// source objects are that group's and are left alone; only this group's streams go.
-async fn cleanup(
-    cfg: &ReplicatorConfig,
-    client: &Client,
-    slot: &str,
-    publication: &str,
-) -> Result<(), ReplicatorError> {
-    let q = |step: &'static str| move |source| CatalogError::Query { step, source };
-    if let Some(pg_flo_source::names::Ownership::Other(owner)) =
-        catalog::publication_ownership(client, &cfg.group, publication).await?
-    {
-        tracing::warn!(
-            group = cfg.group,
-            owner,
-            slot,
-            publication,
-            "the replication slot, publication and DDL capture objects belong to group {owner:?} \
-             (the same names as this group's): left in place; removing only this group's streams"
-        );
-        return delete_streams(cfg).await;
-    }
-    client
-        .batch_execute(&ddl::cleanup_sql(&cfg.group))
-        .await
-        .map_err(q("removing the DDL capture objects"))?;
-    if let Some(info) = catalog::find_slot(client, slot).await? {
-        if info.active {
-            return Err(CatalogError::Slot {
-                slot: slot.to_owned(),
-                problem: "is in use by a running replicator: stop it before --cleanup".to_owned(),
-            }
-            .into());
-        }
-        client
-            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-            .await
-            .map_err(q("dropping the replication slot"))?;
-        tracing::info!(slot, "dropped replication slot");
-    }
-    client
-        .batch_execute(&format!(
-            "DROP PUBLICATION IF EXISTS {}",
-            crate::postgres::replication::quote_ident(publication)
-        ))
-        .await
-        .map_err(q("dropping the publication"))?;
-    tracing::info!(publication, "dropped publication (if it existed)");
-    delete_streams(cfg).await
-}
-
-/// The NATS part of `--cleanup`: deletes the group's streams.
-async fn delete_streams(cfg: &ReplicatorConfig) -> Result<(), ReplicatorError> {
-    let nats = nats_setup::connect(&cfg.nats, "pg_flo_cleanup").await?;
-    let js = jetstream::new(nats);
-    for stream in nats_setup::group_streams(&cfg.group) {
-        match js.delete_stream(&stream).await {
-            Ok(_) => tracing::info!(stream, "deleted stream"),
-            Err(e)
-                if matches!(e.kind(), jetstream::context::DeleteStreamErrorKind::JetStream(ref err)
-                    if err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) => {}
-            Err(e) => {
-                return Err(ReplicatorError::Publish(format!(
-                    "deleting stream {stream}: {e}"
-                )))
-            }
-        }
-    }
-    tracing::info!(group = cfg.group, "cleanup done");
-    Ok(())
 }
 
 /// Aborts a background task when dropped.
@@ -780,7 +509,7 @@ impl Session {
                     }
                 };
                 if let Some(why) = &accepted.refused {
-                    tracing::warn!(table = %ddl::quoted(&accepted.table), lsn = %wal_start, reason = %why, "DDL that cannot be replayed: the postgres sink will stop at it");
+                    tracing::warn!(table = %accepted.table.quoted(), lsn = %wal_start, reason = %why, "DDL that cannot be replayed: the postgres sink will stop at it");
                 }
                 // Several commands of one statement (ALTER TABLE ... ADD UNIQUE may report the
                 // index too): replay it once per transaction.

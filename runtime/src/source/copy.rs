@@ -14,7 +14,7 @@
 //!   starts): each leaf's pages are split into ranges the same way (a leaf that is not a heap,
 //!   a foreign table, is read whole), selecting the root's columns by name, and every row is
 //!   published under the partitioned table, the name its streamed changes carry
-//!   (`publish_via_partition_root`, see `postgres::catalog`).
+//!   (`publish_via_partition_root`, see `source::catalog`).
 //! - Copy sessions run with `statement_timeout` and `idle_in_transaction_session_timeout` off
 //!   (`SET LOCAL`): a range's COPY waits while the publisher applies back-pressure, and a
 //!   server or role default must not cut it.
@@ -35,18 +35,21 @@ use async_nats::jetstream;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio_postgres::Client;
 
 use crate::config::ReplicatorConfig;
 use crate::lsn::Lsn;
 use crate::message::{self, Change, Op, Relation, ReplicationKey, Value};
 use crate::metrics;
-use crate::postgres::catalog::{CatalogError, TableName};
 use crate::postgres::connection;
-use crate::postgres::copy_text::{self, RowSplitter};
-use crate::postgres::replication::quote_literal;
-use crate::replicator::ReplicatorError;
 use crate::source::batching::{Batcher, Envelope, Limits};
+use crate::source::catalog::{self, CatalogError, TableName};
+use crate::source::copy_text::{self, RowSplitter};
+use crate::source::identity;
 use crate::source::publish::{AckFuture, PublishedStats, Publisher};
+use crate::source::replication::{ReplicationConnection, ReplicationError, SlotSnapshot};
+use crate::source::ReplicatorError;
+use pg_flo_source::sql::quote_literal;
 
 /// A `[start, end)` page range; `None` as end: to the end of the table.
 type PageRange = (u64, Option<u64>);
@@ -54,7 +57,7 @@ type PageRange = (u64, Option<u64>);
 /// Pages per copy range at most (about 8 MiB of heap).
 const MAX_RANGE_PAGES: u64 = 1024;
 
-/// The copy's progress, kept in the group's KV bucket under [`STATE_KEY`].
+/// The copy's progress, kept in the group's state stream on [`state_subject`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CopyState {
     /// `in_progress` or `done`.
@@ -178,22 +181,142 @@ fn piece_sql(select: &str, source: &TableName, range: Option<PageRange>) -> Stri
     }
 }
 
-/// Everything the copy needs from the replicator.
-pub struct CopyJob<'a> {
-    pub cfg: &'a ReplicatorConfig,
-    pub limits: Limits,
-    pub stream_max_bytes: Option<u64>,
-    pub js: &'a jetstream::Context,
-    pub subject: &'a str,
-    pub slot: &'a str,
-    pub snapshot: &'a str,
-    pub consistent_point: Lsn,
+/// The initial copy (see the module docs): creates the slot with an exported snapshot, copies
+/// every table under it and publishes the rows. Returns the slot's consistent point, where
+/// streaming continues. A copy already done for the existing slot is not repeated; an
+/// unfinished one is started over on a new slot. `conn` (on which nothing ran but
+/// `IDENTIFY_SYSTEM`) creates the slot and holds its exported snapshot during the copy. Returns
+/// the source identity too (see [`identity`]).
+pub(super) async fn initial_load(
+    load: InitialLoad<'_>,
+    mut conn: ReplicationConnection,
+    system_identifier: u64,
+) -> Result<(Lsn, message::SourceId), ReplicatorError> {
+    let InitialLoad {
+        cfg,
+        limits,
+        stream_max_bytes,
+        js,
+        subject,
+        slot,
+        catalog_client,
+        tables,
+        keys,
+    } = load;
+    let store = state_store(js, &cfg.group).await?;
+    let state = read_state(&store, &cfg.group).await?;
+    let existing = catalog::find_slot(catalog_client, slot).await?;
+    if let (Some(info), Some(st)) = (&existing, &state) {
+        if st.status == "done" {
+            let lsn = info.confirmed_flush.unwrap_or_default();
+            tracing::info!(
+                slot,
+                consistent_point = st.consistent_point,
+                "initial copy already done; not copying again"
+            );
+            drop(conn);
+            let found = identity::Slot::Existing {
+                confirmed_flush: lsn,
+            };
+            let source = identity::settle(js, &cfg.group, system_identifier, found).await?;
+            return Ok((lsn, source));
+        }
+    }
+    let reset = existing.is_some() || state.is_some();
+    if existing.is_some() {
+        tracing::warn!(slot, "the previous copy did not finish: dropping the slot and copying again under a new snapshot");
+        catalog_client
+            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+            .await
+            .map_err(|source| CatalogError::Query {
+                step: "dropping the slot of an unfinished copy",
+                source,
+            })?;
+    }
+    let created = conn.create_slot(slot, SlotSnapshot::Export).await?;
+    let snapshot = created.snapshot_name.clone().ok_or_else(|| {
+        ReplicatorError::Replication(ReplicationError::Protocol(
+            "CREATE_REPLICATION_SLOT exported no snapshot".into(),
+        ))
+    })?;
+    let cp = created.consistent_point;
+    tracing::info!(slot, consistent_point = %cp, snapshot, "created replication slot with exported snapshot");
+    let found = identity::Slot::Created {
+        consistent_point: cp,
+    };
+    let source = identity::settle(js, &cfg.group, system_identifier, found).await?;
+    write_state(
+        js,
+        &cfg.group,
+        &CopyState {
+            status: "in_progress".into(),
+            consistent_point: cp.to_string(),
+        },
+    )
+    .await?;
+    let rows = run(CopyJob {
+        cfg,
+        limits,
+        stream_max_bytes,
+        js,
+        subject,
+        slot,
+        snapshot: &snapshot,
+        consistent_point: cp,
+        source,
+        reset,
+        tables,
+        keys,
+    })
+    .await?;
+    write_state(
+        js,
+        &cfg.group,
+        &CopyState {
+            status: "done".into(),
+            consistent_point: cp.to_string(),
+        },
+    )
+    .await?;
+    // The exported snapshot ends with this connection; every copy transaction is done.
+    drop(conn);
+    tracing::info!(
+        rows,
+        tables = tables.len(),
+        "initial copy published and acknowledged"
+    );
+    Ok((cp, source))
+}
+
+/// What [`initial_load`] reads.
+pub(super) struct InitialLoad<'a> {
+    pub(super) cfg: &'a ReplicatorConfig,
+    pub(super) limits: Limits,
+    pub(super) stream_max_bytes: Option<u64>,
+    pub(super) js: &'a jetstream::Context,
+    pub(super) subject: &'a str,
+    pub(super) slot: &'a str,
+    pub(super) catalog_client: &'a Client,
+    pub(super) tables: &'a [TableName],
+    pub(super) keys: &'a HashMap<TableName, message::ReplicationKey>,
+}
+
+/// Everything [`run`] needs.
+struct CopyJob<'a> {
+    cfg: &'a ReplicatorConfig,
+    limits: Limits,
+    stream_max_bytes: Option<u64>,
+    js: &'a jetstream::Context,
+    subject: &'a str,
+    slot: &'a str,
+    snapshot: &'a str,
+    consistent_point: Lsn,
     /// Carried by every copy message.
-    pub source: message::SourceId,
+    source: message::SourceId,
     /// Truncate the tables first (a restarted copy).
-    pub reset: bool,
-    pub tables: &'a [TableName],
-    pub keys: &'a HashMap<TableName, ReplicationKey>,
+    reset: bool,
+    tables: &'a [TableName],
+    keys: &'a HashMap<TableName, ReplicationKey>,
 }
 
 /// A chunk of copied rows of one table.
@@ -203,7 +326,7 @@ struct Chunk {
 }
 
 /// Copies every table and publishes the rows; returns the number of rows copied.
-pub async fn run(job: CopyJob<'_>) -> Result<u64, ReplicatorError> {
+async fn run(job: CopyJob<'_>) -> Result<u64, ReplicatorError> {
     let planner = connection::connect(&job.cfg.source, "pg_flo_copy").await?;
     let mut tables = Vec::new();
     for name in job.tables {
@@ -374,7 +497,7 @@ async fn copy_worker(
         .relation
         .columns
         .iter()
-        .map(|c| crate::postgres::replication::quote_ident(&c.name))
+        .map(|c| pg_flo_source::sql::quote_ident(&c.name))
         .collect();
     let ncols = columns.len();
     let select = format!("SELECT {} FROM", columns.join(", "));

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::lsn::Lsn;
 use crate::message::SourceId;
-use crate::replicator::ReplicatorError;
+use crate::source::ReplicatorError;
 
 /// The recorded identity, as JSON on [`subject`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,7 +154,7 @@ pub async fn recorded(
     js: &jetstream::Context,
     group: &str,
 ) -> Result<Option<SourceId>, ReplicatorError> {
-    let store = crate::copy::state_store(js, group).await?;
+    let store = crate::source::copy::state_store(js, group).await?;
     read(&store, group).await
 }
 
@@ -203,7 +203,7 @@ pub async fn settle(
     system_identifier: u64,
     slot: Slot,
 ) -> Result<SourceId, ReplicatorError> {
-    let store = crate::copy::state_store(js, group).await?;
+    let store = crate::source::copy::state_store(js, group).await?;
     let recorded = read(&store, group).await?;
     let identity = decide(system_identifier, slot, recorded);
     if identity.must_record() {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::message::{ddl_replay, DdlReplay};
 
 fn users() -> TableName {
     TableName {
@@ -12,64 +13,6 @@ fn at(tag: &str, stmt: Option<u32>) -> StatementRef<'_> {
         tag,
         stmt,
         nested: false,
-    }
-}
-
-#[test]
-fn splits_statements_outside_quotes_and_comments() {
-    let sql = "ALTER TABLE t ADD c text DEFAULT 'a;b'; -- x;y\nINSERT INTO t VALUES ($$;$$); /* ; /* ; */ ; */ CREATE INDEX i ON t (c)";
-    assert_eq!(
-        split_statements(sql),
-        vec![
-            "ALTER TABLE t ADD c text DEFAULT 'a;b'".to_owned(),
-            "-- x;y\nINSERT INTO t VALUES ($$;$$)".to_owned(),
-            "/* ; /* ; */ ; */ CREATE INDEX i ON t (c)".to_owned(),
-        ]
-    );
-    assert_eq!(split_statements("SELECT 1"), vec!["SELECT 1".to_owned()]);
-    assert_eq!(
-        split_statements("SELECT $a$x;y$a$;"),
-        vec!["SELECT $a$x;y$a$".to_owned()]
-    );
-    assert_eq!(
-        split_statements(r"SELECT E'it\'s;'; SELECT 'a\'; SELECT 2"),
-        vec![
-            r"SELECT E'it\'s;'".to_owned(),
-            r"SELECT 'a\'".to_owned(),
-            "SELECT 2".to_owned()
-        ]
-    );
-    assert_eq!(
-        split_statements("CREATE RULE r AS ON INSERT TO t DO ALSO (SELECT 1; SELECT 2); SELECT 3"),
-        vec![
-            "CREATE RULE r AS ON INSERT TO t DO ALSO (SELECT 1; SELECT 2)".to_owned(),
-            "SELECT 3".to_owned()
-        ]
-    );
-}
-
-#[test]
-fn statement_tags() {
-    for (sql, tag) in [
-        ("ALTER TABLE t ADD c int", "ALTER TABLE"),
-        ("alter table if exists t add c int", "ALTER TABLE"),
-        ("-- note\nALTER INDEX i RENAME TO j", "ALTER INDEX"),
-        (
-            "CREATE UNIQUE INDEX CONCURRENTLY i ON t (c)",
-            "CREATE INDEX",
-        ),
-        ("create index on t (c)", "CREATE INDEX"),
-        ("DROP INDEX i", "DROP INDEX"),
-        ("COMMENT ON TABLE t IS 'x'", "COMMENT"),
-        ("CREATE TEMP TABLE x (a int)", "CREATE TABLE"),
-        ("CREATE TABLE x AS SELECT 1", "CREATE TABLE AS"),
-        ("CREATE TABLE x (a int DEFAULT 1)", "CREATE TABLE"),
-        ("SECURITY LABEL ON TABLE t IS 'x'", "SECURITY LABEL"),
-        ("DO $$ BEGIN ALTER TABLE t ADD c int; END $$", "DO"),
-        ("CALL migrate()", "CALL"),
-        ("insert into t values (1)", "INSERT"),
-    ] {
-        assert_eq!(Statement::parse(sql).tag(), tag, "{sql}");
     }
 }
 
@@ -254,55 +197,6 @@ fn a_dropped_index_is_replayed_alone() {
         ),
         Ok("DROP INDEX CONCURRENTLY IF EXISTS public.users_a_idx".to_owned())
     );
-    assert!(is_concurrent(
-        "DROP INDEX CONCURRENTLY IF EXISTS public.users_a_idx"
-    ));
-}
-
-#[test]
-fn concurrent_commands_are_recognised() {
-    assert!(is_concurrent("CREATE INDEX CONCURRENTLY i ON t (c)"));
-    assert!(is_concurrent("create unique index concurrently i on t (c)"));
-    assert!(is_concurrent("DROP INDEX CONCURRENTLY i"));
-    assert!(!is_concurrent("CREATE INDEX i ON t (c)"));
-    assert!(!is_concurrent("ALTER TABLE t ADD concurrently int"));
-}
-
-#[test]
-fn only_already_applied_errors_are_skipped() {
-    use ErrorVerdict::{AlreadyApplied as Skip, Failed as Stop};
-    for (code, command, verdict) in [
-        ("42701", "ALTER TABLE t ADD COLUMN a int", Skip),
-        ("42P07", "CREATE INDEX i ON t (a)", Skip),
-        ("42710", "ALTER TABLE t ADD CONSTRAINT c UNIQUE (a)", Skip),
-        // Something already gone, for a DROP of it.
-        ("42704", "DROP INDEX i", Skip),
-        ("42P01", "DROP TABLE t", Skip),
-        ("42703", "ALTER TABLE t DROP COLUMN a", Skip),
-        (
-            "42703",
-            "ALTER TABLE ONLY public.t DROP COLUMN a, DROP COLUMN b",
-            Skip,
-        ),
-        ("42704", "alter table \"T\" drop constraint c", Skip),
-        // The DDL really failed.
-        ("42703", "ALTER TABLE t RENAME COLUMN a TO b", Stop),
-        ("42703", "ALTER TABLE t ALTER COLUMN a TYPE bigint", Stop),
-        ("42703", "ALTER TABLE t ALTER COLUMN a DROP DEFAULT", Stop),
-        ("42703", "ALTER TABLE t ADD b int, DROP COLUMN a", Stop),
-        ("42703", "CREATE INDEX i ON t (missing)", Stop),
-        ("42P01", "ALTER TABLE t ADD COLUMN a int", Stop),
-        ("42P01", "ALTER TABLE t DROP COLUMN a", Stop),
-        (
-            "42704",
-            "ALTER TABLE t ALTER COLUMN a TYPE no_such_type",
-            Stop,
-        ),
-        ("23505", "CREATE UNIQUE INDEX i ON t (a)", Stop),
-        ("42501", "DROP INDEX i", Stop),
-    ] {
-        assert_eq!(error_verdict(code, command), verdict, "{code} {command}");
-    }
 }
 
 fn sign(key: &[u8], json: &str) -> Vec<u8> {
@@ -340,8 +234,8 @@ fn only_signed_messages_of_the_transaction_are_accepted() {
     );
     assert_eq!(a.change.op, Op::Ddl);
     assert_eq!(
-        replay_of(&a.relation, &a.change),
-        Replay::Run("ALTER TABLE users ADD COLUMN x int".to_owned())
+        ddl_replay(&a.relation, &a.change),
+        DdlReplay::Run("ALTER TABLE users ADD COLUMN x int".to_owned())
     );
     assert!(a.refused.is_none());
 
@@ -376,7 +270,7 @@ fn a_refused_command_travels_with_its_reason() {
         .replace("\"nested\":false", "\"nested\":true");
     let a = capture.accept(&sign(&KEY, &msg), 7, 42).unwrap();
     assert_eq!(a.refused, Some(Refusal::Nested));
-    let Replay::Refused(reason) = replay_of(&a.relation, &a.change) else {
+    let DdlReplay::Refused(reason) = ddl_replay(&a.relation, &a.change) else {
         panic!("not refused");
     };
     assert!(
@@ -386,13 +280,6 @@ fn a_refused_command_travels_with_its_reason() {
     // The DO block is nowhere in the change.
     assert!(!format!("{:?}", a.change).contains("BEGIN"));
     assert_eq!(a.relation.columns.len(), DDL_COLUMNS.len() + 1);
-}
-
-#[test]
-fn refusal_step_names_the_way_out() {
-    let s = refusal_step("\"public\".\"t\"", "it's", "0/16B3F28", "why");
-    assert!(s.contains("VALUES ('it''s', '0/16B3F28')"), "{s}");
-    assert!(s.contains("internal_pg_flo.ddl_applied_by_hand"), "{s}");
 }
 
 #[test]
