@@ -68,7 +68,7 @@ pub struct Settings {
     #[serde(flatten)]
     pub group: GroupSettings,
     #[serde(flatten)]
-    pub source: SourceSettings,
+    pub source: ConnectionSettings,
     #[serde(flatten)]
     pub replicator: ReplicatorSettings,
     #[serde(flatten)]
@@ -250,11 +250,13 @@ pub struct GroupSettings {
     pub metrics_addr: Option<SocketAddr>,
 }
 
-/// The source database of the replicator.
+/// One PostgreSQL connection: the replicator's source database (these keys), or the postgres
+/// sink's target and schema source (`target-*` / `source-*` keys, see
+/// [`PostgresSinkSettings::target`]).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
 #[serde(default, rename_all = "kebab-case")]
-pub struct SourceSettings {
+pub struct ConnectionSettings {
     /// PostgreSQL host [env: PG_FLO_HOST] (required)
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(
@@ -708,6 +710,34 @@ pub struct PostgresSinkSettings {
     pub source_sslrootcert: Option<PathBuf>,
 }
 
+impl PostgresSinkSettings {
+    /// The `target-*` settings.
+    pub fn target(&self) -> ConnectionSettings {
+        ConnectionSettings {
+            host: self.target_host.clone(),
+            port: self.target_port,
+            dbname: self.target_dbname.clone(),
+            user: self.target_user.clone(),
+            password: self.target_password.clone(),
+            sslmode: self.target_sslmode,
+            sslrootcert: self.target_sslrootcert.clone(),
+        }
+    }
+
+    /// The `source-*` settings (the database whose schema `target-sync-schema` copies).
+    pub fn schema_source(&self) -> ConnectionSettings {
+        ConnectionSettings {
+            host: self.source_host.clone(),
+            port: self.source_port,
+            dbname: self.source_dbname.clone(),
+            user: self.source_user.clone(),
+            password: self.source_password.clone(),
+            sslmode: self.source_sslmode,
+            sslrootcert: self.source_sslrootcert.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -749,11 +779,11 @@ mod tests {
                 metrics_addr: Some("0.0.0.0:9100".parse().unwrap()),
                 ..GroupSettings::default()
             },
-            source: SourceSettings {
+            source: ConnectionSettings {
                 port: Some(5432),
                 password: Some(SecretString::from("hunter2")),
                 sslmode: Some(SslMode::VerifyCa),
-                ..SourceSettings::default()
+                ..ConnectionSettings::default()
             },
             webhook: WebhookSettings {
                 webhook_header: vec![SecretString::from("A: token")],

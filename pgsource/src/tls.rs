@@ -439,6 +439,22 @@ mod tests {
     }
 
     #[test]
+    fn sslmode_spellings() {
+        assert_eq!(" VERIFY-FULL".parse::<SslMode>(), Ok(SslMode::VerifyFull));
+        assert!("allow".parse::<SslMode>().is_err());
+        assert_eq!(SslMode::VerifyCa.to_string(), "verify-ca");
+        for mode in [
+            SslMode::Disable,
+            SslMode::Prefer,
+            SslMode::Require,
+            SslMode::VerifyCa,
+            SslMode::VerifyFull,
+        ] {
+            assert_eq!(mode.as_str().parse::<SslMode>(), Ok(mode));
+        }
+    }
+
+    #[test]
     fn disable_is_no_tls() {
         assert!(client_config(SslMode::Disable, None).unwrap().is_none());
         assert!(client_config(SslMode::Disable, Some(b"ignored"))
