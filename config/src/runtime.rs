@@ -25,6 +25,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use crate::value::serde_as;
 #[cfg(feature = "clap")]
 use crate::value::{
     parse_bool, parse_bytes, parse_count, parse_duration, parse_int, parse_port, parse_positive,
@@ -183,18 +184,12 @@ pub struct LogSettings {
         feature = "clap",
         arg(long, global = true, value_enum, value_name = "FORMAT")
     )]
-    #[serde(
-        with = "crate::value::serde_as::log_format",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::log_format", skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
     /// Log level or tracing filter directive, e.g. info, debug, pg_flo=trace
     /// [env: PG_FLO_LOG_LEVEL] [default: info]
     #[cfg_attr(feature = "clap", arg(long, global = true, value_name = "LEVEL"))]
-    #[serde(
-        with = "crate::value::serde_as::text",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::text", skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
 }
 
@@ -206,48 +201,30 @@ pub struct GroupSettings {
     /// Replication group name: part of the slot, publication, stream and subject names
     /// [env: PG_FLO_GROUP] (required)
     #[cfg_attr(feature = "clap", arg(long, global = true))]
-    #[serde(
-        with = "crate::value::serde_as::text",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::text", skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     /// NATS server URL(s), comma-separated [env: PG_FLO_NATS_URL] (required)
     #[cfg_attr(feature = "clap", arg(long, global = true, value_name = "URL"))]
-    #[serde(
-        with = "crate::value::serde_as::text",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::text", skip_serializing_if = "Option::is_none")]
     pub nats_url: Option<String>,
     /// PEM CA file to verify the NATS server's certificate [env: PG_FLO_NATS_CA_FILE]
     #[cfg_attr(feature = "clap", arg(long, global = true, value_name = "FILE"))]
-    #[serde(
-        with = "crate::value::serde_as::path",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::path", skip_serializing_if = "Option::is_none")]
     pub nats_ca_file: Option<PathBuf>,
     /// NATS credentials file (JWT + NKey seed) [env: PG_FLO_NATS_CREDS_FILE]
     #[cfg_attr(feature = "clap", arg(long, global = true, value_name = "FILE"))]
-    #[serde(
-        with = "crate::value::serde_as::path",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::path", skip_serializing_if = "Option::is_none")]
     pub nats_creds_file: Option<PathBuf>,
-    /// How long to keep retrying the first NATS connection [env: PG_FLO_NATS_CONNECT_TIMEOUT]
-    /// [default: 30s]
-    #[cfg_attr(feature = "clap", arg(long, global = true, value_parser = parse_duration, value_name = "DURATION"))]
-    #[serde(
-        with = "crate::value::serde_as::duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub nats_connect_timeout: Option<Duration>,
     /// Address of the admin server (/metrics, /healthz, /readyz), e.g. 0.0.0.0:9100
     /// [env: PG_FLO_METRICS_ADDR] [default: no admin server]
     #[cfg_attr(feature = "clap", arg(long, global = true, value_parser = parse_socket_addr, value_name = "ADDR"))]
-    #[serde(
-        with = "crate::value::serde_as::addr",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::addr", skip_serializing_if = "Option::is_none")]
     pub metrics_addr: Option<SocketAddr>,
+    /// How long to keep retrying the first NATS connection [env: PG_FLO_NATS_CONNECT_TIMEOUT]
+    /// [default: 30s]
+    #[cfg_attr(feature = "clap", arg(long, global = true, value_parser = parse_duration, value_name = "DURATION"))]
+    #[serde(with = "serde_as::duration", skip_serializing_if = "Option::is_none")]
+    pub nats_connect_timeout: Option<Duration>,
 }
 
 /// One PostgreSQL connection: the replicator's source database (these keys), or the postgres
@@ -259,49 +236,31 @@ pub struct GroupSettings {
 pub struct ConnectionSettings {
     /// PostgreSQL host [env: PG_FLO_HOST] (required)
     #[cfg_attr(feature = "clap", arg(long))]
-    #[serde(
-        with = "crate::value::serde_as::text",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::text", skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// PostgreSQL port [env: PG_FLO_PORT] [default: 5432]
     #[cfg_attr(feature = "clap", arg(long, value_parser = parse_port))]
-    #[serde(
-        with = "crate::value::serde_as::port",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::port", skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// PostgreSQL database name [env: PG_FLO_DBNAME] (required)
     #[cfg_attr(feature = "clap", arg(long))]
-    #[serde(
-        with = "crate::value::serde_as::text",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::text", skip_serializing_if = "Option::is_none")]
     pub dbname: Option<String>,
     /// PostgreSQL user (needs the REPLICATION attribute) [env: PG_FLO_USER] (required)
     #[cfg_attr(feature = "clap", arg(long))]
-    #[serde(
-        with = "crate::value::serde_as::text",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::text", skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// PostgreSQL password; prefer the env variable [env: PG_FLO_PASSWORD] (required)
     #[cfg_attr(feature = "clap", arg(long, value_parser = parse_secret))]
-    #[serde(deserialize_with = "crate::value::serde_as::secret", skip_serializing)]
+    #[serde(deserialize_with = "serde_as::secret", skip_serializing)]
     pub password: Option<SecretString>,
     /// TLS towards PostgreSQL, as libpq's sslmode [env: PG_FLO_SSLMODE] [default: prefer]
     #[cfg_attr(feature = "clap", arg(long, value_enum, value_name = "MODE"))]
-    #[serde(
-        with = "crate::value::serde_as::sslmode",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::sslmode", skip_serializing_if = "Option::is_none")]
     pub sslmode: Option<SslMode>,
     /// PEM CA file for --sslmode verify-ca / verify-full [env: PG_FLO_SSLROOTCERT]
     #[cfg_attr(feature = "clap", arg(long, value_name = "FILE"))]
-    #[serde(
-        with = "crate::value::serde_as::path",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::path", skip_serializing_if = "Option::is_none")]
     pub sslrootcert: Option<PathBuf>,
 }
 
@@ -312,66 +271,42 @@ pub struct ConnectionSettings {
 pub struct ReplicatorSettings {
     /// PostgreSQL schema to replicate [env: PG_FLO_SCHEMA] [default: public]
     #[cfg_attr(feature = "clap", arg(long))]
-    #[serde(
-        with = "crate::value::serde_as::text",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::text", skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
     /// Tables to replicate (comma- or space-separated, repeatable); empty means every table
     /// of --schema [env: PG_FLO_TABLES]
     #[cfg_attr(feature = "clap", arg(long, value_delimiter = ','))]
-    #[serde(
-        with = "crate::value::serde_as::list",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(with = "serde_as::list", skip_serializing_if = "Vec::is_empty")]
     pub tables: Vec<String>,
     /// JetStream stream size limit in bytes (e.g. 10GiB); the replicator waits while it is
     /// full [env: PG_FLO_NATS_STREAM_MAX_BYTES] [default: unlimited]
     #[cfg_attr(feature = "clap", arg(long, value_parser = parse_bytes, value_name = "BYTES"))]
-    #[serde(
-        with = "crate::value::serde_as::bytes",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::bytes", skip_serializing_if = "Option::is_none")]
     pub nats_stream_max_bytes: Option<u64>,
     /// Stream changes only (the default mode) [env: PG_FLO_STREAM]
     #[cfg_attr(feature = "clap", arg(long, num_args = 0..=1, require_equals = true,
         default_missing_value = "true", value_parser = parse_bool, value_name = "BOOL"))]
-    #[serde(
-        with = "crate::value::serde_as::flag",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::flag", skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
     /// Copy the existing rows only [env: PG_FLO_COPY]
     #[cfg_attr(feature = "clap", arg(long, num_args = 0..=1, require_equals = true,
         default_missing_value = "true", value_parser = parse_bool, value_name = "BOOL"))]
-    #[serde(
-        with = "crate::value::serde_as::flag",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::flag", skip_serializing_if = "Option::is_none")]
     pub copy: Option<bool>,
     /// Copy the existing rows, then stream changes [env: PG_FLO_COPY_AND_STREAM]
     #[cfg_attr(feature = "clap", arg(long, num_args = 0..=1, require_equals = true,
         default_missing_value = "true", value_parser = parse_bool, value_name = "BOOL"))]
-    #[serde(
-        with = "crate::value::serde_as::flag",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::flag", skip_serializing_if = "Option::is_none")]
     pub copy_and_stream: Option<bool>,
     /// Parallel copy workers per table; a value <= 0 means 4
     /// [env: PG_FLO_MAX_COPY_WORKERS_PER_TABLE] [default: 4]
     #[cfg_attr(feature = "clap", arg(long, allow_negative_numbers = true, value_parser = parse_int, value_name = "N"))]
-    #[serde(
-        with = "crate::value::serde_as::int",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::int", skip_serializing_if = "Option::is_none")]
     pub max_copy_workers_per_table: Option<i64>,
     /// Replicate DDL changes [env: PG_FLO_TRACK_DDL]
     #[cfg_attr(feature = "clap", arg(long, num_args = 0..=1, require_equals = true,
         default_missing_value = "true", value_parser = parse_bool, value_name = "BOOL"))]
-    #[serde(
-        with = "crate::value::serde_as::flag",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::flag", skip_serializing_if = "Option::is_none")]
     pub track_ddl: Option<bool>,
     /// Stream mode: when the group's slot is gone (dropped, lost in a failover) after the
     /// group has published, create a new one and go on, accepting that the changes made while
@@ -379,71 +314,44 @@ pub struct ReplicatorSettings {
     /// --copy-and-stream instead) [env: PG_FLO_ACCEPT_LOST_SLOT]
     #[cfg_attr(feature = "clap", arg(long, num_args = 0..=1, require_equals = true,
         default_missing_value = "true", value_parser = parse_bool, value_name = "BOOL"))]
-    #[serde(
-        with = "crate::value::serde_as::flag",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::flag", skip_serializing_if = "Option::is_none")]
     pub accept_lost_slot: Option<bool>,
     /// Remove the group's replication slot, publication, DDL capture objects and NATS streams,
     /// then exit (the group's unconsumed changes are lost) [env: PG_FLO_CLEANUP]
     #[cfg_attr(feature = "clap", arg(long, num_args = 0..=1, require_equals = true,
         default_missing_value = "true", value_parser = parse_bool, value_name = "BOOL"))]
-    #[serde(
-        with = "crate::value::serde_as::flag",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::flag", skip_serializing_if = "Option::is_none")]
     pub cleanup: Option<bool>,
     /// Attempts for retried operations; 0 selects the defaults (3, 1s, 8s)
     /// [env: PG_FLO_RETRY_MAX_ATTEMPTS] [default: 3]
     #[cfg_attr(feature = "clap", arg(long, value_parser = parse_count, value_name = "N"))]
-    #[serde(
-        with = "crate::value::serde_as::count",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::count", skip_serializing_if = "Option::is_none")]
     pub retry_max_attempts: Option<u32>,
     /// First wait between retries [env: PG_FLO_RETRY_INITIAL_WAIT] [default: 1s]
     #[cfg_attr(feature = "clap", arg(long, value_parser = parse_duration, value_name = "DURATION"))]
-    #[serde(
-        with = "crate::value::serde_as::duration",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::duration", skip_serializing_if = "Option::is_none")]
     pub retry_initial_wait: Option<Duration>,
     /// Longest wait between retries [env: PG_FLO_RETRY_MAX_WAIT] [default: 8s]
     #[cfg_attr(feature = "clap", arg(long, value_parser = parse_duration, value_name = "DURATION"))]
-    #[serde(
-        with = "crate::value::serde_as::duration",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::duration", skip_serializing_if = "Option::is_none")]
     pub retry_max_wait: Option<Duration>,
     /// Most changes in one NATS message [env: PG_FLO_MAX_BATCH_CHANGES] [default: 1000]
     #[cfg_attr(feature = "clap", arg(long, value_parser = parse_positive, value_name = "N"))]
-    #[serde(
-        with = "crate::value::serde_as::positive",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::positive", skip_serializing_if = "Option::is_none")]
     pub max_batch_changes: Option<u64>,
     /// Most payload bytes in one NATS message [env: PG_FLO_MAX_BATCH_BYTES] [default: 1MiB]
     #[cfg_attr(feature = "clap", arg(long, value_parser = parse_bytes, value_name = "BYTES"))]
-    #[serde(
-        with = "crate::value::serde_as::bytes",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::bytes", skip_serializing_if = "Option::is_none")]
     pub max_batch_bytes: Option<u64>,
     /// Most NATS publishes awaiting their acknowledgement [env: PG_FLO_MAX_IN_FLIGHT]
     /// [default: 256]
     #[cfg_attr(feature = "clap", arg(long, value_parser = parse_positive, value_name = "N"))]
-    #[serde(
-        with = "crate::value::serde_as::positive",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::positive", skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u64>,
     /// How often the confirmed position is reported to PostgreSQL [env: PG_FLO_STATUS_INTERVAL]
     /// [default: 1s]
     #[cfg_attr(feature = "clap", arg(long, value_parser = parse_duration, value_name = "DURATION"))]
-    #[serde(
-        with = "crate::value::serde_as::duration",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::duration", skip_serializing_if = "Option::is_none")]
     pub status_interval: Option<Duration>,
 }
 
@@ -454,51 +362,33 @@ pub struct ReplicatorSettings {
 pub struct WorkerSettings {
     /// Rules YAML file (transform / filter / exclude) [env: PG_FLO_RULES_CONFIG]
     #[cfg_attr(feature = "clap", arg(long, global = true, value_name = "FILE"))]
-    #[serde(
-        with = "crate::value::serde_as::path",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::path", skip_serializing_if = "Option::is_none")]
     pub rules_config: Option<PathBuf>,
     /// Routing YAML file (table and column renames) [env: PG_FLO_ROUTING_CONFIG]
     #[cfg_attr(feature = "clap", arg(long, global = true, value_name = "FILE"))]
-    #[serde(
-        with = "crate::value::serde_as::path",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::path", skip_serializing_if = "Option::is_none")]
     pub routing_config: Option<PathBuf>,
     /// Most changes written to the sink per commit [env: PG_FLO_BATCH_SIZE] [default: 1000]
     #[cfg_attr(feature = "clap", arg(long, global = true, value_parser = parse_positive, value_name = "N"))]
-    #[serde(
-        with = "crate::value::serde_as::positive",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::positive", skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<u64>,
     /// Longest a change waits before the worker writes what it has
     /// [env: PG_FLO_FLUSH_INTERVAL] [default: 100ms]
     #[cfg_attr(feature = "clap", arg(long, global = true, value_parser = parse_duration, value_name = "DURATION"))]
-    #[serde(
-        with = "crate::value::serde_as::duration",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::duration", skip_serializing_if = "Option::is_none")]
     pub flush_interval: Option<Duration>,
     /// Move a change the sink rejects permanently to the dead-letter subject
     /// pgflo.<group>.dlq (stream pgflo_<group>_dlq) and go on, instead of stopping
     /// [env: PG_FLO_DEAD_LETTER] [default: false]
     #[cfg_attr(feature = "clap", arg(long, global = true, num_args = 0..=1, require_equals = true,
         default_missing_value = "true", value_parser = parse_bool, value_name = "BOOL"))]
-    #[serde(
-        with = "crate::value::serde_as::flag",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::flag", skip_serializing_if = "Option::is_none")]
     pub dead_letter: Option<bool>,
     /// Longest a message waits for a missing predecessor (re-published by the replicator after
     /// a NATS failure) before the worker stops with an error naming both positions
     /// [env: PG_FLO_GAP_TIMEOUT] [default: 5m]
     #[cfg_attr(feature = "clap", arg(long, global = true, value_parser = parse_duration, value_name = "DURATION"))]
-    #[serde(
-        with = "crate::value::serde_as::duration",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::duration", skip_serializing_if = "Option::is_none")]
     pub gap_timeout: Option<Duration>,
 }
 
@@ -509,10 +399,7 @@ pub struct WorkerSettings {
 pub struct FileSinkSettings {
     /// Directory for the output files [env: PG_FLO_FILE_OUTPUT_DIR] (required)
     #[cfg_attr(feature = "clap", arg(long, value_name = "DIR"))]
-    #[serde(
-        with = "crate::value::serde_as::path",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::path", skip_serializing_if = "Option::is_none")]
     pub file_output_dir: Option<PathBuf>,
 }
 
@@ -523,57 +410,39 @@ pub struct FileSinkSettings {
 pub struct WebhookSettings {
     /// URL to POST the changes to (http:// or https://) [env: PG_FLO_WEBHOOK_URL] (required)
     #[cfg_attr(feature = "clap", arg(long, value_name = "URL"))]
-    #[serde(
-        with = "crate::value::serde_as::text",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::text", skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
     /// Extra request header, e.g. "Authorization: Bearer TOKEN" (repeatable); prefer the env
     /// variable for secrets, one header per line [env: PG_FLO_WEBHOOK_HEADER]
     // Checked by the runtime (clap would echo an invalid value, which may be a token); a
     // config file may hold a list or one text with a header per line.
     #[cfg_attr(feature = "clap", arg(long, value_parser = parse_secret, value_name = "NAME: VALUE"))]
-    #[serde(deserialize_with = "crate::value::serde_as::lines", skip_serializing)]
+    #[serde(deserialize_with = "serde_as::lines", skip_serializing)]
     pub webhook_header: Vec<SecretString>,
     /// Most changes per request: 1 POSTs one JSON object per change (as pg_flo), more POSTs
     /// a JSON array of up to N changes [env: PG_FLO_WEBHOOK_BATCH_SIZE] [default: 1]
     #[cfg_attr(feature = "clap", arg(long, value_parser = parse_positive, value_name = "N"))]
-    #[serde(
-        with = "crate::value::serde_as::positive",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::positive", skip_serializing_if = "Option::is_none")]
     pub webhook_batch_size: Option<u64>,
     /// Longest one request may take, answer included [env: PG_FLO_WEBHOOK_TIMEOUT]
     /// [default: 10s]
     #[cfg_attr(feature = "clap", arg(long, value_parser = parse_duration, value_name = "DURATION"))]
-    #[serde(
-        with = "crate::value::serde_as::duration",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::duration", skip_serializing_if = "Option::is_none")]
     pub webhook_timeout: Option<Duration>,
     /// Attempts per request before the worker rolls back and redelivers
     /// [env: PG_FLO_WEBHOOK_MAX_ATTEMPTS] [default: 10]
     #[cfg_attr(feature = "clap", arg(long, value_parser = parse_positive, value_name = "N"))]
-    #[serde(
-        with = "crate::value::serde_as::positive",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::positive", skip_serializing_if = "Option::is_none")]
     pub webhook_max_attempts: Option<u64>,
     /// First wait before retrying a request, doubled after each failure
     /// [env: PG_FLO_WEBHOOK_RETRY_INITIAL_WAIT] [default: 500ms]
     #[cfg_attr(feature = "clap", arg(long, value_parser = parse_duration, value_name = "DURATION"))]
-    #[serde(
-        with = "crate::value::serde_as::duration",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::duration", skip_serializing_if = "Option::is_none")]
     pub webhook_retry_initial_wait: Option<Duration>,
     /// Longest wait between retries of a request [env: PG_FLO_WEBHOOK_RETRY_MAX_WAIT]
     /// [default: 30s]
     #[cfg_attr(feature = "clap", arg(long, value_parser = parse_duration, value_name = "DURATION"))]
-    #[serde(
-        with = "crate::value::serde_as::duration",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::duration", skip_serializing_if = "Option::is_none")]
     pub webhook_retry_max_wait: Option<Duration>,
 }
 
@@ -585,59 +454,38 @@ pub struct WebhookSettings {
 pub struct PostgresSinkSettings {
     /// Target PostgreSQL host [env: PG_FLO_TARGET_HOST] (required)
     #[cfg_attr(feature = "clap", arg(long))]
-    #[serde(
-        with = "crate::value::serde_as::text",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::text", skip_serializing_if = "Option::is_none")]
     pub target_host: Option<String>,
     /// Target PostgreSQL port [env: PG_FLO_TARGET_PORT] [default: 5432]
     #[cfg_attr(feature = "clap", arg(long, value_parser = parse_port))]
-    #[serde(
-        with = "crate::value::serde_as::port",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::port", skip_serializing_if = "Option::is_none")]
     pub target_port: Option<u16>,
     /// Target database name [env: PG_FLO_TARGET_DBNAME] (required)
     #[cfg_attr(feature = "clap", arg(long))]
-    #[serde(
-        with = "crate::value::serde_as::text",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::text", skip_serializing_if = "Option::is_none")]
     pub target_dbname: Option<String>,
     /// Target user [env: PG_FLO_TARGET_USER] (required)
     #[cfg_attr(feature = "clap", arg(long))]
-    #[serde(
-        with = "crate::value::serde_as::text",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::text", skip_serializing_if = "Option::is_none")]
     pub target_user: Option<String>,
     /// Target password; prefer the env variable [env: PG_FLO_TARGET_PASSWORD] (required)
     #[cfg_attr(feature = "clap", arg(long, value_parser = parse_secret))]
-    #[serde(deserialize_with = "crate::value::serde_as::secret", skip_serializing)]
+    #[serde(deserialize_with = "serde_as::secret", skip_serializing)]
     pub target_password: Option<SecretString>,
     /// TLS towards the target, as libpq's sslmode [env: PG_FLO_TARGET_SSLMODE]
     /// [default: prefer]
     #[cfg_attr(feature = "clap", arg(long, value_enum, value_name = "MODE"))]
-    #[serde(
-        with = "crate::value::serde_as::sslmode",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::sslmode", skip_serializing_if = "Option::is_none")]
     pub target_sslmode: Option<SslMode>,
     /// PEM CA file for --target-sslmode verify-ca / verify-full [env: PG_FLO_TARGET_SSLROOTCERT]
     #[cfg_attr(feature = "clap", arg(long, value_name = "FILE"))]
-    #[serde(
-        with = "crate::value::serde_as::path",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::path", skip_serializing_if = "Option::is_none")]
     pub target_sslrootcert: Option<PathBuf>,
     /// Copy the source schema of the replicated tables to the target first (needs the
     /// --source-* settings) [env: PG_FLO_TARGET_SYNC_SCHEMA]
     #[cfg_attr(feature = "clap", arg(long, num_args = 0..=1, require_equals = true,
         default_missing_value = "true", value_parser = parse_bool, value_name = "BOOL"))]
-    #[serde(
-        with = "crate::value::serde_as::flag",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::flag", skip_serializing_if = "Option::is_none")]
     pub target_sync_schema: Option<bool>,
     /// Disable foreign key checks while applying changes (already so by default: the sink
     /// applies with session_replication_role = replica; kept for pg_flo compatibility, and
@@ -645,10 +493,7 @@ pub struct PostgresSinkSettings {
     /// [env: PG_FLO_TARGET_DISABLE_FOREIGN_KEYS]
     #[cfg_attr(feature = "clap", arg(long, num_args = 0..=1, require_equals = true,
         default_missing_value = "true", value_parser = parse_bool, value_name = "BOOL"))]
-    #[serde(
-        with = "crate::value::serde_as::flag",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::flag", skip_serializing_if = "Option::is_none")]
     pub target_disable_foreign_keys: Option<bool>,
     /// Let the target's triggers and foreign-key checks fire for replicated changes (default:
     /// off, the sink applies with session_replication_role = replica, like PostgreSQL's own
@@ -656,57 +501,36 @@ pub struct PostgresSinkSettings {
     /// GRANT SET ON PARAMETER session_replication_role) [env: PG_FLO_TARGET_FIRE_TRIGGERS]
     #[cfg_attr(feature = "clap", arg(long, num_args = 0..=1, require_equals = true,
         default_missing_value = "true", value_parser = parse_bool, value_name = "BOOL"))]
-    #[serde(
-        with = "crate::value::serde_as::flag",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::flag", skip_serializing_if = "Option::is_none")]
     pub target_fire_triggers: Option<bool>,
     /// Source PostgreSQL host, for --target-sync-schema [env: PG_FLO_SOURCE_HOST]
     #[cfg_attr(feature = "clap", arg(long))]
-    #[serde(
-        with = "crate::value::serde_as::text",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::text", skip_serializing_if = "Option::is_none")]
     pub source_host: Option<String>,
     /// Source PostgreSQL port [env: PG_FLO_SOURCE_PORT] [default: 5432]
     #[cfg_attr(feature = "clap", arg(long, value_parser = parse_port))]
-    #[serde(
-        with = "crate::value::serde_as::port",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::port", skip_serializing_if = "Option::is_none")]
     pub source_port: Option<u16>,
     /// Source database name, for --target-sync-schema [env: PG_FLO_SOURCE_DBNAME]
     #[cfg_attr(feature = "clap", arg(long))]
-    #[serde(
-        with = "crate::value::serde_as::text",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::text", skip_serializing_if = "Option::is_none")]
     pub source_dbname: Option<String>,
     /// Source user, for --target-sync-schema [env: PG_FLO_SOURCE_USER]
     #[cfg_attr(feature = "clap", arg(long))]
-    #[serde(
-        with = "crate::value::serde_as::text",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::text", skip_serializing_if = "Option::is_none")]
     pub source_user: Option<String>,
     /// Source password, for --target-sync-schema [env: PG_FLO_SOURCE_PASSWORD]
     #[cfg_attr(feature = "clap", arg(long, value_parser = parse_secret))]
-    #[serde(deserialize_with = "crate::value::serde_as::secret", skip_serializing)]
+    #[serde(deserialize_with = "serde_as::secret", skip_serializing)]
     pub source_password: Option<SecretString>,
     /// TLS towards the source, as libpq's sslmode [env: PG_FLO_SOURCE_SSLMODE]
     /// [default: prefer]
     #[cfg_attr(feature = "clap", arg(long, value_enum, value_name = "MODE"))]
-    #[serde(
-        with = "crate::value::serde_as::sslmode",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::sslmode", skip_serializing_if = "Option::is_none")]
     pub source_sslmode: Option<SslMode>,
     /// PEM CA file for --source-sslmode verify-ca / verify-full [env: PG_FLO_SOURCE_SSLROOTCERT]
     #[cfg_attr(feature = "clap", arg(long, value_name = "FILE"))]
-    #[serde(
-        with = "crate::value::serde_as::path",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_as::path", skip_serializing_if = "Option::is_none")]
     pub source_sslrootcert: Option<PathBuf>,
 }
 
