@@ -441,7 +441,7 @@ impl SourceConnection {
         SourceError::Tls {
             host: self.host.clone(),
             port: self.port,
-            ssl_mode: self.ssl_mode.into(),
+            ssl_mode: self.ssl_mode,
             fix,
             source,
         }
@@ -477,7 +477,7 @@ impl SourceConnection {
                 SourceError::Handshake {
                     host,
                     port,
-                    ssl_mode: self.ssl_mode.into(),
+                    ssl_mode: self.ssl_mode,
                     source,
                 }
             }

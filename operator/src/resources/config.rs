@@ -140,7 +140,11 @@ pub(crate) fn worker_config(
         c.webhook.webhook_batch_size = w.batch_size.map(u64::from);
     }
     if let Some(p) = &sink.postgres {
-        let source = p.sync_schema.then(|| source(rg)).unwrap_or_default();
+        let source = if p.sync_schema {
+            source(rg)
+        } else {
+            ConnectionSettings::default()
+        };
         c.postgres = PostgresSinkSettings {
             target_host: Some(p.host.clone()),
             target_port: Some(p.port),
