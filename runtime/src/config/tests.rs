@@ -98,6 +98,82 @@ fn every_flag_is_a_known_config_key() {
     }
 }
 
+/// The help of a flag (found in any command; a flag shared by two commands has one help).
+fn help_of(cmd: &clap::Command, long: &str) -> Option<String> {
+    cmd.get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_help().map(ToString::to_string))
+        .or_else(|| cmd.get_subcommands().find_map(|sub| help_of(sub, long)))
+}
+
+/// Each flag's help names its variable and states a default that is the real one: giving the
+/// stated default as the flag changes nothing.
+#[test]
+fn help_states_each_variable_and_the_true_default() {
+    let bases: [&[&str]; 5] = [
+        REQUIRED_REPLICATOR,
+        &["worker", "--group=g", "--nats-url=n", "stdout"],
+        &[
+            "worker",
+            "--group=g",
+            "--nats-url=n",
+            "file",
+            "--file-output-dir=/d",
+        ],
+        &[
+            "worker",
+            "--group=g",
+            "--nats-url=n",
+            "postgres",
+            "--target-host=t",
+            "--target-dbname=d",
+            "--target-user=u",
+            "--target-password=p",
+        ],
+        &[
+            "worker",
+            "--group=g",
+            "--nats-url=n",
+            "webhook",
+            "--webhook-url=http://h/x",
+        ],
+    ];
+    let prose = ["no admin server", "unlimited"];
+    let resolved = |args: &[&str]| {
+        let loaded = resolve(&cli(args), &env_of(&[]), None).unwrap();
+        format!("{:?} {:?}", loaded.process, loaded.log)
+    };
+    let root = Cli::command();
+    let mut checked = 0;
+    for base in bases {
+        let plain = resolved(base);
+        for setting in cli(base).settings() {
+            let key = setting.key;
+            let help = help_of(&root, &key).unwrap_or_default();
+            assert!(
+                help.contains(&format!("[env: {}]", env_var(&key))),
+                "--{key}: {help}"
+            );
+            let Some(default) = help
+                .split("[default: ")
+                .nth(1)
+                .and_then(|rest| rest.split(']').next())
+            else {
+                continue;
+            };
+            if prose.contains(&default) {
+                continue;
+            }
+            let flag = format!("--{key}={default}");
+            let mut args = base.to_vec();
+            args.push(&flag);
+            assert_eq!(resolved(&args), plain, "{flag} is not the default");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 30, "{checked} defaults checked");
+}
+
 #[test]
 fn defaults() {
     let r = replicator(REQUIRED_REPLICATOR, &[], None);
