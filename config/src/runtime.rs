@@ -618,7 +618,7 @@ mod tests {
         let yaml = serde_yaml::to_string(&s).unwrap();
         assert_eq!(
             yaml,
-            "group: g\nnats-connect-timeout: 5m\nmetrics-addr: 0.0.0.0:9100\nport: 5432\n\
+            "group: g\nmetrics-addr: 0.0.0.0:9100\nnats-connect-timeout: 5m\nport: 5432\n\
              sslmode: verify-ca\n"
         );
         let (back, invalid) = Settings::from_entries(&entries(&yaml));
