@@ -2,10 +2,19 @@
 //! operator (which renders it): one definition of every config-file key, of the rules and
 //! routing files, and of the enums both sides use.
 //!
-//! - [`runtime`]: the runtime's config file (`--config`), flags' third layer.
+//! - [`runtime`]: the settings of `pg_flo` (config file keys, flags, `PG_FLO_*` variables).
+//! - [`value`]: the value grammar of those settings (ports, durations, sizes, booleans), for
+//!   flags, variables and file alike.
+//! - [`names`]: the NATS subject, consumer, streams, slot and publication of a group.
 //! - [`rules`]: the rules file (`--rules-config`) and its validation.
 //! - [`routing`]: the routing file (`--routing-config`) and its validation.
+//! - [`SslMode`]: libpq's `sslmode`, defined with the TLS code that interprets it
+//!   (`pg_flo_source::tls`) and re-exported here.
 
+pub mod names;
 pub mod routing;
 pub mod rules;
 pub mod runtime;
+pub mod value;
+
+pub use pg_flo_source::tls::SslMode;

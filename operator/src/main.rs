@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use kube::runtime::events::Reporter;
+use pg_flo_config::runtime::LogFormat;
 use pg_flo_operator::controller::{self, Context, RunConfig};
 use pg_flo_operator::crd;
 use pg_flo_operator::leader::{LeaderElector, LeaseConfig};
@@ -22,12 +23,6 @@ use pg_flo_operator::metrics::{self, Health, Metrics};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Settings of `pg-flo-operator run`.

@@ -94,18 +94,6 @@ impl fmt::Debug for SourceConnection {
     }
 }
 
-impl From<SslMode> for pgtls::SslMode {
-    fn from(mode: SslMode) -> Self {
-        match mode {
-            SslMode::Disable => pgtls::SslMode::Disable,
-            SslMode::Prefer => pgtls::SslMode::Prefer,
-            SslMode::Require => pgtls::SslMode::Require,
-            SslMode::VerifyCa => pgtls::SslMode::VerifyCa,
-            SslMode::VerifyFull => pgtls::SslMode::VerifyFull,
-        }
-    }
-}
-
 /// The group's replication slot, as the runtime names it (pg_flo's
 /// `pg_flo_<group, '-' replaced by '_'>_publication`).
 pub fn slot_name(group: &str) -> String {
@@ -453,7 +441,7 @@ impl SourceConnection {
         SourceError::Tls {
             host: self.host.clone(),
             port: self.port,
-            ssl_mode: self.ssl_mode.into(),
+            ssl_mode: self.ssl_mode,
             fix,
             source,
         }
@@ -489,7 +477,7 @@ impl SourceConnection {
                 SourceError::Handshake {
                     host,
                     port,
-                    ssl_mode: self.ssl_mode.into(),
+                    ssl_mode: self.ssl_mode,
                     source,
                 }
             }
@@ -505,7 +493,7 @@ impl SourceConnection {
 
 /// Connects (TLS per `sslMode`) within [`CONNECT_TIMEOUT`] and spawns the connection task.
 async fn connect(conn: &SourceConnection) -> Result<Client, SourceError> {
-    let mode = pgtls::SslMode::from(conn.ssl_mode);
+    let mode = conn.ssl_mode;
     let tls = pgtls::client_config(mode, conn.ca_pem.as_deref())
         .map_err(|source| conn.tls_error(source))?;
     if tls.is_some() {
@@ -631,7 +619,7 @@ mod tests {
             (SslMode::VerifyCa, "verify-ca"),
             (SslMode::VerifyFull, "verify-full"),
         ] {
-            assert_eq!(pgtls::SslMode::from(mode).as_str(), libpq);
+            assert_eq!(mode.as_str(), libpq);
             // The CRD spells them the same way.
             assert_eq!(serde_json::to_value(mode).unwrap(), libpq);
         }

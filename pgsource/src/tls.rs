@@ -23,9 +23,15 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 
-/// TLS mode of a PostgreSQL connection, as libpq's `sslmode`. The runtime's flag and the
-/// operator's CRD field each have their own enum (with their own parsing) and map to this one.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// TLS mode of a PostgreSQL connection, as libpq's `sslmode`: the one definition, used by the
+/// runtime's flags and config file (`pg_flo_config`, with the `clap` feature) and by the
+/// operator's CRD fields (with the `schemars` feature). Spelled as libpq (`verify-ca`) in
+/// YAML, on the command line and in [`fmt::Display`]; [`std::str::FromStr`] ignores case and
+/// surrounding spaces.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(rename_all = "kebab-case")]
 pub enum SslMode {
     /// No TLS.
     Disable,
@@ -62,6 +68,27 @@ impl SslMode {
 impl fmt::Display for SslMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SslMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let all = [
+            SslMode::Disable,
+            SslMode::Prefer,
+            SslMode::Require,
+            SslMode::VerifyCa,
+            SslMode::VerifyFull,
+        ];
+        all.into_iter()
+            .find(|mode| mode.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| {
+                format!(
+                    "unknown sslmode {s:?}: use disable, prefer, require, verify-ca or verify-full"
+                )
+            })
     }
 }
 
@@ -409,6 +436,22 @@ mod tests {
         host: &str,
     ) -> Result<ServerCertVerified, rustls::Error> {
         verifier.verify_server_cert(cert, &[], &server_name(host).unwrap(), &[], UnixTime::now())
+    }
+
+    #[test]
+    fn sslmode_spellings() {
+        assert_eq!(" VERIFY-FULL".parse::<SslMode>(), Ok(SslMode::VerifyFull));
+        assert!("allow".parse::<SslMode>().is_err());
+        assert_eq!(SslMode::VerifyCa.to_string(), "verify-ca");
+        for mode in [
+            SslMode::Disable,
+            SslMode::Prefer,
+            SslMode::Require,
+            SslMode::VerifyCa,
+            SslMode::VerifyFull,
+        ] {
+            assert_eq!(mode.as_str().parse::<SslMode>(), Ok(mode));
+        }
     }
 
     #[test]

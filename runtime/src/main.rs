@@ -2,10 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tokio::sync::watch;
 
-use pg_flo::cli::Cli;
+use pg_flo::cli::CommandLine;
 use pg_flo::config::{self, LogFormat, Process, SinkConfig, WorkerConfig};
 use pg_flo::http::Health;
 use pg_flo::redact::error_chain;
@@ -14,7 +13,7 @@ use pg_flo::sink::{
 };
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match CommandLine::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             let worker = std::env::args().nth(1).as_deref() == Some("worker");

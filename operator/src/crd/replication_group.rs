@@ -134,22 +134,9 @@ fn default_schema() -> String {
     "public".into()
 }
 
-/// TLS mode of a PostgreSQL connection (libpq's `sslmode`).
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum SslMode {
-    /// No TLS.
-    Disable,
-    /// TLS when the server offers it, unverified.
-    #[default]
-    Prefer,
-    /// TLS, unverified.
-    Require,
-    /// TLS, certificate chain verified.
-    VerifyCa,
-    /// TLS, certificate chain and host name verified.
-    VerifyFull,
-}
+/// TLS mode of a PostgreSQL connection (libpq's `sslmode`): the runtime's own type, so the
+/// CRD accepts exactly the modes the runtime's config file does.
+pub use pg_flo_config::SslMode;
 
 /// What a group replicates.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

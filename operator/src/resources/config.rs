@@ -1,15 +1,22 @@
-//! The ConfigMap: pg_flo's flat YAML config files, rendered from typed structs, plus the rules
-//! and routing files rendered from the group's Rule and Route resources.
+//! The ConfigMap: pg_flo's flat YAML config files, rendered from the runtime's own settings
+//! model (`pg_flo_config::runtime::Settings`, which the runtime parses them with; absent
+//! settings and secrets are never written), plus the rules and routing files rendered from the
+//! group's Rule and Route resources.
 
 use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use pg_flo_config::runtime::{
+    ConnectionSettings, GroupSettings, PostgresSinkSettings, ReplicatorSettings, Settings,
+    WorkerSettings,
+};
 use serde::Serialize;
 
 use super::{config_map_name, nats_name, BuildError, Valid, CONFIG_DIR, NATS_CLIENT_PORT};
 use crate::crd::{
-    FilterOperator, Mode, Operation, ReplicationGroup, Route, Rule, RuleType, SslMode,
-    TransformType,
+    FilterOperator, Mode, Operation, ReplicationGroup, Route, Rule, RuleType, TransformType,
 };
 
 /// File name of the replicator config in the ConfigMap.
@@ -31,134 +38,13 @@ pub const NATS_CA_PATH: &str = "/var/run/pg-flo/nats-ca/ca.crt";
 pub const NATS_CREDS_PATH: &str = "/var/run/pg-flo/nats-creds/nats.creds";
 
 /// First NATS connection: how long the pods wait for NATS before exiting.
-pub const NATS_CONNECT_TIMEOUT: &str = "5m";
+pub const NATS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Replicator sessions that may fail in a row (pg_flo's default is 3, about 7 s): at the
 /// runtime's 8 s maximum wait this rides out about two hours of a NATS or source outage inside
 /// the process, with `/readyz` failing meanwhile, instead of exiting into the kubelet's
 /// CrashLoopBackOff, whose growing delay (up to 5 min) would hold replication back after the
 /// outage ends.
 pub const REPLICATOR_RETRY_ATTEMPTS: u32 = 1000;
-
-/// pg_flo's flat config file (`--config`): kebab-case keys, absent keys omitted. Credentials
-/// are never set here (they come from `PG_FLO_*` env variables bound to Secrets).
-#[derive(Serialize, Clone, Debug, Default, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub struct RuntimeConfig {
-    /// Replication group name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// NATS server URL.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nats_url: Option<String>,
-    /// NATS CA file.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nats_ca_file: Option<String>,
-    /// NATS credentials file.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nats_creds_file: Option<String>,
-    /// Source host.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
-    /// Source port.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    /// Source database.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dbname: Option<String>,
-    /// Source sslmode.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sslmode: Option<SslMode>,
-    /// Source CA file.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sslrootcert: Option<String>,
-    /// Schema of the tables.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub schema: Option<String>,
-    /// Tables (empty: all of the schema).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub tables: Vec<String>,
-    /// Copy only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub copy: Option<bool>,
-    /// Copy, then stream.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub copy_and_stream: Option<bool>,
-    /// Copy workers per table.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_copy_workers_per_table: Option<u32>,
-    /// Replicate DDL.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub track_ddl: Option<bool>,
-    /// Admin server address.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics_addr: Option<String>,
-    /// How long to keep retrying the first NATS connection.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nats_connect_timeout: Option<String>,
-    /// Consecutive failed replication sessions (without progress) before the replicator exits.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_max_attempts: Option<u32>,
-    /// Rules file.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rules_config: Option<String>,
-    /// Routing file.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub routing_config: Option<String>,
-    /// Changes per sink batch.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub batch_size: Option<u32>,
-    /// Dead-letter stream.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dead_letter: Option<bool>,
-    /// File sink directory.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file_output_dir: Option<String>,
-    /// Webhook URL.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub webhook_url: Option<String>,
-    /// Webhook batch size.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub webhook_batch_size: Option<u32>,
-    /// Target host.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target_host: Option<String>,
-    /// Target port.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target_port: Option<u16>,
-    /// Target database.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target_dbname: Option<String>,
-    /// Target sslmode.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target_sslmode: Option<SslMode>,
-    /// Target CA file.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target_sslrootcert: Option<String>,
-    /// Create/alter target tables.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target_sync_schema: Option<bool>,
-    /// Disable FK checks on the target.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target_disable_foreign_keys: Option<bool>,
-    /// Fire the target's triggers for replicated changes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target_fire_triggers: Option<bool>,
-    /// Source host (schema sync).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source_host: Option<String>,
-    /// Source port (schema sync).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source_port: Option<u16>,
-    /// Source database (schema sync).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source_dbname: Option<String>,
-    /// Source sslmode (schema sync).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source_sslmode: Option<SslMode>,
-    /// Source CA (schema sync).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source_sslrootcert: Option<String>,
-}
 
 /// NATS URL the pods connect to: the managed client Service or the external URL.
 pub(crate) fn nats_url(rg: &ReplicationGroup, v: &Valid) -> String {
@@ -172,9 +58,10 @@ pub(crate) fn nats_url(rg: &ReplicationGroup, v: &Valid) -> String {
     }
 }
 
-fn common(rg: &ReplicationGroup, v: &Valid) -> RuntimeConfig {
+/// The settings both config files share: the group, its NATS server and the admin address.
+fn common(rg: &ReplicationGroup, v: &Valid) -> GroupSettings {
     let ext = rg.spec.nats.external.as_ref();
-    RuntimeConfig {
+    GroupSettings {
         group: Some(v.name.clone()),
         nats_url: Some(nats_url(rg, v)),
         nats_ca_file: ext
@@ -183,31 +70,46 @@ fn common(rg: &ReplicationGroup, v: &Valid) -> RuntimeConfig {
         nats_creds_file: ext
             .and_then(|e| e.credentials_secret.as_ref())
             .map(|_| NATS_CREDS_PATH.into()),
-        metrics_addr: Some(format!("0.0.0.0:{}", super::METRICS_PORT)),
+        metrics_addr: Some(SocketAddr::from((
+            Ipv4Addr::UNSPECIFIED,
+            super::METRICS_PORT,
+        ))),
         // A managed NATS may still be starting (image pull, volume attach) when the pods do.
-        nats_connect_timeout: Some(NATS_CONNECT_TIMEOUT.into()),
-        ..RuntimeConfig::default()
+        nats_connect_timeout: Some(NATS_CONNECT_TIMEOUT),
     }
 }
 
-/// The replicator's config file.
-pub(crate) fn replicator_config(rg: &ReplicationGroup, v: &Valid) -> RuntimeConfig {
+/// The source database's settings (credentials come from env variables bound to Secrets).
+fn source(rg: &ReplicationGroup) -> ConnectionSettings {
     let s = &rg.spec.source;
-    RuntimeConfig {
+    ConnectionSettings {
         host: Some(s.host.clone()),
         port: Some(s.port),
         dbname: Some(s.database.clone()),
         sslmode: Some(s.ssl_mode),
         sslrootcert: s.ca_secret.as_ref().map(|_| SOURCE_CA_PATH.into()),
-        schema: Some(s.schema.clone()),
-        tables: s.tables.clone(),
-        copy: (rg.spec.mode == Mode::Copy).then_some(true),
-        copy_and_stream: (rg.spec.mode == Mode::CopyAndStream).then_some(true),
-        max_copy_workers_per_table: (rg.spec.mode != Mode::Stream)
-            .then_some(rg.spec.copy_workers_per_table),
-        track_ddl: Some(rg.spec.track_ddl),
-        retry_max_attempts: Some(REPLICATOR_RETRY_ATTEMPTS),
-        ..common(rg, v)
+        ..ConnectionSettings::default()
+    }
+}
+
+/// The replicator's config file.
+pub(crate) fn replicator_config(rg: &ReplicationGroup, v: &Valid) -> Settings {
+    let s = &rg.spec.source;
+    Settings {
+        group: common(rg, v),
+        source: source(rg),
+        replicator: ReplicatorSettings {
+            schema: Some(s.schema.clone()),
+            tables: s.tables.clone(),
+            copy: (rg.spec.mode == Mode::Copy).then_some(true),
+            copy_and_stream: (rg.spec.mode == Mode::CopyAndStream).then_some(true),
+            max_copy_workers_per_table: (rg.spec.mode != Mode::Stream)
+                .then_some(i64::from(rg.spec.copy_workers_per_table)),
+            track_ddl: Some(rg.spec.track_ddl),
+            retry_max_attempts: Some(REPLICATOR_RETRY_ATTEMPTS),
+            ..ReplicatorSettings::default()
+        },
+        ..Settings::default()
     }
 }
 
@@ -217,39 +119,48 @@ pub(crate) fn worker_config(
     v: &Valid,
     rules: bool,
     routes: bool,
-) -> RuntimeConfig {
-    let mut c = RuntimeConfig {
-        rules_config: rules.then(|| format!("{CONFIG_DIR}/{RULES_FILE}")),
-        routing_config: routes.then(|| format!("{CONFIG_DIR}/{ROUTING_FILE}")),
-        batch_size: rg.spec.worker_batch_size,
-        dead_letter: Some(rg.spec.dead_letter),
-        ..common(rg, v)
-    };
+) -> Settings {
     let sink = &rg.spec.sink;
+    let mut c = Settings {
+        group: common(rg, v),
+        worker: WorkerSettings {
+            rules_config: rules.then(|| format!("{CONFIG_DIR}/{RULES_FILE}").into()),
+            routing_config: routes.then(|| format!("{CONFIG_DIR}/{ROUTING_FILE}").into()),
+            batch_size: rg.spec.worker_batch_size.map(u64::from),
+            dead_letter: Some(rg.spec.dead_letter),
+            ..WorkerSettings::default()
+        },
+        ..Settings::default()
+    };
     if let Some(f) = &sink.file {
-        c.file_output_dir = Some(f.path.clone());
+        c.file.file_output_dir = Some(f.path.clone().into());
     }
     if let Some(w) = &sink.webhook {
-        c.webhook_url = Some(w.url.clone());
-        c.webhook_batch_size = w.batch_size;
+        c.webhook.webhook_url = Some(w.url.clone());
+        c.webhook.webhook_batch_size = w.batch_size.map(u64::from);
     }
     if let Some(p) = &sink.postgres {
-        c.target_host = Some(p.host.clone());
-        c.target_port = Some(p.port);
-        c.target_dbname = Some(p.database.clone());
-        c.target_sslmode = Some(p.ssl_mode);
-        c.target_sslrootcert = p.ca_secret.as_ref().map(|_| TARGET_CA_PATH.into());
-        c.target_sync_schema = Some(p.sync_schema);
-        c.target_disable_foreign_keys = Some(p.disable_foreign_keys);
-        c.target_fire_triggers = p.fire_triggers.then_some(true);
-        if p.sync_schema {
-            let s = &rg.spec.source;
-            c.source_host = Some(s.host.clone());
-            c.source_port = Some(s.port);
-            c.source_dbname = Some(s.database.clone());
-            c.source_sslmode = Some(s.ssl_mode);
-            c.source_sslrootcert = s.ca_secret.as_ref().map(|_| SOURCE_CA_PATH.into());
-        }
+        let source = if p.sync_schema {
+            source(rg)
+        } else {
+            ConnectionSettings::default()
+        };
+        c.postgres = PostgresSinkSettings {
+            target_host: Some(p.host.clone()),
+            target_port: Some(p.port),
+            target_dbname: Some(p.database.clone()),
+            target_sslmode: Some(p.ssl_mode),
+            target_sslrootcert: p.ca_secret.as_ref().map(|_| TARGET_CA_PATH.into()),
+            target_sync_schema: Some(p.sync_schema),
+            target_disable_foreign_keys: Some(p.disable_foreign_keys),
+            target_fire_triggers: p.fire_triggers.then_some(true),
+            source_host: source.host,
+            source_port: source.port,
+            source_dbname: source.dbname,
+            source_sslmode: source.sslmode,
+            source_sslrootcert: source.sslrootcert,
+            ..PostgresSinkSettings::default()
+        };
     }
     c
 }
@@ -402,7 +313,7 @@ fn routing_yaml(group: &str, routes: &[Route]) -> Result<Option<String>, BuildEr
         })
 }
 
-fn yaml(file: &'static str, c: &RuntimeConfig) -> Result<String, BuildError> {
+fn yaml(file: &'static str, c: &Settings) -> Result<String, BuildError> {
     serde_yaml::to_string(c).map_err(|source| BuildError::Yaml { file, source })
 }
 

@@ -30,7 +30,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::{ReplicationGroup, Route, Rule};
 
-pub use config::{config_hash, config_map, RuntimeConfig};
+pub use config::{config_hash, config_map};
 pub use nats::{nats, NatsObjects, DEFAULT_NATS_IMAGE};
 pub use workloads::{
     copy_job, copy_job_name, replicator_deployment, service_account, worker_deployment,
@@ -46,7 +46,7 @@ pub const GROUP_LABEL: &str = "pgflo.io/group";
 /// Mount path of the ConfigMap in the replicator and worker pods.
 pub const CONFIG_DIR: &str = "/etc/pg-flo";
 /// Port of the admin server (`/metrics`, `/healthz`, `/readyz`) of replicator and worker.
-pub const METRICS_PORT: i32 = 9100;
+pub const METRICS_PORT: u16 = 9100;
 /// Client port of NATS.
 pub const NATS_CLIENT_PORT: i32 = 4222;
 /// Cluster (route) port of NATS.

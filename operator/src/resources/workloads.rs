@@ -165,7 +165,7 @@ fn deployment(
         env: Some(parts.env),
         ports: Some(vec![ContainerPort {
             name: Some("metrics".into()),
-            container_port: METRICS_PORT,
+            container_port: i32::from(METRICS_PORT),
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),

@@ -17,18 +17,6 @@ use rustls::ClientConfig;
 
 use crate::config::SslMode;
 
-impl From<SslMode> for shared::SslMode {
-    fn from(mode: SslMode) -> Self {
-        match mode {
-            SslMode::Disable => shared::SslMode::Disable,
-            SslMode::Prefer => shared::SslMode::Prefer,
-            SslMode::Require => shared::SslMode::Require,
-            SslMode::VerifyCa => shared::SslMode::VerifyCa,
-            SslMode::VerifyFull => shared::SslMode::VerifyFull,
-        }
-    }
-}
-
 /// Why a TLS client configuration could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -92,15 +80,14 @@ pub fn client_config(
     rootcert: Option<&Path>,
 ) -> Result<Option<Arc<ClientConfig>>, TlsError> {
     if !mode.verifies_certificate() {
-        return shared::client_config(mode.into(), None).map_err(TlsError::Config);
+        return shared::client_config(mode, None).map_err(TlsError::Config);
     }
     let path = rootcert.ok_or(TlsError::MissingRootCert { mode })?;
     let pem = std::fs::read(path).map_err(|source| TlsError::ReadRootCert {
         path: path.to_owned(),
         source,
     })?;
-    shared::client_config(mode.into(), Some(&pem))
-        .map_err(|e| TlsError::with_root_cert(e, mode, path))
+    shared::client_config(mode, Some(&pem)).map_err(|e| TlsError::with_root_cert(e, mode, path))
 }
 
 /// The TLS server name for `host` (a DNS name or an IP address).
@@ -133,21 +120,6 @@ mod tests {
     #[test]
     fn disable_is_no_tls() {
         assert!(client_config(SslMode::Disable, None).unwrap().is_none());
-    }
-
-    #[test]
-    fn modes_map_to_the_shared_ones() {
-        for mode in [
-            SslMode::Disable,
-            SslMode::Prefer,
-            SslMode::Require,
-            SslMode::VerifyCa,
-            SslMode::VerifyFull,
-        ] {
-            let shared: shared::SslMode = mode.into();
-            assert_eq!(shared.as_str(), mode.as_str());
-            assert_eq!(shared.verifies_certificate(), mode.verifies_certificate());
-        }
     }
 
     #[test]
