@@ -60,6 +60,15 @@ impl<K, V> FromIterator<(K, V)> for Entries<K, V> {
     }
 }
 
+impl<'a, K, V> IntoIterator for &'a Entries<K, V> {
+    type Item = &'a (K, V);
+    type IntoIter = std::slice::Iter<'a, (K, V)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for Entries<K, V> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct EntriesVisitor<K, V>(PhantomData<(K, V)>);
@@ -160,15 +169,14 @@ mod tests {
         let Some(Lenient::Typed(m)) = d.m else {
             panic!("{:?}", d.m)
         };
-        let texts: Vec<String> = m
-            .0
-            .iter()
-            .map(|(k, v)| match (k, v) {
-                (Lenient::Typed(k), Lenient::Typed(v)) => format!("{k}={}", v.text()),
-                (Lenient::Other(k), Lenient::Typed(v)) => format!("{k:?}={}", v.text()),
-                other => panic!("{other:?}"),
-            })
-            .collect();
+        let texts: Vec<String> =
+            m.0.iter()
+                .map(|(k, v)| match (k, v) {
+                    (Lenient::Typed(k), Lenient::Typed(v)) => format!("{k}={}", v.text()),
+                    (Lenient::Other(k), Lenient::Typed(v)) => format!("{k:?}={}", v.text()),
+                    other => panic!("{other:?}"),
+                })
+                .collect();
         assert_eq!(texts, ["t2=1.5", "Number(3)=true", "t1=s"]);
         let d = doc("a: 3\n");
         assert_eq!((d.a, d.b), (Some(Lenient::Typed(3)), None));

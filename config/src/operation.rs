@@ -145,7 +145,9 @@ mod tests {
         assert!(matches!(items[3], Lenient::Other(_)));
         let one: OperationList = serde_yaml::from_str("delete").unwrap();
         assert_eq!(one, OperationList::One(Lenient::Typed(Operation::Delete)));
-        let written: OperationList = [Operation::Insert, Operation::Truncate].into_iter().collect();
+        let written: OperationList = [Operation::Insert, Operation::Truncate]
+            .into_iter()
+            .collect();
         assert_eq!(
             serde_yaml::to_string(&written).unwrap(),
             "- INSERT\n- TRUNCATE\n"

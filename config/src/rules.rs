@@ -359,7 +359,7 @@ impl RulesFile {
         };
         let mut valid = ValidRules::default();
         let mut problems = Vec::new();
-        for (key, list) in &tables.0 {
+        for (key, list) in tables {
             let table = match key {
                 Lenient::Typed(table) => table,
                 Lenient::Other(key) => {
@@ -409,7 +409,14 @@ impl RulesFile {
 }
 
 /// The parameters that are not `operations` / `allow_empty_deletes`, by name.
-const TYPED_PARAMS: [&str; 6] = ["mask_char", "operator", "pattern", "replace", "type", "value"];
+const TYPED_PARAMS: [&str; 6] = [
+    "mask_char",
+    "operator",
+    "pattern",
+    "replace",
+    "type",
+    "value",
+];
 
 impl Parameters {
     /// Whether the typed parameter `name` (one of [`TYPED_PARAMS`]) is present.
@@ -654,7 +661,10 @@ fn operation_set(list: &OperationList, problems: &mut Vec<RuleProblem>) -> Optio
             }
             Lenient::Typed(Operation::Truncate) => {}
             Lenient::Typed(op @ Operation::Ddl) => {
-                problems.push(RuleProblem::UnknownOperation(format!("\"{}\"", op.as_str())));
+                problems.push(RuleProblem::UnknownOperation(format!(
+                    "\"{}\"",
+                    op.as_str()
+                )));
                 ok = false;
             }
             Lenient::Other(v) => {
@@ -748,7 +758,8 @@ mod tests {
         .check();
         assert!(matches!(check.problems[..], [RuleProblem::InvalidRegex(_)]));
         assert!(check.rule.is_none());
-        let check = rule("{type: filter, column: c, parameters: {operator: like, value: 1}}").check();
+        let check =
+            rule("{type: filter, column: c, parameters: {operator: like, value: 1}}").check();
         assert_eq!(
             check.problems[0].to_string(),
             "unknown filter operator \"like\" (expected eq, ne, gt, lt, gte, lte or contains)"
@@ -759,7 +770,10 @@ mod tests {
             "unknown operation \"DDL\" (expected INSERT, UPDATE, DELETE or TRUNCATE)"
         );
         let check = rule("{type: exclude_column, column: c, operations: 3}").check();
-        assert!(matches!(check.problems[..], [RuleProblem::OperationsNotAList]));
+        assert!(matches!(
+            check.problems[..],
+            [RuleProblem::OperationsNotAList]
+        ));
         let check = rule("{type: exclude_column, column: c, allow_empty_deletes: null}").check();
         assert!(matches!(
             check.problems[..],
