@@ -11,7 +11,7 @@ use pg_flo::worker::routing::Routes;
 use pg_flo::worker::rules::Rules;
 use serde_yaml::Value;
 
-/// `(snapshot, content)` of every `file` (`rules.yaml` / `routing.yaml`) in the operator's snapshots.
+/// `(snapshot, content)` of every `file` (`rules.yaml`, `routing.yaml`) the snapshots hold.
 fn rendered(file: &str) -> Vec<(String, String)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../operator/tests/snapshots");
     let mut out = Vec::new();
