@@ -23,13 +23,12 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
+use pg_flo_config::rules::RuleProblem;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::conditions::{accepted, same_conditions};
 use super::{observe, Context, Error, FIELD_MANAGER};
-use pg_flo_config::rules::RuleProblem;
-
 use crate::crd::{ReplicationGroup, Route, Rule, RuleItem, RuleType, TransformType};
 
 /// Problems of a Rule the worker could not run, each naming the rule by position: the shape

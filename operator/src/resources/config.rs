@@ -5,11 +5,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use pg_flo_config::{routing as routing_file, rules as rules_file};
 use serde::Serialize;
 
 use super::{config_map_name, nats_name, BuildError, Valid, CONFIG_DIR, NATS_CLIENT_PORT};
-use pg_flo_config::{routing as routing_file, rules as rules_file};
-
 use crate::crd::{Mode, ReplicationGroup, Route, Rule, RuleItem, SslMode};
 
 /// File name of the replicator config in the ConfigMap.
