@@ -8,10 +8,14 @@
 //! - [`names`]: the NATS subject, consumer, streams, slot and publication of a group.
 //! - [`rules`]: the rules file (`--rules-config`) and its validation.
 //! - [`routing`]: the routing file (`--routing-config`) and its validation.
+//! - [`operation`]: the kinds of change both files name; [`lenient`]: how the two files keep
+//!   what they hold so that validation reports every problem at once.
 //! - [`SslMode`]: libpq's `sslmode`, defined with the TLS code that interprets it
 //!   (`pg_flo_source::tls`) and re-exported here.
 
+pub mod lenient;
 pub mod names;
+pub mod operation;
 pub mod routing;
 pub mod rules;
 pub mod runtime;

@@ -6,6 +6,9 @@
 //! - `InvalidRule`: a rule the worker could not run (e.g. a regex that does not compile). The
 //!   group does not render such a rule, and does not drop it either: the group turns `Degraded`
 //!   and keeps its previous configuration, since silently leaving out a mask could leak data.
+//! - `InvalidRoute`: a route the worker could not run (e.g. two column mappings onto one
+//!   column); as with `InvalidRule`, the group turns `Degraded` and keeps its previous
+//!   configuration.
 //! - `Conflict` (Routes): another Route of the same group and source table sorts first by
 //!   name and wins.
 //!
@@ -20,61 +23,90 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
+use pg_flo_config::rules::RuleProblem;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::conditions::{accepted, same_conditions};
 use super::{observe, Context, Error, FIELD_MANAGER};
-use crate::crd::{ReplicationGroup, Route, Rule, RuleType, TransformType};
+use crate::crd::{ReplicationGroup, Route, Rule, RuleItem, RuleType, TransformType};
 
-/// Problems of a Rule the worker could not run, each naming the rule by position.
+/// Problems of a Rule the worker could not run, each naming the rule by position: the shape
+/// the CRD's validation rules ask for (checked again here for objects written before them),
+/// then the runtime's own check of the rule as the worker reads it.
 pub fn rule_problems(rule: &Rule) -> Vec<String> {
     let mut problems = Vec::new();
     for (i, item) in rule.spec.rules.iter().enumerate() {
         let at = format!("rules[{i}] (column {})", item.column);
-        match item.type_ {
-            RuleType::Transform => match &item.transform {
-                None => problems.push(format!("{at}: a transform rule needs `transform`")),
-                Some(t) => match t.type_ {
-                    TransformType::Regex => match (&t.pattern, &t.replace) {
-                        (Some(p), Some(_)) => {
-                            if let Err(e) = regex::Regex::new(p) {
-                                problems.push(format!(
-                                    "{at}: pattern does not compile: {}",
-                                    e.to_string().replace('\n', " ")
-                                ));
-                            }
-                        }
-                        _ => problems.push(format!(
-                            "{at}: a regex transform needs `pattern` and `replace`"
-                        )),
-                    },
-                    TransformType::Mask => {
-                        if t.mask_char.as_deref().map(|c| c.chars().count()) != Some(1) {
-                            problems.push(format!(
-                                "{at}: a mask transform needs a one-character `maskChar`"
-                            ));
-                        }
-                    }
-                },
-            },
-            RuleType::Filter => {
-                if item.filter.is_none() {
-                    problems.push(format!("{at}: a filter rule needs `filter`"));
-                }
-            }
-            RuleType::ExcludeColumn => {}
+        let shape = shape_problems(item);
+        if shape.is_empty() {
+            problems.extend(
+                item.file_rule()
+                    .check()
+                    .problems
+                    .iter()
+                    .map(|p| format!("{at}: {}", describe(p))),
+            );
         }
-        if item.type_ != RuleType::Transform && item.transform.is_some() {
-            problems.push(format!(
-                "{at}: `transform` is only valid on a transform rule"
-            ));
-        }
-        if item.type_ != RuleType::Filter && item.filter.is_some() {
-            problems.push(format!("{at}: `filter` is only valid on a filter rule"));
-        }
+        problems.extend(shape.into_iter().map(|p| format!("{at}: {p}")));
     }
     problems
+}
+
+/// A problem of the rule in the CR's terms.
+fn describe(problem: &RuleProblem) -> String {
+    match problem {
+        RuleProblem::InvalidRegex(e) => format!(
+            "pattern does not compile: {}",
+            e.to_string().replace('\n', " ")
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// What the CRD's `x-kubernetes-validations` of a rule item require.
+fn shape_problems(item: &RuleItem) -> Vec<&'static str> {
+    let mut problems = Vec::new();
+    match item.type_ {
+        RuleType::Transform => match &item.transform {
+            None => problems.push("a transform rule needs `transform`"),
+            Some(t) => match t.type_ {
+                TransformType::Regex => {
+                    if t.pattern.is_none() || t.replace.is_none() {
+                        problems.push("a regex transform needs `pattern` and `replace`");
+                    }
+                }
+                TransformType::Mask => {
+                    if t.mask_char.as_deref().map(|c| c.chars().count()) != Some(1) {
+                        problems.push("a mask transform needs a one-character `maskChar`");
+                    }
+                }
+            },
+        },
+        RuleType::Filter => {
+            if item.filter.is_none() {
+                problems.push("a filter rule needs `filter`");
+            }
+        }
+        RuleType::ExcludeColumn => {}
+    }
+    if item.type_ != RuleType::Transform && item.transform.is_some() {
+        problems.push("`transform` is only valid on a transform rule");
+    }
+    if item.type_ != RuleType::Filter && item.filter.is_some() {
+        problems.push("`filter` is only valid on a filter rule");
+    }
+    problems
+}
+
+/// Problems of a Route the worker could not run (the runtime's own check of the route as the
+/// worker reads it), e.g. two mappings onto one column.
+pub fn route_problems(route: &Route) -> Vec<String> {
+    route
+        .spec
+        .file_route()
+        .check(&route.spec.source_table)
+        .problems
 }
 
 /// The Route that wins for `route`'s group and source table (first by name), if not `route`.
@@ -172,8 +204,8 @@ pub async fn reconcile_rule(rule: Arc<Rule>, ctx: Arc<Context>) -> Result<Action
     result
 }
 
-/// Reconciles one Route: `Accepted` true when its group exists and no other Route of the group
-/// and source table sorts before it.
+/// Reconciles one Route: `Accepted` true when it is valid, its group exists and no other Route
+/// of the group and source table sorts before it.
 #[tracing::instrument(skip_all, fields(namespace = route.namespace().unwrap_or_default(), name = route.name_any()))]
 pub async fn reconcile_route(route: Arc<Route>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
@@ -190,7 +222,10 @@ pub async fn reconcile_route(route: Arc<Route>, ctx: Arc<Context>) -> Result<Act
             .into_iter()
             .filter_map(|g| g.0.ok())
             .collect();
-        let verdict = if !group_exists(&ctx, &ns, group).await? {
+        let problems = route_problems(&route);
+        let verdict = if !problems.is_empty() {
+            (false, "InvalidRoute", problems.join("; "))
+        } else if !group_exists(&ctx, &ns, group).await? {
             (
                 false,
                 "GroupNotFound",

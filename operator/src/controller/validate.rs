@@ -259,6 +259,24 @@ pub fn validate(rg: &ReplicationGroup, refs: &Refs) -> Result<(), Vec<String>> {
             ));
         }
     }
+    // The Routes the worker would get (the first by name of each source table).
+    let routes: Vec<Route> = refs
+        .routes
+        .iter()
+        .filter(|r| r.spec.group_ref.name == group)
+        .cloned()
+        .collect();
+    for route in &routes {
+        if super::attach::conflicting_route(route, &routes).is_some() {
+            continue;
+        }
+        for p in super::attach::route_problems(route) {
+            problems.push(format!(
+                "Route {}: {p}: fix the Route (the previous configuration stays in place)",
+                route.name_any()
+            ));
+        }
+    }
     if let Some(w) = &rg.spec.sink.webhook {
         if let Some(h) = &w.headers_secret {
             if matches!(refs.secrets.get(&h.name), Some(Some(_)))

@@ -67,6 +67,16 @@ pub enum Operation {
     Delete,
 }
 
+impl From<Operation> for pg_flo_config::operation::Operation {
+    fn from(op: Operation) -> Self {
+        match op {
+            Operation::Insert => pg_flo_config::operation::Operation::Insert,
+            Operation::Update => pg_flo_config::operation::Operation::Update,
+            Operation::Delete => pg_flo_config::operation::Operation::Delete,
+        }
+    }
+}
+
 /// The CustomResourceDefinitions of the operator, in a stable order.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
     vec![ReplicationGroup::crd(), Rule::crd(), Route::crd()]

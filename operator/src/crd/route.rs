@@ -5,6 +5,8 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
+use pg_flo_config::lenient::Lenient;
+use pg_flo_config::routing as file;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +69,27 @@ pub struct ColumnMapping {
     /// Column name in the sink.
     #[schemars(length(min = 1))]
     pub destination: String,
+}
+
+impl RouteSpec {
+    /// The route as pg_flo's routing file writes it (under the key `sourceTable`): what the
+    /// worker runs, and what [`file::Route::check`] validates.
+    pub fn file_route(&self) -> file::Route {
+        let mappings = self
+            .column_mappings
+            .iter()
+            .map(|m| file::ColumnMapping::new(&m.source, &m.destination).into());
+        file::Route {
+            destination_table: Some(self.destination_table.clone().into()),
+            column_mappings: (!self.column_mappings.is_empty())
+                .then(|| Lenient::Typed(mappings.collect())),
+            operations: self
+                .operations
+                .as_ref()
+                .map(|ops| ops.iter().map(|&op| op.into()).collect()),
+            ..file::Route::default()
+        }
+    }
 }
 
 /// Observed state of a Route.

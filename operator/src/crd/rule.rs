@@ -5,10 +5,16 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
+use pg_flo_config::lenient::Scalar;
+use pg_flo_config::rules as file;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{GroupRef, Operation};
+
+/// Kind of a transform (`regex` or `mask`), and comparison operator of a filter: the rules
+/// file's own types, so the CRD and the file cannot name them differently.
+pub use pg_flo_config::rules::{FilterOperator, TransformType};
 
 /// Transforms, filters and column exclusions the worker of a ReplicationGroup applies to the
 /// changes of one source table, in list order, before routing.
@@ -88,16 +94,6 @@ pub struct RuleItem {
     pub allow_empty_deletes: Option<bool>,
 }
 
-/// Kind of a transform.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum TransformType {
-    /// Replace every match of `pattern` with `replace` (`$1`, `${name}` expand).
-    Regex,
-    /// Keep the first and last character and replace the others with `maskChar`.
-    Mask,
-}
-
 /// Parameters of a transform rule.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -121,26 +117,6 @@ pub struct TransformParams {
     pub mask_char: Option<String>,
 }
 
-/// Comparison operator of a filter.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum FilterOperator {
-    /// Equal.
-    Eq,
-    /// Not equal.
-    Ne,
-    /// Greater than.
-    Gt,
-    /// Less than.
-    Lt,
-    /// Greater than or equal.
-    Gte,
-    /// Less than or equal.
-    Lte,
-    /// Case-sensitive substring of the text form.
-    Contains,
-}
-
 /// Parameters of a filter rule.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -149,6 +125,41 @@ pub struct FilterParams {
     pub operator: FilterOperator,
     /// Value compared with (parsed according to the column type).
     pub value: String,
+}
+
+impl RuleItem {
+    /// The rule as pg_flo's rules file writes it (`type`, `column`, `parameters`, ...): what
+    /// the worker runs, and what [`file::Rule::check`] validates.
+    pub fn file_rule(&self) -> file::Rule {
+        let mut parameters = file::Parameters::default();
+        let text = |s: &Option<String>| s.clone().map(|s| Scalar::from(s).into());
+        if let Some(t) = &self.transform {
+            parameters.transform = Some(t.type_.into());
+            parameters.pattern = text(&t.pattern);
+            parameters.replace = text(&t.replace);
+            parameters.mask_char = text(&t.mask_char);
+        }
+        if let Some(f) = &self.filter {
+            parameters.operator = Some(f.operator.into());
+            parameters.value = Some(Scalar::from(f.value.clone()).into());
+        }
+        let kind = match self.type_ {
+            RuleType::Transform => file::RuleType::Transform,
+            RuleType::Filter => file::RuleType::Filter,
+            RuleType::ExcludeColumn => file::RuleType::ExcludeColumn,
+        };
+        file::Rule {
+            kind: Some(kind.into()),
+            column: Some(self.column.clone().into()),
+            parameters: (parameters != file::Parameters::default()).then(|| parameters.into()),
+            operations: self
+                .operations
+                .as_ref()
+                .map(|ops| ops.iter().map(|&op| op.into()).collect()),
+            allow_empty_deletes: self.allow_empty_deletes.map(Into::into),
+            ..file::Rule::default()
+        }
+    }
 }
 
 /// Observed state of a Rule.

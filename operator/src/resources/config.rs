@@ -1,7 +1,8 @@
 //! The ConfigMap: pg_flo's flat YAML config files, rendered from the runtime's own settings
 //! model (`pg_flo_config::runtime::Settings`, which the runtime parses them with; absent
 //! settings and secrets are never written), plus the rules and routing files rendered from the
-//! group's Rule and Route resources.
+//! group's Rule and Route resources into the runtime's own models (`pg_flo_config::rules` /
+//! `routing`).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -12,12 +13,10 @@ use pg_flo_config::runtime::{
     ConnectionSettings, GroupSettings, PostgresSinkSettings, ReplicatorSettings, Settings,
     WorkerSettings,
 };
-use serde::Serialize;
+use pg_flo_config::{routing as routing_file, rules as rules_file};
 
 use super::{config_map_name, nats_name, BuildError, Valid, CONFIG_DIR, NATS_CLIENT_PORT};
-use crate::crd::{
-    FilterOperator, Mode, Operation, ReplicationGroup, Route, Rule, RuleType, TransformType,
-};
+use crate::crd::{Mode, ReplicationGroup, Route, Rule, RuleItem};
 
 /// File name of the replicator config in the ConfigMap.
 pub const REPLICATOR_FILE: &str = "replicator.yaml";
@@ -165,63 +164,6 @@ pub(crate) fn worker_config(
     c
 }
 
-/// One rule of pg_flo's rules file.
-#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
-struct RuntimeRule {
-    #[serde(rename = "type")]
-    type_: &'static str,
-    column: String,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    parameters: BTreeMap<&'static str, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    operations: Option<Vec<Operation>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    allow_empty_deletes: Option<bool>,
-}
-
-#[derive(Serialize)]
-struct RulesFile {
-    /// Table -> rules; a BTreeMap keeps the output sorted. Rules of several Rule resources of
-    /// one table are concatenated in resource-name order.
-    tables: BTreeMap<String, Vec<RuntimeRule>>,
-}
-
-/// One route of pg_flo's routing file.
-#[derive(Serialize)]
-struct RuntimeRoute {
-    destination_table: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    column_mappings: Vec<RuntimeMapping>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    operations: Option<Vec<Operation>>,
-}
-
-#[derive(Serialize)]
-struct RuntimeMapping {
-    source: String,
-    destination: String,
-}
-
-fn rule_type(t: RuleType) -> &'static str {
-    match t {
-        RuleType::Transform => "transform",
-        RuleType::Filter => "filter",
-        RuleType::ExcludeColumn => "exclude_column",
-    }
-}
-
-fn filter_op(o: FilterOperator) -> &'static str {
-    match o {
-        FilterOperator::Eq => "eq",
-        FilterOperator::Ne => "ne",
-        FilterOperator::Gt => "gt",
-        FilterOperator::Lt => "lt",
-        FilterOperator::Gte => "gte",
-        FilterOperator::Lte => "lte",
-        FilterOperator::Contains => "contains",
-    }
-}
-
 fn sorted_by_name<'a, T: kube::Resource>(
     items: &'a [T],
     group: &str,
@@ -237,43 +179,16 @@ fn rules_yaml(group: &str, rules: &[Rule]) -> Result<Option<String>, BuildError>
     if mine.is_empty() {
         return Ok(None);
     }
-    let mut tables: BTreeMap<String, Vec<RuntimeRule>> = BTreeMap::new();
+    // Sorted by table; the rules of several Rule resources of one table are concatenated in
+    // resource-name order.
+    let mut tables: BTreeMap<String, Vec<rules_file::Rule>> = BTreeMap::new();
     for r in mine {
-        let entry = tables.entry(r.spec.table.clone()).or_default();
-        for item in &r.spec.rules {
-            let mut parameters = BTreeMap::new();
-            if let Some(t) = &item.transform {
-                parameters.insert(
-                    "type",
-                    match t.type_ {
-                        TransformType::Regex => "regex".to_string(),
-                        TransformType::Mask => "mask".to_string(),
-                    },
-                );
-                if let Some(p) = &t.pattern {
-                    parameters.insert("pattern", p.clone());
-                }
-                if let Some(p) = &t.replace {
-                    parameters.insert("replace", p.clone());
-                }
-                if let Some(p) = &t.mask_char {
-                    parameters.insert("mask_char", p.clone());
-                }
-            }
-            if let Some(f) = &item.filter {
-                parameters.insert("operator", filter_op(f.operator).to_string());
-                parameters.insert("value", f.value.clone());
-            }
-            entry.push(RuntimeRule {
-                type_: rule_type(item.type_),
-                column: item.column.clone(),
-                parameters,
-                operations: item.operations.clone(),
-                allow_empty_deletes: item.allow_empty_deletes,
-            });
-        }
+        tables
+            .entry(r.spec.table.clone())
+            .or_default()
+            .extend(r.spec.rules.iter().map(RuleItem::file_rule));
     }
-    serde_yaml::to_string(&RulesFile { tables })
+    serde_yaml::to_string(&rules_file::RulesFile::new(tables))
         .map(Some)
         .map_err(|source| BuildError::Yaml {
             file: RULES_FILE,
@@ -288,24 +203,12 @@ fn routing_yaml(group: &str, routes: &[Route]) -> Result<Option<String>, BuildEr
     }
     // Two Routes of one source table: the first by name wins (the Route controller reports
     // the conflict on the other).
-    let mut file: BTreeMap<String, RuntimeRoute> = BTreeMap::new();
+    let mut file: BTreeMap<String, routing_file::Route> = BTreeMap::new();
     for r in mine {
         file.entry(r.spec.source_table.clone())
-            .or_insert_with(|| RuntimeRoute {
-                destination_table: r.spec.destination_table.clone(),
-                column_mappings: r
-                    .spec
-                    .column_mappings
-                    .iter()
-                    .map(|m| RuntimeMapping {
-                        source: m.source.clone(),
-                        destination: m.destination.clone(),
-                    })
-                    .collect(),
-                operations: r.spec.operations.clone(),
-            });
+            .or_insert_with(|| r.spec.file_route());
     }
-    serde_yaml::to_string(&file)
+    serde_yaml::to_string(&routing_file::RoutingFile::new(file))
         .map(Some)
         .map_err(|source| BuildError::Yaml {
             file: ROUTING_FILE,

@@ -6,7 +6,8 @@
 //! The sinks write to `relation.schema`.`relation.table` with `relation.columns[i].name` and
 //! find rows by `relation.key.columns`, so renaming those in the batch is all routing does.
 //!
-//! The file format is pg_flo's (a YAML map keyed by source table):
+//! The file format is pg_flo's (a YAML map keyed by source table), modelled and validated in
+//! [`pg_flo_config::routing`]:
 //! ```yaml
 //! users:                            # bare table name (any schema), or `schema.table`
 //!   source_table: users             # ignored: the key wins (a differing value is a warning)
@@ -31,20 +32,14 @@
 //! The schema is never changed. `DDL` is accepted in `operations` for compatibility, but the
 //! change messages carry no DDL yet, so it has no effect; DDL text is never rewritten.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
-use serde_yaml::{Mapping, Value};
+use pg_flo_config::operation::{Operation, OperationSet};
+pub use pg_flo_config::routing::RoutingError;
+use pg_flo_config::routing::{self as model, ValidRoute};
 
 use crate::message::{ChangeBatch, Op, Relation};
-
-/// The keys a route may carry.
-const ROUTE_KEYS: [&str; 4] = [
-    "source_table",
-    "destination_table",
-    "column_mappings",
-    "operations",
-];
 
 /// Every route of a routing file, by key (`table` or `schema.table`).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -58,81 +53,29 @@ struct Route {
     destination_table: String,
     /// Source column name -> destination column name.
     columns: HashMap<String, String>,
-    operations: Operations,
+    operations: OperationSet,
 }
 
-/// Which operations a route lets through.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Operations {
-    insert: bool,
-    update: bool,
-    delete: bool,
-    truncate: bool,
-    /// DDL changes (`--track-ddl`); their SQL text is not rewritten for renamed tables.
-    ddl: bool,
-}
-
-impl Operations {
-    const ALL: Operations = Operations {
-        insert: true,
-        update: true,
-        delete: true,
-        truncate: true,
-        ddl: true,
-    };
-    const NONE: Operations = Operations {
-        insert: false,
-        update: false,
-        delete: false,
-        truncate: false,
-        ddl: false,
-    };
-
-    fn allows(self, op: Op) -> bool {
-        match op {
-            Op::Insert => self.insert,
-            Op::Update => self.update,
-            Op::Delete => self.delete,
-            Op::Truncate => self.truncate,
-            Op::Ddl => self.ddl,
+impl From<ValidRoute> for Route {
+    fn from(route: ValidRoute) -> Route {
+        Route {
+            destination_table: route.destination_table,
+            columns: route.columns.into_iter().collect(),
+            operations: route.operations,
         }
     }
 }
 
-/// Why a routing file could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum RoutingError {
-    #[error("cannot read routing config {path}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("invalid YAML in routing config {path}")]
-    Yaml {
-        path: String,
-        #[source]
-        source: serde_yaml::Error,
-    },
-    /// Every problem found, each naming the route (table) it belongs to.
-    #[error("invalid routing config {path}:{}", problems.iter().map(|p| format!("\n  - {p}")).collect::<String>())]
-    Invalid { path: String, problems: Vec<String> },
-}
-
-impl RoutingError {
-    /// Metric label / log category.
-    pub fn category(&self) -> &'static str {
-        match self {
-            RoutingError::Read { .. } => "routing_config_read",
-            RoutingError::Yaml { .. } => "routing_config_parse",
-            RoutingError::Invalid { .. } => "routing_config_invalid",
-        }
-    }
-
-    /// A routing file never gets better by retrying.
-    pub fn retry(&self) -> crate::sink::Retry {
-        crate::sink::Retry::Permanent
-    }
+/// Whether a route's operations let `op` through (DDL changes: `--track-ddl`; their SQL text
+/// is not rewritten for renamed tables).
+fn allows(operations: OperationSet, op: Op) -> bool {
+    operations.contains(match op {
+        Op::Insert => Operation::Insert,
+        Op::Update => Operation::Update,
+        Op::Delete => Operation::Delete,
+        Op::Truncate => Operation::Truncate,
+        Op::Ddl => Operation::Ddl,
+    })
 }
 
 impl Routes {
@@ -152,57 +95,13 @@ impl Routes {
         path_for_messages: &str,
         yaml: &str,
     ) -> Result<(Routes, Vec<String>), RoutingError> {
-        let path = path_for_messages;
-        let doc: Value = serde_yaml::from_str(yaml).map_err(|source| RoutingError::Yaml {
-            path: path.to_owned(),
-            source,
-        })?;
-        let mut warnings = Vec::new();
-        let map = match doc {
-            Value::Null => {
-                warnings.push(format!("routing config {path} has no routes"));
-                return Ok((Routes::default(), warnings));
-            }
-            Value::Mapping(map) => map,
-            other => {
-                return Err(RoutingError::Invalid {
-                    path: path.to_owned(),
-                    problems: vec![format!(
-                        "the document must be a map of source table to route (`users: {{destination_table: customers}}`), not {}",
-                        kind(&other)
-                    )],
-                })
-            }
-        };
-        let mut problems = Vec::new();
-        let mut by_key = HashMap::new();
-        for (key, value) in map {
-            let Value::String(key) = key else {
-                problems.push(format!(
-                    "route key {} must be a table name (a string)",
-                    show(&key)
-                ));
-                continue;
-            };
-            let mut found = Found {
-                table: &key,
-                problems: &mut problems,
-                warnings: &mut warnings,
-                path,
-            };
-            if let Some(route) = parse_route(&key, value, &mut found) {
-                by_key.insert(key, route);
-            }
-        }
-        if problems.is_empty() {
-            Ok((Routes { by_key }, warnings))
-        } else {
-            problems.extend(warnings.into_iter().map(|w| format!("(warning) {w}")));
-            Err(RoutingError::Invalid {
-                path: path.to_owned(),
-                problems,
-            })
-        }
+        let (valid, warnings) = model::parse(path_for_messages, yaml)?;
+        let by_key = valid
+            .routes
+            .into_iter()
+            .map(|(key, route)| (key, Route::from(route)))
+            .collect();
+        Ok((Routes { by_key }, warnings))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -244,7 +143,7 @@ impl Routes {
                 .get(usize::from(relation))
                 .copied()
                 .flatten()
-                .is_none_or(|route| route.operations.allows(op))
+                .is_none_or(|route| allows(route.operations, op))
         };
         // A copy's reset empties what the copy refills: the tables that take its inserts.
         let truncate_as = if batch.is_copy() {
@@ -295,216 +194,6 @@ impl Route {
                 name.clone_from(dest);
             }
         }
-    }
-}
-
-/// Where findings about one route go.
-struct Found<'a> {
-    table: &'a str,
-    problems: &'a mut Vec<String>,
-    warnings: &'a mut Vec<String>,
-    path: &'a str,
-}
-
-impl Found<'_> {
-    fn problem(&mut self, what: String) {
-        self.problems
-            .push(format!("route {:?}: {what}", self.table));
-    }
-
-    fn warning(&mut self, what: String) {
-        self.warnings.push(format!(
-            "routing config {}: route {:?}: {what}",
-            self.path, self.table
-        ));
-    }
-}
-
-/// Parses one route; problems and warnings go to `found`. `None` when it has a problem.
-fn parse_route(key: &str, value: Value, found: &mut Found<'_>) -> Option<Route> {
-    let before = found.problems.len();
-    // The table part of the key: `schema.table` keys route `table`.
-    let table = key.split_once('.').map_or(key, |(_, table)| table);
-    if key.is_empty() || table.is_empty() {
-        found.problem("the key must name a source table".into());
-    }
-    let map = match value {
-        Value::Null => Mapping::new(),
-        Value::Mapping(map) => map,
-        other => {
-            found.problem(format!(
-                "must be a map with destination_table, column_mappings and operations, not {}",
-                kind(&other)
-            ));
-            return None;
-        }
-    };
-    let mut destination_table = table.to_owned();
-    let mut columns = HashMap::new();
-    let mut operations = Operations::ALL;
-    for (k, v) in map {
-        let Value::String(k) = k else {
-            found.warning(format!("unknown key {} (ignored)", show(&k)));
-            continue;
-        };
-        match k.as_str() {
-            "source_table" => match v {
-                Value::String(s) if s == table || s == key => {}
-                Value::Null => {}
-                other => found.warning(format!(
-                    "source_table {} is ignored: the route applies to its key {key:?}",
-                    show(&other)
-                )),
-            },
-            "destination_table" => match v {
-                Value::String(s) if !s.is_empty() => destination_table = s,
-                Value::Null => {}
-                other => found.problem(format!(
-                    "destination_table must be a non-empty table name, not {}",
-                    show(&other)
-                )),
-            },
-            "column_mappings" => columns = parse_columns(v, found),
-            "operations" => operations = parse_operations(v, found),
-            _ => found.warning(format!(
-                "unknown key {k:?} (ignored; a route has {})",
-                ROUTE_KEYS.join(", ")
-            )),
-        }
-    }
-    (found.problems.len() == before).then_some(Route {
-        destination_table,
-        columns,
-        operations,
-    })
-}
-
-fn parse_columns(value: Value, found: &mut Found<'_>) -> HashMap<String, String> {
-    let mut columns = HashMap::new();
-    let items = match value {
-        Value::Null => return columns,
-        Value::Sequence(items) => items,
-        other => {
-            found.problem(format!(
-                "column_mappings must be a list of {{source: <column>, destination: <column>}}, not {}",
-                kind(&other)
-            ));
-            return columns;
-        }
-    };
-    let mut destinations = BTreeSet::new();
-    for (i, item) in items.into_iter().enumerate() {
-        let Value::Mapping(map) = item else {
-            found.problem(format!(
-                "column_mappings[{i}] must be a map {{source: <column>, destination: <column>}}, not {}",
-                kind(&item)
-            ));
-            continue;
-        };
-        let (mut source, mut destination) = (None, None);
-        for (k, v) in map {
-            let name = match &v {
-                Value::String(s) if !s.is_empty() => Some(s.clone()),
-                _ => None,
-            };
-            match k.as_str() {
-                Some("source") => source = Some(name.ok_or(v)),
-                Some("destination") => destination = Some(name.ok_or(v)),
-                _ => found.warning(format!(
-                    "column_mappings[{i}]: unknown key {} (ignored; a mapping has source and destination)",
-                    show(&k)
-                )),
-            }
-        }
-        let mut column = |field: &str, got: Option<Result<String, Value>>| match got {
-            Some(Ok(name)) => Some(name),
-            Some(Err(other)) => {
-                found.problem(format!(
-                    "column_mappings[{i}]: {field} must be a non-empty column name, not {}",
-                    show(&other)
-                ));
-                None
-            }
-            None => {
-                found.problem(format!("column_mappings[{i}]: {field} is missing"));
-                None
-            }
-        };
-        let source = column("source", source);
-        let destination = column("destination", destination);
-        let (Some(source), Some(destination)) = (source, destination) else {
-            continue;
-        };
-        if !destinations.insert(destination.clone()) {
-            found.problem(format!(
-                "column_mappings[{i}]: destination column {destination:?} is already the destination of another mapping"
-            ));
-        }
-        if columns.contains_key(&source) {
-            found.problem(format!(
-                "column_mappings[{i}]: source column {source:?} is mapped more than once"
-            ));
-            continue;
-        }
-        columns.insert(source, destination);
-    }
-    columns
-}
-
-fn parse_operations(value: Value, found: &mut Found<'_>) -> Operations {
-    let items = match value {
-        Value::Null => return Operations::ALL,
-        Value::Sequence(items) if items.is_empty() => return Operations::ALL,
-        Value::Sequence(items) => items,
-        other => {
-            found.problem(format!(
-                "operations must be a list such as [INSERT, UPDATE, DELETE, TRUNCATE, DDL], not {}",
-                kind(&other)
-            ));
-            return Operations::ALL;
-        }
-    };
-    let mut ops = Operations::NONE;
-    for item in items {
-        let flag = match item.as_str().map(str::to_ascii_uppercase).as_deref() {
-            Some("INSERT") => &mut ops.insert,
-            Some("UPDATE") => &mut ops.update,
-            Some("DELETE") => &mut ops.delete,
-            Some("TRUNCATE") => &mut ops.truncate,
-            Some("DDL") => &mut ops.ddl,
-            _ => {
-                found.problem(format!(
-                    "unknown operation {} (use INSERT, UPDATE, DELETE, TRUNCATE or DDL)",
-                    show(&item)
-                ));
-                continue;
-            }
-        };
-        *flag = true;
-    }
-    ops
-}
-
-/// A YAML value as the user wrote it, for messages (never row data: this is config).
-fn show(value: &Value) -> String {
-    match value {
-        Value::String(s) => format!("{s:?}"),
-        Value::Null => "null".into(),
-        other => serde_yaml::to_string(other)
-            .map(|s| s.trim_end().to_owned())
-            .unwrap_or_else(|_| kind(other).to_owned()),
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Sequence(_) => "a list",
-        Value::Mapping(_) => "a map",
-        Value::Tagged(_) => "a tagged value",
     }
 }
 
