@@ -372,8 +372,8 @@ pub struct WorkerSettings {
     #[cfg_attr(feature = "clap", arg(long, global = true, value_parser = parse_positive, value_name = "N"))]
     #[serde(with = "serde_as::positive", skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<u64>,
-    /// Longest a change waits before the worker writes what it has
-    /// [env: PG_FLO_FLUSH_INTERVAL] [default: 100ms]
+    /// Longest a change waits for more to batch with while more keeps arriving (with nothing
+    /// more to read, the worker commits at once) [env: PG_FLO_FLUSH_INTERVAL] [default: 100ms]
     #[cfg_attr(feature = "clap", arg(long, global = true, value_parser = parse_duration, value_name = "DURATION"))]
     #[serde(with = "serde_as::duration", skip_serializing_if = "Option::is_none")]
     pub flush_interval: Option<Duration>,

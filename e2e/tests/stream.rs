@@ -475,3 +475,72 @@ async fn nats_over_tls_with_a_ca_file() {
         .unwrap();
     p.wait_equal("public.users", "id").await.unwrap();
 }
+
+/// The worker commits as soon as nothing more is ready to read, not after `--flush-interval`
+/// (an hour here: with the old policy no change would arrive within the test), and never
+/// inside a source transaction, even when it goes idle between that transaction's messages
+/// (one change per NATS message here): a reader on the target never sees part of one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_commits_at_once_but_never_part_of_a_transaction() {
+    let p = Pipeline::start(PgOptions::default()).await.unwrap();
+    p.both("CREATE TABLE batches (id int PRIMARY KEY, tx int NOT NULL)")
+        .await
+        .unwrap();
+    let _r = p
+        .start_replicator_with("idle", "batches", &["--max-batch-changes", "1"])
+        .await
+        .unwrap();
+    let mut args = p.pg_worker_args("idle");
+    args.extend(["--flush-interval".into(), "1h".into()]);
+    let w = Pipeline::spawn("worker-idle", &args).unwrap();
+    w.wait_for_output("worker consuming", ARRIVAL_TIMEOUT)
+        .await
+        .unwrap();
+    let src = p.source().await.unwrap();
+    let target = p.target().await.unwrap();
+
+    // A lone change arrives although the flush interval is an hour.
+    src.batch_execute("INSERT INTO batches VALUES (0, 0)")
+        .await
+        .unwrap();
+    wait_for_eq("the lone change", ARRIVAL_TIMEOUT, 1, || {
+        count(&target, "public.batches")
+    })
+    .await
+    .unwrap();
+
+    // Transactions of 200 rows, one NATS message per row: counts seen are whole transactions.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let reader_target = p.target().await.unwrap();
+    let reader = tokio::spawn(async move {
+        let (mut checks, mut partial) = (0u64, Vec::new());
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let n = count(&reader_target, "public.batches").await.unwrap();
+            if (n - 1) % 200 != 0 {
+                partial.push(n);
+            }
+            checks += 1;
+        }
+        (checks, partial)
+    });
+    for tx in 1..=5 {
+        src.batch_execute(&format!(
+            "INSERT INTO batches SELECT g, {tx} FROM generate_series({}, {}) g",
+            (tx - 1) * 200 + 1,
+            tx * 200
+        ))
+        .await
+        .unwrap();
+    }
+    wait_for_eq("five transactions", ARRIVAL_TIMEOUT, 1001, || {
+        count(&target, "public.batches")
+    })
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (checks, partial) = reader.await.unwrap();
+    assert!(checks > 10, "the reader ran only {checks} checks");
+    assert_eq!(partial, Vec::<i64>::new(), "reader saw part of a transaction");
+    p.wait_equal("public.batches", "id").await.unwrap();
+}

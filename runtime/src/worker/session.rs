@@ -36,6 +36,33 @@ fn ack_window_exhausted(pending: usize, in_tx: bool) -> bool {
     in_tx && i64::try_from(pending).unwrap_or(i64::MAX) >= MAX_ACK_PENDING
 }
 
+/// The open batch, as the commit decision sees it.
+#[derive(Debug, Clone, Copy)]
+struct Batch {
+    /// A source transaction is open (not all of its messages are applied yet).
+    in_tx: bool,
+    /// Changes applied since the last commit.
+    changes: usize,
+    /// How long since the first of them (`None`: nothing to commit).
+    waited: Option<Duration>,
+    /// Nothing more was ready to read.
+    idle: bool,
+    /// One transaction at a time (dead-letter isolation).
+    isolating: bool,
+}
+
+/// Whether the sink commits now. Never inside a source transaction (a commit holds whole
+/// transactions); otherwise when the batch is full (`--batch-size`), when its first change has
+/// waited `--flush-interval`, while isolating, or as soon as nothing more is ready to read.
+/// The interval bounds how long batching may delay a change under load; it adds no latency
+/// when the stream has nothing more to give.
+fn commit_due(b: Batch, batch_size: usize, flush_interval: Duration) -> bool {
+    !b.in_tx
+        && (b.changes >= batch_size
+            || b.isolating
+            || b.waited.is_some_and(|w| b.idle || w >= flush_interval))
+}
+
 /// Whether the worker keeps the applied position in NATS (the sink has no store of its own).
 fn position_in_nats(sink: &AnySink) -> bool {
     matches!(sink, AnySink::Stdout(_) | AnySink::Webhook(_))
@@ -147,11 +174,15 @@ pub(super) async fn run(
     }
     let mut gap_at: Option<Instant> = None;
     loop {
+        // A batch that could be committed now only waits for what is already there to read.
+        let committable = !p.order.in_tx() && st.first_pending_at.is_some();
         let flush_at = st.first_pending_at.map(|t| t + cfg.flush_interval);
         let wait = match flush_at.into_iter().chain(gap_at).min() {
+            _ if committable => Duration::ZERO,
             Some(t) => t.saturating_duration_since(Instant::now()),
             None => Duration::from_secs(3600),
         };
+        let mut idle = false;
         tokio::select! {
             biased;
             _ = shutdown.changed() => {
@@ -160,8 +191,10 @@ pub(super) async fn run(
                 }
                 return Ok(());
             }
+            // `timeout` polls the stream before its deadline: a zero wait still takes a
+            // message that is ready. `next` is cancel-safe (the stream keeps what it fetched).
             next = tokio::time::timeout(wait, messages.next()) => match next {
-                Err(_idle) => {}
+                Err(_elapsed) => idle = true,
                 Ok(None) => return Err(WorkerError::Consume("consumer stream ended".into())),
                 Ok(Some(Err(e))) => return Err(WorkerError::Consume(e.to_string())),
                 Ok(Some(Ok(msg))) => {
@@ -172,10 +205,18 @@ pub(super) async fn run(
                 }
             }
         }
-        let due = st
-            .first_pending_at
-            .is_some_and(|t| t.elapsed() >= cfg.flush_interval);
-        if !p.order.in_tx() && (st.changes >= cfg.batch_size || due || st.isolating) {
+        let due = commit_due(
+            Batch {
+                in_tx: p.order.in_tx(),
+                changes: st.changes,
+                waited: st.first_pending_at.map(|t| t.elapsed()),
+                idle,
+                isolating: st.isolating,
+            },
+            cfg.batch_size,
+            cfg.flush_interval,
+        );
+        if due {
             if let Err(e) = commit(p, sink, &mut st).await {
                 let seen = st.seen;
                 return Err(to_isolate(e, p, seen));
@@ -524,6 +565,36 @@ async fn commit(p: &mut Run<'_>, sink: &mut AnySink, st: &mut Session) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_committed_at_a_transaction_end_when_full_late_or_idle() {
+        let (size, interval) = (1000, Duration::from_millis(100));
+        let ms = |n| Some(Duration::from_millis(n));
+        let b = |in_tx, changes, waited, idle, isolating| Batch {
+            in_tx,
+            changes,
+            waited,
+            idle,
+            isolating,
+        };
+        for (batch, want) in [
+            // Idle: one change is committed at once, not after the interval.
+            (b(false, 1, ms(0), true, false), true),
+            // More is ready: keep batching until full or late.
+            (b(false, 1, ms(0), false, false), false),
+            (b(false, 999, ms(99), false, false), false),
+            (b(false, 1000, ms(0), false, false), true),
+            (b(false, 1, ms(100), false, false), true),
+            // Inside a source transaction: never, whatever else holds.
+            (b(true, 5000, ms(500), true, true), false),
+            // Nothing applied: idle alone commits nothing.
+            (b(false, 0, None, true, false), false),
+            // Isolating: every transaction alone.
+            (b(false, 1, ms(0), false, true), true),
+        ] {
+            assert_eq!(commit_due(batch, size, interval), want, "{batch:?}");
+        }
+    }
 
     #[test]
     fn a_transaction_filling_the_ack_window_is_reported() {
