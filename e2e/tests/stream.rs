@@ -541,6 +541,10 @@ async fn an_idle_worker_commits_at_once_but_never_part_of_a_transaction() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (checks, partial) = reader.await.unwrap();
     assert!(checks > 10, "the reader ran only {checks} checks");
-    assert_eq!(partial, Vec::<i64>::new(), "reader saw part of a transaction");
+    assert_eq!(
+        partial,
+        Vec::<i64>::new(),
+        "reader saw part of a transaction"
+    );
     p.wait_equal("public.batches", "id").await.unwrap();
 }
