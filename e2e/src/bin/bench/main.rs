@@ -10,6 +10,8 @@
 //! - catch-up ([`catch_up`]): inserts and updates in 1000-row transactions, single-row
 //!   transactions from several clients, one large transaction; each pipeline started after
 //!   the workload and timed until it holds it;
+//! - live latency ([`latency`]), commit -> visible, p50 / p99 / max, at a paced rate of
+//!   single-row transactions and of 100-row transactions, for each pipeline;
 //! - initial load ([`initial_load`]): `pg_flo replicator --copy` vs a binary COPY pipe vs
 //!   native initial sync (`copy_data = true`);
 //! - CPU (core-ms per 1,000 rows, `/proc/<pid>/stat`) of the replicator, the worker,
@@ -19,7 +21,9 @@
 //! Sizes (env): `BENCH_ROWS` (default 50,000) inserts and updates; `BENCH_SINGLE_ROWS`
 //! (default `BENCH_ROWS / 10`) single-row transactions over `BENCH_CLIENTS` (default 4)
 //! connections; `BENCH_ONE_TX_ROWS` (default `5 * BENCH_ROWS`); `BENCH_COPY_ROWS` (default
-//! `10 * BENCH_ROWS`). `BENCH_ROWS=200000` gives the performance issue's sizes (200k, 20k, 1M,
+//! `10 * BENCH_ROWS`); `BENCH_LIVE_SECONDS` (default 5) per live phase at
+//! `BENCH_LIVE_TX_PER_SECOND` (default 1000) single-row and `BENCH_LIVE_BATCH_TX_PER_SECOND`
+//! (default 200, i.e. 20,000 rows/s) 100-row transactions. `BENCH_ROWS=200000` gives the performance issue's sizes (200k, 20k, 1M,
 //! 2M). `BENCH_SCENARIO=large_values` runs [`large_values`] only.
 //!
 //! Run with `scripts/bench.sh` (builds the release binaries first).
@@ -28,6 +32,7 @@ mod catch_up;
 mod cpu;
 mod initial_load;
 mod large_values;
+mod latency;
 mod report;
 mod systems;
 mod workload;
@@ -64,6 +69,9 @@ struct Sizes {
     clients: i64,
     one_tx_rows: i64,
     copy_rows: i64,
+    live_seconds: f64,
+    live_tx_per_second: u32,
+    live_batch_tx_per_second: u32,
 }
 
 impl Sizes {
@@ -82,6 +90,11 @@ impl Sizes {
             clients: var("BENCH_CLIENTS", 4),
             one_tx_rows: var("BENCH_ONE_TX_ROWS", rows * 5),
             copy_rows: var("BENCH_COPY_ROWS", rows * 10),
+            live_seconds: var("BENCH_LIVE_SECONDS", 5) as f64,
+            live_tx_per_second: u32::try_from(var("BENCH_LIVE_TX_PER_SECOND", 1000))
+                .unwrap_or(1000),
+            live_batch_tx_per_second: u32::try_from(var("BENCH_LIVE_BATCH_TX_PER_SECOND", 200))
+                .unwrap_or(200),
         }
     }
 }
@@ -136,6 +149,20 @@ async fn main() -> anyhow::Result<()> {
         ratio: String::new(),
     });
 
+    let rates = [
+        latency::Rate {
+            rows_per_tx: 1,
+            tx_per_second: sizes.live_tx_per_second,
+        },
+        latency::Rate {
+            rows_per_tx: 100,
+            tx_per_second: sizes.live_batch_tx_per_second,
+        },
+    ];
+    let live = latency::run(&mut b, &rates, sizes.live_seconds).await?;
+    results.extend(live.json);
+    lines.extend(live.lines);
+
     let load = initial_load::run(&b.p, sizes.copy_rows).await?;
     results.extend(load.json);
     lines.push(load.line);
@@ -148,6 +175,9 @@ async fn main() -> anyhow::Result<()> {
             "clients": sizes.clients,
             "one_tx_rows": sizes.one_tx_rows,
             "copy_rows": sizes.copy_rows,
+            "live_seconds": sizes.live_seconds,
+            "live_tx_per_second": sizes.live_tx_per_second,
+            "live_batch_tx_per_second": sizes.live_batch_tx_per_second,
         },
         "build": if cfg!(debug_assertions) { "debug" } else { "release" },
         "postgres": "15, fsync=off (harness settings), source, target and native subscriber databases in one cluster",
