@@ -105,6 +105,11 @@ impl NatsServer {
         self.tls.as_ref().map(|t| t.ca_cert.as_path())
     }
 
+    /// The server's process id, while it runs (e.g. to read its CPU time in `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The client port.
     pub fn port(&self) -> u16 {
         self.port
