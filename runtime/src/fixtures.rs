@@ -175,10 +175,9 @@ pub fn tx(lsn: u64, prev: Option<u64>, id: &str, v: &str) -> ChangeBatch {
     )
 }
 
-/// A message of every field set: an insert and an update with an unchanged TOAST value and
-/// its old key, into `public.users (id int4 PRIMARY KEY, bio text)`, with a source.
-pub fn sample() -> ChangeBatch {
-    let users = Relation {
+/// `public.users (id int4 PRIMARY KEY, bio text)`, oid 16384.
+pub fn users() -> Relation {
+    Relation {
         oid: 16384,
         ..relation(
             "public",
@@ -187,7 +186,13 @@ pub fn sample() -> ChangeBatch {
             KeyKind::PrimaryKey,
             &["id"],
         )
-    };
+    }
+}
+
+/// A message of every field set: an insert and an update with an unchanged TOAST value and
+/// its old key, into `public.users (id int4 PRIMARY KEY, bio text)`, with a source.
+pub fn sample() -> ChangeBatch {
+    let users = users();
     ChangeBatch {
         commit_time_us: 1_700_000_000_000_000,
         xid: 42,
