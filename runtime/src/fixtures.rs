@@ -161,18 +161,24 @@ pub fn message(
     }
 }
 
-/// A whole one-message transaction inserting `(id, v)` into `public.t`, after the
-/// transaction committed at `prev`.
-pub fn tx(lsn: u64, prev: Option<u64>, id: &str, v: &str) -> ChangeBatch {
+/// A whole one-message transaction inserting `values` into `rel`, after the transaction
+/// committed at `prev`.
+pub fn insert_tx(lsn: u64, prev: Option<u64>, rel: Relation, values: &[&str]) -> ChangeBatch {
     message(
         lsn,
         0,
         true,
         prev.map(|p| pos(p, 0)),
-        table_t(),
+        rel,
         Op::Insert,
-        &[id, v],
+        values,
     )
+}
+
+/// A whole one-message transaction inserting `(id, v)` into `public.t`, after the
+/// transaction committed at `prev`.
+pub fn tx(lsn: u64, prev: Option<u64>, id: &str, v: &str) -> ChangeBatch {
+    insert_tx(lsn, prev, table_t(), &[id, v])
 }
 
 /// `public.users (id int4 PRIMARY KEY, bio text)`, oid 16384.
