@@ -175,7 +175,7 @@ impl Group {
 }
 
 /// The postgres sink's flags for database `db` of `pg`, followed by `extra`.
-pub fn target_args(pg: &PgCluster, db: &str, extra: &[&str]) -> Vec<String> {
+fn target_args(pg: &PgCluster, db: &str, extra: &[&str]) -> Vec<String> {
     [
         "--target-host",
         pg.host(),
