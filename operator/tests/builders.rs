@@ -4,15 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
+mod support;
+
 use std::path::PathBuf;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use pg_flo_operator::crd::{
     DesiredState, FileSink, ManagedNats, NatsSpec, PostgresSink, ReplicationGroup, Route, Rule,
     SecretKeyRef, SecretRef, SinkSpec, StdoutSink, WebhookSink,
 };
-use pg_flo_operator::resources::{self, build, config_hash, config_map, Desired};
+use pg_flo_operator::resources::{build, config_hash, config_map, Desired};
 use serde::de::DeserializeOwned;
+use support::pod_hash;
 
 const IMAGE: &str = "ghcr.io/pg-flo/pg-flo:test";
 
@@ -284,20 +286,6 @@ fn paused_and_stopped_scale_to_zero() {
         assert_eq!(d.replicator.spec.as_ref().unwrap().replicas, Some(0));
         assert_eq!(d.worker.spec.as_ref().unwrap().replicas, Some(0));
     }
-}
-
-fn pod_hash(d: &Deployment) -> String {
-    d.spec
-        .as_ref()
-        .unwrap()
-        .template
-        .metadata
-        .as_ref()
-        .unwrap()
-        .annotations
-        .as_ref()
-        .unwrap()[resources::CONFIG_HASH_ANNOTATION]
-        .clone()
 }
 
 #[test]

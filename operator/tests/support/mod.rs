@@ -25,6 +25,16 @@ pub const NS: &str = "data";
 /// Runtime image the test context renders.
 pub const IMAGE: &str = "registry.test/pg-flo:test";
 
+/// Rule `mask-email` of group `orders`: masks `orders.email` with `*`.
+pub const MASK_EMAIL: &str = "apiVersion: pgflo.io/v1alpha1
+kind: Rule
+metadata: {name: mask-email}
+spec:
+  groupRef: {name: orders}
+  table: orders
+  rules:
+    - {type: transform, column: email, transform: {type: mask, maskChar: '*'}}";
+
 /// One test's world: the fake API, the operator context on it, a real source database.
 pub struct Env {
     pub api: FakeApi,
@@ -177,4 +187,19 @@ pub fn cr<K: serde::de::DeserializeOwned>(yaml: &str) -> K {
     let mut v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
     v["metadata"]["namespace"] = NS.into();
     serde_yaml::from_value(v).unwrap()
+}
+
+/// The config hash annotation of a Deployment's pod template (changes roll the pods).
+pub fn pod_hash(d: &k8s_openapi::api::apps::v1::Deployment) -> String {
+    d.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap()[pg_flo_operator::resources::CONFIG_HASH_ANNOTATION]
+        .clone()
 }
