@@ -14,7 +14,7 @@ use pg_flo_operator::crd::{
 };
 use pg_flo_operator::resources::{build, config_hash, config_map, Desired};
 use serde::de::DeserializeOwned;
-use support::pod_hash;
+use support::{container, pod_hash};
 
 const IMAGE: &str = "ghcr.io/pg-flo/pg-flo:test";
 
@@ -329,15 +329,7 @@ fn no_secret_in_config_map_and_secrets_only_by_reference() {
             assert!(!cm.contains(k), "{k} in ConfigMap: {cm}");
         }
         for dep in [&d.replicator, &d.worker] {
-            let c = &dep
-                .spec
-                .as_ref()
-                .unwrap()
-                .template
-                .spec
-                .as_ref()
-                .unwrap()
-                .containers[0];
+            let c = container(dep);
             for e in c.env.iter().flatten() {
                 let sensitive = e.name.ends_with("USER")
                     || e.name.ends_with("PASSWORD")

@@ -16,7 +16,7 @@ use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use pg_flo_operator::crd::{DesiredState, Phase, ReplicationGroup, Route, Rule};
 use serde_json::json;
-use support::{cr, pod_hash, secret, Env, IMAGE, MASK_EMAIL, NS};
+use support::{container, cr, pod_annotation, pod_hash, secret, Env, IMAGE, MASK_EMAIL, NS};
 
 /// `(status, reason, message)` of the condition `type_`.
 fn find<'a>(conditions: &'a [Condition], type_: &str) -> (&'a str, &'a str, &'a str) {
@@ -117,15 +117,7 @@ async fn create_applies_every_object_and_reports_the_real_slot() {
             (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
             ("ReplicationGroup", uid.as_str(), Some(true))
         );
-        let c = &d
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0];
+        let c = container(&d);
         assert_eq!(c.image.as_deref(), Some(IMAGE));
         assert_eq!(replicas(&d), 1);
         assert_eq!(d.labels()["pgflo.io/group"], "orders");
@@ -326,19 +318,7 @@ spec:
         env.api
             .list::<Deployment>(NS)
             .iter()
-            .map(|d| {
-                d.spec
-                    .as_ref()
-                    .unwrap()
-                    .template
-                    .metadata
-                    .as_ref()
-                    .unwrap()
-                    .annotations
-                    .as_ref()
-                    .unwrap()["pgflo.io/secrets-version"]
-                    .clone()
-            })
+            .map(|d| pod_annotation(d, "pgflo.io/secrets-version"))
             .collect()
     };
     let before = versions(&env);

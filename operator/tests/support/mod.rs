@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use e2e::{PgCluster, PgOptions};
 use fake_api::FakeApi;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, Secret};
 use k8s_openapi::ByteString;
 use kube::api::ObjectMeta;
 use kube::runtime::controller::Action;
@@ -189,8 +190,8 @@ pub fn cr<K: serde::de::DeserializeOwned>(yaml: &str) -> K {
     serde_yaml::from_value(v).unwrap()
 }
 
-/// The config hash annotation of a Deployment's pod template (changes roll the pods).
-pub fn pod_hash(d: &k8s_openapi::api::apps::v1::Deployment) -> String {
+/// The annotation `key` of a Deployment's pod template.
+pub fn pod_annotation(d: &Deployment, key: &str) -> String {
     d.spec
         .as_ref()
         .unwrap()
@@ -200,6 +201,23 @@ pub fn pod_hash(d: &k8s_openapi::api::apps::v1::Deployment) -> String {
         .unwrap()
         .annotations
         .as_ref()
-        .unwrap()[pg_flo_operator::resources::CONFIG_HASH_ANNOTATION]
+        .unwrap()[key]
         .clone()
+}
+
+/// The config hash annotation of a Deployment's pod template (changes roll the pods).
+pub fn pod_hash(d: &Deployment) -> String {
+    pod_annotation(d, pg_flo_operator::resources::CONFIG_HASH_ANNOTATION)
+}
+
+/// The (first) container of a Deployment's pod.
+pub fn container(d: &Deployment) -> &Container {
+    &d.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
 }
