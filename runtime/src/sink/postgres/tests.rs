@@ -1277,19 +1277,16 @@ async fn long_pipelined_batch_keeps_order(db: &TestDb) {
 }
 
 async fn lost_connection_is_transient(db: &TestDb) {
-    let client = db.client().await;
     let killer = db.client().await;
-    fresh_schema(
-        &client,
-        "pgsink_lost",
-        "CREATE TABLE l (id int PRIMARY KEY)",
-    )
-    .await;
     let rel = by_id("pgsink_lost", "l", &["id"]);
     let rels = std::slice::from_ref(&rel);
-    let mut sink = PostgresSink::with_client(client, cfg(db, "lost"))
-        .await
-        .unwrap();
+    let mut sink = sink_on_schema(
+        db,
+        "pgsink_lost",
+        "CREATE TABLE l (id int PRIMARY KEY)",
+        "lost",
+    )
+    .await;
     sink.apply(&batch(10, rels, vec![ins(0, vec![t("1")])]))
         .await
         .unwrap();
