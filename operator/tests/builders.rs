@@ -143,16 +143,7 @@ fn snapshot_copy_mode_runs_the_replicator_as_a_job() {
     assert_eq!(pod.restart_policy.as_deref(), Some("OnFailure"));
     assert_eq!(
         pod.containers[0].args,
-        d.replicator
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0]
-            .args,
+        container(&d.replicator).args,
         "the same replicator command"
     );
     snapshot("copy-mode", &render(&d));
