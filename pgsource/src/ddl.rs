@@ -270,28 +270,30 @@ CREATE EVENT TRIGGER pg_flo_ddl_drop_{g} ON sql_drop EXECUTE FUNCTION internal_p
     )
 }
 
+/// The capture tables in schema `internal_pg_flo`, each with rows per group (`group_name`).
+const CAPTURE_TABLES: [&str; 4] = ["ddl_tracked", "ddl_indexes", "ddl_keys", "ddl_statements"];
+
 /// SQL that removes the group's capture objects and key (tolerates their absence).
 pub fn cleanup_sql(group: &str) -> String {
     let g = group_suffix(group);
     let gl = quote_literal(group);
+    let deletes: String = CAPTURE_TABLES
+        .iter()
+        .map(|t| {
+            format!(
+                "
+  IF to_regclass('internal_pg_flo.{t}') IS NOT NULL THEN
+    DELETE FROM internal_pg_flo.{t} WHERE group_name = {gl};
+  END IF;"
+            )
+        })
+        .collect();
     format!(
         "DROP EVENT TRIGGER IF EXISTS pg_flo_ddl_end_{g};
 DROP EVENT TRIGGER IF EXISTS pg_flo_ddl_drop_{g};
 DROP FUNCTION IF EXISTS internal_pg_flo.ddl_end_{g}();
 DROP FUNCTION IF EXISTS internal_pg_flo.ddl_drop_{g}();
-DO $pg_flo$ BEGIN
-  IF to_regclass('internal_pg_flo.ddl_tracked') IS NOT NULL THEN
-    DELETE FROM internal_pg_flo.ddl_tracked WHERE group_name = {gl};
-  END IF;
-  IF to_regclass('internal_pg_flo.ddl_indexes') IS NOT NULL THEN
-    DELETE FROM internal_pg_flo.ddl_indexes WHERE group_name = {gl};
-  END IF;
-  IF to_regclass('internal_pg_flo.ddl_keys') IS NOT NULL THEN
-    DELETE FROM internal_pg_flo.ddl_keys WHERE group_name = {gl};
-  END IF;
-  IF to_regclass('internal_pg_flo.ddl_statements') IS NOT NULL THEN
-    DELETE FROM internal_pg_flo.ddl_statements WHERE group_name = {gl};
-  END IF;
+DO $pg_flo$ BEGIN{deletes}
 END $pg_flo$;"
     )
 }
