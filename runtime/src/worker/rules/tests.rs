@@ -27,6 +27,11 @@ fn users() -> Relation {
     }
 }
 
+/// The whole message of a transaction (committed at 10) of `changes` to [`users`].
+fn users_batch(changes: Vec<Change>) -> ChangeBatch {
+    fixtures::batch(10, &[users()], changes)
+}
+
 fn insert(values: Vec<Value>) -> Change {
     change(Op::Insert, 0, Some(values), None)
 }
@@ -68,17 +73,13 @@ fn mask_keeps_first_and_last_character() {
     let yaml = "tables:\n  users:\n    - type: transform\n      column: name\n      parameters: {type: mask, mask_char: '*'}\n";
     let b = applied(
         yaml,
-        fixtures::batch(
-            10,
-            &[users()],
-            vec![
-                insert(vec![t("1"), t("alice"), t("a@x")]),
-                insert(vec![t("2"), t("ab"), t("a@x")]),
-                insert(vec![t("3"), t("Zoë Ångström"), t("a@x")]),
-                insert(vec![t("4"), Value::Null, t("a@x")]),
-                insert(vec![t("5"), t(""), t("a@x")]),
-            ],
-        ),
+        users_batch(vec![
+            insert(vec![t("1"), t("alice"), t("a@x")]),
+            insert(vec![t("2"), t("ab"), t("a@x")]),
+            insert(vec![t("3"), t("Zoë Ångström"), t("a@x")]),
+            insert(vec![t("4"), Value::Null, t("a@x")]),
+            insert(vec![t("5"), t(""), t("a@x")]),
+        ]),
     );
     let names: Vec<&Value> = b
         .changes
@@ -102,16 +103,12 @@ fn mask_with_multibyte_mask_char_and_on_old_tuple() {
     let yaml = "tables:\n  users:\n    - type: transform\n      column: name\n      parameters: {type: mask, mask_char: '•'}\n";
     let b = applied(
         yaml,
-        fixtures::batch(
-            10,
-            &[users()],
-            vec![change(
-                Op::Update,
-                0,
-                Some(vec![t("1"), t("Ørjan"), Value::UnchangedToast]),
-                Some((OldKind::Full, vec![t("1"), t("émile"), t("x")])),
-            )],
-        ),
+        users_batch(vec![change(
+            Op::Update,
+            0,
+            Some(vec![t("1"), t("Ørjan"), Value::UnchangedToast]),
+            Some((OldKind::Full, vec![t("1"), t("émile"), t("x")])),
+        )]),
     );
     let c = &b.changes[0];
     assert_eq!(text(&c.new.as_ref().unwrap()[1]), "Ø•••n");
@@ -136,20 +133,16 @@ tables:
 "#;
     let b = applied(
         yaml,
-        fixtures::batch(
-            10,
-            &[users()],
-            vec![
-                insert(vec![t("1"), t("a"), t("bob@example.com")]),
-                insert(vec![t("2"), t("b"), t("no-at-sign")]),
-                change(
-                    Op::Delete,
-                    0,
-                    None,
-                    Some((OldKind::Full, vec![t("3"), t("c"), t("eve@x.org")])),
-                ),
-            ],
-        ),
+        users_batch(vec![
+            insert(vec![t("1"), t("a"), t("bob@example.com")]),
+            insert(vec![t("2"), t("b"), t("no-at-sign")]),
+            change(
+                Op::Delete,
+                0,
+                None,
+                Some((OldKind::Full, vec![t("3"), t("c"), t("eve@x.org")])),
+            ),
+        ]),
     );
     assert_eq!(
         text(&b.changes[0].new.as_ref().unwrap()[2]),
@@ -426,25 +419,21 @@ fn null_drops_and_unchanged_toast_keeps() {
     let yaml = "tables:\n  users:\n    - type: filter\n      column: name\n      parameters: {operator: eq, value: keep}\n";
     let b = applied(
         yaml,
-        fixtures::batch(
-            10,
-            &[users()],
-            vec![
-                change(
-                    Op::Update,
-                    0,
-                    Some(vec![t("1"), Value::UnchangedToast, t("e")]),
-                    None,
-                ),
-                change(Op::Update, 0, Some(vec![t("2"), t("other"), t("e")]), None),
-                change(
-                    Op::Update,
-                    0,
-                    Some(vec![t("3"), t("keep"), t("e")]),
-                    Some((OldKind::Full, vec![t("3"), t("other"), t("e")])),
-                ),
-            ],
-        ),
+        users_batch(vec![
+            change(
+                Op::Update,
+                0,
+                Some(vec![t("1"), Value::UnchangedToast, t("e")]),
+                None,
+            ),
+            change(Op::Update, 0, Some(vec![t("2"), t("other"), t("e")]), None),
+            change(
+                Op::Update,
+                0,
+                Some(vec![t("3"), t("keep"), t("e")]),
+                Some((OldKind::Full, vec![t("3"), t("other"), t("e")])),
+            ),
+        ]),
     );
     let ids: Vec<&str> = b
         .changes
@@ -460,45 +449,41 @@ fn deletes_are_judged_on_the_old_tuple_and_never_dropped_for_lack_of_data() {
     let yaml = "tables:\n  users:\n    - type: filter\n      column: name\n      parameters: {operator: eq, value: keep}\n    - type: filter\n      column: id\n      parameters: {operator: lt, value: 100}\n";
     let b = applied(
         yaml,
-        fixtures::batch(
-            10,
-            &[users()],
-            vec![
-                // key-only old tuple: name was not sent -> kept; id judged -> 1 < 100.
-                change(
-                    Op::Delete,
-                    0,
-                    None,
-                    Some((OldKind::Key, vec![t("1"), Value::Null, Value::Null])),
-                ),
-                // key-only, key fails the id filter -> dropped.
-                change(
-                    Op::Delete,
-                    0,
-                    None,
-                    Some((OldKind::Key, vec![t("200"), Value::Null, Value::Null])),
-                ),
-                // full old tuple: judged.
-                change(
-                    Op::Delete,
-                    0,
-                    None,
-                    Some((OldKind::Full, vec![t("3"), t("other"), t("e")])),
-                ),
-                change(
-                    Op::Delete,
-                    0,
-                    None,
-                    Some((OldKind::Full, vec![t("4"), t("keep"), t("e")])),
-                ),
-                change(
-                    Op::Delete,
-                    0,
-                    None,
-                    Some((OldKind::Full, vec![t("5"), Value::Null, t("e")])),
-                ),
-            ],
-        ),
+        users_batch(vec![
+            // key-only old tuple: name was not sent -> kept; id judged -> 1 < 100.
+            change(
+                Op::Delete,
+                0,
+                None,
+                Some((OldKind::Key, vec![t("1"), Value::Null, Value::Null])),
+            ),
+            // key-only, key fails the id filter -> dropped.
+            change(
+                Op::Delete,
+                0,
+                None,
+                Some((OldKind::Key, vec![t("200"), Value::Null, Value::Null])),
+            ),
+            // full old tuple: judged.
+            change(
+                Op::Delete,
+                0,
+                None,
+                Some((OldKind::Full, vec![t("3"), t("other"), t("e")])),
+            ),
+            change(
+                Op::Delete,
+                0,
+                None,
+                Some((OldKind::Full, vec![t("4"), t("keep"), t("e")])),
+            ),
+            change(
+                Op::Delete,
+                0,
+                None,
+                Some((OldKind::Full, vec![t("5"), Value::Null, t("e")])),
+            ),
+        ]),
     );
     let ids: Vec<&str> = b
         .changes
@@ -511,20 +496,16 @@ fn deletes_are_judged_on_the_old_tuple_and_never_dropped_for_lack_of_data() {
 #[test]
 fn operations_limit_a_rule_at_rule_level_and_in_parameters() {
     let rows = || {
-        fixtures::batch(
-            10,
-            &[users()],
-            vec![
-                insert(vec![t("1"), t("x"), t("e")]),
-                change(Op::Update, 0, Some(vec![t("2"), t("x"), t("e")]), None),
-                change(
-                    Op::Delete,
-                    0,
-                    None,
-                    Some((OldKind::Full, vec![t("3"), t("x"), t("e")])),
-                ),
-            ],
-        )
+        users_batch(vec![
+            insert(vec![t("1"), t("x"), t("e")]),
+            change(Op::Update, 0, Some(vec![t("2"), t("x"), t("e")]), None),
+            change(
+                Op::Delete,
+                0,
+                None,
+                Some((OldKind::Full, vec![t("3"), t("x"), t("e")])),
+            ),
+        ])
     };
     let ops = |b: &ChangeBatch| -> Vec<Op> { b.changes.iter().map(|c| c.op).collect() };
     let rule_level = "tables:\n  users:\n    - type: filter\n      column: name\n      operations: [INSERT]\n      parameters: {operator: eq, value: 'y'}\n";
@@ -548,19 +529,15 @@ fn operations_limit_a_rule_at_rule_level_and_in_parameters() {
 #[test]
 fn allow_empty_deletes_at_both_levels_skips_deletes() {
     let rows = || {
-        fixtures::batch(
-            10,
-            &[users()],
-            vec![
-                insert(vec![t("1"), t("x"), t("e")]),
-                change(
-                    Op::Delete,
-                    0,
-                    None,
-                    Some((OldKind::Full, vec![t("3"), t("x"), t("e")])),
-                ),
-            ],
-        )
+        users_batch(vec![
+            insert(vec![t("1"), t("x"), t("e")]),
+            change(
+                Op::Delete,
+                0,
+                None,
+                Some((OldKind::Full, vec![t("3"), t("x"), t("e")])),
+            ),
+        ])
     };
     for yaml in [
             "tables:\n  users:\n    - type: filter\n      column: name\n      allow_empty_deletes: true\n      parameters: {operator: eq, value: 'y'}\n",
@@ -583,7 +560,7 @@ fn truncate_is_never_touched() {
         cascade: false,
         restart_identity: false,
     });
-    let b = applied(yaml, fixtures::batch(10, &[users()], vec![tr.clone()]));
+    let b = applied(yaml, users_batch(vec![tr.clone()]));
     assert_eq!(b.changes, [tr]);
     assert_eq!(b.relations, [users()]);
 }
@@ -593,25 +570,21 @@ fn exclude_column_prunes_every_tuple_and_relation() {
     let yaml = "tables:\n  users:\n    - type: exclude_column\n      column: name\n    - type: exclude_column\n      column: missing\n";
     let b = applied(
         yaml,
-        fixtures::batch(
-            10,
-            &[users()],
-            vec![
-                insert(vec![t("1"), t("n"), t("e")]),
-                change(
-                    Op::Update,
-                    0,
-                    Some(vec![t("2"), t("n"), t("e")]),
-                    Some((OldKind::Full, vec![t("1"), t("o"), t("f")])),
-                ),
-                change(
-                    Op::Delete,
-                    0,
-                    None,
-                    Some((OldKind::Key, vec![t("2"), Value::Null, Value::Null])),
-                ),
-            ],
-        ),
+        users_batch(vec![
+            insert(vec![t("1"), t("n"), t("e")]),
+            change(
+                Op::Update,
+                0,
+                Some(vec![t("2"), t("n"), t("e")]),
+                Some((OldKind::Full, vec![t("1"), t("o"), t("f")])),
+            ),
+            change(
+                Op::Delete,
+                0,
+                None,
+                Some((OldKind::Key, vec![t("2"), Value::Null, Value::Null])),
+            ),
+        ]),
     );
     assert_eq!(b.relations.len(), 1);
     let rel = &b.relations[0];
@@ -670,7 +643,7 @@ fn exclude_key_column_makes_the_key_full_and_last_column_drops() {
     let yaml = "tables:\n  users:\n    - type: exclude_column\n      column: id\n";
     let b = applied(
         yaml,
-        fixtures::batch(10, &[users()], vec![insert(vec![t("1"), t("n"), t("e")])]),
+        users_batch(vec![insert(vec![t("1"), t("n"), t("e")])]),
     );
     assert_eq!(b.relations.len(), 1);
     assert_eq!(
@@ -683,10 +656,7 @@ fn exclude_key_column_makes_the_key_full_and_last_column_drops() {
     assert_eq!(b.changes[0].new, Some(vec![t("n"), t("e")]));
 
     let all = "tables:\n  users:\n    - {type: exclude_column, column: id}\n    - {type: exclude_column, column: name}\n    - {type: exclude_column, column: email}\n";
-    let b = applied(
-        all,
-        fixtures::batch(10, &[users()], vec![insert(vec![t("1"), t("n"), t("e")])]),
-    );
+    let b = applied(all, users_batch(vec![insert(vec![t("1"), t("n"), t("e")])]));
     assert!(b.changes.is_empty());
     assert!(b.relations.is_empty());
 }
@@ -696,13 +666,13 @@ fn filter_on_excluded_or_missing_column_drops() {
     let yaml = "tables:\n  users:\n    - {type: exclude_column, column: name}\n    - type: filter\n      column: name\n      parameters: {operator: eq, value: n}\n";
     let b = applied(
         yaml,
-        fixtures::batch(10, &[users()], vec![insert(vec![t("1"), t("n"), t("e")])]),
+        users_batch(vec![insert(vec![t("1"), t("n"), t("e")])]),
     );
     assert!(b.changes.is_empty());
     let yaml = "tables:\n  users:\n    - type: filter\n      column: nope\n      parameters: {operator: ne, value: n}\n";
     let b = applied(
         yaml,
-        fixtures::batch(10, &[users()], vec![insert(vec![t("1"), t("n"), t("e")])]),
+        users_batch(vec![insert(vec![t("1"), t("n"), t("e")])]),
     );
     assert!(b.changes.is_empty());
 }
@@ -713,14 +683,10 @@ fn rules_run_in_order_and_schema_qualified_keys_match() {
     let yaml = "tables:\n  users:\n    - type: transform\n      column: name\n      parameters: {type: mask, mask_char: '*'}\n  public.users:\n    - type: filter\n      column: name\n      parameters: {operator: eq, value: 'a***e'}\n  other.users:\n    - type: filter\n      column: name\n      parameters: {operator: eq, value: never}\n";
     let b = applied(
         yaml,
-        fixtures::batch(
-            10,
-            &[users()],
-            vec![
-                insert(vec![t("1"), t("alice"), t("e")]),
-                insert(vec![t("2"), t("bobby"), t("e")]),
-            ],
-        ),
+        users_batch(vec![
+            insert(vec![t("1"), t("alice"), t("e")]),
+            insert(vec![t("2"), t("bobby"), t("e")]),
+        ]),
     );
     assert_eq!(b.changes.len(), 1);
     assert_eq!(text(&b.changes[0].new.as_ref().unwrap()[1]), "a***e");
@@ -729,7 +695,7 @@ fn rules_run_in_order_and_schema_qualified_keys_match() {
 #[test]
 fn tables_without_rules_are_untouched() {
     let yaml = "tables:\n  orders:\n    - {type: exclude_column, column: id}\n";
-    let original = fixtures::batch(10, &[users()], vec![insert(vec![t("1"), t("n"), t("e")])]);
+    let original = users_batch(vec![insert(vec![t("1"), t("n"), t("e")])]);
     assert_eq!(applied(yaml, original.clone()), original);
     let rules = load(yaml);
     assert!(!rules.is_empty());
