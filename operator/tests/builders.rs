@@ -14,7 +14,7 @@ use pg_flo_operator::crd::{
 };
 use pg_flo_operator::resources::{build, config_hash, config_map, Desired};
 use serde::de::DeserializeOwned;
-use support::{container, pod_hash};
+use support::{container, pod_hash, pod_spec};
 
 const IMAGE: &str = "ghcr.io/pg-flo/pg-flo:test";
 
@@ -403,13 +403,7 @@ fn runtime_pods_get_the_operators_pull_secrets_unless_the_group_names_its_own() 
         [&d.replicator, &d.worker]
             .iter()
             .map(|dep| {
-                dep.spec
-                    .as_ref()
-                    .unwrap()
-                    .template
-                    .spec
-                    .as_ref()
-                    .unwrap()
+                pod_spec(dep)
                     .image_pull_secrets
                     .iter()
                     .flatten()

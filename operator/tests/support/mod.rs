@@ -12,7 +12,7 @@ use std::time::Duration;
 use e2e::{PgCluster, PgOptions};
 use fake_api::FakeApi;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, Secret};
+use k8s_openapi::api::core::v1::{Container, PodSpec, Secret};
 use k8s_openapi::ByteString;
 use kube::api::ObjectMeta;
 use kube::runtime::controller::Action;
@@ -210,14 +210,12 @@ pub fn pod_hash(d: &Deployment) -> String {
     pod_annotation(d, pg_flo_operator::resources::CONFIG_HASH_ANNOTATION)
 }
 
+/// The pod spec of a Deployment's template.
+pub fn pod_spec(d: &Deployment) -> &PodSpec {
+    d.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+}
+
 /// The (first) container of a Deployment's pod.
 pub fn container(d: &Deployment) -> &Container {
-    &d.spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0]
+    &pod_spec(d).containers[0]
 }
