@@ -4,15 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
+mod support;
+
 use std::path::PathBuf;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use pg_flo_operator::crd::{
     DesiredState, FileSink, ManagedNats, NatsSpec, PostgresSink, ReplicationGroup, Route, Rule,
     SecretKeyRef, SecretRef, SinkSpec, StdoutSink, WebhookSink,
 };
-use pg_flo_operator::resources::{self, build, config_hash, config_map, Desired};
+use pg_flo_operator::resources::{build, config_hash, config_map, Desired};
 use serde::de::DeserializeOwned;
+use support::{container, pod_hash, pod_spec};
 
 const IMAGE: &str = "ghcr.io/pg-flo/pg-flo:test";
 
@@ -141,16 +143,7 @@ fn snapshot_copy_mode_runs_the_replicator_as_a_job() {
     assert_eq!(pod.restart_policy.as_deref(), Some("OnFailure"));
     assert_eq!(
         pod.containers[0].args,
-        d.replicator
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0]
-            .args,
+        container(&d.replicator).args,
         "the same replicator command"
     );
     snapshot("copy-mode", &render(&d));
@@ -286,20 +279,6 @@ fn paused_and_stopped_scale_to_zero() {
     }
 }
 
-fn pod_hash(d: &Deployment) -> String {
-    d.spec
-        .as_ref()
-        .unwrap()
-        .template
-        .metadata
-        .as_ref()
-        .unwrap()
-        .annotations
-        .as_ref()
-        .unwrap()[resources::CONFIG_HASH_ANNOTATION]
-        .clone()
-}
-
 #[test]
 fn config_hash_follows_rules_and_routes() {
     let rg = full();
@@ -341,15 +320,7 @@ fn no_secret_in_config_map_and_secrets_only_by_reference() {
             assert!(!cm.contains(k), "{k} in ConfigMap: {cm}");
         }
         for dep in [&d.replicator, &d.worker] {
-            let c = &dep
-                .spec
-                .as_ref()
-                .unwrap()
-                .template
-                .spec
-                .as_ref()
-                .unwrap()
-                .containers[0];
+            let c = container(dep);
             for e in c.env.iter().flatten() {
                 let sensitive = e.name.ends_with("USER")
                     || e.name.ends_with("PASSWORD")
@@ -432,13 +403,7 @@ fn runtime_pods_get_the_operators_pull_secrets_unless_the_group_names_its_own() 
         [&d.replicator, &d.worker]
             .iter()
             .map(|dep| {
-                dep.spec
-                    .as_ref()
-                    .unwrap()
-                    .template
-                    .spec
-                    .as_ref()
-                    .unwrap()
+                pod_spec(dep)
                     .image_pull_secrets
                     .iter()
                     .flatten()

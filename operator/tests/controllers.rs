@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use pg_flo_operator::controller::{run, RunConfig};
 use pg_flo_operator::crd::{Phase, ReplicationGroup, Rule};
-use support::{cr, Env, NS};
+use support::{cr, Env, MASK_EMAIL, NS};
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -68,16 +68,7 @@ async fn the_running_controllers_follow_changes_through_watches() {
     .await;
 
     // A Rule added later: accepted by the Rule controller, rendered by the group controller.
-    env.api.insert(&cr::<Rule>(
-        "apiVersion: pgflo.io/v1alpha1
-kind: Rule
-metadata: {name: mask-email}
-spec:
-  groupRef: {name: orders}
-  table: orders
-  rules:
-    - {type: transform, column: email, transform: {type: mask, maskChar: '*'}}",
-    ));
+    env.api.insert(&cr::<Rule>(MASK_EMAIL));
     eventually("the Rule is accepted and rendered", || {
         let accepted = env
             .api

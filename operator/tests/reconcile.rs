@@ -11,40 +11,28 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use pg_flo_operator::crd::{DesiredState, Phase, ReplicationGroup, Route, Rule};
 use serde_json::json;
-use support::{cr, secret, Env, IMAGE, NS};
+use support::{container, cr, pod_annotation, pod_hash, secret, Env, IMAGE, MASK_EMAIL, NS};
 
-fn condition<'a>(rg: &'a ReplicationGroup, type_: &str) -> (&'a str, &'a str, &'a str) {
-    let c = rg
-        .status
-        .as_ref()
-        .unwrap()
-        .conditions
+/// `(status, reason, message)` of the condition `type_`.
+fn find<'a>(conditions: &'a [Condition], type_: &str) -> (&'a str, &'a str, &'a str) {
+    let c = conditions
         .iter()
         .find(|c| c.type_ == type_)
         .unwrap_or_else(|| panic!("condition {type_} missing"));
     (c.status.as_str(), c.reason.as_str(), c.message.as_str())
 }
 
-fn phase(rg: &ReplicationGroup) -> Phase {
-    rg.status.as_ref().unwrap().phase.unwrap()
+fn condition<'a>(rg: &'a ReplicationGroup, type_: &str) -> (&'a str, &'a str, &'a str) {
+    find(&rg.status.as_ref().unwrap().conditions, type_)
 }
 
-fn hash(d: &Deployment) -> String {
-    d.spec
-        .as_ref()
-        .unwrap()
-        .template
-        .metadata
-        .as_ref()
-        .unwrap()
-        .annotations
-        .as_ref()
-        .unwrap()["pgflo.io/config-hash"]
-        .clone()
+fn phase(rg: &ReplicationGroup) -> Phase {
+    rg.status.as_ref().unwrap().phase.unwrap()
 }
 
 fn replicas(d: &Deployment) -> i32 {
@@ -129,15 +117,7 @@ async fn create_applies_every_object_and_reports_the_real_slot() {
             (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
             ("ReplicationGroup", uid.as_str(), Some(true))
         );
-        let c = &d
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0];
+        let c = container(&d);
         assert_eq!(c.image.as_deref(), Some(IMAGE));
         assert_eq!(replicas(&d), 1);
         assert_eq!(d.labels()["pgflo.io/group"], "orders");
@@ -238,7 +218,12 @@ async fn a_spec_change_rolls_the_pods_and_a_rule_or_route_added_later_rerenders(
     let env = Env::start().await;
     env.source_secret();
     env.create(&env.group("orders", "")).await;
-    let before: Vec<String> = env.api.list::<Deployment>(NS).iter().map(hash).collect();
+    let before: Vec<String> = env
+        .api
+        .list::<Deployment>(NS)
+        .iter()
+        .map(pod_hash)
+        .collect();
     assert_eq!(before[0], before[1], "both pods carry the config hash");
     let cm: ConfigMap = env.api.get(NS, "orders-pg-flo-config").unwrap();
     assert!(!cm.data.as_ref().unwrap().contains_key("rules.yaml"));
@@ -251,7 +236,12 @@ async fn a_spec_change_rolls_the_pods_and_a_rule_or_route_added_later_rerenders(
         cm.data.as_ref().unwrap()["worker.yaml"].contains("batch-size: 250"),
         "{cm:?}"
     );
-    let after: Vec<String> = env.api.list::<Deployment>(NS).iter().map(hash).collect();
+    let after: Vec<String> = env
+        .api
+        .list::<Deployment>(NS)
+        .iter()
+        .map(pod_hash)
+        .collect();
     assert_ne!(before[0], after[0]);
     assert_eq!(after[0], after[1]);
     assert_eq!(
@@ -260,16 +250,7 @@ async fn a_spec_change_rolls_the_pods_and_a_rule_or_route_added_later_rerenders(
     );
 
     // A Rule added after the group: accepted, rendered, pods roll again.
-    env.api.insert(&cr::<Rule>(
-        "apiVersion: pgflo.io/v1alpha1
-kind: Rule
-metadata: {name: mask-email}
-spec:
-  groupRef: {name: orders}
-  table: orders
-  rules:
-    - {type: transform, column: email, transform: {type: mask, maskChar: '*'}}",
-    ));
+    env.api.insert(&cr::<Rule>(MASK_EMAIL));
     env.reconcile_rule("mask-email").await.unwrap();
     let rule: Rule = env.api.get(NS, "mask-email").unwrap();
     let c = &rule.status.as_ref().unwrap().conditions[0];
@@ -285,7 +266,12 @@ spec:
         "tables:\n  orders:\n  - type: transform\n    column: email\n    parameters:\n      mask_char: '*'\n      type: mask\n"
     );
     assert!(data["worker.yaml"].contains("rules-config: /etc/pg-flo/rules.yaml"));
-    let with_rule: Vec<String> = env.api.list::<Deployment>(NS).iter().map(hash).collect();
+    let with_rule: Vec<String> = env
+        .api
+        .list::<Deployment>(NS)
+        .iter()
+        .map(pod_hash)
+        .collect();
     assert_ne!(with_rule[0], after[0]);
 
     // A Route: accepted and rendered; a second Route of the same table conflicts.
@@ -308,16 +294,12 @@ spec:
     let winner: Route = env.api.get(NS, "orders-to-archive").unwrap();
     assert_eq!(winner.status.unwrap().conditions[0].status, "True");
     let loser: Route = env.api.get(NS, "zz-orders-elsewhere").unwrap();
-    let c = &loser.status.unwrap().conditions[0];
-    assert_eq!(
-        (c.status.as_str(), c.reason.as_str()),
-        ("False", "Conflict")
-    );
+    let st = loser.status.unwrap();
+    let (status, reason, message) = find(&st.conditions, "Accepted");
+    assert_eq!((status, reason), ("False", "Conflict"));
     assert!(
-        c.message
-            .starts_with("Route orders-to-archive also routes orders"),
-        "{}",
-        c.message
+        message.starts_with("Route orders-to-archive also routes orders"),
+        "{message}"
     );
     env.reconcile("orders").await.unwrap();
     let cm: ConfigMap = env.api.get(NS, "orders-pg-flo-config").unwrap();
@@ -336,24 +318,17 @@ spec:
         env.api
             .list::<Deployment>(NS)
             .iter()
-            .map(|d| {
-                d.spec
-                    .as_ref()
-                    .unwrap()
-                    .template
-                    .metadata
-                    .as_ref()
-                    .unwrap()
-                    .annotations
-                    .as_ref()
-                    .unwrap()["pgflo.io/secrets-version"]
-                    .clone()
-            })
+            .map(|d| pod_annotation(d, "pgflo.io/secrets-version"))
             .collect()
     };
     let before = versions(&env);
     assert!(before[0].starts_with("src="), "{before:?}");
-    let hashes_before: Vec<String> = env.api.list::<Deployment>(NS).iter().map(hash).collect();
+    let hashes_before: Vec<String> = env
+        .api
+        .list::<Deployment>(NS)
+        .iter()
+        .map(pod_hash)
+        .collect();
     env.api.replace(&secret(
         "src",
         &[("user", env.pg.user()), ("password", "rotated")],
@@ -363,7 +338,12 @@ spec:
     assert_ne!(before[0], after[0]);
     assert_eq!(after[0], after[1]);
     assert!(!after[0].contains("rotated"));
-    let hashes_after: Vec<String> = env.api.list::<Deployment>(NS).iter().map(hash).collect();
+    let hashes_after: Vec<String> = env
+        .api
+        .list::<Deployment>(NS)
+        .iter()
+        .map(pod_hash)
+        .collect();
     assert_eq!(
         hashes_before, hashes_after,
         "the config itself did not change"
@@ -530,16 +510,12 @@ spec:
     ));
     env.reconcile_rule("broken").await.unwrap();
     let rule: Rule = env.api.get(NS, "broken").unwrap();
-    let c = &rule.status.unwrap().conditions[0];
-    assert_eq!(
-        (c.status.as_str(), c.reason.as_str()),
-        ("False", "InvalidRule")
-    );
+    let st = rule.status.unwrap();
+    let (status, reason, message) = find(&st.conditions, "Accepted");
+    assert_eq!((status, reason), ("False", "InvalidRule"));
     assert!(
-        c.message
-            .starts_with("rules[0] (column email): pattern does not compile"),
-        "{}",
-        c.message
+        message.starts_with("rules[0] (column email): pattern does not compile"),
+        "{message}"
     );
     env.reconcile("orders").await.unwrap();
     let got = env.stored("orders");
@@ -570,13 +546,11 @@ spec: {groupRef: {name: later}, sourceTable: orders, destinationTable: o2}",
         Action::await_change()
     );
     let r: Route = env.api.get(NS, "r1").unwrap();
-    let c = &r.status.unwrap().conditions[0];
+    let st = r.status.unwrap();
+    let (status, reason, message) = find(&st.conditions, "Accepted");
+    assert_eq!((status, reason), ("False", "GroupNotFound"));
     assert_eq!(
-        (c.status.as_str(), c.reason.as_str()),
-        ("False", "GroupNotFound")
-    );
-    assert_eq!(
-        c.message,
+        message,
         "ReplicationGroup later not found in namespace data: create it or fix spec.groupRef.name"
     );
     // Reconciling again without a change writes nothing.

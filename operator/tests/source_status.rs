@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use e2e::{free_port, wait_for, PgCluster, PgOptions, Pipeline, TempDir, ARRIVAL_TIMEOUT};
+use pg_flo_operator::controller::error_chain;
 use pg_flo_operator::crd::{SlotStatus, SslMode};
 use pg_flo_operator::source::{
     drop_group_objects, publication_name, read_slot_status, slot_name, DropOutcome,
@@ -94,18 +95,6 @@ async fn wait_slot_active(c: &Client, slot: &str, active: bool) {
     )
     .await
     .unwrap();
-}
-
-/// Every message in the error's source chain.
-fn chain(err: &SourceError) -> String {
-    let mut text = err.to_string();
-    let mut cur = std::error::Error::source(err);
-    while let Some(e) = cur {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cur = e.source();
-    }
-    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,7 +333,7 @@ async fn wrong_settings_give_clear_errors_without_the_password() {
             pg.port()
         )
     );
-    for text in [chain(&err), format!("{err:?}"), format!("{conn:?}")] {
+    for text in [error_chain(&err), format!("{err:?}"), format!("{conn:?}")] {
         assert!(!text.contains(wrong), "{text}");
         assert!(!text.contains(pg.password()), "{text}");
     }
@@ -383,7 +372,7 @@ async fn wrong_settings_give_clear_errors_without_the_password() {
         )),
         "{err}"
     );
-    assert!(!chain(&err).contains(pg.password()));
+    assert!(!error_chain(&err).contains(pg.password()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -120,6 +120,22 @@ fn statement_position(gl: &str, count: bool, counted: &str) -> String {
     )
 }
 
+/// What follows `RETURNS event_trigger` in both trigger functions, up to `BEGIN`: a
+/// `SECURITY DEFINER` function with a fixed `search_path`, and the variables they use.
+const TRIGGER_HEAD: &str =
+    "LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pg_flo$
+DECLARE
+  obj record;
+  tbl text;
+  ctx text;
+  nested boolean;
+  stmt int;
+  key bytea;
+  ipad bytea;
+  opad bytea;
+  payload text;
+BEGIN";
+
 /// SQL that creates or refreshes the group's capture objects for `tables` (`schema.table`). Run as one simple
 /// query (one transaction); an advisory lock serialises groups starting at the same moment
 /// (`CREATE SCHEMA IF NOT EXISTS` is not safe against a concurrent twin). Refuses (raises)
@@ -146,22 +162,19 @@ pub fn setup_sql<T: Display>(group: &str, tables: &[T]) -> String {
         .join(", ");
     let end_position = statement_position(&gl, true, &counted);
     let drop_position = statement_position(&gl, false, &counted);
-    let emit_end = emit(
-        &gl,
-        &prefix,
-        "json_build_object('v', 2, 'event_type', 'ddl_command_end', 'object_type', obj.object_type,
-        'object_identity', obj.object_identity, 'command_tag', obj.command_tag, 'tag', TG_TAG,
+    // The payload of both triggers; only the event type and where the command tag comes
+    // from differ.
+    let payload = |event_type: &str, command_tag: &str| {
+        format!(
+            "json_build_object('v', 2, 'event_type', '{event_type}', 'object_type', obj.object_type,
+        'object_identity', obj.object_identity, 'command_tag', {command_tag}, 'tag', TG_TAG,
         'table', tbl, 'query', current_query(), 'stmt', stmt, 'nested', nested,
-        'xid', txid_current()::text, 'at', statement_timestamp()::text)",
-    );
-    let emit_drop = emit(
-        &gl,
-        &prefix,
-        "json_build_object('v', 2, 'event_type', 'sql_drop', 'object_type', obj.object_type,
-        'object_identity', obj.object_identity, 'command_tag', TG_TAG, 'tag', TG_TAG,
-        'table', tbl, 'query', current_query(), 'stmt', stmt, 'nested', nested,
-        'xid', txid_current()::text, 'at', statement_timestamp()::text)",
-    );
+        'xid', txid_current()::text, 'at', statement_timestamp()::text)"
+        )
+    };
+    let emit_end = emit(&gl, &prefix, &payload("ddl_command_end", "obj.command_tag"));
+    let emit_drop = emit(&gl, &prefix, &payload("sql_drop", "TG_TAG"));
+    let trigger_head = TRIGGER_HEAD;
     format!(
         r#"SELECT pg_advisory_xact_lock(hashtext('pg_flo_ddl_setup'));
 CREATE SCHEMA IF NOT EXISTS internal_pg_flo;
@@ -211,18 +224,7 @@ INSERT INTO internal_pg_flo.ddl_indexes
   JOIN pg_class ct ON ct.oid = i.indrelid JOIN pg_namespace nt ON nt.oid = ct.relnamespace
   WHERE format('%s.%s', nt.nspname, ct.relname) = ANY (ARRAY[{table_array}]::text[]);
 CREATE OR REPLACE FUNCTION internal_pg_flo.ddl_end_{g}() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pg_flo$
-DECLARE
-  obj record;
-  tbl text;
-  ctx text;
-  nested boolean;
-  stmt int;
-  key bytea;
-  ipad bytea;
-  opad bytea;
-  payload text;
-BEGIN
+{trigger_head}
 {end_position}
   FOR obj IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
     tbl := NULL;
@@ -246,18 +248,7 @@ BEGIN
 END
 $pg_flo$;
 CREATE OR REPLACE FUNCTION internal_pg_flo.ddl_drop_{g}() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pg_flo$
-DECLARE
-  obj record;
-  tbl text;
-  ctx text;
-  nested boolean;
-  stmt int;
-  key bytea;
-  ipad bytea;
-  opad bytea;
-  payload text;
-BEGIN
+{trigger_head}
 {drop_position}
   FOR obj IN SELECT * FROM pg_event_trigger_dropped_objects() WHERE object_type = 'index' LOOP
     DELETE FROM internal_pg_flo.ddl_indexes
@@ -279,28 +270,30 @@ CREATE EVENT TRIGGER pg_flo_ddl_drop_{g} ON sql_drop EXECUTE FUNCTION internal_p
     )
 }
 
+/// The capture tables in schema `internal_pg_flo`, each with rows per group (`group_name`).
+const CAPTURE_TABLES: [&str; 4] = ["ddl_tracked", "ddl_indexes", "ddl_keys", "ddl_statements"];
+
 /// SQL that removes the group's capture objects and key (tolerates their absence).
 pub fn cleanup_sql(group: &str) -> String {
     let g = group_suffix(group);
     let gl = quote_literal(group);
+    let deletes: String = CAPTURE_TABLES
+        .iter()
+        .map(|t| {
+            format!(
+                "
+  IF to_regclass('internal_pg_flo.{t}') IS NOT NULL THEN
+    DELETE FROM internal_pg_flo.{t} WHERE group_name = {gl};
+  END IF;"
+            )
+        })
+        .collect();
     format!(
         "DROP EVENT TRIGGER IF EXISTS pg_flo_ddl_end_{g};
 DROP EVENT TRIGGER IF EXISTS pg_flo_ddl_drop_{g};
 DROP FUNCTION IF EXISTS internal_pg_flo.ddl_end_{g}();
 DROP FUNCTION IF EXISTS internal_pg_flo.ddl_drop_{g}();
-DO $pg_flo$ BEGIN
-  IF to_regclass('internal_pg_flo.ddl_tracked') IS NOT NULL THEN
-    DELETE FROM internal_pg_flo.ddl_tracked WHERE group_name = {gl};
-  END IF;
-  IF to_regclass('internal_pg_flo.ddl_indexes') IS NOT NULL THEN
-    DELETE FROM internal_pg_flo.ddl_indexes WHERE group_name = {gl};
-  END IF;
-  IF to_regclass('internal_pg_flo.ddl_keys') IS NOT NULL THEN
-    DELETE FROM internal_pg_flo.ddl_keys WHERE group_name = {gl};
-  END IF;
-  IF to_regclass('internal_pg_flo.ddl_statements') IS NOT NULL THEN
-    DELETE FROM internal_pg_flo.ddl_statements WHERE group_name = {gl};
-  END IF;
+DO $pg_flo$ BEGIN{deletes}
 END $pg_flo$;"
     )
 }

@@ -161,24 +161,29 @@ pub fn message(
     }
 }
 
-/// A whole one-message transaction inserting `(id, v)` into `public.t`, after the
-/// transaction committed at `prev`.
-pub fn tx(lsn: u64, prev: Option<u64>, id: &str, v: &str) -> ChangeBatch {
+/// A whole one-message transaction inserting `values` into `rel`, after the transaction
+/// committed at `prev`.
+pub fn insert_tx(lsn: u64, prev: Option<u64>, rel: Relation, values: &[&str]) -> ChangeBatch {
     message(
         lsn,
         0,
         true,
         prev.map(|p| pos(p, 0)),
-        table_t(),
+        rel,
         Op::Insert,
-        &[id, v],
+        values,
     )
 }
 
-/// A message of every field set: an insert and an update with an unchanged TOAST value and
-/// its old key, into `public.users (id int4 PRIMARY KEY, bio text)`, with a source.
-pub fn sample() -> ChangeBatch {
-    let users = Relation {
+/// A whole one-message transaction inserting `(id, v)` into `public.t`, after the
+/// transaction committed at `prev`.
+pub fn tx(lsn: u64, prev: Option<u64>, id: &str, v: &str) -> ChangeBatch {
+    insert_tx(lsn, prev, table_t(), &[id, v])
+}
+
+/// `public.users (id int4 PRIMARY KEY, bio text)`, oid 16384.
+pub fn users() -> Relation {
+    Relation {
         oid: 16384,
         ..relation(
             "public",
@@ -187,7 +192,13 @@ pub fn sample() -> ChangeBatch {
             KeyKind::PrimaryKey,
             &["id"],
         )
-    };
+    }
+}
+
+/// A message of every field set: an insert and an update with an unchanged TOAST value and
+/// its old key, into `public.users (id int4 PRIMARY KEY, bio text)`, with a source.
+pub fn sample() -> ChangeBatch {
+    let users = users();
     ChangeBatch {
         commit_time_us: 1_700_000_000_000_000,
         xid: 42,

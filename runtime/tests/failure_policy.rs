@@ -9,51 +9,34 @@ mod support;
 
 use std::time::Duration;
 
-use e2e::{dump_table, wait_for_eq, NatsServer, PgCluster, PgOptions, Process};
 use futures_util::StreamExt;
 use pg_flo::fixtures::tx as insert;
 use pg_flo::message::{ChangeBatch, Position, Value};
-use support::{target_args, Group};
-
-struct Setup {
-    pg: PgCluster,
-    nats: NatsServer,
-    group: Group,
-}
+use support::{wait_rows, Setup};
 
 const GROUP: &str = "policy";
 
+/// Source history: 1 ok, 2 rejected by the target, 3 ok.
 async fn setup() -> Setup {
-    let pg = PgCluster::start(PgOptions::default()).await.unwrap();
-    pg.create_database("target").await.unwrap();
-    pg.client("target")
-        .await
-        .unwrap()
-        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v int CHECK (v > 0))")
-        .await
-        .unwrap();
-    let nats = NatsServer::start().await.unwrap();
-    let group = Group::new(&nats, GROUP).await;
-    // Source history: 1 ok, 2 rejected by the target, 3 ok.
+    let s = Setup::start(
+        GROUP,
+        "CREATE TABLE t (id int PRIMARY KEY, v int CHECK (v > 0))",
+    )
+    .await;
     for m in [
         insert(100, None, "1", "1"),
         insert(200, Some(100), "2", "-1"),
         insert(300, Some(200), "3", "3"),
     ] {
-        group.publish(&m).await;
+        s.publish(&m).await;
     }
-    Setup { pg, nats, group }
-}
-
-fn worker(s: &Setup, extra: &[&str]) -> Process {
-    s.group
-        .worker("worker", "postgres", &target_args(&s.pg, "target", extra))
+    s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_default_the_worker_stops_and_loses_nothing() {
     let s = setup().await;
-    let mut w = worker(&s, &[]);
+    let mut w = s.worker("worker", "postgres", &[]);
     let status = w.wait_exit(Duration::from_secs(60)).await.unwrap();
     assert!(!status.success());
     let err = w.stderr();
@@ -64,48 +47,25 @@ async fn by_default_the_worker_stops_and_loses_nothing() {
     let left = s.group.unacked().await;
     assert!(left >= 2, "{left} messages left");
     // After the target is fixed, a new worker applies everything.
-    let target = s.pg.client("target").await.unwrap();
+    let target = s.target().await;
     target
         .batch_execute("ALTER TABLE t DROP CONSTRAINT t_v_check")
         .await
         .unwrap();
-    let _w = worker(&s, &[]);
-    wait_for_eq(
-        "all rows",
-        Duration::from_secs(60),
-        "(1,1)\n(2,-1)\n(3,3)".to_owned(),
-        || dump_table(&target, "t", "id"),
-    )
-    .await
-    .unwrap();
+    let _w = s.worker("worker", "postgres", &[]);
+    wait_rows(&target, "t", "all rows", "(1,1)\n(2,-1)\n(3,3)").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_dead_letter_the_rejected_change_is_set_aside_and_the_rest_flows() {
     let s = setup().await;
-    let mut w = worker(&s, &["--dead-letter"]);
-    let target = s.pg.client("target").await.unwrap();
-    wait_for_eq(
-        "rows 1 and 3",
-        Duration::from_secs(60),
-        "(1,1)\n(3,3)".to_owned(),
-        || dump_table(&target, "t", "id"),
-    )
-    .await
-    .unwrap();
+    let mut w = s.worker("worker", "postgres", &["--dead-letter"]);
+    let target = s.target().await;
+    wait_rows(&target, "t", "rows 1 and 3", "(1,1)\n(3,3)").await;
     s.group.drained().await;
     assert!(w.try_status().unwrap().is_none(), "{}", w.output_dump());
     // The rejected message, readable from the dead-letter subject's stream, with the error.
-    let dlq = s
-        .group
-        .js
-        .get_stream(pg_flo::nats::dead_letter_stream(GROUP))
-        .await
-        .unwrap();
-    let msg = dlq
-        .get_last_raw_message_by_subject(&pg_flo::nats::dead_letter_subject(GROUP))
-        .await
-        .unwrap();
+    let msg = s.group.last_dead_letter().await.unwrap();
     let error = msg.headers.get("Pg-Flo-Error").unwrap().to_string();
     assert!(error.contains("violates check constraint"), "{error}");
     let batch = ChangeBatch::decode(&msg.payload).unwrap();

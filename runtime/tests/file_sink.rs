@@ -11,23 +11,14 @@ mod support;
 use std::path::Path;
 
 use e2e::{NatsServer, TempDir};
-use pg_flo::fixtures::{message, pos, public_table as relation};
-use pg_flo::message::{ChangeBatch, Op};
+use pg_flo::fixtures::{insert_tx, public_table};
+use pg_flo::message::ChangeBatch;
 use pg_flo_source::oid::INT4;
 use support::Group;
 
 /// Inserts `id` into `public.t (id int PRIMARY KEY)`, after the transaction at `prev`.
 fn insert(lsn: u64, prev: Option<u64>, id: &str) -> ChangeBatch {
-    let rel = relation("t", &[("id", INT4)]);
-    message(
-        lsn,
-        0,
-        true,
-        prev.map(|p| pos(p, 0)),
-        rel,
-        Op::Insert,
-        &[id],
-    )
+    insert_tx(lsn, prev, public_table("t", &[("id", INT4)]), &[id])
 }
 
 const GROUP: &str = "filesink";

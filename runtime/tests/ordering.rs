@@ -8,10 +8,10 @@
 
 mod support;
 
-use e2e::{dump_table, NatsServer, PgCluster, PgOptions};
+use e2e::dump_table;
 use pg_flo::fixtures::{message, pos, table_t};
 use pg_flo::message::{ChangeBatch, Op};
-use support::{target_args, Group};
+use support::Setup;
 
 const GROUP: &str = "ordering";
 
@@ -30,15 +30,9 @@ fn batch(lsn: u64, prev: Option<u64>, op: Op, id: &str, v: &str) -> ChangeBatch 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_order_and_duplicate_messages_are_put_right() {
-    let pg = PgCluster::start(PgOptions::default()).await.unwrap();
-    pg.create_database("target").await.unwrap();
-    let target = pg.client("target").await.unwrap();
-    target
-        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
-        .await
-        .unwrap();
-    let nats = NatsServer::start().await.unwrap();
-    let group = Group::new(&nats, GROUP).await;
+    let s = Setup::start(GROUP, "CREATE TABLE t (id int PRIMARY KEY, v int)").await;
+    let target = s.target().await;
+    let group = &s.group;
 
     // Source history: A inserts (1,1); B updates it to (1,2); C inserts (2,1); D deletes 2.
     let a = batch(100, None, Op::Insert, "1", "1");
@@ -50,8 +44,7 @@ async fn out_of_order_and_duplicate_messages_are_put_right() {
         group.publish(m).await;
     }
 
-    let args = target_args(&pg, "target", &[]);
-    let mut worker = group.worker("worker", "postgres", &args);
+    let mut worker = s.worker("worker", "postgres", &[]);
 
     group.drained().await;
     // Applied in source order: B after A (v = 2), C then D (row 2 gone).
@@ -69,7 +62,7 @@ async fn out_of_order_and_duplicate_messages_are_put_right() {
     // After a restart the worker reads the applied position from the target: an old message
     // delivered again must not undo newer ones.
     worker.kill_9().unwrap();
-    let _worker = group.worker("worker-again", "postgres", &args);
+    let _worker = s.worker("worker-again", "postgres", &[]);
     group.publish(&a).await;
     group
         .publish(&batch(500, Some(400), Op::Insert, "3", "3"))

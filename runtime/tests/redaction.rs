@@ -9,24 +9,16 @@ mod support;
 
 use std::time::Duration;
 
-use e2e::{dump_table, wait_for, wait_for_eq, NatsServer, PgCluster, PgOptions, Process};
-use pg_flo::fixtures::{message, pos, public_table as relation, text};
-use pg_flo::message::{ChangeBatch, Op};
+use e2e::{wait_for, NatsServer, Process};
+use pg_flo::fixtures::{insert_tx, public_table, text};
+use pg_flo::message::ChangeBatch;
 use pg_flo_source::oid::{INT4, TEXT};
-use support::{target_args, Group};
+use support::{wait_rows, Setup};
 
 /// Inserts `(id, email)` into `public.users`, after the transaction at `prev`.
 fn insert(lsn: u64, prev: Option<u64>, id: &str, email: &str) -> ChangeBatch {
-    let rel = relation("users", &[("id", INT4), ("email", TEXT)]);
-    message(
-        lsn,
-        0,
-        true,
-        prev.map(|p| pos(p, 0)),
-        rel,
-        Op::Insert,
-        &[id, email],
-    )
+    let rel = public_table("users", &[("id", INT4), ("email", TEXT)]);
+    insert_tx(lsn, prev, rel, &[id, email])
 }
 
 const GROUP: &str = "redaction";
@@ -46,28 +38,25 @@ fn assert_redacted(what: &str, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unique_violation_is_reported_without_the_value() {
-    let pg = PgCluster::start(PgOptions::default()).await.unwrap();
-    pg.create_database("target").await.unwrap();
-    let target = pg.client("target").await.unwrap();
-    target
-        .batch_execute(&format!(
+    let s = Setup::start(
+        GROUP,
+        &format!(
             "CREATE TABLE users (id int PRIMARY KEY, email text UNIQUE);
              INSERT INTO users VALUES (1, '{EMAIL}')"
-        ))
-        .await
-        .unwrap();
-    let nats = NatsServer::start().await.unwrap();
-    let group = Group::new(&nats, GROUP).await;
+        ),
+    )
+    .await;
+    let target = s.target().await;
     // Row 2 takes the e-mail address row 1 holds in the target; row 3 is fine.
     for b in [
         insert(100, None, "2", EMAIL),
         insert(200, Some(100), "3", "ok@example.com"),
     ] {
-        group.publish(&b).await;
+        s.publish(&b).await;
     }
 
     // Without --dead-letter the worker stops and says why.
-    let mut w = group.worker("worker", "postgres", &target_args(&pg, "target", &[]));
+    let mut w = s.worker("worker", "postgres", &[]);
     let status = w.wait_exit(Duration::from_secs(60)).await.unwrap();
     assert!(!status.success());
     let log = w.stderr();
@@ -75,28 +64,16 @@ async fn a_unique_violation_is_reported_without_the_value() {
     assert_redacted("the log of the stopped worker", &log);
 
     // With --dead-letter the message is set aside with the error in a header.
-    let mut w = group.worker(
-        "worker",
-        "postgres",
-        &target_args(&pg, "target", &["--dead-letter"]),
-    );
-    wait_for_eq(
+    let mut w = s.worker("worker", "postgres", &["--dead-letter"]);
+    wait_rows(
+        &target,
+        "users",
         "row 3",
-        Duration::from_secs(60),
         format!("(1,{EMAIL})\n(3,ok@example.com)"),
-        || dump_table(&target, "users", "id"),
     )
-    .await
-    .unwrap();
-    let dlq = wait_for("the dead letter", Duration::from_secs(60), || async {
-        group
-            .js
-            .get_stream(pg_flo::nats::dead_letter_stream(GROUP))
-            .await
-            .ok()?
-            .get_last_raw_message_by_subject(&pg_flo::nats::dead_letter_subject(GROUP))
-            .await
-            .ok()
+    .await;
+    let dlq = wait_for("the dead letter", Duration::from_secs(60), || {
+        s.group.last_dead_letter()
     })
     .await
     .unwrap();

@@ -9,11 +9,11 @@ mod support;
 
 use std::time::Duration;
 
-use e2e::{dump_table, wait_for, wait_for_eq, NatsServer, PgCluster, PgOptions, Process};
+use e2e::{dump_table, wait_for, wait_for_eq, Process};
 use pg_flo::fixtures::{message, pos, public_table, table_t, text, tx};
 use pg_flo::message::{ChangeBatch, Op, Position};
 use pg_flo_source::oid::{INT4, TEXT};
-use support::{target_args, Group};
+use support::{wait_rows, Setup};
 
 /// Message `seq` of the transaction committed at `lsn`, inserting `(id, v)` into `public.t`.
 fn insert(
@@ -25,68 +25,6 @@ fn insert(
     v: &str,
 ) -> ChangeBatch {
     message(lsn, seq, last, prev, table_t(), Op::Insert, &[id, v])
-}
-
-struct Setup {
-    pg: PgCluster,
-    _nats: NatsServer,
-    group: Group,
-}
-
-async fn setup(group: &'static str, target_ddl: &str) -> Setup {
-    let pg = PgCluster::start(PgOptions::default()).await.unwrap();
-    pg.create_database("target").await.unwrap();
-    pg.client("target")
-        .await
-        .unwrap()
-        .batch_execute(target_ddl)
-        .await
-        .unwrap();
-    let nats = NatsServer::start().await.unwrap();
-    let group = Group::new(&nats, group).await;
-    Setup {
-        pg,
-        _nats: nats,
-        group,
-    }
-}
-
-impl Setup {
-    async fn publish(&self, b: &ChangeBatch) {
-        self.group.publish(b).await;
-    }
-
-    fn worker(&self, name: &str, sink: &str, extra: &[&str]) -> Process {
-        let args = if sink == "postgres" {
-            target_args(&self.pg, "target", extra)
-        } else {
-            extra.iter().map(|s| s.to_string()).collect()
-        };
-        self.group.worker(name, sink, &args)
-    }
-
-    async fn drained(&self) {
-        self.group.drained().await;
-    }
-
-    /// Positions of the dead letters, in the order they were stored.
-    async fn dead_letters(&self) -> Vec<Position> {
-        let Ok(stream) = self
-            .group
-            .js
-            .get_stream(pg_flo::nats::dead_letter_stream(self.group.name))
-            .await
-        else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        let mut seq = 1;
-        while let Ok(m) = stream.get_raw_message(seq).await {
-            out.push(ChangeBatch::decode(&m.payload).unwrap().position());
-            seq += 1;
-        }
-        out
-    }
 }
 
 /// `(id, v)` of every NewTuple the stdout sink printed, in order.
@@ -108,7 +46,7 @@ const CHECKED: &str = "CREATE TABLE t (id int PRIMARY KEY, v int CHECK (v > 0))"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_lettered_final_part_ends_its_transaction() {
-    let s = setup("dlq-last", CHECKED).await;
+    let s = Setup::start("dlq-last", CHECKED).await;
     // Transaction 200 spans two messages; its final part is rejected by the target.
     s.publish(&tx(100, None, "1", "1")).await;
     s.publish(&insert(200, 0, false, Some(pos(100, 0)), "2", "2"))
@@ -118,18 +56,17 @@ async fn a_dead_lettered_final_part_ends_its_transaction() {
     s.publish(&insert(300, 0, true, Some(pos(200, 1)), "4", "4"))
         .await;
     let mut w = s.worker("worker", "postgres", &["--dead-letter"]);
-    let target = s.pg.client("target").await.unwrap();
-    wait_for_eq(
+    let target = s.target().await;
+    wait_rows(
+        &target,
+        "t",
         "every row but the rejected one",
-        Duration::from_secs(60),
-        "(1,1)\n(2,2)\n(4,4)".to_owned(),
-        || dump_table(&target, "t", "id"),
+        "(1,1)\n(2,2)\n(4,4)",
     )
-    .await
-    .unwrap();
-    s.drained().await;
+    .await;
+    s.group.drained().await;
     assert!(w.try_status().unwrap().is_none(), "{}", w.output_dump());
-    assert_eq!(s.dead_letters().await, [pos(200, 1)]);
+    assert_eq!(s.group.dead_letters().await, [pos(200, 1)]);
     // The stored position is past the dead letter's transaction.
     let row = target
         .query_one(
@@ -143,7 +80,7 @@ async fn a_dead_lettered_final_part_ends_its_transaction() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_dead_letters_in_one_transaction_and_a_restart_between_them() {
-    let s = setup("dlq-several", CHECKED).await;
+    let s = Setup::start("dlq-several", CHECKED).await;
     s.publish(&tx(100, None, "1", "1")).await;
     s.publish(&insert(200, 0, false, Some(pos(100, 0)), "2", "-2"))
         .await;
@@ -155,7 +92,7 @@ async fn several_dead_letters_in_one_transaction_and_a_restart_between_them() {
     // Kill the worker as soon as the first dead letter is stored: the next one must not wait
     // for it (it is read back from the dead-letter stream).
     wait_for("the first dead letter", Duration::from_secs(60), || async {
-        (!s.dead_letters().await.is_empty()).then_some(())
+        (!s.group.dead_letters().await.is_empty()).then_some(())
     })
     .await
     .unwrap();
@@ -163,25 +100,18 @@ async fn several_dead_letters_in_one_transaction_and_a_restart_between_them() {
     s.publish(&insert(300, 0, true, Some(pos(200, 2)), "6", "6"))
         .await;
     let mut w = s.worker("worker-again", "postgres", &["--dead-letter"]);
-    let target = s.pg.client("target").await.unwrap();
-    wait_for_eq(
-        "the accepted rows",
-        Duration::from_secs(60),
-        "(1,1)\n(5,5)\n(6,6)".to_owned(),
-        || dump_table(&target, "t", "id"),
-    )
-    .await
-    .unwrap();
-    s.drained().await;
+    let target = s.target().await;
+    wait_rows(&target, "t", "the accepted rows", "(1,1)\n(5,5)\n(6,6)").await;
+    s.group.drained().await;
     assert!(w.try_status().unwrap().is_none(), "{}", w.output_dump());
-    assert_eq!(s.dead_letters().await, [pos(200, 0), pos(200, 1)]);
+    assert_eq!(s.group.dead_letters().await, [pos(200, 0), pos(200, 1)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejection_at_commit_is_dead_lettered_like_any_other() {
     // A deferred constraint trigger rejects at COMMIT, not when the row is written. ENABLE
     // ALWAYS: it fires for replicated changes too.
-    let s = setup(
+    let s = Setup::start(
         "dlq-commit",
         "CREATE TABLE t (id int PRIMARY KEY, v int);
          CREATE FUNCTION no_negative() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -195,23 +125,16 @@ async fn a_rejection_at_commit_is_dead_lettered_like_any_other() {
     s.publish(&tx(200, Some(100), "2", "-2")).await;
     s.publish(&tx(300, Some(200), "3", "3")).await;
     let mut w = s.worker("worker", "postgres", &["--dead-letter"]);
-    let target = s.pg.client("target").await.unwrap();
-    wait_for_eq(
-        "rows 1 and 3",
-        Duration::from_secs(60),
-        "(1,1)\n(3,3)".to_owned(),
-        || dump_table(&target, "t", "id"),
-    )
-    .await
-    .unwrap();
-    s.drained().await;
+    let target = s.target().await;
+    wait_rows(&target, "t", "rows 1 and 3", "(1,1)\n(3,3)").await;
+    s.group.drained().await;
     assert!(w.try_status().unwrap().is_none(), "{}", w.output_dump());
-    assert_eq!(s.dead_letters().await, [pos(200, 0)]);
+    assert_eq!(s.group.dead_letters().await, [pos(200, 0)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_predecessor_that_never_comes_stops_the_worker_with_one_clear_error() {
-    let s = setup("gap", "CREATE TABLE t (id int PRIMARY KEY, v int)").await;
+    let s = Setup::start("gap", "CREATE TABLE t (id int PRIMARY KEY, v int)").await;
     s.publish(&tx(100, None, "1", "1")).await;
     // 300 follows 200, which was lost and is never re-published.
     s.publish(&tx(300, Some(200), "3", "3")).await;
@@ -232,7 +155,7 @@ async fn a_predecessor_that_never_comes_stops_the_worker_with_one_clear_error() 
         1,
         "{err}"
     );
-    let target = s.pg.client("target").await.unwrap();
+    let target = s.target().await;
     assert_eq!(dump_table(&target, "t", "id").await.unwrap(), "(1,1)");
     // 300 is still in the stream, unacked.
     assert_eq!(s.group.unacked().await, 1);
@@ -240,10 +163,10 @@ async fn a_predecessor_that_never_comes_stops_the_worker_with_one_clear_error() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stdout_worker_keeps_source_order_across_a_restart() {
-    let s = setup("restart", "SELECT 1").await;
+    let s = Setup::start("restart", "SELECT 1").await;
     s.publish(&tx(100, None, "1", "1")).await;
     let mut w = s.worker("worker", "stdout", &[]);
-    s.drained().await;
+    s.group.drained().await;
     assert_eq!(printed(&w), [(1, 1)]);
     w.kill_9().unwrap();
     // While no worker runs: 300 is stored, 200's publish was lost and is re-published after
@@ -252,14 +175,14 @@ async fn the_stdout_worker_keeps_source_order_across_a_restart() {
     s.publish(&tx(200, Some(100), "2", "2")).await;
     s.publish(&tx(100, None, "1", "1")).await;
     let w = s.worker("worker-again", "stdout", &[]);
-    s.drained().await;
+    s.group.drained().await;
     // Source order, nothing twice: the restarted worker knows it applied 100.
     assert_eq!(printed(&w), [(2, 2), (3, 3)], "{}", w.output_dump());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_worker_waits_until_the_first_is_gone() {
-    let s = setup("lease", "CREATE TABLE t (id int PRIMARY KEY, v int)").await;
+    let s = Setup::start("lease", "CREATE TABLE t (id int PRIMARY KEY, v int)").await;
     let mut first = s.worker("first", "stdout", &[]);
     first
         .wait_for_output("worker consuming", Duration::from_secs(60))
@@ -274,7 +197,7 @@ async fn a_second_worker_waits_until_the_first_is_gone() {
         let prev = (i > 1).then(|| (i - 1) * 100);
         s.publish(&tx(i * 100, prev, &i.to_string(), "1")).await;
     }
-    s.drained().await;
+    s.group.drained().await;
     assert_eq!(printed(&first).len(), 20);
     assert!(printed(&second).is_empty(), "{}", second.output_dump());
     assert!(!second.stderr().contains("worker consuming"));
@@ -286,13 +209,13 @@ async fn a_second_worker_waits_until_the_first_is_gone() {
         .await
         .unwrap();
     s.publish(&tx(2100, Some(2000), "21", "1")).await;
-    s.drained().await;
+    s.group.drained().await;
     assert_eq!(printed(&second), [(21, 1)], "{}", second.output_dump());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_messages_beyond_the_memory_bound_are_fetched_again_in_order() {
-    let s = setup("held-bytes", "CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+    let s = Setup::start("held-bytes", "CREATE TABLE t (id int PRIMARY KEY, v text)").await;
     let rel = || public_table("t", &[("id", INT4), ("v", TEXT)]);
     let update = |lsn: u64, prev: u64, v: String| {
         let mut b = message(
@@ -318,7 +241,7 @@ async fn held_messages_beyond_the_memory_bound_are_fetched_again_in_order() {
     let w = s.worker("worker", "postgres", &[]);
     // The lost one arrives last.
     s.publish(&update(200, 100, "b".into())).await;
-    let target = s.pg.client("target").await.unwrap();
+    let target = s.target().await;
     wait_for_eq(
         "the last update applied last",
         Duration::from_secs(120),
@@ -332,7 +255,7 @@ async fn held_messages_beyond_the_memory_bound_are_fetched_again_in_order() {
     )
     .await
     .unwrap();
-    s.drained().await;
+    s.group.drained().await;
     // Peak memory stays bounded (32 MiB held, 16 MiB fetched ahead, the sink's buffer), not
     // growing with the 80 MB that waited.
     let peak_kib = w.peak_rss_kib().unwrap();
@@ -348,14 +271,14 @@ async fn held_messages_beyond_the_memory_bound_are_fetched_again_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_worker_whose_lease_expired_never_applies_again() {
-    let s = setup("fence", "SELECT 1").await;
+    let s = Setup::start("fence", "SELECT 1").await;
     let first = s.worker("first", "stdout", &[]);
     first
         .wait_for_output("worker consuming", Duration::from_secs(60))
         .await
         .unwrap();
     s.publish(&tx(100, None, "1", "1")).await;
-    s.drained().await;
+    s.group.drained().await;
     // The first worker freezes (a paused VM, a node cut off); the second takes over once the
     // lease expires (30 s).
     first.pause().unwrap();
@@ -374,7 +297,7 @@ async fn a_paused_worker_whose_lease_expired_never_applies_again() {
         s.publish(&tx(i * 100, Some((i - 1) * 100), &i.to_string(), "1"))
             .await;
     }
-    s.drained().await;
+    s.group.drained().await;
     first
         .wait_for_output("stopped applying", Duration::from_secs(30))
         .await
@@ -390,7 +313,7 @@ async fn a_paused_worker_whose_lease_expired_never_applies_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_larger_than_max_payload_is_stored_in_parts() {
-    let s = setup(
+    let s = Setup::start(
         "dlq-large",
         "CREATE TABLE t (id int PRIMARY KEY, v text CHECK (length(v) < 10))",
     )
@@ -425,16 +348,9 @@ async fn a_dead_letter_larger_than_max_payload_is_stored_in_parts() {
     ))
     .await;
     let mut w = s.worker("worker", "postgres", &["--dead-letter"]);
-    let target = s.pg.client("target").await.unwrap();
-    wait_for_eq(
-        "the accepted row",
-        Duration::from_secs(60),
-        "(2,ok)".to_owned(),
-        || dump_table(&target, "t", "id"),
-    )
-    .await
-    .unwrap();
-    s.drained().await;
+    let target = s.target().await;
+    wait_rows(&target, "t", "the accepted row", "(2,ok)").await;
+    s.group.drained().await;
     assert!(w.try_status().unwrap().is_none(), "{}", w.output_dump());
     // Stored in parts that, put together, are the original message.
     let stream = s

@@ -298,20 +298,23 @@ impl Rule {
             }
         };
         let operations = rule_operations(
-            self.operations.as_ref(),
-            params.operations.as_ref(),
+            self.applies_to.operations.as_ref(),
+            params.applies_to.operations.as_ref(),
             &mut problems,
         );
-        let allow_empty_deletes = [&self.allow_empty_deletes, &params.allow_empty_deletes]
-            .into_iter()
-            .flatten()
-            .fold(false, |acc, v| match v {
-                Lenient::Typed(b) => acc || *b,
-                Lenient::Other(_) => {
-                    problems.push(RuleProblem::BadAllowEmptyDeletes);
-                    acc
-                }
-            });
+        let allow_empty_deletes = [
+            &self.applies_to.allow_empty_deletes,
+            &params.applies_to.allow_empty_deletes,
+        ]
+        .into_iter()
+        .flatten()
+        .fold(false, |acc, v| match v {
+            Lenient::Typed(b) => acc || *b,
+            Lenient::Other(_) => {
+                problems.push(RuleProblem::BadAllowEmptyDeletes);
+                acc
+            }
+        });
         let operations = operations.map(|mut ops| {
             if allow_empty_deletes {
                 ops.delete = false;
@@ -525,6 +528,7 @@ fn describe(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::AppliesTo;
 
     fn rule(yaml: &str) -> Rule {
         serde_yaml::from_str(yaml).unwrap()
@@ -547,7 +551,10 @@ mod tests {
                         }
                         .into(),
                     ),
-                    operations: Some([Operation::Insert].into_iter().collect()),
+                    applies_to: AppliesTo {
+                        operations: Some([Operation::Insert].into_iter().collect()),
+                        ..AppliesTo::default()
+                    },
                     ..Rule::default()
                 },
                 Rule {
@@ -561,7 +568,10 @@ mod tests {
                         }
                         .into(),
                     ),
-                    allow_empty_deletes: Some(true.into()),
+                    applies_to: AppliesTo {
+                        allow_empty_deletes: Some(true.into()),
+                        ..AppliesTo::default()
+                    },
                     ..Rule::default()
                 },
             ],

@@ -85,16 +85,9 @@ pub struct Rule {
     /// The rule's parameters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Lenient<Parameters>>,
-    /// Kinds of change the rule applies to (default: INSERT, UPDATE, DELETE).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub operations: Option<OperationList>,
-    /// `true`: the rule does not apply to DELETEs.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub allow_empty_deletes: Option<Lenient<bool>>,
+    /// Which changes the rule applies to (rule level).
+    #[serde(flatten)]
+    pub applies_to: AppliesTo,
     /// Other keys.
     #[serde(flatten)]
     pub unknown: Mapping,
@@ -123,19 +116,28 @@ pub struct Parameters {
     /// Filter: the value compared with (a string, number or boolean).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<Lenient<Scalar>>,
-    /// As the rule-level `operations`.
+    /// Which changes the rule applies to, as at rule level (where pg_flo's files put it).
+    #[serde(flatten)]
+    pub applies_to: AppliesTo,
+    /// Other keys.
+    #[serde(flatten)]
+    pub unknown: Mapping,
+}
+
+/// The keys that say which changes a rule applies to; a rule may give them at rule level or
+/// inside `parameters` (both levels are read, see [`Rule::check`]).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct AppliesTo {
+    /// Kinds of change the rule applies to (default: INSERT, UPDATE, DELETE).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operations: Option<OperationList>,
-    /// As the rule-level `allow_empty_deletes`.
+    /// `true`: the rule does not apply to DELETEs.
     #[serde(
         default,
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
     pub allow_empty_deletes: Option<Lenient<bool>>,
-    /// Other keys.
-    #[serde(flatten)]
-    pub unknown: Mapping,
 }
 
 /// Kind of a rule.

@@ -22,6 +22,20 @@ use serde::Serialize;
 use super::{Context, Error, FIELD_MANAGER};
 use crate::resources::{Desired, GROUP_LABEL};
 
+/// A namespaced kind the operator reads, deletes (and with `Serialize`, applies).
+pub trait Namespaced:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug
+{
+}
+
+impl<K> Namespaced for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug
+{
+}
+
 /// The applied workloads, as the API server returned them (with status).
 #[derive(Clone, Debug, Default)]
 pub struct Applied {
@@ -60,11 +74,7 @@ async fn ensure_job(ctx: &Context, ns: &str, job: &Job) -> Result<Job, Error> {
 /// Applies one object with server-side apply.
 pub async fn ssa<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K, Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug,
+    K: Namespaced + Serialize,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let name = obj.name_any();
@@ -80,10 +90,7 @@ where
 /// Deletes an object; one already gone counts as deleted.
 pub async fn delete<K>(ctx: &Context, ns: &str, name: &str) -> Result<(), Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + Debug,
+    K: Namespaced,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     match api.delete(name, &DeleteParams::background()).await {
@@ -107,10 +114,7 @@ async fn delete_orphans<K>(
     keep: &[String],
 ) -> Result<(), Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + Debug,
+    K: Namespaced,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let selector = group_selector(group);

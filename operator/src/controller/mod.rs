@@ -271,7 +271,10 @@ impl Error {
     }
 }
 
-/// Renders an error with its sources (`a: b: c`), for logs, Events and conditions.
+/// Renders an error with its sources (`a: b: c`), for logs, Events and conditions. (The
+/// runtime's `pg_flo::redact::error_chain` also scrubs row values and URLs; the operator does
+/// not link the runtime, and its errors carry neither: Kubernetes API errors, and the source
+/// checks' connection errors, which never include the password.)
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();

@@ -101,6 +101,24 @@ where
         .collect()
 }
 
+/// Maps a changed group to the objects of `store` (Rules or Routes) in its namespace whose
+/// `group_of` names it.
+fn members<K, F>(
+    store: Store<Guarded<K>>,
+    group_of: F,
+) -> impl Fn(Guarded<ReplicationGroup>) -> Vec<ObjectRef<Guarded<K>>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+    F: Fn(&K) -> &String,
+{
+    move |g| {
+        let meta = g.meta();
+        matching(&store, |r: &K| {
+            r.namespace() == meta.namespace && Some(group_of(r)) == meta.name.as_ref()
+        })
+    }
+}
+
 /// Runs the controllers of one scope until a shutdown signal.
 async fn run_scope(ctx: Arc<Context>, ns: Option<String>) {
     let client = ctx.client.clone();
@@ -146,13 +164,7 @@ async fn run_scope(ctx: Arc<Context>, ns: Option<String>) {
         .watches(
             api::<Guarded<ReplicationGroup>>(&client, ns),
             wc.clone(),
-            move |g| {
-                let meta = g.meta();
-                let (name, ns) = (meta.name.clone(), meta.namespace.clone());
-                matching(&rule_store, |r: &Rule| {
-                    r.namespace() == ns && Some(&r.spec.group_ref.name) == name.as_ref()
-                })
-            },
+            members(rule_store, |r: &Rule| &r.spec.group_ref.name),
         )
         .with_config(controller_config())
         .shutdown_on_signal()
@@ -161,18 +173,11 @@ async fn run_scope(ctx: Arc<Context>, ns: Option<String>) {
 
     let routes = Controller::new(api::<Guarded<Route>>(&client, ns), wc.clone());
     let route_store = routes.store();
-    let by_group = route_store.clone();
     let routes = routes
         .watches(
             api::<Guarded<ReplicationGroup>>(&client, ns),
             wc.clone(),
-            move |g| {
-                let meta = g.meta();
-                let (name, ns) = (meta.name.clone(), meta.namespace.clone());
-                matching(&by_group, |r: &Route| {
-                    r.namespace() == ns && Some(&r.spec.group_ref.name) == name.as_ref()
-                })
-            },
+            members(route_store.clone(), |r: &Route| &r.spec.group_ref.name),
         )
         .watches(api::<Guarded<Route>>(&client, ns), wc, move |changed| {
             let Ok(changed) = changed.0 else {

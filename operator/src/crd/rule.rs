@@ -152,11 +152,13 @@ impl RuleItem {
             kind: Some(kind.into()),
             column: Some(self.column.clone().into()),
             parameters: (parameters != file::Parameters::default()).then(|| parameters.into()),
-            operations: self
-                .operations
-                .as_ref()
-                .map(|ops| ops.iter().map(|&op| op.into()).collect()),
-            allow_empty_deletes: self.allow_empty_deletes.map(Into::into),
+            applies_to: file::AppliesTo {
+                operations: self
+                    .operations
+                    .as_ref()
+                    .map(|ops| ops.iter().map(|&op| op.into()).collect()),
+                allow_empty_deletes: self.allow_empty_deletes.map(Into::into),
+            },
             ..file::Rule::default()
         }
     }

@@ -272,6 +272,39 @@ impl Valid {
     }
 }
 
+/// The container security context of every workload: no privilege escalation, read-only root
+/// filesystem, non-root, no capabilities.
+pub(crate) fn restricted_container() -> k8s_openapi::api::core::v1::SecurityContext {
+    use k8s_openapi::api::core::v1::{Capabilities, SecurityContext};
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The pod security context of every workload: non-root as `uid` (user, group and fs group),
+/// the runtime's default seccomp profile.
+pub(crate) fn restricted_pod(uid: i64) -> k8s_openapi::api::core::v1::PodSecurityContext {
+    use k8s_openapi::api::core::v1::{PodSecurityContext, SeccompProfile};
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        fs_group: Some(uid),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
 /// An HTTP GET probe on the named container port (every 10 s, 5 s timeout, 3 failures).
 pub(crate) fn http_probe(
     path: &str,

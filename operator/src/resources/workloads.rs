@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
-    SecretKeySelector, SecretVolumeSource, SecurityContext, ServiceAccount, Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    KeyToPath, PodSpec, PodTemplateSpec, SecretKeySelector, SecretVolumeSource, ServiceAccount,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
@@ -56,7 +56,20 @@ struct SecretFile<'a> {
     path: &'static str,
 }
 
-impl SecretFile<'_> {
+impl<'a> SecretFile<'a> {
+    /// The CA certificate file of a connection, when it names a CA Secret.
+    fn ca(
+        volume: &'static str,
+        secret: &'a Option<SecretKeyRef>,
+        path: &'static str,
+    ) -> Option<Self> {
+        secret.as_ref().map(|secret| SecretFile {
+            volume,
+            secret,
+            path,
+        })
+    }
+
     fn split(&self) -> (&'static str, &'static str) {
         self.path.rsplit_once('/').unwrap_or(("/", self.path))
     }
@@ -172,16 +185,7 @@ fn deployment(
         liveness_probe: Some(super::http_probe("/healthz", "metrics", 10)),
         readiness_probe: Some(super::http_probe("/readyz", "metrics", 5)),
         resources: parts.workload.and_then(|w| w.resources.clone()),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(super::restricted_container()),
         volume_mounts: Some(mounts),
         ..Container::default()
     };
@@ -226,17 +230,7 @@ fn deployment(
                     node_selector,
                     tolerations,
                     termination_grace_period_seconds: Some(30),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(RUNTIME_UID),
-                        run_as_group: Some(RUNTIME_UID),
-                        fs_group: Some(RUNTIME_UID),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(super::restricted_pod(RUNTIME_UID)),
                     ..PodSpec::default()
                 }),
             },
@@ -257,13 +251,7 @@ pub fn replicator_deployment(
     let v = Valid::new(rg)?;
     let s = &rg.spec.source;
     let mut files = nats_files(rg);
-    if let Some(ca) = &s.ca_secret {
-        files.push(SecretFile {
-            volume: "source-ca",
-            secret: ca,
-            path: SOURCE_CA_PATH,
-        });
-    }
+    files.extend(SecretFile::ca("source-ca", &s.ca_secret, SOURCE_CA_PATH));
     let parts = PodParts {
         component: "replicator",
         args: vec![
@@ -308,24 +296,12 @@ pub fn worker_deployment(
     let sink_name = if let Some(p) = &sink.postgres {
         env.push(secret_env("PG_FLO_TARGET_USER", &p.user));
         env.push(secret_env("PG_FLO_TARGET_PASSWORD", &p.password));
-        if let Some(ca) = &p.ca_secret {
-            files.push(SecretFile {
-                volume: "target-ca",
-                secret: ca,
-                path: TARGET_CA_PATH,
-            });
-        }
+        files.extend(SecretFile::ca("target-ca", &p.ca_secret, TARGET_CA_PATH));
         if p.sync_schema {
             let s = &rg.spec.source;
             env.push(secret_env("PG_FLO_SOURCE_USER", &s.user));
             env.push(secret_env("PG_FLO_SOURCE_PASSWORD", &s.password));
-            if let Some(ca) = &s.ca_secret {
-                files.push(SecretFile {
-                    volume: "source-ca",
-                    secret: ca,
-                    path: SOURCE_CA_PATH,
-                });
-            }
+            files.extend(SecretFile::ca("source-ca", &s.ca_secret, SOURCE_CA_PATH));
         }
         "postgres"
     } else if let Some(w) = &sink.webhook {

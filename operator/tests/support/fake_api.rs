@@ -509,35 +509,29 @@ impl FakeApi {
         &self,
         obj: &K,
     ) -> K {
-        let ns = obj
-            .meta()
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let mut v = serde_json::to_value(obj).unwrap();
-        v["apiVersion"] = json!(K::api_version(&()));
-        v["kind"] = json!(K::kind(&()));
-        let (code, out) = self
-            .state
-            .lock()
-            .unwrap()
-            .create(&Self::collection::<K>(&ns), v);
-        assert_eq!(code, 201, "insert failed: {out}");
+        let out = self.create_object::<K>(&namespace_of(obj), serde_json::to_value(obj).unwrap());
         serde_json::from_value(out).unwrap()
     }
 
     /// Creates an object of kind `K` from raw JSON, bypassing the Rust type (an object the
     /// type cannot decode, as after a CRD upgrade the operator does not know yet).
     pub fn insert_json<K: Resource<DynamicType = ()>>(&self, ns: &str, mut v: Value) {
+        v["metadata"]["namespace"] = json!(ns);
+        self.create_object::<K>(ns, v);
+    }
+
+    /// Creates the object `v` of kind `K` in `ns` (sets `apiVersion` and `kind`); the stored
+    /// object.
+    fn create_object<K: Resource<DynamicType = ()>>(&self, ns: &str, mut v: Value) -> Value {
         v["apiVersion"] = json!(K::api_version(&()));
         v["kind"] = json!(K::kind(&()));
-        v["metadata"]["namespace"] = json!(ns);
         let (code, out) = self
             .state
             .lock()
             .unwrap()
             .create(&Self::collection::<K>(ns), v);
         assert_eq!(code, 201, "insert failed: {out}");
+        out
     }
 
     /// Replaces `obj` wholesale (a user's `kubectl apply` of a changed spec); bumps generation.
@@ -545,11 +539,7 @@ impl FakeApi {
         &self,
         obj: &K,
     ) -> K {
-        let ns = obj
-            .meta()
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
+        let ns = namespace_of(obj);
         let name = obj.meta().name.clone().unwrap();
         let coll = Self::collection::<K>(&ns);
         let mut st = self.state.lock().unwrap();
@@ -651,4 +641,12 @@ impl FakeApi {
             })
             .collect()
     }
+}
+
+/// The namespace of `obj` (`default` when it names none).
+fn namespace_of<K: Resource>(obj: &K) -> String {
+    obj.meta()
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into())
 }

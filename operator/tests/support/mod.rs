@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use e2e::{PgCluster, PgOptions};
 use fake_api::FakeApi;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, PodSpec, Secret};
 use k8s_openapi::ByteString;
 use kube::api::ObjectMeta;
 use kube::runtime::controller::Action;
@@ -24,6 +25,16 @@ use pg_flo_operator::metrics::Metrics;
 pub const NS: &str = "data";
 /// Runtime image the test context renders.
 pub const IMAGE: &str = "registry.test/pg-flo:test";
+
+/// Rule `mask-email` of group `orders`: masks `orders.email` with `*`.
+pub const MASK_EMAIL: &str = "apiVersion: pgflo.io/v1alpha1
+kind: Rule
+metadata: {name: mask-email}
+spec:
+  groupRef: {name: orders}
+  table: orders
+  rules:
+    - {type: transform, column: email, transform: {type: mask, maskChar: '*'}}";
 
 /// One test's world: the fake API, the operator context on it, a real source database.
 pub struct Env {
@@ -177,4 +188,34 @@ pub fn cr<K: serde::de::DeserializeOwned>(yaml: &str) -> K {
     let mut v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
     v["metadata"]["namespace"] = NS.into();
     serde_yaml::from_value(v).unwrap()
+}
+
+/// The annotation `key` of a Deployment's pod template.
+pub fn pod_annotation(d: &Deployment, key: &str) -> String {
+    d.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap()[key]
+        .clone()
+}
+
+/// The config hash annotation of a Deployment's pod template (changes roll the pods).
+pub fn pod_hash(d: &Deployment) -> String {
+    pod_annotation(d, pg_flo_operator::resources::CONFIG_HASH_ANNOTATION)
+}
+
+/// The pod spec of a Deployment's template.
+pub fn pod_spec(d: &Deployment) -> &PodSpec {
+    d.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+}
+
+/// The (first) container of a Deployment's pod.
+pub fn container(d: &Deployment) -> &Container {
+    &pod_spec(d).containers[0]
 }

@@ -405,16 +405,7 @@ mod tests {
     use pg_flo_source::oid::TEXT;
 
     fn batch(changes: Vec<Change>) -> ChangeBatch {
-        let users = Relation {
-            oid: 16384,
-            ..relation(
-                "public",
-                "users",
-                &[("id", INT4), ("bio", TEXT)],
-                KeyKind::PrimaryKey,
-                &["id"],
-            )
-        };
+        let users = fixtures::users();
         let events = Relation {
             oid: 16390,
             ..relation("app", "events", &[("id", INT8)], KeyKind::Full, &["id"])

@@ -194,14 +194,11 @@ pub(super) async fn initial_load(
 ) -> Result<(Lsn, message::SourceId), ReplicatorError> {
     let InitialLoad {
         cfg,
-        limits,
-        stream_max_bytes,
         js,
-        subject,
         slot,
         catalog_client,
         tables,
-        keys,
+        ..
     } = load;
     let store = state_store(js, &cfg.group).await?;
     let state = read_state(&store, &cfg.group).await?;
@@ -255,18 +252,11 @@ pub(super) async fn initial_load(
     )
     .await?;
     let rows = run(CopyJob {
-        cfg,
-        limits,
-        stream_max_bytes,
-        js,
-        subject,
-        slot,
+        load,
         snapshot: &snapshot,
         consistent_point: cp,
         source,
         reset,
-        tables,
-        keys,
     })
     .await?;
     write_state(
@@ -289,6 +279,7 @@ pub(super) async fn initial_load(
 }
 
 /// What [`initial_load`] reads.
+#[derive(Clone, Copy)]
 pub(super) struct InitialLoad<'a> {
     pub(super) cfg: &'a ReplicatorConfig,
     pub(super) limits: Limits,
@@ -303,20 +294,13 @@ pub(super) struct InitialLoad<'a> {
 
 /// Everything [`run`] needs.
 struct CopyJob<'a> {
-    cfg: &'a ReplicatorConfig,
-    limits: Limits,
-    stream_max_bytes: Option<u64>,
-    js: &'a jetstream::Context,
-    subject: &'a str,
-    slot: &'a str,
+    load: InitialLoad<'a>,
     snapshot: &'a str,
     consistent_point: Lsn,
     /// Carried by every copy message.
     source: message::SourceId,
     /// Truncate the tables first (a restarted copy).
     reset: bool,
-    tables: &'a [TableName],
-    keys: &'a HashMap<TableName, ReplicationKey>,
 }
 
 /// A chunk of copied rows of one table.
@@ -327,10 +311,10 @@ struct Chunk {
 
 /// Copies every table and publishes the rows; returns the number of rows copied.
 async fn run(job: CopyJob<'_>) -> Result<u64, ReplicatorError> {
-    let planner = connection::connect(&job.cfg.source, "pg_flo_copy").await?;
+    let planner = connection::connect(&job.load.cfg.source, "pg_flo_copy").await?;
     let mut tables = Vec::new();
-    for name in job.tables {
-        tables.push(describe(&planner, name, job.keys).await?);
+    for name in job.load.tables {
+        tables.push(describe(&planner, name, job.load.keys).await?);
     }
     drop(planner);
     let (tx, rx) = mpsc::channel::<Chunk>(64);
@@ -453,7 +437,7 @@ async fn copy_table(
     table: &CopyTable,
     tx: &mpsc::Sender<Chunk>,
 ) -> Result<(), ReplicatorError> {
-    let workers = u64::from(job.cfg.max_copy_workers_per_table.max(1));
+    let workers = u64::from(job.load.cfg.max_copy_workers_per_table.max(1));
     let queue = pieces(&table.parts, workers);
     let total = queue.len();
     let label = table.name.to_string();
@@ -483,7 +467,7 @@ async fn copy_worker(
     queue: PieceQueue,
     tx: mpsc::Sender<Chunk>,
 ) -> Result<(), ReplicatorError> {
-    let client = connection::connect(&job.cfg.source, "pg_flo_copy").await?;
+    let client = connection::connect(&job.load.cfg.source, "pg_flo_copy").await?;
     let q = |step: &'static str| move |source| CatalogError::Query { step, source };
     client
         .batch_execute(&format!(
@@ -528,8 +512,8 @@ async fn copy_worker(
                 })?;
                 bytes += line.len() + 24;
                 rows.push(values);
-                if rows.len() >= job.cfg.max_batch_changes.max(1)
-                    || bytes >= job.cfg.max_batch_bytes
+                if rows.len() >= job.load.cfg.max_batch_changes.max(1)
+                    || bytes >= job.load.cfg.max_batch_bytes
                 {
                     full.push(std::mem::take(&mut rows));
                     bytes = 0;
@@ -583,7 +567,7 @@ async fn publish_all(
     relations: Vec<Arc<Relation>>,
     mut rx: mpsc::Receiver<Chunk>,
 ) -> Result<u64, ReplicatorError> {
-    let mut batcher = Batcher::new(job.limits);
+    let mut batcher = Batcher::new(job.load.limits);
     batcher.begin(Envelope {
         commit_lsn: job.consistent_point.0.saturating_sub(1),
         commit_time_us: 0,
@@ -591,10 +575,15 @@ async fn publish_all(
         source: Some(job.source),
         copy: true,
     });
-    let mut publisher = Publisher::new(job.js.clone(), job.subject, job.slot, job.stream_max_bytes);
+    let mut publisher = Publisher::new(
+        job.load.js.clone(),
+        job.load.subject,
+        job.load.slot,
+        job.load.stream_max_bytes,
+    );
     let mut seq = 0u64;
     let mut in_flight: FuturesOrdered<AckFuture> = FuturesOrdered::new();
-    let max_in_flight = job.cfg.max_in_flight.max(1);
+    let max_in_flight = job.load.cfg.max_in_flight.max(1);
     let mut rows = 0u64;
     let mut closed = Vec::new();
     if job.reset && !relations.is_empty() {

@@ -82,7 +82,6 @@ pub fn plan_publication(
         Ownership::Own => false,
         Ownership::Unmarked => true,
     };
-    let qp = quote_ident(publication);
     let missing: Vec<&TableName> = tables
         .iter()
         .filter(|t| !state.members.contains(t))
@@ -100,24 +99,7 @@ pub fn plan_publication(
     if changes && !state.may_alter {
         let needed = !missing.is_empty() || !removed.is_empty() || (!state.via_root && partitioned);
         if needed {
-            let mut fix = Vec::new();
-            if !state.via_root {
-                fix.push(format!(
-                    "ALTER PUBLICATION {qp} SET (publish_via_partition_root = true)"
-                ));
-            }
-            if !missing.is_empty() {
-                fix.push(format!(
-                    "ALTER PUBLICATION {qp} ADD TABLE {}",
-                    table_list(missing.iter().copied())
-                ));
-            }
-            if !removed.is_empty() {
-                fix.push(format!(
-                    "ALTER PUBLICATION {qp} DROP TABLE {}",
-                    table_list(removed.iter())
-                ));
-            }
+            let fix = alter_sql(publication, state.via_root, &missing, &removed);
             return Err(CatalogError::Publication(format!(
                 "publication {publication} needs changes that only its owner can make: run {} \
                  as its owner, or grant its owner role to the replicator's user",
@@ -134,7 +116,30 @@ pub fn plan_publication(
             adopted: false,
         });
     }
-    if !state.via_root {
+    statements.extend(alter_sql(publication, state.via_root, &missing, &removed));
+    if adopted {
+        statements.push(names::mark_owner_sql(publication, group));
+    }
+    Ok(PublicationPlan {
+        statements,
+        via_root_set: !state.via_root,
+        added: missing.len(),
+        removed,
+        adopted,
+    })
+}
+
+/// The statements that publish `publication` via the root (unless `via_root`), drop the
+/// `removed` ancestors and add the `missing` tables, in that order.
+fn alter_sql(
+    publication: &str,
+    via_root: bool,
+    missing: &[&TableName],
+    removed: &[TableName],
+) -> Vec<String> {
+    let qp = quote_ident(publication);
+    let mut statements = Vec::new();
+    if !via_root {
         statements.push(format!(
             "ALTER PUBLICATION {qp} SET (publish_via_partition_root = true)"
         ));
@@ -151,16 +156,7 @@ pub fn plan_publication(
             table_list(missing.iter().copied())
         ));
     }
-    if adopted {
-        statements.push(names::mark_owner_sql(publication, group));
-    }
-    Ok(PublicationPlan {
-        statements,
-        via_root_set: !state.via_root,
-        added: missing.len(),
-        removed,
-        adopted,
-    })
+    statements
 }
 
 /// Creates the group's publication for `tables` (published via the partition root, marked as

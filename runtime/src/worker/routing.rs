@@ -200,76 +200,36 @@ impl Route {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{
-        Change, Column, KeyKind, OldKind, ReplicationKey, Truncate, Value as Val, FORMAT_VERSION,
-    };
+    use crate::fixtures::{self, text, text_relation};
+    use crate::message::{Change, KeyKind, OldKind, Truncate};
 
+    /// `schema.table` with text columns, keyed (primary key) on `key`.
     fn relation(schema: &str, table: &str, columns: &[&str], key: &[&str]) -> Relation {
-        Relation {
-            oid: 16384,
-            schema: schema.into(),
-            table: table.into(),
-            columns: columns
-                .iter()
-                .map(|name| Column {
-                    name: (*name).into(),
-                    type_oid: 25,
-                    type_modifier: -1,
-                    identity: key.contains(name),
-                })
-                .collect(),
-            key: ReplicationKey {
-                kind: KeyKind::PrimaryKey,
-                columns: key.iter().map(|k| (*k).into()).collect(),
-            },
-        }
+        text_relation(schema, table, columns, KeyKind::PrimaryKey, key)
     }
 
+    /// A change of `op` on the relation of index `relation`: new row `("1")` for an insert or
+    /// update, old key `("1")` for a delete.
     fn change(op: Op, relation: u16) -> Change {
-        let row = Some(vec![Val::Text(b"1".to_vec().into())]);
-        Change {
-            op,
-            lsn: 1,
-            relation,
-            new: matches!(op, Op::Insert | Op::Update)
-                .then(|| row.clone())
-                .flatten(),
-            old: matches!(op, Op::Delete)
-                .then(|| (OldKind::Key, vec![Val::Text(b"1".to_vec().into())])),
-            truncate: None,
-        }
+        let row = vec![text("1")];
+        let new = matches!(op, Op::Insert | Op::Update).then(|| row.clone());
+        let old = matches!(op, Op::Delete).then(|| (OldKind::Key, row));
+        fixtures::change(op, relation, new, old)
     }
 
     fn truncate(relations: &[u16]) -> Change {
         Change {
-            op: Op::Truncate,
-            lsn: 1,
-            relation: relations[0],
-            new: None,
-            old: None,
             truncate: Some(Truncate {
                 relations: relations.to_vec(),
                 cascade: false,
                 restart_identity: false,
             }),
+            ..fixtures::change(Op::Truncate, relations[0], None, None)
         }
     }
 
-    fn batch(relations: Vec<Relation>, changes: Vec<Change>) -> ChangeBatch {
-        ChangeBatch {
-            version: FORMAT_VERSION,
-            commit_lsn: 100,
-            commit_time_us: 0,
-            xid: 1,
-            seq: 0,
-            last: true,
-            prev: None,
-            emitted_at_us: 0,
-            relations,
-            changes,
-            source: None,
-            copy: false,
-        }
+    fn batch(relations: &[Relation], changes: Vec<Change>) -> ChangeBatch {
+        fixtures::batch(100, relations, changes)
     }
 
     fn routes(yaml: &str) -> Routes {
@@ -298,7 +258,7 @@ mod tests {
         let r = routes(
             "users:\n  source_table: users\n  destination_table: customers\n  column_mappings:\n    - {source: id, destination: customer_id}\n    - {source: name, destination: full_name}\n",
         );
-        let mut b = batch(vec![users()], all_ops(0));
+        let mut b = batch(&[users()], all_ops(0));
         r.apply(&mut b);
         let rel = &b.relations[0];
         assert_eq!(rel.schema, "public");
@@ -313,7 +273,7 @@ mod tests {
     fn unmapped_columns_and_unrouted_tables_are_unchanged() {
         let r = routes("users:\n  column_mappings: [{source: name, destination: full_name}]\n");
         let orders = relation("public", "orders", &["id", "name"], &["id", "name"]);
-        let mut b = batch(vec![users(), orders.clone()], vec![change(Op::Insert, 1)]);
+        let mut b = batch(&[users(), orders.clone()], vec![change(Op::Insert, 1)]);
         r.apply(&mut b);
         // destination_table defaults to the key
         assert_eq!(b.relations[0].table, "users");
@@ -334,7 +294,7 @@ mod tests {
         let mut changes = all_ops(0);
         changes.extend(all_ops(1));
         let orders = relation("public", "orders", &["id"], &["id"]);
-        let mut b = batch(vec![users(), orders], changes);
+        let mut b = batch(&[users(), orders], changes);
         r.apply(&mut b);
         let kept: Vec<(Op, u16)> = b.changes.iter().map(|c| (c.op, c.relation)).collect();
         assert_eq!(
@@ -360,7 +320,7 @@ mod tests {
             let r = routes(yaml);
             let mut changes = all_ops(0);
             changes.push(truncate(&[0]));
-            let mut b = batch(vec![users()], changes);
+            let mut b = batch(&[users()], changes);
             r.apply(&mut b);
             assert_eq!(
                 ops(&b),
@@ -382,7 +342,7 @@ mod tests {
             relation("public", "plain", &["id"], &["id"]),
         ];
         let mut b = batch(
-            rels,
+            &rels,
             vec![
                 truncate(&[2, 0, 1, 3]),
                 truncate(&[2]),
@@ -411,14 +371,14 @@ mod tests {
             relation("public", "plain", &["id"], &["id"]),
         ];
         // A copy message (xid 0): kept for the tables the copy inserts into.
-        let mut b = batch(rels.clone(), vec![truncate(&[0, 1, 2])]);
+        let mut b = batch(&rels, vec![truncate(&[0, 1, 2])]);
         b.xid = 0;
         r.apply(&mut b);
         assert_eq!(ops(&b), [Op::Truncate]);
         assert_eq!(b.changes[0].truncate.as_ref().unwrap().relations, [0, 2]);
         assert_eq!(b.relations[0].table, "customers");
         // The same TRUNCATE from a source transaction: dropped for both routed tables.
-        let mut b = batch(rels, vec![truncate(&[0, 1, 2])]);
+        let mut b = batch(&rels, vec![truncate(&[0, 1, 2])]);
         r.apply(&mut b);
         assert_eq!(b.changes[0].truncate.as_ref().unwrap().relations, [2]);
     }
@@ -429,7 +389,7 @@ mod tests {
             "sales.users: {destination_table: sales_customers}\nusers: {destination_table: customers, operations: [DELETE]}\n",
         );
         let mut b = batch(
-            vec![
+            &[
                 relation("sales", "users", &["id"], &["id"]),
                 users(),
                 relation("sales", "orders", &["id"], &["id"]),
@@ -460,10 +420,7 @@ mod tests {
 
         // a qualified key alone defaults its destination to the table part
         let r = routes("sales.users:\n  operations: [INSERT]\n");
-        let mut b = batch(
-            vec![relation("sales", "users", &["id"], &["id"])],
-            all_ops(0),
-        );
+        let mut b = batch(&[relation("sales", "users", &["id"], &["id"])], all_ops(0));
         r.apply(&mut b);
         assert_eq!(b.relations[0].table, "users");
         assert_eq!(ops(&b), [Op::Insert]);
@@ -559,7 +516,7 @@ users:
                 "{w}"
             );
         }
-        let mut b = batch(vec![users()], vec![change(Op::Insert, 0)]);
+        let mut b = batch(&[users()], vec![change(Op::Insert, 0)]);
         r.apply(&mut b);
         assert_eq!(b.relations[0].table, "customers");
         assert_eq!(b.relations[0].columns[0].name, "customer_id");

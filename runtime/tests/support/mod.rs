@@ -7,8 +7,63 @@
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::{wait_for, NatsServer, PgCluster, Process};
-use pg_flo::message::ChangeBatch;
+use async_nats::jetstream::message::StreamMessage;
+use e2e::{dump_table, wait_for, wait_for_eq, NatsServer, PgCluster, PgOptions, Process};
+use pg_flo::message::{ChangeBatch, Position};
+use tokio_postgres::Client;
+
+/// A PostgreSQL target (database `target`), a NATS server and a group's stream on it.
+pub struct Setup {
+    pub pg: PgCluster,
+    pub nats: NatsServer,
+    pub group: Group,
+}
+
+impl Setup {
+    /// Starts the servers; `target_ddl` runs in the target database.
+    pub async fn start(group: &'static str, target_ddl: &str) -> Setup {
+        let pg = PgCluster::start(PgOptions::default()).await.unwrap();
+        pg.create_database("target").await.unwrap();
+        pg.client("target")
+            .await
+            .unwrap()
+            .batch_execute(target_ddl)
+            .await
+            .unwrap();
+        let nats = NatsServer::start().await.unwrap();
+        let group = Group::new(&nats, group).await;
+        Setup { pg, nats, group }
+    }
+
+    /// A client of the target database.
+    pub async fn target(&self) -> Client {
+        self.pg.client("target").await.unwrap()
+    }
+
+    pub async fn publish(&self, b: &ChangeBatch) {
+        self.group.publish(b).await;
+    }
+
+    /// The worker `name` of the group with `sink` (`postgres`: into the target database),
+    /// `extra` after the flags.
+    pub fn worker(&self, name: &str, sink: &str, extra: &[&str]) -> Process {
+        let args = if sink == "postgres" {
+            target_args(&self.pg, "target", extra)
+        } else {
+            extra.iter().map(|s| s.to_string()).collect()
+        };
+        self.group.worker(name, sink, &args)
+    }
+}
+
+/// Waits until `table` of `target` holds `rows` (its rows as text, one a line, by `id`).
+pub async fn wait_rows(target: &Client, table: &str, what: &str, rows: impl Into<String>) {
+    wait_for_eq(what, Duration::from_secs(60), rows.into(), || {
+        dump_table(target, table, "id")
+    })
+    .await
+    .unwrap();
+}
 
 /// A group's stream on a real NATS server.
 pub struct Group {
@@ -63,6 +118,35 @@ impl Group {
             .await
     }
 
+    /// Positions of the dead letters, in the order they were stored.
+    pub async fn dead_letters(&self) -> Vec<Position> {
+        let Ok(stream) = self
+            .js
+            .get_stream(pg_flo::nats::dead_letter_stream(self.name))
+            .await
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut seq = 1;
+        while let Ok(m) = stream.get_raw_message(seq).await {
+            out.push(ChangeBatch::decode(&m.payload).unwrap().position());
+            seq += 1;
+        }
+        out
+    }
+
+    /// The last message on the dead-letter subject, if any.
+    pub async fn last_dead_letter(&self) -> Option<StreamMessage> {
+        self.js
+            .get_stream(pg_flo::nats::dead_letter_stream(self.name))
+            .await
+            .ok()?
+            .get_last_raw_message_by_subject(&pg_flo::nats::dead_letter_subject(self.name))
+            .await
+            .ok()
+    }
+
     /// Waits until a worker acked every message.
     pub async fn drained(&self) {
         wait_for(
@@ -91,7 +175,7 @@ impl Group {
 }
 
 /// The postgres sink's flags for database `db` of `pg`, followed by `extra`.
-pub fn target_args(pg: &PgCluster, db: &str, extra: &[&str]) -> Vec<String> {
+fn target_args(pg: &PgCluster, db: &str, extra: &[&str]) -> Vec<String> {
     [
         "--target-host",
         pg.host(),

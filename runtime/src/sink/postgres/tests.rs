@@ -128,25 +128,29 @@ async fn fresh_schema(client: &Client, schema: &str, ddl: &str) {
         .unwrap();
 }
 
+/// A sink (group `group`) on the fresh schema `schema` of the test's database, made with `ddl`.
+async fn sink_on_schema(db: &TestDb, schema: &str, ddl: &str, group: &str) -> PostgresSink {
+    let client = db.client().await;
+    fresh_schema(&client, schema, ddl).await;
+    PostgresSink::with_client(client, cfg(db, group))
+        .await
+        .unwrap()
+}
+
+/// `schema.table` with text columns, keyed (primary key) on `id`.
+fn by_id(schema: &str, table: &str, columns: &[&str]) -> Relation {
+    relation(schema, table, columns, KeyKind::PrimaryKey, &["id"])
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bodies
 // ---------------------------------------------------------------------------------------------
 
 async fn upsert_is_idempotent_and_keeps_null_and_empty(db: &TestDb) {
-    let client = db.client().await;
-    fresh_schema(
-        &client,
-        "pgsink_upsert",
-        r#"CREATE TABLE "Users" (id int PRIMARY KEY, "Name" text, note text DEFAULT 'dflt',
-             n numeric, ts timestamptz, b bytea, arr int[], j jsonb, u uuid, ok bool)"#,
-    )
-    .await;
-    let rel = relation(
+    let rel = by_id(
         "pgsink_upsert",
         "Users",
         &["id", "Name", "note", "n", "ts", "b", "arr", "j", "u", "ok"],
-        KeyKind::PrimaryKey,
-        &["id"],
     );
     let row1 = vec![
         t("1"),
@@ -172,9 +176,14 @@ async fn upsert_is_idempotent_and_keeps_null_and_empty(db: &TestDb) {
         Value::Null,
         Value::Null,
     ];
-    let mut sink = PostgresSink::with_client(client, cfg(db, "upsert"))
-        .await
-        .unwrap();
+    let mut sink = sink_on_schema(
+        db,
+        "pgsink_upsert",
+        r#"CREATE TABLE "Users" (id int PRIMARY KEY, "Name" text, note text DEFAULT 'dflt',
+             n numeric, ts timestamptz, b bytea, arr int[], j jsonb, u uuid, ok bool)"#,
+        "upsert",
+    )
+    .await;
     let b1 = batch(
         100,
         std::slice::from_ref(&rel),
@@ -242,26 +251,17 @@ async fn upsert_is_idempotent_and_keeps_null_and_empty(db: &TestDb) {
 }
 
 async fn update_with_unchanged_toast_keeps_the_value(db: &TestDb) {
-    let client = db.client().await;
-    fresh_schema(
-        &client,
-        "pgsink_toast",
-        "CREATE TABLE docs (id int PRIMARY KEY, body text, n int)",
-    )
-    .await;
-    let rel = relation(
-        "pgsink_toast",
-        "docs",
-        &["id", "body", "n"],
-        KeyKind::PrimaryKey,
-        &["id"],
-    );
+    let rel = by_id("pgsink_toast", "docs", &["id", "body", "n"]);
     let big: String = (0..200_000)
         .map(|i| char::from(b'a' + (i % 26) as u8))
         .collect();
-    let mut sink = PostgresSink::with_client(client, cfg(db, "toast"))
-        .await
-        .unwrap();
+    let mut sink = sink_on_schema(
+        db,
+        "pgsink_toast",
+        "CREATE TABLE docs (id int PRIMARY KEY, body text, n int)",
+        "toast",
+    )
+    .await;
     let rels = std::slice::from_ref(&rel);
     apply_commit(
         &mut sink,
@@ -332,24 +332,15 @@ async fn update_with_unchanged_toast_keeps_the_value(db: &TestDb) {
 }
 
 async fn key_change_deletes_the_old_row(db: &TestDb) {
-    let client = db.client().await;
-    fresh_schema(
-        &client,
+    let rel = by_id("pgsink_keychange", "k", &["id", "v"]);
+    let rels = std::slice::from_ref(&rel);
+    let mut sink = sink_on_schema(
+        db,
         "pgsink_keychange",
         "CREATE TABLE k (id int PRIMARY KEY, v text)",
+        "keychange",
     )
     .await;
-    let rel = relation(
-        "pgsink_keychange",
-        "k",
-        &["id", "v"],
-        KeyKind::PrimaryKey,
-        &["id"],
-    );
-    let rels = std::slice::from_ref(&rel);
-    let mut sink = PostgresSink::with_client(client, cfg(db, "keychange"))
-        .await
-        .unwrap();
     apply_commit(
         &mut sink,
         &batch(
@@ -391,25 +382,8 @@ async fn key_change_deletes_the_old_row(db: &TestDb) {
 }
 
 async fn deletes_by_pk_composite_key_and_full_identity(db: &TestDb) {
-    let client = db.client().await;
-    fresh_schema(
-        &client,
-        "pgsink_delete",
-        "CREATE TABLE pk (id int PRIMARY KEY, v text);
-         CREATE TABLE comp (a int, b text, v text, PRIMARY KEY (a, b));
-         CREATE TABLE uq (a int NOT NULL, b int, v text);
-         CREATE UNIQUE INDEX uq_ab ON uq (a, b);
-         CREATE TABLE full_t (x int, y text, j json)",
-    )
-    .await;
     let rels = vec![
-        relation(
-            "pgsink_delete",
-            "pk",
-            &["id", "v"],
-            KeyKind::PrimaryKey,
-            &["id"],
-        ),
+        by_id("pgsink_delete", "pk", &["id", "v"]),
         relation(
             "pgsink_delete",
             "comp",
@@ -432,9 +406,17 @@ async fn deletes_by_pk_composite_key_and_full_identity(db: &TestDb) {
             &[],
         ),
     ];
-    let mut sink = PostgresSink::with_client(client, cfg(db, "delete"))
-        .await
-        .unwrap();
+    let mut sink = sink_on_schema(
+        db,
+        "pgsink_delete",
+        "CREATE TABLE pk (id int PRIMARY KEY, v text);
+         CREATE TABLE comp (a int, b text, v text, PRIMARY KEY (a, b));
+         CREATE TABLE uq (a int NOT NULL, b int, v text);
+         CREATE UNIQUE INDEX uq_ab ON uq (a, b);
+         CREATE TABLE full_t (x int, y text, j json)",
+        "delete",
+    )
+    .await;
     apply_commit(
         &mut sink,
         &batch(
@@ -520,34 +502,19 @@ async fn deletes_by_pk_composite_key_and_full_identity(db: &TestDb) {
 }
 
 async fn truncate_empties_tables(db: &TestDb) {
-    let client = db.client().await;
-    fresh_schema(
-        &client,
+    let rels = vec![
+        by_id("pgsink_truncate", "a", &["id", "v"]),
+        by_id("pgsink_truncate", "b", &["id"]),
+    ];
+    let mut sink = sink_on_schema(
+        db,
         "pgsink_truncate",
         "CREATE TABLE a (id serial PRIMARY KEY, v text);
          CREATE TABLE b (id int PRIMARY KEY);
          INSERT INTO a (v) VALUES ('x'), ('y'); INSERT INTO b VALUES (1)",
+        "truncate",
     )
     .await;
-    let rels = vec![
-        relation(
-            "pgsink_truncate",
-            "a",
-            &["id", "v"],
-            KeyKind::PrimaryKey,
-            &["id"],
-        ),
-        relation(
-            "pgsink_truncate",
-            "b",
-            &["id"],
-            KeyKind::PrimaryKey,
-            &["id"],
-        ),
-    ];
-    let mut sink = PostgresSink::with_client(client, cfg(db, "truncate"))
-        .await
-        .unwrap();
     let mut tr = change(Op::Truncate, 0, None, None);
     tr.truncate = Some(Truncate {
         relations: vec![0, 1],
@@ -593,20 +560,8 @@ async fn truncate_stays_inside_the_group(db: &TestDb) {
     )
     .await;
     let rels = vec![
-        relation(
-            "pgsink_trunc_fk",
-            "parent",
-            &["id"],
-            KeyKind::PrimaryKey,
-            &["id"],
-        ),
-        relation(
-            "pgsink_trunc_fk",
-            "child",
-            &["id", "parent_id"],
-            KeyKind::PrimaryKey,
-            &["id"],
-        ),
+        by_id("pgsink_trunc_fk", "parent", &["id"]),
+        by_id("pgsink_trunc_fk", "child", &["id", "parent_id"]),
     ];
     let truncate = |cascade: bool| {
         let mut tr = change(Op::Truncate, 0, None, None);
@@ -727,13 +682,7 @@ async fn conflicts_are_counted_and_logged_without_values(db: &TestDb) {
     )
     .await;
     let rels = vec![
-        relation(
-            "pgsink_conf",
-            "c",
-            &["id", "body", "n"],
-            KeyKind::PrimaryKey,
-            &["id"],
-        ),
+        by_id("pgsink_conf", "c", &["id", "body", "n"]),
         relation("pgsink_conf", "f", &["a", "b"], KeyKind::Full, &[]),
     ];
     let mut sink = PostgresSink::with_client(client, cfg(db, "conflicts"))
@@ -822,24 +771,15 @@ async fn conflicts_are_counted_and_logged_without_values(db: &TestDb) {
 /// before the change-count limit: two large rows are on the target (in the open
 /// transaction) before the commit.
 async fn buffer_is_flushed_by_bytes(db: &TestDb) {
-    let client = db.client().await;
-    fresh_schema(
-        &client,
+    let rel = by_id("pgsink_bytes", "b", &["id", "body"]);
+    let rels = std::slice::from_ref(&rel);
+    let mut sink = sink_on_schema(
+        db,
         "pgsink_bytes",
         "CREATE TABLE b (id int PRIMARY KEY, body text)",
+        "bytes",
     )
     .await;
-    let rel = relation(
-        "pgsink_bytes",
-        "b",
-        &["id", "body"],
-        KeyKind::PrimaryKey,
-        &["id"],
-    );
-    let rels = std::slice::from_ref(&rel);
-    let mut sink = PostgresSink::with_client(client, cfg(db, "bytes"))
-        .await
-        .unwrap();
     sink.flush_bytes = 1 << 20;
     let big = "x".repeat(600 << 10);
     let count = "SELECT count(*) FROM pgsink_bytes.b";
@@ -866,7 +806,7 @@ async fn buffer_is_flushed_by_bytes(db: &TestDb) {
 
 #[test]
 fn flush_by_bytes_or_changes() {
-    let rel = relation("s", "t", &["id", "body"], KeyKind::PrimaryKey, &["id"]);
+    let rel = by_id("s", "t", &["id", "body"]);
     let b = batch(
         1,
         std::slice::from_ref(&rel),
@@ -909,13 +849,7 @@ async fn rollback_discards_and_position_is_committed_atomically(db: &TestDb) {
         "CREATE TABLE p (id int PRIMARY KEY)",
     )
     .await;
-    let rel = relation(
-        "pgsink_position",
-        "p",
-        &["id"],
-        KeyKind::PrimaryKey,
-        &["id"],
-    );
+    let rel = by_id("pgsink_position", "p", &["id"]);
     let rels = std::slice::from_ref(&rel);
     let config = cfg(db, "position");
     let mut sink = PostgresSink::with_client(client, config.clone())
@@ -1020,13 +954,7 @@ async fn position_shares_the_data_transaction(db: &TestDb) {
     )
     .await;
     let rels = vec![
-        relation(
-            "pgsink_xmin",
-            "x",
-            &["id", "v"],
-            KeyKind::PrimaryKey,
-            &["id"],
-        ),
+        by_id("pgsink_xmin", "x", &["id", "v"]),
         relation("pgsink_xmin", "nokey", &["v"], KeyKind::Full, &[]),
     ];
     let config = cfg(db, "xmin");
@@ -1066,23 +994,14 @@ async fn position_shares_the_data_transaction(db: &TestDb) {
 }
 
 async fn errors_are_classified(db: &TestDb) {
-    let client = db.client().await;
-    fresh_schema(
-        &client,
+    let rel = by_id("pgsink_errors", "c", &["id", "v"]);
+    let mut sink = sink_on_schema(
+        db,
         "pgsink_errors",
         "CREATE TABLE c (id int PRIMARY KEY, v int CHECK (v > 0)); CREATE TABLE nokey (id int)",
+        "errors",
     )
     .await;
-    let rel = relation(
-        "pgsink_errors",
-        "c",
-        &["id", "v"],
-        KeyKind::PrimaryKey,
-        &["id"],
-    );
-    let mut sink = PostgresSink::with_client(client, cfg(db, "errors"))
-        .await
-        .unwrap();
     sink.apply(&batch(
         10,
         std::slice::from_ref(&rel),
@@ -1101,13 +1020,7 @@ async fn errors_are_classified(db: &TestDb) {
     sink.rollback().await.unwrap();
 
     // ON CONFLICT needs a matching unique index in the target.
-    let nokey = relation(
-        "pgsink_errors",
-        "nokey",
-        &["id"],
-        KeyKind::PrimaryKey,
-        &["id"],
-    );
+    let nokey = by_id("pgsink_errors", "nokey", &["id"]);
     let err = apply_now(&mut sink, &batch(11, &[nokey], vec![ins(0, vec![t("1")])]))
         .await
         .unwrap_err();
@@ -1154,14 +1067,8 @@ async fn foreign_keys_can_be_disabled(db: &TestDb) {
     )
     .await;
     let rels = vec![
-        relation("pgsink_fk", "parent", &["id"], KeyKind::PrimaryKey, &["id"]),
-        relation(
-            "pgsink_fk",
-            "child",
-            &["id", "parent_id"],
-            KeyKind::PrimaryKey,
-            &["id"],
-        ),
+        by_id("pgsink_fk", "parent", &["id"]),
+        by_id("pgsink_fk", "child", &["id", "parent_id"]),
     ];
     // pg_flo's flag, with --target-fire-triggers: replica mode all the same.
     let mut config = cfg(db, "fk");
@@ -1206,20 +1113,8 @@ async fn target_triggers_do_not_fire(db: &TestDb) {
     )
     .await;
     let rels = vec![
-        relation(
-            "pgsink_trig",
-            "t",
-            &["id", "v"],
-            KeyKind::PrimaryKey,
-            &["id"],
-        ),
-        relation(
-            "pgsink_trig",
-            "audit",
-            &["id", "note"],
-            KeyKind::PrimaryKey,
-            &["id"],
-        ),
+        by_id("pgsink_trig", "t", &["id", "v"]),
+        by_id("pgsink_trig", "audit", &["id", "note"]),
     ];
     let changes = || {
         vec![
@@ -1353,20 +1248,7 @@ fn replica_mode_unless_opted_out() {
 }
 
 async fn long_pipelined_batch_keeps_order(db: &TestDb) {
-    let client = db.client().await;
-    fresh_schema(
-        &client,
-        "pgsink_pipe",
-        "CREATE TABLE p (id int PRIMARY KEY, v text)",
-    )
-    .await;
-    let rel = relation(
-        "pgsink_pipe",
-        "p",
-        &["id", "v"],
-        KeyKind::PrimaryKey,
-        &["id"],
-    );
+    let rel = by_id("pgsink_pipe", "p", &["id", "v"]);
     let mut changes = Vec::new();
     for i in 0..500 {
         let id = i.to_string();
@@ -1376,9 +1258,13 @@ async fn long_pipelined_batch_keeps_order(db: &TestDb) {
             changes.push(del(0, OldKind::Key, vec![t(&id), Value::Null]));
         }
     }
-    let mut sink = PostgresSink::with_client(client, cfg(db, "pipe"))
-        .await
-        .unwrap();
+    let mut sink = sink_on_schema(
+        db,
+        "pgsink_pipe",
+        "CREATE TABLE p (id int PRIMARY KEY, v text)",
+        "pipe",
+    )
+    .await;
     apply_commit(&mut sink, &batch(10, std::slice::from_ref(&rel), changes)).await;
     assert_eq!(
         rows(
@@ -1391,19 +1277,16 @@ async fn long_pipelined_batch_keeps_order(db: &TestDb) {
 }
 
 async fn lost_connection_is_transient(db: &TestDb) {
-    let client = db.client().await;
     let killer = db.client().await;
-    fresh_schema(
-        &client,
+    let rel = by_id("pgsink_lost", "l", &["id"]);
+    let rels = std::slice::from_ref(&rel);
+    let mut sink = sink_on_schema(
+        db,
         "pgsink_lost",
         "CREATE TABLE l (id int PRIMARY KEY)",
+        "lost",
     )
     .await;
-    let rel = relation("pgsink_lost", "l", &["id"], KeyKind::PrimaryKey, &["id"]);
-    let rels = std::slice::from_ref(&rel);
-    let mut sink = PostgresSink::with_client(client, cfg(db, "lost"))
-        .await
-        .unwrap();
     sink.apply(&batch(10, rels, vec![ins(0, vec![t("1")])]))
         .await
         .unwrap();
@@ -1485,20 +1368,7 @@ async fn sync_schema_copies_tables(db: &TestDb) {
 /// A long run of upserts (merged into multi-row statements): exact values (NULL, '', tabs,
 /// newlines, backslashes, \N as text), idempotent on replay, later changes win.
 async fn long_runs_are_upserted_exactly(db: &TestDb) {
-    let client = db.client().await;
-    fresh_schema(
-        &client,
-        "pgsink_bulk",
-        "CREATE TABLE b (id int PRIMARY KEY, txt text, arr text[], j jsonb)",
-    )
-    .await;
-    let rel = relation(
-        "pgsink_bulk",
-        "b",
-        &["id", "txt", "arr", "j"],
-        KeyKind::PrimaryKey,
-        &["id"],
-    );
+    let rel = by_id("pgsink_bulk", "b", &["id", "txt", "arr", "j"]);
     let n = 1024;
     let row = |i: usize| {
         let txt = match i % 4 {
@@ -1516,9 +1386,13 @@ async fn long_runs_are_upserted_exactly(db: &TestDb) {
     };
     let changes: Vec<Change> = (1..=n).map(|i| ins(0, row(i))).collect();
     let b1 = batch(100, std::slice::from_ref(&rel), changes.clone());
-    let mut sink = PostgresSink::with_client(client, cfg(db, "bulk"))
-        .await
-        .unwrap();
+    let mut sink = sink_on_schema(
+        db,
+        "pgsink_bulk",
+        "CREATE TABLE b (id int PRIMARY KEY, txt text, arr text[], j jsonb)",
+        "bulk",
+    )
+    .await;
     apply_commit(&mut sink, &b1).await;
     let check = db.client().await;
     let got = rows(
@@ -1601,7 +1475,7 @@ async fn position_is_kept_per_source(db: &TestDb) {
     let client = db.client().await;
     let check = db.client().await;
     fresh_schema(&client, "pgsink_src", "CREATE TABLE s (id int PRIMARY KEY)").await;
-    let rel = relation("pgsink_src", "s", &["id"], KeyKind::PrimaryKey, &["id"]);
+    let rel = by_id("pgsink_src", "s", &["id"]);
     let config = cfg(db, "source");
     let group = config.group.clone();
     let mut sink = PostgresSink::with_client(client, config.clone())
@@ -1773,7 +1647,7 @@ async fn positions_of_older_versions_are_compared_and_adopt(db: &TestDb) {
         ))
         .await
         .unwrap();
-    let rel = relation("pgsink_src", "s", &["id"], KeyKind::PrimaryKey, &["id"]);
+    let rel = by_id("pgsink_src", "s", &["id"]);
     let mut sink = PostgresSink::with_client(client, config).await.unwrap();
     assert_eq!(
         position_row(&check, &group).await,
@@ -1891,8 +1765,8 @@ async fn apply_now(sink: &mut PostgresSink, b: &ChangeBatch) -> Result<(), SinkE
 
 #[test]
 fn consecutive_upserts_merge_into_multi_row_statements_split_at_repeated_keys() {
-    let rel = relation("s", "u", &["id", "v"], KeyKind::PrimaryKey, &["id"]);
-    let other = relation("s", "o", &["id"], KeyKind::PrimaryKey, &["id"]);
+    let rel = by_id("s", "u", &["id", "v"]);
+    let other = by_id("s", "o", &["id"]);
     let mut changes: Vec<Change> = (0..5)
         .map(|i| ins(0, vec![t(&i.to_string()), t("x")]))
         .collect();

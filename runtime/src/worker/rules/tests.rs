@@ -2,77 +2,38 @@
 
 use std::path::Path;
 
-use super::*;
-use crate::message::{
-    Change, ChangeBatch, Column, KeyKind, OldKind, Op, Relation, ReplicationKey, Truncate, Value,
-    FORMAT_VERSION,
+use pg_flo_source::oid::{
+    BOOL, BPCHAR, DATE, FLOAT4, FLOAT8, INT2, INT4, INT8, NAME, NUMERIC, OID, TEXT, TIMESTAMP,
+    TIMESTAMPTZ, UUID, VARCHAR,
 };
 
-fn col(name: &str, type_oid: u32, identity: bool) -> Column {
-    Column {
-        name: name.into(),
-        type_oid,
-        type_modifier: -1,
-        identity,
-    }
-}
+use super::*;
+use crate::fixtures::{self, change, public_table, relation, text as t};
+use crate::message::{
+    Change, ChangeBatch, KeyKind, OldKind, Op, Relation, ReplicationKey, Truncate, Value,
+};
 
+/// `public.users (id int4 PRIMARY KEY, name text, email varchar)`, oid 16384.
 fn users() -> Relation {
     Relation {
         oid: 16384,
-        schema: "public".into(),
-        table: "users".into(),
-        columns: vec![
-            col("id", 23, true),
-            col("name", 25, false),
-            col("email", 1043, false),
-        ],
-        key: ReplicationKey {
-            kind: KeyKind::PrimaryKey,
-            columns: vec!["id".into()],
-        },
+        ..relation(
+            "public",
+            "users",
+            &[("id", INT4), ("name", TEXT), ("email", VARCHAR)],
+            KeyKind::PrimaryKey,
+            &["id"],
+        )
     }
 }
 
-fn t(s: &str) -> Value {
-    Value::Text(s.as_bytes().to_vec().into())
-}
-
-fn change(
-    op: Op,
-    relation: u16,
-    new: Option<Vec<Value>>,
-    old: Option<(OldKind, Vec<Value>)>,
-) -> Change {
-    Change {
-        op,
-        lsn: 1,
-        relation,
-        new,
-        old,
-        truncate: None,
-    }
+/// The whole message of a transaction (committed at 10) of `changes` to [`users`].
+fn users_batch(changes: Vec<Change>) -> ChangeBatch {
+    fixtures::batch(10, &[users()], changes)
 }
 
 fn insert(values: Vec<Value>) -> Change {
     change(Op::Insert, 0, Some(values), None)
-}
-
-fn batch(relations: Vec<Relation>, changes: Vec<Change>) -> ChangeBatch {
-    ChangeBatch {
-        version: FORMAT_VERSION,
-        commit_lsn: 10,
-        commit_time_us: 0,
-        xid: 1,
-        seq: 0,
-        last: true,
-        prev: None,
-        emitted_at_us: 0,
-        relations,
-        changes,
-        source: None,
-        copy: false,
-    }
 }
 
 fn load(yaml: &str) -> Rules {
@@ -92,20 +53,14 @@ fn text(v: &Value) -> &str {
 /// Whether an INSERT whose column `v` (of type `oid`) holds `value` passes
 /// `v <op> <rule_value>` (`rule_value` is YAML, so `18` is a number, `"18"` a string).
 fn passes(oid: u32, value: Value, op: &str, rule_value: &str) -> bool {
-    let rel = Relation {
-        oid: 1,
-        schema: "public".into(),
-        table: "t".into(),
-        columns: vec![col("id", 23, true), col("v", oid, false)],
-        key: ReplicationKey {
-            kind: KeyKind::PrimaryKey,
-            columns: vec!["id".into()],
-        },
-    };
+    let rel = public_table("t", &[("id", INT4), ("v", oid)]);
     let yaml = format!(
             "tables:\n  t:\n    - type: filter\n      column: v\n      parameters: {{operator: {op}, value: {rule_value}}}\n"
         );
-    let b = applied(&yaml, batch(vec![rel], vec![insert(vec![t("1"), value])]));
+    let b = applied(
+        &yaml,
+        fixtures::batch(10, &[rel], vec![insert(vec![t("1"), value])]),
+    );
     b.changes.len() == 1
 }
 
@@ -118,16 +73,13 @@ fn mask_keeps_first_and_last_character() {
     let yaml = "tables:\n  users:\n    - type: transform\n      column: name\n      parameters: {type: mask, mask_char: '*'}\n";
     let b = applied(
         yaml,
-        batch(
-            vec![users()],
-            vec![
-                insert(vec![t("1"), t("alice"), t("a@x")]),
-                insert(vec![t("2"), t("ab"), t("a@x")]),
-                insert(vec![t("3"), t("Zoë Ångström"), t("a@x")]),
-                insert(vec![t("4"), Value::Null, t("a@x")]),
-                insert(vec![t("5"), t(""), t("a@x")]),
-            ],
-        ),
+        users_batch(vec![
+            insert(vec![t("1"), t("alice"), t("a@x")]),
+            insert(vec![t("2"), t("ab"), t("a@x")]),
+            insert(vec![t("3"), t("Zoë Ångström"), t("a@x")]),
+            insert(vec![t("4"), Value::Null, t("a@x")]),
+            insert(vec![t("5"), t(""), t("a@x")]),
+        ]),
     );
     let names: Vec<&Value> = b
         .changes
@@ -151,15 +103,12 @@ fn mask_with_multibyte_mask_char_and_on_old_tuple() {
     let yaml = "tables:\n  users:\n    - type: transform\n      column: name\n      parameters: {type: mask, mask_char: '•'}\n";
     let b = applied(
         yaml,
-        batch(
-            vec![users()],
-            vec![change(
-                Op::Update,
-                0,
-                Some(vec![t("1"), t("Ørjan"), Value::UnchangedToast]),
-                Some((OldKind::Full, vec![t("1"), t("émile"), t("x")])),
-            )],
-        ),
+        users_batch(vec![change(
+            Op::Update,
+            0,
+            Some(vec![t("1"), t("Ørjan"), Value::UnchangedToast]),
+            Some((OldKind::Full, vec![t("1"), t("émile"), t("x")])),
+        )]),
     );
     let c = &b.changes[0];
     assert_eq!(text(&c.new.as_ref().unwrap()[1]), "Ø•••n");
@@ -184,19 +133,16 @@ tables:
 "#;
     let b = applied(
         yaml,
-        batch(
-            vec![users()],
-            vec![
-                insert(vec![t("1"), t("a"), t("bob@example.com")]),
-                insert(vec![t("2"), t("b"), t("no-at-sign")]),
-                change(
-                    Op::Delete,
-                    0,
-                    None,
-                    Some((OldKind::Full, vec![t("3"), t("c"), t("eve@x.org")])),
-                ),
-            ],
-        ),
+        users_batch(vec![
+            insert(vec![t("1"), t("a"), t("bob@example.com")]),
+            insert(vec![t("2"), t("b"), t("no-at-sign")]),
+            change(
+                Op::Delete,
+                0,
+                None,
+                Some((OldKind::Full, vec![t("3"), t("c"), t("eve@x.org")])),
+            ),
+        ]),
     );
     assert_eq!(
         text(&b.changes[0].new.as_ref().unwrap()[2]),
@@ -240,7 +186,7 @@ fn filter_integers_compare_exactly() {
         ("10", "eq", "true", false),
         ("0", "ne", "false", false),
     ] {
-        for oid in [21, 23, 20, 26] {
+        for oid in [INT2, INT4, INT8, OID] {
             assert_eq!(p(oid, value, op, rule), want, "{oid}: {value} {op} {rule}");
         }
     }
@@ -249,39 +195,39 @@ fn filter_integers_compare_exactly() {
 #[test]
 fn filter_numeric_and_floats() {
     for (oid, value, op, rule, want) in [
-        (1700, "100.00", "gte", "'99.99'", true),
-        (1700, "100.00", "eq", "100", true),
-        (1700, "100.00", "eq", "100.0", true),
-        (1700, "999.99", "lt", "1000.0", true),
-        (1700, "0.001", "lt", "0.01", true),
-        (1700, "0.0100", "eq", "0.01", true),
-        (1700, "-0.5", "lt", "0", true),
-        (1700, "-0.5", "gt", "-0.6", true),
+        (NUMERIC, "100.00", "gte", "'99.99'", true),
+        (NUMERIC, "100.00", "eq", "100", true),
+        (NUMERIC, "100.00", "eq", "100.0", true),
+        (NUMERIC, "999.99", "lt", "1000.0", true),
+        (NUMERIC, "0.001", "lt", "0.01", true),
+        (NUMERIC, "0.0100", "eq", "0.01", true),
+        (NUMERIC, "-0.5", "lt", "0", true),
+        (NUMERIC, "-0.5", "gt", "-0.6", true),
         (
-            1700,
+            NUMERIC,
             "123456789012345678901234567890.000000000000000000001",
             "gt",
             "'123456789012345678901234567890'",
             true,
         ),
         (
-            1700,
+            NUMERIC,
             "123456789012345678901234567890",
             "eq",
             "'123456789012345678901234567890.0'",
             true,
         ),
-        (1700, "NaN", "gt", "1e300", true),
-        (1700, "NaN", "eq", "NaN", true),
-        (1700, "Infinity", "gt", "1e300", true),
-        (1700, "-Infinity", "lt", "-1e300", true),
-        (701, "1e+100", "gt", "1e99", true),
-        (701, "1.5e-05", "lt", "0.0001", true),
-        (701, "1.5e-05", "eq", "0.000015", true),
-        (700, "0.1", "eq", "0.1", true),
-        (701, "3.14", "gt", "3", true),
-        (701, "-Infinity", "lt", "0", true),
-        (701, "Infinity", "eq", ".inf", true),
+        (NUMERIC, "NaN", "gt", "1e300", true),
+        (NUMERIC, "NaN", "eq", "NaN", true),
+        (NUMERIC, "Infinity", "gt", "1e300", true),
+        (NUMERIC, "-Infinity", "lt", "-1e300", true),
+        (FLOAT8, "1e+100", "gt", "1e99", true),
+        (FLOAT8, "1.5e-05", "lt", "0.0001", true),
+        (FLOAT8, "1.5e-05", "eq", "0.000015", true),
+        (FLOAT4, "0.1", "eq", "0.1", true),
+        (FLOAT8, "3.14", "gt", "3", true),
+        (FLOAT8, "-Infinity", "lt", "0", true),
+        (FLOAT8, "Infinity", "eq", ".inf", true),
     ] {
         assert_eq!(p(oid, value, op, rule), want, "{oid}: {value} {op} {rule}");
     }
@@ -303,13 +249,13 @@ fn filter_bool() {
         ("t", "eq", "maybe", false),
         ("t", "contains", "t", true),
     ] {
-        assert_eq!(p(16, value, op, rule), want, "{value} {op} {rule}");
+        assert_eq!(p(BOOL, value, op, rule), want, "{value} {op} {rule}");
     }
 }
 
 #[test]
 fn filter_text_is_bytewise_and_case_sensitive() {
-    for oid in [25, 1043, 1042, 19, 2950] {
+    for oid in [TEXT, VARCHAR, BPCHAR, NAME, UUID] {
         for (value, op, rule, want) in [
             ("Electronics", "eq", "electronics", false),
             ("Electronics", "eq", "Electronics", true),
@@ -331,115 +277,133 @@ fn filter_text_is_bytewise_and_case_sensitive() {
 
 #[test]
 fn filter_contains_on_any_type() {
-    assert!(p(25, "hello world", "contains", "lo w"));
-    assert!(!p(25, "hello world", "contains", "Lo W"));
-    assert!(p(23, "12345", "contains", "234"));
-    assert!(p(1082, "2024-03-20", "contains", "-03-"));
-    assert!(p(25, "anything", "contains", "''"));
-    assert!(!p(25, "", "contains", "x"));
-    assert!(p(25, "Zoë", "contains", "ë"));
+    assert!(p(TEXT, "hello world", "contains", "lo w"));
+    assert!(!p(TEXT, "hello world", "contains", "Lo W"));
+    assert!(p(INT4, "12345", "contains", "234"));
+    assert!(p(DATE, "2024-03-20", "contains", "-03-"));
+    assert!(p(TEXT, "anything", "contains", "''"));
+    assert!(!p(TEXT, "", "contains", "x"));
+    assert!(p(TEXT, "Zoë", "contains", "ë"));
 }
 
 #[test]
 fn filter_dates_and_timestamps() {
     for (oid, value, op, rule, want) in [
-        (1082, "2024-03-20", "eq", "2024-03-20", true),
-        (1082, "2024-03-20", "gt", "2024-03-19", true),
-        (1082, "2024-03-20", "lt", "'2024-12-01'", true),
-        (1082, "2024-03-20", "gte", "2024-03-21", false),
-        (1082, "0044-03-15 BC", "lt", "0001-01-01", true),
-        (1082, "infinity", "gt", "9999-12-31", true),
-        (1082, "-infinity", "lt", "0001-01-01", true),
-        (1082, "2024-03-20", "eq", "not-a-date", false),
-        (1082, "garbage", "ne", "2024-03-20", false),
+        (DATE, "2024-03-20", "eq", "2024-03-20", true),
+        (DATE, "2024-03-20", "gt", "2024-03-19", true),
+        (DATE, "2024-03-20", "lt", "'2024-12-01'", true),
+        (DATE, "2024-03-20", "gte", "2024-03-21", false),
+        (DATE, "0044-03-15 BC", "lt", "0001-01-01", true),
+        (DATE, "infinity", "gt", "9999-12-31", true),
+        (DATE, "-infinity", "lt", "0001-01-01", true),
+        (DATE, "2024-03-20", "eq", "not-a-date", false),
+        (DATE, "garbage", "ne", "2024-03-20", false),
         (
-            1114,
+            TIMESTAMP,
             "2024-03-20 10:00:00",
             "eq",
             "'2024-03-20T10:00:00'",
             true,
         ),
         (
-            1114,
+            TIMESTAMP,
             "2024-03-20 10:00:00.5",
             "gt",
             "'2024-03-20 10:00:00'",
             true,
         ),
-        (1114, "2024-03-20 00:00:00", "eq", "2024-03-20", true),
+        (TIMESTAMP, "2024-03-20 00:00:00", "eq", "2024-03-20", true),
         (
-            1114,
+            TIMESTAMP,
             "2024-03-20 10:00:00",
             "lt",
             "'2024-03-20 09:00:00'",
             false,
         ),
         (
-            1184,
+            TIMESTAMPTZ,
             "2024-03-20 10:00:00+00",
             "eq",
             "'2024-03-20T10:00:00Z'",
             true,
         ),
         (
-            1184,
+            TIMESTAMPTZ,
             "2024-03-20 10:00:00+00",
             "eq",
             "'2024-03-20 15:30:00+05:30'",
             true,
         ),
         (
-            1184,
+            TIMESTAMPTZ,
             "2024-03-20 15:30:00+05:30",
             "eq",
             "'2024-03-20T10:00:00+00:00'",
             true,
         ),
         (
-            1184,
+            TIMESTAMPTZ,
             "2024-03-20 10:00:00-02",
             "gt",
             "'2024-03-20 11:00:00+00'",
             true,
         ),
         (
-            1184,
+            TIMESTAMPTZ,
             "2024-03-20 10:00:00+05:30",
             "lt",
             "'2024-03-20T05:00:00Z'",
             true,
         ),
         (
-            1184,
+            TIMESTAMPTZ,
             "2024-03-20 10:00:00.123456+00",
             "gt",
             "'2024-03-20T10:00:00.123Z'",
             true,
         ),
         (
-            1184,
+            TIMESTAMPTZ,
             "2024-03-20 10:00:00+00",
             "ne",
             "'2024-03-20 10:00:00+01'",
             true,
         ),
         (
-            1184,
+            TIMESTAMPTZ,
             "2024-03-20 10:00:00+00",
             "eq",
             "'2024-03-20 10:00:00'",
             true,
         ),
-        (1184, "2024-03-20 00:00:00+00", "eq", "2024-03-20", true),
         (
-            1184,
+            TIMESTAMPTZ,
+            "2024-03-20 00:00:00+00",
+            "eq",
+            "2024-03-20",
+            true,
+        ),
+        (
+            TIMESTAMPTZ,
             "1900-01-01 00:00:00+00:19:32",
             "lt",
             "'1900-01-01T00:00:00Z'",
             true,
         ),
-        (1184, "infinity", "gt", "'2999-01-01T00:00:00Z'", true),
-        (1184, "2024-03-20 10:00:00+00", "gt", "yesterday", false),
+        (
+            TIMESTAMPTZ,
+            "infinity",
+            "gt",
+            "'2999-01-01T00:00:00Z'",
+            true,
+        ),
+        (
+            TIMESTAMPTZ,
+            "2024-03-20 10:00:00+00",
+            "gt",
+            "yesterday",
+            false,
+        ),
     ] {
         assert_eq!(p(oid, value, op, rule), want, "{oid}: {value} {op} {rule}");
     }
@@ -448,31 +412,28 @@ fn filter_dates_and_timestamps() {
 #[test]
 fn null_drops_and_unchanged_toast_keeps() {
     for op in ["eq", "ne", "gt", "lt", "gte", "lte", "contains"] {
-        assert!(!passes(25, Value::Null, op, "x"), "{op}");
-        assert!(!passes(23, Value::Null, op, "1"), "{op}");
+        assert!(!passes(TEXT, Value::Null, op, "x"), "{op}");
+        assert!(!passes(INT4, Value::Null, op, "1"), "{op}");
     }
     // An UPDATE whose filtered column is an unchanged TOASTed value is kept.
     let yaml = "tables:\n  users:\n    - type: filter\n      column: name\n      parameters: {operator: eq, value: keep}\n";
     let b = applied(
         yaml,
-        batch(
-            vec![users()],
-            vec![
-                change(
-                    Op::Update,
-                    0,
-                    Some(vec![t("1"), Value::UnchangedToast, t("e")]),
-                    None,
-                ),
-                change(Op::Update, 0, Some(vec![t("2"), t("other"), t("e")]), None),
-                change(
-                    Op::Update,
-                    0,
-                    Some(vec![t("3"), t("keep"), t("e")]),
-                    Some((OldKind::Full, vec![t("3"), t("other"), t("e")])),
-                ),
-            ],
-        ),
+        users_batch(vec![
+            change(
+                Op::Update,
+                0,
+                Some(vec![t("1"), Value::UnchangedToast, t("e")]),
+                None,
+            ),
+            change(Op::Update, 0, Some(vec![t("2"), t("other"), t("e")]), None),
+            change(
+                Op::Update,
+                0,
+                Some(vec![t("3"), t("keep"), t("e")]),
+                Some((OldKind::Full, vec![t("3"), t("other"), t("e")])),
+            ),
+        ]),
     );
     let ids: Vec<&str> = b
         .changes
@@ -488,44 +449,41 @@ fn deletes_are_judged_on_the_old_tuple_and_never_dropped_for_lack_of_data() {
     let yaml = "tables:\n  users:\n    - type: filter\n      column: name\n      parameters: {operator: eq, value: keep}\n    - type: filter\n      column: id\n      parameters: {operator: lt, value: 100}\n";
     let b = applied(
         yaml,
-        batch(
-            vec![users()],
-            vec![
-                // key-only old tuple: name was not sent -> kept; id judged -> 1 < 100.
-                change(
-                    Op::Delete,
-                    0,
-                    None,
-                    Some((OldKind::Key, vec![t("1"), Value::Null, Value::Null])),
-                ),
-                // key-only, key fails the id filter -> dropped.
-                change(
-                    Op::Delete,
-                    0,
-                    None,
-                    Some((OldKind::Key, vec![t("200"), Value::Null, Value::Null])),
-                ),
-                // full old tuple: judged.
-                change(
-                    Op::Delete,
-                    0,
-                    None,
-                    Some((OldKind::Full, vec![t("3"), t("other"), t("e")])),
-                ),
-                change(
-                    Op::Delete,
-                    0,
-                    None,
-                    Some((OldKind::Full, vec![t("4"), t("keep"), t("e")])),
-                ),
-                change(
-                    Op::Delete,
-                    0,
-                    None,
-                    Some((OldKind::Full, vec![t("5"), Value::Null, t("e")])),
-                ),
-            ],
-        ),
+        users_batch(vec![
+            // key-only old tuple: name was not sent -> kept; id judged -> 1 < 100.
+            change(
+                Op::Delete,
+                0,
+                None,
+                Some((OldKind::Key, vec![t("1"), Value::Null, Value::Null])),
+            ),
+            // key-only, key fails the id filter -> dropped.
+            change(
+                Op::Delete,
+                0,
+                None,
+                Some((OldKind::Key, vec![t("200"), Value::Null, Value::Null])),
+            ),
+            // full old tuple: judged.
+            change(
+                Op::Delete,
+                0,
+                None,
+                Some((OldKind::Full, vec![t("3"), t("other"), t("e")])),
+            ),
+            change(
+                Op::Delete,
+                0,
+                None,
+                Some((OldKind::Full, vec![t("4"), t("keep"), t("e")])),
+            ),
+            change(
+                Op::Delete,
+                0,
+                None,
+                Some((OldKind::Full, vec![t("5"), Value::Null, t("e")])),
+            ),
+        ]),
     );
     let ids: Vec<&str> = b
         .changes
@@ -538,19 +496,16 @@ fn deletes_are_judged_on_the_old_tuple_and_never_dropped_for_lack_of_data() {
 #[test]
 fn operations_limit_a_rule_at_rule_level_and_in_parameters() {
     let rows = || {
-        batch(
-            vec![users()],
-            vec![
-                insert(vec![t("1"), t("x"), t("e")]),
-                change(Op::Update, 0, Some(vec![t("2"), t("x"), t("e")]), None),
-                change(
-                    Op::Delete,
-                    0,
-                    None,
-                    Some((OldKind::Full, vec![t("3"), t("x"), t("e")])),
-                ),
-            ],
-        )
+        users_batch(vec![
+            insert(vec![t("1"), t("x"), t("e")]),
+            change(Op::Update, 0, Some(vec![t("2"), t("x"), t("e")]), None),
+            change(
+                Op::Delete,
+                0,
+                None,
+                Some((OldKind::Full, vec![t("3"), t("x"), t("e")])),
+            ),
+        ])
     };
     let ops = |b: &ChangeBatch| -> Vec<Op> { b.changes.iter().map(|c| c.op).collect() };
     let rule_level = "tables:\n  users:\n    - type: filter\n      column: name\n      operations: [INSERT]\n      parameters: {operator: eq, value: 'y'}\n";
@@ -574,18 +529,15 @@ fn operations_limit_a_rule_at_rule_level_and_in_parameters() {
 #[test]
 fn allow_empty_deletes_at_both_levels_skips_deletes() {
     let rows = || {
-        batch(
-            vec![users()],
-            vec![
-                insert(vec![t("1"), t("x"), t("e")]),
-                change(
-                    Op::Delete,
-                    0,
-                    None,
-                    Some((OldKind::Full, vec![t("3"), t("x"), t("e")])),
-                ),
-            ],
-        )
+        users_batch(vec![
+            insert(vec![t("1"), t("x"), t("e")]),
+            change(
+                Op::Delete,
+                0,
+                None,
+                Some((OldKind::Full, vec![t("3"), t("x"), t("e")])),
+            ),
+        ])
     };
     for yaml in [
             "tables:\n  users:\n    - type: filter\n      column: name\n      allow_empty_deletes: true\n      parameters: {operator: eq, value: 'y'}\n",
@@ -608,7 +560,7 @@ fn truncate_is_never_touched() {
         cascade: false,
         restart_identity: false,
     });
-    let b = applied(yaml, batch(vec![users()], vec![tr.clone()]));
+    let b = applied(yaml, users_batch(vec![tr.clone()]));
     assert_eq!(b.changes, [tr]);
     assert_eq!(b.relations, [users()]);
 }
@@ -618,24 +570,21 @@ fn exclude_column_prunes_every_tuple_and_relation() {
     let yaml = "tables:\n  users:\n    - type: exclude_column\n      column: name\n    - type: exclude_column\n      column: missing\n";
     let b = applied(
         yaml,
-        batch(
-            vec![users()],
-            vec![
-                insert(vec![t("1"), t("n"), t("e")]),
-                change(
-                    Op::Update,
-                    0,
-                    Some(vec![t("2"), t("n"), t("e")]),
-                    Some((OldKind::Full, vec![t("1"), t("o"), t("f")])),
-                ),
-                change(
-                    Op::Delete,
-                    0,
-                    None,
-                    Some((OldKind::Key, vec![t("2"), Value::Null, Value::Null])),
-                ),
-            ],
-        ),
+        users_batch(vec![
+            insert(vec![t("1"), t("n"), t("e")]),
+            change(
+                Op::Update,
+                0,
+                Some(vec![t("2"), t("n"), t("e")]),
+                Some((OldKind::Full, vec![t("1"), t("o"), t("f")])),
+            ),
+            change(
+                Op::Delete,
+                0,
+                None,
+                Some((OldKind::Key, vec![t("2"), Value::Null, Value::Null])),
+            ),
+        ]),
     );
     assert_eq!(b.relations.len(), 1);
     let rel = &b.relations[0];
@@ -668,8 +617,9 @@ fn exclude_column_per_operation_gets_its_own_relation_and_other_tables_keep_thei
     let yaml = "tables:\n  users:\n    - type: exclude_column\n      column: email\n      operations: [INSERT]\n";
     let b = applied(
         yaml,
-        batch(
-            vec![orders.clone(), users()],
+        fixtures::batch(
+            10,
+            &[orders.clone(), users()],
             vec![
                 change(Op::Insert, 0, Some(vec![t("1"), t("n"), t("e")]), None),
                 change(Op::Insert, 1, Some(vec![t("1"), t("n"), t("e")]), None),
@@ -693,7 +643,7 @@ fn exclude_key_column_makes_the_key_full_and_last_column_drops() {
     let yaml = "tables:\n  users:\n    - type: exclude_column\n      column: id\n";
     let b = applied(
         yaml,
-        batch(vec![users()], vec![insert(vec![t("1"), t("n"), t("e")])]),
+        users_batch(vec![insert(vec![t("1"), t("n"), t("e")])]),
     );
     assert_eq!(b.relations.len(), 1);
     assert_eq!(
@@ -706,10 +656,7 @@ fn exclude_key_column_makes_the_key_full_and_last_column_drops() {
     assert_eq!(b.changes[0].new, Some(vec![t("n"), t("e")]));
 
     let all = "tables:\n  users:\n    - {type: exclude_column, column: id}\n    - {type: exclude_column, column: name}\n    - {type: exclude_column, column: email}\n";
-    let b = applied(
-        all,
-        batch(vec![users()], vec![insert(vec![t("1"), t("n"), t("e")])]),
-    );
+    let b = applied(all, users_batch(vec![insert(vec![t("1"), t("n"), t("e")])]));
     assert!(b.changes.is_empty());
     assert!(b.relations.is_empty());
 }
@@ -719,13 +666,13 @@ fn filter_on_excluded_or_missing_column_drops() {
     let yaml = "tables:\n  users:\n    - {type: exclude_column, column: name}\n    - type: filter\n      column: name\n      parameters: {operator: eq, value: n}\n";
     let b = applied(
         yaml,
-        batch(vec![users()], vec![insert(vec![t("1"), t("n"), t("e")])]),
+        users_batch(vec![insert(vec![t("1"), t("n"), t("e")])]),
     );
     assert!(b.changes.is_empty());
     let yaml = "tables:\n  users:\n    - type: filter\n      column: nope\n      parameters: {operator: ne, value: n}\n";
     let b = applied(
         yaml,
-        batch(vec![users()], vec![insert(vec![t("1"), t("n"), t("e")])]),
+        users_batch(vec![insert(vec![t("1"), t("n"), t("e")])]),
     );
     assert!(b.changes.is_empty());
 }
@@ -736,13 +683,10 @@ fn rules_run_in_order_and_schema_qualified_keys_match() {
     let yaml = "tables:\n  users:\n    - type: transform\n      column: name\n      parameters: {type: mask, mask_char: '*'}\n  public.users:\n    - type: filter\n      column: name\n      parameters: {operator: eq, value: 'a***e'}\n  other.users:\n    - type: filter\n      column: name\n      parameters: {operator: eq, value: never}\n";
     let b = applied(
         yaml,
-        batch(
-            vec![users()],
-            vec![
-                insert(vec![t("1"), t("alice"), t("e")]),
-                insert(vec![t("2"), t("bobby"), t("e")]),
-            ],
-        ),
+        users_batch(vec![
+            insert(vec![t("1"), t("alice"), t("e")]),
+            insert(vec![t("2"), t("bobby"), t("e")]),
+        ]),
     );
     assert_eq!(b.changes.len(), 1);
     assert_eq!(text(&b.changes[0].new.as_ref().unwrap()[1]), "a***e");
@@ -751,7 +695,7 @@ fn rules_run_in_order_and_schema_qualified_keys_match() {
 #[test]
 fn tables_without_rules_are_untouched() {
     let yaml = "tables:\n  orders:\n    - {type: exclude_column, column: id}\n";
-    let original = batch(vec![users()], vec![insert(vec![t("1"), t("n"), t("e")])]);
+    let original = users_batch(vec![insert(vec![t("1"), t("n"), t("e")])]);
     assert_eq!(applied(yaml, original.clone()), original);
     let rules = load(yaml);
     assert!(!rules.is_empty());
