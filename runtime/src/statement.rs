@@ -201,7 +201,11 @@ fn tokenize(sql: &str) -> Vec<Token> {
             }
             b'"' => {
                 let end = skip_quoted(b, i, b'"', false);
-                let inner = &sql[i + 1..end.saturating_sub(1).max(i + 1)];
+                // Without its closing quote (left open at the end), the name runs to the end.
+                let closed = end > i + 1 && b[end - 1] == b'"';
+                let inner = sql
+                    .get(i + 1..if closed { end - 1 } else { end })
+                    .unwrap_or_default();
                 out.push(Token::Quoted(inner.replace("\"\"", "\"")));
                 i = end;
             }
@@ -426,6 +430,43 @@ mod tests {
             ("insert into t values (1)", "INSERT"),
         ] {
             assert_eq!(Statement::parse(sql).tag(), tag, "{sql}");
+        }
+    }
+
+    /// Found by the property below: a quoted name left open before a multi-byte character
+    /// cut the query inside that character (a panic in the worker and the replicator).
+    #[test]
+    fn a_quoted_name_left_open_runs_to_the_end() {
+        for (sql, name) in [
+            ("\"é", "é"),
+            ("x \"ab\"\"", "ab\""),
+            ("\"", ""),
+            ("\"ü\"", "ü"),
+        ] {
+            let names: Vec<String> = Statement::parse(sql)
+                .tokens
+                .iter()
+                .filter_map(|t| match t {
+                    Token::Quoted(q) => Some(q.clone()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(names, [name], "{sql}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        /// No query text makes the splitter or the tokenizer panic (quotes, dollar quotes and
+        /// comments left open included), and the statements are pieces of the query.
+        #[test]
+        fn no_query_makes_the_splitter_panic(sql in r#"([ -~\n]|\$\$|/\*|\*/|--|'|"|;|é){0,80}"#) {
+            for statement in split_statements(&sql) {
+                proptest::prop_assert!(sql.contains(statement.trim()));
+                let parsed = Statement::parse(&statement);
+                let _ = (parsed.tag(), parsed.is_drop(), parsed.rolls_back());
+            }
         }
     }
 }
