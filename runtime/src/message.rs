@@ -28,6 +28,7 @@
 //! The encoding is MessagePack with structs as arrays (fields in declaration order), so new
 //! fields may only be appended, with `#[serde(default)]`.
 
+use bytes::Bytes;
 use serde::de::{self, Deserializer, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
@@ -204,6 +205,15 @@ impl ChangeBatch {
 
     pub fn encode(&self) -> Result<Vec<u8>, rmp_serde::encode::Error> {
         rmp_serde::to_vec(self)
+    }
+
+    /// [`ChangeBatch::decode`], with the values as slices of `payload` instead of copies (a
+    /// large value is then held once while the worker applies it).
+    pub fn decode_shared(payload: &Bytes) -> Result<Self, DecodeError> {
+        DECODING.with(|d| *d.borrow_mut() = Some(payload.clone()));
+        let batch = Self::decode(payload);
+        DECODING.with(|d| *d.borrow_mut() = None);
+        batch
     }
 
     /// Decodes a payload; a version other than [`FORMAT_VERSION`] is an error.
@@ -485,6 +495,27 @@ impl Serialize for Value {
     }
 }
 
+thread_local! {
+    /// The payload [`ChangeBatch::decode_shared`] is decoding on this thread (decoding is
+    /// synchronous: nothing else runs on the thread meanwhile).
+    static DECODING: std::cell::RefCell<Option<Bytes>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `v` as a slice of the payload being decoded by [`ChangeBatch::decode_shared`], or a copy.
+fn shared_or_copied(v: &[u8]) -> Bytes {
+    DECODING
+        .with(|d| {
+            d.borrow()
+                .as_ref()
+                .filter(|p| {
+                    let (p0, v0) = (p.as_ptr().addr(), v.as_ptr().addr());
+                    !v.is_empty() && v0 >= p0 && v0 + v.len() <= p0 + p.len()
+                })
+                .map(|p| p.slice_ref(v))
+        })
+        .unwrap_or_else(|| Bytes::copy_from_slice(v))
+}
+
 impl<'de> Deserialize<'de> for Value {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -504,6 +535,9 @@ impl<'de> Deserialize<'de> for Value {
             }
             fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Value, E> {
                 Ok(Value::Text(v.to_vec().into()))
+            }
+            fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Value, E> {
+                Ok(Value::Text(shared_or_copied(v)))
             }
             fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Value, E> {
                 Ok(Value::Text(v.into()))
@@ -585,6 +619,27 @@ mod tests {
             batch.message_id("pg_flo_g_publication"),
             "pg_flo_g_publication:16/B374D848:97500057600-97500057856"
         );
+    }
+
+    #[test]
+    fn shared_decoding_slices_the_values_out_of_the_payload() {
+        let mut b = sample();
+        let big = vec![b'v'; 100_000];
+        b.changes[0].new = Some(vec![Value::Text(big.clone().into()), Value::Null]);
+        let payload = Bytes::from(b.encode().unwrap());
+        let shared = ChangeBatch::decode_shared(&payload).unwrap();
+        assert_eq!(shared, ChangeBatch::decode(&payload).unwrap());
+        assert_eq!(shared, b);
+        let inside = |v: &Value| {
+            let t = v.as_bytes().unwrap();
+            let (p, t0) = (payload.as_ptr().addr(), t.as_ptr().addr());
+            t0 >= p && t0 + t.len() <= p + payload.len()
+        };
+        let new = shared.changes[0].new.as_ref().unwrap();
+        assert!(inside(&new[0]), "the value was copied");
+        // Plain decoding (and decoding after a shared one) copies.
+        let plain = ChangeBatch::decode(&payload).unwrap();
+        assert!(!inside(&plain.changes[0].new.as_ref().unwrap()[0]));
     }
 
     #[test]

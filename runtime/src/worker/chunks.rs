@@ -64,8 +64,8 @@ struct Open<A> {
     set: String,
     count: u32,
     next: u32,
-    data: Vec<Bytes>,
-    bytes: usize,
+    /// The parts so far, concatenated as they come (each part's buffer is let go at once).
+    data: Vec<u8>,
     acks: Vec<A>,
 }
 
@@ -99,13 +99,13 @@ impl<A> Reassembly<A> {
                     });
                 }
                 if part.index == open.next {
-                    open.bytes += part.payload.len();
-                    if open.bytes > MAX_SET_BYTES {
+                    if open.data.len() + part.payload.len() > MAX_SET_BYTES {
                         return Err(format!(
                             "a change in parts is larger than {MAX_SET_BYTES} bytes"
                         ));
                     }
-                    open.data.push(part.payload);
+                    open.data.extend_from_slice(&part.payload);
+                    drop(part.payload);
                     open.acks.push(part.ack);
                     open.next += 1;
                     if open.next <= open.count {
@@ -121,7 +121,7 @@ impl<A> Reassembly<A> {
                         });
                     };
                     return Ok(Fed {
-                        complete: Some((done.data.concat(), done.acks, part.last)),
+                        complete: Some((done.data, done.acks, part.last)),
                         dropped,
                     });
                 }
@@ -147,8 +147,7 @@ impl<A> Reassembly<A> {
             set: part.set,
             count: part.count,
             next: 2,
-            bytes: part.payload.len(),
-            data: vec![part.payload],
+            data: part.payload.to_vec(),
             acks: vec![part.ack],
         });
         Ok(Fed {

@@ -344,7 +344,7 @@ async fn receive(
             (msg.payload, vec![acker])
         }
     };
-    let batch = ChangeBatch::decode(&payload)
+    let batch = ChangeBatch::decode_shared(&payload)
         .map_err(|source| WorkerError::Decode { stream_seq, source })?;
     offer(p, sink, st, batch, acks, payload).await?;
     // Release held messages whose predecessor is now applied.
@@ -359,7 +359,7 @@ async fn receive(
             break;
         };
         st.held_bytes -= h.raw.len();
-        let batch = ChangeBatch::decode(&h.raw)
+        let batch = ChangeBatch::decode_shared(&h.raw)
             .map_err(|source| WorkerError::Decode { stream_seq, source })?;
         offer(p, sink, st, batch, h.acks, h.raw).await?;
     }
