@@ -1,0 +1,197 @@
+//! A fault-injecting TCP proxy for the network links of a pipeline (source -> replicator,
+//! replicator -> NATS, NATS -> worker, worker -> target).
+//!
+//! Every connection accepted on [`FaultProxy::port`] is forwarded to the upstream address.
+//! Faults, at any moment:
+//! - [`FaultProxy::freeze`] / [`FaultProxy::thaw`]: bytes stop flowing both ways (held, not
+//!   lost) while the sockets stay open, as in a network partition that heals before TCP gives
+//!   up; new connections wait too;
+//! - [`FaultProxy::cut`]: every open connection is dropped at once, wherever it is in a
+//!   message (the peers see a reset or EOF);
+//! - [`FaultProxy::cut_after`]: the next connection to forward `n` more bytes towards the
+//!   upstream is dropped right after them, that is in the middle of a message.
+//!
+//! Dropping the proxy drops every connection and stops listening.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+#[derive(Debug, Default)]
+struct Faults {
+    frozen: bool,
+}
+
+/// Upstream-bound bytes still to forward before the connection forwarding the last of them is
+/// dropped (shared by every connection).
+type CutAfter = Arc<Mutex<Option<u64>>>;
+
+/// See the module docs.
+pub struct FaultProxy {
+    port: u16,
+    faults: watch::Sender<Faults>,
+    /// Bumped by [`FaultProxy::cut`]: every connection of an older generation drops.
+    generation: watch::Sender<u64>,
+    cut_after: CutAfter,
+    connections: Arc<Mutex<u64>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Listens on a free loopback port, forwarding to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let (faults, faults_rx) = watch::channel(Faults::default());
+        let (generation, generation_rx) = watch::channel(0u64);
+        let connections = Arc::new(Mutex::new(0u64));
+        let counted = connections.clone();
+        let cut_after: CutAfter = Arc::default();
+        let cut_rx = cut_after.clone();
+        let accept = tokio::spawn(async move {
+            let mut pumps = JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                *counted.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+                let (faults, generation) = (faults_rx.clone(), generation_rx.clone());
+                pumps.spawn(connection(
+                    client,
+                    upstream,
+                    faults,
+                    generation,
+                    cut_rx.clone(),
+                ));
+                while pumps.try_join_next().is_some() {}
+            }
+        });
+        Ok(FaultProxy {
+            port,
+            faults,
+            generation,
+            cut_after,
+            connections,
+            accept,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        *self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Holds every byte (both ways, every connection) until [`FaultProxy::thaw`].
+    pub fn freeze(&self) {
+        self.faults.send_modify(|f| f.frozen = true);
+    }
+
+    pub fn thaw(&self) {
+        self.faults.send_modify(|f| f.frozen = false);
+    }
+
+    /// Drops every open connection now.
+    pub fn cut(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Drops the next connection that forwards `bytes` more bytes towards the upstream, right
+    /// after them.
+    pub fn cut_after(&self, bytes: u64) {
+        *self
+            .cut_after
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(bytes);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// Forwards one connection until either side closes, a cut, or the proxy is dropped.
+async fn connection(
+    client: TcpStream,
+    upstream: SocketAddr,
+    faults: watch::Receiver<Faults>,
+    mut generation: watch::Receiver<u64>,
+    cut_after: CutAfter,
+) {
+    let born = *generation.borrow_and_update();
+    let mut f = faults.clone();
+    if wait_thawed(&mut f).await.is_err() {
+        return;
+    }
+    let Ok(server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (cr, cw) = client.into_split();
+    let (sr, sw) = server.into_split();
+    tokio::select! {
+        _ = pump(cr, sw, faults.clone(), Some(cut_after)) => {}
+        _ = pump(sr, cw, faults, None) => {}
+        _ = generation.wait_for(|g| *g != born) => {}
+    }
+}
+
+/// Copies `from` to `to`, holding bytes while frozen; the upstream-bound direction counts
+/// towards a [`FaultProxy::cut_after`].
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut faults: watch::Receiver<Faults>,
+    cut_after: Option<CutAfter>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if wait_thawed(&mut faults).await.is_err() {
+            return;
+        }
+        let (send, cut) = match &cut_after {
+            Some(shared) => {
+                let mut left = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                match *left {
+                    Some(l) if (n as u64) >= l => {
+                        *left = None;
+                        (usize::try_from(l).unwrap_or(n), true)
+                    }
+                    Some(l) => {
+                        *left = Some(l - n as u64);
+                        (n, false)
+                    }
+                    None => (n, false),
+                }
+            }
+            None => (n, false),
+        };
+        if to.write_all(&buf[..send]).await.is_err() || cut {
+            return;
+        }
+    }
+}
+
+/// Waits while frozen; `Err` once the proxy is gone.
+async fn wait_thawed(faults: &mut watch::Receiver<Faults>) -> Result<(), ()> {
+    faults
+        .wait_for(|f| !f.frozen)
+        .await
+        .map(|_| ())
+        .map_err(|_| ())
+}
