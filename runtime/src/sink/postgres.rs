@@ -580,12 +580,6 @@ impl PostgresSink {
         self.statements.clear();
         Ok(())
     }
-
-    /// The connection the sink writes with (tests inspect the target through it).
-    #[cfg(test)]
-    fn client(&self) -> &Client {
-        &self.client
-    }
 }
 
 impl Sink for PostgresSink {
@@ -641,6 +635,21 @@ fn report_conflicts(conflicts: HashMap<sql::Conflict, u64>, through: Position) {
             through = %through,
             "conflict: {what}"
         );
+    }
+}
+
+/// Access for the tests against a real server (`runtime/tests/postgres_sink.rs`, through the
+/// `testing` feature).
+#[cfg(any(test, feature = "testing"))]
+impl PostgresSink {
+    /// The target session.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Buffered bytes that make the sink send what it holds.
+    pub fn set_flush_bytes(&mut self, bytes: usize) {
+        self.flush_bytes = bytes;
     }
 }
 
