@@ -88,6 +88,21 @@ pub fn table_t() -> Relation {
     public_table("t", &[("id", INT4), ("v", INT4)])
 }
 
+/// An insert of `new` into relation index `rel`.
+pub fn ins(rel: u16, new: Vec<Value>) -> Change {
+    change(Op::Insert, rel, Some(new), None)
+}
+
+/// An update to `new` of relation index `rel`, with the old key or row if the change has one.
+pub fn upd(rel: u16, new: Vec<Value>, old: Option<(OldKind, Vec<Value>)>) -> Change {
+    change(Op::Update, rel, Some(new), old)
+}
+
+/// A delete from relation index `rel` by its old key (`OldKind::Key`) or row.
+pub fn del(rel: u16, kind: OldKind, old: Vec<Value>) -> Change {
+    change(Op::Delete, rel, None, Some((kind, old)))
+}
+
 /// A change of relation index `relation` (at LSN 0).
 pub fn change(
     op: Op,

@@ -17,7 +17,7 @@ use e2e::{PgCluster, PgOptions};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use pg_flo::config::{PgConnConfig, PostgresSinkConfig, SslMode};
-use pg_flo::fixtures::{batch, change, text as t, text_relation as relation};
+use pg_flo::fixtures::{batch, change, del, ins, text as t, text_relation as relation, upd};
 use pg_flo::lsn::Lsn;
 use pg_flo::message::{
     Change, ChangeBatch, KeyKind, OldKind, Op, Position, Relation, SourceId, Truncate, Value,
@@ -82,18 +82,6 @@ fn cfg(db: &TestDb, group: &str) -> PostgresSinkConfig {
         fire_triggers: false,
         group: format!("{group}-{}-{nanos}", std::process::id()),
     }
-}
-
-fn ins(rel: u16, new: Vec<Value>) -> Change {
-    change(Op::Insert, rel, Some(new), None)
-}
-
-fn upd(rel: u16, new: Vec<Value>, old: Option<(OldKind, Vec<Value>)>) -> Change {
-    change(Op::Update, rel, Some(new), old)
-}
-
-fn del(rel: u16, kind: OldKind, old: Vec<Value>) -> Change {
-    change(Op::Delete, rel, None, Some((kind, old)))
 }
 
 /// Applies one message and commits its transaction.

@@ -4,20 +4,8 @@
 use super::session::replica_mode;
 use super::*;
 use crate::config::{PgConnConfig, SslMode};
-use crate::fixtures::{batch, change, text as t, text_relation as relation};
-use crate::message::{Change, KeyKind, OldKind, Op, Relation, Value};
-
-fn ins(rel: u16, new: Vec<Value>) -> Change {
-    change(Op::Insert, rel, Some(new), None)
-}
-
-fn upd(rel: u16, new: Vec<Value>, old: Option<(OldKind, Vec<Value>)>) -> Change {
-    change(Op::Update, rel, Some(new), old)
-}
-
-fn del(rel: u16, kind: OldKind, old: Vec<Value>) -> Change {
-    change(Op::Delete, rel, None, Some((kind, old)))
-}
+use crate::fixtures::{batch, del, ins, text as t, text_relation as relation, upd};
+use crate::message::{Change, KeyKind, OldKind, Relation, Value};
 
 fn by_id(schema: &str, table: &str, columns: &[&str]) -> Relation {
     relation(schema, table, columns, KeyKind::PrimaryKey, &["id"])
