@@ -14,17 +14,13 @@
 //! Dropping the proxy drops every connection and stops listening.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-
-#[derive(Debug, Default)]
-struct Faults {
-    frozen: bool,
-}
 
 /// Upstream-bound bytes still to forward before the connection forwarding the last of them is
 /// dropped (shared by every connection).
@@ -33,11 +29,12 @@ type CutAfter = Arc<Mutex<Option<u64>>>;
 /// See the module docs.
 pub struct FaultProxy {
     port: u16,
-    faults: watch::Sender<Faults>,
+    /// Whether traffic is frozen.
+    frozen: watch::Sender<bool>,
     /// Bumped by [`FaultProxy::cut`]: every connection of an older generation drops.
     generation: watch::Sender<u64>,
     cut_after: CutAfter,
-    connections: Arc<Mutex<u64>>,
+    connections: Arc<AtomicU64>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -46,21 +43,21 @@ impl FaultProxy {
     pub async fn start(upstream: SocketAddr) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
-        let (faults, faults_rx) = watch::channel(Faults::default());
+        let (frozen, frozen_rx) = watch::channel(false);
         let (generation, generation_rx) = watch::channel(0u64);
-        let connections = Arc::new(Mutex::new(0u64));
+        let connections = Arc::new(AtomicU64::new(0));
         let counted = connections.clone();
         let cut_after: CutAfter = Arc::default();
         let cut_rx = cut_after.clone();
         let accept = tokio::spawn(async move {
             let mut pumps = JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
-                *counted.lock().unwrap_or_else(PoisonError::into_inner) += 1;
-                let (faults, generation) = (faults_rx.clone(), generation_rx.clone());
+                counted.fetch_add(1, Ordering::Relaxed);
+                let (frozen, generation) = (frozen_rx.clone(), generation_rx.clone());
                 pumps.spawn(connection(
                     client,
                     upstream,
-                    faults,
+                    frozen,
                     generation,
                     cut_rx.clone(),
                 ));
@@ -69,7 +66,7 @@ impl FaultProxy {
         });
         Ok(FaultProxy {
             port,
-            faults,
+            frozen,
             generation,
             cut_after,
             connections,
@@ -83,19 +80,16 @@ impl FaultProxy {
 
     /// Connections accepted so far.
     pub fn connections(&self) -> u64 {
-        *self
-            .connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// Holds every byte (both ways, every connection) until [`FaultProxy::thaw`].
     pub fn freeze(&self) {
-        self.faults.send_modify(|f| f.frozen = true);
+        self.frozen.send_replace(true);
     }
 
     pub fn thaw(&self) {
-        self.faults.send_modify(|f| f.frozen = false);
+        self.frozen.send_replace(false);
     }
 
     /// Drops every open connection now.
@@ -124,12 +118,12 @@ impl Drop for FaultProxy {
 async fn connection(
     client: TcpStream,
     upstream: SocketAddr,
-    faults: watch::Receiver<Faults>,
+    frozen: watch::Receiver<bool>,
     mut generation: watch::Receiver<u64>,
     cut_after: CutAfter,
 ) {
     let born = *generation.borrow_and_update();
-    let mut f = faults.clone();
+    let mut f = frozen.clone();
     if wait_thawed(&mut f).await.is_err() {
         return;
     }
@@ -141,8 +135,8 @@ async fn connection(
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
     tokio::select! {
-        _ = pump(cr, sw, faults.clone(), Some(cut_after)) => {}
-        _ = pump(sr, cw, faults, None) => {}
+        _ = pump(cr, sw, frozen.clone(), Some(cut_after)) => {}
+        _ = pump(sr, cw, frozen, None) => {}
         _ = generation.wait_for(|g| *g != born) => {}
     }
 }
@@ -152,7 +146,7 @@ async fn connection(
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut faults: watch::Receiver<Faults>,
+    mut frozen: watch::Receiver<bool>,
     cut_after: Option<CutAfter>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
@@ -161,7 +155,7 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        if wait_thawed(&mut faults).await.is_err() {
+        if wait_thawed(&mut frozen).await.is_err() {
             return;
         }
         let (send, cut) = match &cut_after {
@@ -188,10 +182,6 @@ async fn pump(
 }
 
 /// Waits while frozen; `Err` once the proxy is gone.
-async fn wait_thawed(faults: &mut watch::Receiver<Faults>) -> Result<(), ()> {
-    faults
-        .wait_for(|f| !f.frozen)
-        .await
-        .map(|_| ())
-        .map_err(|_| ())
+async fn wait_thawed(frozen: &mut watch::Receiver<bool>) -> Result<(), ()> {
+    frozen.wait_for(|f| !f).await.map(|_| ()).map_err(|_| ())
 }

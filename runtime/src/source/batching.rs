@@ -34,7 +34,7 @@ use bytes::Bytes;
 use rmp::encode as mp;
 
 use crate::message::{Change, Position, Relation, SourceId, Value, FORMAT_VERSION};
-use crate::source::encoded::{self, Rope};
+use crate::source::encoded::Rope;
 
 /// Fields of a [`ChangeBatch`](crate::message::ChangeBatch).
 const FIELDS: u32 = 12;
@@ -224,7 +224,7 @@ impl Batcher {
             let plan = self.plan(rels)?;
             set_indexes(&mut change, &plan.idx);
             // Encoded around its values: they stay in the WAL message they came in.
-            let big = self.one_change(env, &plan, seq, large_values(&change), |rope| {
+            let big = self.one_change(env, &plan, seq, texts(&change).cloned(), |rope| {
                 rmp_serde::encode::write(rope, &change)
             })?;
             drop(change);
@@ -481,29 +481,22 @@ fn set_indexes(change: &mut Change, idx: &[u16]) {
     }
 }
 
-/// The change's values large enough to be borrowed rather than copied when it is encoded.
-fn large_values(change: &Change) -> Vec<Bytes> {
+/// The text values of a change, new row then old.
+fn texts(change: &Change) -> impl Iterator<Item = &Bytes> {
     change
         .new
         .iter()
         .flatten()
         .chain(change.old.iter().flat_map(|(_, v)| v))
         .filter_map(|v| match v {
-            Value::Text(b) if b.len() >= encoded::BORROW_AT => Some(b.clone()),
+            Value::Text(b) => Some(b),
             _ => None,
         })
-        .collect()
 }
 
 /// The bytes of a change's values: a lower bound of its encoded size.
 fn values_len(change: &Change) -> usize {
-    change
-        .new
-        .iter()
-        .flatten()
-        .chain(change.old.iter().flat_map(|(_, v)| v))
-        .map(|v| v.as_bytes().map_or(0, <[u8]>::len))
-        .sum()
+    texts(change).map(Bytes::len).sum()
 }
 
 #[cfg(test)]
@@ -714,7 +707,7 @@ mod tests {
 
     #[test]
     fn a_large_value_is_published_from_the_memory_it_arrived_in() {
-        let size = encoded::BORROW_AT;
+        let size = crate::source::encoded::BORROW_AT;
         let limits = Limits::new(1000, size, size + HEADER_ROOM);
         let value: Bytes = (0..5 * size + 3).map(|i| i as u8).collect();
         let inside = |p: &Bytes| {
