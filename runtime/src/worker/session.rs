@@ -63,6 +63,17 @@ fn commit_due(b: Batch, batch_size: usize, flush_interval: Duration) -> bool {
             || b.waited.is_some_and(|w| b.idle || w >= flush_interval))
 }
 
+/// The session's open batch; `idle`: nothing more was ready to read.
+fn open_batch(p: &Run<'_>, st: &Session, idle: bool) -> Batch {
+    Batch {
+        in_tx: p.order.in_tx(),
+        changes: st.changes,
+        waited: st.first_pending_at.map(|t| t.elapsed()),
+        idle,
+        isolating: st.isolating,
+    }
+}
+
 /// Whether the worker keeps the applied position in NATS (the sink has no store of its own).
 fn position_in_nats(sink: &AnySink) -> bool {
     matches!(sink, AnySink::Stdout(_) | AnySink::Webhook(_))
@@ -174,8 +185,8 @@ pub(super) async fn run(
     }
     let mut gap_at: Option<Instant> = None;
     loop {
-        // A batch that could be committed now only waits for what is already there to read.
-        let committable = !p.order.in_tx() && st.first_pending_at.is_some();
+        // A batch that an idle stream would commit only waits for what is already there.
+        let committable = commit_due(open_batch(p, &st, true), cfg.batch_size, cfg.flush_interval);
         let flush_at = st.first_pending_at.map(|t| t + cfg.flush_interval);
         let wait = match flush_at.into_iter().chain(gap_at).min() {
             _ if committable => Duration::ZERO,
@@ -205,17 +216,7 @@ pub(super) async fn run(
                 }
             }
         }
-        let due = commit_due(
-            Batch {
-                in_tx: p.order.in_tx(),
-                changes: st.changes,
-                waited: st.first_pending_at.map(|t| t.elapsed()),
-                idle,
-                isolating: st.isolating,
-            },
-            cfg.batch_size,
-            cfg.flush_interval,
-        );
+        let due = commit_due(open_batch(p, &st, idle), cfg.batch_size, cfg.flush_interval);
         if due {
             if let Err(e) = commit(p, sink, &mut st).await {
                 let seen = st.seen;
