@@ -29,6 +29,7 @@ mod tempdir;
 mod tls;
 pub mod types;
 mod wait;
+pub mod webhook;
 
 pub use http::http_get;
 pub use nats::{read_info_line, NatsServer};

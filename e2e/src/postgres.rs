@@ -245,6 +245,58 @@ impl PgCluster {
         self.start_again().await
     }
 
+    /// Kills every process of the server with SIGKILL (a power loss of the database host, as
+    /// far as its clients can tell); [`PgCluster::start_again`] brings it back through crash
+    /// recovery.
+    pub fn crash(&mut self) -> anyhow::Result<()> {
+        let Some(postmaster) = self.postmaster_pid() else {
+            self.running = false;
+            return Ok(());
+        };
+        let children = crate::system::children_of(postmaster);
+        let _ = crate::system::send_signal(postmaster, "KILL");
+        for pid in children {
+            let _ = crate::system::send_signal(pid, "KILL");
+        }
+        // The pid file stays behind, as after a real crash: `pg_ctl start` checks it.
+        crate::system::wait_gone(postmaster);
+        self.running = false;
+        Ok(())
+    }
+
+    /// Freezes the server and every backend (SIGSTOP): connections stay open, nothing is
+    /// answered, as on a host that hangs.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal_all("STOP")
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal_all("CONT")
+    }
+
+    /// Whether the server is up (started and not stopped or crashed through this handle).
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+
+    fn signal_all(&self, signal: &str) -> anyhow::Result<()> {
+        let postmaster = self
+            .postmaster_pid()
+            .context("postgres is not running (no postmaster.pid)")?;
+        crate::system::send_signal(postmaster, signal)?;
+        for pid in crate::system::children_of(postmaster) {
+            let _ = crate::system::send_signal(pid, signal);
+        }
+        Ok(())
+    }
+
+    fn postmaster_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+    }
+
     /// The TCP port (on 127.0.0.1).
     pub fn port(&self) -> u16 {
         self.port
@@ -346,10 +398,7 @@ impl PgCluster {
     }
 
     fn kill_from_pid_file(&self) {
-        let pid = std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
-            .ok()
-            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()));
-        if let Some(pid) = pid {
+        if let Some(pid) = self.postmaster_pid() {
             let _ = crate::system::send_signal(pid, "KILL");
         }
     }

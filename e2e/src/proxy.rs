@@ -9,7 +9,9 @@
 //! - [`FaultProxy::cut`]: every open connection is dropped at once, wherever it is in a
 //!   message (the peers see a reset or EOF);
 //! - [`FaultProxy::cut_after`]: the next connection to forward `n` more bytes towards the
-//!   upstream is dropped right after them, that is in the middle of a message.
+//!   upstream is dropped right after them, that is in the middle of a message;
+//! - [`FaultProxy::delay`]: every chunk read, both ways, waits that long before it is
+//!   forwarded (a slow or congested link; zero turns it off).
 //!
 //! Dropping the proxy drops every connection and stops listening.
 
@@ -34,6 +36,8 @@ pub struct FaultProxy {
     /// Bumped by [`FaultProxy::cut`]: every connection of an older generation drops.
     generation: watch::Sender<u64>,
     cut_after: CutAfter,
+    /// Added latency per forwarded chunk, in microseconds.
+    delay_us: Arc<AtomicU64>,
     connections: Arc<AtomicU64>,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -49,18 +53,18 @@ impl FaultProxy {
         let counted = connections.clone();
         let cut_after: CutAfter = Arc::default();
         let cut_rx = cut_after.clone();
+        let delay_us = Arc::new(AtomicU64::new(0));
+        let delay_rx = delay_us.clone();
         let accept = tokio::spawn(async move {
             let mut pumps = JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
                 counted.fetch_add(1, Ordering::Relaxed);
-                let (frozen, generation) = (frozen_rx.clone(), generation_rx.clone());
-                pumps.spawn(connection(
-                    client,
-                    upstream,
-                    frozen,
-                    generation,
-                    cut_rx.clone(),
-                ));
+                let link = Link {
+                    frozen: frozen_rx.clone(),
+                    cut_after: cut_rx.clone(),
+                    delay_us: delay_rx.clone(),
+                };
+                pumps.spawn(connection(client, upstream, link, generation_rx.clone()));
                 while pumps.try_join_next().is_some() {}
             }
         });
@@ -69,6 +73,7 @@ impl FaultProxy {
             frozen,
             generation,
             cut_after,
+            delay_us,
             connections,
             accept,
         })
@@ -90,6 +95,13 @@ impl FaultProxy {
 
     pub fn thaw(&self) {
         self.frozen.send_replace(false);
+    }
+
+    /// Holds every chunk read (both ways) for `by` before forwarding it; `Duration::ZERO`
+    /// ends the delay.
+    pub fn delay(&self, by: std::time::Duration) {
+        let us = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
+        self.delay_us.store(us, Ordering::Relaxed);
     }
 
     /// Drops every open connection now.
@@ -114,16 +126,23 @@ impl Drop for FaultProxy {
     }
 }
 
+/// The fault settings a connection's pumps follow.
+#[derive(Clone)]
+struct Link {
+    frozen: watch::Receiver<bool>,
+    cut_after: CutAfter,
+    delay_us: Arc<AtomicU64>,
+}
+
 /// Forwards one connection until either side closes, a cut, or the proxy is dropped.
 async fn connection(
     client: TcpStream,
     upstream: SocketAddr,
-    frozen: watch::Receiver<bool>,
+    link: Link,
     mut generation: watch::Receiver<u64>,
-    cut_after: CutAfter,
 ) {
     let born = *generation.borrow_and_update();
-    let mut f = frozen.clone();
+    let mut f = link.frozen.clone();
     if wait_thawed(&mut f).await.is_err() {
         return;
     }
@@ -135,26 +154,36 @@ async fn connection(
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
     tokio::select! {
-        _ = pump(cr, sw, frozen.clone(), Some(cut_after)) => {}
-        _ = pump(sr, cw, frozen, None) => {}
+        _ = pump(cr, sw, link.clone(), true) => {}
+        _ = pump(sr, cw, link, false) => {}
         _ = generation.wait_for(|g| *g != born) => {}
     }
 }
 
-/// Copies `from` to `to`, holding bytes while frozen; the upstream-bound direction counts
-/// towards a [`FaultProxy::cut_after`].
+/// Copies `from` to `to`, holding bytes while frozen or delayed; the upstream-bound direction
+/// counts towards a [`FaultProxy::cut_after`].
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut frozen: watch::Receiver<bool>,
-    cut_after: Option<CutAfter>,
+    link: Link,
+    upstream_bound: bool,
 ) {
+    let Link {
+        mut frozen,
+        cut_after,
+        delay_us,
+    } = link;
+    let cut_after = upstream_bound.then_some(cut_after);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        let delay = delay_us.load(Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_micros(delay)).await;
+        }
         if wait_thawed(&mut frozen).await.is_err() {
             return;
         }

@@ -4,208 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
+use e2e::webhook::{Receiver, Reply};
 use e2e::{wait_for, PgOptions, Pipeline, Process, ARRIVAL_TIMEOUT};
 
 const ITEMS: &str = "CREATE TABLE public.items (id int PRIMARY KEY, name text)";
-
-/// What the receiver does with one request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Reply {
-    Status(u16),
-    /// Close the connection without answering.
-    Close,
-}
-
-/// One request as received, with what the receiver did.
-#[derive(Clone, Debug)]
-struct Request {
-    method: String,
-    path: String,
-    /// Lower-case names.
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-    reply: Reply,
-}
-
-impl Request {
-    fn accepted(&self) -> bool {
-        matches!(self.reply, Reply::Status(200..=299))
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-}
-
-#[derive(Default)]
-struct State {
-    script: VecDeque<Reply>,
-    default: Option<Reply>,
-    requests: Vec<Request>,
-    /// Answer 400 to any request whose body contains this.
-    reject_containing: Option<Vec<u8>>,
-}
-
-/// The webhook receiver: answers from `script`, then with `default` (200 unless set).
-#[derive(Clone)]
-struct Receiver {
-    url: String,
-    state: Arc<Mutex<State>>,
-}
-
-impl Receiver {
-    async fn start(script: &[Reply], default: Reply) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let state = Arc::new(Mutex::new(State {
-            script: script.iter().copied().collect(),
-            default: Some(default),
-            requests: Vec::new(),
-            reject_containing: None,
-        }));
-        let st = state.clone();
-        tokio::spawn(async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                tokio::spawn(serve(sock, st.clone()));
-            }
-        });
-        Receiver { url, state }
-    }
-
-    fn reject_containing(&self, needle: &str) {
-        self.state.lock().unwrap().reject_containing = Some(needle.as_bytes().to_vec());
-    }
-
-    fn set_default(&self, reply: Reply) {
-        self.state.lock().unwrap().default = Some(reply);
-    }
-
-    fn requests(&self) -> Vec<Request> {
-        self.state.lock().unwrap().requests.clone()
-    }
-
-    fn accepted(&self) -> Vec<Request> {
-        self.requests()
-            .into_iter()
-            .filter(Request::accepted)
-            .collect()
-    }
-
-    /// The changes in the accepted requests, in arrival order (arrays flattened).
-    fn accepted_changes(&self) -> Vec<serde_json::Value> {
-        let mut out = Vec::new();
-        for r in self.accepted() {
-            match r.json() {
-                serde_json::Value::Array(items) => out.extend(items),
-                one => out.push(one),
-            }
-        }
-        out
-    }
-
-    /// Waits until the accepted requests carry at least `n` changes; returns them.
-    async fn wait_changes(&self, n: usize) -> Vec<serde_json::Value> {
-        wait_for(
-            &format!("{n} changes accepted by the webhook receiver"),
-            ARRIVAL_TIMEOUT,
-            || {
-                let changes = self.accepted_changes();
-                async move { (changes.len() >= n).then_some(changes) }
-            },
-        )
-        .await
-        .unwrap()
-    }
-}
-
-/// Serves one connection: HTTP/1.1 requests with a Content-Length body, keep-alive unless the
-/// client sends `Connection: close`.
-async fn serve(mut sock: TcpStream, state: Arc<Mutex<State>>) {
-    let mut buf = Vec::new();
-    loop {
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 8192];
-            match sock.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let mut start = lines.next().unwrap_or_default().split(' ');
-        let method = start.next().unwrap_or_default().to_owned();
-        let path = start.next().unwrap_or_default().to_owned();
-        let headers: HashMap<String, String> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let len: usize = headers
-            .get("content-length")
-            .map_or(0, |v| v.parse().unwrap());
-        while buf.len() < head_end + len {
-            let mut chunk = [0u8; 8192];
-            match sock.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let body = buf[head_end..head_end + len].to_vec();
-        buf.drain(..head_end + len);
-        let close = headers
-            .get("connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        let reply = {
-            let mut st = state.lock().unwrap();
-            let poisoned = st
-                .reject_containing
-                .as_ref()
-                .is_some_and(|needle| body.windows(needle.len()).any(|w| w == needle.as_slice()));
-            let reply = if poisoned {
-                Reply::Status(400)
-            } else {
-                st.script
-                    .pop_front()
-                    .or(st.default)
-                    .unwrap_or(Reply::Status(200))
-            };
-            st.requests.push(Request {
-                method,
-                path,
-                headers,
-                body,
-                reply,
-            });
-            reply
-        };
-        match reply {
-            Reply::Close => return,
-            Reply::Status(code) => {
-                let answer = format!(
-                    "HTTP/1.1 {code} Scripted\r\nContent-Type: text/plain\r\nContent-Length: 8\r\n{}\r\nanswered",
-                    if close { "Connection: close\r\n" } else { "" }
-                );
-                if sock.write_all(answer.as_bytes()).await.is_err() || close {
-                    return;
-                }
-            }
-        }
-    }
-}
 
 /// `pg_flo worker webhook` for `group`, posting to `url`, with `extra` flags and `envs`.
 async fn start_worker(
@@ -270,7 +74,7 @@ const FAST_RETRIES: &[&str] = &[
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_post_per_change_with_pg_flo_json_and_custom_headers() {
     let (p, _r) = setup("hook").await;
-    let rx = Receiver::start(&[], Reply::Status(200)).await;
+    let rx = Receiver::start(&[], Reply::Status(200)).await.unwrap();
     let w = start_worker(
         &p,
         "hook",
@@ -297,12 +101,12 @@ async fn one_post_per_change_with_pg_flo_json_and_custom_headers() {
     src.execute("DELETE FROM items WHERE id = 3", &[])
         .await
         .unwrap();
-    rx.wait_changes(6).await;
+    rx.wait_changes(6).await.unwrap();
     // A later change arrives after all of them: nothing was sent twice before it.
     src.execute("INSERT INTO items VALUES (99, 'sentinel')", &[])
         .await
         .unwrap();
-    let changes = rx.wait_changes(7).await;
+    let changes = rx.wait_changes(7).await.unwrap();
 
     let requests = rx.requests();
     assert_eq!(requests.len(), 7, "one POST per change: {requests:#?}");
@@ -355,7 +159,8 @@ async fn answers_500_are_retried_without_loss_or_reordering() {
         &[Reply::Status(500), Reply::Status(500)],
         Reply::Status(200),
     )
-    .await;
+    .await
+    .unwrap();
     let w = start_worker(&p, "retry", &rx.url, FAST_RETRIES, &[]).await;
     p.source()
         .await
@@ -363,7 +168,7 @@ async fn answers_500_are_retried_without_loss_or_reordering() {
         .batch_execute("INSERT INTO items SELECT g, 'x' FROM generate_series(1, 5) g")
         .await
         .unwrap();
-    let changes = rx.wait_changes(5).await;
+    let changes = rx.wait_changes(5).await.unwrap();
     assert_eq!(ids(&changes), [1, 2, 3, 4, 5]);
     let statuses: Vec<Reply> = rx.requests().iter().map(|r| r.reply).collect();
     assert_eq!(
@@ -378,7 +183,7 @@ async fn answers_500_are_retried_without_loss_or_reordering() {
             Reply::Status(200)
         ]
     );
-    let first = ids(&[rx.requests()[0].json()]);
+    let first = ids(&[rx.requests()[0].json().unwrap()]);
     assert_eq!(first, [1], "the failed request is repeated, not skipped");
     assert!(
         w.stderr().contains("webhook request failed; retrying"),
@@ -390,7 +195,9 @@ async fn answers_500_are_retried_without_loss_or_reordering() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_is_retried() {
     let (p, _r) = setup("dropped").await;
-    let rx = Receiver::start(&[Reply::Close], Reply::Status(200)).await;
+    let rx = Receiver::start(&[Reply::Close], Reply::Status(200))
+        .await
+        .unwrap();
     let _w = start_worker(&p, "dropped", &rx.url, FAST_RETRIES, &[]).await;
     p.source()
         .await
@@ -398,18 +205,18 @@ async fn a_dropped_connection_is_retried() {
         .batch_execute("INSERT INTO items SELECT g, 'x' FROM generate_series(1, 3) g")
         .await
         .unwrap();
-    let changes = rx.wait_changes(3).await;
+    let changes = rx.wait_changes(3).await.unwrap();
     assert_eq!(ids(&changes), [1, 2, 3]);
     let requests = rx.requests();
     assert_eq!(requests.len(), 4, "{requests:#?}");
     assert_eq!(requests[0].reply, Reply::Close);
-    assert_eq!(ids(&[requests[0].json()]), [1]);
+    assert_eq!(ids(&[requests[0].json().unwrap()]), [1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_size_posts_json_arrays_of_at_most_n_changes() {
     let (p, _r) = setup("batched").await;
-    let rx = Receiver::start(&[], Reply::Status(200)).await;
+    let rx = Receiver::start(&[], Reply::Status(200)).await.unwrap();
     let _w = start_worker(
         &p,
         "batched",
@@ -425,12 +232,12 @@ async fn batch_size_posts_json_arrays_of_at_most_n_changes() {
         .batch_execute("INSERT INTO items SELECT g, 'x' FROM generate_series(1, 7) g")
         .await
         .unwrap();
-    let changes = rx.wait_changes(7).await;
+    let changes = rx.wait_changes(7).await.unwrap();
     assert_eq!(ids(&changes), [1, 2, 3, 4, 5, 6, 7]);
     let requests = rx.requests();
     let sizes: Vec<usize> = requests
         .iter()
-        .map(|r| r.json().as_array().expect("a JSON array").len())
+        .map(|r| r.json().unwrap().as_array().expect("a JSON array").len())
         .collect();
     assert_eq!(sizes, [3, 3, 1]);
     for r in &requests {
@@ -448,7 +255,7 @@ async fn batch_size_posts_json_arrays_of_at_most_n_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_change_is_acked_before_its_2xx() {
     let (p, _r) = setup("unacked").await;
-    let rx = Receiver::start(&[], Reply::Status(500)).await;
+    let rx = Receiver::start(&[], Reply::Status(500)).await.unwrap();
     let mut w = start_worker(&p, "unacked", &rx.url, FAST_RETRIES, &[]).await;
     let src = p.source().await.unwrap();
     for i in 1..=3 {
@@ -477,7 +284,7 @@ async fn no_change_is_acked_before_its_2xx() {
 
     rx.set_default(Reply::Status(200));
     let _w2 = start_worker(&p, "unacked", &rx.url, FAST_RETRIES, &[]).await;
-    let changes = rx.wait_changes(3).await;
+    let changes = rx.wait_changes(3).await.unwrap();
     let mut got = ids(&changes);
     got.dedup();
     assert_eq!(
@@ -490,7 +297,7 @@ async fn no_change_is_acked_before_its_2xx() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_400_stops_the_worker_naming_the_status_and_skips_nothing() {
     let (p, _r) = setup("rejected").await;
-    let rx = Receiver::start(&[], Reply::Status(400)).await;
+    let rx = Receiver::start(&[], Reply::Status(400)).await.unwrap();
     let mut w = start_worker(&p, "rejected", &rx.url, &[], &[]).await;
     p.source()
         .await
@@ -521,7 +328,7 @@ async fn a_400_stops_the_worker_naming_the_status_and_skips_nothing() {
     // Nothing was acked: a worker against a healthy receiver delivers the change.
     rx.set_default(Reply::Status(200));
     let _w2 = start_worker(&p, "rejected", &rx.url, &[], &[]).await;
-    let changes = rx.wait_changes(1).await;
+    let changes = rx.wait_changes(1).await.unwrap();
     assert_eq!(ids(&changes), [1]);
     assert_eq!(changes[0]["NewTuple"]["name"], "private-value");
 }
@@ -529,7 +336,7 @@ async fn a_400_stops_the_worker_naming_the_status_and_skips_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_dead_letter_a_rejected_change_is_set_aside_and_the_rest_is_delivered() {
     let (p, _r) = setup("dlqhook").await;
-    let rx = Receiver::start(&[], Reply::Status(200)).await;
+    let rx = Receiver::start(&[], Reply::Status(200)).await.unwrap();
     rx.reject_containing("poison");
     let mut w = start_worker(&p, "dlqhook", &rx.url, &["--dead-letter"], &[]).await;
     let src = p.source().await.unwrap();
@@ -540,7 +347,7 @@ async fn with_dead_letter_a_rejected_change_is_set_aside_and_the_rest_is_deliver
     ] {
         src.batch_execute(sql).await.unwrap();
     }
-    let changes = rx.wait_changes(2).await;
+    let changes = rx.wait_changes(2).await.unwrap();
     assert_eq!(ids(&changes), [1, 3]);
     assert!(w.try_status().unwrap().is_none(), "{}", w.output_dump());
     let err = w.stderr();
@@ -560,7 +367,7 @@ async fn with_dead_letter_a_rejected_change_is_set_aside_and_the_rest_is_deliver
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_larger_than_a_nats_message_are_posted_whole() {
     let (p, _r) = setup("bighook").await;
-    let rx = Receiver::start(&[], Reply::Status(200)).await;
+    let rx = Receiver::start(&[], Reply::Status(200)).await.unwrap();
     let w = start_worker(&p, "bighook", &rx.url, &[], &[]).await;
     let src = p.source().await.unwrap();
     src.batch_execute(
@@ -571,7 +378,7 @@ async fn values_larger_than_a_nats_message_are_posted_whole() {
     )
     .await
     .unwrap();
-    let changes = rx.wait_changes(4).await;
+    let changes = rx.wait_changes(4).await.unwrap();
     assert_eq!(ids(&changes), [1, 2, 3, 4], "{}", w.output_dump());
     for (c, (prefix, len)) in changes.iter().zip([
         ("small", 5),
