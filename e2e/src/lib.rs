@@ -16,6 +16,7 @@
 //! Missing server binaries fail loudly with the install command. When the tests run as
 //! root, PostgreSQL runs as the `postgres` system user (created if missing) via `runuser`.
 
+pub mod chaos;
 pub mod file_sink;
 mod http;
 mod nats;

@@ -131,6 +131,11 @@ impl Receiver {
         self.lock().requests.clone()
     }
 
+    /// The requests after the first `n`, in arrival order.
+    pub fn requests_since(&self, n: usize) -> Vec<Request> {
+        self.lock().requests.get(n..).unwrap_or_default().to_vec()
+    }
+
     pub fn accepted(&self) -> Vec<Request> {
         self.requests()
             .into_iter()
