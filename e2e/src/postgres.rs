@@ -253,13 +253,27 @@ impl PgCluster {
             self.running = false;
             return Ok(());
         };
+        // Stopped first, the postmaster forks no new backend and restarts nothing while its
+        // children are listed; then everything dies at once, postmaster first, so no child
+        // lives on to recover or restart the others.
+        crate::system::send_signal(postmaster, "STOP")?;
         let children = crate::system::children_of(postmaster);
-        let _ = crate::system::send_signal(postmaster, "KILL");
-        for pid in children {
-            let _ = crate::system::send_signal(pid, "KILL");
+        crate::system::send_signal(postmaster, "KILL")?;
+        for pid in &children {
+            let _ = crate::system::send_signal(*pid, "KILL");
         }
-        // The pid file stays behind, as after a real crash: `pg_ctl start` checks it.
-        crate::system::wait_gone(postmaster);
+        for pid in children.into_iter().chain([postmaster]) {
+            crate::system::wait_gone(pid);
+        }
+        // The killed postmaster may linger as a zombie (nobody reaps daemons in a container),
+        // and PostgreSQL refuses to start while the pid in its lock file exists: after a real
+        // crash that pid is gone, so the lock file goes too.
+        std::fs::remove_file(self.data_dir().join("postmaster.pid"))
+            .context("remove the crashed server's postmaster.pid")?;
+        let socket_lock = self
+            .socket_dir()
+            .join(format!(".s.PGSQL.{}.lock", self.port));
+        let _ = std::fs::remove_file(socket_lock);
         self.running = false;
         Ok(())
     }
@@ -280,10 +294,18 @@ impl PgCluster {
         self.running
     }
 
+    /// Sends `signal` to the postmaster and every backend (each backend is a session of its
+    /// own, so a process-group signal would miss them).
     fn signal_all(&self, signal: &str) -> anyhow::Result<()> {
         let postmaster = self
             .postmaster_pid()
             .context("postgres is not running (no postmaster.pid)")?;
+        if signal == "CONT" {
+            for pid in crate::system::children_of(postmaster) {
+                let _ = crate::system::send_signal(pid, signal);
+            }
+            return crate::system::send_signal(postmaster, signal);
+        }
         crate::system::send_signal(postmaster, signal)?;
         for pid in crate::system::children_of(postmaster) {
             let _ = crate::system::send_signal(pid, signal);

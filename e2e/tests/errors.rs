@@ -46,6 +46,33 @@ async fn table_without_primary_key_or_identity() {
     assert_eq!(slots.len(), 0);
 }
 
+/// A worker that cannot log in to its target says so and how to go on, not that a change was
+/// rejected (no change was; `--dead-letter` would not help).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_a_wrong_target_password_names_the_login_not_a_change() {
+    let p = Pipeline::start(PgOptions::default()).await.unwrap();
+    p.both("CREATE TABLE t (id int PRIMARY KEY)").await.unwrap();
+    let _r = p.start_replicator("g", "t").await.unwrap();
+    let mut args = p.pg_worker_args("g");
+    let i = args.iter().position(|a| a == "--target-password").unwrap();
+    args[i + 1] = "not-the-password".into();
+    args.push("--dead-letter".into());
+    let mut w = Pipeline::spawn("worker", &args).unwrap();
+    w.expect_failure(&[
+        "could not connect to the target database",
+        "password authentication failed",
+        "--target-password",
+    ])
+    .await
+    .unwrap();
+    let log = w.stderr();
+    assert!(!log.contains("rejected a change"), "{log}");
+    assert!(
+        !log.contains("not-the-password"),
+        "the password leaked: {log}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password() {
     let p = Pipeline::start(PgOptions::default()).await.unwrap();

@@ -185,3 +185,38 @@ fn pg_flo_bin_is_found_or_explains_how_to_build_it() {
         Err(e) => assert!(format!("{e}").contains("cargo build --bins"), "{e}"),
     }
 }
+
+/// `crash` kills every server process at once (the postmaster too: nothing reinitializes by
+/// itself), a paused server answers nothing until resumed, and `start_again` recovers the
+/// committed rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crashes_pauses_and_recovers_its_committed_rows() {
+    let mut pg = PgCluster::start(PgOptions::default()).await.unwrap();
+    let c = pg.client("postgres").await.unwrap();
+    c.batch_execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2);")
+        .await
+        .unwrap();
+
+    pg.pause().unwrap();
+    let answer = tokio::time::timeout(Duration::from_millis(500), c.simple_query("SELECT 1"));
+    assert!(answer.await.is_err(), "a paused server answered");
+    pg.resume().unwrap();
+
+    pg.crash().unwrap();
+    assert!(!pg.is_running());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        pg.client("postgres").await.is_err(),
+        "the crashed server still takes connections"
+    );
+    assert!(c.is_closed() || c.simple_query("SELECT 1").await.is_err());
+    pg.start_again().await.unwrap();
+    let c = pg.client("postgres").await.unwrap();
+    assert_eq!(count(&c, "t").await.unwrap(), 2);
+    let log = std::fs::read_to_string(pg.log_path()).unwrap();
+    assert!(log.contains("database system was interrupted"), "{log}");
+    assert!(
+        !log.contains("reinitializing"),
+        "the postmaster survived: {log}"
+    );
+}

@@ -101,3 +101,43 @@ async fn both_slot_syntaxes_and_an_idle_exporting_connection() {
     assert_eq!(rows[0][0].as_deref(), Some("0"));
     conn.identify_system().await.unwrap();
 }
+
+/// A fast shutdown of the source ends the stream with the COPY's CommandComplete (no
+/// CopyDone): that is a closed connection to open again, not a protocol violation that stops
+/// the replicator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_shutdown_closes_the_stream_as_a_transient_error() {
+    let mut pg = PgCluster::start(PgOptions::default()).await.unwrap();
+    pg.create_database("source").await.unwrap();
+    pg.client("source")
+        .await
+        .unwrap()
+        .batch_execute("CREATE PUBLICATION p FOR ALL TABLES")
+        .await
+        .unwrap();
+    let mut conn = ReplicationConnection::connect(&source(&pg), "test")
+        .await
+        .unwrap();
+    let slot = conn.create_slot("s", SlotSnapshot::Nothing).await.unwrap();
+    let (mut reader, _writer) = conn
+        .start_replication("s", "p", slot.consistent_point, false)
+        .await
+        .unwrap();
+    let stop = tokio::spawn(async move {
+        pg.stop().await.unwrap();
+        pg
+    });
+    let err = loop {
+        match tokio::time::timeout(Duration::from_secs(60), reader.recv()).await {
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => break e,
+            Err(_) => panic!("the stream did not end within 60 s of the shutdown"),
+        }
+    };
+    assert!(
+        matches!(err, pg_flo::source::replication::ReplicationError::Closed),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    drop(stop.await.unwrap());
+}

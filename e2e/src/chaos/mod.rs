@@ -406,11 +406,8 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
             if !outcome.hopeless() && !outcome.settled() {
                 report.stalls += 1;
             }
-            report.failure = Some(format!(
-                "{plan}\n{}\n{}",
-                outcome.describe(),
-                rig.diagnostics()
-            ));
+            println!("{}", rig.diagnostics());
+            report.failure = Some(format!("{plan}\n{}", outcome.describe()));
             break;
         }
         report.rounds_passed += 1;

@@ -139,11 +139,11 @@ pub enum Fault {
 
 /// What a fault hits: two faults of a round never share one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Target {
+enum Hit {
     Proc(Proc),
     Nats,
-    TargetDb,
-    SourceDb,
+    TargetPostgres,
+    SourcePostgres,
     Link(Link),
 }
 
@@ -180,16 +180,16 @@ impl Fault {
         }
     }
 
-    fn target(&self) -> Target {
+    fn hit(&self) -> Hit {
         match *self {
-            Fault::Kill { proc, .. } | Fault::Pause { proc, .. } => Target::Proc(proc),
-            Fault::KillNats { .. } | Fault::PauseNats { .. } => Target::Nats,
-            Fault::CrashTarget { .. } | Fault::PauseTarget { .. } => Target::TargetDb,
-            Fault::RestartSource { .. } => Target::SourceDb,
+            Fault::Kill { proc, .. } | Fault::Pause { proc, .. } => Hit::Proc(proc),
+            Fault::KillNats { .. } | Fault::PauseNats { .. } => Hit::Nats,
+            Fault::CrashTarget { .. } | Fault::PauseTarget { .. } => Hit::TargetPostgres,
+            Fault::RestartSource { .. } => Hit::SourcePostgres,
             Fault::Cut(link)
             | Fault::CutAfter(link, _)
             | Fault::Freeze { link, .. }
-            | Fault::Delay { link, .. } => Target::Link(link),
+            | Fault::Delay { link, .. } => Hit::Link(link),
         }
     }
 
@@ -330,7 +330,7 @@ pub fn plan_round(seed: u64, round: u32, window: Duration) -> RoundPlan {
     while faults.len() < wanted && attempts < 20 {
         attempts += 1;
         let fault = random_fault(&mut rng);
-        if faults.iter().any(|s| s.fault.target() == fault.target()) {
+        if faults.iter().any(|s| s.fault.hit() == fault.hit()) {
             continue;
         }
         // Late enough for the workload to be running, early enough to heal in the window.
@@ -437,7 +437,7 @@ mod tests {
                 for (i, a) in plan.faults.iter().enumerate() {
                     assert!(a.at >= WINDOW / 10 && a.at < WINDOW * 7 / 10, "{plan}");
                     for b in &plan.faults[i + 1..] {
-                        assert_ne!(a.fault.target(), b.fault.target(), "{plan}");
+                        assert_ne!(a.fault.hit(), b.fault.hit(), "{plan}");
                     }
                 }
             }

@@ -184,9 +184,11 @@ fn delete_signature(table: &str, old: &BTreeMap<String, Option<String>>) -> Stri
     if let Some(Some(uid)) = old.get("uid") {
         return format!("{table} DELETE uid={uid}");
     }
+    // JSON sinks list every column of the old tuple, NULL where the identity does not carry
+    // it; identity columns are never NULL here.
     let key: Vec<String> = old
         .iter()
-        .map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("NULL")))
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
         .collect();
     format!("{table} DELETE {}", key.join(","))
 }
@@ -338,7 +340,7 @@ mod tests {
                 Some("public.t_pk UPDATE uid=9 ver=2"),
             ),
             (
-                r#"{"Type":"DELETE","Schema":"public","Table":"t_composite","OldTuple":{"b":77,"a":2}}"#,
+                r#"{"Type":"DELETE","Schema":"public","Table":"t_composite","OldTuple":{"b":77,"a":2,"note":null}}"#,
                 Some("public.t_composite DELETE a=2,b=77"),
             ),
             (

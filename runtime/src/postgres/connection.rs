@@ -164,7 +164,15 @@ impl ConnectError {
             ConnectError::Unavailable { .. }
             | ConnectError::Unreachable { .. }
             | ConnectError::StartupTimeout { .. } => Retry::Transient,
-            ConnectError::Other { source, .. } if source.is_closed() => Retry::Transient,
+            // The connection broke during the handshake (a server crashing or restarting, a
+            // reset on the way): an I/O error underneath, or the stream just closed.
+            ConnectError::Other { source, .. }
+                if source.is_closed()
+                    || std::error::Error::source(source)
+                        .is_some_and(|e| e.downcast_ref::<std::io::Error>().is_some()) =>
+            {
+                Retry::Transient
+            }
             _ => Retry::Permanent,
         }
     }
@@ -489,6 +497,39 @@ mod tests {
         );
         assert!(err.is_transient());
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// A server that resets or closes the connection in the middle of the startup (it crashed
+    /// or is restarting) is a transient failure: the worker connects again instead of
+    /// stopping (found by the chaos run: a crash of the target stopped the postgres worker).
+    #[tokio::test]
+    async fn a_connection_broken_during_the_startup_is_transient() {
+        for reset in [true, false] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt as _;
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut startup = [0u8; 8];
+                let _ = s.read(&mut startup).await;
+                if reset {
+                    // SO_LINGER 0: the close sends RST, as a killed server's kernel does.
+                    socket2::SockRef::from(&s)
+                        .set_linger(Some(Duration::ZERO))
+                        .unwrap();
+                }
+                drop(s);
+            });
+            let err = connect_within(
+                &conn("127.0.0.1", port, SslMode::Disable),
+                "test",
+                Duration::from_secs(5),
+            )
+            .await
+            .err()
+            .unwrap();
+            assert!(err.is_transient(), "reset={reset}: {err:?}");
+        }
     }
 
     #[test]

@@ -561,7 +561,14 @@ impl Reader {
                     }
                 }
                 Message::ErrorResponse(body) => return Err(server_error(&body)),
-                Message::CopyDone => return Err(ReplicationError::Closed),
+                // The server ends streaming: CopyDone, or (a walsender at server shutdown,
+                // once the client has everything) straight away the CommandComplete of the
+                // COPY, without a CopyDone. Either way the connection is done, not broken:
+                // the replicator connects again (found by the chaos run: a fast restart of the
+                // source used to stop every replicator with a protocol violation).
+                Message::CopyDone | Message::CommandComplete(_) => {
+                    return Err(ReplicationError::Closed)
+                }
                 Message::NoticeResponse(_) | Message::ParameterStatus(_) => {}
                 other => {
                     return Err(ReplicationError::Protocol(format!(

@@ -154,6 +154,12 @@ fn sink_failure(sink: &str, source: &SinkError) -> String {
     }
     match source.retry() {
         Retry::Transient => format!("the {sink} sink failed"),
+        // No change was refused: the target is unreachable with these settings (password,
+        // database, TLS), so --dead-letter would not help.
+        Retry::Permanent if matches!(source, SinkError::Connect { .. }) => format!(
+            "the {sink} sink cannot connect to its target with these settings; the worker \
+             stops: nothing was acked or skipped. Fix the cause (see below) and restart the worker"
+        ),
         Retry::Permanent => format!(
             "the {sink} sink rejected a change permanently; the worker stops: nothing was acked or \
              skipped, the change and everything after it stay in the stream. Fix the cause (see \
@@ -347,5 +353,37 @@ impl Transform {
         if let Some(routes) = &self.routes {
             routes.apply(batch);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SslMode;
+    use crate::postgres::connection::ConnectError;
+    use crate::postgres::tls::TlsError;
+
+    /// A target the worker cannot log in to (settings changed under a running worker) is no
+    /// rejected change: the message says so and does not suggest --dead-letter.
+    #[test]
+    fn a_permanent_connect_failure_is_not_called_a_rejected_change() {
+        let connect = SinkError::Connect {
+            target: "u@h:5432/db".into(),
+            source: Box::new(ConnectError::TlsConfig {
+                endpoint: "h:5432/db".into(),
+                sslmode: SslMode::VerifyFull,
+                source: TlsError::MissingRootCert {
+                    mode: SslMode::VerifyFull,
+                },
+            }),
+        };
+        let text = sink_failure("postgres", &connect);
+        assert!(
+            text.contains("cannot connect to its target with these settings"),
+            "{text}"
+        );
+        assert!(!text.contains("--dead-letter"), "{text}");
+        let rejected = SinkError::Invalid("bad".into());
+        assert!(sink_failure("postgres", &rejected).contains("--dead-letter"));
     }
 }
