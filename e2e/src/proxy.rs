@@ -104,6 +104,16 @@ impl FaultProxy {
         self.delay_us.store(us, Ordering::Relaxed);
     }
 
+    /// Ends every lasting fault: thawed, no delay, no cut pending (open connections stay).
+    pub fn heal(&self) {
+        self.thaw();
+        self.delay(std::time::Duration::ZERO);
+        *self
+            .cut_after
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
     /// Drops every open connection now.
     pub fn cut(&self) {
         self.generation.send_modify(|g| *g += 1);

@@ -181,3 +181,33 @@ async fn sigterm_stops_both_processes_cleanly_and_they_resume() {
     let _w = p.start_pg_worker("crash").await.unwrap();
     p.wait_equal("public.events", "id").await.unwrap();
 }
+
+/// A replicator started while the source is down (restarting, or a link still coming back)
+/// retries its start as it retries streaming, instead of exiting at once; once the source is
+/// back it streams and nothing is missed (found by the chaos run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicator_started_while_the_source_is_down_waits_for_it() {
+    let mut p = Pipeline::start(PgOptions::default()).await.unwrap();
+    p.both(TABLE).await.unwrap();
+    p.pg.stop().await.unwrap();
+    let mut r = Pipeline::spawn("replicator", &p.replicator_args("late", "events")).unwrap();
+    r.wait_for_output(
+        "replicator could not start; retrying",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert!(r.try_status().unwrap().is_none(), "{}", r.output_dump());
+    p.pg.start_again().await.unwrap();
+    r.wait_streaming().await.unwrap();
+    let w = p.start_pg_worker("late").await.unwrap();
+    p.source()
+        .await
+        .unwrap()
+        .batch_execute("INSERT INTO events VALUES (1, 1, 'after the outage')")
+        .await
+        .unwrap();
+    p.wait_equal("public.events", "id")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}\n{}", r.output_dump(), w.output_dump()));
+}

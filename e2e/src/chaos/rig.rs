@@ -392,12 +392,11 @@ impl Rig {
             .with_context(|| format!("no proxy for {link:?}"))
     }
 
-    /// Ends every fault: links thawed and undelayed, servers running, processes resumed and
+    /// Ends every fault: links thawed, undelayed and without a pending cut, servers running, processes resumed and
     /// released.
     pub async fn heal(&mut self) -> anyhow::Result<()> {
         for proxy in self.links.values() {
-            proxy.thaw();
-            proxy.delay(Duration::ZERO);
+            proxy.heal();
         }
         self.apply(Action::ContNats).await?;
         self.apply(Action::StartNats).await?;

@@ -74,7 +74,45 @@ struct Shared {
 }
 
 /// Runs the replicator until `shutdown` turns true or a permanent error occurs.
+///
+/// A transient failure while starting (the source, a link or NATS still coming back: a
+/// connection closed in the middle of a catalog query, a refused connection) is retried as one
+/// while streaming is: up to `--retry-max-attempts` in a row, with the backoff. Found by the
+/// chaos run, where such a blip at start made the replicator exit and wait for a supervisor.
 pub async fn run(
+    cfg: ReplicatorConfig,
+    mut shutdown: watch::Receiver<bool>,
+    health: crate::http::Health,
+) -> Result<(), ReplicatorError> {
+    let mut attempts = 0u32;
+    let mut backoff = Backoff::new(cfg.retry.initial_wait, cfg.retry.max_wait);
+    loop {
+        // Errors of the streaming loop come back as `GaveUp` or permanent: only a start fails
+        // transiently here.
+        match run_once(cfg.clone(), shutdown.clone(), health.clone()).await {
+            Err(e) if e.is_transient() => {
+                metrics::error(e.category());
+                attempts += 1;
+                if attempts >= cfg.retry.max_attempts.max(1) {
+                    return Err(ReplicatorError::GaveUp {
+                        attempts,
+                        last: Box::new(e),
+                    });
+                }
+                let wait = backoff.next_wait();
+                tracing::warn!(error = %error_chain(&e), retry_in = ?wait, attempt = attempts, "replicator could not start; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Starts (catalog checks, publication, streams, slot and identity, or the copy) and streams.
+async fn run_once(
     cfg: ReplicatorConfig,
     mut shutdown: watch::Receiver<bool>,
     health: crate::http::Health,
