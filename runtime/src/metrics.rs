@@ -27,7 +27,30 @@ pub struct Metrics {
     pub copy_rows: IntCounterVec,
     pub copy_ranges_done: IntCounterVec,
     pub copy_ranges_total: IntGaugeVec,
+    pub replicator_slot_retained_bytes: IntGauge,
+    pub replicator_slot_safe_wal_size_bytes: IntGauge,
+    pub replicator_slot_wal_status: IntGaugeVec,
+    pub replicator_bytes_published: IntCounter,
+    pub replicator_in_flight: IntGauge,
+    pub replicator_publish_duration: Histogram,
+    pub worker_lag: Histogram,
+    pub worker_held_messages: IntGauge,
+    pub worker_consumer_pending: IntGauge,
+    pub worker_consumer_ack_pending: IntGauge,
+    pub webhook_requests: IntCounterVec,
+    pub build_info: IntGaugeVec,
+    pub config_info: IntGaugeVec,
 }
+
+/// The values `pg_flo_replicator_slot_wal_status{status}` takes (PostgreSQL's
+/// `pg_replication_slots.wal_status`); the slot's current one is 1, the others 0.
+pub const WAL_STATUSES: [&str; 4] = ["reserved", "extended", "unreserved", "lost"];
+
+/// Buckets of the latency histograms: 1 ms to 10 min.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+    600.0,
+];
 
 fn build() -> Result<Metrics, prometheus::Error> {
     let registry = Registry::new();
@@ -89,7 +112,86 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["table"],
     )?;
     registry.register(Box::new(copy_ranges_total.clone()))?;
+    let histogram = |name: &str, help: &str| -> Result<Histogram, prometheus::Error> {
+        let h = Histogram::with_opts(
+            HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(h.clone()))?;
+        Ok(h)
+    };
+    let gauge_vec = |name: &str, help: &str, label: &str| -> Result<IntGaugeVec, prometheus::Error> {
+        let g = IntGaugeVec::new(Opts::new(name, help), &[label])?;
+        registry.register(Box::new(g.clone()))?;
+        Ok(g)
+    };
+    let webhook_requests = IntCounterVec::new(
+        Opts::new(
+            "pg_flo_webhook_requests_total",
+            "Webhook requests by outcome: the HTTP status code, or `error` (no answer: \
+             connection failed, timed out)",
+        ),
+        &["status"],
+    )?;
+    registry.register(Box::new(webhook_requests.clone()))?;
     Ok(Metrics {
+        replicator_slot_retained_bytes: gauge(
+            "pg_flo_replicator_slot_retained_bytes",
+            "Source WAL the group's slot retains (current WAL position minus the slot's \
+             restart_lsn); it cannot be recycled while the slot holds it",
+        )?,
+        replicator_slot_safe_wal_size_bytes: gauge(
+            "pg_flo_replicator_slot_safe_wal_size_bytes",
+            "WAL that can still be written before the slot is in danger of being lost \
+             (pg_replication_slots.safe_wal_size; -1 when unlimited: no max_slot_wal_keep_size)",
+        )?,
+        replicator_slot_wal_status: gauge_vec(
+            "pg_flo_replicator_slot_wal_status",
+            "The slot's wal_status: 1 for the current one of reserved, extended, unreserved, lost",
+            "status",
+        )?,
+        replicator_bytes_published: counter(
+            "pg_flo_replicator_bytes_published_total",
+            "Payload bytes of the NATS messages acknowledged by JetStream",
+        )?,
+        replicator_in_flight: gauge(
+            "pg_flo_replicator_in_flight",
+            "Published NATS messages awaiting their JetStream acknowledgement",
+        )?,
+        replicator_publish_duration: histogram(
+            "pg_flo_replicator_publish_duration_seconds",
+            "Time from publishing a NATS message to its JetStream acknowledgement",
+        )?,
+        worker_lag: histogram(
+            "pg_flo_worker_lag_seconds",
+            "End-to-end lag: from the source transaction's commit to the sink commit that made \
+             it durable (observed per sink commit, for its newest transaction)",
+        )?,
+        worker_held_messages: gauge(
+            "pg_flo_worker_held_messages",
+            "NATS messages held back until their predecessor arrives",
+        )?,
+        worker_consumer_pending: gauge(
+            "pg_flo_worker_consumer_pending",
+            "Messages in the group's stream not yet delivered to the worker (JetStream \
+             consumer num_pending)",
+        )?,
+        worker_consumer_ack_pending: gauge(
+            "pg_flo_worker_consumer_ack_pending",
+            "Messages delivered to the worker and not yet acknowledged (JetStream consumer \
+             num_ack_pending)",
+        )?,
+        webhook_requests,
+        build_info: gauge_vec(
+            "pg_flo_build_info",
+            "Always 1; the version of the running pg_flo",
+            "version",
+        )?,
+        config_info: gauge_vec(
+            "pg_flo_config_info",
+            "Always 1; the hash of the configuration files the process loaded (config file, \
+             rules, routing: pg_flo_config::files_hash, the operator's pgflo.io/config-hash)",
+            "hash",
+        )?,
         copy_rows,
         copy_ranges_done,
         copy_ranges_total,

@@ -437,16 +437,44 @@ pub async fn find_slot(client: &Client, slot: &str) -> Result<Option<SlotInfo>, 
     }))
 }
 
-/// Bytes of WAL between the server's current position and `lsn`.
-pub async fn lag_bytes(client: &Client, lsn: crate::lsn::Lsn) -> Result<i64, CatalogError> {
+/// The replicator's lag and the health of its slot, as one reading.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotReading {
+    /// WAL between the server's current position and the position the replicator confirmed.
+    pub lag_bytes: i64,
+    /// WAL between the server's current position and the slot's `restart_lsn` (what the slot
+    /// keeps from being recycled); `None` without the slot.
+    pub retained_bytes: Option<i64>,
+    /// `pg_replication_slots.wal_status` (PostgreSQL 13+).
+    pub wal_status: Option<String>,
+    /// `pg_replication_slots.safe_wal_size`; `None` when unlimited.
+    pub safe_wal_size: Option<i64>,
+}
+
+/// Reads [`SlotReading`] for `slot`, with `confirmed` the replicator's confirmed position
+/// (PostgreSQL 13+, as pg_flo requires).
+pub async fn slot_reading(
+    client: &Client,
+    slot: &str,
+    confirmed: crate::lsn::Lsn,
+) -> Result<SlotReading, CatalogError> {
     let row = client
         .query_one(
-            "SELECT (pg_current_wal_lsn() - $1::text::pg_lsn)::bigint",
-            &[&lsn.to_string()],
+            "SELECT (pg_current_wal_lsn() - $1::text::pg_lsn)::bigint, \
+                    (SELECT (pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_replication_slots \
+                      WHERE slot_name = $2), \
+                    (SELECT wal_status FROM pg_replication_slots WHERE slot_name = $2), \
+                    (SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = $2)",
+            &[&confirmed.to_string(), &slot],
         )
         .await
-        .map_err(q("measuring replication lag"))?;
-    Ok(row.get(0))
+        .map_err(q("reading the slot's lag and retained WAL"))?;
+    Ok(SlotReading {
+        lag_bytes: row.get(0),
+        retained_bytes: row.get(1),
+        wal_status: row.get(2),
+        safe_wal_size: row.get(3),
+    })
 }
 
 #[cfg(test)]

@@ -238,7 +238,7 @@ async fn run_once(
 
     drop(catalog_client);
     let (confirmed_tx, confirmed_rx) = watch::channel(confirmed);
-    let lag = tokio::spawn(read_lag(cfg.source.clone(), confirmed_rx));
+    let lag = tokio::spawn(read_lag(cfg.source.clone(), slot.clone(), confirmed_rx));
     let _lag = AbortOnDrop(lag);
     let mut shared = Shared {
         cfg,
@@ -301,7 +301,11 @@ impl Drop for AbortOnDrop {
 
 /// Reads the slot's lag behind the server's WAL every 5 s on a connection of its own, so that
 /// a slow catalog never delays a standby status update.
-async fn read_lag(source: config::PgConnConfig, mut confirmed: watch::Receiver<Lsn>) {
+async fn read_lag(
+    source: config::PgConnConfig,
+    slot: String,
+    mut confirmed: watch::Receiver<Lsn>,
+) {
     let mut client: Option<Client> = None;
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -312,10 +316,30 @@ async fn read_lag(source: config::PgConnConfig, mut confirmed: watch::Receiver<L
         }
         let Some(c) = &client else { continue };
         let lsn = *confirmed.borrow_and_update();
-        let read = tokio::time::timeout(Duration::from_secs(10), catalog::lag_bytes(c, lsn));
-        if let Ok(Ok(bytes)) = read.await {
-            metrics::get().replicator_lag_bytes.set(bytes);
+        let read = tokio::time::timeout(
+            Duration::from_secs(10),
+            catalog::slot_reading(c, &slot, lsn),
+        );
+        if let Ok(Ok(reading)) = read.await {
+            publish_slot_reading(&reading);
         }
+    }
+}
+
+/// Sets the slot gauges from a reading.
+fn publish_slot_reading(reading: &catalog::SlotReading) {
+    let m = metrics::get();
+    m.replicator_lag_bytes.set(reading.lag_bytes);
+    if let Some(retained) = reading.retained_bytes {
+        m.replicator_slot_retained_bytes.set(retained);
+    }
+    m.replicator_slot_safe_wal_size_bytes
+        .set(reading.safe_wal_size.unwrap_or(-1));
+    for status in metrics::WAL_STATUSES {
+        let current = reading.wal_status.as_deref() == Some(status);
+        m.replicator_slot_wal_status
+            .with_label_values(&[status])
+            .set(i64::from(current));
     }
 }
 
