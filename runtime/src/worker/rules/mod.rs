@@ -67,23 +67,42 @@ use compare::Filter;
 /// The loaded rules of every table.
 ///
 /// Filter comparison (`<column value> <operator> <rule value>`), by the column's type OID, on
-/// PostgreSQL's text output:
-/// - integers (`int2`, `int4`, `int8`, `oid`), `numeric`, `float4`, `float8`: numerically and
-///   exactly (both sides are compared as decimal numbers, so `9007199254740993 >
-///   9007199254740992` holds; `Infinity`, `-Infinity` and `NaN` order as in PostgreSQL);
+/// PostgreSQL's text output, giving the answer PostgreSQL gives to
+/// `<column> <op> '<rule value>'::<type>` (checked against a server by
+/// `runtime/tests/filter_order.rs`):
+/// - integers (`int2`, `int4`, `int8`, `oid`) and `numeric`: numerically and exactly (both sides
+///   are compared as decimal numbers, so `9007199254740993 > 9007199254740992` holds and an
+///   integer column compares with `2.5` or `1e30` as SQL does; `Infinity`, `-Infinity` and
+///   `NaN` order as in PostgreSQL: NaN above everything and equal to itself);
+/// - `float4`, `float8`: the rule value is first rounded to the column's type, as PostgreSQL
+///   reads it (`0.100000001` equals a `float4` 0.1); `-0 = 0`, NaN as above;
 /// - `bool`: `t`/`f` against `true`/`false`/`t`/`f`/`yes`/`no`/`on`/`off`/`1`/`0`; only `eq` and
 ///   `ne` can hold, ordering operators never do;
 /// - `date`: as dates; `timestamp`: as wall-clock date-times (an offset in the rule value is
 ///   ignored, as PostgreSQL does when casting to `timestamp`); `timestamptz`: as instants, so
 ///   `2024-03-20 10:00:00+00` equals `2024-03-20 15:30:00+05:30` (the rule value may be
 ///   RFC 3339 or PostgreSQL's format; without an offset it is taken as UTC); a date-only rule
-///   value means midnight; `infinity`/`-infinity` order last/first;
+///   value means midnight; `infinity`/`-infinity` order last/first. Over PostgreSQL's whole
+///   range (4714-11-24 BC to 5874897 AD for dates, to 294276 AD for timestamps), and read as
+///   PostgreSQL reads them: fractions of a second rounded to microseconds, `24:00:00` and
+///   second 60 accepted, offsets `Z`, `+5`, `+05`, `+0530`, `+05:30`, `+05:30:15` up to
+///   15:59:59. Rule values are ISO dates with a year of at least three digits; PostgreSQL's
+///   other spellings (`now`, `epoch`, `March 20, 2024`, named time zones, two-digit years) do
+///   not parse. A time of day in a rule value for a `date` column does not parse either (SQL
+///   would drop it);
 /// - every other type (text-like, uuid, json, ...): byte-wise string comparison;
 /// - `contains`: case-sensitive substring of the text form, for every type.
 ///
 /// A value that cannot be parsed for a numeric or time column makes the comparison false (the
-/// change is dropped), as does a filter naming a column the table does not have (or one an
-/// earlier `exclude_column` removed): a filter is an allow-list and fails closed.
+/// change is dropped), and so does a rule value PostgreSQL refuses for the type (out of its
+/// range, `2024-02-30`, year 0, `+infinity`, an offset beyond 15:59:59, `1e400` for a float),
+/// as does a filter naming a column the table does not have (or one an earlier
+/// `exclude_column` removed): a filter is an allow-list and fails closed.
+///
+/// The rule value is YAML: an unquoted number is read as YAML's number (`1.50` becomes `1.5`,
+/// `.inf` infinity); an unquoted decimal with more than 15 significant digits is rounded to a
+/// 64-bit float by YAML before the worker sees it (and an unquoted integer beyond 64 bits does
+/// not load): quote such values.
 ///
 /// Missing data (pg_flo dropped these changes, weakness 12; we keep them):
 /// - NULL: every operator is false (as in SQL), the change is dropped;

@@ -409,6 +409,197 @@ fn filter_dates_and_timestamps() {
     }
 }
 
+/// Cases `runtime/tests/filter_order.rs` (filter vs PostgreSQL's own comparison) found wrong.
+#[test]
+fn filter_time_values_as_postgres_reads_them() {
+    for (oid, value, op, rule, want) in [
+        // The whole of PostgreSQL's range: dates to 5874897 AD, timestamps to 294276 AD.
+        (DATE, "1900-01-01", "lt", "262143-01-01", true),
+        (DATE, "5874897-12-31", "gt", "5874897-12-30", true),
+        (DATE, "5874897-12-31", "lt", "infinity", true),
+        (DATE, "4714-11-24 BC", "gt", "-infinity", true),
+        (
+            TIMESTAMP,
+            "294276-12-31 23:59:59.999999",
+            "gt",
+            "294276-12-31",
+            true,
+        ),
+        // Fractions beyond microseconds are rounded (as PostgreSQL: rint(fraction * 1e6)).
+        (
+            TIMESTAMPTZ,
+            "1900-01-01 00:00:00+00",
+            "eq",
+            "1900-01-01T00:00:00.0000004",
+            true,
+        ),
+        (
+            TIMESTAMP,
+            "2024-03-20 10:00:01",
+            "eq",
+            "2024-03-20 10:00:00.9999999",
+            true,
+        ),
+        (
+            TIMESTAMP,
+            "2024-03-20 10:00:00.000001",
+            "eq",
+            "2024-03-20 10:00:00.0000005",
+            false,
+        ),
+        // 24:00:00 and second 60 are the next midnight / minute.
+        (
+            TIMESTAMP,
+            "1900-01-02 00:00:00",
+            "eq",
+            "1900-01-01 24:00:00",
+            true,
+        ),
+        (
+            TIMESTAMP,
+            "2024-03-21 00:00:00",
+            "eq",
+            "2024-03-20 23:59:60",
+            true,
+        ),
+        (
+            TIMESTAMP,
+            "2024-03-20 10:01:00.5",
+            "eq",
+            "2024-03-20 10:00:60.5",
+            true,
+        ),
+        // Offsets: one-digit hours, hours and minutes run together.
+        (
+            TIMESTAMPTZ,
+            "2024-03-20 05:00:00+00",
+            "eq",
+            "2024-03-20 10:00:00+5",
+            true,
+        ),
+        (
+            TIMESTAMPTZ,
+            "2024-03-20 04:30:00+00",
+            "eq",
+            "2024-03-20 10:00:00+530",
+            true,
+        ),
+        (
+            TIMESTAMPTZ,
+            "2024-03-19 18:00:01+00",
+            "eq",
+            "2024-03-20 10:00:00+15:59:59",
+            true,
+        ),
+        // Values PostgreSQL refuses fail closed: out of range, year 0, `+infinity`, offsets
+        // beyond 15:59:59, times past 24:00:00.
+        (DATE, "1900-06-02", "lt", "+infinity", false),
+        (DATE, "2024-03-20", "gt", "0000-01-01", false),
+        (DATE, "2024-03-20", "lt", "5874898-01-01", false),
+        (DATE, "2024-03-20", "gt", "4714-11-23 BC", false),
+        (DATE, "2024-03-20", "lt", "2024-02-30", false),
+        (DATE, "2024-03-20", "ne", "24-03-20", false),
+        (
+            TIMESTAMP,
+            "2024-03-20 00:00:00",
+            "lt",
+            "294277-01-01",
+            false,
+        ),
+        (
+            TIMESTAMP,
+            "1900-01-02 00:00:00",
+            "gt",
+            "4714-11-23 23:59:59 BC",
+            false,
+        ),
+        (
+            TIMESTAMP,
+            "2024-03-20 00:00:00",
+            "lt",
+            "2024-03-20 24:00:00.000001",
+            false,
+        ),
+        (
+            TIMESTAMP,
+            "2024-03-20 00:00:00",
+            "lt",
+            "2024-03-20 23:59:60.000001",
+            false,
+        ),
+        (
+            TIMESTAMPTZ,
+            "2024-03-20 10:00:00+00",
+            "ne",
+            "2024-03-20 10:00:00+16",
+            false,
+        ),
+        (
+            TIMESTAMPTZ,
+            "2024-03-20 10:00:00+00",
+            "ne",
+            "2024-03-20 10:00:00+05:60",
+            false,
+        ),
+        (
+            TIMESTAMPTZ,
+            "2024-03-20 10:00:00+00",
+            "gt",
+            "4714-11-24 00:30:00+01 BC",
+            false,
+        ),
+        // Text output of instants at the ends of the range, in zones that move the date.
+        (
+            TIMESTAMPTZ,
+            "294277-01-01 03:30:00+05:30",
+            "eq",
+            "294276-12-31 22:00:00Z",
+            true,
+        ),
+        (
+            TIMESTAMPTZ,
+            "4714-11-23 16:07:02-07:52:58 BC",
+            "eq",
+            "4714-11-24 00:00:00+00 BC",
+            true,
+        ),
+        // ... and are judged on the instant: 4714-11-24 00:30 BC UTC is in range.
+        (
+            TIMESTAMPTZ,
+            "2024-03-20 10:00:00+00",
+            "gt",
+            "4714-11-23 23:30:00-01 BC",
+            true,
+        ),
+    ] {
+        assert_eq!(p(oid, value, op, rule), want, "{oid}: {value} {op} {rule}");
+    }
+}
+
+#[test]
+fn filter_floats_round_the_rule_value_to_the_column_type() {
+    // (Quoted where YAML would round or convert the number itself.)
+    for (oid, value, op, rule, want) in [
+        (FLOAT4, "0.1", "eq", "0.100000001", true),
+        (FLOAT4, "0.1", "eq", "0.1000001", false),
+        (FLOAT8, "0.1", "eq", "'0.10000000000000001'", true),
+        (FLOAT8, "0.1", "lt", "0.1000000000000001", true),
+        (FLOAT8, "-0", "eq", "0", true),
+        (FLOAT8, "NaN", "gt", "Infinity", true),
+        (FLOAT8, "NaN", "eq", ".nan", true),
+        (FLOAT8, "-Infinity", "lt", "-1e308", true),
+        (FLOAT8, "1e-310", "gt", "0", true),
+        // Out of the type's range: refused, as PostgreSQL refuses it.
+        (FLOAT8, "0", "lt", "1e400", false),
+        (FLOAT8, "0", "gt", "'1e-400'", false),
+        (FLOAT4, "1", "lt", "1e39", false),
+        (FLOAT4, "1", "gt", "'1e-50'", false),
+        (FLOAT8, "1", "gt", "'0x1'", false),
+    ] {
+        assert_eq!(p(oid, value, op, rule), want, "{oid}: {value} {op} {rule}");
+    }
+}
+
 #[test]
 fn null_drops_and_unchanged_toast_keeps() {
     for op in ["eq", "ne", "gt", "lt", "gte", "lte", "contains"] {
