@@ -365,6 +365,54 @@ async fn target_sync_schema_and_metrics_endpoints() {
         rmetrics.contains("pg_flo_replicator_transactions_total 2"),
         "{rmetrics}"
     );
+    // Publish bookkeeping: two messages, their bytes and acknowledgement times, none in flight.
+    assert!(
+        rmetrics.contains("pg_flo_replicator_publish_duration_seconds_count 2"),
+        "{rmetrics}"
+    );
+    assert!(metric(&rmetrics, "pg_flo_replicator_bytes_published_total") > 100.0);
+    assert_eq!(metric(&rmetrics, "pg_flo_replicator_in_flight"), 0.0);
+    // The slot's health is read every 5 s: retained WAL, wal_status, no WAL size limit.
+    let rmetrics = wait_for("the slot reading", ARRIVAL_TIMEOUT, || async {
+        let m = e2e::http_get(rport, "/metrics").await.unwrap();
+        m.contains("pg_flo_replicator_slot_wal_status{status=\"reserved\"} 1")
+            .then_some(m)
+    })
+    .await
+    .unwrap();
+    assert!(metric(&rmetrics, "pg_flo_replicator_slot_retained_bytes") > 0.0);
+    assert_eq!(
+        metric(&rmetrics, "pg_flo_replicator_slot_safe_wal_size_bytes"),
+        -1.0
+    );
+    assert!(
+        rmetrics.contains("pg_flo_replicator_slot_wal_status{status=\"lost\"} 0"),
+        "{rmetrics}"
+    );
+    // End-to-end lag: observed at each sink commit of streamed transactions.
+    assert!(
+        metric(&metrics, "pg_flo_worker_lag_seconds_count") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "pg_flo_worker_lag_seconds_sum") < 60.0,
+        "{metrics}"
+    );
+    assert_eq!(metric(&metrics, "pg_flo_worker_held_messages"), 0.0);
+    for (m, what) in [(&metrics, "worker"), (&rmetrics, "replicator")] {
+        assert!(
+            m.contains(&format!(
+                "pg_flo_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{what}: {m}"
+        );
+        let hash = m
+            .lines()
+            .find_map(|l| l.strip_prefix("pg_flo_config_info{hash=\""))
+            .unwrap_or_else(|| panic!("{what}: no pg_flo_config_info in {m}"));
+        assert!(hash.ends_with("\"} 1") && hash.len() == 16 + 4, "{hash}");
+    }
     assert!(e2e::http_get(rport, "/healthz")
         .await
         .unwrap()
@@ -547,4 +595,14 @@ async fn an_idle_worker_commits_at_once_but_never_part_of_a_transaction() {
         "reader saw part of a transaction"
     );
     p.wait_equal("public.batches", "id").await.unwrap();
+}
+
+/// The value of the sample `name` (without labels) in a Prometheus text exposition.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .trim()
+        .parse()
+        .unwrap()
 }

@@ -161,7 +161,11 @@ async fn answers_500_are_retried_without_loss_or_reordering() {
     )
     .await
     .unwrap();
-    let w = start_worker(&p, "retry", &rx.url, FAST_RETRIES, &[]).await;
+    let port = e2e::free_port().unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let mut flags = FAST_RETRIES.to_vec();
+    flags.extend(["--metrics-addr", addr.as_str()]);
+    let w = start_worker(&p, "retry", &rx.url, &flags, &[]).await;
     p.source()
         .await
         .unwrap()
@@ -185,6 +189,13 @@ async fn answers_500_are_retried_without_loss_or_reordering() {
     );
     let first = ids(&[rx.requests()[0].json().unwrap()]);
     assert_eq!(first, [1], "the failed request is repeated, not skipped");
+    let metrics = e2e::http_get(port, "/metrics").await.unwrap();
+    for line in [
+        "pg_flo_webhook_requests_total{status=\"500\"} 2",
+        "pg_flo_webhook_requests_total{status=\"200\"} 5",
+    ] {
+        assert!(metrics.contains(line), "{line} not in {metrics}");
+    }
     assert!(
         w.stderr().contains("webhook request failed; retrying"),
         "{}",

@@ -294,6 +294,14 @@ fn config_hash_follows_rules_and_routes() {
     cm.metadata.labels = None;
     assert_eq!(config_hash(&cm), a.config_hash);
     assert_eq!(built(&rg, &[]).config_hash, a.config_hash);
+    // The hash a runtime reports for the files it read (each key is a file of the mounted
+    // ConfigMap) is the same function.
+    let data = b.config_map.data.as_ref().unwrap();
+    assert!(data.len() >= 2, "{data:?}");
+    assert_eq!(
+        pg_flo_config::files_hash(data.iter().map(|(k, v)| (k.as_str(), v.as_bytes()))),
+        b.config_hash
+    );
 }
 
 #[test]

@@ -45,6 +45,7 @@ fn main() -> ExitCode {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
+    report_build_and_config(&loaded);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -63,6 +64,30 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Sets `pg_flo_build_info` and `pg_flo_config_info` (the hash of the config, rules and
+/// routing files read, by base name: see `pg_flo_config::files_hash`) and logs the hash.
+fn report_build_and_config(loaded: &config::Loaded) {
+    let mut paths: Vec<&std::path::Path> = loaded.config_file.iter().map(|p| p.as_path()).collect();
+    if let Process::Worker(cfg) = &loaded.process {
+        paths.extend(cfg.rules_config.as_deref());
+        paths.extend(cfg.routing_config.as_deref());
+    }
+    let files: Vec<(String, Vec<u8>)> = paths
+        .iter()
+        .filter_map(|p| {
+            let name = p.file_name()?.to_string_lossy().into_owned();
+            Some((name, std::fs::read(p).ok()?))
+        })
+        .collect();
+    let hash = pg_flo_config::files_hash(files.iter().map(|(n, c)| (n.as_str(), c.as_slice())));
+    let m = pg_flo::metrics::get();
+    m.build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+    m.config_info.with_label_values(&[hash.as_str()]).set(1);
+    tracing::info!(config_hash = %hash, files = files.len(), "configuration loaded");
 }
 
 fn init_logging(log: &config::LogConfig) {

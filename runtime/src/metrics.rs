@@ -113,17 +113,17 @@ fn build() -> Result<Metrics, prometheus::Error> {
     )?;
     registry.register(Box::new(copy_ranges_total.clone()))?;
     let histogram = |name: &str, help: &str| -> Result<Histogram, prometheus::Error> {
-        let h = Histogram::with_opts(
-            HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
-        )?;
+        let h =
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()))?;
         registry.register(Box::new(h.clone()))?;
         Ok(h)
     };
-    let gauge_vec = |name: &str, help: &str, label: &str| -> Result<IntGaugeVec, prometheus::Error> {
-        let g = IntGaugeVec::new(Opts::new(name, help), &[label])?;
-        registry.register(Box::new(g.clone()))?;
-        Ok(g)
-    };
+    let gauge_vec =
+        |name: &str, help: &str, label: &str| -> Result<IntGaugeVec, prometheus::Error> {
+            let g = IntGaugeVec::new(Opts::new(name, help), &[label])?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
     let webhook_requests = IntCounterVec::new(
         Opts::new(
             "pg_flo_webhook_requests_total",

@@ -257,26 +257,18 @@ pub fn config_map(
 /// Stable content hash of a ConfigMap's `data` and `binaryData` (FNV-1a 64, hex), independent
 /// of its metadata. Keys are length-prefixed so `{"ab": "c"}` and `{"a": "bc"}` differ.
 pub fn config_hash(cm: &ConfigMap) -> String {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = OFFSET;
-    let mut feed = |bytes: &[u8]| {
-        for chunk in [&(bytes.len() as u64).to_le_bytes()[..], bytes] {
-            for b in chunk {
-                h ^= u64::from(*b);
-                h = h.wrapping_mul(PRIME);
-            }
-        }
-    };
+    // `data` hashes as `pg_flo_config::files_hash`, so a runtime that read exactly these files
+    // reports the same value in `pg_flo_config_info{hash}`.
+    let mut h = pg_flo_config::FnvHasher::default();
     for (k, val) in cm.data.iter().flatten() {
-        feed(b"d");
-        feed(k.as_bytes());
-        feed(val.as_bytes());
+        h.feed(b"d");
+        h.feed(k.as_bytes());
+        h.feed(val.as_bytes());
     }
     for (k, val) in cm.binary_data.iter().flatten() {
-        feed(b"b");
-        feed(k.as_bytes());
-        feed(&val.0);
+        h.feed(b"b");
+        h.feed(k.as_bytes());
+        h.feed(&val.0);
     }
-    format!("{h:016x}")
+    h.hex()
 }

@@ -103,6 +103,15 @@ impl WebhookError {
 
 /// Retry classification of a non-2xx status: 408, 429 and 5xx are transient, the rest (other
 /// 4xx, 3xx, 1xx) permanent.
+/// Counts one request in `pg_flo_webhook_requests_total{status}` (a 3-digit code or `error`:
+/// a bounded label).
+fn count_request(status: &str) {
+    crate::metrics::get()
+        .webhook_requests
+        .with_label_values(&[status])
+        .inc();
+}
+
 pub fn status_retry(status: StatusCode) -> Retry {
     if status.is_server_error()
         || status == StatusCode::TOO_MANY_REQUESTS
@@ -302,8 +311,12 @@ impl WebhookSink {
             .body(body)
             .send()
             .await
-            .map_err(|e| WebhookError::Request(e.without_url()))?;
+            .map_err(|e| {
+                count_request("error");
+                WebhookError::Request(e.without_url())
+            })?;
         let status = response.status();
+        count_request(status.as_str());
         let retry_after = parse_retry_after(response.headers());
         let mut read = 0;
         while read < MAX_DRAIN_BYTES {

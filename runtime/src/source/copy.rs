@@ -610,10 +610,7 @@ async fn publish_all(
     }
     let done = |result: Result<Option<PublishedStats>, ReplicatorError>| {
         if let Some(stats) = result? {
-            metrics::get().replicator_messages_published.inc();
-            metrics::get()
-                .replicator_changes_published
-                .inc_by(stats.changes);
+            stats.count();
         }
         Ok::<(), ReplicatorError>(())
     };

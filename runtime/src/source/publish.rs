@@ -35,6 +35,22 @@ pub type AckFuture =
 #[derive(Debug, Clone, Copy)]
 pub struct PublishedStats {
     pub changes: u64,
+    /// Payload bytes of the message (all its parts).
+    pub bytes: u64,
+    /// From the publish to the last acknowledgement.
+    pub ack_time: std::time::Duration,
+}
+
+impl PublishedStats {
+    /// Counts an acknowledged message in the metrics.
+    pub fn count(&self) {
+        let m = crate::metrics::get();
+        m.replicator_messages_published.inc();
+        m.replicator_changes_published.inc_by(self.changes);
+        m.replicator_bytes_published.inc_by(self.bytes);
+        m.replicator_publish_duration
+            .observe(self.ack_time.as_secs_f64());
+    }
 }
 
 /// Publishes the messages of one session (or copy).
@@ -87,6 +103,7 @@ impl Publisher {
             self.tx_bytes = 0;
         }
         let changes = closed.changes as u64;
+        let started = std::time::Instant::now();
         let id = message::message_id(
             &self.slot,
             closed.position.commit_lsn,
@@ -139,7 +156,11 @@ impl Publisher {
             for ack in acks {
                 acked(ack).await?;
             }
-            Ok(Some(PublishedStats { changes }))
+            Ok(Some(PublishedStats {
+                changes,
+                bytes,
+                ack_time: started.elapsed(),
+            }))
         }))
     }
 

@@ -301,11 +301,7 @@ impl Drop for AbortOnDrop {
 
 /// Reads the slot's lag behind the server's WAL every 5 s on a connection of its own, so that
 /// a slow catalog never delays a standby status update.
-async fn read_lag(
-    source: config::PgConnConfig,
-    slot: String,
-    mut confirmed: watch::Receiver<Lsn>,
-) {
+async fn read_lag(source: config::PgConnConfig, slot: String, mut confirmed: watch::Receiver<Lsn>) {
     let mut client: Option<Client> = None;
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -385,10 +381,9 @@ async fn stream_session(
             }
             Some(result) = session.in_flight.next(), if !session.in_flight.is_empty() => {
                 if let Some(stats) = result? {
-                    let m = metrics::get();
-                    m.replicator_messages_published.inc();
-                    m.replicator_changes_published.inc_by(stats.changes);
+                    stats.count();
                 }
+                metrics::get().replicator_in_flight.set(session.in_flight.len() as i64);
                 if let Some(lsn) = session.window.acked() {
                     shared.confirm(lsn);
                 }
@@ -628,6 +623,9 @@ impl Session {
     async fn send(&mut self, closed: Closed, end: Option<Lsn>) -> Result<(), ReplicatorError> {
         let ack = self.publisher.send(closed).await?;
         self.in_flight.push_back(ack);
+        metrics::get()
+            .replicator_in_flight
+            .set(self.in_flight.len() as i64);
         self.window.published(end);
         Ok(())
     }

@@ -169,6 +169,31 @@ fn sink_failure(sink: &str, source: &SinkError) -> String {
     }
 }
 
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Every 5 s, the consumer's pending and ack-pending counts into the metrics (a failed read
+/// leaves the last values).
+async fn read_consumer(stream: jetstream::stream::Stream, consumer: String) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.consumer_info(&consumer));
+        if let Ok(Ok(info)) = read.await {
+            let m = metrics::get();
+            m.worker_consumer_pending
+                .set(i64::try_from(info.num_pending).unwrap_or(i64::MAX));
+            m.worker_consumer_ack_pending
+                .set(i64::try_from(info.num_ack_pending).unwrap_or(i64::MAX));
+        }
+    }
+}
+
 /// A missing predecessor being waited for, across sessions.
 struct GapWatch {
     waiting_for: Position,
@@ -213,6 +238,10 @@ pub async fn run(
     let stream =
         nats_setup::ensure_stream(&js, &config::stream_name(&cfg.group), &subject, None).await?;
     let state_stream = nats_setup::ensure_state_stream(&js, &cfg.group).await?;
+    let _consumer_gauges = AbortOnDrop(tokio::spawn(read_consumer(
+        stream.clone(),
+        config::consumer_name(&cfg.group),
+    )));
     let Some(mut lease) =
         state::Lease::acquire(&js, &state_stream, &cfg.group, &mut shutdown).await?
     else {

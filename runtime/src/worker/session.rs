@@ -110,6 +110,9 @@ struct Session {
     /// Highest position offered to the sink in this session (a rejected message is at or
     /// below it).
     seen: Option<Position>,
+    /// Source commit time (µs since the Unix epoch) of the newest streamed transaction
+    /// applied since the last commit: the end-to-end lag is measured from it.
+    newest_commit_us: Option<i64>,
 }
 
 /// In dead-letter mode, a permanent sink rejection outside isolation starts isolation.
@@ -179,7 +182,9 @@ pub(super) async fn run(
         first_pending_at: None,
         isolating: p.isolate.is_some(),
         seen: None,
+        newest_commit_us: None,
     };
+    metrics::get().worker_held_messages.set(0);
     if st.isolating {
         tracing::warn!(until = ?p.isolate.flatten().map(|p| p.to_string()), "dead-letter mode: applying one transaction at a time to find the rejected message");
     }
@@ -360,6 +365,9 @@ async fn receive(
             break;
         };
         st.held_bytes -= h.raw.len();
+        metrics::get()
+            .worker_held_messages
+            .set(st.held.len() as i64);
         let batch = ChangeBatch::decode_shared(&h.raw)
             .map_err(|source| WorkerError::Decode { stream_seq, source })?;
         offer(p, sink, st, batch, h.acks, h.raw).await?;
@@ -433,6 +441,7 @@ async fn offer(
                     raw,
                 },
             );
+            m.worker_held_messages.set(st.held.len() as i64);
             return Ok(());
         }
         Verdict::OutOfOrder { expected, got } => {
@@ -484,6 +493,9 @@ async fn offer(
         });
     }
     m.worker_messages.with_label_values(&["applied"]).inc();
+    if !batch.copy && batch.commit_time_us > 0 {
+        st.newest_commit_us = st.newest_commit_us.max(Some(batch.commit_time_us));
+    }
     st.changes += batch.changes.len();
     p.order.applied(pos, last, source);
     st.pending.extend(acks);
@@ -550,6 +562,9 @@ async fn commit(p: &mut Run<'_>, sink: &mut AnySink, st: &mut Session) -> Result
     m.worker_commits.inc();
     m.worker_changes_applied.inc_by(st.changes as u64);
     m.worker_applied_lsn.set(last.commit_lsn as i64);
+    if let Some(commit_us) = st.newest_commit_us.take() {
+        m.worker_lag.observe(lag_seconds(commit_us, unix_now_us()));
+    }
     for acker in st.pending.drain(..) {
         if let Err(e) = acker.ack().await {
             // The change is durable; a redelivery is skipped or harmless.
@@ -561,6 +576,18 @@ async fn commit(p: &mut Run<'_>, sink: &mut AnySink, st: &mut Session) -> Result
     st.changes = 0;
     st.first_pending_at = None;
     Ok(())
+}
+
+/// Microseconds since the Unix epoch.
+fn unix_now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// Seconds from a source commit to now; clocks that disagree make it 0, never negative.
+fn lag_seconds(commit_us: i64, now_us: i64) -> f64 {
+    (now_us.saturating_sub(commit_us)).max(0) as f64 / 1e6
 }
 
 #[cfg(test)]
@@ -611,6 +638,18 @@ mod tests {
                 want,
                 "{pending} {in_tx}"
             );
+        }
+    }
+
+    #[test]
+    fn lag_is_seconds_since_the_commit_and_never_negative() {
+        for (commit_us, now_us, want) in [
+            (1_000_000, 3_500_000, 2.5),
+            (5, 5, 0.0),
+            (9_000_000, 1_000_000, 0.0),
+            (i64::MIN, 0, 9_223_372_036_854.775),
+        ] {
+            assert_eq!(lag_seconds(commit_us, now_us), want, "{commit_us} {now_us}");
         }
     }
 }
