@@ -84,23 +84,13 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
     health: crate::http::Health,
 ) -> Result<(), ReplicatorError> {
-    let mut attempts = 0u32;
-    let mut backoff = Backoff::new(cfg.retry.initial_wait, cfg.retry.max_wait);
+    let mut retries = Retries::new(&cfg.retry);
     loop {
         // Errors of the streaming loop come back as `GaveUp` or permanent: only a start fails
         // transiently here.
         match run_once(cfg.clone(), shutdown.clone(), health.clone()).await {
             Err(e) if e.is_transient() => {
-                metrics::error(e.category());
-                attempts += 1;
-                if attempts >= cfg.retry.max_attempts.max(1) {
-                    return Err(ReplicatorError::GaveUp {
-                        attempts,
-                        last: Box::new(e),
-                    });
-                }
-                let wait = backoff.next_wait();
-                tracing::warn!(error = %error_chain(&e), retry_in = ?wait, attempt = attempts, "replicator could not start; retrying");
+                let wait = retries.failed(e, "replicator could not start; retrying")?;
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => return Ok(()),
@@ -108,6 +98,49 @@ pub async fn run(
             }
             done => return done,
         }
+    }
+}
+
+/// Transient failures in a row, at most `--retry-max-attempts`, with a doubling backoff
+/// between them.
+struct Retries {
+    attempts: u32,
+    max: u32,
+    backoff: Backoff,
+}
+
+impl Retries {
+    fn new(cfg: &config::RetryConfig) -> Retries {
+        Retries {
+            attempts: 0,
+            max: cfg.max_attempts.max(1),
+            backoff: Backoff::new(cfg.initial_wait, cfg.max_wait),
+        }
+    }
+
+    /// After progress: the count and the backoff start over.
+    fn progressed(&mut self) {
+        self.attempts = 0;
+        self.backoff.reset();
+    }
+
+    /// Counts the transient failure `e` (a full stream is back-pressure, not a failure: it is
+    /// waited out without counting) and logs `what`: the wait before the next attempt, or
+    /// [`ReplicatorError::GaveUp`] after the last one.
+    fn failed(&mut self, e: ReplicatorError, what: &str) -> Result<Duration, ReplicatorError> {
+        metrics::error(e.category());
+        if !matches!(e, ReplicatorError::StreamFull) {
+            self.attempts += 1;
+        }
+        if self.attempts >= self.max {
+            return Err(ReplicatorError::GaveUp {
+                attempts: self.attempts,
+                last: Box::new(e),
+            });
+        }
+        let wait = self.backoff.next_wait();
+        tracing::warn!(error = %error_chain(&e), retry_in = ?wait, attempt = self.attempts, "{what}");
+        Ok(wait)
     }
 }
 
@@ -255,31 +288,17 @@ async fn run_once(
         stream_max_bytes,
         ddl: ddl_capture,
     };
-    let mut attempts = 0u32;
-    let mut backoff = Backoff::new(shared.cfg.retry.initial_wait, shared.cfg.retry.max_wait);
+    let mut retries = Retries::new(&shared.cfg.retry);
     loop {
         let before = shared.confirmed;
         match stream_session(&mut shared, &mut shutdown, &health).await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_transient() => {
                 health.set_ready(false);
-                metrics::error(e.category());
                 if shared.confirmed > before {
-                    attempts = 0;
-                    backoff.reset();
+                    retries.progressed();
                 }
-                // A full stream is back-pressure, not a failure: wait as long as it takes.
-                if !matches!(e, ReplicatorError::StreamFull) {
-                    attempts += 1;
-                }
-                if attempts >= shared.cfg.retry.max_attempts.max(1) {
-                    return Err(ReplicatorError::GaveUp {
-                        attempts,
-                        last: Box::new(e),
-                    });
-                }
-                let wait = backoff.next_wait();
-                tracing::warn!(error = %error_chain(&e), retry_in = ?wait, attempt = attempts, "replication interrupted; resuming from the slot");
+                let wait = retries.failed(e, "replication interrupted; resuming from the slot")?;
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => return Ok(()),
@@ -655,4 +674,46 @@ async fn drain_and_close(
     let _ = tx.close().await;
     tracing::info!(confirmed = %shared.confirmed, "replicator stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::replication::ReplicationError;
+
+    fn closed() -> ReplicatorError {
+        ReplicatorError::Replication(ReplicationError::Closed)
+    }
+
+    /// Transient failures in a row are bounded, progress starts the count over, and a full
+    /// stream is waited out without counting.
+    #[test]
+    fn retries_give_up_after_max_failures_in_a_row() {
+        let cfg = config::RetryConfig {
+            max_attempts: 3,
+            initial_wait: Duration::from_millis(100),
+            max_wait: Duration::from_millis(300),
+        };
+        let mut r = Retries::new(&cfg);
+        let waits: Vec<Duration> = (0..2).map(|_| r.failed(closed(), "t").unwrap()).collect();
+        assert_eq!(
+            waits,
+            [Duration::from_millis(100), Duration::from_millis(200)]
+        );
+        for _ in 0..5 {
+            assert!(r.failed(ReplicatorError::StreamFull, "t").is_ok());
+        }
+        match r.failed(closed(), "t") {
+            Err(ReplicatorError::GaveUp { attempts: 3, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+
+        let mut r = Retries::new(&cfg);
+        r.failed(closed(), "t").unwrap();
+        r.failed(closed(), "t").unwrap();
+        r.progressed();
+        assert_eq!(r.failed(closed(), "t").unwrap(), Duration::from_millis(100));
+        assert!(r.failed(closed(), "t").is_ok());
+        assert!(r.failed(closed(), "t").is_err());
+    }
 }

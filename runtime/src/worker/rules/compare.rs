@@ -141,21 +141,41 @@ enum Num {
     NaN,
 }
 
+/// A special value of a number's text.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Special {
+    /// `infinity`, `inf`, YAML's `.inf` (any case).
+    Infinity,
+    /// `nan`, YAML's `.nan` (any case).
+    NaN,
+}
+
+/// A number's text trimmed, its sign (`true`: negative), the text after the sign, and which
+/// special value that is, if any. `None` for empty or non-UTF-8 text.
+fn signed(bytes: &[u8]) -> Option<(&str, bool, &str, Option<Special>)> {
+    let s = std::str::from_utf8(bytes).ok()?.trim();
+    let (neg, body) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let special = match body.to_ascii_lowercase().as_str() {
+        "infinity" | "inf" | ".inf" => Some(Special::Infinity),
+        "nan" | ".nan" => Some(Special::NaN),
+        _ => None,
+    };
+    Some((s, neg, body, special))
+}
+
 impl Num {
     fn parse(bytes: &[u8]) -> Option<Num> {
-        let s = std::str::from_utf8(bytes).ok()?.trim();
-        let (neg, body) = match s.as_bytes().first()? {
-            b'-' => (true, &s[1..]),
-            b'+' => (false, &s[1..]),
-            _ => (false, s),
-        };
-        match body.to_ascii_lowercase().as_str() {
-            "infinity" | "inf" | ".inf" => {
-                return Some(if neg { Num::NegInf } else { Num::PosInf })
-            }
+        let (s, neg, body, special) = signed(bytes)?;
+        match special {
+            Some(Special::Infinity) => return Some(if neg { Num::NegInf } else { Num::PosInf }),
             // NaN has no sign (PostgreSQL refuses `-NaN` for numeric).
-            "nan" | ".nan" if body.len() == s.len() => return Some(Num::NaN),
-            _ => {}
+            Some(Special::NaN) if body.len() == s.len() => return Some(Num::NaN),
+            Some(Special::NaN) => return None,
+            None => {}
         }
         let (mantissa, exp) = match body.find(['e', 'E']) {
             Some(at) => {
@@ -261,22 +281,17 @@ impl Float {
     /// YAML's `.inf` / `.nan`. A finite number beyond the type's range, or a non-zero one that
     /// rounds to zero, is refused (PostgreSQL refuses it as out of range).
     fn parse(bytes: &[u8], round: impl FnOnce(&str) -> Option<f64>) -> Option<Float> {
-        let s = std::str::from_utf8(bytes).ok()?.trim();
-        let (neg, body) = match s.as_bytes().first()? {
-            b'-' => (true, &s[1..]),
-            b'+' => (false, &s[1..]),
-            _ => (false, s),
-        };
-        match body.to_ascii_lowercase().as_str() {
-            "infinity" | "inf" | ".inf" => {
+        let (s, neg, body, special) = signed(bytes)?;
+        match special {
+            Some(Special::Infinity) => {
                 return Some(Float(if neg {
                     f64::NEG_INFINITY
                 } else {
                     f64::INFINITY
                 }))
             }
-            "nan" | ".nan" => return Some(Float(f64::NAN)),
-            _ => {}
+            Some(Special::NaN) => return Some(Float(f64::NAN)),
+            None => {}
         }
         if !body
             .bytes()
