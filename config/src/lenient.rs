@@ -43,6 +43,22 @@ where
     Lenient::deserialize(deserializer).map(Some)
 }
 
+/// `value` with every YAML tag removed, at any depth and in keys too: `!secret x` is read as
+/// `x`. The models read what a tagged value holds; serde's untagged enums ([`Lenient`]) and
+/// flattened structs cannot read a tagged value at all (they fail the whole document with
+/// "untagged and internally tagged enums do not support enum input"). Two keys that only their
+/// tags told apart become one, the later value kept.
+pub fn untag(value: Value) -> Value {
+    match value {
+        Value::Tagged(tagged) => untag(tagged.value),
+        Value::Sequence(items) => Value::Sequence(items.into_iter().map(untag).collect()),
+        Value::Mapping(map) => {
+            Value::Mapping(map.into_iter().map(|(k, v)| (untag(k), untag(v))).collect())
+        }
+        other => other,
+    }
+}
+
 /// A YAML mapping in file order, keys and values read as `K` and `V`. (The documents are parsed
 /// into a [`Value`] first, which rejects duplicate keys.)
 #[derive(Clone, Debug, PartialEq)]
@@ -180,6 +196,19 @@ mod tests {
         assert_eq!(texts, ["t2=1.5", "Number(3)=true", "t1=s"]);
         let d = doc("a: 3\n");
         assert_eq!((d.a, d.b), (Some(Lenient::Typed(3)), None));
+    }
+
+    #[test]
+    fn tags_are_removed_at_every_depth() {
+        let d: Doc = serde_yaml::from_value(untag(
+            serde_yaml::from_str("a: !n 3\nm: !m {!k t: !v [1]}\n").unwrap(),
+        ))
+        .unwrap();
+        assert_eq!(d.a, Some(Lenient::Typed(3)));
+        let Some(Lenient::Typed(m)) = d.m else {
+            panic!("{:?}", d.m)
+        };
+        assert_eq!(m.0[0].0, Lenient::Typed("t".to_owned()));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use serde_yaml::{Mapping, Value};
 
-use crate::lenient::{present, Entries, Lenient};
+use crate::lenient::{present, untag, Entries, Lenient};
 use crate::operation::{OperationList, OperationSet};
 
 /// The routing file: source table key (`table` or `schema.table`) -> route, in file order.
@@ -165,8 +165,9 @@ pub fn parse(path: &str, yaml: &str) -> Result<(ValidRoutes, Vec<String>), Routi
         path: path.to_owned(),
         source,
     };
-    // Through a Value: YAML errors (duplicate keys included) stay YAML errors.
-    let value: Value = serde_yaml::from_str(yaml).map_err(yaml_error)?;
+    // Through a Value: YAML errors (duplicate keys included) stay YAML errors; tags are removed
+    // (a tagged value is read as its value).
+    let value: Value = untag(serde_yaml::from_str(yaml).map_err(yaml_error)?);
     let doc: Lenient<Option<RoutingFile>> = serde_yaml::from_value(value).map_err(yaml_error)?;
     match doc {
         Lenient::Typed(Some(file)) => file.validate(path),
@@ -456,6 +457,33 @@ mod tests {
                     operations: ops,
                 }
             )]
+        );
+    }
+
+    /// Found by runtime/tests/config_properties.rs: a tagged value failed the whole file with
+    /// serde's "untagged and internally tagged enums do not support enum input", naming no
+    /// route.
+    #[test]
+    fn tagged_values_are_read_as_their_values() {
+        let (valid, _) = parse(
+            "r.yaml",
+            "!t orders:\n  destination_table: !d archive\n  column_mappings: [{source: !s id, destination: order_id}]\n",
+        )
+        .unwrap();
+        assert_eq!(valid.routes[0].0, "orders");
+        assert_eq!(valid.routes[0].1.destination_table, "archive");
+        assert_eq!(
+            valid.routes[0].1.columns,
+            [("id".into(), "order_id".into())]
+        );
+        let Err(RoutingError::Invalid { problems, .. }) =
+            parse("r.yaml", "orders: {operations: [!o INSERT, !o upsert]}\n")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            problems,
+            ["route \"orders\": unknown operation \"upsert\" (use INSERT, UPDATE, DELETE, TRUNCATE or DDL)"]
         );
     }
 

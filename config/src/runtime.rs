@@ -25,6 +25,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use crate::lenient::untag;
 use crate::value::serde_as;
 #[cfg(feature = "clap")]
 use crate::value::{
@@ -98,13 +99,18 @@ impl Settings {
     /// that every unusable value is reported, in the order of `entries`, and the usable ones
     /// are kept. Keys no setting has land in [`Settings::extra`].
     pub fn from_entries(entries: &serde_yaml::Mapping) -> (Settings, Vec<InvalidSetting>) {
+        // A tagged value (`port: !env 5432`) is read as what it holds.
+        let entries: serde_yaml::Mapping = entries
+            .iter()
+            .map(|(k, v)| (k.clone(), untag(v.clone())))
+            .collect();
         let whole = serde_yaml::Value::Mapping(entries.clone());
         if let Ok(settings) = serde_yaml::from_value(whole) {
             return (settings, Vec::new());
         }
         let mut usable = serde_yaml::Mapping::new();
         let mut invalid = Vec::new();
-        for (key, value) in entries {
+        for (key, value) in &entries {
             let mut one = serde_yaml::Mapping::new();
             one.insert(key.clone(), value.clone());
             match serde_yaml::from_value::<Settings>(serde_yaml::Value::Mapping(one)) {
@@ -182,7 +188,13 @@ pub struct LogSettings {
     /// Log format on stderr [env: PG_FLO_LOG_FORMAT] [default: text]
     #[cfg_attr(
         feature = "clap",
-        arg(long, global = true, value_enum, value_name = "FORMAT")
+        arg(
+            long,
+            global = true,
+            value_enum,
+            ignore_case = true,
+            value_name = "FORMAT"
+        )
     )]
     #[serde(with = "serde_as::log_format", skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
@@ -251,11 +263,14 @@ pub struct ConnectionSettings {
     #[serde(with = "serde_as::text", skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// PostgreSQL password; prefer the env variable [env: PG_FLO_PASSWORD] (required)
-    #[cfg_attr(feature = "clap", arg(long, value_parser = parse_secret))]
+    #[cfg_attr(feature = "clap", arg(long, value_parser = parse_secret, allow_hyphen_values = true))]
     #[serde(deserialize_with = "serde_as::secret", skip_serializing)]
     pub password: Option<SecretString>,
     /// TLS towards PostgreSQL, as libpq's sslmode [env: PG_FLO_SSLMODE] [default: prefer]
-    #[cfg_attr(feature = "clap", arg(long, value_enum, value_name = "MODE"))]
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_enum, ignore_case = true, value_name = "MODE")
+    )]
     #[serde(with = "serde_as::sslmode", skip_serializing_if = "Option::is_none")]
     pub sslmode: Option<SslMode>,
     /// PEM CA file for --sslmode verify-ca / verify-full [env: PG_FLO_SSLROOTCERT]
@@ -416,7 +431,8 @@ pub struct WebhookSettings {
     /// variable for secrets, one header per line [env: PG_FLO_WEBHOOK_HEADER]
     // Checked by the runtime (clap would echo an invalid value, which may be a token); a
     // config file may hold a list or one text with a header per line.
-    #[cfg_attr(feature = "clap", arg(long, value_parser = parse_secret, value_name = "NAME: VALUE"))]
+    #[cfg_attr(feature = "clap", arg(long, value_parser = parse_secret, allow_hyphen_values = true,
+        value_name = "NAME: VALUE"))]
     #[serde(deserialize_with = "serde_as::lines", skip_serializing)]
     pub webhook_header: Vec<SecretString>,
     /// Most changes per request: 1 POSTs one JSON object per change (as pg_flo), more POSTs
@@ -469,12 +485,15 @@ pub struct PostgresSinkSettings {
     #[serde(with = "serde_as::text", skip_serializing_if = "Option::is_none")]
     pub target_user: Option<String>,
     /// Target password; prefer the env variable [env: PG_FLO_TARGET_PASSWORD] (required)
-    #[cfg_attr(feature = "clap", arg(long, value_parser = parse_secret))]
+    #[cfg_attr(feature = "clap", arg(long, value_parser = parse_secret, allow_hyphen_values = true))]
     #[serde(deserialize_with = "serde_as::secret", skip_serializing)]
     pub target_password: Option<SecretString>,
     /// TLS towards the target, as libpq's sslmode [env: PG_FLO_TARGET_SSLMODE]
     /// [default: prefer]
-    #[cfg_attr(feature = "clap", arg(long, value_enum, value_name = "MODE"))]
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_enum, ignore_case = true, value_name = "MODE")
+    )]
     #[serde(with = "serde_as::sslmode", skip_serializing_if = "Option::is_none")]
     pub target_sslmode: Option<SslMode>,
     /// PEM CA file for --target-sslmode verify-ca / verify-full [env: PG_FLO_TARGET_SSLROOTCERT]
@@ -520,12 +539,15 @@ pub struct PostgresSinkSettings {
     #[serde(with = "serde_as::text", skip_serializing_if = "Option::is_none")]
     pub source_user: Option<String>,
     /// Source password, for --target-sync-schema [env: PG_FLO_SOURCE_PASSWORD]
-    #[cfg_attr(feature = "clap", arg(long, value_parser = parse_secret))]
+    #[cfg_attr(feature = "clap", arg(long, value_parser = parse_secret, allow_hyphen_values = true))]
     #[serde(deserialize_with = "serde_as::secret", skip_serializing)]
     pub source_password: Option<SecretString>,
     /// TLS towards the source, as libpq's sslmode [env: PG_FLO_SOURCE_SSLMODE]
     /// [default: prefer]
-    #[cfg_attr(feature = "clap", arg(long, value_enum, value_name = "MODE"))]
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_enum, ignore_case = true, value_name = "MODE")
+    )]
     #[serde(with = "serde_as::sslmode", skip_serializing_if = "Option::is_none")]
     pub source_sslmode: Option<SslMode>,
     /// PEM CA file for --source-sslmode verify-ca / verify-full [env: PG_FLO_SOURCE_SSLROOTCERT]

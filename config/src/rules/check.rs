@@ -5,7 +5,7 @@
 use serde_yaml::Value;
 
 use super::{FilterOperator, Parameters, Rule, RuleType, RulesFile, TransformType};
-use crate::lenient::{Lenient, Scalar};
+use crate::lenient::{untag, Lenient, Scalar};
 use crate::operation::{Operation, OperationList, OperationSet};
 
 /// The rules of a file, validated, in file order.
@@ -150,8 +150,9 @@ pub fn parse(file: &str, yaml: &str) -> Result<(ValidRules, Vec<String>), RulesE
         path: file.to_owned(),
         source,
     };
-    // Through a Value: YAML errors (duplicate keys included) stay YAML errors.
-    let value: Value = serde_yaml::from_str(yaml).map_err(yaml_error)?;
+    // Through a Value: YAML errors (duplicate keys included) stay YAML errors; tags are removed
+    // (a tagged value is read as its value).
+    let value: Value = untag(serde_yaml::from_str(yaml).map_err(yaml_error)?);
     let doc: Lenient<Option<RulesFile>> = serde_yaml::from_value(value).map_err(yaml_error)?;
     match doc {
         Lenient::Typed(Some(rules)) => rules.validate(file),
@@ -639,6 +640,33 @@ mod tests {
                 RuleWarning::UnknownParameter("\"type\"".into()),
                 RuleWarning::UnknownParameter("\"z\"".into()),
             ]
+        );
+    }
+
+    /// Found by runtime/tests/config_properties.rs: a tagged value failed the whole file with
+    /// serde's "untagged and internally tagged enums do not support enum input", naming no
+    /// table or rule.
+    #[test]
+    fn tagged_values_are_read_as_their_values() {
+        let (valid, _) = parse(
+            "r.yaml",
+            "tables:\n  !t t:\n    - {type: filter, column: !c c, parameters: {operator: !o eq, value: !v 18}}\n",
+        )
+        .unwrap();
+        assert_eq!(valid.tables[0].table, "t");
+        assert!(matches!(
+            &valid.tables[0].rules[0].action,
+            Action::Filter { operator: FilterOperator::Eq, value } if value == "18"
+        ));
+        let Err(RulesError::Invalid { problems, .. }) = parse(
+            "r.yaml",
+            "tables:\n  t:\n    - {type: filter, column: c, parameters: {operator: !o like, value: !secret s3cr3t}}\n",
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            problems,
+            ["r.yaml: table t, rule #1: unknown filter operator \"like\" (expected eq, ne, gt, lt, gte, lte or contains)"]
         );
     }
 

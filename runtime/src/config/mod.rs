@@ -273,16 +273,18 @@ pub fn describe_url(s: &str) -> String {
 
 /// `Name: value` (one extra webhook request header). The name must be an HTTP header name, the
 /// value printable (no line breaks); surrounding spaces are trimmed. The error never repeats
-/// the value (it may be a token).
+/// the value (it may be a token), nor the text before the first `:` when that is not a header
+/// name (it may hold a token too: `Authorization Bearer user:password`).
 pub fn parse_webhook_header(s: &str) -> Result<WebhookHeader, String> {
     let Some((name, value)) = s.split_once(':') else {
         return Err("expected a header as \"Name: value\"".to_owned());
     };
     let name = name.trim();
     if name.is_empty() || reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-        return Err(format!(
-            "{name:?} is not an HTTP header name (expected \"Name: value\")"
-        ));
+        return Err(
+            "the text before the first ':' is not an HTTP header name (expected \"Name: value\")"
+                .to_owned(),
+        );
     }
     let value = value.trim();
     if reqwest::header::HeaderValue::from_str(value).is_err() {

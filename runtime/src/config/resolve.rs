@@ -132,6 +132,7 @@ impl Resolver {
         (settings, r)
     }
 
+    /// An unusable value of `key`: the problem names where the value came from.
     fn invalid_value(&mut self, key: &str, message: impl fmt::Display) {
         let source = self
             .sources
@@ -155,14 +156,17 @@ impl Resolver {
         self.require(key, value.clone()).unwrap_or_default()
     }
 
+    /// A problem across settings, or with a setting that may be unset: it names every way to
+    /// set `key`.
     fn problem(&mut self, key: &str, message: impl fmt::Display) {
         self.problems
             .push(format!("{message} (set with {})", how_to_set(key)));
     }
 
+    /// A duration that must not be 0 (the defaults are not).
     fn nonzero(&mut self, key: &str, value: Duration) -> Duration {
         if value.is_zero() {
-            self.problem(key, format!("{key} must be greater than 0"));
+            self.invalid_value(key, format!("{key} must be greater than 0"));
         }
         value
     }
@@ -185,7 +189,7 @@ impl Resolver {
         let group = self.required_text("group", group);
         if !group.is_empty() {
             if let Err(e) = validate_group(&group) {
-                self.problem("group", e);
+                self.invalid_value("group", e);
             }
         }
         group
@@ -338,7 +342,7 @@ impl Resolver {
         let url = self.required_text("webhook-url", &w.webhook_url);
         if !url.is_empty() {
             if let Err(e) = check_webhook_url(&url) {
-                self.problem("webhook-url", e);
+                self.invalid_value("webhook-url", e);
             }
         }
         let mut headers = Vec::new();

@@ -642,7 +642,7 @@ fn invalid_webhook_settings_are_reported_without_secrets() {
     );
     assert_eq!(p.len(), 1, "{p:?}");
     assert!(
-        p[0].contains("--webhook-url (env PG_FLO_WEBHOOK_URL"),
+        p[0].starts_with("invalid --webhook-url: invalid webhook URL"),
         "{p:?}"
     );
     let p = problems(
@@ -661,6 +661,152 @@ fn invalid_webhook_settings_are_reported_without_secrets() {
     assert_eq!(p.len(), 1, "{p:?}");
     assert!(p[0].starts_with("invalid --webhook-header: "), "{p:?}");
     assert!(!p[0].contains("s3cr3t"), "{p:?}");
+}
+
+/// Found by runtime/tests/config_properties.rs: a header line whose text before the first ':'
+/// is not a header name was quoted, and that text may hold part of a token
+/// (`Authorization=user:password`, `Authorization Bearer user:password`).
+#[test]
+fn an_invalid_header_name_is_not_quoted() {
+    for line in [
+        "Authorization=user:s3cr3t",
+        "Authorization Bearer user:s3cr3t",
+        "s3cr3t x:y",
+    ] {
+        let mut args = vec![
+            "worker",
+            "--group=g",
+            "--nats-url=n",
+            "webhook",
+            "--webhook-url=http://h",
+        ];
+        args.extend(["--webhook-header", line]);
+        let p = problems(&args, &[], None);
+        assert_eq!(
+            p,
+            [
+                "invalid --webhook-header: the text before the first ':' is not an HTTP header \
+              name (expected \"Name: value\")"
+            ],
+            "{line}"
+        );
+    }
+}
+
+/// Found by runtime/tests/config_properties.rs: clap took a secret that starts with `-`, given
+/// as the next argument, for a flag, and printed it in its error.
+#[test]
+fn a_secret_flag_takes_a_value_that_starts_with_a_dash() {
+    let mut args = REQUIRED_REPLICATOR.to_vec();
+    args.retain(|a| !a.starts_with("--password"));
+    args.extend(["--password", "--s3cr3t"]);
+    let r = replicator(&args, &[], None);
+    assert_eq!(r.source.password.expose_secret(), "--s3cr3t");
+    let w = worker(
+        &[
+            "worker",
+            "--group=g",
+            "--nats-url=n",
+            "postgres",
+            "--target-host=t",
+            "--target-dbname=d",
+            "--target-user=u",
+            "--target-password",
+            "-t",
+            "--source-password",
+            "--s",
+        ],
+        &[],
+        None,
+    );
+    let SinkConfig::Postgres(pg) = w.sink else {
+        panic!("not postgres")
+    };
+    assert_eq!(pg.target.password.expose_secret(), "-t");
+    let w = worker(
+        &[
+            "worker",
+            "--group=g",
+            "--nats-url=n",
+            "webhook",
+            "--webhook-url=http://h",
+            "--webhook-header",
+            "-X-Token: t",
+        ],
+        &[],
+        None,
+    );
+    let SinkConfig::Webhook(h) = w.sink else {
+        panic!("not webhook")
+    };
+    assert_eq!(h.headers[0].name, "-X-Token");
+}
+
+/// Found by runtime/tests/config_properties.rs: the enum flags were case-sensitive while their
+/// variables and config keys are not.
+#[test]
+fn enum_flags_ignore_case_as_variables_and_the_file_do() {
+    let mut args = REQUIRED_REPLICATOR.to_vec();
+    args.extend(["--sslmode=Require", "--log-format=JSON"]);
+    let r = replicator(&args, &[], None);
+    assert_eq!(r.source.sslmode, SslMode::Require);
+    let loaded = resolve(&cli(&args), &env_of(&[]), None).unwrap();
+    assert_eq!(loaded.log.format, LogFormat::Json);
+    let r = replicator(
+        REQUIRED_REPLICATOR,
+        &[("PG_FLO_SSLMODE", " REQUIRE ")],
+        None,
+    );
+    assert_eq!(r.source.sslmode, SslMode::Require);
+}
+
+/// Found by runtime/tests/config_properties.rs: a value refused by a check after parsing (group
+/// name, webhook URL, a zero duration) did not say where it came from.
+#[test]
+fn checked_values_name_their_source() {
+    let mut args = REQUIRED_REPLICATOR.to_vec();
+    args.retain(|a| !a.starts_with("--group"));
+    args.push("--status-interval=0s");
+    let p = problems(&args, &[("PG_FLO_GROUP", "a.b")], None);
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(
+        p[0].starts_with("invalid env PG_FLO_GROUP: invalid group name \"a.b\""),
+        "{p:?}"
+    );
+    assert_eq!(
+        p[1],
+        "invalid --status-interval: status-interval must be greater than 0"
+    );
+    let p = problems(
+        &["worker", "--group=g", "--nats-url=n", "webhook"],
+        &[],
+        Some("webhook-url: ftp://h/x\n"),
+    );
+    assert_eq!(
+        p,
+        [
+            "invalid config key webhook-url in /etc/pg_flo.yaml: the webhook URL must start with \
+          http:// or https:// and name a host"
+        ]
+    );
+}
+
+/// Found by runtime/tests/config_properties.rs: a tagged value (`!secret x`) was refused with
+/// serde's "untagged and internally tagged enums do not support enum input".
+#[test]
+fn a_tagged_file_value_is_read_as_its_value() {
+    let r = replicator(
+        &["replicator"],
+        &[],
+        Some(
+            "host: !h h\nport: !p 6000\ndbname: d\nuser: u\npassword: !secret hunter2\n\
+             group: g\nnats-url: n\ntables: !t [!a a, b]\n",
+        ),
+    );
+    assert_eq!(r.source.port, 6000);
+    assert_eq!(r.source.host, "h");
+    assert_eq!(r.source.password.expose_secret(), "hunter2");
+    assert_eq!(r.tables, ["a", "b"]);
 }
 
 #[test]

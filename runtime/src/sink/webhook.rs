@@ -488,6 +488,9 @@ mod tests {
             ": s3cr3t",
             "Bad Name: s3cr3t",
             "X-A: s3cr3t\r\nX-B: 1",
+            // The text before the colon is not a name: it may hold the token.
+            "Authorization Bearer s3cr3t:x",
+            "Authorization=s3cr3t:x",
         ] {
             let err = parse_webhook_header(bad).unwrap_err();
             assert!(!err.contains("s3cr3t"), "{bad:?}: {err}");
