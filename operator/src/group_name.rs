@@ -19,6 +19,7 @@
 //!   both did), the older one (`creationTimestamp`, then `namespace/name`) ([`winner`]).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use pg_flo_source::names::{slot_name, MAX_IDENTIFIER_BYTES};
 
@@ -63,9 +64,7 @@ pub fn group_name(rg: &ReplicationGroup) -> String {
         .as_ref()
         .and_then(|s| s.group_name.clone())
         .or_else(|| rg.spec.group_name.clone())
-        .unwrap_or_else(|| {
-            default_group_name(&rg.namespace().unwrap_or_default(), &rg.name_any())
-        })
+        .unwrap_or_else(|| default_group_name(&rg.namespace().unwrap_or_default(), &rg.name_any()))
 }
 
 /// Where a decided group name comes from.
@@ -103,7 +102,10 @@ pub fn decide(
         (None, Some(s)) => (s.to_owned(), Source::Spec),
         (None, None) => match legacy_config_group {
             Some(g) => (g.to_owned(), Source::Legacy),
-            None if status.and_then(|s| s.slot.as_ref()?.name.as_ref()).is_some() => {
+            None if status
+                .and_then(|s| s.slot.as_ref()?.name.as_ref())
+                .is_some() =>
+            {
                 (rg.name_any(), Source::Legacy)
             }
             None => (
@@ -156,9 +158,20 @@ pub fn claim(rg: &ReplicationGroup, group: String) -> Claim {
         id: format!("{}/{}", rg.namespace().unwrap_or_default(), rg.name_any()),
         recorded: rg.status.as_ref().and_then(|s| s.group_name.as_deref()) == Some(group.as_str()),
         group,
-        created: rg.metadata.creation_timestamp.clone(),
+        // Whole seconds, as the API server stores them (a client's copy may carry more).
+        created: rg
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(|t| Timestamp::from_second(t.0.as_second()).ok())
+            .map(Time),
         server: (s.host.to_ascii_lowercase(), s.port),
-        nats: rg.spec.nats.external.as_ref().map(|e| normalize_url(&e.url)),
+        nats: rg
+            .spec
+            .nats
+            .external
+            .as_ref()
+            .map(|e| normalize_url(&e.url)),
     }
 }
 
@@ -236,7 +249,6 @@ pub fn co_owners<'a>(mine: &Claim, others: &'a [Claim]) -> Vec<(&'a Claim, Colli
 mod tests {
     use super::*;
     use crate::crd::{ReplicationGroupStatus, SlotStatus};
-    use k8s_openapi::jiff::Timestamp;
 
     fn group(ns: &str, name: &str, extra: &str) -> ReplicationGroup {
         let mut rg: ReplicationGroup = serde_yaml::from_str(&format!(
@@ -353,7 +365,14 @@ spec:
         Some(Time(Timestamp::from_second(secs).unwrap()))
     }
 
-    fn c(id: &str, group: &str, recorded: bool, created: i64, host: &str, nats: Option<&str>) -> Claim {
+    fn c(
+        id: &str,
+        group: &str,
+        recorded: bool,
+        created: i64,
+        host: &str,
+        nats: Option<&str>,
+    ) -> Claim {
         Claim {
             id: id.into(),
             group: group.into(),
@@ -368,11 +387,31 @@ spec:
     fn collisions() {
         let a = c("a/orders", "orders", false, 1, "db", None);
         for (what, b, want) in [
-            ("same slot, same server", c("b/orders", "orders", false, 2, "db", None), Some(Collision::Slot)),
-            ("'-' and '_' fold into one slot", c("b/x", "orders", false, 2, "db", None), Some(Collision::Slot)),
-            ("other server", c("b/orders", "orders", false, 2, "db2", None), None),
-            ("other name", c("b/orders", "b_orders", false, 2, "db", None), None),
-            ("itself", c("a/orders", "orders", false, 2, "db", None), None),
+            (
+                "same slot, same server",
+                c("b/orders", "orders", false, 2, "db", None),
+                Some(Collision::Slot),
+            ),
+            (
+                "'-' and '_' fold into one slot",
+                c("b/x", "orders", false, 2, "db", None),
+                Some(Collision::Slot),
+            ),
+            (
+                "other server",
+                c("b/orders", "orders", false, 2, "db2", None),
+                None,
+            ),
+            (
+                "other name",
+                c("b/orders", "b_orders", false, 2, "db", None),
+                None,
+            ),
+            (
+                "itself",
+                c("a/orders", "orders", false, 2, "db", None),
+                None,
+            ),
         ] {
             assert_eq!(collision(&a, &b), want, "{what}");
         }
@@ -402,8 +441,15 @@ spec:
         assert_eq!(winner(&old, &new_recorded).id, "a/orders", "recorded wins");
         let tie_a = c("a/orders", "orders", false, 1, "db", None);
         let tie_b = c("b/orders", "orders", false, 1, "db", None);
-        assert_eq!(winner(&tie_b, &tie_a).id, "a/orders", "then by namespace/name");
-        assert_eq!(blocked_by(&new, std::slice::from_ref(&old)).map(|(o, _)| o.id.as_str()), Some("b/orders"));
+        assert_eq!(
+            winner(&tie_b, &tie_a).id,
+            "a/orders",
+            "then by namespace/name"
+        );
+        assert_eq!(
+            blocked_by(&new, std::slice::from_ref(&old)).map(|(o, _)| o.id.as_str()),
+            Some("b/orders")
+        );
         assert_eq!(blocked_by(&old, std::slice::from_ref(&new)), None);
         // The winner's cleanup drops what a refused newcomer never used ...
         assert!(co_owners(&old, std::slice::from_ref(&new)).is_empty());

@@ -267,14 +267,28 @@ fn replicator_and_worker_are_one_pod_stateful_sets() {
             assert_eq!(strategy.rolling_update, None);
             assert_eq!(spec.service_name.as_deref(), Some(""));
             assert_eq!(spec.volume_claim_templates, None);
-            let labels = spec.template.metadata.as_ref().unwrap().labels.clone().unwrap();
+            let labels = spec
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .labels
+                .clone()
+                .unwrap();
             for (k, v) in spec.selector.match_labels.as_ref().unwrap() {
-                assert_eq!(labels.get(k), Some(v), "the pods carry the selector label {k}");
+                assert_eq!(
+                    labels.get(k),
+                    Some(v),
+                    "the pods carry the selector label {k}"
+                );
             }
         }
     }
     let names = build(&minimal(), &[], &[], IMAGE, &[]).unwrap();
-    assert_eq!(names.replicator.metadata.name.as_deref(), Some("orders-replicator"));
+    assert_eq!(
+        names.replicator.metadata.name.as_deref(),
+        Some("orders-replicator")
+    );
     assert_eq!(names.worker.metadata.name.as_deref(), Some("orders-worker"));
 }
 
@@ -284,7 +298,10 @@ fn replicator_and_worker_are_one_pod_stateful_sets() {
 fn workload_names_fit_the_stateful_set_limit() {
     use pg_flo_operator::resources::{workload_name, MAX_STATEFUL_SET_NAME};
     let name41 = "a".repeat(41);
-    assert_eq!(workload_name(&name41, "replicator"), format!("{name41}-replicator"));
+    assert_eq!(
+        workload_name(&name41, "replicator"),
+        format!("{name41}-replicator")
+    );
     for len in [42, 43, 44] {
         let name = "b".repeat(len);
         let got = workload_name(&name, "replicator");
@@ -348,8 +365,16 @@ fn default_requests_unless_the_group_sets_resources() {
         ]
     };
     for (what, c, want) in [
-        ("replicator", container(&d.replicator).clone(), pair("100m", "128Mi")),
-        ("worker", container(&d.worker).clone(), pair("100m", "256Mi")),
+        (
+            "replicator",
+            container(&d.replicator).clone(),
+            pair("100m", "128Mi"),
+        ),
+        (
+            "worker",
+            container(&d.worker).clone(),
+            pair("100m", "256Mi"),
+        ),
         ("copy Job", job.containers[0].clone(), pair("250m", "256Mi")),
     ] {
         assert_eq!(quantities(c.resources.as_ref().unwrap()), want, "{what}");
@@ -412,7 +437,11 @@ podLabels: {{team: {who}, app.kubernetes.io/component: forged, pgflo.io/group: f
     copy.spec.copy_job = Some(spec("cpy"));
     let job_own = job_of(&copy);
     let templates = [
-        ("rep", "replicator", d.replicator.spec.clone().unwrap().template),
+        (
+            "rep",
+            "replicator",
+            d.replicator.spec.clone().unwrap().template,
+        ),
         ("wrk", "worker", d.worker.spec.clone().unwrap().template),
         ("rep", "replicator", job_default),
         ("cpy", "replicator", job_own),
@@ -421,7 +450,10 @@ podLabels: {{team: {who}, app.kubernetes.io/component: forged, pgflo.io/group: f
         let meta = t.metadata.unwrap();
         let pod = t.spec.unwrap();
         assert_eq!(pod.node_selector.as_ref().unwrap()["pool"], who);
-        assert_eq!(pod.tolerations.as_ref().unwrap()[0].value.as_deref(), Some(who));
+        assert_eq!(
+            pod.tolerations.as_ref().unwrap()[0].value.as_deref(),
+            Some(who)
+        );
         let terms = &pod
             .affinity
             .as_ref()
@@ -517,7 +549,10 @@ fn the_rendered_group_name() {
         let worker: serde_yaml::Value =
             serde_yaml::from_str(&d.config_map.data.as_ref().unwrap()["worker.yaml"]).unwrap();
         assert_eq!(cfg["group"], worker["group"]);
-        assert_eq!(d.config_map.metadata.name.as_deref(), Some("orders-pg-flo-config"));
+        assert_eq!(
+            d.config_map.metadata.name.as_deref(),
+            Some("orders-pg-flo-config")
+        );
         cfg["group"].as_str().unwrap().to_owned()
     };
     let mut rg = minimal();

@@ -111,10 +111,7 @@ fn examples() -> Vec<Rendered> {
                 .cloned()
                 .collect();
             let d = build(&rg, &rules, &routes, IMAGE, &["Authorization".into()]).unwrap();
-            let mut pods = vec![
-                pod_of_workload(&d.replicator),
-                pod_of_workload(&d.worker),
-            ];
+            let mut pods = vec![pod_of_workload(&d.replicator), pod_of_workload(&d.worker)];
             pods.extend(d.copy_job.as_ref().map(pod_of_job));
             Rendered {
                 name: format!("{} ({name})", path.display()),
@@ -140,7 +137,9 @@ fn snapshots() -> Vec<Rendered> {
                         let cm: ConfigMap = serde_yaml::from_value(doc).unwrap();
                         files.extend(cm.data.unwrap());
                     }
-                    "StatefulSet" if doc["metadata"]["labels"]["app.kubernetes.io/component"] != "nats" => {
+                    "StatefulSet"
+                        if doc["metadata"]["labels"]["app.kubernetes.io/component"] != "nats" =>
+                    {
                         pods.push(pod_of_workload(&serde_yaml::from_value(doc).unwrap()))
                     }
                     "Job" => pods.push(pod_of_job(&serde_yaml::from_value(doc).unwrap())),

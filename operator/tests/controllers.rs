@@ -62,7 +62,8 @@ async fn the_running_controllers_follow_changes_through_watches() {
     // Creating the Secret triggers the group through the Secret watch.
     env.source_secret();
     eventually("the group is applied", || {
-        env.api.names::<StatefulSet>(NS) == vec!["orders-nats", "orders-replicator", "orders-worker"]
+        env.api.names::<StatefulSet>(NS)
+            == vec!["orders-nats", "orders-replicator", "orders-worker"]
             && phase(&env) == Some(Phase::Pending)
     })
     .await;

@@ -119,7 +119,10 @@ async fn create_applies_every_object_and_reports_the_real_slot() {
         env.api.names::<StatefulSet>(NS),
         vec!["orders-nats", "orders-replicator", "orders-worker"]
     );
-    assert_eq!(env.stored("orders").status.unwrap().group_name.as_deref(), Some("data_orders"));
+    assert_eq!(
+        env.stored("orders").status.unwrap().group_name.as_deref(),
+        Some("data_orders")
+    );
     assert_eq!(
         env.api.names::<Service>(NS),
         vec!["orders-nats", "orders-nats-headless"]
@@ -235,10 +238,7 @@ async fn a_spec_change_rolls_the_pods_and_a_rule_or_route_added_later_rerenders(
     let env = Env::start().await;
     env.source_secret();
     env.create(&env.group("orders", "")).await;
-    let before: Vec<String> = workloads(&env)
-        .iter()
-        .map(pod_hash)
-        .collect();
+    let before: Vec<String> = workloads(&env).iter().map(pod_hash).collect();
     assert_eq!(before[0], before[1], "both pods carry the config hash");
     let cm: ConfigMap = env.api.get(NS, "orders-pg-flo-config").unwrap();
     assert!(!cm.data.as_ref().unwrap().contains_key("rules.yaml"));
@@ -251,10 +251,7 @@ async fn a_spec_change_rolls_the_pods_and_a_rule_or_route_added_later_rerenders(
         cm.data.as_ref().unwrap()["worker.yaml"].contains("batch-size: 250"),
         "{cm:?}"
     );
-    let after: Vec<String> = workloads(&env)
-        .iter()
-        .map(pod_hash)
-        .collect();
+    let after: Vec<String> = workloads(&env).iter().map(pod_hash).collect();
     assert_ne!(before[0], after[0]);
     assert_eq!(after[0], after[1]);
     assert_eq!(
@@ -279,10 +276,7 @@ async fn a_spec_change_rolls_the_pods_and_a_rule_or_route_added_later_rerenders(
         "tables:\n  orders:\n  - type: transform\n    column: email\n    parameters:\n      mask_char: '*'\n      type: mask\n"
     );
     assert!(data["worker.yaml"].contains("rules-config: /etc/pg-flo/rules.yaml"));
-    let with_rule: Vec<String> = workloads(&env)
-        .iter()
-        .map(pod_hash)
-        .collect();
+    let with_rule: Vec<String> = workloads(&env).iter().map(pod_hash).collect();
     assert_ne!(with_rule[0], after[0]);
 
     // A Route: accepted and rendered; a second Route of the same table conflicts.
@@ -333,10 +327,7 @@ spec:
     };
     let before = versions(&env);
     assert!(before[0].starts_with("src="), "{before:?}");
-    let hashes_before: Vec<String> = workloads(&env)
-        .iter()
-        .map(pod_hash)
-        .collect();
+    let hashes_before: Vec<String> = workloads(&env).iter().map(pod_hash).collect();
     env.api.replace(&secret(
         "src",
         &[("user", env.pg.user()), ("password", "rotated")],
@@ -346,10 +337,7 @@ spec:
     assert_ne!(before[0], after[0]);
     assert_eq!(after[0], after[1]);
     assert!(!after[0].contains("rotated"));
-    let hashes_after: Vec<String> = workloads(&env)
-        .iter()
-        .map(pod_hash)
-        .collect();
+    let hashes_after: Vec<String> = workloads(&env).iter().map(pod_hash).collect();
     assert_eq!(
         hashes_before, hashes_after,
         "the config itself did not change"
@@ -664,10 +652,7 @@ async fn delete_with_delete_waits_for_the_pods_then_drops_slot_publication_and_s
     groups.delete("orders", &Default::default()).await.unwrap();
     let err = env.reconcile("orders").await.unwrap_err();
     assert_eq!(err.category(), "cleanup-pending");
-    assert!(
-        workload_names(&env).is_empty(),
-        "workloads deleted first"
-    );
+    assert!(workload_names(&env).is_empty(), "workloads deleted first");
     let got = env.stored("orders");
     assert_eq!(phase(&got), Phase::Deleting);
     assert_eq!(

@@ -304,7 +304,9 @@ pub async fn apply_desired(
             waiting.extend(
                 pods.iter()
                     .filter(|p| {
-                        p.labels().get("app.kubernetes.io/component").map(String::as_str)
+                        p.labels()
+                            .get("app.kubernetes.io/component")
+                            .map(String::as_str)
                             == Some(component)
                             && foreign_pod(p, &name)
                     })

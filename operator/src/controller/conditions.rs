@@ -114,8 +114,7 @@ pub fn group_status(rg: &ReplicationGroup, o: &Observed) -> ReplicationGroupStat
 
     let copy_done = o.copy_completed;
     let copy_failed = !copy_done
-        && o
-            .copy_job
+        && o.copy_job
             .as_ref()
             .is_some_and(|j| job_condition(j, "Failed"));
     let refused = !o.invalid.is_empty() || o.conflict.is_some();

@@ -80,7 +80,11 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
     let refs = fetch(ctx, &rg).await?;
     // The runtime group name: recorded, explicit, the one an earlier version ran under, or the
     // namespace-qualified default.
-    let legacy = if rg.status.as_ref().and_then(|s| s.group_name.as_ref()).is_none()
+    let legacy = if rg
+        .status
+        .as_ref()
+        .and_then(|s| s.group_name.as_ref())
+        .is_none()
         && rg.spec.group_name.is_none()
     {
         legacy_group(ctx, &rg).await?
@@ -146,7 +150,11 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
         if rg.status.as_ref() != Some(&status) {
             patch_status(ctx, &rg, status).await?;
         }
-        tracing::warn!(group, other = other.id, "group name in use: nothing applied");
+        tracing::warn!(
+            group,
+            other = other.id,
+            "group name in use: nothing applied"
+        );
         // Looked at again: the other group may go away.
         return Ok(Action::requeue(ctx.status_interval));
     }
@@ -265,16 +273,17 @@ async fn other_claims(
     let me = rg.uid();
     let mut claims = Vec::new();
     for api in apis {
-        let list = api
-            .list(&ListParams::default())
-            .await
-            .map_err(Error::kube("list", "ReplicationGroup", "(all)"))?;
+        let list = api.list(&ListParams::default()).await.map_err(Error::kube(
+            "list",
+            "ReplicationGroup",
+            "(all)",
+        ))?;
         for obj in list.items {
             if obj.metadata.uid.is_some() && obj.metadata.uid == me {
                 continue;
             }
-            let Ok(other) = serde_json::to_value(&obj)
-                .and_then(serde_json::from_value::<ReplicationGroup>)
+            let Ok(other) =
+                serde_json::to_value(&obj).and_then(serde_json::from_value::<ReplicationGroup>)
             else {
                 continue;
             };
@@ -339,12 +348,7 @@ async fn read_slot(
     let Some(conn) = source_connection(rg, refs) else {
         return Err("the source credentials are not readable from their Secrets".into());
     };
-    match tokio::time::timeout(
-        SLOT_READ_TIMEOUT,
-        source::read_slot_status(&conn, group),
-    )
-    .await
-    {
+    match tokio::time::timeout(SLOT_READ_TIMEOUT, source::read_slot_status(&conn, group)).await {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) => Err(error_chain(&e)),
         Err(_) => Err(format!(
@@ -494,7 +498,10 @@ async fn cleanup(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Err
         .find(|(_, how)| *how == group_name::Collision::Streams)
         .map(|(o, _)| o.id.clone());
     for (what, other) in [
-        (format!("replication slot and publication {slot}"), &keep_slot),
+        (
+            format!("replication slot and publication {slot}"),
+            &keep_slot,
+        ),
         (format!("streams pgflo_{group}_*"), &keep_streams),
     ] {
         if let Some(other) = other {

@@ -34,8 +34,8 @@ pub use config::{config_hash, config_map, REPLICATOR_FILE};
 pub use nats::{nats, NatsObjects, DEFAULT_NATS_IMAGE};
 pub use workloads::{
     copy_job, copy_job_name, default_resources, replicator_name, replicator_stateful_set,
-    service_account, worker_name, worker_stateful_set, workload_name, Role,
-    MAX_STATEFUL_SET_NAME, RUNTIME_DRAIN_TIMEOUT, TERMINATION_GRACE_PERIOD_SECONDS,
+    service_account, worker_name, worker_stateful_set, workload_name, Role, MAX_STATEFUL_SET_NAME,
+    RUNTIME_DRAIN_TIMEOUT, TERMINATION_GRACE_PERIOD_SECONDS,
 };
 
 /// Label/annotation prefix of the operator.

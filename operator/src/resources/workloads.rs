@@ -271,7 +271,11 @@ fn pod_template(
         // A Job's pod needs no readiness, and a liveness probe could kill a long copy.
         liveness_probe: probes.then(|| super::http_probe("/healthz", "metrics", 10)),
         readiness_probe: probes.then(|| super::http_probe("/readyz", "metrics", 5)),
-        resources: Some(w.resources.clone().unwrap_or_else(|| default_resources(parts.role))),
+        resources: Some(
+            w.resources
+                .clone()
+                .unwrap_or_else(|| default_resources(parts.role)),
+        ),
         security_context: Some(super::restricted_container()),
         volume_mounts: Some(mounts),
         ..Container::default()

@@ -200,6 +200,36 @@ impl Env {
     }
 }
 
+/// Creates the table `orders` (if missing) and the publication and slot of runtime group
+/// `group` on the source, as the replicator would; the client to look at them.
+pub async fn create_group_slot(env: &Env, group: &str) -> tokio_postgres::Client {
+    let c = env.pg.client("shop").await.unwrap();
+    c.batch_execute("CREATE TABLE IF NOT EXISTS orders (id int PRIMARY KEY, note text)")
+        .await
+        .unwrap();
+    let name = pg_flo_source::names::slot_name(group);
+    c.batch_execute(&format!("CREATE PUBLICATION {name} FOR TABLE orders"))
+        .await
+        .unwrap();
+    c.batch_execute(&format!(
+        "SELECT pg_create_logical_replication_slot('{name}', 'pgoutput')"
+    ))
+    .await
+    .unwrap();
+    c
+}
+
+/// Whether the slot and the publication `name` exist.
+pub async fn slot_and_publication(c: &tokio_postgres::Client, name: &str) -> (bool, bool) {
+    let count = |sql: &'static str| async move {
+        c.query_one(sql, &[&name]).await.unwrap().get::<_, i64>(0) == 1
+    };
+    (
+        count("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1").await,
+        count("SELECT count(*) FROM pg_publication WHERE pubname = $1").await,
+    )
+}
+
 /// Parses a namespaced custom resource from YAML (namespace set to [`NS`]).
 pub fn cr<K: serde::de::DeserializeOwned>(yaml: &str) -> K {
     let mut v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
