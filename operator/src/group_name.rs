@@ -345,7 +345,13 @@ spec:
         });
         let mut mismatch = recorded.clone();
         mismatch.spec.group_name = Some("other".into());
-        let cases: Vec<(&str, ReplicationGroup, Option<&str>, Result<(String, Source), String>)> = vec![
+        type Case<'a> = (
+            &'a str,
+            ReplicationGroup,
+            Option<&'a str>,
+            Result<(String, Source), String>,
+        );
+        let cases: Vec<Case> = vec![
             ("default", group("data", "orders", ""), None, Ok(("data_orders".into(), Source::Default))),
             ("explicit", group("data", "orders", "{groupName: my_pg_flo}"), None, Ok(("my_pg_flo".into(), Source::Spec))),
             ("recorded", recorded.clone(), None, Ok(("orders".into(), Source::Recorded))),

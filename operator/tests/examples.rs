@@ -105,8 +105,16 @@ fn full_replication_group_round_trips() {
     assert_eq!(s.group_name.as_deref(), Some("shop_to_warehouse"));
     let replicator = s.replicator.as_ref().unwrap();
     assert_eq!(replicator.tolerations[0].key.as_deref(), Some("dedicated"));
-    assert!(replicator.affinity.as_ref().unwrap().node_affinity.is_some());
-    assert_eq!(replicator.priority_class_name.as_deref(), Some("cdc-critical"));
+    assert!(replicator
+        .affinity
+        .as_ref()
+        .unwrap()
+        .node_affinity
+        .is_some());
+    assert_eq!(
+        replicator.priority_class_name.as_deref(),
+        Some("cdc-critical")
+    );
     assert_eq!(replicator.pod_labels["team"], "data");
     let worker = s.worker.as_ref().unwrap();
     assert_eq!(worker.topology_spread_constraints[0].max_skew, 1);

@@ -320,7 +320,7 @@ spec:
 
     // A rotated password rolls both pods (Secret versions, never content, in the annotation).
     let versions = |env: &Env| -> Vec<String> {
-        workloads(&env)
+        workloads(env)
             .iter()
             .map(|d| pod_annotation(d, "pgflo.io/secrets-version"))
             .collect()
