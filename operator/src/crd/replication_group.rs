@@ -344,7 +344,7 @@ pub struct ExternalNats {
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadSpec {
     /// Container resources. When set, replaces the default requests as a whole (default:
-    /// replicator and copy Job 100m CPU / 128Mi memory, worker 100m / 256Mi; no limits).
+    /// replicator 100m CPU / 128Mi memory, worker 100m / 256Mi, copy Job 250m / 256Mi; no limits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Node labels the pod must run on.
