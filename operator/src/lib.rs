@@ -3,6 +3,7 @@
 
 pub mod controller;
 pub mod crd;
+pub mod group_name;
 pub mod leader;
 pub mod metrics;
 pub mod resources;

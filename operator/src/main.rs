@@ -184,7 +184,8 @@ async fn operate(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             metrics.clone(),
             args.status_interval,
         )
-        .with_runtime_image_pull_secrets(args.runtime_image_pull_secrets),
+        .with_runtime_image_pull_secrets(args.runtime_image_pull_secrets)
+        .with_watch_namespaces(args.watch_namespaces.clone()),
     );
     let run_cfg = RunConfig {
         namespaces: args.watch_namespaces,

@@ -242,6 +242,7 @@ fn file_group() -> ReplicationGroup {
         SinkSpec {
             file: Some(FileSink {
                 path: "/var/lib/pg-flo/out".into(),
+                claim_name: Some("cdc-output".into()),
             }),
             ..SinkSpec::default()
         },
@@ -254,18 +255,315 @@ fn snapshot_file_sink() {
 }
 
 #[test]
-fn replicator_is_one_recreate_pod() {
+fn replicator_and_worker_are_one_pod_stateful_sets() {
     for rg in [minimal(), full()] {
         let d = build(&rg, &[], &[], IMAGE, &[]).unwrap();
-        for dep in [&d.replicator, &d.worker] {
-            let spec = dep.spec.as_ref().unwrap();
+        for sts in [&d.replicator, &d.worker] {
+            let spec = sts.spec.as_ref().unwrap();
             assert_eq!(spec.replicas, Some(1));
-            assert_eq!(
-                spec.strategy.as_ref().unwrap().type_.as_deref(),
-                Some("Recreate")
-            );
+            assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+            let strategy = spec.update_strategy.as_ref().unwrap();
+            assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+            assert_eq!(strategy.rolling_update, None);
+            assert_eq!(spec.service_name.as_deref(), Some(""));
+            assert_eq!(spec.volume_claim_templates, None);
+            let labels = spec
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .labels
+                .clone()
+                .unwrap();
+            for (k, v) in spec.selector.match_labels.as_ref().unwrap() {
+                assert_eq!(
+                    labels.get(k),
+                    Some(v),
+                    "the pods carry the selector label {k}"
+                );
+            }
         }
     }
+    let names = build(&minimal(), &[], &[], IMAGE, &[]).unwrap();
+    assert_eq!(
+        names.replicator.metadata.name.as_deref(),
+        Some("orders-replicator")
+    );
+    assert_eq!(names.worker.metadata.name.as_deref(), Some("orders-worker"));
+}
+
+/// StatefulSet pods carry `controller-revision-hash: <name>-<10 chars>`, at most 63: the names
+/// stay within 52 characters for every valid `metadata.name` (at most 44).
+#[test]
+fn workload_names_fit_the_stateful_set_limit() {
+    use pg_flo_operator::resources::{workload_name, MAX_STATEFUL_SET_NAME};
+    let name41 = "a".repeat(41);
+    assert_eq!(
+        workload_name(&name41, "replicator"),
+        format!("{name41}-replicator")
+    );
+    for len in [42, 43, 44] {
+        let name = "b".repeat(len);
+        let got = workload_name(&name, "replicator");
+        assert_eq!(got.len(), MAX_STATEFUL_SET_NAME, "{got}");
+        assert!(got.starts_with(&format!("{name}-")), "{got}");
+        assert_ne!(got, workload_name(&"b".repeat(len + 1), "replicator"));
+        assert_eq!(workload_name(&name, "worker"), format!("{name}-worker"));
+    }
+}
+
+/// The runtime drains for `SHUTDOWN_DRAIN_TIMEOUT` on SIGTERM; the kubelet must not kill it
+/// earlier.
+#[test]
+fn pods_get_more_time_to_stop_than_the_runtime_drains() {
+    use pg_flo_operator::resources::{RUNTIME_DRAIN_TIMEOUT, TERMINATION_GRACE_PERIOD_SECONDS};
+    assert_eq!(
+        RUNTIME_DRAIN_TIMEOUT,
+        pg_flo::source::replicator::SHUTDOWN_DRAIN_TIMEOUT
+    );
+    assert_eq!(TERMINATION_GRACE_PERIOD_SECONDS, 60);
+    assert!(
+        TERMINATION_GRACE_PERIOD_SECONDS as u64 >= RUNTIME_DRAIN_TIMEOUT.as_secs() + 30,
+        "room for the final confirmation, commit and lease release"
+    );
+    let mut rg = minimal();
+    rg.spec.mode = pg_flo_operator::crd::Mode::Copy;
+    let d = build(&rg, &[], &[], IMAGE, &[]).unwrap();
+    let job = d.copy_job.unwrap().spec.unwrap().template.spec.unwrap();
+    for pod in [pod_spec(&d.replicator), pod_spec(&d.worker), &job] {
+        assert_eq!(pod.termination_grace_period_seconds, Some(60));
+    }
+}
+
+fn quantities(r: &k8s_openapi::api::core::v1::ResourceRequirements) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = r
+        .requests
+        .iter()
+        .flatten()
+        .map(|(k, q)| (format!("requests.{k}"), q.0.clone()))
+        .chain(
+            r.limits
+                .iter()
+                .flatten()
+                .map(|(k, q)| (format!("limits.{k}"), q.0.clone())),
+        )
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn default_requests_unless_the_group_sets_resources() {
+    let mut rg = minimal();
+    rg.spec.mode = pg_flo_operator::crd::Mode::Copy;
+    let d = build(&rg, &[], &[], IMAGE, &[]).unwrap();
+    let job = d.copy_job.unwrap().spec.unwrap().template.spec.unwrap();
+    let pair = |cpu: &str, mem: &str| {
+        vec![
+            ("requests.cpu".to_string(), cpu.to_string()),
+            ("requests.memory".to_string(), mem.to_string()),
+        ]
+    };
+    for (what, c, want) in [
+        (
+            "replicator",
+            container(&d.replicator).clone(),
+            pair("100m", "128Mi"),
+        ),
+        (
+            "worker",
+            container(&d.worker).clone(),
+            pair("100m", "256Mi"),
+        ),
+        ("copy Job", job.containers[0].clone(), pair("250m", "256Mi")),
+    ] {
+        assert_eq!(quantities(c.resources.as_ref().unwrap()), want, "{what}");
+    }
+    // The full example sets its own: they replace the defaults as a whole.
+    let d = build(&full(), &[], &[], IMAGE, &[]).unwrap();
+    assert_eq!(
+        quantities(container(&d.replicator).resources.as_ref().unwrap()),
+        vec![
+            ("limits.memory".to_string(), "256Mi".to_string()),
+            ("requests.cpu".to_string(), "100m".to_string()),
+            ("requests.memory".to_string(), "128Mi".to_string()),
+        ]
+    );
+    assert_eq!(
+        quantities(container(&d.worker).resources.as_ref().unwrap()),
+        pair("200m", "256Mi")
+    );
+}
+
+/// Every pod override of `spec.replicator`, `spec.worker` and `spec.copyJob` lands in its pod
+/// template; the operator's own labels and annotations win.
+#[test]
+fn pod_overrides_reach_each_component_and_the_copy_job() {
+    use pg_flo_operator::crd::{Mode, WorkloadSpec};
+    let spec = |who: &str| -> WorkloadSpec {
+        serde_yaml::from_str(&format!(
+            "resources: {{requests: {{cpu: 1, memory: 1Gi}}}}
+nodeSelector: {{pool: {who}}}
+tolerations: [{{key: dedicated, operator: Equal, value: {who}, effect: NoSchedule}}]
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms: [{{matchExpressions: [{{key: zone, operator: In, values: [{who}]}}]}}]
+topologySpreadConstraints:
+  - {{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway}}
+priorityClassName: {who}-priority
+podAnnotations: {{team: {who}, pgflo.io/config-hash: forged}}
+podLabels: {{team: {who}, app.kubernetes.io/component: forged, pgflo.io/group: forged}}"
+        ))
+        .unwrap()
+    };
+    let mut rg = minimal();
+    rg.spec.replicator = Some(spec("rep"));
+    rg.spec.worker = Some(spec("wrk"));
+    let d = build(&rg, &[], &[], IMAGE, &[]).unwrap();
+    let mut copy = rg.clone();
+    copy.spec.mode = Mode::Copy;
+    let job_of = |rg: &ReplicationGroup| {
+        build(rg, &[], &[], IMAGE, &[])
+            .unwrap()
+            .copy_job
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+    };
+    // Without spec.copyJob, the Job takes the replicator's; with it, its own.
+    let job_default = job_of(&copy);
+    copy.spec.copy_job = Some(spec("cpy"));
+    let job_own = job_of(&copy);
+    let templates = [
+        (
+            "rep",
+            "replicator",
+            d.replicator.spec.clone().unwrap().template,
+        ),
+        ("wrk", "worker", d.worker.spec.clone().unwrap().template),
+        ("rep", "replicator", job_default),
+        ("cpy", "replicator", job_own),
+    ];
+    for (who, component, t) in templates {
+        let meta = t.metadata.unwrap();
+        let pod = t.spec.unwrap();
+        assert_eq!(pod.node_selector.as_ref().unwrap()["pool"], who);
+        assert_eq!(
+            pod.tolerations.as_ref().unwrap()[0].value.as_deref(),
+            Some(who)
+        );
+        let terms = &pod
+            .affinity
+            .as_ref()
+            .unwrap()
+            .node_affinity
+            .as_ref()
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .as_ref()
+            .unwrap()
+            .node_selector_terms;
+        assert_eq!(
+            terms[0].match_expressions.as_ref().unwrap()[0].values,
+            Some(vec![who.to_string()])
+        );
+        let spread = pod.topology_spread_constraints.as_ref().unwrap();
+        assert_eq!(spread[0].topology_key, "topology.kubernetes.io/zone");
+        assert_eq!(pod.priority_class_name, Some(format!("{who}-priority")));
+        assert_eq!(
+            quantities(pod.containers[0].resources.as_ref().unwrap()),
+            vec![
+                ("requests.cpu".to_string(), "1".to_string()),
+                ("requests.memory".to_string(), "1Gi".to_string())
+            ]
+        );
+        let labels = meta.labels.unwrap();
+        assert_eq!(labels["team"], who);
+        assert_eq!(labels["app.kubernetes.io/component"], component);
+        assert_eq!(labels["pgflo.io/group"], "orders");
+        let annotations = meta.annotations.unwrap();
+        assert_eq!(annotations["team"], who);
+        assert_ne!(annotations["pgflo.io/config-hash"], "forged");
+    }
+}
+
+#[test]
+fn the_copy_job_replaces_only_failed_pods_and_has_no_probes() {
+    let mut rg = minimal();
+    rg.spec.mode = pg_flo_operator::crd::Mode::Copy;
+    let d = build(&rg, &[], &[], IMAGE, &[]).unwrap();
+    let spec = d.copy_job.unwrap().spec.unwrap();
+    assert_eq!(spec.pod_replacement_policy.as_deref(), Some("Failed"));
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(pod.restart_policy.as_deref(), Some("OnFailure"));
+    let c = &pod.containers[0];
+    assert_eq!((&c.liveness_probe, &c.readiness_probe), (&None, &None));
+    // The StatefulSets keep theirs.
+    assert!(container(&d.worker).readiness_probe.is_some());
+    assert!(container(&d.replicator).liveness_probe.is_some());
+}
+
+#[test]
+fn the_file_sink_writes_to_its_claim_or_an_empty_dir() {
+    let volume = |rg: &ReplicationGroup| {
+        let d = build(rg, &[], &[], IMAGE, &[]).unwrap();
+        let pod = pod_spec(&d.worker).clone();
+        let mount = pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "file-output")
+            .unwrap()
+            .clone();
+        assert_eq!(mount.mount_path, "/var/lib/pg-flo/out");
+        assert_ne!(mount.read_only, Some(true));
+        pod.volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "file-output")
+            .unwrap()
+    };
+    let claimed = volume(&file_group());
+    assert_eq!(
+        claimed.persistent_volume_claim.unwrap().claim_name,
+        "cdc-output"
+    );
+    assert_eq!(claimed.empty_dir, None);
+    let mut rg = file_group();
+    rg.spec.sink.file.as_mut().unwrap().claim_name = None;
+    let ephemeral = volume(&rg);
+    assert!(ephemeral.empty_dir.is_some());
+    assert_eq!(ephemeral.persistent_volume_claim, None);
+}
+
+/// The runtime group is `status.groupName`, else `spec.groupName`, else `<namespace>_<name>`;
+/// Kubernetes object names stay `metadata.name`.
+#[test]
+fn the_rendered_group_name() {
+    let group_of = |rg: &ReplicationGroup| -> String {
+        let d = build(rg, &[], &[], IMAGE, &[]).unwrap();
+        let cfg: serde_yaml::Value =
+            serde_yaml::from_str(&d.config_map.data.as_ref().unwrap()["replicator.yaml"]).unwrap();
+        let worker: serde_yaml::Value =
+            serde_yaml::from_str(&d.config_map.data.as_ref().unwrap()["worker.yaml"]).unwrap();
+        assert_eq!(cfg["group"], worker["group"]);
+        assert_eq!(
+            d.config_map.metadata.name.as_deref(),
+            Some("orders-pg-flo-config")
+        );
+        cfg["group"].as_str().unwrap().to_owned()
+    };
+    let mut rg = minimal();
+    assert_eq!(group_of(&rg), "cdc_orders");
+    rg.spec.group_name = Some("orders".into());
+    assert_eq!(group_of(&rg), "orders");
+    rg.status = Some(pg_flo_operator::crd::ReplicationGroupStatus {
+        group_name: Some("recorded".into()),
+        ..Default::default()
+    });
+    assert_eq!(group_of(&rg), "recorded");
 }
 
 #[test]

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use e2e::TempDir;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PodSpec};
 use pg_flo::cli::CommandLine;
@@ -42,7 +42,7 @@ struct Rendered {
     pods: Vec<PodSpec>,
 }
 
-fn pod_of_deployment(d: &Deployment) -> PodSpec {
+fn pod_of_workload(d: &StatefulSet) -> PodSpec {
     d.spec.clone().unwrap().template.spec.unwrap()
 }
 
@@ -111,10 +111,7 @@ fn examples() -> Vec<Rendered> {
                 .cloned()
                 .collect();
             let d = build(&rg, &rules, &routes, IMAGE, &["Authorization".into()]).unwrap();
-            let mut pods = vec![
-                pod_of_deployment(&d.replicator),
-                pod_of_deployment(&d.worker),
-            ];
+            let mut pods = vec![pod_of_workload(&d.replicator), pod_of_workload(&d.worker)];
             pods.extend(d.copy_job.as_ref().map(pod_of_job));
             Rendered {
                 name: format!("{} ({name})", path.display()),
@@ -140,8 +137,10 @@ fn snapshots() -> Vec<Rendered> {
                         let cm: ConfigMap = serde_yaml::from_value(doc).unwrap();
                         files.extend(cm.data.unwrap());
                     }
-                    "Deployment" => {
-                        pods.push(pod_of_deployment(&serde_yaml::from_value(doc).unwrap()))
+                    "StatefulSet"
+                        if doc["metadata"]["labels"]["app.kubernetes.io/component"] != "nats" =>
+                    {
+                        pods.push(pod_of_workload(&serde_yaml::from_value(doc).unwrap()))
                     }
                     "Job" => pods.push(pod_of_job(&serde_yaml::from_value(doc).unwrap())),
                     _ => {}

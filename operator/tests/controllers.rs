@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ConfigMap;
 use pg_flo_operator::controller::{run, RunConfig};
 use pg_flo_operator::crd::{Phase, ReplicationGroup, Rule};
@@ -57,12 +57,13 @@ async fn the_running_controllers_follow_changes_through_watches() {
         phase(&env) == Some(Phase::Degraded)
     })
     .await;
-    assert!(env.api.names::<Deployment>(NS).is_empty());
+    assert!(env.api.names::<StatefulSet>(NS).is_empty());
 
     // Creating the Secret triggers the group through the Secret watch.
     env.source_secret();
     eventually("the group is applied", || {
-        env.api.names::<Deployment>(NS) == vec!["orders-replicator", "orders-worker"]
+        env.api.names::<StatefulSet>(NS)
+            == vec!["orders-nats", "orders-replicator", "orders-worker"]
             && phase(&env) == Some(Phase::Pending)
     })
     .await;
@@ -104,7 +105,7 @@ async fn the_running_controllers_follow_changes_through_watches() {
     );
     assert!(env
         .api
-        .names::<Deployment>(NS)
+        .names::<StatefulSet>(NS)
         .iter()
         .all(|n| !n.starts_with("broken")));
 

@@ -102,8 +102,23 @@ fn full_replication_group_round_trips() {
     assert!(s.nats.external.is_some());
     assert_eq!(s.worker_batch_size, Some(500));
     assert_eq!(s.reclaim_policy, ReclaimPolicy::Delete);
-    let tolerations = &s.replicator.as_ref().unwrap().tolerations;
-    assert_eq!(tolerations[0].key.as_deref(), Some("dedicated"));
+    assert_eq!(s.group_name.as_deref(), Some("shop_to_warehouse"));
+    let replicator = s.replicator.as_ref().unwrap();
+    assert_eq!(replicator.tolerations[0].key.as_deref(), Some("dedicated"));
+    assert!(replicator
+        .affinity
+        .as_ref()
+        .unwrap()
+        .node_affinity
+        .is_some());
+    assert_eq!(
+        replicator.priority_class_name.as_deref(),
+        Some("cdc-critical")
+    );
+    assert_eq!(replicator.pod_labels["team"], "data");
+    let worker = s.worker.as_ref().unwrap();
+    assert_eq!(worker.topology_spread_constraints[0].max_skew, 1);
+    assert!(s.copy_job.as_ref().unwrap().resources.is_some());
     // What we serialize validates too (defaults included).
     let json = serde_json::to_value(&rg).unwrap();
     assert_eq!(
@@ -127,7 +142,10 @@ fn rule_and_route_examples_load() {
 fn schema_rejects_bad_values() {
     let base: serde_json::Value =
         serde_yaml::from_str(&example("replicationgroup-minimal.yaml")).unwrap();
-    let cases: [(&str, serde_json::Value); 5] = [
+    let cases: [(&str, serde_json::Value); 8] = [
+        ("/spec/groupName", "My.Group".into()),
+        ("/spec/groupName", "".into()),
+        ("/spec/groupName", "x".repeat(45).into()),
         ("/spec/source/sslMode", "allow".into()),
         ("/spec/mode", "copy_and_stream".into()),
         ("/spec/copyWorkersPerTable", 0.into()),
@@ -165,6 +183,8 @@ fn crds_carry_the_cel_rules() {
         "exactly one of sink.postgres, sink.webhook, sink.file, sink.stdout",
         "exactly one of nats.managed, nats.external",
         "nats.managed.replicas must be 1 or 3",
+        "groupName is immutable",
+        "self.spec.groupName == self.status.groupName",
     ] {
         assert!(yaml.contains(needle), "missing CEL rule: {needle}");
     }

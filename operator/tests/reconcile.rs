@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -35,15 +35,28 @@ fn phase(rg: &ReplicationGroup) -> Phase {
     rg.status.as_ref().unwrap().phase.unwrap()
 }
 
-fn replicas(d: &Deployment) -> i32 {
+/// The replicator and worker StatefulSets (not the managed NATS one), by name.
+fn workloads(env: &Env) -> Vec<StatefulSet> {
+    env.api
+        .list::<StatefulSet>(NS)
+        .into_iter()
+        .filter(|s| !s.name_any().ends_with("-nats"))
+        .collect()
+}
+
+fn workload_names(env: &Env) -> Vec<String> {
+    workloads(env).iter().map(|s| s.name_any()).collect()
+}
+
+fn replicas(d: &StatefulSet) -> i32 {
     d.spec.as_ref().unwrap().replicas.unwrap()
 }
 
-/// Reports a Deployment rolled out and available (what the Deployment controller would do).
+/// Reports a StatefulSet rolled out and available (what the StatefulSet controller would do).
 fn make_available(env: &Env, name: &str) {
-    let d: Deployment = env.api.get(NS, name).unwrap();
+    let d: StatefulSet = env.api.get(NS, name).unwrap();
     let generation = d.metadata.generation.unwrap();
-    env.api.set_status::<Deployment>(
+    env.api.set_status::<StatefulSet>(
         NS,
         name,
         json!({"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}),
@@ -52,7 +65,7 @@ fn make_available(env: &Env, name: &str) {
 
 async fn create_slot(env: &Env, group: &str) -> tokio_postgres::Client {
     let c = env.pg.client("shop").await.unwrap();
-    c.batch_execute("CREATE TABLE orders (id int PRIMARY KEY, note text)")
+    c.batch_execute("CREATE TABLE IF NOT EXISTS orders (id int PRIMARY KEY, note text)")
         .await
         .unwrap();
     let name = format!("pg_flo_{group}_publication");
@@ -99,10 +112,17 @@ async fn create_applies_every_object_and_reports_the_real_slot() {
     assert_eq!(env.api.names::<ConfigMap>(NS), vec!["orders-pg-flo-config"]);
     assert_eq!(env.api.names::<ServiceAccount>(NS), vec!["orders-pg-flo"]);
     assert_eq!(
-        env.api.names::<Deployment>(NS),
+        workload_names(&env),
         vec!["orders-replicator", "orders-worker"]
     );
-    assert_eq!(env.api.names::<StatefulSet>(NS), vec!["orders-nats"]);
+    assert_eq!(
+        env.api.names::<StatefulSet>(NS),
+        vec!["orders-nats", "orders-replicator", "orders-worker"]
+    );
+    assert_eq!(
+        env.stored("orders").status.unwrap().group_name.as_deref(),
+        Some("data_orders")
+    );
     assert_eq!(
         env.api.names::<Service>(NS),
         vec!["orders-nats", "orders-nats-headless"]
@@ -111,7 +131,7 @@ async fn create_applies_every_object_and_reports_the_real_slot() {
         env.api.names::<PodDisruptionBudget>(NS),
         vec!["orders-nats"]
     );
-    for d in env.api.list::<Deployment>(NS) {
+    for d in workloads(&env) {
         let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
             (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
@@ -156,15 +176,15 @@ async fn create_applies_every_object_and_reports_the_real_slot() {
     assert_eq!(condition(&got, "Degraded").0, "False");
     assert_eq!(condition(&got, "Paused").0, "False");
     let slot = st.slot.as_ref().unwrap();
-    assert_eq!(slot.name.as_deref(), Some("pg_flo_orders_publication"));
+    assert_eq!(slot.name.as_deref(), Some("pg_flo_data_orders_publication"));
     assert_eq!(
         slot.publication.as_deref(),
-        Some("pg_flo_orders_publication")
+        Some("pg_flo_data_orders_publication")
     );
     assert_eq!(slot.restart_lsn, None);
 
     // The slot exists and WAL was written past it; both workloads are available.
-    let c = create_slot(&env, "orders").await;
+    let c = create_slot(&env, "data_orders").await;
     c.batch_execute(
         "INSERT INTO orders SELECT g, repeat('x', 100) FROM generate_series(1, 2000) g",
     )
@@ -175,13 +195,13 @@ async fn create_applies_every_object_and_reports_the_real_slot() {
     env.reconcile("orders").await.unwrap();
     let row = c
         .query_one(
-            "SELECT restart_lsn::text, confirmed_flush_lsn::text, wal_status, active FROM pg_replication_slots WHERE slot_name = 'pg_flo_orders_publication'",
+            "SELECT restart_lsn::text, confirmed_flush_lsn::text, wal_status, active FROM pg_replication_slots WHERE slot_name = 'pg_flo_data_orders_publication'",
             &[],
         )
         .await
         .unwrap();
     let after: i64 = c
-        .query_one("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = 'pg_flo_orders_publication'", &[])
+        .query_one("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = 'pg_flo_data_orders_publication'", &[])
         .await
         .unwrap()
         .get(0);
@@ -218,12 +238,7 @@ async fn a_spec_change_rolls_the_pods_and_a_rule_or_route_added_later_rerenders(
     let env = Env::start().await;
     env.source_secret();
     env.create(&env.group("orders", "")).await;
-    let before: Vec<String> = env
-        .api
-        .list::<Deployment>(NS)
-        .iter()
-        .map(pod_hash)
-        .collect();
+    let before: Vec<String> = workloads(&env).iter().map(pod_hash).collect();
     assert_eq!(before[0], before[1], "both pods carry the config hash");
     let cm: ConfigMap = env.api.get(NS, "orders-pg-flo-config").unwrap();
     assert!(!cm.data.as_ref().unwrap().contains_key("rules.yaml"));
@@ -236,12 +251,7 @@ async fn a_spec_change_rolls_the_pods_and_a_rule_or_route_added_later_rerenders(
         cm.data.as_ref().unwrap()["worker.yaml"].contains("batch-size: 250"),
         "{cm:?}"
     );
-    let after: Vec<String> = env
-        .api
-        .list::<Deployment>(NS)
-        .iter()
-        .map(pod_hash)
-        .collect();
+    let after: Vec<String> = workloads(&env).iter().map(pod_hash).collect();
     assert_ne!(before[0], after[0]);
     assert_eq!(after[0], after[1]);
     assert_eq!(
@@ -266,12 +276,7 @@ async fn a_spec_change_rolls_the_pods_and_a_rule_or_route_added_later_rerenders(
         "tables:\n  orders:\n  - type: transform\n    column: email\n    parameters:\n      mask_char: '*'\n      type: mask\n"
     );
     assert!(data["worker.yaml"].contains("rules-config: /etc/pg-flo/rules.yaml"));
-    let with_rule: Vec<String> = env
-        .api
-        .list::<Deployment>(NS)
-        .iter()
-        .map(pod_hash)
-        .collect();
+    let with_rule: Vec<String> = workloads(&env).iter().map(pod_hash).collect();
     assert_ne!(with_rule[0], after[0]);
 
     // A Route: accepted and rendered; a second Route of the same table conflicts.
@@ -315,20 +320,14 @@ spec:
 
     // A rotated password rolls both pods (Secret versions, never content, in the annotation).
     let versions = |env: &Env| -> Vec<String> {
-        env.api
-            .list::<Deployment>(NS)
+        workloads(env)
             .iter()
             .map(|d| pod_annotation(d, "pgflo.io/secrets-version"))
             .collect()
     };
     let before = versions(&env);
     assert!(before[0].starts_with("src="), "{before:?}");
-    let hashes_before: Vec<String> = env
-        .api
-        .list::<Deployment>(NS)
-        .iter()
-        .map(pod_hash)
-        .collect();
+    let hashes_before: Vec<String> = workloads(&env).iter().map(pod_hash).collect();
     env.api.replace(&secret(
         "src",
         &[("user", env.pg.user()), ("password", "rotated")],
@@ -338,12 +337,7 @@ spec:
     assert_ne!(before[0], after[0]);
     assert_eq!(after[0], after[1]);
     assert!(!after[0].contains("rotated"));
-    let hashes_after: Vec<String> = env
-        .api
-        .list::<Deployment>(NS)
-        .iter()
-        .map(pod_hash)
-        .collect();
+    let hashes_after: Vec<String> = workloads(&env).iter().map(pod_hash).collect();
     assert_eq!(
         hashes_before, hashes_after,
         "the config itself did not change"
@@ -358,11 +352,11 @@ async fn pause_scales_to_zero_stop_removes_the_workloads_and_running_brings_them
 
     env.edit("orders", |rg| rg.spec.state = DesiredState::Paused);
     env.reconcile("orders").await.unwrap();
-    let ds = env.api.list::<Deployment>(NS);
+    let ds = workloads(&env);
     assert_eq!(ds.iter().map(replicas).collect::<Vec<_>>(), vec![0, 0]);
     assert_eq!(
         env.api.names::<StatefulSet>(NS),
-        vec!["orders-nats"],
+        vec!["orders-nats", "orders-replicator", "orders-worker"],
         "NATS (the stream) stays"
     );
     let got = env.stored("orders");
@@ -373,7 +367,7 @@ async fn pause_scales_to_zero_stop_removes_the_workloads_and_running_brings_them
     env.edit("orders", |rg| rg.spec.state = DesiredState::Stopped);
     env.reconcile("orders").await.unwrap();
     assert!(
-        env.api.names::<Deployment>(NS).is_empty(),
+        workload_names(&env).is_empty(),
         "stopped removes the workloads"
     );
     assert_eq!(env.api.names::<StatefulSet>(NS), vec!["orders-nats"]);
@@ -391,19 +385,19 @@ async fn pause_scales_to_zero_stop_removes_the_workloads_and_running_brings_them
     assert_eq!(
         deletes,
         vec![
-            "/apis/apps/v1/namespaces/data/deployments/orders-replicator",
-            "/apis/apps/v1/namespaces/data/deployments/orders-worker"
+            "/apis/apps/v1/namespaces/data/statefulsets/orders-replicator",
+            "/apis/apps/v1/namespaces/data/statefulsets/orders-worker"
         ]
     );
 
     env.edit("orders", |rg| rg.spec.state = DesiredState::Running);
     env.reconcile("orders").await.unwrap();
-    let ds = env.api.list::<Deployment>(NS);
+    let ds = workloads(&env);
     assert_eq!(ds.iter().map(replicas).collect::<Vec<_>>(), vec![1, 1]);
     assert_eq!(phase(&env.stored("orders")), Phase::Pending);
 }
 
-/// The group's name becomes the runtime's group: one that cannot name a replication slot
+/// The default runtime group is `<namespace>_<name>`: one that cannot name a replication slot
 /// (a dot, allowed in Kubernetes names) is refused before anything is created.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_that_cannot_name_a_replication_slot_is_an_invalid_spec() {
@@ -420,10 +414,11 @@ async fn a_name_that_cannot_name_a_replication_slot_is_an_invalid_spec() {
     assert_eq!((status, reason), ("True", "InvalidSpec"));
     assert_eq!(
         message,
-        "metadata.name: invalid group name \"orders.v2\": use only letters, digits, '_' and '-' \
-         (the group is part of NATS subjects and PostgreSQL object names)"
+        "the default group name (<namespace>_<name>): invalid group name \"data_orders.v2\": use \
+         only letters, digits, '_' and '-' (the group is part of NATS subjects and PostgreSQL \
+         object names): set spec.groupName"
     );
-    assert!(env.api.names::<Deployment>(NS).is_empty());
+    assert!(workload_names(&env).is_empty());
     assert!(env.api.names::<ConfigMap>(NS).is_empty());
 }
 
@@ -457,7 +452,7 @@ async fn an_invalid_spec_becomes_a_condition_and_an_event_and_creates_nothing() 
     );
     assert_eq!(condition(&got, "Ready").0, "False");
     assert!(env.api.names::<ConfigMap>(NS).is_empty());
-    assert!(env.api.names::<Deployment>(NS).is_empty());
+    assert!(workload_names(&env).is_empty());
     assert!(env.api.names::<StatefulSet>(NS).is_empty());
     let events = env.api.events(NS);
     assert_eq!(
@@ -478,8 +473,8 @@ async fn an_invalid_spec_becomes_a_condition_and_an_event_and_creates_nothing() 
     env.api
         .insert(&secret("hooks", &[("Authorization", "Bearer t0ken")]));
     env.reconcile("orders").await.unwrap();
-    assert_eq!(env.api.names::<Deployment>(NS).len(), 2);
-    let worker: Deployment = env.api.get(NS, "orders-worker").unwrap();
+    assert_eq!(workload_names(&env).len(), 2);
+    let worker: StatefulSet = env.api.get(NS, "orders-worker").unwrap();
     let env_vars = worker.spec.unwrap().template.spec.unwrap().containers[0]
         .env
         .clone()
@@ -581,7 +576,7 @@ async fn delete_with_retain_keeps_the_slot() {
     let env = Env::start().await;
     env.source_secret();
     env.create(&env.group("orders", "")).await;
-    let c = create_slot(&env, "orders").await;
+    let c = create_slot(&env, "data_orders").await;
     let client = env.ctx.client.clone();
     let groups: kube::Api<ReplicationGroup> = kube::Api::namespaced(client, NS);
     groups.delete("orders", &Default::default()).await.unwrap();
@@ -595,7 +590,7 @@ async fn delete_with_retain_keeps_the_slot() {
         "finalizer removed, group gone"
     );
     assert_eq!(
-        slot_exists(&c, "pg_flo_orders_publication").await,
+        slot_exists(&c, "pg_flo_data_orders_publication").await,
         (true, true)
     );
     let events = env.api.events(NS);
@@ -604,7 +599,7 @@ async fn delete_with_retain_keeps_the_slot() {
     assert!(
         retained
             .2
-            .contains("SELECT pg_drop_replication_slot('pg_flo_orders_publication')"),
+            .contains("SELECT pg_drop_replication_slot('pg_flo_data_orders_publication')"),
         "{}",
         retained.2
     );
@@ -623,16 +618,17 @@ async fn delete_with_delete_waits_for_the_pods_then_drops_slot_publication_and_s
         ),
     );
     env.create(&rg).await;
-    assert!(
-        env.api.names::<StatefulSet>(NS).is_empty(),
-        "external NATS: no StatefulSet"
+    assert_eq!(
+        env.api.names::<StatefulSet>(NS),
+        vec!["orders-replicator", "orders-worker"],
+        "external NATS: no NATS StatefulSet"
     );
-    let c = create_slot(&env, "orders").await;
+    let c = create_slot(&env, "data_orders").await;
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     for s in [
-        "pgflo_orders_stream",
-        "pgflo_orders_state",
-        "pgflo_orders_dlq",
+        "pgflo_data_orders_stream",
+        "pgflo_data_orders_state",
+        "pgflo_data_orders_dlq",
     ] {
         js.create_stream(async_nats::jetstream::stream::Config {
             name: s.into(),
@@ -656,10 +652,7 @@ async fn delete_with_delete_waits_for_the_pods_then_drops_slot_publication_and_s
     groups.delete("orders", &Default::default()).await.unwrap();
     let err = env.reconcile("orders").await.unwrap_err();
     assert_eq!(err.category(), "cleanup-pending");
-    assert!(
-        env.api.names::<Deployment>(NS).is_empty(),
-        "workloads deleted first"
-    );
+    assert!(workload_names(&env).is_empty(), "workloads deleted first");
     let got = env.stored("orders");
     assert_eq!(phase(&got), Phase::Deleting);
     assert_eq!(
@@ -667,7 +660,7 @@ async fn delete_with_delete_waits_for_the_pods_then_drops_slot_publication_and_s
         "waiting for pods orders-replicator-abc to terminate before dropping the slot"
     );
     assert_eq!(
-        slot_exists(&c, "pg_flo_orders_publication").await,
+        slot_exists(&c, "pg_flo_data_orders_publication").await,
         (true, true)
     );
 
@@ -678,13 +671,13 @@ async fn delete_with_delete_waits_for_the_pods_then_drops_slot_publication_and_s
         Action::await_change()
     );
     assert_eq!(
-        slot_exists(&c, "pg_flo_orders_publication").await,
+        slot_exists(&c, "pg_flo_data_orders_publication").await,
         (false, false)
     );
     for s in [
-        "pgflo_orders_stream",
-        "pgflo_orders_state",
-        "pgflo_orders_dlq",
+        "pgflo_data_orders_stream",
+        "pgflo_data_orders_state",
+        "pgflo_data_orders_dlq",
     ] {
         assert!(js.get_stream(s).await.is_err(), "stream {s} deleted");
     }
@@ -704,9 +697,9 @@ async fn copy_mode_runs_a_job_once_and_reports_its_completion() {
     env.create(&env.group("orders", "{mode: copy}")).await;
     assert_eq!(env.api.names::<Job>(NS), vec!["orders-copy"]);
     assert_eq!(
-        env.api.names::<Deployment>(NS),
+        workload_names(&env),
         vec!["orders-worker"],
-        "no replicator Deployment"
+        "no replicator StatefulSet"
     );
     assert_eq!(phase(&env.stored("orders")), Phase::Copying);
 
@@ -758,7 +751,7 @@ async fn the_reconcile_triggered_by_its_own_status_write_writes_nothing() {
     env.api.insert(&env.group("orders", ""));
     env.reconcile_with(&ctx, "orders").await.unwrap();
     env.reconcile_with(&ctx, "orders").await.unwrap();
-    let c = create_slot(&env, "orders").await;
+    let c = create_slot(&env, "data_orders").await;
     make_available(&env, "orders-replicator");
     make_available(&env, "orders-worker");
     env.reconcile_with(&ctx, "orders").await.unwrap();

@@ -13,12 +13,12 @@ use e2e::{
     dump_table, free_port, pg_flo_bin, wait_for_eq, NatsServer, PgCluster, PgOptions, Process,
     TempDir,
 };
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use pg_flo_operator::crd::{ReplicationGroup, Route, Rule};
 
-/// Turns a rendered Deployment into a local process: config files under `dir`, secrets from
+/// Turns a rendered StatefulSet into a local process: config files under `dir`, secrets from
 /// `secrets` (`name/key` -> value), the admin port on a free loopback port.
-fn spawn(name: &str, d: &Deployment, dir: &Path, secrets: &HashMap<String, String>) -> Process {
+fn spawn(name: &str, d: &StatefulSet, dir: &Path, secrets: &HashMap<String, String>) -> Process {
     let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     let c = &pod.containers[0];
     assert_eq!(c.command.as_deref(), Some(&["pg_flo".to_owned()][..]));

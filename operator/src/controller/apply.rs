@@ -4,14 +4,16 @@
 //! these objects; a conflicting manual edit is overwritten, as with any controller). An object
 //! is an orphan when it carries the group's labels and an owner reference to the group's uid
 //! but is not in the desired set (e.g. the NATS StatefulSet after switching to external NATS,
-//! the Deployments after `state: stopped`); orphans are deleted. Objects that only carry the
+//! the StatefulSets after `state: stopped`); orphans are deleted. Deployments (the replicator and
+//! worker of earlier versions) are replaced by StatefulSets without two pods at once, see
+//! [`apply_desired`]. Objects that only carry the
 //! labels (copied by hand) are never touched.
 
 use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -39,17 +41,50 @@ impl<K> Namespaced for K where
 /// The applied workloads, as the API server returned them (with status).
 #[derive(Clone, Debug, Default)]
 pub struct Applied {
-    /// The replicator Deployment (`None` when stopped).
-    pub replicator: Option<Deployment>,
-    /// The worker Deployment (`None` when stopped).
-    pub worker: Option<Deployment>,
-    /// The copy Job (`mode: copy`, not stopped).
+    /// The replicator StatefulSet (`None` when stopped or with `mode: copy`).
+    pub replicator: Option<StatefulSet>,
+    /// The worker StatefulSet (`None` when stopped).
+    pub worker: Option<StatefulSet>,
+    /// The copy Job (`mode: copy`, not stopped, or kept until its completion is recorded).
     pub copy_job: Option<Job>,
+    /// The copy Job was seen finished.
+    pub copy_complete: bool,
+    /// What keeps a StatefulSet at zero pods while a pod of the Deployment it replaces (or of
+    /// another controller) is still there: `Deployment <name>` / `Pod <name>`.
+    pub waiting_for: Vec<String>,
 }
 
-/// Creates the copy Job, or, when it exists, only sets its `suspend` (a Job's pod template is
-/// immutable, and a copy must not restart because an unrelated setting changed).
-async fn ensure_job(ctx: &Context, ns: &str, job: &Job) -> Result<Job, Error> {
+/// What the reconciler asks of [`apply_desired`] beyond the desired objects.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// Run the workloads (not `state: stopped`).
+    pub run_workloads: bool,
+    /// `status.copyCompletionTime` is set: the copy Job is never created again.
+    pub copy_recorded: bool,
+}
+
+/// Whether a Job finished successfully.
+pub fn job_complete(j: &Job) -> bool {
+    let complete = j
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Complete" && c.status == "True")
+        });
+    complete || j.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) >= 1
+}
+
+/// Creates the copy Job unless its copy already finished, or, when it exists, only sets its
+/// `suspend` (a Job's pod template is immutable, and a copy must not restart because an
+/// unrelated setting changed). `None` when the copy finished and the Job is gone.
+async fn ensure_job(
+    ctx: &Context,
+    ns: &str,
+    job: &Job,
+    copy_recorded: bool,
+) -> Result<Option<Job>, Error> {
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     let name = job.name_any();
     let existing = api
@@ -57,15 +92,17 @@ async fn ensure_job(ctx: &Context, ns: &str, job: &Job) -> Result<Job, Error> {
         .await
         .map_err(Error::kube("get", "Job", &name))?;
     match existing {
-        None => ssa(ctx, ns, job).await,
+        None if copy_recorded => Ok(None),
+        None => ssa(ctx, ns, job).await.map(Some),
         Some(current) => {
             let want = job.spec.as_ref().and_then(|s| s.suspend);
-            if current.spec.as_ref().and_then(|s| s.suspend) == want {
-                return Ok(current);
+            if job_complete(&current) || current.spec.as_ref().and_then(|s| s.suspend) == want {
+                return Ok(Some(current));
             }
             let patch = serde_json::json!({"spec": {"suspend": want}});
             api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
+                .map(Some)
                 .map_err(Error::kube("suspend", "Job", &name))
         }
     }
@@ -87,13 +124,26 @@ where
     .map_err(Error::kube("apply", &K::kind(&()), name))
 }
 
-/// Deletes an object; one already gone counts as deleted.
+/// Deletes an object (background propagation); one already gone counts as deleted.
 pub async fn delete<K>(ctx: &Context, ns: &str, name: &str) -> Result<(), Error>
 where
     K: Namespaced,
 {
+    delete_with::<K>(ctx, ns, name, &DeleteParams::background()).await
+}
+
+/// Deletes an object with `params`; one already gone counts as deleted.
+pub async fn delete_with<K>(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    params: &DeleteParams,
+) -> Result<(), Error>
+where
+    K: Namespaced,
+{
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
-    match api.delete(name, &DeleteParams::background()).await {
+    match api.delete(name, params).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(Error::kube("delete", &K::kind(&()), name)(e)),
@@ -133,15 +183,41 @@ where
     Ok(())
 }
 
-/// Applies every desired object (the Deployments only when `run_workloads`), then deletes the
+/// Whether `pod` still runs (or may run) a process of `component` that is not the pod of the
+/// StatefulSet `sts`: a pod of the Deployment the StatefulSet replaces, of a copy Job, or
+/// anyone else's with the same labels. Finished pods (`Succeeded`, `Failed`) run nothing.
+pub fn foreign_pod(pod: &Pod, sts: &str) -> bool {
+    let finished = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|p| p == "Succeeded" || p == "Failed");
+    let ours = pod
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && o.kind == "StatefulSet" && o.name == sts);
+    !finished && !ours
+}
+
+/// Applies every desired object (the workloads only when `plan.run_workloads`), then deletes the
 /// group's objects that are no longer desired.
+///
+/// The replicator and worker run as StatefulSets. A group created by an earlier version runs
+/// them as Deployments of the same names; the move keeps one pod per component at all times:
+/// 1. the StatefulSet is applied with **zero** replicas while a Deployment of its name exists
+///    or a pod with its component's labels that is not its own still runs (`waiting_for`);
+/// 2. the Deployments are deleted with foreground propagation (the Deployment object stays
+///    until its ReplicaSets and pods are gone, so it is a reliable "still running" signal);
+/// 3. a later reconcile (the caller requeues soon) finds nothing left and applies one replica.
+///
+/// The same rule keeps the replicator StatefulSet at zero while a copy Job's pod still runs.
 pub async fn apply_desired(
     ctx: &Context,
     ns: &str,
     group: &str,
     owner_uid: &str,
     desired: Desired,
-    run_workloads: bool,
+    plan: Plan,
 ) -> Result<Applied, Error> {
     let Desired {
         config_map,
@@ -154,7 +230,6 @@ pub async fn apply_desired(
     } = desired;
     let mut keep_sa = Vec::new();
     let mut keep_cm = Vec::new();
-    let mut keep_deploy = Vec::new();
     let mut keep_sts = Vec::new();
     let mut keep_svc = Vec::new();
     let mut keep_pdb = Vec::new();
@@ -168,23 +243,101 @@ pub async fn apply_desired(
         keep_sts.push(ssa(ctx, ns, &n.stateful_set).await?.name_any());
         keep_pdb.push(ssa(ctx, ns, &n.pdb).await?.name_any());
     }
+
+    // Deployments of an earlier version (owned by the group) and the group's runtime pods.
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = group_selector(group);
+    let legacy: Vec<String> = deployments
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube("list", "Deployment", &selector))?
+        .items
+        .iter()
+        .filter(|d| d.owner_references().iter().any(|o| o.uid == owner_uid))
+        .map(|d| d.name_any())
+        .collect();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let pod_selector = format!("app.kubernetes.io/name=pg-flo,app.kubernetes.io/instance={group}");
+    let pods = pods
+        .list(&ListParams::default().labels(&pod_selector))
+        .await
+        .map_err(Error::kube("list", "Pod", &pod_selector))?
+        .items;
+
     let mut applied = Applied::default();
-    if run_workloads {
-        if let Some(job) = copy_job {
-            let j = ensure_job(ctx, ns, &job).await?;
-            keep_job.push(j.name_any());
-            applied.copy_job = Some(j);
-        } else {
-            let r = ssa(ctx, ns, &replicator).await?;
-            keep_deploy.push(r.name_any());
-            applied.replicator = Some(r);
+    // The copy Job: created once; kept until its completion is recorded in the status.
+    if let Some(job) = &copy_job {
+        if plan.run_workloads {
+            if let Some(j) = ensure_job(ctx, ns, job, plan.copy_recorded).await? {
+                applied.copy_complete = job_complete(&j);
+                keep_job.push(j.name_any());
+                applied.copy_job = Some(j);
+            }
+        } else if !plan.copy_recorded {
+            let api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+            let name = job.name_any();
+            if let Some(j) = api
+                .get_opt(&name)
+                .await
+                .map_err(Error::kube("get", "Job", &name))?
+            {
+                if job_complete(&j) {
+                    // Stopped right after the copy finished: record it before the Job goes.
+                    applied.copy_complete = true;
+                    keep_job.push(name);
+                }
+            }
         }
-        let w = ssa(ctx, ns, &worker).await?;
-        keep_deploy.push(w.name_any());
-        applied.worker = Some(w);
+    }
+    if plan.run_workloads {
+        let mut workloads = vec![("worker", worker)];
+        if copy_job.is_none() {
+            workloads.insert(0, ("replicator", replicator));
+        }
+        for (component, mut sts) in workloads {
+            let name = sts.name_any();
+            let mut waiting: Vec<String> = legacy
+                .iter()
+                .filter(|d| **d == format!("{group}-{component}"))
+                .map(|d| format!("Deployment {d}"))
+                .collect();
+            waiting.extend(
+                pods.iter()
+                    .filter(|p| {
+                        p.labels()
+                            .get("app.kubernetes.io/component")
+                            .map(String::as_str)
+                            == Some(component)
+                            && foreign_pod(p, &name)
+                    })
+                    .map(|p| format!("Pod {}", p.name_any())),
+            );
+            if !waiting.is_empty() {
+                if let Some(spec) = sts.spec.as_mut() {
+                    spec.replicas = Some(0);
+                }
+                tracing::info!(
+                    statefulset = name,
+                    waiting = waiting.join(", "),
+                    "StatefulSet kept at zero pods until the previous pods are gone"
+                );
+            }
+            let applied_sts = ssa(ctx, ns, &sts).await?;
+            keep_sts.push(applied_sts.name_any());
+            applied.waiting_for.extend(waiting);
+            match component {
+                "replicator" => applied.replicator = Some(applied_sts),
+                _ => applied.worker = Some(applied_sts),
+            }
+        }
     }
 
-    delete_orphans::<Deployment>(ctx, ns, group, owner_uid, &keep_deploy).await?;
+    // Only now (the StatefulSets exist) the Deployments go, foreground: their object stays
+    // until their pods are gone.
+    for name in &legacy {
+        tracing::info!(name, "deleting the Deployment replaced by a StatefulSet");
+        delete_with::<Deployment>(ctx, ns, name, &DeleteParams::foreground()).await?;
+    }
     delete_orphans::<Job>(ctx, ns, group, owner_uid, &keep_job).await?;
     delete_orphans::<StatefulSet>(ctx, ns, group, owner_uid, &keep_sts).await?;
     delete_orphans::<PodDisruptionBudget>(ctx, ns, group, owner_uid, &keep_pdb).await?;

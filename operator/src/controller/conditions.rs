@@ -4,7 +4,7 @@
 //! A condition keeps its `lastTransitionTime` while its status does not change, so a periodic
 //! refresh does not look like a flapping condition.
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -28,12 +28,19 @@ pub const ACCEPTED: &str = "Accepted";
 pub struct Observed {
     /// Problems of the spec or its references (from `validate`); none when valid.
     pub invalid: Vec<String>,
-    /// The replicator Deployment as applied (`None` when stopped or invalid).
-    pub replicator: Option<Deployment>,
-    /// The worker Deployment as applied.
-    pub worker: Option<Deployment>,
+    /// Another group already uses this group's name (message says which and the fix).
+    pub conflict: Option<String>,
+    /// The replicator StatefulSet as applied (`None` when stopped or invalid).
+    pub replicator: Option<StatefulSet>,
+    /// The worker StatefulSet as applied.
+    pub worker: Option<StatefulSet>,
     /// The copy Job as applied (`mode: copy`).
     pub copy_job: Option<Job>,
+    /// `mode: copy`: the copy finished (recorded, or the Job was seen complete).
+    pub copy_completed: bool,
+    /// Pods (and Deployments) of an earlier version that must be gone before the StatefulSets
+    /// start theirs.
+    pub waiting_for: Vec<String>,
     /// The slot read from the source, or why it could not be read.
     pub slot: Option<Result<SlotStatus, String>>,
     /// The group is being deleted; the message says what the cleanup waits for.
@@ -48,8 +55,8 @@ fn job_condition(j: &Job, type_: &str) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
 }
 
-/// Whether a Deployment rolled out its current spec and has an available pod.
-pub fn deployment_available(d: &Deployment) -> bool {
+/// Whether a StatefulSet rolled out its current spec and has an available pod.
+pub fn workload_available(d: &StatefulSet) -> bool {
     let generation = d.metadata.generation.unwrap_or(0);
     d.status.as_ref().is_some_and(|s| {
         s.observed_generation.unwrap_or(0) >= generation
@@ -101,22 +108,22 @@ pub fn group_status(rg: &ReplicationGroup, o: &Observed) -> ReplicationGroupStat
     let slot_lost = slot
         .as_ref()
         .is_some_and(|s| s.wal_status.as_deref() == Some("lost"));
-    let replicator_up = o.replicator.as_ref().is_some_and(deployment_available);
-    let worker_up = o.worker.as_ref().is_some_and(deployment_available);
+    let replicator_up = o.replicator.as_ref().is_some_and(workload_available);
+    let worker_up = o.worker.as_ref().is_some_and(workload_available);
     let copying = rg.spec.mode != Mode::Stream && !replicator_up;
 
-    let copy_done = o.copy_job.as_ref().is_some_and(|j| {
-        job_condition(j, "Complete")
-            || j.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) >= 1
-    });
-    let copy_failed = o
-        .copy_job
-        .as_ref()
-        .is_some_and(|j| job_condition(j, "Failed"));
+    let copy_done = o.copy_completed;
+    let copy_failed = !copy_done
+        && o.copy_job
+            .as_ref()
+            .is_some_and(|j| job_condition(j, "Failed"));
+    let refused = !o.invalid.is_empty() || o.conflict.is_some();
 
     // Degraded: the first problem that needs attention.
     let degraded: Option<(&str, String)> = if !o.invalid.is_empty() {
         Some(("InvalidSpec", o.invalid.join("; ")))
+    } else if let Some(c) = &o.conflict {
+        Some(("GroupNameConflict", c.clone()))
     } else if copy_failed {
         Some((
             "CopyFailed",
@@ -147,18 +154,16 @@ pub fn group_status(rg: &ReplicationGroup, o: &Observed) -> ReplicationGroupStat
 
     let phase = if o.deleting.is_some() {
         Phase::Deleting
-    } else if !o.invalid.is_empty() || slot_lost || copy_failed {
+    } else if refused || slot_lost || copy_failed {
         Phase::Degraded
     } else if rg.spec.state == DesiredState::Paused {
         Phase::Paused
     } else if rg.spec.state == DesiredState::Stopped {
         Phase::Stopped
+    } else if rg.spec.mode == Mode::Copy && copy_done {
+        Phase::Completed
     } else if o.copy_job.is_some() {
-        if copy_done {
-            Phase::Completed
-        } else {
-            Phase::Copying
-        }
+        Phase::Copying
     } else if replicator_up && worker_up {
         Phase::Streaming
     } else if copying && o.replicator.is_some() {
@@ -203,11 +208,14 @@ pub fn group_status(rg: &ReplicationGroup, o: &Observed) -> ReplicationGroupStat
                 "Degraded",
                 degraded.as_ref().map(|d| d.1.clone()).unwrap_or_default(),
             ),
-            Phase::Pending => ("Pending", pending_message(replicator_up, worker_up)),
+            Phase::Pending => (
+                "Pending",
+                pending_message(replicator_up, worker_up, &o.waiting_for),
+            ),
         };
         cond(READY, false, reason, msg)
     };
-    let progressing = matches!(phase, Phase::Pending | Phase::Copying) && o.invalid.is_empty();
+    let progressing = matches!(phase, Phase::Pending | Phase::Copying) && !refused;
     let progressing_cond = if progressing {
         cond(
             PROGRESSING,
@@ -220,7 +228,7 @@ pub fn group_status(rg: &ReplicationGroup, o: &Observed) -> ReplicationGroupStat
             if phase == Phase::Copying {
                 "the initial copy is running".into()
             } else {
-                pending_message(replicator_up, worker_up)
+                pending_message(replicator_up, worker_up, &o.waiting_for)
             },
         )
     } else {
@@ -249,15 +257,26 @@ pub fn group_status(rg: &ReplicationGroup, o: &Observed) -> ReplicationGroupStat
     carry_transition_times(old, &mut conditions);
     // Keep the last slot reading when the source cannot be read right now.
     let slot = slot.or_else(|| rg.status.as_ref().and_then(|s| s.slot.clone()));
+    let old = rg.status.as_ref();
     ReplicationGroupStatus {
         observed_generation: generation,
         phase: Some(phase),
         conditions,
         slot,
+        // Decided once, never changed here (the reconciler records it).
+        group_name: old.and_then(|s| s.group_name.clone()),
+        copy_completion_time: old.and_then(|s| s.copy_completion_time.clone()),
     }
 }
 
-fn pending_message(replicator_up: bool, worker_up: bool) -> String {
+fn pending_message(replicator_up: bool, worker_up: bool, waiting_for: &[String]) -> String {
+    if !waiting_for.is_empty() {
+        return format!(
+            "waiting for {} to terminate before the StatefulSets start their pods (never two \
+             pods of one component)",
+            waiting_for.join(", ")
+        );
+    }
     match (replicator_up, worker_up) {
         (false, false) => "waiting for the replicator and the worker to become available".into(),
         (false, true) => "waiting for the replicator to become available".into(),
@@ -314,7 +333,7 @@ spec:
         .unwrap()
     }
 
-    fn available() -> Deployment {
+    fn available() -> StatefulSet {
         serde_json::from_value(serde_json::json!({
             "metadata": {"generation": 2},
             "status": {"observedGeneration": 2, "availableReplicas": 1, "updatedReplicas": 1}

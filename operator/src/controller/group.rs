@@ -8,9 +8,11 @@
 //! Cleanup (the group is being deleted), by `spec.reclaimPolicy`:
 //! - `retain`: nothing is dropped; a Warning Event says which slot keeps WAL on the source.
 //!   The owned objects go with the group (owner references), the NATS volumes stay.
-//! - `delete`: the replicator and worker Deployments are deleted; once none of their pods is
-//!   left (a live replicator holds the slot), the slot, publication and DDL capture objects are
-//!   dropped on the source, the streams on an external NATS are deleted (a managed NATS's
+//! - `delete`: the replicator and worker StatefulSets (and Deployments of an earlier version)
+//!   are deleted; once none of their pods is left (a live replicator holds the slot), the slot,
+//!   publication and DDL capture objects of the group name (`status.groupName`) are dropped on
+//!   the source, the streams on an external NATS are deleted, except what another group of the
+//!   cluster with the same group name may use (`group_name::co_owners`) (a managed NATS's
 //!   volumes go with its StatefulSet: `persistentVolumeClaimRetentionPolicy.whenDeleted:
 //!   Delete`), then the finalizer is removed. Everything tolerates objects already gone, so a
 //!   cleanup interrupted at any point is simply run again. If the source cannot be reached the
@@ -20,25 +22,29 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalize};
 use kube::{Api, ResourceExt};
 
-use super::apply::{apply_desired, delete, Applied};
+use super::apply::{apply_desired, delete, Applied, Plan};
 use super::conditions::{group_status, same_conditions, Observed, DEGRADED};
 use super::validate::{
     external_nats, fetch, fetch_secrets, secret_versions, source_connection, validate,
     webhook_header_keys, Refs,
 };
-use super::{error_chain, observe, Context, Error, FIELD_MANAGER, FINALIZER};
+use super::{error_chain, observe, Context, Error, CLEANUP_POLL, FIELD_MANAGER, FINALIZER};
 use crate::crd::{DesiredState, ReclaimPolicy, ReplicationGroup, ReplicationGroupStatus};
+use crate::group_name;
 use crate::resources::{
-    annotate_secret_versions, build, copy_job_name, default_image_pull_secrets, selector_labels,
+    annotate_secret_versions, build, config_map_name, copy_job_name, default_image_pull_secrets,
+    replicator_name, selector_labels, worker_name, REPLICATOR_FILE,
 };
 use crate::source;
 
@@ -72,7 +78,25 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
     let ns = rg.namespace().ok_or(Error::Unnamed)?;
     let name = rg.name_any();
     let refs = fetch(ctx, &rg).await?;
-    if let Err(problems) = validate(&rg, &refs) {
+    // The runtime group name: recorded, explicit, the one an earlier version ran under, or the
+    // namespace-qualified default.
+    let legacy = if rg
+        .status
+        .as_ref()
+        .and_then(|s| s.group_name.as_ref())
+        .is_none()
+        && rg.spec.group_name.is_none()
+    {
+        legacy_group(ctx, &rg).await?
+    } else {
+        None
+    };
+    let decided = group_name::decide(&rg, legacy.as_deref());
+    let mut problems = validate(&rg, &refs).err().unwrap_or_default();
+    if let Err(p) = &decided {
+        problems.insert(0, p.clone());
+    }
+    if !problems.is_empty() {
         let observed = Observed {
             invalid: problems.clone(),
             ..Observed::default()
@@ -97,17 +121,65 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
         );
         return Ok(Action::await_change());
     }
+    let Ok((group, _source)) = decided else {
+        return Ok(Action::await_change());
+    };
+
+    // Another group of the cluster on the same name and source server (or external NATS).
+    let mine = group_name::claim(&rg, group.clone());
+    let others = other_claims(ctx, &rg).await?;
+    if let Some((other, how)) = group_name::blocked_by(&mine, &others) {
+        let message = conflict_message(&mine, other, how);
+        let status = group_status(
+            &rg,
+            &Observed {
+                conflict: Some(message.clone()),
+                ..Observed::default()
+            },
+        );
+        if changed_condition(&rg, &status, DEGRADED) {
+            ctx.event(
+                rg.as_ref(),
+                EventType::Warning,
+                "GroupNameConflict",
+                "Validate",
+                message,
+            )
+            .await;
+        }
+        if rg.status.as_ref() != Some(&status) {
+            patch_status(ctx, &rg, status).await?;
+        }
+        tracing::warn!(
+            group,
+            other = other.id,
+            "group name in use: nothing applied"
+        );
+        // Looked at again: the other group may go away.
+        return Ok(Action::requeue(ctx.status_interval));
+    }
+
     let uid = rg.uid().ok_or(Error::Unnamed)?;
     let keys = webhook_header_keys(&rg, &refs);
-    let mut desired = build(&rg, &refs.rules, &refs.routes, &ctx.runtime_image, &keys)?;
+    // The builders render the decided name (`group_name::group_name` reads the status first).
+    let mut named = (*rg).clone();
+    named.status.get_or_insert_with(Default::default).group_name = Some(group.clone());
+    let mut desired = build(&named, &refs.rules, &refs.routes, &ctx.runtime_image, &keys)?;
     annotate_secret_versions(&mut desired, &secret_versions(&refs));
     default_image_pull_secrets(&mut desired, &ctx.runtime_image_pull_secrets);
-    let run_workloads = rg.spec.state != DesiredState::Stopped;
-    let applied = Box::pin(apply_desired(ctx, &ns, &name, &uid, desired, run_workloads)).await?;
+    let recorded_copy = rg
+        .status
+        .as_ref()
+        .and_then(|s| s.copy_completion_time.clone());
+    let plan = Plan {
+        run_workloads: rg.spec.state != DesiredState::Stopped,
+        copy_recorded: recorded_copy.is_some(),
+    };
+    let applied = Box::pin(apply_desired(ctx, &ns, &name, &uid, desired, plan)).await?;
     let slot = match ctx.fresh_slot(&uid) {
         Some(reading) => reading,
         None => {
-            let reading = read_slot(&rg, &refs).await;
+            let reading = read_slot(&rg, &refs, &group).await;
             ctx.remember_slot(&uid, reading.clone());
             reading
         }
@@ -116,15 +188,24 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
         replicator,
         worker,
         copy_job,
+        copy_complete,
+        waiting_for,
     } = applied;
+    let migrating = !waiting_for.is_empty();
     let observed = Observed {
         replicator,
         worker,
         copy_job,
+        copy_completed: recorded_copy.is_some() || copy_complete,
+        waiting_for,
         slot: Some(slot),
         ..Observed::default()
     };
-    let status = group_status(&rg, &observed);
+    let mut status = group_status(&rg, &observed);
+    status.group_name = Some(group);
+    if recorded_copy.is_none() && copy_complete {
+        status.copy_completion_time = Some(Time(Timestamp::now()));
+    }
     if changed_condition(&rg, &status, DEGRADED) {
         if let Some(c) = status.conditions.iter().find(|c| c.type_ == DEGRADED) {
             let (type_, reason) = if c.status == "True" {
@@ -139,7 +220,109 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
     if rg.status.as_ref() != Some(&status) {
         patch_status(ctx, &rg, status).await?;
     }
+    if migrating {
+        // The old pods are terminating: look again soon to start the StatefulSets' pods.
+        return Ok(Action::requeue(CLEANUP_POLL));
+    }
     Ok(Action::requeue(ctx.status_interval))
+}
+
+/// The `group:` of the group's existing `replicator.yaml` (a ConfigMap the group owns): the name
+/// a group created before `spec.groupName` runs under.
+async fn legacy_group(ctx: &Context, rg: &ReplicationGroup) -> Result<Option<String>, Error> {
+    let ns = rg.namespace().ok_or(Error::Unnamed)?;
+    let name = config_map_name(&rg.name_any());
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(cm) = api
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube("get", "ConfigMap", &name))?
+    else {
+        return Ok(None);
+    };
+    let owned = rg
+        .uid()
+        .is_some_and(|uid| cm.owner_references().iter().any(|o| o.uid == uid));
+    if !owned {
+        return Ok(None);
+    }
+    let group = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(REPLICATOR_FILE))
+        .and_then(|y| serde_yaml::from_str::<serde_yaml::Value>(y).ok())
+        .and_then(|v| v.get("group")?.as_str().map(str::to_owned));
+    Ok(group)
+}
+
+/// What the other ReplicationGroups of the watched namespaces claim (one that cannot be decoded
+/// or has no valid name claims nothing).
+async fn other_claims(
+    ctx: &Context,
+    rg: &ReplicationGroup,
+) -> Result<Vec<group_name::Claim>, Error> {
+    let ar = ApiResource::erase::<ReplicationGroup>(&());
+    let apis: Vec<Api<DynamicObject>> = if ctx.watch_namespaces.is_empty() {
+        vec![Api::all_with(ctx.client.clone(), &ar)]
+    } else {
+        ctx.watch_namespaces
+            .iter()
+            .map(|ns| Api::namespaced_with(ctx.client.clone(), ns, &ar))
+            .collect()
+    };
+    let me = rg.uid();
+    let mut claims = Vec::new();
+    for api in apis {
+        let list = api.list(&ListParams::default()).await.map_err(Error::kube(
+            "list",
+            "ReplicationGroup",
+            "(all)",
+        ))?;
+        for obj in list.items {
+            if obj.metadata.uid.is_some() && obj.metadata.uid == me {
+                continue;
+            }
+            let Ok(other) =
+                serde_json::to_value(&obj).and_then(serde_json::from_value::<ReplicationGroup>)
+            else {
+                continue;
+            };
+            claims.extend(group_name::claim_of(&other));
+        }
+    }
+    Ok(claims)
+}
+
+/// The condition message of a group refused because `other` holds its name.
+fn conflict_message(
+    mine: &group_name::Claim,
+    other: &group_name::Claim,
+    how: group_name::Collision,
+) -> String {
+    let what = match how {
+        group_name::Collision::Slot => format!(
+            "both would use the replication slot and publication {} on {}:{}",
+            source::slot_name(&mine.group),
+            mine.server.0,
+            mine.server.1
+        ),
+        group_name::Collision::Streams => format!(
+            "both would use the streams pgflo_{}_* on {}",
+            mine.group,
+            mine.nats.as_deref().unwrap_or_default()
+        ),
+    };
+    let fix = if mine.recorded {
+        "delete this group with reclaimPolicy retain and create it again with another \
+         spec.groupName"
+    } else {
+        "set spec.groupName to another name"
+    };
+    format!(
+        "group name {:?} is already used by ReplicationGroup {} ({what}): {fix}; nothing is \
+         applied until then",
+        mine.group, other.id
+    )
 }
 
 /// Whether condition `type_` differs (status or reason) from the one in the current status.
@@ -156,17 +339,16 @@ fn changed_condition(rg: &ReplicationGroup, new: &ReplicationGroupStatus, type_:
     }
 }
 
-/// Reads the slot from the source, as a status value or the error text.
-async fn read_slot(rg: &ReplicationGroup, refs: &Refs) -> Result<crate::crd::SlotStatus, String> {
+/// Reads the slot of `group` from the source, as a status value or the error text.
+async fn read_slot(
+    rg: &ReplicationGroup,
+    refs: &Refs,
+    group: &str,
+) -> Result<crate::crd::SlotStatus, String> {
     let Some(conn) = source_connection(rg, refs) else {
         return Err("the source credentials are not readable from their Secrets".into());
     };
-    match tokio::time::timeout(
-        SLOT_READ_TIMEOUT,
-        source::read_slot_status(&conn, &rg.name_any()),
-    )
-    .await
-    {
+    match tokio::time::timeout(SLOT_READ_TIMEOUT, source::read_slot_status(&conn, group)).await {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) => Err(error_chain(&e)),
         Err(_) => Err(format!(
@@ -202,33 +384,68 @@ async fn patch_status(
     Ok(())
 }
 
+/// The group name the cleanup drops objects of: the recorded one, else the one an earlier
+/// version ran under; `None` when the group never ran under a name (nothing to drop).
+async fn cleanup_group(ctx: &Context, rg: &ReplicationGroup) -> Result<Option<String>, Error> {
+    if let Some(g) = rg.status.as_ref().and_then(|s| s.group_name.clone()) {
+        return Ok(Some(g));
+    }
+    let legacy = legacy_group(ctx, rg).await?;
+    let has_slot = rg
+        .status
+        .as_ref()
+        .and_then(|s| s.slot.as_ref()?.name.as_ref())
+        .is_some();
+    if legacy.is_none() && !has_slot {
+        return Ok(None);
+    }
+    // (spec.groupName unrecorded plus a ConfigMap: an interrupted first apply.)
+    Ok(group_name::decide(rg, legacy.as_deref())
+        .ok()
+        .map(|(g, _)| g))
+}
+
 async fn cleanup(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error> {
     let ns = rg.namespace().ok_or(Error::Unnamed)?;
     let name = rg.name_any();
-    let slot = source::slot_name(&name);
     if let Some(uid) = rg.uid() {
         ctx.forget_slot(&uid);
     }
+    let group = cleanup_group(ctx, &rg).await?;
     if rg.spec.reclaim_policy == ReclaimPolicy::Retain {
+        let note = match &group {
+            Some(group) => {
+                let slot = source::slot_name(group);
+                format!(
+                    "reclaimPolicy is retain: replication slot {slot} and publication {} are \
+                     kept on {}/{} and hold WAL until dropped (SELECT \
+                     pg_drop_replication_slot('{slot}'))",
+                    source::publication_name(group),
+                    rg.spec.source.host,
+                    rg.spec.source.database
+                )
+            }
+            None => "reclaimPolicy is retain: the group never ran, nothing was created on the \
+                     source"
+                .to_owned(),
+        };
         ctx.event(
             rg.as_ref(),
             EventType::Warning,
             "SlotRetained",
             "Cleanup",
-            format!(
-                "reclaimPolicy is retain: replication slot {slot} and publication {} are kept on \
-                 {}/{} and hold WAL until dropped (SELECT pg_drop_replication_slot('{slot}'))",
-                source::publication_name(&name),
-                rg.spec.source.host,
-                rg.spec.source.database
-            ),
+            note,
         )
         .await;
         return Ok(Action::await_change());
     }
 
     // 1. No replicator may hold the slot, no worker the consumer.
+    for sts in [replicator_name(&name), worker_name(&name)] {
+        delete::<StatefulSet>(ctx, &ns, &sts).await?;
+    }
     for component in ["replicator", "worker"] {
+        // The Deployments of an earlier version.
         delete::<Deployment>(ctx, &ns, &format!("{name}-{component}")).await?;
     }
     delete::<Job>(ctx, &ns, &copy_job_name(&name)).await?;
@@ -255,6 +472,52 @@ async fn cleanup(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Err
         // An error keeps the finalizer; `error_policy` looks again in CLEANUP_POLL.
         return Err(Error::CleanupPending(msg));
     }
+    let Some(group) = group else {
+        ctx.event(
+            rg.as_ref(),
+            EventType::Normal,
+            "CleanedUp",
+            "Cleanup",
+            "the group never ran: nothing to drop on the source or NATS".into(),
+        )
+        .await;
+        return Ok(Action::await_change());
+    };
+    let slot = source::slot_name(&group);
+
+    // Another group of the cluster on the same slot or streams: leave those in place.
+    let mine = group_name::claim(&rg, group.clone());
+    let others = other_claims(ctx, &rg).await?;
+    let shared = group_name::co_owners(&mine, &others);
+    let keep_slot = shared
+        .iter()
+        .find(|(_, how)| *how == group_name::Collision::Slot)
+        .map(|(o, _)| o.id.clone());
+    let keep_streams = shared
+        .iter()
+        .find(|(_, how)| *how == group_name::Collision::Streams)
+        .map(|(o, _)| o.id.clone());
+    for (what, other) in [
+        (
+            format!("replication slot and publication {slot}"),
+            &keep_slot,
+        ),
+        (format!("streams pgflo_{group}_*"), &keep_streams),
+    ] {
+        if let Some(other) = other {
+            ctx.event(
+                rg.as_ref(),
+                EventType::Warning,
+                "CleanupSkipped",
+                "Cleanup",
+                format!(
+                    "the {what} also belong to ReplicationGroup {other} (same group name): left \
+                     in place"
+                ),
+            )
+            .await;
+        }
+    }
     deleting_status(
         ctx,
         &rg,
@@ -264,46 +527,50 @@ async fn cleanup(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Err
 
     // 2. The source: slot, publication, DDL capture objects.
     let refs = fetch_secrets(ctx, &rg).await?;
-    let Some(conn) = source_connection(&rg, &refs) else {
-        let msg = "cannot clean up: the source credentials Secret is missing; restore it, or set \
-                   spec.reclaimPolicy: retain to delete the group without cleanup";
-        ctx.event(
-            rg.as_ref(),
-            EventType::Warning,
-            "CleanupBlocked",
-            "Cleanup",
-            msg.into(),
-        )
-        .await;
-        return Err(Error::CleanupBlocked(msg.into()));
-    };
-    match source::drop_group_objects(&conn, &name).await {
-        Ok(source::DropOutcome {
-            owned_by: Some(owner),
-            ..
-        }) => tracing::warn!(
-            slot,
-            owner,
-            "the replication slot and publication of this name belong to another group: left in place"
-        ),
-        Ok(outcome) => tracing::info!(
-            slot,
-            slot_dropped = outcome.slot_dropped,
-            publication_dropped = outcome.publication_dropped,
-            "source cleaned up"
-        ),
-        Err(e) if e.category() == "slot-active" => {
-            // A replicator that just terminated may still hold the slot for a moment.
-            deleting_status(ctx, &rg, error_chain(&e)).await?;
-            return Err(Error::CleanupPending(error_chain(&e)));
+    if keep_slot.is_none() {
+        let Some(conn) = source_connection(&rg, &refs) else {
+            let msg = "cannot clean up: the source credentials Secret is missing; restore it, or \
+                       set spec.reclaimPolicy: retain to delete the group without cleanup";
+            ctx.event(
+                rg.as_ref(),
+                EventType::Warning,
+                "CleanupBlocked",
+                "Cleanup",
+                msg.into(),
+            )
+            .await;
+            return Err(Error::CleanupBlocked(msg.into()));
+        };
+        match source::drop_group_objects(&conn, &group).await {
+            Ok(source::DropOutcome {
+                owned_by: Some(owner),
+                ..
+            }) => tracing::warn!(
+                slot,
+                owner,
+                "the replication slot and publication of this name belong to another group: left in place"
+            ),
+            Ok(outcome) => tracing::info!(
+                slot,
+                slot_dropped = outcome.slot_dropped,
+                publication_dropped = outcome.publication_dropped,
+                "source cleaned up"
+            ),
+            Err(e) if e.category() == "slot-active" => {
+                // A replicator that just terminated may still hold the slot for a moment.
+                deleting_status(ctx, &rg, error_chain(&e)).await?;
+                return Err(Error::CleanupPending(error_chain(&e)));
+            }
+            Err(e) => return Err(cleanup_failed(ctx, &rg, Error::Source(e)).await),
         }
-        Err(e) => return Err(cleanup_failed(ctx, &rg, Error::Source(e)).await),
     }
 
     // 3. The streams on an external NATS (a managed NATS's volumes go with it).
-    if let Some(access) = external_nats(&rg, &refs) {
-        if let Err(err) = super::nats_cleanup::delete_group_streams(&access, &name).await {
-            return Err(cleanup_failed(ctx, &rg, err).await);
+    if keep_streams.is_none() {
+        if let Some(access) = external_nats(&rg, &refs) {
+            if let Err(err) = super::nats_cleanup::delete_group_streams(&access, &group).await {
+                return Err(cleanup_failed(ctx, &rg, err).await);
+            }
         }
     }
     ctx.event(
@@ -311,7 +578,14 @@ async fn cleanup(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Err
         EventType::Normal,
         "CleanedUp",
         "Cleanup",
-        format!("dropped replication slot {slot}, its publication and the group's streams"),
+        match (&keep_slot, &keep_streams) {
+            (None, None) => {
+                format!("dropped replication slot {slot}, its publication and the group's streams")
+            }
+            _ => format!(
+                "cleaned up what only this group used (group name {group}, shared objects left in place)"
+            ),
+        },
     )
     .await;
     Ok(Action::await_change())

@@ -1,7 +1,7 @@
 //! Reconciliation: the operator's controllers and what they share.
 //!
 //! - [`group`]: one `ReplicationGroup` -> its ConfigMap, ServiceAccount, replicator and worker
-//!   Deployments and managed NATS (server-side apply, owner references, labelled orphans
+//!   StatefulSets (or the copy Job) and managed NATS (server-side apply, owner references, labelled orphans
 //!   deleted), its status (phase, conditions, slot read from the source) and, on delete, the
 //!   reclaim policy (finalizer [`FINALIZER`]).
 //! - [`attach`]: `Rule` and `Route`: validated against their group and marked `Accepted`.
@@ -53,6 +53,8 @@ pub struct Context {
     pub runtime_image: String,
     /// Pull Secrets of the runtime pods unless `spec.imagePullSecrets` names some.
     pub runtime_image_pull_secrets: Vec<String>,
+    /// The watched namespaces (empty: all): where group name collisions are looked for.
+    pub watch_namespaces: Vec<String>,
     /// Publishes Kubernetes Events.
     pub recorder: Recorder,
     /// Prometheus metrics.
@@ -81,6 +83,7 @@ impl Context {
             client,
             runtime_image,
             runtime_image_pull_secrets: Vec::new(),
+            watch_namespaces: Vec::new(),
             metrics,
             status_interval,
             slot_refresh: status_interval,
@@ -92,6 +95,12 @@ impl Context {
     /// Sets the default pull Secrets of the runtime pods.
     pub fn with_runtime_image_pull_secrets(mut self, names: Vec<String>) -> Self {
         self.runtime_image_pull_secrets = names;
+        self
+    }
+
+    /// Sets the watched namespaces (empty: all), where group name collisions are looked for.
+    pub fn with_watch_namespaces(mut self, namespaces: Vec<String>) -> Self {
+        self.watch_namespaces = namespaces;
         self
     }
 

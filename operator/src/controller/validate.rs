@@ -228,10 +228,6 @@ pub fn validate(rg: &ReplicationGroup, refs: &Refs) -> Result<(), Vec<String>> {
     if let Err(e) = crate::resources::check(rg) {
         problems.push(e.to_string());
     }
-    // The name is the runtime's group: it names the slot, the publication and NATS subjects.
-    if let Err(e) = pg_flo_source::names::validate_group(&rg.name_any()) {
-        problems.push(format!("metadata.name: {e}"));
-    }
     for u in secret_uses(rg) {
         match (refs.secrets.get(&u.secret), &u.key) {
             (Some(Some(_)), None) => {}

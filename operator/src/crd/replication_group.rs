@@ -6,8 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{LocalObjectReference, ResourceRequirements, Toleration};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -21,9 +23,10 @@ pub const GROUP_NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,42}[a-z0-9])?$";
 /// CDC from one PostgreSQL database (one logical replication slot and publication) through a
 /// NATS JetStream stream to one sink.
 ///
-/// The name (at most 44 characters, lowercase letters, digits and `-`) names the replication
-/// slot and publication; `metadata.name` is immutable, and so are `spec.source.host` and
-/// `spec.source.database`: changing them would orphan the slot.
+/// The runtime group name (`spec.groupName`, default `<namespace>_<name>` fitted to 44
+/// characters, see `resources::default_group_name`) names the replication slot, publication and
+/// streams; it is decided once, recorded in `status.groupName` and never changes afterwards, and
+/// so are `spec.source.host` and `spec.source.database`: changing them would orphan the slot.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "pgflo.io",
@@ -34,7 +37,8 @@ pub const GROUP_NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,42}[a-z0-9])?$";
     status = "ReplicationGroupStatus",
     shortname = "rg",
     shortname = "pgrg",
-    validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([a-z0-9-]{0,42}[a-z0-9])?$')").message("metadata.name must match ^[a-z0-9]([a-z0-9-]{0,42}[a-z0-9])?$ (at most 44 characters: it names the replication slot)"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([a-z0-9-]{0,42}[a-z0-9])?$')").message("metadata.name must match ^[a-z0-9]([a-z0-9-]{0,42}[a-z0-9])?$ (at most 44 characters: it names the group's workloads)"),
+    validation = Rule::new("!has(self.spec.groupName) || !has(self.status) || !has(self.status.groupName) || self.spec.groupName == self.status.groupName").message("spec.groupName must equal status.groupName, the name the group already runs under (its slot, publication and streams)"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Slot", type_ = "string", json_path = ".status.slot.name"),
     printcolumn(name = "Lag", type_ = "integer", json_path = ".status.slot.lagBytes", description = "Bytes of WAL the slot holds back"),
@@ -43,6 +47,15 @@ pub const GROUP_NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,42}[a-z0-9])?$";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationGroupSpec {
+    /// The runtime group name: the replication slot and publication are
+    /// `pg_flo_<groupName, '-' as '_'>_publication`, the streams `pgflo_<groupName>_*`.
+    /// Immutable. Default: `<namespace>_<name>`, cut to 35 characters plus `_` and 8 hex digits of
+    /// a hash when longer than 44 (groups created before this field keep `metadata.name`). Set it
+    /// to keep the slot and streams of an existing pg_flo group. Two groups of the cluster with
+    /// the same name on the same source server or external NATS are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 44), regex(pattern = r"^[a-z0-9_-]+$"), extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "groupName is immutable (it names the replication slot, publication and streams)"}]))]
+    pub group_name: Option<String>,
     /// The source PostgreSQL database.
     pub source: SourceSpec,
     /// What to replicate: `stream` (changes from now on), `copy` (a one-time copy of the
@@ -73,6 +86,9 @@ pub struct ReplicationGroupSpec {
     /// Resources and scheduling of the worker pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<WorkloadSpec>,
+    /// Resources and scheduling of the copy Job's pod (`mode: copy`; default: `replicator`'s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_job: Option<WorkloadSpec>,
     /// Desired state: `running`, `paused` (workloads scaled to zero, slot kept) or `stopped`
     /// (workloads removed, slot kept).
     #[serde(default)]
@@ -256,6 +272,12 @@ pub struct FileSink {
     /// Directory of the output files, a volume mount path in the worker pod.
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.startsWith('/')", "message": "sink.file.path must be absolute"}]))]
     pub path: String,
+    /// PersistentVolumeClaim (in the group's namespace, created by you) mounted at `path`, so
+    /// the written files outlive the pod. Without it the files go to an `emptyDir` and are lost
+    /// when the worker pod is rescheduled (changes already acknowledged included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub claim_name: Option<String>,
 }
 
 /// Standard output sink (no settings).
@@ -317,11 +339,12 @@ pub struct ExternalNats {
     pub ca_secret: Option<SecretKeyRef>,
 }
 
-/// Resources and scheduling of a pod.
+/// Resources, scheduling and metadata of a pod (each field is copied into the pod template).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadSpec {
-    /// Container resources.
+    /// Container resources. When set, replaces the default requests as a whole (default:
+    /// replicator 100m CPU / 128Mi memory, worker 100m / 256Mi, copy Job 250m / 256Mi; no limits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Node labels the pod must run on.
@@ -330,6 +353,22 @@ pub struct WorkloadSpec {
     /// Tolerations of the pod.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
+    /// Affinity of the pod (node, pod, anti-affinity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Topology spread constraints of the pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// PriorityClass of the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Extra annotations of the pod (the operator's own `pgflo.io/*` annotations win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+    /// Extra labels of the pod (the operator's `app.kubernetes.io/*` and `pgflo.io/group`
+    /// labels win: they select the pods).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
 }
 
 /// Lifecycle phase of a group.
@@ -370,6 +409,15 @@ pub struct ReplicationGroupStatus {
     /// The replication slot on the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<SlotStatus>,
+    /// The runtime group name the group runs under (slot, publication, streams), recorded the
+    /// first time it is applied and used from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 44))]
+    pub group_name: Option<String>,
+    /// `mode: copy`: when the copy was seen finished. A finished copy is never run again
+    /// (stopping and resuming the group does not re-create the Job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_completion_time: Option<Time>,
 }
 
 /// State of the replication slot (from `pg_replication_slots`).

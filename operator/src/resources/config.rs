@@ -61,7 +61,7 @@ pub(crate) fn nats_url(rg: &ReplicationGroup, v: &Valid) -> String {
 fn common(rg: &ReplicationGroup, v: &Valid) -> GroupSettings {
     let ext = rg.spec.nats.external.as_ref();
     GroupSettings {
-        group: Some(v.name.clone()),
+        group: Some(v.group.clone()),
         nats_url: Some(nats_url(rg, v)),
         nats_ca_file: ext
             .and_then(|e| e.ca_secret.as_ref())

@@ -6,10 +6,10 @@
 //!   (pg_flo's flat kebab-case keys, no secrets), `rules.yaml` / `routing.yaml` (from the
 //!   group's Rule / Route resources, only when there are some);
 //! - ServiceAccount `<group>-pg-flo` ([`service_account`]);
-//! - with `mode: copy`, the Job `<group>-copy` instead of the replicator Deployment;
-//! - Deployments `<group>-replicator` and `<group>-worker` ([`replicator_deployment`],
-//!   [`worker_deployment`]), pod template annotated with [`config_hash`] so a config change
-//!   rolls the pods;
+//! - with `mode: copy`, the Job `<group>-copy` instead of the replicator StatefulSet;
+//! - StatefulSets `<group>-replicator` and `<group>-worker` ([`replicator_stateful_set`],
+//!   [`worker_stateful_set`], one pod each), pod template annotated with [`config_hash`] so a
+//!   config change rolls the pods;
 //! - with managed NATS: StatefulSet `<group>-nats`, client Service `<group>-nats`, headless
 //!   Service `<group>-nats-headless`, PodDisruptionBudget `<group>-nats` ([`nats`]).
 //!
@@ -22,7 +22,7 @@ mod workloads;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -30,10 +30,12 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::{ReplicationGroup, Route, Rule};
 
-pub use config::{config_hash, config_map};
+pub use config::{config_hash, config_map, REPLICATOR_FILE};
 pub use nats::{nats, NatsObjects, DEFAULT_NATS_IMAGE};
 pub use workloads::{
-    copy_job, copy_job_name, replicator_deployment, service_account, worker_deployment,
+    copy_job, copy_job_name, default_resources, replicator_name, replicator_stateful_set,
+    service_account, worker_name, worker_stateful_set, workload_name, Role, MAX_STATEFUL_SET_NAME,
+    RUNTIME_DRAIN_TIMEOUT, TERMINATION_GRACE_PERIOD_SECONDS,
 };
 
 /// Label/annotation prefix of the operator.
@@ -93,11 +95,11 @@ pub struct Desired {
     /// `<group>-pg-flo`.
     pub service_account: ServiceAccount,
     /// `<group>-replicator` (not applied with `mode: copy`, see `copy_job`).
-    pub replicator: Deployment,
+    pub replicator: StatefulSet,
     /// `<group>-copy`: the replicator as a Job with `mode: copy`.
     pub copy_job: Option<Job>,
     /// `<group>-worker`.
-    pub worker: Deployment,
+    pub worker: StatefulSet,
     /// Managed NATS objects (`None` with external NATS).
     pub nats: Option<NatsObjects>,
 }
@@ -121,7 +123,8 @@ impl Desired {
 /// Builds every object of a group. `rules` and `routes` may contain resources of other groups
 /// (they are filtered by `spec.groupRef.name`); `default_image` is used unless `spec.image`
 /// is set. `webhook_header_keys` are the key names of `sink.webhook.headersSecret` (names only,
-/// the values stay in the Secret; see [`worker_deployment`]).
+/// the values stay in the Secret; see [`worker_stateful_set`]). The runtime group name is
+/// [`crate::group_name::group_name`] (the controller records it in `status.groupName` first).
 pub fn build(
     rg: &ReplicationGroup,
     rules: &[Rule],
@@ -133,9 +136,9 @@ pub fn build(
     let config_map = config_map(rg, rules, routes)?;
     let hash = config_hash(&config_map);
     Ok(Desired {
-        replicator: replicator_deployment(rg, default_image, &hash)?,
+        replicator: replicator_stateful_set(rg, default_image, &hash)?,
         copy_job: copy_job(rg, default_image, &hash)?,
-        worker: worker_deployment(rg, default_image, &hash, webhook_header_keys)?,
+        worker: worker_stateful_set(rg, default_image, &hash, webhook_header_keys)?,
         service_account: service_account(rg)?,
         nats: nats(rg)?,
         config_hash: hash,
@@ -223,11 +226,14 @@ pub fn nats_headless_name(group: &str) -> String {
     format!("{group}-nats-headless")
 }
 
-/// The checked identity of a group: name, namespace, owner reference.
+/// The checked identity of a group: name, namespace, owner reference, runtime group name.
 pub(crate) struct Valid {
+    /// `metadata.name`: names the Kubernetes objects.
     pub name: String,
     pub namespace: String,
     pub owner: OwnerReference,
+    /// The runtime group name (slot, publication, streams).
+    pub group: String,
 }
 
 impl Valid {
@@ -254,6 +260,7 @@ impl Valid {
             return Err(BuildError::InvalidNats(name));
         }
         Ok(Self {
+            group: crate::group_name::group_name(rg),
             name,
             namespace,
             owner,

@@ -1,14 +1,25 @@
-//! Replicator and worker Deployments and their ServiceAccount.
+//! Replicator and worker StatefulSets, the copy Job and their ServiceAccount.
+//!
+//! Why StatefulSets (replicas 1, `podManagementPolicy: Parallel`, `RollingUpdate`): a
+//! StatefulSet creates the pod `<name>-0` only when no pod of that name exists, so a replacement
+//! starts only after the previous pod object is gone: after its graceful shutdown (rollout,
+//! eviction, delete) or, for a pod on an unreachable node, only once the node is confirmed gone or
+//! the pod is force-deleted. A Deployment, even with `Recreate`, replaces an evicted or lost pod
+//! at once. `Parallel` only lets the controller replace a pod that is not Ready during a rollout
+//! (with `OrderedReady` a crash-looping pod blocks the fixed template forever); with one replica
+//! it never runs two pods. The runtime guards the rest (docs/operator.md, "One pod per group").
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    KeyToPath, PodSpec, PodTemplateSpec, SecretKeySelector, SecretVolumeSource, ServiceAccount,
-    Volume, VolumeMount,
+    KeyToPath, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, ResourceRequirements,
+    SecretKeySelector, SecretVolumeSource, ServiceAccount, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use super::config::{
@@ -22,6 +33,77 @@ use crate::crd::{DesiredState, Mode, ReplicationGroup, SecretKeyRef, WorkloadSpe
 
 /// UID/GID of the pg_flo image's `pgflo` user.
 pub const RUNTIME_UID: i64 = 65532;
+
+/// How long the runtime waits on shutdown for what it has in flight: the replicator for its
+/// publish acknowledgements (`pg_flo::source::replicator::SHUTDOWN_DRAIN_TIMEOUT`), after which
+/// it confirms its position to the slot and closes; the worker commits its open batch and
+/// releases its lease.
+pub const RUNTIME_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `terminationGracePeriodSeconds` of the replicator, worker and copy Job pods: the drain
+/// timeout plus 30 s for the final slot confirmation, batch commit and lease release, so the
+/// kubelet's SIGKILL never cuts a drain short.
+pub const TERMINATION_GRACE_PERIOD_SECONDS: i64 = 60;
+
+/// Longest StatefulSet name whose pods can be created: the pods get the label
+/// `controller-revision-hash: <name>-<10 characters>`, and label values have at most 63.
+pub const MAX_STATEFUL_SET_NAME: usize = 52;
+
+/// Name of the replicator or worker StatefulSet: `<group>-<component>`, or, when that is longer
+/// than [`MAX_STATEFUL_SET_NAME`] (only `-replicator` of a `metadata.name` of 42 to 44
+/// characters), its first 46 characters (without a trailing `-`) plus `-` and 5 hex digits of
+/// a hash of the full name.
+pub fn workload_name(group: &str, component: &str) -> String {
+    let full = format!("{group}-{component}");
+    if full.len() <= MAX_STATEFUL_SET_NAME {
+        return full;
+    }
+    let hash = crate::group_name::fnv1a64(full.as_bytes());
+    let prefix = full
+        .get(..MAX_STATEFUL_SET_NAME - 6)
+        .unwrap_or(&full)
+        .trim_end_matches('-');
+    format!("{prefix}-{:05x}", hash >> 44)
+}
+
+/// Name of the replicator StatefulSet of a group.
+pub fn replicator_name(group: &str) -> String {
+    workload_name(group, "replicator")
+}
+
+/// Name of the worker StatefulSet of a group.
+pub fn worker_name(group: &str) -> String {
+    workload_name(group, "worker")
+}
+
+/// Which runtime pod a template is for: decides the default resources.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The streaming replicator.
+    Replicator,
+    /// The worker.
+    Worker,
+    /// The replicator of `mode: copy`, as a Job.
+    Copy,
+}
+
+/// Resource requests of a pod whose `WorkloadSpec` sets no `resources`: enough for the
+/// scheduler to place the pod on a node with room for it; no limits (a memory limit kills a
+/// worker holding a large transaction, a CPU limit throttles a copy; set them per group).
+pub fn default_resources(role: Role) -> ResourceRequirements {
+    let (cpu, memory) = match role {
+        Role::Replicator => ("100m", "128Mi"),
+        Role::Worker => ("100m", "256Mi"),
+        Role::Copy => ("250m", "256Mi"),
+    };
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(memory.into())),
+        ])),
+        ..ResourceRequirements::default()
+    }
+}
 
 /// The ServiceAccount `<group>-pg-flo` of the replicator and worker pods (they need no API
 /// access; the token is not mounted).
@@ -103,6 +185,7 @@ impl<'a> SecretFile<'a> {
 
 /// Inputs of one pg_flo pod.
 struct PodParts<'a> {
+    role: Role,
     component: &'static str,
     args: Vec<String>,
     env: Vec<EnvVar>,
@@ -132,17 +215,13 @@ fn nats_files(rg: &ReplicationGroup) -> Vec<SecretFile<'_>> {
     files
 }
 
-fn deployment(
+fn pod_template(
     rg: &ReplicationGroup,
     v: &Valid,
     image: &str,
     config_hash: &str,
     parts: PodParts<'_>,
-) -> Deployment {
-    let replicas = match rg.spec.state {
-        DesiredState::Running => 1,
-        DesiredState::Paused | DesiredState::Stopped => 0,
-    };
+) -> PodTemplateSpec {
     let mut volumes = vec![Volume {
         name: "config".into(),
         config_map: Some(ConfigMapVolumeSource {
@@ -167,8 +246,15 @@ fn deployment(
         volumes.push(vol);
         mounts.push(mount);
     }
-    let mut pod_labels = labels(&v.name, parts.component);
+    let w = parts.workload.cloned().unwrap_or_default();
+    // The operator's labels and annotations win over the group's extra ones: they select the
+    // pods and roll them.
+    let mut pod_labels = w.pod_labels.clone();
+    pod_labels.extend(labels(&v.name, parts.component));
     pod_labels.extend(selector_labels(&v.name, parts.component));
+    let mut annotations = w.pod_annotations.clone();
+    annotations.insert(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string());
+    let probes = parts.role != Role::Copy;
     let container = Container {
         name: parts.component.into(),
         image: Some(rg.spec.image.clone().unwrap_or_else(|| image.to_string())),
@@ -182,77 +268,87 @@ fn deployment(
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
-        liveness_probe: Some(super::http_probe("/healthz", "metrics", 10)),
-        readiness_probe: Some(super::http_probe("/readyz", "metrics", 5)),
-        resources: parts.workload.and_then(|w| w.resources.clone()),
+        // A Job's pod needs no readiness, and a liveness probe could kill a long copy.
+        liveness_probe: probes.then(|| super::http_probe("/healthz", "metrics", 10)),
+        readiness_probe: probes.then(|| super::http_probe("/readyz", "metrics", 5)),
+        resources: Some(
+            w.resources
+                .clone()
+                .unwrap_or_else(|| default_resources(parts.role)),
+        ),
         security_context: Some(super::restricted_container()),
         volume_mounts: Some(mounts),
         ..Container::default()
     };
-    let node_selector = parts
-        .workload
-        .map(|w| w.node_selector.clone())
-        .filter(|n| !n.is_empty());
-    let tolerations = parts
-        .workload
-        .map(|w| w.tolerations.clone())
-        .filter(|t| !t.is_empty());
-    Deployment {
-        metadata: v.meta(format!("{}-{}", v.name, parts.component), parts.component),
-        spec: Some(DeploymentSpec {
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            service_account_name: Some(service_account_name(&v.name)),
+            image_pull_secrets: Some(rg.spec.image_pull_secrets.clone()).filter(|s| !s.is_empty()),
+            automount_service_account_token: Some(false),
+            containers: vec![container],
+            volumes: Some(volumes),
+            node_selector: Some(w.node_selector).filter(|n| !n.is_empty()),
+            tolerations: Some(w.tolerations).filter(|t| !t.is_empty()),
+            affinity: w.affinity,
+            topology_spread_constraints: Some(w.topology_spread_constraints)
+                .filter(|t| !t.is_empty()),
+            priority_class_name: w.priority_class_name,
+            restart_policy: (parts.role == Role::Copy).then(|| "OnFailure".into()),
+            termination_grace_period_seconds: Some(TERMINATION_GRACE_PERIOD_SECONDS),
+            security_context: Some(super::restricted_pod(RUNTIME_UID)),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+fn stateful_set(
+    rg: &ReplicationGroup,
+    v: &Valid,
+    component: &'static str,
+    template: PodTemplateSpec,
+) -> StatefulSet {
+    let replicas = match rg.spec.state {
+        DesiredState::Running => 1,
+        DesiredState::Paused | DesiredState::Stopped => 0,
+    };
+    StatefulSet {
+        metadata: v.meta(workload_name(&v.name, component), component),
+        spec: Some(StatefulSetSpec {
             replicas: Some(replicas),
-            // Never two pods at once: the replicator owns the slot, the worker the consumer.
-            strategy: Some(DeploymentStrategy {
-                type_: Some("Recreate".into()),
+            // No Service: the pods need no stable DNS name, only the stable pod identity.
+            service_name: Some(String::new()),
+            pod_management_policy: Some("Parallel".into()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
                 rolling_update: None,
             }),
             revision_history_limit: Some(3),
             selector: LabelSelector {
-                match_labels: Some(selector_labels(&v.name, parts.component)),
+                match_labels: Some(selector_labels(&v.name, component)),
                 ..LabelSelector::default()
             },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_string(),
-                        config_hash.to_string(),
-                    )])),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    service_account_name: Some(service_account_name(&v.name)),
-                    image_pull_secrets: Some(rg.spec.image_pull_secrets.clone())
-                        .filter(|s| !s.is_empty()),
-                    automount_service_account_token: Some(false),
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    node_selector,
-                    tolerations,
-                    termination_grace_period_seconds: Some(30),
-                    security_context: Some(super::restricted_pod(RUNTIME_UID)),
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
+            template,
+            ..StatefulSetSpec::default()
         }),
-        ..Deployment::default()
+        ..StatefulSet::default()
     }
 }
 
-/// The Deployment `<group>-replicator`: one pod (zero when paused or stopped), `Recreate`
-/// strategy so two replicators never compete for the slot. The source credentials come from
-/// `PG_FLO_USER` / `PG_FLO_PASSWORD` bound to the source Secret keys.
-pub fn replicator_deployment(
-    rg: &ReplicationGroup,
-    image: &str,
-    config_hash: &str,
-) -> Result<Deployment, BuildError> {
-    let v = Valid::new(rg)?;
+fn replicator_parts(rg: &ReplicationGroup, role: Role) -> PodParts<'_> {
     let s = &rg.spec.source;
     let mut files = nats_files(rg);
     files.extend(SecretFile::ca("source-ca", &s.ca_secret, SOURCE_CA_PATH));
-    let parts = PodParts {
+    let workload = match role {
+        Role::Copy => rg.spec.copy_job.as_ref().or(rg.spec.replicator.as_ref()),
+        _ => rg.spec.replicator.as_ref(),
+    };
+    PodParts {
+        role,
         component: "replicator",
         args: vec![
             "replicator".into(),
@@ -267,12 +363,30 @@ pub fn replicator_deployment(
         ],
         files,
         extra_volumes: Vec::new(),
-        workload: rg.spec.replicator.as_ref(),
-    };
-    Ok(deployment(rg, &v, image, config_hash, parts))
+        workload,
+    }
 }
 
-/// The Deployment `<group>-worker`: `pg_flo worker <sink>`, same shape as the replicator.
+/// The StatefulSet `<group>-replicator` (see [`workload_name`]): one pod (zero when paused or
+/// stopped). The source credentials come from `PG_FLO_USER` / `PG_FLO_PASSWORD` bound to the
+/// source Secret keys.
+pub fn replicator_stateful_set(
+    rg: &ReplicationGroup,
+    image: &str,
+    config_hash: &str,
+) -> Result<StatefulSet, BuildError> {
+    let v = Valid::new(rg)?;
+    let template = pod_template(
+        rg,
+        &v,
+        image,
+        config_hash,
+        replicator_parts(rg, Role::Replicator),
+    );
+    Ok(stateful_set(rg, &v, "replicator", template))
+}
+
+/// The StatefulSet `<group>-worker`: `pg_flo worker <sink>`, same shape as the replicator.
 ///
 /// - postgres sink: `PG_FLO_TARGET_USER` / `PG_FLO_TARGET_PASSWORD` from the sink's Secret
 ///   keys (and `PG_FLO_SOURCE_USER` / `PG_FLO_SOURCE_PASSWORD` with `syncSchema`);
@@ -280,14 +394,14 @@ pub fn replicator_deployment(
 ///   (`PG_FLO_WEBHOOK_HEADER_<n>`, from the Secret), and `PG_FLO_WEBHOOK_HEADER` =
 ///   `<key>: $(PG_FLO_WEBHOOK_HEADER_<n>)` lines, expanded by the kubelet, so no header value
 ///   ever appears in the pod spec;
-/// - file sink: an `emptyDir` at the path (the files live as long as the pod; a
-///   PersistentVolumeClaim is planned for a later version).
-pub fn worker_deployment(
+/// - file sink: the PersistentVolumeClaim `sink.file.claimName` at the path, or an `emptyDir`
+///   (the files live as long as the pod).
+pub fn worker_stateful_set(
     rg: &ReplicationGroup,
     image: &str,
     config_hash: &str,
     webhook_header_keys: &[String],
-) -> Result<Deployment, BuildError> {
+) -> Result<StatefulSet, BuildError> {
     let v = Valid::new(rg)?;
     let sink = &rg.spec.sink;
     let mut files = nats_files(rg);
@@ -331,12 +445,23 @@ pub fn worker_deployment(
         }
         "webhook"
     } else if let Some(f) = &sink.file {
-        extra_volumes.push((
-            Volume {
+        let volume = match &f.claim_name {
+            Some(claim) => Volume {
+                name: "file-output".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim.clone(),
+                    read_only: Some(false),
+                }),
+                ..Volume::default()
+            },
+            None => Volume {
                 name: "file-output".into(),
                 empty_dir: Some(EmptyDirVolumeSource::default()),
                 ..Volume::default()
             },
+        };
+        extra_volumes.push((
+            volume,
             VolumeMount {
                 name: "file-output".into(),
                 mount_path: f.path.clone(),
@@ -348,6 +473,7 @@ pub fn worker_deployment(
         "stdout"
     };
     let parts = PodParts {
+        role: Role::Worker,
         component: "worker",
         args: vec![
             "worker".into(),
@@ -362,7 +488,8 @@ pub fn worker_deployment(
         extra_volumes,
         workload: rg.spec.worker.as_ref(),
     };
-    Ok(deployment(rg, &v, image, config_hash, parts))
+    let template = pod_template(rg, &v, image, config_hash, parts);
+    Ok(stateful_set(rg, &v, "worker", template))
 }
 
 /// Name of the Job of a `mode: copy` group.
@@ -370,12 +497,17 @@ pub fn copy_job_name(group: &str) -> String {
     format!("{group}-copy")
 }
 
-/// With `mode: copy`, the replicator runs to completion as the Job `<group>-copy` (the pod of
-/// [`replicator_deployment`], restarted on failure) instead of a Deployment, which would restart
-/// a finished copy forever. `suspend` while the group is paused. `None` in the other modes.
+/// With `mode: copy`, the replicator runs to completion as the Job `<group>-copy` instead of a
+/// StatefulSet, which would restart a finished copy forever: the replicator's pod, labelled as
+/// the replicator (so nothing else takes the slot while it runs), restarted in place on failure
+/// (`OnFailure`), without probes, with `spec.copyJob`'s scheduling and resources (default:
+/// `spec.replicator`'s) and `podReplacementPolicy: Failed` (a replacement pod only once the
+/// previous one has terminated, never next to a terminating one). `suspend` while the group is
+/// paused. `None` in the other modes.
 ///
-/// A Job's pod template is immutable: the reconciler creates this Job once and afterwards only
-/// changes `suspend`.
+/// A Job's pod template is immutable: the reconciler creates this Job once, afterwards only
+/// changes `suspend`, and never creates it again once the copy finished
+/// (`status.copyCompletionTime`).
 pub fn copy_job(
     rg: &ReplicationGroup,
     image: &str,
@@ -385,15 +517,12 @@ pub fn copy_job(
         return Ok(None);
     }
     let v = Valid::new(rg)?;
-    let d = replicator_deployment(rg, image, config_hash)?;
-    let mut template = d.spec.map(|s| s.template).unwrap_or_default();
-    if let Some(pod) = template.spec.as_mut() {
-        pod.restart_policy = Some("OnFailure".into());
-    }
+    let template = pod_template(rg, &v, image, config_hash, replicator_parts(rg, Role::Copy));
     Ok(Some(Job {
         metadata: v.meta(copy_job_name(&v.name), "replicator"),
         spec: Some(JobSpec {
             backoff_limit: Some(6),
+            pod_replacement_policy: Some("Failed".into()),
             suspend: Some(rg.spec.state != DesiredState::Running),
             template,
             ..JobSpec::default()

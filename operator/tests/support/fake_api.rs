@@ -3,7 +3,8 @@
 //! codes). No API server can run on the test machines; this is the one faked component.
 //!
 //! What it implements, and how faithfully:
-//! - GET object / list (with `labelSelector` equality terms), POST (create, 409 on exists),
+//! - GET object / list (with `labelSelector` equality terms; a cluster-wide list gathers every
+//!   namespace's objects of the kind), POST (create, 409 on exists),
 //!   PUT (replace, 409 on a stale `resourceVersion`), DELETE (404 when absent; with finalizers
 //!   only sets `deletionTimestamp`, like the API server).
 //! - PATCH: server-side apply (`application/apply-patch+yaml`) as a single-manager apply: the
@@ -103,6 +104,18 @@ fn split_path(path: &str) -> Option<(String, Option<String>, Option<String>)> {
     let name = parts.get(plural_at + 1).map(|s| s.to_string());
     let sub = parts.get(plural_at + 2).map(|s| s.to_string());
     Some((collection, name, sub))
+}
+
+/// A cluster-wide collection path (`/apis/<g>/<v>/<plural>`, `/api/v1/<plural>`): the prefix of
+/// its namespaced collections (`/apis/<g>/<v>/namespaces/`) and the plural.
+fn cluster_path(path: &str) -> Option<(String, String)> {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let base = match parts.as_slice() {
+        ["api", v, _] => format!("/api/{v}"),
+        ["apis", g, v, _] => format!("/apis/{g}/{v}"),
+        _ => return None,
+    };
+    Some((format!("{base}/namespaces/"), parts.last()?.to_string()))
 }
 
 fn query_param(query: &str, key: &str) -> Option<String> {
@@ -302,6 +315,26 @@ impl State {
         body: Value,
     ) -> (u16, Value) {
         let Some((collection, name, sub)) = split_path(path) else {
+            // A cluster-wide list: every namespace's objects of the kind.
+            if let (true, Some((prefix, plural))) = (method == "GET", cluster_path(path)) {
+                let selector = query_param(query, "labelSelector").unwrap_or_default();
+                let items: Vec<Value> = self
+                    .objects
+                    .iter()
+                    .filter(|(c, _)| {
+                        c.strip_prefix(&prefix)
+                            .and_then(|rest| rest.split_once('/'))
+                            .is_some_and(|(_, p)| p == plural)
+                    })
+                    .flat_map(|(_, objs)| objs.values())
+                    .filter(|o| matches_selector(o, &selector))
+                    .cloned()
+                    .collect();
+                return (
+                    200,
+                    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": self.resource_version.to_string()}, "items": items}),
+                );
+            }
             return status(404, "NotFound", format!("unsupported path {path}"));
         };
         let current = name.as_ref().and_then(|n| {

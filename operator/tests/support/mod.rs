@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use e2e::{PgCluster, PgOptions};
 use fake_api::FakeApi;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Container, PodSpec, Secret};
 use k8s_openapi::ByteString;
 use kube::api::ObjectMeta;
@@ -104,6 +104,11 @@ impl Env {
     /// A group on the real source with `extra` YAML merged into its spec (stdout sink, managed
     /// NATS unless `extra` says otherwise).
     pub fn group(&self, name: &str, extra: &str) -> ReplicationGroup {
+        self.group_in(NS, name, extra)
+    }
+
+    /// [`Env::group`] in namespace `ns`.
+    pub fn group_in(&self, ns: &str, name: &str, extra: &str) -> ReplicationGroup {
         let mut spec: serde_yaml::Value = serde_yaml::from_str(&format!(
             "source: {{host: 127.0.0.1, port: {port}, database: shop, tables: [orders], \
              sslMode: disable, user: {{name: src, key: user}}, password: {{name: src, key: password}}}}\n\
@@ -124,7 +129,7 @@ impl Env {
                 ("kind".into(), "ReplicationGroup".into()),
                 (
                     "metadata".into(),
-                    serde_yaml::from_str(&format!("{{name: {name}, namespace: {NS}}}")).unwrap(),
+                    serde_yaml::from_str(&format!("{{name: {name}, namespace: {ns}}}")).unwrap(),
                 ),
                 ("spec".into(), spec),
             ]
@@ -137,9 +142,20 @@ impl Env {
 
     /// The stored group.
     pub fn stored(&self, name: &str) -> ReplicationGroup {
+        self.stored_in(NS, name)
+    }
+
+    /// The stored group of namespace `ns`.
+    pub fn stored_in(&self, ns: &str, name: &str) -> ReplicationGroup {
         self.api
-            .get::<ReplicationGroup>(NS, name)
+            .get::<ReplicationGroup>(ns, name)
             .expect("group stored")
+    }
+
+    /// One reconcile of the stored group of namespace `ns`.
+    pub async fn reconcile_in(&self, ns: &str, name: &str) -> Result<Action, Error> {
+        let rg = Arc::new(self.stored_in(ns, name));
+        group::reconcile(rg, self.ctx.clone()).await
     }
 
     /// Changes the stored group's spec as a user's `kubectl apply` would (generation bumps).
@@ -159,17 +175,18 @@ impl Env {
     pub async fn create(&self, rg: &ReplicationGroup) -> Action {
         self.api.insert(rg);
         let name = rg.metadata.name.clone().unwrap();
-        let first = self.reconcile(&name).await.unwrap();
+        let ns = rg.metadata.namespace.clone().unwrap();
+        let first = self.reconcile_in(&ns, &name).await.unwrap();
         assert_eq!(
             first,
             Action::await_change(),
             "first reconcile adds the finalizer"
         );
         assert_eq!(
-            self.stored(&name).metadata.finalizers,
+            self.stored_in(&ns, &name).metadata.finalizers,
             Some(vec!["pgflo.io/cleanup".to_string()])
         );
-        self.reconcile(&name).await.unwrap()
+        self.reconcile_in(&ns, &name).await.unwrap()
     }
 
     pub async fn reconcile_rule(&self, name: &str) -> Result<Action, Error> {
@@ -183,6 +200,36 @@ impl Env {
     }
 }
 
+/// Creates the table `orders` (if missing) and the publication and slot of runtime group
+/// `group` on the source, as the replicator would; the client to look at them.
+pub async fn create_group_slot(env: &Env, group: &str) -> tokio_postgres::Client {
+    let c = env.pg.client("shop").await.unwrap();
+    c.batch_execute("CREATE TABLE IF NOT EXISTS orders (id int PRIMARY KEY, note text)")
+        .await
+        .unwrap();
+    let name = pg_flo_source::names::slot_name(group);
+    c.batch_execute(&format!("CREATE PUBLICATION {name} FOR TABLE orders"))
+        .await
+        .unwrap();
+    c.batch_execute(&format!(
+        "SELECT pg_create_logical_replication_slot('{name}', 'pgoutput')"
+    ))
+    .await
+    .unwrap();
+    c
+}
+
+/// Whether the slot and the publication `name` exist.
+pub async fn slot_and_publication(c: &tokio_postgres::Client, name: &str) -> (bool, bool) {
+    let count = |sql: &'static str| async move {
+        c.query_one(sql, &[&name]).await.unwrap().get::<_, i64>(0) == 1
+    };
+    (
+        count("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1").await,
+        count("SELECT count(*) FROM pg_publication WHERE pubname = $1").await,
+    )
+}
+
 /// Parses a namespaced custom resource from YAML (namespace set to [`NS`]).
 pub fn cr<K: serde::de::DeserializeOwned>(yaml: &str) -> K {
     let mut v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
@@ -190,8 +237,8 @@ pub fn cr<K: serde::de::DeserializeOwned>(yaml: &str) -> K {
     serde_yaml::from_value(v).unwrap()
 }
 
-/// The annotation `key` of a Deployment's pod template.
-pub fn pod_annotation(d: &Deployment, key: &str) -> String {
+/// The annotation `key` of a StatefulSet's pod template.
+pub fn pod_annotation(d: &StatefulSet, key: &str) -> String {
     d.spec
         .as_ref()
         .unwrap()
@@ -205,17 +252,17 @@ pub fn pod_annotation(d: &Deployment, key: &str) -> String {
         .clone()
 }
 
-/// The config hash annotation of a Deployment's pod template (changes roll the pods).
-pub fn pod_hash(d: &Deployment) -> String {
+/// The config hash annotation of a StatefulSet's pod template (changes roll the pods).
+pub fn pod_hash(d: &StatefulSet) -> String {
     pod_annotation(d, pg_flo_operator::resources::CONFIG_HASH_ANNOTATION)
 }
 
-/// The pod spec of a Deployment's template.
-pub fn pod_spec(d: &Deployment) -> &PodSpec {
+/// The pod spec of a StatefulSet's template.
+pub fn pod_spec(d: &StatefulSet) -> &PodSpec {
     d.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
 }
 
-/// The (first) container of a Deployment's pod.
-pub fn container(d: &Deployment) -> &Container {
+/// The (first) container of a StatefulSet's pod.
+pub fn container(d: &StatefulSet) -> &Container {
     &pod_spec(d).containers[0]
 }

@@ -650,6 +650,11 @@ impl Session {
     }
 }
 
+/// How long a replicator asked to stop waits for the acknowledgements of what it published
+/// before it confirms its position to the slot and closes (the operator's pods get a longer
+/// `terminationGracePeriodSeconds`).
+pub const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 async fn drain_and_close(
     shared: &mut Shared,
     mut session: Session,
@@ -669,7 +674,7 @@ async fn drain_and_close(
             }
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(30), drain).await;
+    let _ = tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, drain).await;
     tx.send_status(shared.confirmed, false).await?;
     let _ = tx.close().await;
     tracing::info!(confirmed = %shared.confirmed, "replicator stopped");
