@@ -16,7 +16,10 @@ use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use pg_flo_operator::crd::{DesiredState, Phase, ReplicationGroup, Route, Rule};
 use serde_json::json;
-use support::{container, cr, pod_annotation, pod_hash, secret, Env, IMAGE, MASK_EMAIL, NS};
+use support::{
+    container, cr, create_group_slot, pod_annotation, pod_hash, secret, slot_and_publication, Env,
+    IMAGE, MASK_EMAIL, NS,
+};
 
 /// `(status, reason, message)` of the condition `type_`.
 fn find<'a>(conditions: &'a [Condition], type_: &str) -> (&'a str, &'a str, &'a str) {
@@ -61,43 +64,6 @@ fn make_available(env: &Env, name: &str) {
         name,
         json!({"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}),
     );
-}
-
-async fn create_slot(env: &Env, group: &str) -> tokio_postgres::Client {
-    let c = env.pg.client("shop").await.unwrap();
-    c.batch_execute("CREATE TABLE IF NOT EXISTS orders (id int PRIMARY KEY, note text)")
-        .await
-        .unwrap();
-    let name = format!("pg_flo_{group}_publication");
-    c.batch_execute(&format!("CREATE PUBLICATION {name} FOR TABLE orders"))
-        .await
-        .unwrap();
-    c.batch_execute(&format!(
-        "SELECT pg_create_logical_replication_slot('{name}', 'pgoutput')"
-    ))
-    .await
-    .unwrap();
-    c
-}
-
-async fn slot_exists(c: &tokio_postgres::Client, name: &str) -> (bool, bool) {
-    let slot: i64 = c
-        .query_one(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
-            &[&name],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let publication: i64 = c
-        .query_one(
-            "SELECT count(*) FROM pg_publication WHERE pubname = $1",
-            &[&name],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    (slot == 1, publication == 1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,7 +150,7 @@ async fn create_applies_every_object_and_reports_the_real_slot() {
     assert_eq!(slot.restart_lsn, None);
 
     // The slot exists and WAL was written past it; both workloads are available.
-    let c = create_slot(&env, "data_orders").await;
+    let c = create_group_slot(&env, "data_orders").await;
     c.batch_execute(
         "INSERT INTO orders SELECT g, repeat('x', 100) FROM generate_series(1, 2000) g",
     )
@@ -576,7 +542,7 @@ async fn delete_with_retain_keeps_the_slot() {
     let env = Env::start().await;
     env.source_secret();
     env.create(&env.group("orders", "")).await;
-    let c = create_slot(&env, "data_orders").await;
+    let c = create_group_slot(&env, "data_orders").await;
     let client = env.ctx.client.clone();
     let groups: kube::Api<ReplicationGroup> = kube::Api::namespaced(client, NS);
     groups.delete("orders", &Default::default()).await.unwrap();
@@ -590,7 +556,7 @@ async fn delete_with_retain_keeps_the_slot() {
         "finalizer removed, group gone"
     );
     assert_eq!(
-        slot_exists(&c, "pg_flo_data_orders_publication").await,
+        slot_and_publication(&c, "pg_flo_data_orders_publication").await,
         (true, true)
     );
     let events = env.api.events(NS);
@@ -623,7 +589,7 @@ async fn delete_with_delete_waits_for_the_pods_then_drops_slot_publication_and_s
         vec!["orders-replicator", "orders-worker"],
         "external NATS: no NATS StatefulSet"
     );
-    let c = create_slot(&env, "data_orders").await;
+    let c = create_group_slot(&env, "data_orders").await;
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     for s in [
         "pgflo_data_orders_stream",
@@ -660,7 +626,7 @@ async fn delete_with_delete_waits_for_the_pods_then_drops_slot_publication_and_s
         "waiting for pods orders-replicator-abc to terminate before dropping the slot"
     );
     assert_eq!(
-        slot_exists(&c, "pg_flo_data_orders_publication").await,
+        slot_and_publication(&c, "pg_flo_data_orders_publication").await,
         (true, true)
     );
 
@@ -671,7 +637,7 @@ async fn delete_with_delete_waits_for_the_pods_then_drops_slot_publication_and_s
         Action::await_change()
     );
     assert_eq!(
-        slot_exists(&c, "pg_flo_data_orders_publication").await,
+        slot_and_publication(&c, "pg_flo_data_orders_publication").await,
         (false, false)
     );
     for s in [
@@ -751,7 +717,7 @@ async fn the_reconcile_triggered_by_its_own_status_write_writes_nothing() {
     env.api.insert(&env.group("orders", ""));
     env.reconcile_with(&ctx, "orders").await.unwrap();
     env.reconcile_with(&ctx, "orders").await.unwrap();
-    let c = create_slot(&env, "data_orders").await;
+    let c = create_group_slot(&env, "data_orders").await;
     make_available(&env, "orders-replicator");
     make_available(&env, "orders-worker");
     env.reconcile_with(&ctx, "orders").await.unwrap();
