@@ -71,10 +71,12 @@ fn chart_metric_names() -> BTreeMap<String, BTreeSet<String>> {
     used
 }
 
+/// The body of `/metrics` on `port`.
 async fn metrics(port: u16) -> String {
     let m = http_get(port, "/metrics").await.unwrap();
     assert!(m.starts_with("HTTP/1.1 200 OK"), "{m}");
-    m
+    let (_headers, body) = m.split_once("\r\n\r\n").unwrap();
+    body.to_string()
 }
 
 /// The value of the sample `series` (name and labels exactly as exposed), if present.

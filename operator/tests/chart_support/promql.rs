@@ -152,17 +152,23 @@ pub fn aggregation_labels(e: &Expr) -> Vec<Vec<String>> {
     v.0
 }
 
-/// Metric names in the text exposition format: the name of every sample line (so histograms
-/// give `_bucket`, `_sum` and `_count`).
+/// Metric names in the text exposition format (a body, without HTTP headers): the name of
+/// every sample line, so histograms give `_bucket`, `_sum` and `_count`.
 pub fn exported_names(exposition: &str) -> BTreeSet<String> {
     exposition
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| l.split(['{', ' ']).next())
-        .filter(|n| {
-            n.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        .map(|l| {
+            let name = l.split(['{', ' ']).next().unwrap();
+            assert!(
+                !name.is_empty()
+                    && !name.starts_with(|c: char| c.is_ascii_digit())
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+                "not a sample line of the text format: {l:?}"
+            );
+            name.to_string()
         })
-        .map(str::to_string)
         .collect()
 }
