@@ -399,6 +399,14 @@ async fn target_sync_schema_and_metrics_endpoints() {
         "{metrics}"
     );
     assert_eq!(metric(&metrics, "pg_flo_worker_held_messages"), 0.0);
+    // Every outcome exists from the start, so that increase() sees the first dead letter.
+    assert!(
+        metrics.contains("pg_flo_worker_messages_total{outcome=\"dead_lettered\"} 0"),
+        "{metrics}"
+    );
+    // Readiness as a gauge, the same as /readyz.
+    assert_eq!(metric(&metrics, "pg_flo_ready"), 1.0);
+    assert_eq!(metric(&rmetrics, "pg_flo_ready"), 1.0);
     for (m, what) in [(&metrics, "worker"), (&rmetrics, "replicator")] {
         assert!(
             m.contains(&format!(

@@ -2,6 +2,10 @@
 //! objects the operator needs (checked as typed k8s-openapi objects, with exact least-privilege
 //! RBAC for both the cluster-wide and the per-namespace install), the values schema rejects bad
 //! values, and every value is in the schema, commented in values.yaml and listed in the README.
+//! The optional monitoring objects (PodMonitors, PrometheusRule, Grafana dashboard) render only
+//! when enabled, select the pods the operator creates, and hold PromQL that parses; each alert
+//! has its runbook section in docs/operations.md. (That their metric names are exported by the
+//! real binaries is `monitoring_metrics.rs`.)
 //!
 //! Needs `helm` (v3.8+ or v4): `$HELM`, else `<repo>/target/tools/helm`, which
 //! `scripts/fetch-helm.sh` (run by `scripts/setup.sh`) puts there. A missing helm fails the
@@ -10,11 +14,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::process::{Command, Output};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -22,75 +24,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value as Json;
 
-const RELEASE: &str = "flo";
-const NAMESPACE: &str = "pgflo-system";
-/// `<release>-<chart>`: the release name does not contain the chart name.
-const FULLNAME: &str = "flo-pg-flo-operator";
+#[path = "chart_support/helm.rs"]
+mod helm;
+#[path = "chart_support/promql.rs"]
+mod promql;
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn chart_dir() -> PathBuf {
-    repo_root().join("charts/pg-flo-operator")
-}
-
-fn helm_path() -> PathBuf {
-    if let Some(h) = std::env::var_os("HELM").filter(|h| !h.is_empty()) {
-        let h = PathBuf::from(h);
-        // A bare name is looked up on PATH; a relative path is relative to the repository
-        // root (tests run in operator/, which would surprise).
-        return if h.is_relative() && h.components().count() > 1 {
-            repo_root().join(h)
-        } else {
-            h
-        };
-    }
-    let p = repo_root().join("target/tools/helm");
-    if !p.is_file() {
-        panic!(
-            "helm not found: HELM is unset and {} does not exist; run `scripts/fetch-helm.sh` \
-             (or `scripts/setup.sh`), or set HELM=/path/to/helm",
-            p.display()
-        );
-    }
-    p
-}
-
-/// Runs helm with its config, cache and data dirs in a throw-away directory, so the user's
-/// repositories and plugins play no part.
-fn helm(args: &[&str]) -> Output {
-    let helm = helm_path();
-    let home = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("helm-home");
-    std::fs::create_dir_all(&home).unwrap();
-    Command::new(&helm)
-        .args(args)
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} ({e}); run `scripts/fetch-helm.sh` or set HELM=/path/to/helm",
-                helm.display()
-            )
-        })
-}
-
-fn helm_ok(args: &[&str]) -> String {
-    let out = helm(args);
-    assert!(
-        out.status.success(),
-        "helm {args:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use helm::{chart_dir, documents, helm, helm_ok, repo_root, FULLNAME, NAMESPACE, RELEASE};
 
 /// Every object `helm template` renders, typed.
 #[derive(Default)]
@@ -103,28 +42,20 @@ struct Rendered {
     roles: Vec<Role>,
     role_bindings: Vec<RoleBinding>,
     service_monitors: Vec<Json>,
+    /// PodMonitors and PrometheusRules: CRDs without k8s-openapi types, checked as JSON.
+    pod_monitors: Vec<Json>,
+    prometheus_rules: Vec<Json>,
+    config_maps: Vec<ConfigMap>,
 }
 
 fn template(set: &[&str]) -> Rendered {
-    let chart = chart_dir();
-    let mut args = vec![
-        "template",
-        RELEASE,
-        chart.to_str().unwrap(),
-        "--namespace",
-        NAMESPACE,
-    ];
-    args.extend_from_slice(set);
-    parse(&helm_ok(&args))
+    parse(&helm::template_yaml(set))
 }
 
 fn parse(yaml: &str) -> Rendered {
     let mut r = Rendered::default();
-    for de in serde_yaml::Deserializer::from_str(yaml) {
-        let doc: serde_yaml::Value = serde::Deserialize::deserialize(de).unwrap();
-        if doc.is_null() {
-            continue; // an empty document (a template rendered to nothing)
-        }
+    // Empty documents (a template rendered to nothing) are skipped.
+    for doc in documents(yaml) {
         let kind = doc["kind"].as_str().unwrap_or_default().to_string();
         match kind.as_str() {
             "Deployment" => r.deployments.push(strict(&doc)),
@@ -135,6 +66,9 @@ fn parse(yaml: &str) -> Rendered {
             "Role" => r.roles.push(strict(&doc)),
             "RoleBinding" => r.role_bindings.push(strict(&doc)),
             "ServiceMonitor" => r.service_monitors.push(serde_json::to_value(&doc).unwrap()),
+            "PodMonitor" => r.pod_monitors.push(serde_json::to_value(&doc).unwrap()),
+            "PrometheusRule" => r.prometheus_rules.push(serde_json::to_value(&doc).unwrap()),
+            "ConfigMap" => r.config_maps.push(strict(&doc)),
             other => panic!("the chart rendered an unexpected kind {other:?}:\n{doc:?}"),
         }
     }
@@ -407,6 +341,7 @@ fn helm_lint_passes() {
             "--set",
             "serviceMonitor.enabled=true",
         ][..],
+        &ALL_MONITORING[..],
     ] {
         let mut args = vec!["lint", "--strict", chart];
         args.extend_from_slice(extra);
@@ -419,6 +354,9 @@ fn helm_lint_passes() {
 fn default_values_install_a_cluster_wide_operator() {
     let r = template(&[]);
     assert!(r.service_monitors.is_empty(), "ServiceMonitor is opt-in");
+    assert!(r.pod_monitors.is_empty(), "PodMonitors are opt-in");
+    assert!(r.prometheus_rules.is_empty(), "PrometheusRule is opt-in");
+    assert!(r.config_maps.is_empty(), "the dashboard is opt-in");
 
     // ServiceAccount.
     let sa = one(&r.service_accounts, "ServiceAccount");
@@ -684,6 +622,26 @@ fn invalid_values_fail_the_schema() {
             "replicaCount",
         ),
         (&["--set", "serviceMonitor.interval=soon"], "interval"),
+        (&["--set", "runtimePodMonitor.bogus=1"], "bogus"),
+        (&["--set", "natsPodMonitor.port=Prom_Metrics"], "port"),
+        // histogram_quantile cannot go past the largest finite bucket (600 s).
+        (
+            &["--set", "prometheusRule.lag.p99Seconds=600"],
+            "p99Seconds",
+        ),
+        (&["--set", "prometheusRule.lag.p99Seconds=0"], "p99Seconds"),
+        // A window is also a PromQL range, which must be above zero.
+        (&["--set", "prometheusRule.deadLetters.window=0s"], "window"),
+        (&["--set", "prometheusRule.copyStalled.for=soon"], "for"),
+        (
+            &["--set", "prometheusRule.slotRetainedWal.bytes=0"],
+            "bytes",
+        ),
+        (
+            &["--set", "prometheusRule.runbookBaseUrl=https://x/ops.md#a"],
+            "runbookBaseUrl",
+        ),
+        (&["--set", "grafanaDashboard.namespace=Bad_NS"], "namespace"),
     ];
     for (set, want) in cases {
         let mut args = vec!["template", RELEASE, chart];
@@ -815,4 +773,717 @@ fn every_value_is_in_the_schema_commented_and_in_the_readme() {
         listed, paths,
         "charts/pg-flo-operator/README.md values table vs values.yaml"
     );
+}
+
+// ---- Monitoring: PodMonitors, PrometheusRule, Grafana dashboard ----
+
+/// Every monitoring switch on.
+const ALL_MONITORING: [&str; 8] = [
+    "--set",
+    "runtimePodMonitor.enabled=true",
+    "--set",
+    "natsPodMonitor.enabled=true",
+    "--set",
+    "prometheusRule.enabled=true",
+    "--set",
+    "grafanaDashboard.enabled=true",
+];
+
+/// The alerts of docs/operations.md, with their severity.
+const ALERTS: [(&str, &str); 9] = [
+    ("PgFloSlotRetainedWalHigh", "warning"),
+    ("PgFloSlotWalUnreserved", "critical"),
+    ("PgFloSlotLost", "critical"),
+    ("PgFloSlotInactive", "warning"),
+    ("PgFloWorkerNotReady", "warning"),
+    ("PgFloConsumerPendingGrowing", "warning"),
+    ("PgFloDeadLetters", "warning"),
+    ("PgFloLagHigh", "warning"),
+    ("PgFloCopyStalled", "warning"),
+];
+
+/// How every alert names its group (the labels the PodMonitors set).
+const GROUP_REF: &str = "{{ $labels.namespace }}/{{ $labels.group }}";
+
+fn keys(v: &Json) -> BTreeSet<String> {
+    v.as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .cloned()
+        .collect()
+}
+
+/// Fails unless the keys of `v` are all among `allowed` (a misspelt field of a CRD object would
+/// be dropped, or refused, by the API server) and the `required` ones are present.
+fn assert_fields(v: &Json, required: &[&str], allowed: &[&str], what: &str) {
+    let have = keys(v);
+    let unknown: Vec<&String> = have
+        .iter()
+        .filter(|k| !allowed.contains(&k.as_str()))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "{what}: unknown fields {unknown:?} in {v}"
+    );
+    for r in required {
+        assert!(
+            have.contains(*r),
+            "{what}: required field {r} missing in {v}"
+        );
+    }
+}
+
+/// A pod template the operator builds: component label, labels, container port names.
+struct OperatorPod {
+    origin: String,
+    labels: BTreeMap<String, String>,
+    ports: BTreeSet<String>,
+}
+
+/// The pod templates of the builder snapshots (`tests/snapshots/*.yaml`, which `builders.rs`
+/// keeps equal to what the operator builds): replicator and worker Deployments, copy Jobs and
+/// NATS StatefulSets.
+fn operator_pods() -> Vec<OperatorPod> {
+    let dir = repo_root().join("operator/tests/snapshots");
+    let mut pods = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    for f in files {
+        for doc in documents(&std::fs::read_to_string(&f).unwrap()) {
+            let kind = doc["kind"].as_str().unwrap_or_default();
+            if !["Deployment", "Job", "StatefulSet"].contains(&kind) {
+                continue;
+            }
+            let t = &doc["spec"]["template"];
+            let labels: BTreeMap<String, String> =
+                serde_yaml::from_value(t["metadata"]["labels"].clone()).unwrap();
+            let ports = t["spec"]["containers"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .flat_map(|c| c["ports"].as_sequence().cloned().unwrap_or_default())
+                .map(|p| p["name"].as_str().unwrap().to_string())
+                .collect();
+            pods.push(OperatorPod {
+                origin: format!(
+                    "{} {kind} {}",
+                    f.file_name().unwrap().to_string_lossy(),
+                    doc["metadata"]["name"].as_str().unwrap()
+                ),
+                labels,
+                ports,
+            });
+        }
+    }
+    pods
+}
+
+/// Whether a Kubernetes label selector (`matchLabels`, `matchExpressions`) selects `labels`.
+fn selects(selector: &Json, labels: &BTreeMap<String, String>) -> bool {
+    let by_labels = selector["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str());
+    let by_expressions = selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|e| {
+            let value = labels.get(e["key"].as_str().unwrap());
+            let values: Vec<&str> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            match e["operator"].as_str().unwrap() {
+                "In" => value.is_some_and(|v| values.contains(&v.as_str())),
+                "NotIn" => value.is_none_or(|v| !values.contains(&v.as_str())),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                op => panic!("unknown selector operator {op}"),
+            }
+        });
+    by_labels && by_expressions
+}
+
+#[test]
+fn each_monitoring_object_renders_only_when_enabled() {
+    for switch in [
+        "runtimePodMonitor",
+        "natsPodMonitor",
+        "prometheusRule",
+        "grafanaDashboard",
+    ] {
+        let r = template(&["--set", &format!("{switch}.enabled=true")]);
+        let monitors: Vec<&str> = r
+            .pod_monitors
+            .iter()
+            .map(|m| m["metadata"]["name"].as_str().unwrap())
+            .collect();
+        let want_monitors: Vec<String> = match switch {
+            "runtimePodMonitor" => vec![format!("{FULLNAME}-runtime")],
+            "natsPodMonitor" => vec![format!("{FULLNAME}-nats")],
+            _ => vec![],
+        };
+        assert_eq!(monitors, want_monitors, "{switch}");
+        assert_eq!(
+            r.prometheus_rules.len(),
+            usize::from(switch == "prometheusRule"),
+            "{switch}"
+        );
+        assert_eq!(
+            r.config_maps.len(),
+            usize::from(switch == "grafanaDashboard"),
+            "{switch}"
+        );
+        assert!(r.service_monitors.is_empty(), "{switch}");
+    }
+}
+
+/// Checks a rendered PodMonitor against the fields Prometheus Operator's
+/// `monitoring.coreos.com/v1` PodMonitor defines, and returns its spec.
+fn check_pod_monitor<'a>(
+    m: &'a Json,
+    name: &str,
+    port: &str,
+    extra_label: (&str, &str),
+) -> &'a Json {
+    assert_eq!(m["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(m["kind"], "PodMonitor");
+    assert_fields(
+        m,
+        &["apiVersion", "kind", "metadata", "spec"],
+        &["apiVersion", "kind", "metadata", "spec"],
+        name,
+    );
+    let meta: ObjectMeta = serde_json::from_value(m["metadata"].clone()).unwrap();
+    assert_eq!(meta.name.as_deref(), Some(name));
+    assert_eq!(meta.namespace.as_deref(), Some(NAMESPACE));
+    assert_labelled(&meta);
+    assert_eq!(
+        meta.labels
+            .as_ref()
+            .unwrap()
+            .get(extra_label.0)
+            .map(String::as_str),
+        Some(extra_label.1)
+    );
+    let spec = &m["spec"];
+    assert_fields(
+        spec,
+        &["selector", "podMetricsEndpoints"],
+        &[
+            "jobLabel",
+            "selector",
+            "namespaceSelector",
+            "podMetricsEndpoints",
+        ],
+        name,
+    );
+    // job="pg-flo": the pods' app.kubernetes.io/name, which the rules and dashboard select on.
+    assert_eq!(spec["jobLabel"], "app.kubernetes.io/name");
+    let ep = one(spec["podMetricsEndpoints"].as_array().unwrap(), "endpoint");
+    assert_fields(
+        ep,
+        &["port"],
+        &["port", "path", "interval", "scrapeTimeout", "relabelings"],
+        name,
+    );
+    assert_eq!(ep["port"], port);
+    assert_eq!(ep["path"], "/metrics");
+    assert_eq!(ep["interval"], "30s");
+    assert_eq!(ep["scrapeTimeout"], "10s");
+    assert_eq!(
+        ep["relabelings"],
+        serde_json::json!([
+            {"sourceLabels": ["__meta_kubernetes_pod_label_pgflo_io_group"], "targetLabel": "group"},
+            {"sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_component"], "targetLabel": "component"},
+        ])
+    );
+    spec
+}
+
+#[test]
+fn pod_monitors_scrape_the_pods_the_operator_creates() {
+    let mut values = ALL_MONITORING.to_vec();
+    values.extend([
+        "--set",
+        "runtimePodMonitor.labels.release=prometheus",
+        "--set",
+        "natsPodMonitor.labels.release=prometheus",
+    ]);
+    let r = template(&values);
+    assert_eq!(r.pod_monitors.len(), 2);
+    let named = |suffix: &str| {
+        let name = format!("{FULLNAME}-{suffix}");
+        r.pod_monitors
+            .iter()
+            .find(|m| m["metadata"]["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("no PodMonitor {name}"))
+    };
+    let runtime = check_pod_monitor(
+        named("runtime"),
+        &format!("{FULLNAME}-runtime"),
+        "metrics",
+        ("release", "prometheus"),
+    );
+    let nats = check_pod_monitor(
+        named("nats"),
+        &format!("{FULLNAME}-nats"),
+        "prom-metrics",
+        ("release", "prometheus"),
+    );
+    // All namespaces, as the operator watches them.
+    assert_eq!(
+        runtime["namespaceSelector"],
+        serde_json::json!({"any": true})
+    );
+    assert_eq!(nats["namespaceSelector"], serde_json::json!({"any": true}));
+
+    let pods = operator_pods();
+    let component = |p: &OperatorPod| p.labels["app.kubernetes.io/component"].clone();
+    let mut seen = BTreeSet::new();
+    for p in &pods {
+        let c = component(p);
+        seen.insert(c.clone());
+        let is_runtime = c == "replicator" || c == "worker";
+        assert_eq!(
+            selects(&runtime["selector"], &p.labels),
+            is_runtime,
+            "runtime PodMonitor vs {}",
+            p.origin
+        );
+        assert_eq!(
+            selects(&nats["selector"], &p.labels),
+            c == "nats",
+            "NATS PodMonitor vs {}",
+            p.origin
+        );
+        // The labels the relabelings and jobLabel read.
+        assert_eq!(p.labels["app.kubernetes.io/name"], "pg-flo", "{}", p.origin);
+        assert!(p.labels.contains_key("pgflo.io/group"), "{}", p.origin);
+        if is_runtime {
+            assert!(
+                p.ports.contains("metrics"),
+                "{}: no port `metrics`",
+                p.origin
+            );
+        } else {
+            // The operator does not run the NATS exporter yet (docs/operations.md, "NATS"):
+            // once it does under this port name, drop the TODO there and this check.
+            assert!(
+                !p.ports.contains("prom-metrics"),
+                "{}: the NATS pods expose `prom-metrics` now; update docs/operations.md",
+                p.origin
+            );
+        }
+    }
+    assert_eq!(
+        seen,
+        set(&["nats", "replicator", "worker"]),
+        "snapshot coverage"
+    );
+
+    // Watched namespaces only.
+    let r = template(&[
+        "--set",
+        "runtimePodMonitor.enabled=true",
+        "--set",
+        "natsPodMonitor.enabled=true",
+        "--set-json",
+        r#"watchNamespaces=["a","b"]"#,
+    ]);
+    for m in &r.pod_monitors {
+        assert_eq!(
+            m["spec"]["namespaceSelector"],
+            serde_json::json!({"matchNames": ["a", "b"]})
+        );
+    }
+}
+
+/// The runbook sections of docs/operations.md: the `### ` headings under `## Alerts`, with
+/// their text.
+fn runbook_sections() -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(repo_root().join("docs/operations.md")).unwrap();
+    let alerts = text
+        .split_once("\n## Alerts\n")
+        .expect("docs/operations.md has a `## Alerts` section")
+        .1;
+    let alerts = alerts.split("\n## ").next().unwrap();
+    alerts
+        .split("\n### ")
+        .skip(1)
+        .map(|s| {
+            let (title, body) = s.split_once('\n').unwrap();
+            (title.trim().to_string(), body.to_string())
+        })
+        .collect()
+}
+
+/// GitHub's anchor of a heading made of letters and digits: the heading in lower case.
+fn anchor(heading: &str) -> String {
+    assert!(
+        heading.chars().all(|c| c.is_ascii_alphanumeric()),
+        "{heading}"
+    );
+    heading.to_ascii_lowercase()
+}
+
+fn rendered_rule(set: &[&str]) -> Json {
+    let mut args = vec!["--set", "prometheusRule.enabled=true"];
+    args.extend_from_slice(set);
+    one(&template(&args).prometheus_rules, "PrometheusRule").clone()
+}
+
+/// `alert name -> rule` of a rendered PrometheusRule.
+fn alerts(rule: &Json) -> BTreeMap<String, Json> {
+    let mut out = BTreeMap::new();
+    for g in rule["spec"]["groups"].as_array().unwrap() {
+        for r in g["rules"].as_array().unwrap() {
+            let name = r["alert"].as_str().unwrap().to_string();
+            assert!(
+                out.insert(name.clone(), r.clone()).is_none(),
+                "{name} twice"
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn prometheus_rule_alerts_parse_name_their_group_and_link_their_runbook() {
+    let base = "https://example.com/pg_flo/blob/v1/docs/operations.md";
+    let rule = rendered_rule(&[
+        "--set",
+        &format!("prometheusRule.runbookBaseUrl={base}"),
+        "--set",
+        "prometheusRule.labels.release=prometheus",
+    ]);
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(rule["kind"], "PrometheusRule");
+    let meta: ObjectMeta = serde_json::from_value(rule["metadata"].clone()).unwrap();
+    assert_eq!(meta.name.as_deref(), Some(FULLNAME));
+    assert_eq!(meta.namespace.as_deref(), Some(NAMESPACE));
+    assert_labelled(&meta);
+    assert_eq!(meta.labels.as_ref().unwrap()["release"], "prometheus");
+    assert_fields(
+        &rule["spec"],
+        &["groups"],
+        &["groups"],
+        "PrometheusRule spec",
+    );
+    let mut group_names = BTreeSet::new();
+    for g in rule["spec"]["groups"].as_array().unwrap() {
+        assert_fields(
+            g,
+            &["name", "rules"],
+            &["name", "rules", "interval"],
+            "rule group",
+        );
+        assert!(group_names.insert(g["name"].as_str().unwrap().to_string()));
+    }
+
+    let alerts = alerts(&rule);
+    let want: BTreeMap<String, &str> = ALERTS.iter().map(|(a, s)| (a.to_string(), *s)).collect();
+    assert_eq!(
+        alerts.keys().collect::<BTreeSet<_>>(),
+        want.keys().collect::<BTreeSet<_>>()
+    );
+    let sections = runbook_sections();
+    assert_eq!(
+        sections.keys().collect::<BTreeSet<_>>(),
+        want.keys().collect::<BTreeSet<_>>(),
+        "docs/operations.md: one `### <alert>` runbook section per alert"
+    );
+    for (name, r) in &alerts {
+        assert_fields(
+            r,
+            &["alert", "expr", "labels", "annotations"],
+            &["alert", "expr", "for", "labels", "annotations"],
+            name,
+        );
+        if let Some(d) = r["for"].as_str() {
+            promql_parser::util::parse_duration(d)
+                .unwrap_or_else(|e| panic!("{name}: for {d:?}: {e}"));
+        }
+        assert_eq!(
+            r["labels"],
+            serde_json::json!({"severity": want[name]}),
+            "{name}"
+        );
+        let a = &r["annotations"];
+        assert_eq!(
+            keys(a),
+            set(&["summary", "description", "runbook_url"]),
+            "{name}"
+        );
+        for k in ["summary", "description"] {
+            assert!(
+                a[k].as_str().unwrap().contains(GROUP_REF),
+                "{name}: the {k} does not name the group: {}",
+                a[k]
+            );
+        }
+        assert_eq!(
+            a["runbook_url"],
+            format!("{base}#{}", anchor(name)),
+            "{name}"
+        );
+        let section = &sections[name];
+        for part in [
+            "**What it means.**",
+            "**What to check.**",
+            "**What to do.**",
+        ] {
+            assert!(
+                section.contains(part),
+                "docs/operations.md {name}: no {part}"
+            );
+        }
+
+        // The expression parses, reads only the runtime pods' series (job="pg-flo") and keeps
+        // the namespace and group labels through every aggregation.
+        let q = promql::Query {
+            origin: name.clone(),
+            expr: r["expr"].as_str().unwrap().to_string(),
+        };
+        let e = promql::parse(&q);
+        for vs in promql::selectors(&e) {
+            assert_eq!(
+                promql::equal_matcher(&vs, "job").as_deref(),
+                Some("pg-flo"),
+                "{name}: {vs}"
+            );
+            let component = promql::equal_matcher(&vs, "component");
+            assert!(
+                matches!(component.as_deref(), Some("replicator" | "worker")),
+                "{name}: {vs} selects no component"
+            );
+        }
+        for by in promql::aggregation_labels(&e) {
+            assert!(
+                by.contains(&"namespace".to_string()) && by.contains(&"group".to_string()),
+                "{name}: an aggregation drops namespace or group: by {by:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn alert_thresholds_come_from_the_values() {
+    let rule = rendered_rule(&[
+        "--set",
+        "prometheusRule.slotRetainedWal.bytes=5368709120",
+        "--set",
+        "prometheusRule.slotRetainedWal.for=20m",
+        "--set",
+        "prometheusRule.slotInactive.for=3m",
+        "--set",
+        "prometheusRule.workerNotReady.for=4m",
+        "--set",
+        "prometheusRule.consumerPending.messages=50000",
+        "--set",
+        "prometheusRule.consumerPending.for=1h",
+        "--set",
+        "prometheusRule.deadLetters.window=2h",
+        "--set",
+        "prometheusRule.copyStalled.for=45m",
+        // --set makes a fraction a string; --set-json keeps it a number.
+        "--set-json",
+        "prometheusRule.lag.p99Seconds=42.5",
+        "--set",
+        "prometheusRule.lag.for=7m",
+    ]);
+    let alerts = alerts(&rule);
+    // (alert, pieces of the expression, `for`)
+    let cases: &[(&str, &[&str], Option<&str>)] = &[
+        (
+            "PgFloSlotRetainedWalHigh",
+            &["> 5368709120", "deriv(", "[20m]"],
+            Some("20m"),
+        ),
+        (
+            "PgFloSlotWalUnreserved",
+            &["status=\"unreserved\"}) == 1"],
+            None,
+        ),
+        ("PgFloSlotLost", &["status=\"lost\"}) == 1"], None),
+        ("PgFloSlotInactive", &["pg_flo_ready{", "up{"], Some("3m")),
+        ("PgFloWorkerNotReady", &["pg_flo_ready{", "up{"], Some("4m")),
+        (
+            "PgFloConsumerPendingGrowing",
+            &["> 50000", "[1h]"],
+            Some("1h"),
+        ),
+        (
+            "PgFloDeadLetters",
+            &["outcome=\"dead_lettered\"}[2h]"],
+            None,
+        ),
+        ("PgFloCopyStalled", &["offset 45m"], None),
+        (
+            "PgFloLagHigh",
+            &["histogram_quantile(0.99,", "> 42.5"],
+            Some("7m"),
+        ),
+    ];
+    for (name, pieces, r#for) in cases {
+        let r = &alerts[*name];
+        let expr = r["expr"].as_str().unwrap();
+        for p in *pieces {
+            assert!(expr.contains(p), "{name}: {p:?} not in\n{expr}");
+        }
+        assert_eq!(r["for"].as_str(), *r#for, "{name}");
+    }
+    assert!(
+        alerts["PgFloSlotRetainedWalHigh"]["annotations"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("more than 5368709120 bytes")
+    );
+}
+
+#[test]
+fn grafana_dashboard_configmap_holds_the_dashboard() {
+    let r = template(&[
+        "--set",
+        "grafanaDashboard.enabled=true",
+        "--set",
+        "grafanaDashboard.namespace=monitoring",
+        "--set",
+        "grafanaDashboard.annotations.grafana_folder=CDC",
+    ]);
+    let cm = one(&r.config_maps, "ConfigMap");
+    assert_eq!(
+        cm.metadata.name.as_deref(),
+        Some(&*format!("{FULLNAME}-dashboard"))
+    );
+    assert_eq!(cm.metadata.namespace.as_deref(), Some("monitoring"));
+    assert_labelled(&cm.metadata);
+    assert_eq!(
+        cm.metadata.labels.as_ref().unwrap()["grafana_dashboard"],
+        "1"
+    );
+    assert_eq!(
+        cm.metadata.annotations.as_ref().unwrap()["grafana_folder"],
+        "CDC"
+    );
+    let data = cm.data.as_ref().unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["pg-flo.json"]);
+    let file = std::fs::read_to_string(chart_dir().join("dashboards/pg-flo.json")).unwrap();
+    assert_eq!(data["pg-flo.json"], file.trim_end());
+    // The release namespace by default.
+    let r = template(&["--set", "grafanaDashboard.enabled=true"]);
+    assert_eq!(
+        one(&r.config_maps, "ConfigMap")
+            .metadata
+            .namespace
+            .as_deref(),
+        Some(NAMESPACE)
+    );
+
+    let d: Json = serde_json::from_str(&file).unwrap();
+    assert_eq!(d["uid"], "pg-flo-groups");
+    assert!(d["title"].as_str().is_some_and(|t| !t.is_empty()));
+    let vars: Vec<&str> = d["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(vars, ["datasource", "namespace", "group"]);
+
+    // Panels: unique ids, inside the 24-column grid, not overlapping.
+    let panels = d["panels"].as_array().unwrap();
+    let mut ids = BTreeSet::new();
+    let mut boxes: Vec<(&str, [i64; 4])> = Vec::new();
+    for p in panels {
+        let title = p["title"].as_str().unwrap();
+        assert!(ids.insert(p["id"].as_i64().unwrap()), "{title}: id twice");
+        let g = &p["gridPos"];
+        let b = ["x", "y", "w", "h"].map(|k| g[k].as_i64().unwrap());
+        assert!(
+            b[0] >= 0 && b[2] > 0 && b[0] + b[2] <= 24 && b[3] > 0,
+            "{title}: {g}"
+        );
+        for (other, o) in &boxes {
+            let apart = b[0] + b[2] <= o[0]
+                || o[0] + o[2] <= b[0]
+                || b[1] + b[3] <= o[1]
+                || o[1] + o[3] <= b[1];
+            assert!(apart, "{title} overlaps {other}");
+        }
+        boxes.push((title, b));
+        if p["type"] == "row" {
+            continue;
+        }
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title}: no query");
+        let refs: BTreeSet<&str> = targets
+            .iter()
+            .map(|t| t["refId"].as_str().unwrap())
+            .collect();
+        assert_eq!(refs.len(), targets.len(), "{title}: refId twice");
+    }
+
+    // Every query parses, is scoped to the chosen namespaces and groups of the runtime pods,
+    // and keeps the group through its aggregations.
+    let mut used = BTreeSet::new();
+    for q in promql::dashboard_queries(&d) {
+        let e = promql::parse(&q);
+        for vs in promql::selectors(&e) {
+            used.insert(promql::metric_name(&q, &vs));
+            assert_eq!(
+                promql::equal_matcher(&vs, "job").as_deref(),
+                Some("pg-flo"),
+                "{}: {vs}",
+                q.origin
+            );
+            if q.origin.starts_with("panel") {
+                assert_eq!(
+                    promql::regex_matcher(&vs, "group").as_deref(),
+                    Some("$group"),
+                    "{}: {vs}",
+                    q.origin
+                );
+            }
+            assert_eq!(
+                promql::regex_matcher(&vs, "namespace").as_deref(),
+                (q.origin != "variable namespace").then_some("$namespace"),
+                "{}: {vs}",
+                q.origin
+            );
+        }
+        for by in promql::aggregation_labels(&e) {
+            assert!(
+                by.contains(&"group".to_string()),
+                "{}: an aggregation drops the group: by {by:?}",
+                q.origin
+            );
+        }
+    }
+    // Per group: throughput, lag, retained WAL, pending, errors, copy progress.
+    for m in [
+        "pg_flo_replicator_changes_published_total",
+        "pg_flo_worker_changes_applied_total",
+        "pg_flo_worker_lag_seconds_bucket",
+        "pg_flo_replicator_lag_bytes",
+        "pg_flo_replicator_slot_retained_bytes",
+        "pg_flo_replicator_slot_wal_status",
+        "pg_flo_worker_consumer_pending",
+        "pg_flo_errors_total",
+        "pg_flo_worker_messages_total",
+        "pg_flo_copy_ranges",
+        "pg_flo_copy_ranges_done_total",
+        "pg_flo_copy_rows_total",
+    ] {
+        assert!(used.contains(m), "the dashboard does not show {m}");
+    }
 }

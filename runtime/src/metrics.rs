@@ -40,11 +40,23 @@ pub struct Metrics {
     pub webhook_requests: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub config_info: IntGaugeVec,
+    /// 1 while `/readyz` answers 200 (set by [`crate::http::serve`] at each scrape).
+    pub ready: IntGauge,
 }
 
 /// The values `pg_flo_replicator_slot_wal_status{status}` takes (PostgreSQL's
 /// `pg_replication_slots.wal_status`); the slot's current one is 1, the others 0.
 pub const WAL_STATUSES: [&str; 4] = ["reserved", "extended", "unreserved", "lost"];
+
+/// The outcomes of `pg_flo_worker_messages_total{outcome}`. Each series exists from the start
+/// at 0, so that `increase()` sees the first dead letter (a series born at 1 has no increase).
+pub const WORKER_OUTCOMES: [&str; 5] = [
+    "applied",
+    "duplicate",
+    "held",
+    "dead_lettered",
+    "broken_part",
+];
 
 /// Buckets of the latency histograms: 1 ms to 10 min.
 const LATENCY_BUCKETS: [f64; 16] = [
@@ -72,6 +84,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["outcome"],
     )?;
     registry.register(Box::new(worker_messages.clone()))?;
+    for outcome in WORKER_OUTCOMES {
+        worker_messages.with_label_values(&[outcome]);
+    }
     let errors = IntCounterVec::new(
         Opts::new("pg_flo_errors_total", "Errors by kind"),
         &["kind"],
@@ -191,6 +206,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "Always 1; the hash of the configuration files the process loaded (config file, \
              rules, routing: pg_flo_config::files_hash, the operator's pgflo.io/config-hash)",
             "hash",
+        )?,
+        ready: gauge(
+            "pg_flo_ready",
+            "1 while the process streams (replicator) or consumes (worker), when /readyz answers \
+             200; 0 before that and while it reconnects",
         )?,
         copy_rows,
         copy_ranges_done,

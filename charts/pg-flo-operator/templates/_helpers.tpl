@@ -113,3 +113,26 @@ for the Role in each watched namespace. Keep in sync with README.md and docs/ope
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 {{- end }}
+
+{{/*
+namespaceSelector of the PodMonitors: the watched namespaces, or all of them.
+*/}}
+{{- define "pg-flo-operator.monitorNamespaceSelector" -}}
+{{- if .Values.watchNamespaces -}}
+matchNames:
+  {{- toYaml .Values.watchNamespaces | nindent 2 }}
+{{- else -}}
+any: true
+{{- end -}}
+{{- end }}
+
+{{/*
+Relabelings of the PodMonitors: the group and component of the pod become the series' `group`
+and `component` labels (the rules and the dashboard select and aggregate by them).
+*/}}
+{{- define "pg-flo-operator.podRelabelings" -}}
+- sourceLabels: [__meta_kubernetes_pod_label_pgflo_io_group]
+  targetLabel: group
+- sourceLabels: [__meta_kubernetes_pod_label_app_kubernetes_io_component]
+  targetLabel: component
+{{- end }}

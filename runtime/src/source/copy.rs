@@ -445,6 +445,10 @@ async fn copy_table(
     m.copy_ranges_total
         .with_label_values(&[&label])
         .set(total as i64);
+    // Rows and finished ranges exist at 0 from here on: a copy stuck in its first range shows
+    // as planned ranges with none done and rows that do not grow, not as missing series.
+    m.copy_rows.with_label_values(&[&label]);
+    m.copy_ranges_done.with_label_values(&[&label]);
     let pages: u64 = table.parts.iter().map(|p| p.pages).sum();
     let partitions = match table.parts.as_slice() {
         [only] if only.name == table.name => 0,
