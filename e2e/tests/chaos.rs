@@ -27,7 +27,12 @@ async fn three_rounds_of_faults_lose_reorder_and_duplicate_nothing() {
     assert!(report.changes_checked > 1000, "{json}");
     assert!(report.rows_compared > 0, "{json}");
     assert_eq!(
-        (report.lost, report.diverged, report.diverged_tables, report.stalls),
+        (
+            report.lost,
+            report.diverged,
+            report.diverged_tables,
+            report.stalls
+        ),
         (0, 0, 0, 0),
         "{json}"
     );
