@@ -306,7 +306,14 @@ fn expected_rules() -> BTreeMap<(String, String), BTreeSet<String>> {
     );
     add("pgflo.io", &["replicationgroups/finalizers"], &["update"]);
     add("", &["configmaps", "services", "serviceaccounts"], &crud);
-    add("", &["secrets"], &read);
+    // Read what groups reference; create (and complete) a managed NATS's credentials.
+    add(
+        "",
+        &["secrets"],
+        &["get", "list", "watch", "create", "patch"],
+    );
+    // Grow a managed NATS's volumes.
+    add("", &["persistentvolumeclaims"], &["get", "patch"]);
     add("", &["pods"], &read);
     add("", &["events"], &["create", "patch"]);
     add("events.k8s.io", &["events"], &["create", "patch"]);
@@ -317,6 +324,11 @@ fn expected_rules() -> BTreeMap<(String, String), BTreeSet<String>> {
         &["get", "list", "watch", "create", "patch", "delete"],
     );
     add("policy", &["poddisruptionbudgets"], &crud);
+    add(
+        "networking.k8s.io",
+        &["networkpolicies"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+    );
     m
 }
 

@@ -165,6 +165,16 @@ fn crds_carry_the_cel_rules() {
         "exactly one of sink.postgres, sink.webhook, sink.file, sink.stdout",
         "exactly one of nats.managed, nats.external",
         "nats.managed.replicas must be 1 or 3",
+        // Transitions of spec.nats refused up front (see controller/nats_change.rs).
+        "has(self.managed) == has(oldSelf.managed)",
+        "self.replicas == oldSelf.replicas",
+        "nats.managed.storageClass is immutable",
+        "quantity(self.storageSize).compareTo(quantity(oldSelf.storageSize)) >= 0",
+        "isQuantity(self)",
+        "self.url == oldSelf.url",
+        "nats.external.user and nats.external.password go together",
+        "at most one of nats.external.password, nats.external.token, nats.external.credentialsSecret",
+        "nats.external.clientCertSecret needs nats.external.caSecret",
     ] {
         assert!(yaml.contains(needle), "missing CEL rule: {needle}");
     }

@@ -238,7 +238,8 @@ pub async fn apply_desired(
     } = desired;
     let mut keep = Keep::default();
 
-    keep.sa.push(ssa(ctx, ns, &service_account).await?.name_any());
+    keep.sa
+        .push(ssa(ctx, ns, &service_account).await?.name_any());
     keep.cm.push(ssa(ctx, ns, &config_map).await?.name_any());
     let mut applied = Applied::default();
     if let Some(mut n) = nats {

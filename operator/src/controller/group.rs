@@ -30,21 +30,19 @@ use kube::runtime::finalizer::{finalizer, Event as Finalize};
 use kube::{Api, ResourceExt};
 
 use super::apply::{apply_desired, delete, ssa, Applied, NatsPlan};
-use super::nats_change::{self, RunningNats};
 use super::conditions::{group_status, same_conditions, Observed, DEGRADED};
+use super::nats_change::{self, RunningNats};
 use super::validate::{
     external_nats, fetch, fetch_secrets, secret_versions, source_connection, validate,
     webhook_header_keys, Refs,
 };
 use super::{error_chain, observe, Context, Error, FIELD_MANAGER, FINALIZER};
-use crate::crd::{
-    DesiredState, NatsSpec, ReclaimPolicy, ReplicationGroup, ReplicationGroupStatus,
-};
+use crate::crd::{DesiredState, NatsSpec, ReclaimPolicy, ReplicationGroup, ReplicationGroupStatus};
 use crate::resources::quantity::quantity_bytes;
 use crate::resources::{
-    annotate_nats_secret_versions, annotate_secret_versions, applied_nats, build,
-    config_map_name, copy_job_name, default_image_pull_secrets, nats_auth_name, nats_auth_secret,
-    nats_name, nats_volume_claim_name, selector_labels, NatsAuth,
+    annotate_nats_secret_versions, annotate_secret_versions, applied_nats, build, config_map_name,
+    copy_job_name, default_image_pull_secrets, nats_auth_name, nats_auth_secret, nats_name,
+    nats_volume_claim_name, selector_labels, NatsAuth,
 };
 use crate::source;
 
@@ -91,10 +89,10 @@ async fn current_nats(
         .and_then(applied_nats);
     let sts: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
     let sts_name = nats_name(name);
-    let running = sts
-        .get_opt(&sts_name)
-        .await
-        .map_err(Error::kube("get", "StatefulSet", &sts_name))?;
+    let running =
+        sts.get_opt(&sts_name)
+            .await
+            .map_err(Error::kube("get", "StatefulSet", &sts_name))?;
     Ok((applied, running))
 }
 
@@ -110,10 +108,11 @@ async fn resize_volumes(
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
     for i in 0..i32::from(replicas.max(1)) {
         let claim = nats_volume_claim_name(group, i);
-        let Some(pvc) = api
-            .get_opt(&claim)
-            .await
-            .map_err(Error::kube("get", "PersistentVolumeClaim", &claim))?
+        let Some(pvc) = api.get_opt(&claim).await.map_err(Error::kube(
+            "get",
+            "PersistentVolumeClaim",
+            &claim,
+        ))?
         else {
             continue;
         };
@@ -250,7 +249,12 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
                 .tls
                 .as_ref()
                 .and_then(|t| refs.secrets.get(&t.secret_name).cloned().flatten());
-            Some(versions_of(&[Some(&auth), tls.as_ref()].into_iter().flatten().collect::<Vec<_>>()))
+            Some(versions_of(
+                &[Some(&auth), tls.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>(),
+            ))
         }
         None => None,
     };

@@ -78,7 +78,13 @@ pub fn decide(
     let mut effective = desired.clone();
     let mut refused = Vec::new();
     if let Some(applied) = applied {
-        let kind = |n: &NatsSpec| if n.managed.is_some() { "managed" } else { "external" };
+        let kind = |n: &NatsSpec| {
+            if n.managed.is_some() {
+                "managed"
+            } else {
+                "external"
+            }
+        };
         if applied.managed.is_some() != desired.managed.is_some() {
             refused.push(format!(
                 "spec.nats: switching from {} to {} NATS is refused (the current NATS holds the \
@@ -250,7 +256,15 @@ mod tests {
             Option<&'a str>,
         );
         let cases: Vec<Case> = vec![
-            ("new group", m1.clone(), None, None, m1.clone(), vec![], None),
+            (
+                "new group",
+                m1.clone(),
+                None,
+                None,
+                m1.clone(),
+                vec![],
+                None,
+            ),
             (
                 "unchanged",
                 m1.clone(),
@@ -384,7 +398,12 @@ mod tests {
         for (what, desired, applied, run, effective, refused, grow) in cases {
             let got = decide(&desired, applied.as_ref(), run.as_ref());
             assert_eq!(got.effective, effective, "{what}");
-            assert_eq!(got.refused.len(), refused.len(), "{what}: {:?}", got.refused);
+            assert_eq!(
+                got.refused.len(),
+                refused.len(),
+                "{what}: {:?}",
+                got.refused
+            );
             for (msg, start) in got.refused.iter().zip(&refused) {
                 assert!(msg.starts_with(start), "{what}: {msg}");
             }

@@ -129,7 +129,10 @@ pub fn secret_uses(rg: &ReplicationGroup) -> Vec<SecretUse> {
             ("spec.nats.external.user", &e.user),
             ("spec.nats.external.password", &e.password),
             ("spec.nats.external.token", &e.token),
-            ("spec.nats.external.credentialsSecret", &e.credentials_secret),
+            (
+                "spec.nats.external.credentialsSecret",
+                &e.credentials_secret,
+            ),
             ("spec.nats.external.caSecret", &e.ca_secret),
         ] {
             if let Some(r) = r {

@@ -293,7 +293,11 @@ pub fn config_map(
 /// The `spec.nats` a ConfigMap of [`config_map`] was rendered with (`None` without the
 /// annotation, e.g. rendered by an older operator, or when it cannot be read).
 pub fn applied_nats(cm: &ConfigMap) -> Option<NatsSpec> {
-    let json = cm.metadata.annotations.as_ref()?.get(NATS_SPEC_ANNOTATION)?;
+    let json = cm
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(NATS_SPEC_ANNOTATION)?;
     serde_json::from_str(json).ok()
 }
 

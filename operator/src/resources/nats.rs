@@ -236,7 +236,9 @@ pub fn nats_conf(group: &str, namespace: &str, m: &ManagedNats) -> Result<String
     }
     let replicas = i32::from(m.replicas.max(1));
     if replicas > 1 {
-        let routes: Vec<String> = (0..replicas).map(|i| format!("${}", route_env(i))).collect();
+        let routes: Vec<String> = (0..replicas)
+            .map(|i| format!("${}", route_env(i)))
+            .collect();
         c.push_str(&format!(
             "\ncluster {{\n  name: {name}\n  port: {NATS_CLUSTER_PORT}\n  no_advertise: true\n  \
              authorization {{\n    user: {route_user}\n    password: ${ROUTE_PASSWORD_ENV}\n  }}\n  \
@@ -498,10 +500,7 @@ pub fn nats(rg: &ReplicationGroup) -> Result<Option<NatsObjects>, BuildError> {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(&v.name, "nats")),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_string(),
-                        hash,
-                    )])),
+                    annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), hash)])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {

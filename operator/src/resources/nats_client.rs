@@ -76,7 +76,10 @@ fn read_only(name: &str, dir: &str) -> VolumeMount {
 }
 
 /// Adds the NATS client env variables and Secret files to every runtime pod of `desired`.
-pub(crate) fn add_nats_client(desired: &mut Desired, rg: &ReplicationGroup) -> Result<(), BuildError> {
+pub(crate) fn add_nats_client(
+    desired: &mut Desired,
+    rg: &ReplicationGroup,
+) -> Result<(), BuildError> {
     let v = Valid::new(rg)?;
     let mut env = Vec::new();
     let mut files: Vec<(Volume, VolumeMount)> = Vec::new();
@@ -123,10 +126,14 @@ pub(crate) fn add_nats_client(desired: &mut Desired, rg: &ReplicationGroup) -> R
     }
     for pod in desired.runtime_pods().filter_map(|t| t.spec.as_mut()) {
         for (volume, _) in &files {
-            pod.volumes.get_or_insert_with(Vec::new).push(volume.clone());
+            pod.volumes
+                .get_or_insert_with(Vec::new)
+                .push(volume.clone());
         }
         for c in &mut pod.containers {
-            c.env.get_or_insert_with(Vec::new).extend(env.iter().cloned());
+            c.env
+                .get_or_insert_with(Vec::new)
+                .extend(env.iter().cloned());
             for (_, mount) in &files {
                 c.volume_mounts
                     .get_or_insert_with(Vec::new)

@@ -38,7 +38,11 @@ pub fn quantity_bytes(q: &str) -> Option<u64> {
         "P" => (10u128.pow(15), 1),
         "E" => (10u128.pow(18), 1),
         exp if exp.starts_with(['e', 'E']) => {
-            let e: i32 = exp[1..].strip_prefix('+').unwrap_or(&exp[1..]).parse().ok()?;
+            let e: i32 = exp[1..]
+                .strip_prefix('+')
+                .unwrap_or(&exp[1..])
+                .parse()
+                .ok()?;
             if e.unsigned_abs() > 30 {
                 return None;
             }
