@@ -668,10 +668,21 @@ impl std::fmt::Debug for NatsAuth {
     }
 }
 
-/// Length of a generated password (alphanumeric: about 190 bits, safe in a URL).
+/// Length of a generated password (about 190 bits).
 const PASSWORD_LEN: usize = 32;
 
-/// A random alphanumeric password from the system's CSPRNG.
+/// Whether `p` can be a password of the managed NATS: the server reads `$VARIABLE` values as
+/// configuration values, so a value starting with a digit is a number (`1abc` fails to parse)
+/// and punctuation could end it; and route passwords sit in URLs. A letter followed by letters
+/// and digits is always read as the string itself. At least 16 characters.
+pub fn is_safe_password(p: &str) -> bool {
+    p.len() >= 16
+        && p.starts_with(|c: char| c.is_ascii_alphabetic())
+        && p.bytes().all(|c| c.is_ascii_alphanumeric())
+}
+
+/// A random password from the system's CSPRNG: a letter, then letters and digits
+/// ([`is_safe_password`]).
 pub fn generate_password() -> Result<String, BuildError> {
     use ring::rand::SecureRandom;
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -680,13 +691,18 @@ pub fn generate_password() -> Result<String, BuildError> {
     while out.len() < PASSWORD_LEN {
         let mut b = [0u8; 64];
         rng.fill(&mut b).map_err(|_| BuildError::Random)?;
-        // Rejection sampling: 248 = 4 * 62, no bias.
-        out.extend(
-            b.iter()
-                .filter(|x| **x < 248)
-                .map(|x| char::from(ALPHABET[usize::from(*x % 62)]))
-                .take(PASSWORD_LEN - out.len()),
-        );
+        // Rejection sampling without bias: 208 = 4 * 52 for the first (a letter), 248 = 4 * 62
+        // for the rest.
+        for x in b {
+            if out.len() == PASSWORD_LEN {
+                break;
+            }
+            let letters_only = out.is_empty();
+            let (limit, n) = if letters_only { (208, 52) } else { (248, 62) };
+            if x < limit {
+                out.push(char::from(ALPHABET[usize::from(x % n)]));
+            }
+        }
     }
     Ok(out)
 }
@@ -700,8 +716,9 @@ impl NatsAuth {
         })
     }
 
-    /// The credentials an existing Secret holds, with a new password for each key it lacks;
-    /// the second value says whether anything was generated.
+    /// The credentials an existing Secret holds, with a new password for each key it lacks
+    /// (or holds a value the server could not read, see [`is_safe_password`]); the second value
+    /// says whether anything was generated.
     pub fn from_secret(secret: &Secret) -> Result<(Self, bool), BuildError> {
         let get = |key: &str| {
             secret
@@ -709,10 +726,10 @@ impl NatsAuth {
                 .as_ref()
                 .and_then(|d| d.get(key))
                 .and_then(|v| String::from_utf8(v.0.clone()).ok())
-                .filter(|v| !v.is_empty())
         };
+        let password = |key: &str| get(key).filter(|v| is_safe_password(v));
         let mut generated = false;
-        let mut take = |key: &str| match get(key) {
+        let mut take = |key: &str| match password(key) {
             Some(v) => Ok(v),
             None => {
                 generated = true;
@@ -756,12 +773,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn generated_passwords_are_long_random_and_url_safe() {
+    fn generated_passwords_are_long_random_and_readable_by_the_server() {
         let a = generate_password().unwrap();
         let b = generate_password().unwrap();
         assert_eq!(a.len(), PASSWORD_LEN);
-        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric()), "{a}");
         assert_ne!(a, b);
+        for _ in 0..200 {
+            let p = generate_password().unwrap();
+            assert!(is_safe_password(&p), "{p}");
+        }
+        for (p, safe) in [
+            ("a234567890123456", true),
+            ("1234567890123456", false),
+            ("a23456789012345", false),
+            ("a23456789012345-", false),
+            ("a234567890123456 ", false),
+        ] {
+            assert_eq!(is_safe_password(p), safe, "{p}");
+        }
+    }
+
+    #[test]
+    fn a_secret_keeps_its_passwords_and_gets_the_missing_or_unreadable_ones() {
+        let secret = |pairs: &[(&str, &str)]| Secret {
+            data: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        };
+        let good = "Abcdefghij0123456789";
+        let full = secret(&[
+            ("user", "pg-flo"),
+            ("password", good),
+            ("route-password", good),
+        ]);
+        let (auth, generated) = NatsAuth::from_secret(&full).unwrap();
+        assert_eq!((auth.password.as_str(), generated), (good, false));
+        let (auth, generated) =
+            NatsAuth::from_secret(&secret(&[("user", "pg-flo"), ("password", good)])).unwrap();
+        assert_eq!(auth.password, good);
+        assert!(generated && is_safe_password(&auth.route_password));
+        let (auth, generated) = NatsAuth::from_secret(&secret(&[
+            ("user", "pg-flo"),
+            ("password", "1-not readable"),
+            ("route-password", good),
+        ]))
+        .unwrap();
+        assert!(generated && is_safe_password(&auth.password));
+        assert_ne!(auth.password, "1-not readable");
     }
 
     #[test]
