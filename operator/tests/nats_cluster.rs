@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use e2e::{
     count, free_port, http_get, pg_flo_bin, wait_for, wait_for_eq, NatsServer, PgCluster,
-    PgOptions, Process, TempDir,
+    PgOptions, Process, TempDir, TlsFiles,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, EnvVar};
@@ -31,7 +31,7 @@ const STORAGE: &str = "64Mi";
 const STORAGE_BYTES: u64 = 64 << 20;
 
 /// Ports of one local server.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Ports {
     client: u16,
     monitor: u16,
@@ -199,20 +199,41 @@ async fn connect(
     .unwrap_or_else(|_| panic!("connect to {urls:?} hung"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_rendered_servers_keep_every_change_and_admit_only_the_group() {
-    let pg = PgCluster::start(PgOptions::default()).await.unwrap();
-    pg.create_database("shop").await.unwrap();
-    pg.create_database("dw").await.unwrap();
-    let src = pg.client("shop").await.unwrap();
-    let dst = pg.client("dw").await.unwrap();
-    for c in [&src, &dst] {
-        c.batch_execute("CREATE TABLE orders (id int PRIMARY KEY, note text)")
-            .await
-            .unwrap();
-    }
-    let rg: ReplicationGroup = serde_yaml::from_str(&format!(
-        "apiVersion: pgflo.io/v1alpha1
+/// PostgreSQL source and target, the three rendered servers, the rendered replicator and
+/// worker streaming table `orders`.
+struct Rig {
+    _pg: PgCluster,
+    src: tokio_postgres::Client,
+    dst: tokio_postgres::Client,
+    servers: Vec<NatsServer>,
+    ports: Vec<Ports>,
+    urls: Vec<String>,
+    auth: NatsAuth,
+    r: Process,
+    w: Process,
+    _dir: TempDir,
+}
+
+impl Rig {
+    /// `tls`: the group names the TLS Secret `nats-tls`, whose files are these.
+    async fn start(tls: Option<&TlsFiles>) -> Rig {
+        let pg = PgCluster::start(PgOptions::default()).await.unwrap();
+        pg.create_database("shop").await.unwrap();
+        pg.create_database("dw").await.unwrap();
+        let src = pg.client("shop").await.unwrap();
+        let dst = pg.client("dw").await.unwrap();
+        for c in [&src, &dst] {
+            c.batch_execute("CREATE TABLE orders (id int PRIMARY KEY, note text)")
+                .await
+                .unwrap();
+        }
+        let tls_spec = if tls.is_some() {
+            ", tls: {secretName: nats-tls}"
+        } else {
+            ""
+        };
+        let rg: ReplicationGroup = serde_yaml::from_str(&format!(
+            "apiVersion: pgflo.io/v1alpha1
 kind: ReplicationGroup
 metadata: {{name: orders, namespace: {NS}, uid: 8e3c7a7e-0000-4000-8000-000000000003}}
 spec:
@@ -233,92 +254,127 @@ spec:
       password: {{name: dw, key: password}}
       sslMode: disable
   nats:
-    managed: {{replicas: 3, storageSize: {STORAGE}}}
+    managed: {{replicas: 3, storageSize: {STORAGE}{tls_spec}}}
 ",
-        port = pg.port()
-    ))
-    .unwrap();
-    let desired = build(&rg, &[], &[], "pg-flo:test", &[]).unwrap();
-    let auth = NatsAuth::generate().unwrap();
-    let secrets: HashMap<String, String> = [
-        ("src/user", pg.user()),
-        ("src/password", pg.password()),
-        ("dw/user", pg.user()),
-        ("dw/password", pg.password()),
-        ("orders-nats-auth/password", auth.password.as_str()),
-        (
-            "orders-nats-auth/route-password",
-            auth.route_password.as_str(),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-
-    // The three servers, as the StatefulSet's pods.
-    let nats = desired.nats.as_ref().unwrap();
-    let conf = nats.config_map.data.as_ref().unwrap()["nats.conf"].clone();
-    let sts_spec = nats.stateful_set.spec.as_ref().unwrap();
-    assert_eq!(sts_spec.replicas, Some(3));
-    let container = sts_spec.template.spec.as_ref().unwrap().containers[0].clone();
-    let ports: Vec<Ports> = (0..SERVERS)
-        .map(|_| Ports {
-            client: free_port().unwrap(),
-            monitor: free_port().unwrap(),
-            route: free_port().unwrap(),
-        })
-        .collect();
-    let mut servers: Vec<NatsServer> = (0..SERVERS)
-        .map(|i| spawn_server(i, &conf, &container, &ports, &secrets))
-        .collect();
-    for s in &mut servers {
-        s.wait_ready().await.unwrap();
-    }
-    let urls: Vec<String> = ports
-        .iter()
-        .map(|p| format!("nats://127.0.0.1:{}", p.client))
-        .collect();
-
-    // The replicator and worker, from the rendered pods, on the three servers.
-    let dir = TempDir::new("pg-flo-nats-cluster").unwrap();
-    for (file, content) in desired.config_map.data.clone().unwrap() {
-        let content = content
-            .replace("/etc/pg-flo/", &format!("{}/", dir.path().display()))
-            .replace(
-                &format!("nats://orders-nats.{NS}.svc:4222"),
-                &urls.join(","),
-            );
-        std::fs::write(dir.path().join(&file), content).unwrap();
-    }
-    let r = spawn_runtime("replicator", &desired.replicator, dir.path(), &secrets);
-    r.wait_for_output("streaming changes", Duration::from_secs(90))
-        .await
+            port = pg.port()
+        ))
         .unwrap();
-    let w = spawn_runtime("worker", &desired.worker, dir.path(), &secrets);
-    w.wait_for_output("worker consuming", Duration::from_secs(90))
-        .await
-        .unwrap();
+        let desired = build(&rg, &[], &[], "pg-flo:test", &[]).unwrap();
+        let auth = NatsAuth::generate().unwrap();
+        let secrets: HashMap<String, String> = [
+            ("src/user", pg.user()),
+            ("src/password", pg.password()),
+            ("dw/user", pg.user()),
+            ("dw/password", pg.password()),
+            ("orders-nats-auth/password", auth.password.as_str()),
+            (
+                "orders-nats-auth/route-password",
+                auth.route_password.as_str(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        // The files of the TLS Secret where the pods mount them.
+        let tls_paths = |text: String| match tls {
+            None => text,
+            Some(t) => text
+                .replace(
+                    "/etc/nats-tls/tls.crt",
+                    &t.server_cert.display().to_string(),
+                )
+                .replace("/etc/nats-tls/tls.key", &t.server_key.display().to_string())
+                .replace("/etc/nats-tls/ca.crt", &t.ca_cert.display().to_string())
+                .replace(
+                    "/var/run/pg-flo/nats-ca/ca.crt",
+                    &t.ca_cert.display().to_string(),
+                ),
+        };
 
-    let insert = |from: i32, to: i32| {
-        let src = &src;
-        async move {
-            src.batch_execute(&format!(
+        // The three servers, as the StatefulSet's pods.
+        let nats = desired.nats.as_ref().unwrap();
+        let conf = tls_paths(nats.config_map.data.as_ref().unwrap()["nats.conf"].clone());
+        assert_eq!(conf.contains("tls {"), tls.is_some(), "{conf}");
+        let sts_spec = nats.stateful_set.spec.as_ref().unwrap();
+        assert_eq!(sts_spec.replicas, Some(3));
+        let container = sts_spec.template.spec.as_ref().unwrap().containers[0].clone();
+        let ports: Vec<Ports> = (0..SERVERS)
+            .map(|_| Ports {
+                client: free_port().unwrap(),
+                monitor: free_port().unwrap(),
+                route: free_port().unwrap(),
+            })
+            .collect();
+        let mut servers: Vec<NatsServer> = (0..SERVERS)
+            .map(|i| spawn_server(i, &conf, &container, &ports, &secrets))
+            .collect();
+        for s in &mut servers {
+            s.wait_ready().await.unwrap();
+        }
+        let urls: Vec<String> = ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{}", p.client))
+            .collect();
+
+        // The replicator and worker, from the rendered pods, on the three servers.
+        let dir = TempDir::new("pg-flo-nats-cluster").unwrap();
+        for (file, content) in desired.config_map.data.clone().unwrap() {
+            let content = tls_paths(content)
+                .replace("/etc/pg-flo/", &format!("{}/", dir.path().display()))
+                .replace(
+                    &format!("nats://orders-nats.{NS}.svc:4222"),
+                    &urls.join(","),
+                );
+            std::fs::write(dir.path().join(&file), content).unwrap();
+        }
+        let r = spawn_runtime("replicator", &desired.replicator, dir.path(), &secrets);
+        r.wait_for_output("streaming changes", Duration::from_secs(90))
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", r.output_dump()));
+        let w = spawn_runtime("worker", &desired.worker, dir.path(), &secrets);
+        w.wait_for_output("worker consuming", Duration::from_secs(90))
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", w.output_dump()));
+        Rig {
+            _pg: pg,
+            src,
+            dst,
+            servers,
+            ports,
+            urls,
+            auth,
+            r,
+            w,
+            _dir: dir,
+        }
+    }
+
+    /// Inserts rows `from..=to` in one transaction.
+    async fn insert(&self, from: i32, to: i32) {
+        self.src
+            .batch_execute(&format!(
                 "INSERT INTO orders SELECT g, 'n' || g FROM generate_series({from}, {to}) g"
             ))
             .await
             .unwrap();
-        }
-    };
-    insert(1, 100).await;
-    wait_for_eq(
-        "100 rows in the target",
-        Duration::from_secs(60),
-        100,
-        || count(&dst, "orders"),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\n{}\n{}", r.output_dump(), w.output_dump()));
+    }
 
+    /// Waits until the target holds `n` rows.
+    async fn arrived(&self, n: i64, what: &str) {
+        wait_for_eq(what, Duration::from_secs(90), n, || {
+            count(&self.dst, "orders")
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}\n{}", self.r.output_dump(), self.w.output_dump()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_rendered_servers_keep_every_change_and_admit_only_the_group() {
+    let mut rig = Box::pin(Rig::start(None)).await;
+    let (urls, auth, ports) = (rig.urls.clone(), rig.auth.clone(), rig.ports.clone());
+    rig.insert(1, 100).await;
+    rig.arrived(100, "100 rows in the target").await;
     // Three copies of each stream, the rendered size limit, 90% of the volume for JetStream.
     let client = connect(&urls, Some(("pg-flo", &auth.password)))
         .await
@@ -351,19 +407,14 @@ spec:
     let dead = (0..SERVERS)
         .find(|i| leader == format!("orders-nats-{i}"))
         .unwrap_or_else(|| panic!("leader {leader}"));
-    servers[dead].kill().unwrap();
+    rig.servers[dead].kill().unwrap();
     for k in 0..10 {
-        insert(101 + k * 10, 110 + k * 10).await;
+        rig.insert(101 + k * 10, 110 + k * 10).await;
     }
-    wait_for_eq(
-        "200 rows in the target with a server down",
-        Duration::from_secs(90),
-        200,
-        || count(&dst, "orders"),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\n{}\n{}", r.output_dump(), w.output_dump()));
-    let ids: i64 = dst
+    rig.arrived(200, "200 rows in the target with a server down")
+        .await;
+    let ids: i64 = rig
+        .dst
         .query_one(
             "SELECT count(DISTINCT id) FROM orders WHERE note = 'n' || id",
             &[],
@@ -373,7 +424,7 @@ spec:
         .get(0);
     assert_eq!(ids, 200);
     // It comes back and catches up with the others.
-    servers[dead].start_again().await.unwrap();
+    rig.servers[dead].start_again().await.unwrap();
     let alive: Vec<String> = urls
         .iter()
         .enumerate()
@@ -470,6 +521,47 @@ spec:
         "Permissions Violation for Publish to \"$JS.API.STREAM.CREATE.intruder\"".into(),
     )
     .await;
-    drop(r);
-    drop(w);
+}
+
+/// With `tls.secretName`, clients and routes use TLS from the Secret's files (cert-manager's
+/// `tls.crt`, `tls.key`, `ca.crt`; the certificate has both server and client usages, since
+/// routes authenticate each other with it): the pods verify the servers with `ca.crt`, and a
+/// client without TLS is refused even with the right password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_from_the_secret_guards_clients_and_routes() {
+    let certs = TempDir::new("nats-tls").unwrap();
+    let tls = e2e::generate_tls(certs.path()).unwrap();
+    let rig = Box::pin(Rig::start(Some(&tls))).await;
+    rig.insert(1, 20).await;
+    rig.arrived(20, "20 rows through TLS").await;
+    // The routes formed over TLS: every server sees the two others.
+    for p in &rig.ports {
+        let routez = http_get(p.monitor, "/routez").await.unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&routez[routez.find('{').unwrap()..]).unwrap();
+        assert_eq!(v["num_routes"], 2, "{routez}");
+    }
+    let plain = async_nats::ConnectOptions::with_user_and_password(
+        "pg-flo".into(),
+        rig.auth.password.clone(),
+    )
+    .connection_timeout(Duration::from_secs(3))
+    .connect(rig.urls.as_slice())
+    .await;
+    assert!(plain.is_err(), "a client without TLS got in");
+    let secure = async_nats::ConnectOptions::with_user_and_password(
+        "pg-flo".into(),
+        rig.auth.password.clone(),
+    )
+    .add_root_certificates(tls.ca_cert.clone())
+    .require_tls(true)
+    .connection_timeout(Duration::from_secs(3))
+    .connect(rig.urls.as_slice())
+    .await
+    .unwrap();
+    let mut stream = async_nats::jetstream::new(secure)
+        .get_stream("pgflo_orders_stream")
+        .await
+        .unwrap();
+    assert_eq!(stream.info().await.unwrap().config.num_replicas, 3);
 }
