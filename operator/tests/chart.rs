@@ -712,14 +712,14 @@ fn invalid_values_fail_the_schema() {
 }
 
 #[test]
-fn kubernetes_older_than_1_25_is_refused() {
+fn kubernetes_older_than_1_29_is_refused() {
     let chart = chart_dir();
     let out = helm(&[
         "template",
         RELEASE,
         chart.to_str().unwrap(),
         "--kube-version",
-        "1.24.0",
+        "1.28.0",
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("kubeVersion"));
