@@ -519,3 +519,115 @@ async fn a_failing_nats_apply_does_not_block_the_workloads() {
     env.api.heal();
     env.reconcile("orders").await.unwrap();
 }
+
+/// `reclaimPolicy: delete` on an external NATS that requires a password: the operator logs in
+/// with the group's Secret to delete the streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_streams_of_a_password_protected_external_nats_are_deleted_with_the_group() {
+    let env = Env::start().await;
+    env.source_secret();
+    let nats = e2e::NatsServer::start_with_password("cdc", "Secretpw1234567890")
+        .await
+        .unwrap();
+    env.api.insert(&secret(
+        "nats",
+        &[("user", "cdc"), ("password", "Secretpw1234567890")],
+    ));
+    env.create(&env.group(
+        "orders",
+        &format!(
+            "{{reclaimPolicy: delete, nats: {{external: {{url: '{}', user: {{name: nats, key: user}}, \
+             password: {{name: nats, key: password}}}}}}}}",
+            nats.url()
+        ),
+    ))
+    .await;
+    let js = async_nats::jetstream::new(
+        async_nats::ConnectOptions::with_user_and_password(
+            "cdc".into(),
+            "Secretpw1234567890".into(),
+        )
+        .connect(nats.url())
+        .await
+        .unwrap(),
+    );
+    for s in ["pgflo_orders_stream", "pgflo_orders_state"] {
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: s.into(),
+            subjects: vec![format!("{s}.x")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let groups: kube::Api<ReplicationGroup> = kube::Api::namespaced(env.ctx.client.clone(), NS);
+    groups.delete("orders", &Default::default()).await.unwrap();
+    assert_eq!(
+        env.reconcile("orders").await.unwrap(),
+        Action::await_change()
+    );
+    for s in ["pgflo_orders_stream", "pgflo_orders_state"] {
+        assert!(js.get_stream(s).await.is_err(), "stream {s} deleted");
+    }
+    assert!(env.api.get::<ReplicationGroup>(NS, "orders").is_none());
+}
+
+/// A group whose NATS objects an earlier operator made (another volume template, no record of
+/// the applied `spec.nats` in the ConfigMap) is taken over without a 422 and without refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_of_an_earlier_operator_are_taken_over() {
+    let env = Env::start().await;
+    env.source_secret();
+    env.create(&env.group("orders", "")).await;
+    // What an earlier version left: no annotation, a volume template without labels.
+    let mut cm: ConfigMap = env.api.get(NS, "orders-pg-flo-config").unwrap();
+    cm.metadata.annotations = None;
+    env.api.replace(&cm);
+    let mut old = sts(&env);
+    old.spec
+        .as_mut()
+        .unwrap()
+        .volume_claim_templates
+        .as_mut()
+        .unwrap()[0]
+        .metadata
+        .labels = None;
+    env.api.remove::<StatefulSet>(NS, "orders-nats");
+    old.metadata.resource_version = None;
+    env.api.insert(&old);
+
+    env.reconcile("orders").await.unwrap();
+    let templates = sts(&env).spec.unwrap().volume_claim_templates.unwrap();
+    assert_eq!(templates[0].metadata.labels, None, "the template is kept");
+    assert_eq!(condition(&env.stored("orders"), "Degraded").0, "False");
+    let cm: ConfigMap = env.api.get(NS, "orders-pg-flo-config").unwrap();
+    assert_eq!(
+        cm.metadata.annotations.unwrap()["pgflo.io/nats"],
+        r#"{"managed":{"replicas":1,"storageSize":"1Gi"}}"#
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_secret_without_its_ca_is_an_invalid_spec() {
+    let env = Env::start().await;
+    env.source_secret();
+    env.api.insert(&secret(
+        "nats-tls",
+        &[("tls.crt", "cert"), ("tls.key", "key")],
+    ));
+    env.api
+        .insert(&env.group("orders", "nats: {managed: {tls: {secretName: nats-tls}}}"));
+    env.reconcile("orders").await.unwrap();
+    assert_eq!(
+        env.reconcile("orders").await.unwrap(),
+        Action::await_change()
+    );
+    let (status, reason, message) = condition(&env.stored("orders"), "Degraded");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "InvalidSpec"));
+    assert_eq!(
+        message,
+        "spec.nats.managed.tls.secretName: Secret nats-tls has no key ca.crt: add the key to \
+         the Secret or fix the reference"
+    );
+    assert!(env.api.get::<StatefulSet>(NS, "orders-nats").is_none());
+}
