@@ -225,17 +225,14 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
     // A larger volume: resize the claims, then re-create the StatefulSet.
     let mut recreate = false;
     let mut rg = rg;
-    if let (Some(size), Some(m)) = (&change.grow_to, rg.spec.nats.managed.as_ref()) {
-        match resize_volumes(ctx, &ns, &name, m.replicas, size).await? {
+    if let (Some(grow), Some(m)) = (&change.grow, rg.spec.nats.managed.as_ref()) {
+        match resize_volumes(ctx, &ns, &name, m.replicas, &grow.to).await? {
             Ok(()) => recreate = running_sts.is_some(),
             Err(refusal) => {
                 refused.push(refusal);
                 let mut keep = (*rg).clone();
-                if let (Some(m), Some(old)) = (
-                    keep.spec.nats.managed.as_mut(),
-                    running.as_ref().and_then(|r| r.storage_size.clone()),
-                ) {
-                    m.storage_size = old;
+                if let Some(m) = keep.spec.nats.managed.as_mut() {
+                    m.storage_size = grow.from.clone();
                 }
                 rg = Arc::new(keep);
             }

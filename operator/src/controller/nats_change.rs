@@ -61,8 +61,18 @@ pub struct NatsChange {
     pub effective: NatsSpec,
     /// One message per refused change: the field, why, and what to do.
     pub refused: Vec<String>,
-    /// The volumes grow to this size: resize the claims and re-create the StatefulSet.
-    pub grow_to: Option<String>,
+    /// The volumes grow (from the size they have, to the new one): resize the claims and
+    /// re-create the StatefulSet.
+    pub grow: Option<Grow>,
+}
+
+/// A volume size change to carry out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grow {
+    /// The size the volumes have (what to render again if the resize is refused).
+    pub from: String,
+    /// The size asked for.
+    pub to: String,
 }
 
 const RECREATE: &str = "set it back, or delete the group and create it again (mode copyAndStream)";
@@ -104,26 +114,26 @@ pub fn decide(
             }
         }
     }
-    let mut grow_to = None;
+    let mut grow = None;
     if let Some(m) = effective.managed.as_mut() {
         let before = applied.and_then(|a| a.managed.as_ref());
-        grow_to = managed_change(m, before, running, &mut refused);
+        grow = managed_change(m, before, running, &mut refused);
     }
     NatsChange {
         effective,
         refused,
-        grow_to,
+        grow,
     }
 }
 
-/// The managed part of [`decide`]: reverts refused changes in `m`, returns the size to grow
-/// the volumes to.
+/// The managed part of [`decide`]: reverts refused changes in `m`, returns the volume growth
+/// to carry out.
 fn managed_change(
     m: &mut ManagedNats,
     applied: Option<&ManagedNats>,
     running: Option<&RunningNats>,
     refused: &mut Vec<String>,
-) -> Option<String> {
+) -> Option<Grow> {
     // The servers that run: as applied (a StatefulSet scaled by hand is scaled back), else
     // the StatefulSet's.
     let before = applied.map(|a| a.replicas).or_else(|| {
@@ -166,7 +176,10 @@ fn managed_change(
             m.storage_size = size;
             None
         }
-        (Some(old), Some(new)) if new > old => Some(m.storage_size.clone()),
+        (Some(old), Some(new)) if new > old => Some(Grow {
+            from: size,
+            to: m.storage_size.clone(),
+        }),
         // Equal (perhaps written differently, `1Gi` / `1024Mi`), or unreadable: keep the
         // template as it is.
         _ => {
@@ -299,7 +312,7 @@ mod tests {
                 Some(running("1Gi", None)),
                 managed(1, "2Gi", None),
                 vec![],
-                Some("2Gi"),
+                Some("1Gi->2Gi"),
             ),
             (
                 "grow, StatefulSet gone (re-created after the resize)",
@@ -347,7 +360,7 @@ mod tests {
                     "spec.nats.managed.replicas: changing 1 to 3",
                     "spec.nats.managed.storageClass: changing slow to fast",
                 ],
-                Some("4Gi"),
+                Some("1Gi->4Gi"),
             ),
             (
                 "managed -> external",
@@ -407,7 +420,11 @@ mod tests {
             for (msg, start) in got.refused.iter().zip(&refused) {
                 assert!(msg.starts_with(start), "{what}: {msg}");
             }
-            assert_eq!(got.grow_to.as_deref(), grow, "{what}");
+            assert_eq!(
+                got.grow.map(|g| g.from + "->" + &g.to).as_deref(),
+                grow,
+                "{what}"
+            );
         }
     }
 }
