@@ -27,6 +27,14 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How many times start-up is retried on fresh ports when a chosen one got taken.
 const START_ATTEMPTS: usize = 3;
 
+/// How [`NatsServer::spawn_config`] runs the server.
+#[derive(Debug)]
+struct ConfigRun {
+    file: PathBuf,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+}
+
 /// A running throw-away `nats-server -js`; killed and deleted on drop.
 #[derive(Debug)]
 pub struct NatsServer {
@@ -38,8 +46,9 @@ pub struct NatsServer {
     tls: Option<crate::tls::TlsFiles>,
     /// User and password clients must present.
     auth: Option<(String, String)>,
-    /// Run from this configuration file with these environment variables instead of flags.
-    config: Option<(PathBuf, Vec<(String, String)>)>,
+    /// Run from this configuration file with these environment variables and extra
+    /// arguments instead of flags.
+    config: Option<ConfigRun>,
     // Declared last: removed only after `Drop::drop` killed the server.
     dir: TempDir,
 }
@@ -105,10 +114,12 @@ impl NatsServer {
     /// `config` gets the server's own directory (for the store and pid file) and returns the
     /// configuration text; the caller chose the ports written in it (`port`, `monitor_port`,
     /// e.g. from [`free_port`]). `env` is the server's environment (variables the
-    /// configuration references as `$NAME`). [`NatsServer::start_again`] reuses both.
+    /// configuration references as `$NAME`), `args` more arguments after `-c <file>`.
+    /// [`NatsServer::start_again`] reuses all of them.
     pub fn spawn_config(
         config: impl FnOnce(&std::path::Path) -> String,
         env: Vec<(String, String)>,
+        args: Vec<String>,
         port: u16,
         monitor_port: u16,
     ) -> anyhow::Result<Self> {
@@ -123,7 +134,7 @@ impl NatsServer {
             child: None,
             tls: None,
             auth: None,
-            config: Some((file, env)),
+            config: Some(ConfigRun { file, env, args }),
             dir,
         };
         server.spawn()?;
@@ -235,12 +246,13 @@ impl NatsServer {
             .context("open nats-server log")?;
         let log_err = log.try_clone().context("clone nats-server log handle")?;
         let mut cmd = std::process::Command::new(&self.bin);
-        if let Some((file, env)) = &self.config {
+        if let Some(run) = &self.config {
             let child = cmd
                 .arg("-c")
-                .arg(file)
+                .arg(&run.file)
+                .args(&run.args)
                 .env_clear()
-                .envs(env.iter().map(|(k, v)| (k, v)))
+                .envs(run.env.iter().map(|(k, v)| (k, v)))
                 .current_dir(self.dir.path())
                 .stdin(Stdio::null())
                 .stdout(log)

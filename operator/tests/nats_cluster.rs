@@ -82,8 +82,9 @@ fn pod_env(
     out
 }
 
-/// Starts server `i` of the rendered StatefulSet.
+/// Starts server `i` of the rendered StatefulSet of `group`.
 fn spawn_server(
+    group: &str,
     i: usize,
     conf: &str,
     c: &Container,
@@ -91,18 +92,29 @@ fn spawn_server(
     secrets: &HashMap<String, String>,
 ) -> NatsServer {
     let p = ports[i];
-    let mut env = pod_env(c, &format!("orders-nats-{i}"), secrets);
+    let mut env = pod_env(c, &format!("{group}-nats-{i}"), secrets);
     for (name, value) in &mut env {
         if name.starts_with("NATS_ROUTE_") && name != "NATS_ROUTE_PASSWORD" {
             for (j, q) in ports.iter().enumerate() {
                 *value = value.replace(
-                    &format!("orders-nats-{j}.orders-nats-headless.{NS}.svc:6222"),
+                    &format!("{group}-nats-{j}.{group}-nats-headless.{NS}.svc:6222"),
                     &format!("127.0.0.1:{}", q.route),
                 );
             }
             assert!(value.contains("127.0.0.1"), "{name}={value}");
         }
     }
+    // The container's arguments: the config file (written by the harness), then the rest with
+    // `$(VAR)` expanded from the environment, as the kubelet does.
+    let args = c.args.clone().unwrap();
+    assert_eq!(args[..2], ["--config", "/etc/nats-config/nats.conf"]);
+    let args: Vec<String> = args[2..]
+        .iter()
+        .map(|a| {
+            env.iter()
+                .fold(a.clone(), |a, (k, v)| a.replace(&format!("$({k})"), v))
+        })
+        .collect();
     let conf = conf.to_owned();
     NatsServer::spawn_config(
         move |dir: &Path| {
@@ -133,6 +145,7 @@ fn spawn_server(
             )
         },
         env,
+        args,
         p.client,
         p.monitor,
     )
@@ -202,6 +215,7 @@ async fn connect(
 /// PostgreSQL source and target, the three rendered servers, the rendered replicator and
 /// worker streaming table `orders`.
 struct Rig {
+    group: String,
     _pg: PgCluster,
     src: tokio_postgres::Client,
     dst: tokio_postgres::Client,
@@ -216,7 +230,7 @@ struct Rig {
 
 impl Rig {
     /// `tls`: the group names the TLS Secret `nats-tls`, whose files are these.
-    async fn start(tls: Option<&TlsFiles>) -> Rig {
+    async fn start(group: &str, tls: Option<&TlsFiles>) -> Rig {
         let pg = PgCluster::start(PgOptions::default()).await.unwrap();
         pg.create_database("shop").await.unwrap();
         pg.create_database("dw").await.unwrap();
@@ -235,7 +249,7 @@ impl Rig {
         let rg: ReplicationGroup = serde_yaml::from_str(&format!(
             "apiVersion: pgflo.io/v1alpha1
 kind: ReplicationGroup
-metadata: {{name: orders, namespace: {NS}, uid: 8e3c7a7e-0000-4000-8000-000000000003}}
+metadata: {{name: '{group}', namespace: {NS}, uid: 8e3c7a7e-0000-4000-8000-000000000003}}
 spec:
   source:
     host: 127.0.0.1
@@ -266,14 +280,14 @@ spec:
             ("src/password", pg.password()),
             ("dw/user", pg.user()),
             ("dw/password", pg.password()),
-            ("orders-nats-auth/password", auth.password.as_str()),
-            (
-                "orders-nats-auth/route-password",
-                auth.route_password.as_str(),
-            ),
+            ("nats-auth/password", auth.password.as_str()),
+            ("nats-auth/route-password", auth.route_password.as_str()),
         ]
         .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .map(|(k, v)| {
+            let k = k.replace("nats-auth/", &format!("{group}-nats-auth/"));
+            (k, v.to_owned())
+        })
         .collect();
         // The files of the TLS Secret where the pods mount them.
         let tls_paths = |text: String| match tls {
@@ -306,7 +320,7 @@ spec:
             })
             .collect();
         let mut servers: Vec<NatsServer> = (0..SERVERS)
-            .map(|i| spawn_server(i, &conf, &container, &ports, &secrets))
+            .map(|i| spawn_server(group, i, &conf, &container, &ports, &secrets))
             .collect();
         for s in &mut servers {
             s.wait_ready().await.unwrap();
@@ -322,7 +336,7 @@ spec:
             let content = tls_paths(content)
                 .replace("/etc/pg-flo/", &format!("{}/", dir.path().display()))
                 .replace(
-                    &format!("nats://orders-nats.{NS}.svc:4222"),
+                    &format!("nats://{group}-nats.{NS}.svc:4222"),
                     &urls.join(","),
                 );
             std::fs::write(dir.path().join(&file), content).unwrap();
@@ -336,6 +350,7 @@ spec:
             .await
             .unwrap_or_else(|e| panic!("{e:#}\n{}", w.output_dump()));
         Rig {
+            group: group.to_owned(),
             _pg: pg,
             src,
             dst,
@@ -371,7 +386,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_rendered_servers_keep_every_change_and_admit_only_the_group() {
-    let mut rig = Box::pin(Rig::start(None)).await;
+    let mut rig = Box::pin(Rig::start("orders", None)).await;
     let (urls, auth, ports) = (rig.urls.clone(), rig.auth.clone(), rig.ports.clone());
     rig.insert(1, 100).await;
     rig.arrived(100, "100 rows in the target").await;
@@ -526,20 +541,25 @@ async fn three_rendered_servers_keep_every_change_and_admit_only_the_group() {
 /// With `tls.secretName`, clients and routes use TLS from the Secret's files (cert-manager's
 /// `tls.crt`, `tls.key`, `ca.crt`; the certificate has both server and client usages, since
 /// routes authenticate each other with it): the pods verify the servers with `ca.crt`, and a
-/// client without TLS is refused even with the right password.
+/// client without TLS is refused even with the right password. The group's name, `1g2shop`,
+/// would not survive as a `$VARIABLE` in `nats.conf` (the server reads `1g2...` as a size and
+/// stops): the server name comes as a flag and arrives intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tls_from_the_secret_guards_clients_and_routes() {
     let certs = TempDir::new("nats-tls").unwrap();
     let tls = e2e::generate_tls(certs.path()).unwrap();
-    let rig = Box::pin(Rig::start(Some(&tls))).await;
+    let rig = Box::pin(Rig::start("1g2shop", Some(&tls))).await;
     rig.insert(1, 20).await;
     rig.arrived(20, "20 rows through TLS").await;
-    // The routes formed over TLS: every server sees the two others.
-    for p in &rig.ports {
+    // The routes formed over TLS: every server sees the two others; each has its pod's name.
+    for (i, p) in rig.ports.iter().enumerate() {
         let routez = http_get(p.monitor, "/routez").await.unwrap();
         let v: serde_json::Value =
             serde_json::from_str(&routez[routez.find('{').unwrap()..]).unwrap();
         assert_eq!(v["num_routes"], 2, "{routez}");
+        let varz = http_get(p.monitor, "/varz").await.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&varz[varz.find('{').unwrap()..]).unwrap();
+        assert_eq!(v["server_name"], format!("1g2shop-nats-{i}"));
     }
     let plain = async_nats::ConnectOptions::with_user_and_password(
         "pg-flo".into(),
@@ -560,7 +580,7 @@ async fn tls_from_the_secret_guards_clients_and_routes() {
     .await
     .unwrap();
     let mut stream = async_nats::jetstream::new(secure)
-        .get_stream("pgflo_orders_stream")
+        .get_stream(format!("pgflo_{}_stream", rig.group))
         .await
         .unwrap();
     assert_eq!(stream.info().await.unwrap().config.num_replicas, 3);

@@ -205,15 +205,17 @@ fn route_env(i: i32) -> String {
     format!("NATS_ROUTE_{i}")
 }
 
-/// The server configuration (`nats.conf`) of a group's managed NATS. Passwords and the pod
-/// name are `$VARIABLES` the server reads from its environment.
+/// The server configuration (`nats.conf`) of a group's managed NATS. Passwords are
+/// `$VARIABLES` the server reads from its environment. (The server name, the pod's, is a
+/// command-line flag instead: the server parses a variable's value as a configuration value,
+/// so a pod name starting with a digit, allowed for a group name, would be read as a number.)
 pub fn nats_conf(group: &str, namespace: &str, m: &ManagedNats) -> Result<String, BuildError> {
     let max_file = max_file_store(&m.storage_size)
         .ok_or_else(|| BuildError::InvalidStorageSize(m.storage_size.clone()))?;
     let (publish, subscribe) = runtime_permissions(group);
     let mut c = format!(
         "# NATS of ReplicationGroup {namespace}/{group}, rendered by pg-flo-operator.\n\
-         server_name: $POD_NAME\n\
+         # server_name: the pod's name (--server_name).\n\
          port: {NATS_CLIENT_PORT}\n\
          http_port: {NATS_MONITOR_PORT}\n\
          pid_file: {pid}\n\
@@ -423,6 +425,9 @@ pub fn nats(rg: &ReplicationGroup) -> Result<Option<NatsObjects>, BuildError> {
         args: Some(vec![
             "--config".into(),
             format!("{NATS_CONF_DIR}/{NATS_CONF_FILE}"),
+            // The JetStream peer identity: stable across restarts (and as earlier versions).
+            "--server_name".into(),
+            "$(POD_NAME)".into(),
         ]),
         env: Some(env_vars),
         ports: Some(vec![
