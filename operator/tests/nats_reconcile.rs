@@ -631,3 +631,48 @@ async fn a_tls_secret_without_its_ca_is_an_invalid_spec() {
     );
     assert!(env.api.get::<StatefulSet>(NS, "orders-nats").is_none());
 }
+
+/// After a refused URL change the pods still use the old servers: a delete with
+/// `reclaimPolicy: delete` removes the streams there, not on the URL the spec names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_after_a_refused_url_change_cleans_the_servers_in_use() {
+    let env = Env::start().await;
+    env.source_secret();
+    let used = e2e::NatsServer::start().await.unwrap();
+    let other = e2e::NatsServer::start().await.unwrap();
+    env.create(&env.group(
+        "orders",
+        &format!(
+            "{{reclaimPolicy: delete, nats: {{external: {{url: '{}'}}}}}}",
+            used.url()
+        ),
+    ))
+    .await;
+    let js = async_nats::jetstream::new(async_nats::connect(used.url()).await.unwrap());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "pgflo_orders_stream".into(),
+        subjects: vec!["pgflo.orders".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    env.edit("orders", |rg| {
+        rg.spec.nats.external.as_mut().unwrap().url = other.url();
+    });
+    env.reconcile("orders").await.unwrap();
+    assert_eq!(
+        condition(&env.stored("orders"), "Degraded").1,
+        "ChangeRefused"
+    );
+
+    let groups: kube::Api<ReplicationGroup> = kube::Api::namespaced(env.ctx.client.clone(), NS);
+    groups.delete("orders", &Default::default()).await.unwrap();
+    assert_eq!(
+        env.reconcile("orders").await.unwrap(),
+        Action::await_change()
+    );
+    assert!(
+        js.get_stream("pgflo_orders_stream").await.is_err(),
+        "deleted where it lived"
+    );
+}

@@ -444,7 +444,17 @@ async fn cleanup(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Err
     )
     .await?;
 
-    // 2. The source: slot, publication, DDL capture objects.
+    // 2. The source: slot, publication, DDL capture objects. The NATS whose streams go is the
+    // one the pods used (a refused change of spec.nats never reached them).
+    let (applied_nats, _) = current_nats(ctx, &ns, &name).await?;
+    let rg = match applied_nats {
+        Some(nats) if nats != rg.spec.nats => {
+            let mut used = (*rg).clone();
+            used.spec.nats = nats;
+            Arc::new(used)
+        }
+        _ => rg,
+    };
     let refs = fetch_secrets(ctx, &rg).await?;
     let Some(conn) = source_connection(&rg, &refs) else {
         let msg = "cannot clean up: the source credentials Secret is missing; restore it, or set \
