@@ -501,6 +501,35 @@ mod tests {
     }
 
     #[test]
+    fn a_client_certificate_is_presented_when_usable() {
+        let pki = make_pki("client_cert");
+        let ca = std::fs::read(pki.dir.join("ca.pem")).unwrap();
+        let cert = std::fs::read(pki.dir.join("server.pem")).unwrap();
+        let key = std::fs::read(pki.dir.join("server.key")).unwrap();
+        let config = client_config_with_cert(SslMode::VerifyFull, Some(&ca), &cert, &key)
+            .unwrap()
+            .unwrap();
+        assert!(config.client_auth_cert_resolver.has_certs());
+        assert!(!client_config(SslMode::VerifyFull, Some(&ca))
+            .unwrap()
+            .unwrap()
+            .client_auth_cert_resolver
+            .has_certs());
+        let cases: [(&[u8], &[u8], &str); 3] = [
+            (b"", &key, "tls_client_cert"),
+            (&cert, b"", "tls_client_cert"),
+            (&cert, &cert, "tls_client_cert"),
+        ];
+        for (c, k, category) in cases {
+            let err = client_config_with_cert(SslMode::VerifyFull, Some(&ca), c, k).unwrap_err();
+            assert_eq!(err.category(), category, "{err:?}");
+        }
+        assert!(client_config_with_cert(SslMode::Disable, None, &cert, &key)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
     fn disable_is_no_tls() {
         assert!(client_config(SslMode::Disable, None).unwrap().is_none());
         assert!(client_config(SslMode::Disable, Some(b"ignored"))
