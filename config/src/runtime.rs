@@ -227,6 +227,33 @@ pub struct GroupSettings {
     #[cfg_attr(feature = "clap", arg(long, global = true, value_name = "FILE"))]
     #[serde(with = "serde_as::path", skip_serializing_if = "Option::is_none")]
     pub nats_creds_file: Option<PathBuf>,
+    /// NATS user name, with --nats-password [env: PG_FLO_NATS_USER]
+    #[cfg_attr(feature = "clap", arg(long, global = true, value_name = "USER"))]
+    #[serde(with = "serde_as::text", skip_serializing_if = "Option::is_none")]
+    pub nats_user: Option<String>,
+    /// NATS password of --nats-user; prefer the env variable [env: PG_FLO_NATS_PASSWORD]
+    #[cfg_attr(feature = "clap", arg(long, global = true, value_parser = parse_secret, value_name = "PASSWORD"))]
+    #[serde(deserialize_with = "serde_as::secret", skip_serializing)]
+    pub nats_password: Option<SecretString>,
+    /// NATS authentication token; prefer the env variable [env: PG_FLO_NATS_TOKEN]
+    #[cfg_attr(feature = "clap", arg(long, global = true, value_parser = parse_secret, value_name = "TOKEN"))]
+    #[serde(deserialize_with = "serde_as::secret", skip_serializing)]
+    pub nats_token: Option<SecretString>,
+    /// PEM client certificate for NATS (mutual TLS), with --nats-tls-key-file
+    /// [env: PG_FLO_NATS_TLS_CERT_FILE]
+    #[cfg_attr(feature = "clap", arg(long, global = true, value_name = "FILE"))]
+    #[serde(with = "serde_as::path", skip_serializing_if = "Option::is_none")]
+    pub nats_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --nats-tls-cert-file [env: PG_FLO_NATS_TLS_KEY_FILE]
+    #[cfg_attr(feature = "clap", arg(long, global = true, value_name = "FILE"))]
+    #[serde(with = "serde_as::path", skip_serializing_if = "Option::is_none")]
+    pub nats_tls_key_file: Option<PathBuf>,
+    /// Copies of each of the group's JetStream streams (1 to 5, at most the servers of the
+    /// NATS cluster); existing streams are changed to it; unset, new streams get the server's
+    /// default (1) and existing ones are left as they are [env: PG_FLO_NATS_STREAM_REPLICAS]
+    #[cfg_attr(feature = "clap", arg(long, global = true, value_parser = parse_positive, value_name = "N"))]
+    #[serde(with = "serde_as::positive", skip_serializing_if = "Option::is_none")]
+    pub nats_stream_replicas: Option<u64>,
     /// Address of the admin server (/metrics, /healthz, /readyz), e.g. 0.0.0.0:9100
     /// [env: PG_FLO_METRICS_ADDR] [default: no admin server]
     #[cfg_attr(feature = "clap", arg(long, global = true, value_parser = parse_socket_addr, value_name = "ADDR"))]

@@ -4,6 +4,8 @@
 //! temp dir and waits until clients get the `INFO` line and `/healthz` reports ready.
 //! [`NatsServer::restart`] brings it back on the same port and store, so streams and
 //! consumers survive; dropping it kills the server and removes the directory.
+//! [`NatsServer::spawn_config`] runs a server from a configuration file instead (e.g. one
+//! member of a cluster, from the configuration the operator renders).
 
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
@@ -25,6 +27,14 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How many times start-up is retried on fresh ports when a chosen one got taken.
 const START_ATTEMPTS: usize = 3;
 
+/// How [`NatsServer::spawn_config`] runs the server.
+#[derive(Debug)]
+struct ConfigRun {
+    file: PathBuf,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+}
+
 /// A running throw-away `nats-server -js`; killed and deleted on drop.
 #[derive(Debug)]
 pub struct NatsServer {
@@ -36,6 +46,9 @@ pub struct NatsServer {
     tls: Option<crate::tls::TlsFiles>,
     /// User and password clients must present.
     auth: Option<(String, String)>,
+    /// Run from this configuration file with these environment variables and extra
+    /// arguments instead of flags.
+    config: Option<ConfigRun>,
     // Declared last: removed only after `Drop::drop` killed the server.
     dir: TempDir,
 }
@@ -74,6 +87,7 @@ impl NatsServer {
             child: None,
             tls,
             auth,
+            config: None,
             dir,
         };
         for attempt in 1..=START_ATTEMPTS {
@@ -93,6 +107,38 @@ impl NatsServer {
             }
         }
         anyhow::bail!("nats-server did not start after {START_ATTEMPTS} attempts")
+    }
+
+    /// Starts `nats-server -c <file>` without waiting for it (a clustered JetStream server is
+    /// healthy only once its peers run: start them all, then [`NatsServer::wait_ready`] each).
+    /// `config` gets the server's own directory (for the store and pid file) and returns the
+    /// configuration text; the caller chose the ports written in it (`port`, `monitor_port`,
+    /// e.g. from [`free_port`]). `env` is the server's environment (variables the
+    /// configuration references as `$NAME`), `args` more arguments after `-c <file>`.
+    /// [`NatsServer::start_again`] reuses all of them.
+    pub fn spawn_config(
+        config: impl FnOnce(&std::path::Path) -> String,
+        env: Vec<(String, String)>,
+        args: Vec<String>,
+        port: u16,
+        monitor_port: u16,
+    ) -> anyhow::Result<Self> {
+        let bin = nats_server_bin()?;
+        let dir = TempDir::new("nats")?;
+        let file = dir.path().join("nats.conf");
+        std::fs::write(&file, config(dir.path())).context("write nats.conf")?;
+        let mut server = Self {
+            bin,
+            port,
+            monitor_port,
+            child: None,
+            tls: None,
+            auth: None,
+            config: Some(ConfigRun { file, env, args }),
+            dir,
+        };
+        server.spawn()?;
+        Ok(server)
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -186,6 +232,12 @@ impl NatsServer {
     /// Starts a stopped or killed server on the same port with the same JetStream store and
     /// waits until it is ready.
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        self.spawn()?;
+        self.wait_ready().await
+    }
+
+    /// Starts the process (not waiting for it).
+    fn spawn(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(!self.is_running(), "nats-server is already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -194,6 +246,22 @@ impl NatsServer {
             .context("open nats-server log")?;
         let log_err = log.try_clone().context("clone nats-server log handle")?;
         let mut cmd = std::process::Command::new(&self.bin);
+        if let Some(run) = &self.config {
+            let child = cmd
+                .arg("-c")
+                .arg(&run.file)
+                .args(&run.args)
+                .env_clear()
+                .envs(run.env.iter().map(|(k, v)| (k, v)))
+                .current_dir(self.dir.path())
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log_err)
+                .spawn()
+                .with_context(|| format!("spawn {}", self.bin.display()))?;
+            self.child = Some(child);
+            return Ok(());
+        }
         if let Some(tls) = &self.tls {
             cmd.arg("--tls")
                 .arg("--tlscert")
@@ -219,16 +287,22 @@ impl NatsServer {
             .spawn()
             .with_context(|| format!("spawn {}", self.bin.display()))?;
         self.child = Some(child);
-        self.wait_ready().await.with_context(|| {
+        Ok(())
+    }
+
+    /// Waits until the server accepts clients and `/healthz` answers 200 (for a JetStream
+    /// cluster member: it is current with the meta leader).
+    pub async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let port = self.port;
+        self.wait_ready_inner().await.with_context(|| {
             format!(
-                "nats-server on port {} not ready; log tail:\n{}",
-                self.port,
+                "nats-server on port {port} not ready; log tail:\n{}",
                 tail(&self.log_path(), 30)
             )
         })
     }
 
-    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+    async fn wait_ready_inner(&mut self) -> anyhow::Result<()> {
         let (port, monitor_port) = (self.port, self.monitor_port);
         let child = self.child.as_mut().context("nats-server process missing")?;
         let outcome = wait_for("nats-server to accept clients", READY_TIMEOUT, || {

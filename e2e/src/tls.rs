@@ -12,7 +12,8 @@ use crate::system::check_output;
 pub struct TlsFiles {
     /// The CA certificate clients trust (`sslrootcert`).
     pub ca_cert: PathBuf,
-    /// The server certificate (SAN `DNS:localhost`, `IP:127.0.0.1`), signed by the CA.
+    /// The server certificate (SAN `DNS:localhost`, `IP:127.0.0.1`), signed by the CA; usable
+    /// as a client certificate too (NATS routes authenticate each other with it).
     pub server_cert: PathBuf,
     /// The server's private key, mode 0600.
     pub server_key: PathBuf,
@@ -33,7 +34,7 @@ subjectKeyIdentifier = hash
 const SERVER_EXT: &str = "\
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = serverAuth
+extendedKeyUsage = serverAuth, clientAuth
 subjectAltName = DNS:localhost, IP:127.0.0.1
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid

@@ -72,10 +72,12 @@ fn render(d: &Desired) -> String {
         docs.push(serde_yaml::to_string(j).unwrap());
     }
     if let Some(n) = &d.nats {
+        docs.push(serde_yaml::to_string(&n.config_map).unwrap());
         docs.push(serde_yaml::to_string(&n.stateful_set).unwrap());
         docs.push(serde_yaml::to_string(&n.client_service).unwrap());
         docs.push(serde_yaml::to_string(&n.headless_service).unwrap());
         docs.push(serde_yaml::to_string(&n.pdb).unwrap());
+        docs.push(serde_yaml::to_string(&n.network_policy).unwrap());
     }
     docs.iter().map(|d| format!("---\n{d}")).collect()
 }
@@ -167,6 +169,8 @@ fn snapshot_managed_nats_3() {
             storage_size: "10Gi".into(),
             storage_class: Some("fast".into()),
             image: None,
+            resources: None,
+            tls: None,
         }),
         external: None,
     };
@@ -621,7 +625,10 @@ fn no_secret_in_config_map_and_secrets_only_by_reference() {
     for rg in groups {
         let keys = ["Authorization".to_string()];
         let d = built(&rg, &keys);
-        let cm = serde_yaml::to_string(&d.config_map).unwrap();
+        // The managed NATS user's name is no secret (its password is).
+        let cm = serde_yaml::to_string(&d.config_map)
+            .unwrap()
+            .replace("nats-user: pg-flo\n", "");
         for k in ["password", "user:", "Authorization"] {
             assert!(!cm.contains(k), "{k} in ConfigMap: {cm}");
         }
@@ -733,4 +740,188 @@ fn runtime_pods_get_the_operators_pull_secrets_unless_the_group_names_its_own() 
         vec![vec!["ghcr-pull".to_string()], vec!["ghcr-pull".to_string()]],
         "spec.imagePullSecrets wins"
     );
+}
+
+fn env_of(d: &k8s_openapi::api::apps::v1::StatefulSet) -> Vec<(String, String)> {
+    container(d)
+        .env
+        .iter()
+        .flatten()
+        .map(|e| {
+            let v = match (&e.value, &e.value_from) {
+                (Some(v), _) => v.clone(),
+                (None, Some(f)) => {
+                    let r = f.secret_key_ref.as_ref().unwrap();
+                    format!("secret {}/{}", r.name, r.key)
+                }
+                _ => String::new(),
+            };
+            (e.name.clone(), v)
+        })
+        .collect()
+}
+
+/// The Secret volume `name` of a pod: (Secret, [(key, path)]), and where the container mounts it.
+fn secret_volume(
+    d: &k8s_openapi::api::apps::v1::StatefulSet,
+    name: &str,
+) -> (String, Vec<(String, String)>, String) {
+    let pod = pod_spec(d);
+    let v = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == name)
+        .unwrap_or_else(|| panic!("volume {name}"));
+    let s = v.secret.as_ref().unwrap();
+    let mount = container(d)
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == name)
+        .unwrap()
+        .mount_path
+        .clone();
+    (
+        s.secret_name.clone().unwrap(),
+        s.items
+            .iter()
+            .flatten()
+            .map(|i| (i.key.clone(), i.path.clone()))
+            .collect(),
+        mount,
+    )
+}
+
+#[test]
+fn managed_nats_with_tls_and_its_own_resources() {
+    let mut rg = minimal();
+    rg.spec.nats = serde_yaml::from_str(
+        "managed: {replicas: 3, storageSize: 20Gi, tls: {secretName: orders-nats-tls}, \
+         resources: {requests: {cpu: '2', memory: 8Gi}, limits: {cpu: '2', memory: 8Gi}}}",
+    )
+    .unwrap();
+    let d = build(&rg, &[], &[], IMAGE, &[]).unwrap();
+    let n = d.nats.as_ref().unwrap();
+    let conf = &n.config_map.data.as_ref().unwrap()["nats.conf"];
+    let tls = "tls {\n  cert_file: \"/etc/nats-tls/tls.crt\"\n  key_file: \"/etc/nats-tls/tls.key\"\n  ca_file: \"/etc/nats-tls/ca.crt\"\n}\n";
+    assert!(conf.contains(&format!("\n{tls}")), "client TLS: {conf}");
+    let route_tls: String = tls.lines().map(|l| format!("  {l}\n")).collect();
+    assert!(conf.contains(&route_tls), "route TLS: {conf}");
+    assert!(conf.contains("max_file_store: 19327352832\n"));
+    let pod = n
+        .stateful_set
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let c = &pod.containers[0];
+    let env: Vec<(String, String)> = c
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+        .collect();
+    assert!(
+        env.contains(&("GOMEMLIMIT".into(), "6871947673".into())),
+        "{env:?}"
+    );
+    assert!(env.contains(&(
+        "NATS_ROUTE_2".into(),
+        "tls://route:$(NATS_ROUTE_PASSWORD)@orders-nats-2.orders-nats-headless.cdc.svc:6222".into()
+    )));
+    assert_eq!(
+        c.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0,
+        "8Gi"
+    );
+    let tls_volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "tls")
+        .unwrap();
+    assert_eq!(
+        tls_volume.secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("orders-nats-tls")
+    );
+    // The pods verify the servers with the Secret's CA.
+    for dep in [&d.replicator, &d.worker] {
+        assert_eq!(
+            secret_volume(dep, "nats-ca"),
+            (
+                "orders-nats-tls".into(),
+                vec![("ca.crt".into(), "ca.crt".into())],
+                "/var/run/pg-flo/nats-ca".into()
+            )
+        );
+    }
+    let worker = &d.config_map.data.as_ref().unwrap()["worker.yaml"];
+    assert!(worker.contains("nats-ca-file: /var/run/pg-flo/nats-ca/ca.crt\n"));
+    snapshot("managed-nats-tls", &render(&d));
+}
+
+#[test]
+fn external_nats_with_a_password_a_client_certificate_and_replicas() {
+    let mut rg = full();
+    rg.spec.nats = serde_yaml::from_str(
+        "external: {url: 'tls://nats.messaging.svc:4222', user: {name: nats-user, key: user}, \
+         password: {name: nats-user, key: password}, caSecret: {name: nats-ca, key: ca.crt}, \
+         clientCertSecret: {name: pg-flo-client}, streamReplicas: 3}",
+    )
+    .unwrap();
+    let d = built(&rg, &[]);
+    assert!(d.nats.is_none());
+    for dep in [&d.replicator, &d.worker] {
+        let env = env_of(dep);
+        assert!(env.contains(&("PG_FLO_NATS_USER".into(), "secret nats-user/user".into())));
+        assert!(env.contains(&(
+            "PG_FLO_NATS_PASSWORD".into(),
+            "secret nats-user/password".into()
+        )));
+        assert_eq!(
+            secret_volume(dep, "nats-client-cert"),
+            (
+                "pg-flo-client".into(),
+                vec![
+                    ("tls.crt".into(), "tls.crt".into()),
+                    ("tls.key".into(), "tls.key".into())
+                ],
+                "/var/run/pg-flo/nats-client".into()
+            )
+        );
+    }
+    let data = d.config_map.data.as_ref().unwrap();
+    for file in ["replicator.yaml", "worker.yaml"] {
+        let c = &data[file];
+        for line in [
+            "nats-url: tls://nats.messaging.svc:4222\n",
+            "nats-ca-file: /var/run/pg-flo/nats-ca/ca.crt\n",
+            "nats-tls-cert-file: /var/run/pg-flo/nats-client/tls.crt\n",
+            "nats-tls-key-file: /var/run/pg-flo/nats-client/tls.key\n",
+            "nats-stream-replicas: 3\n",
+        ] {
+            assert!(c.contains(line), "{line:?} not in {file}:\n{c}");
+        }
+        assert!(
+            !c.contains("nats-user"),
+            "the user comes from its Secret: {c}"
+        );
+        assert!(
+            !c.contains("nats-stream-max-bytes"),
+            "no volume to size it from"
+        );
+    }
+    snapshot("external-nats-auth", &render(&d));
+
+    rg.spec.nats = serde_yaml::from_str(
+        "external: {url: 'nats://nats:4222', token: {name: nats-token, key: token}}",
+    )
+    .unwrap();
+    let d = built(&rg, &[]);
+    let env = env_of(&d.worker);
+    assert!(env.contains(&("PG_FLO_NATS_TOKEN".into(), "secret nats-token/token".into())));
+    assert!(!env.iter().any(|(k, _)| k == "PG_FLO_NATS_PASSWORD"));
 }

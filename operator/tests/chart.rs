@@ -240,7 +240,14 @@ fn expected_rules() -> BTreeMap<(String, String), BTreeSet<String>> {
     );
     add("pgflo.io", &["replicationgroups/finalizers"], &["update"]);
     add("", &["configmaps", "services", "serviceaccounts"], &crud);
-    add("", &["secrets"], &read);
+    // Read what groups reference; create (and complete) a managed NATS's credentials.
+    add(
+        "",
+        &["secrets"],
+        &["get", "list", "watch", "create", "patch"],
+    );
+    // Grow a managed NATS's volumes.
+    add("", &["persistentvolumeclaims"], &["get", "patch"]);
     add("", &["pods"], &read);
     add("", &["events"], &["create", "patch"]);
     add("events.k8s.io", &["events"], &["create", "patch"]);
@@ -251,6 +258,11 @@ fn expected_rules() -> BTreeMap<(String, String), BTreeSet<String>> {
         &["get", "list", "watch", "create", "patch", "delete"],
     );
     add("policy", &["poddisruptionbudgets"], &crud);
+    add(
+        "networking.k8s.io",
+        &["networkpolicies"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+    );
     m
 }
 
@@ -658,14 +670,14 @@ fn invalid_values_fail_the_schema() {
 }
 
 #[test]
-fn kubernetes_older_than_1_25_is_refused() {
+fn kubernetes_older_than_1_29_is_refused() {
     let chart = chart_dir();
     let out = helm(&[
         "template",
         RELEASE,
         chart.to_str().unwrap(),
         "--kube-version",
-        "1.24.0",
+        "1.28.0",
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("kubeVersion"));

@@ -185,6 +185,16 @@ fn crds_carry_the_cel_rules() {
         "nats.managed.replicas must be 1 or 3",
         "groupName is immutable",
         "self.spec.groupName == self.status.groupName",
+        // Transitions of spec.nats refused up front (see controller/nats_change.rs).
+        "has(self.managed) == has(oldSelf.managed)",
+        "self.replicas == oldSelf.replicas",
+        "nats.managed.storageClass is immutable",
+        "quantity(self.storageSize).compareTo(quantity(oldSelf.storageSize)) >= 0",
+        "isQuantity(self)",
+        "self.url == oldSelf.url",
+        "nats.external.user and nats.external.password go together",
+        "at most one of nats.external.password, nats.external.token, nats.external.credentialsSecret",
+        "nats.external.clientCertSecret needs nats.external.caSecret",
     ] {
         assert!(yaml.contains(needle), "missing CEL rule: {needle}");
     }

@@ -9,7 +9,8 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::controller::Action;
@@ -75,7 +76,16 @@ async fn create_applies_every_object_and_reports_the_real_slot() {
     assert_eq!(action, Action::requeue(Duration::from_secs(30)));
 
     let uid = env.stored("orders").uid().unwrap();
-    assert_eq!(env.api.names::<ConfigMap>(NS), vec!["orders-pg-flo-config"]);
+    assert_eq!(
+        env.api.names::<ConfigMap>(NS),
+        vec!["orders-nats-config", "orders-pg-flo-config"]
+    );
+    assert_eq!(env.api.names::<NetworkPolicy>(NS), vec!["orders-nats"]);
+    assert_eq!(
+        env.api.names::<Secret>(NS),
+        vec!["orders-nats-auth", "src"],
+        "the managed NATS's credentials are generated"
+    );
     assert_eq!(env.api.names::<ServiceAccount>(NS), vec!["orders-pg-flo"]);
     assert_eq!(
         workload_names(&env),
@@ -119,7 +129,9 @@ async fn create_applies_every_object_and_reports_the_real_slot() {
                 && !r.path.contains("replicationgroups")
         })
         .collect();
-    assert_eq!(applies.len(), 8, "{applies:#?}");
+    // ServiceAccount, 2 ConfigMaps, 2 Services, StatefulSet, PDB, NetworkPolicy, the NATS
+    // credentials Secret, 2 Deployments.
+    assert_eq!(applies.len(), 11, "{applies:#?}");
     for r in &applies {
         assert!(
             r.content_type.starts_with("application/apply-patch+yaml"),
@@ -292,7 +304,10 @@ spec:
             .collect()
     };
     let before = versions(&env);
-    assert!(before[0].starts_with("src="), "{before:?}");
+    assert!(
+        before[0].starts_with("orders-nats-auth=") && before[0].contains(",src="),
+        "{before:?}"
+    );
     let hashes_before: Vec<String> = workloads(&env).iter().map(pod_hash).collect();
     env.api.replace(&secret(
         "src",
@@ -337,7 +352,10 @@ async fn pause_scales_to_zero_stop_removes_the_workloads_and_running_brings_them
         "stopped removes the workloads"
     );
     assert_eq!(env.api.names::<StatefulSet>(NS), vec!["orders-nats"]);
-    assert_eq!(env.api.names::<ConfigMap>(NS), vec!["orders-pg-flo-config"]);
+    assert_eq!(
+        env.api.names::<ConfigMap>(NS),
+        vec!["orders-nats-config", "orders-pg-flo-config"]
+    );
     let got = env.stored("orders");
     assert_eq!(phase(&got), Phase::Stopped);
     assert_eq!(condition(&got, "Paused").1, "Stopped");

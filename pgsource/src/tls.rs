@@ -119,6 +119,18 @@ pub enum TlsError {
         #[source]
         source: rustls::Error,
     },
+    #[error("the client certificate or key PEM cannot be parsed")]
+    ParseClientCert {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the client certificate PEM contains no certificate, or the key PEM no private key")]
+    NoClientCert,
+    #[error("the client certificate and key are unusable")]
+    InvalidClientCert {
+        #[source]
+        source: rustls::Error,
+    },
     #[error("host {host:?} cannot be used as a TLS server name")]
     ServerName {
         host: String,
@@ -135,6 +147,9 @@ impl TlsError {
             TlsError::ParseCa { .. } | TlsError::NoCa | TlsError::InvalidCa { .. } => {
                 "tls_root_cert"
             }
+            TlsError::ParseClientCert { .. }
+            | TlsError::NoClientCert
+            | TlsError::InvalidClientCert { .. } => "tls_client_cert",
             TlsError::Verifier { .. } | TlsError::Protocol { .. } => "tls_config",
             TlsError::ServerName { .. } => "tls_server_name",
         }
@@ -161,6 +176,37 @@ pub fn client_config(
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
+    Ok(Some(Arc::new(config)))
+}
+
+/// [`client_config`] that also presents a client certificate (mutual TLS): `cert_pem` is the
+/// certificate chain, `key_pem` its private key (PKCS#8, PKCS#1 or SEC1).
+pub fn client_config_with_cert(
+    mode: SslMode,
+    ca_pem: Option<&[u8]>,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Option<Arc<ClientConfig>>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let Some(verifier) = verifier(mode, ca_pem, &provider)? else {
+        return Ok(None);
+    };
+    let certs = rustls_pemfile::certs(&mut &cert_pem[..])
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsError::ParseClientCert { source })?;
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(|source| TlsError::ParseClientCert { source })?
+        .ok_or(TlsError::NoClientCert)?;
+    if certs.is_empty() {
+        return Err(TlsError::NoClientCert);
+    }
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|source| TlsError::Protocol { source })?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(certs, key)
+        .map_err(|source| TlsError::InvalidClientCert { source })?;
     Ok(Some(Arc::new(config)))
 }
 
@@ -452,6 +498,35 @@ mod tests {
         ] {
             assert_eq!(mode.as_str().parse::<SslMode>(), Ok(mode));
         }
+    }
+
+    #[test]
+    fn a_client_certificate_is_presented_when_usable() {
+        let pki = make_pki("client_cert");
+        let ca = std::fs::read(pki.dir.join("ca.pem")).unwrap();
+        let cert = std::fs::read(pki.dir.join("server.pem")).unwrap();
+        let key = std::fs::read(pki.dir.join("server.key")).unwrap();
+        let config = client_config_with_cert(SslMode::VerifyFull, Some(&ca), &cert, &key)
+            .unwrap()
+            .unwrap();
+        assert!(config.client_auth_cert_resolver.has_certs());
+        assert!(!client_config(SslMode::VerifyFull, Some(&ca))
+            .unwrap()
+            .unwrap()
+            .client_auth_cert_resolver
+            .has_certs());
+        let cases: [(&[u8], &[u8], &str); 3] = [
+            (b"", &key, "tls_client_cert"),
+            (&cert, b"", "tls_client_cert"),
+            (&cert, &cert, "tls_client_cert"),
+        ];
+        for (c, k, category) in cases {
+            let err = client_config_with_cert(SslMode::VerifyFull, Some(&ca), c, k).unwrap_err();
+            assert_eq!(err.category(), category, "{err:?}");
+        }
+        assert!(client_config_with_cert(SslMode::Disable, None, &cert, &key)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -5,17 +5,23 @@
 //! - `WorkQueue` retention: a message is removed only when the worker acks it, never by age;
 //! - `Discard::New` with an optional byte limit: when full, publishing fails and the replicator
 //!   waits (back-pressure) instead of anything being dropped;
-//! - a duplicate window, so a replayed message with the same `Nats-Msg-Id` is stored once.
+//! - a duplicate window, so a replayed message with the same `Nats-Msg-Id` is stored once;
+//! - `--nats-stream-replicas` copies in a NATS cluster (all the group's streams); the size
+//!   limit and the replicas are also set on an existing stream ([`stream_update`]), so a
+//!   stream the worker created first gets the replicator's limit.
 //!
 //! Connection: `--nats-url` is a comma-separated list of servers, as nats.go takes it. User
 //! info in the URLs (`nats://user:password@host`, `nats://token@host`) is taken out and given to
 //! the client as its credentials ([`servers`]): async-nats would otherwise ignore it and log the
-//! URLs, password included, at debug level. Messages show the URLs through
+//! URLs, password included, at debug level. `--nats-user`/`--nats-password`, `--nats-token`,
+//! `--nats-creds-file` are the other ways (one only); `--nats-tls-cert-file` adds a client
+//! certificate. Messages show the URLs through
 //! [`crate::redact::url_list`].
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
+use secrecy::ExposeSecret;
 
 use crate::config::NatsConfig;
 use crate::retry::Backoff;
@@ -76,6 +82,11 @@ pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client,
                 source,
             })?;
     }
+    if let Some((cert, key)) = &cfg.client_cert {
+        opts = opts
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
+    }
     let (servers, auth) = servers(&cfg.url).map_err(NatsError::Url)?;
     match auth {
         Some(UrlAuth::UserPassword(user, password)) => {
@@ -83,6 +94,12 @@ pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client,
         }
         Some(UrlAuth::Token(token)) => opts = opts.token(token),
         None => {}
+    }
+    if let Some((user, password)) = &cfg.user {
+        opts = opts.user_and_password(user.clone(), password.expose_secret().to_owned());
+    }
+    if let Some(token) = &cfg.token {
+        opts = opts.token(token.expose_secret().to_owned());
     }
     let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
@@ -196,12 +213,63 @@ pub fn jetstream(client: async_nats::Client, max_in_flight: usize) -> jetstream:
         .build(client)
 }
 
-/// Creates the group's stream, or checks an existing one cannot lose changes.
+/// What an existing stream's settings must change to: the wanted `max_bytes` and `replicas`
+/// where they are given and differ (`None`: nothing to change). A new size limit comes with
+/// `discard: new`, so that a full stream refuses publishes instead of dropping changes.
+pub fn stream_update(
+    current: &stream::Config,
+    max_bytes: Option<i64>,
+    replicas: Option<usize>,
+) -> Option<stream::Config> {
+    let mut want = current.clone();
+    if let Some(b) = max_bytes {
+        want.max_bytes = b;
+        if b > 0 {
+            want.discard = stream::DiscardPolicy::New;
+        }
+    }
+    if let Some(r) = replicas {
+        // The server reports 1 for a stream created with 0 (its default).
+        if current.num_replicas.max(1) != r {
+            want.num_replicas = r;
+        }
+    }
+    let changed = want.max_bytes != current.max_bytes
+        || want.num_replicas != current.num_replicas
+        || want.discard != current.discard;
+    changed.then_some(want)
+}
+
+/// Applies [`stream_update`] to an existing stream, logging what changed.
+async fn update_if_needed(
+    js: &jetstream::Context,
+    current: &stream::Config,
+    max_bytes: Option<i64>,
+    replicas: Option<usize>,
+) -> Result<(), NatsError> {
+    let Some(want) = stream_update(current, max_bytes, replicas) else {
+        return Ok(());
+    };
+    tracing::info!(
+        stream = current.name,
+        max_bytes = want.max_bytes,
+        replicas = want.num_replicas,
+        "updating jetstream stream settings"
+    );
+    js.update_stream(want)
+        .await
+        .map_err(|e| js_err("updating the stream settings")(&e))?;
+    Ok(())
+}
+
+/// Creates the group's stream, or checks an existing one cannot lose changes and brings its
+/// size limit and replicas to `max_bytes` / `replicas` where they are given.
 pub async fn ensure_stream(
     js: &jetstream::Context,
     stream_name: &str,
     subject: &str,
     max_bytes: Option<i64>,
+    replicas: Option<usize>,
 ) -> Result<stream::Stream, NatsError> {
     match js.get_stream(stream_name).await {
         Ok(mut s) => {
@@ -226,7 +294,13 @@ pub async fn ensure_stream(
                     problem: problems.join("; "),
                 });
             }
-            Ok(s)
+            if stream_update(c, max_bytes, replicas).is_none() {
+                return Ok(s);
+            }
+            update_if_needed(js, c, max_bytes, replicas).await?;
+            js.get_stream(stream_name)
+                .await
+                .map_err(|e| js_err("looking up the stream")(&e))
         }
         Err(e)
             if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref err)
@@ -241,6 +315,7 @@ pub async fn ensure_stream(
                 max_bytes: max_bytes.unwrap_or(-1),
                 max_messages: -1,
                 duplicate_window: DUPLICATE_WINDOW,
+                num_replicas: replicas.unwrap_or(0),
                 ..Default::default()
             };
             let s = js
@@ -254,19 +329,53 @@ pub async fn ensure_stream(
     }
 }
 
+/// A plain stream created from `config` if missing; an existing one gets `replicas` (when
+/// given).
+async fn ensure_plain_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+    replicas: Option<usize>,
+    step: &'static str,
+) -> Result<stream::Stream, NatsError> {
+    let name = config.name.clone();
+    let mut s = js
+        .get_or_create_stream(stream::Config {
+            num_replicas: replicas.unwrap_or(0),
+            ..config
+        })
+        .await
+        .map_err(|e| js_err(step)(&e))?;
+    let current = s
+        .info()
+        .await
+        .map_err(|e| js_err("reading stream info")(&e))?
+        .config
+        .clone();
+    if stream_update(&current, None, replicas).is_none() {
+        return Ok(s);
+    }
+    update_if_needed(js, &current, None, replicas).await?;
+    js.get_stream(&name).await.map_err(|e| js_err(step)(&e))
+}
+
 /// The stream that keeps dead-lettered messages (limits retention: they stay until removed).
 pub async fn ensure_dead_letter_stream(
     js: &jetstream::Context,
     group: &str,
+    replicas: Option<usize>,
 ) -> Result<stream::Stream, NatsError> {
-    js.get_or_create_stream(stream::Config {
-        name: dead_letter_stream(group),
-        subjects: vec![dead_letter_subject(group)],
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
+    ensure_plain_stream(
+        js,
+        stream::Config {
+            name: dead_letter_stream(group),
+            subjects: vec![dead_letter_subject(group)],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        },
+        replicas,
+        "creating the dead-letter stream",
+    )
     .await
-    .map_err(|e| js_err("creating the dead-letter stream")(&e))
 }
 
 /// The group's state stream `pgflo_<group>_state`, created if missing: a plain stream keeping
@@ -276,16 +385,21 @@ pub async fn ensure_dead_letter_stream(
 pub async fn ensure_state_stream(
     js: &jetstream::Context,
     group: &str,
+    replicas: Option<usize>,
 ) -> Result<stream::Stream, NatsError> {
-    js.get_or_create_stream(stream::Config {
-        name: state_stream(group),
-        subjects: vec![format!("pgflo.{group}.state.>")],
-        max_messages_per_subject: 1,
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
+    ensure_plain_stream(
+        js,
+        stream::Config {
+            name: state_stream(group),
+            subjects: vec![format!("pgflo.{group}.state.>")],
+            max_messages_per_subject: 1,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        },
+        replicas,
+        "creating the state stream",
+    )
     .await
-    .map_err(|e| js_err("creating the state stream")(&e))
 }
 
 /// (Re)creates the worker's durable pull consumer so delivery restarts at the first unacked
@@ -324,6 +438,69 @@ pub async fn recreate_consumer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_update_changes_only_what_is_asked_and_differs() {
+        let base = stream::Config {
+            name: "pgflo_g_stream".into(),
+            max_bytes: -1,
+            num_replicas: 1,
+            discard: stream::DiscardPolicy::Old,
+            ..Default::default()
+        };
+        let mib = 1 << 20;
+        // (current max_bytes, current replicas, wanted max_bytes, wanted replicas) ->
+        // Some((max_bytes, replicas, discard new)) or None.
+        type Want = Option<(i64, usize, bool)>;
+        type Case = (i64, usize, Option<i64>, Option<usize>, Want);
+        let cases: [Case; 8] = [
+            (-1, 1, None, None, None),
+            (-1, 1, Some(-1), Some(1), None),
+            (-1, 0, None, Some(1), None),
+            (-1, 1, Some(64 * mib), None, Some((64 * mib, 1, true))),
+            (-1, 1, None, Some(3), Some((-1, 3, false))),
+            (
+                64 * mib,
+                3,
+                Some(64 * mib),
+                Some(3),
+                Some((64 * mib, 3, true)),
+            ),
+            (
+                64 * mib,
+                3,
+                Some(32 * mib),
+                Some(1),
+                Some((32 * mib, 1, true)),
+            ),
+            (-1, 3, None, Some(3), None),
+        ];
+        for (bytes, replicas, want_bytes, want_replicas, want) in cases {
+            let current = stream::Config {
+                max_bytes: bytes,
+                num_replicas: replicas,
+                ..base.clone()
+            };
+            let got = stream_update(&current, want_bytes, want_replicas).map(|c| {
+                (
+                    c.max_bytes,
+                    c.num_replicas,
+                    c.discard == stream::DiscardPolicy::New,
+                )
+            });
+            assert_eq!(
+                got, want,
+                "{bytes} {replicas} {want_bytes:?} {want_replicas:?}"
+            );
+        }
+        // A limited stream that already discards new messages is left alone.
+        let limited = stream::Config {
+            max_bytes: mib,
+            discard: stream::DiscardPolicy::New,
+            ..base
+        };
+        assert!(stream_update(&limited, Some(mib), Some(1)).is_none());
+    }
 
     fn up(u: &str, p: &str) -> Option<UrlAuth> {
         Some(UrlAuth::UserPassword(u.into(), p.into()))

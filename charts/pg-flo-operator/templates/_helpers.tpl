@@ -89,10 +89,16 @@ for the Role in each watched namespace. Keep in sync with README.md and docs/ope
 - apiGroups: [""]
   resources: ["configmaps", "services", "serviceaccounts"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# Secrets are only read (key presence for the connection status), never written.
+# Secrets: read the ones groups reference; create (and complete) a managed NATS's generated
+# credentials Secret <group>-nats-auth. Never updated otherwise, never deleted (it goes with
+# its group).
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# Grow a managed NATS's volumes when spec.nats.managed.storageSize grows.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
@@ -112,6 +118,10 @@ for the Role in each watched namespace. Keep in sync with README.md and docs/ope
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# The NetworkPolicy of a managed NATS.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- end }}
 
 {{/*

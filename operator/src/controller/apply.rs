@@ -14,6 +14,7 @@ use std::fmt::Debug;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -21,8 +22,9 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::nats_change::keep_immutable_fields;
 use super::{Context, Error, FIELD_MANAGER};
-use crate::resources::{Desired, GROUP_LABEL};
+use crate::resources::{Desired, NatsObjects, GROUP_LABEL};
 
 /// A namespaced kind the operator reads, deletes (and with `Serialize`, applies).
 pub trait Namespaced:
@@ -39,7 +41,7 @@ impl<K> Namespaced for K where
 }
 
 /// The applied workloads, as the API server returned them (with status).
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Applied {
     /// The replicator StatefulSet (`None` when stopped or with `mode: copy`).
     pub replicator: Option<StatefulSet>,
@@ -52,6 +54,19 @@ pub struct Applied {
     /// What keeps a StatefulSet at zero pods while a pod of the Deployment it replaces (or of
     /// another controller) is still there: `Deployment <name>` / `Pod <name>`.
     pub waiting_for: Vec<String>,
+    /// The first failure applying the managed NATS objects: the rest was applied anyway; the
+    /// reconcile reports it after writing the status (and is retried with backoff).
+    pub nats_error: Option<Error>,
+}
+
+/// How the managed NATS StatefulSet is applied.
+#[derive(Debug, Default)]
+pub struct NatsPlan {
+    /// The StatefulSet as it exists (its immutable fields are kept).
+    pub running: Option<StatefulSet>,
+    /// Its volume template changes (the claims were resized): delete it, leaving the pods and
+    /// volumes (`propagationPolicy: Orphan`), and create it in a later reconcile, once gone.
+    pub recreate: bool,
 }
 
 /// What the reconciler asks of [`apply_desired`] beyond the desired objects.
@@ -183,6 +198,71 @@ where
     Ok(())
 }
 
+/// Applies the managed NATS objects; returns the names applied (to keep) per kind. The
+/// StatefulSet keeps its immutable fields ([`keep_immutable_fields`]); when it must be
+/// re-created it is deleted with `Orphan` propagation (its pods and volumes stay) and not
+/// applied now. The names of objects that failed are kept too (never deleted as orphans).
+async fn apply_nats(
+    ctx: &Context,
+    ns: &str,
+    nats: &mut NatsObjects,
+    plan: &NatsPlan,
+    keep: &mut Keep,
+) -> Result<(), Error> {
+    keep.cm.push(nats.config_map.name_any());
+    keep.svc.push(nats.headless_service.name_any());
+    keep.svc.push(nats.client_service.name_any());
+    keep.sts.push(nats.stateful_set.name_any());
+    keep.pdb.push(nats.pdb.name_any());
+    keep.netpol.push(nats.network_policy.name_any());
+    ssa(ctx, ns, &nats.config_map).await?;
+    ssa(ctx, ns, &nats.headless_service).await?;
+    ssa(ctx, ns, &nats.client_service).await?;
+    match &plan.running {
+        Some(running) if running.metadata.deletion_timestamp.is_some() => {
+            tracing::info!(
+                name = nats.stateful_set.name_any(),
+                "waiting for the NATS StatefulSet to go before creating it again"
+            );
+        }
+        Some(running) if plan.recreate => {
+            let name = running.name_any();
+            tracing::info!(
+                name,
+                "re-creating the NATS StatefulSet for its new volume size (pods and volumes stay)"
+            );
+            let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
+            match api.delete(&name, &DeleteParams::orphan()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(Error::kube("delete", "StatefulSet", name)(e)),
+            }
+        }
+        Some(running) => {
+            keep_immutable_fields(&mut nats.stateful_set, running);
+            ssa(ctx, ns, &nats.stateful_set).await?;
+        }
+        None => {
+            ssa(ctx, ns, &nats.stateful_set).await?;
+        }
+    }
+    ssa(ctx, ns, &nats.pdb).await?;
+    ssa(ctx, ns, &nats.network_policy).await?;
+    Ok(())
+}
+
+/// Names of the objects to keep, per kind.
+#[derive(Default)]
+struct Keep {
+    sa: Vec<String>,
+    cm: Vec<String>,
+    sts: Vec<String>,
+    svc: Vec<String>,
+    pdb: Vec<String>,
+    job: Vec<String>,
+    netpol: Vec<String>,
+}
+
 /// Whether `pod` still runs (or may run) a process of `component` that is not the pod of the
 /// StatefulSet `sts`: a pod of the Deployment the StatefulSet replaces, of a copy Job, or
 /// anyone else's with the same labels. Finished pods (`Succeeded`, `Failed`) run nothing.
@@ -200,7 +280,9 @@ pub fn foreign_pod(pod: &Pod, sts: &str) -> bool {
 }
 
 /// Applies every desired object (the workloads only when `plan.run_workloads`), then deletes the
-/// group's objects that are no longer desired.
+/// group's objects that are no longer desired. A failure applying the managed NATS does not
+/// stop the rest (pause, stop and Rule changes still reach the workloads): it is returned in
+/// [`Applied::nats_error`].
 ///
 /// The replicator and worker run as StatefulSets. A group created by an earlier version runs
 /// them as Deployments of the same names; the move keeps one pod per component at all times:
@@ -218,6 +300,7 @@ pub async fn apply_desired(
     owner_uid: &str,
     desired: Desired,
     plan: Plan,
+    nats_plan: &NatsPlan,
 ) -> Result<Applied, Error> {
     let Desired {
         config_map,
@@ -228,20 +311,17 @@ pub async fn apply_desired(
         worker,
         nats,
     } = desired;
-    let mut keep_sa = Vec::new();
-    let mut keep_cm = Vec::new();
-    let mut keep_sts = Vec::new();
-    let mut keep_svc = Vec::new();
-    let mut keep_pdb = Vec::new();
-    let mut keep_job = Vec::new();
+    let mut keep = Keep::default();
 
-    keep_sa.push(ssa(ctx, ns, &service_account).await?.name_any());
-    keep_cm.push(ssa(ctx, ns, &config_map).await?.name_any());
-    if let Some(n) = nats {
-        keep_svc.push(ssa(ctx, ns, &n.headless_service).await?.name_any());
-        keep_svc.push(ssa(ctx, ns, &n.client_service).await?.name_any());
-        keep_sts.push(ssa(ctx, ns, &n.stateful_set).await?.name_any());
-        keep_pdb.push(ssa(ctx, ns, &n.pdb).await?.name_any());
+    keep.sa
+        .push(ssa(ctx, ns, &service_account).await?.name_any());
+    keep.cm.push(ssa(ctx, ns, &config_map).await?.name_any());
+    let mut applied = Applied::default();
+    if let Some(mut n) = nats {
+        if let Err(e) = apply_nats(ctx, ns, &mut n, nats_plan, &mut keep).await {
+            tracing::warn!(error = %super::error_chain(&e), "cannot apply the managed NATS; applying the rest");
+            applied.nats_error = Some(e);
+        }
     }
 
     // Deployments of an earlier version (owned by the group) and the group's runtime pods.
@@ -264,13 +344,12 @@ pub async fn apply_desired(
         .map_err(Error::kube("list", "Pod", &pod_selector))?
         .items;
 
-    let mut applied = Applied::default();
     // The copy Job: created once; kept until its completion is recorded in the status.
     if let Some(job) = &copy_job {
         if plan.run_workloads {
             if let Some(j) = ensure_job(ctx, ns, job, plan.copy_recorded).await? {
                 applied.copy_complete = job_complete(&j);
-                keep_job.push(j.name_any());
+                keep.job.push(j.name_any());
                 applied.copy_job = Some(j);
             }
         } else if !plan.copy_recorded {
@@ -284,7 +363,7 @@ pub async fn apply_desired(
                 if job_complete(&j) {
                     // Stopped right after the copy finished: record it before the Job goes.
                     applied.copy_complete = true;
-                    keep_job.push(name);
+                    keep.job.push(name);
                 }
             }
         }
@@ -323,7 +402,7 @@ pub async fn apply_desired(
                 );
             }
             let applied_sts = ssa(ctx, ns, &sts).await?;
-            keep_sts.push(applied_sts.name_any());
+            keep.sts.push(applied_sts.name_any());
             applied.waiting_for.extend(waiting);
             match component {
                 "replicator" => applied.replicator = Some(applied_sts),
@@ -338,11 +417,12 @@ pub async fn apply_desired(
         tracing::info!(name, "deleting the Deployment replaced by a StatefulSet");
         delete_with::<Deployment>(ctx, ns, name, &DeleteParams::foreground()).await?;
     }
-    delete_orphans::<Job>(ctx, ns, group, owner_uid, &keep_job).await?;
-    delete_orphans::<StatefulSet>(ctx, ns, group, owner_uid, &keep_sts).await?;
-    delete_orphans::<PodDisruptionBudget>(ctx, ns, group, owner_uid, &keep_pdb).await?;
-    delete_orphans::<Service>(ctx, ns, group, owner_uid, &keep_svc).await?;
-    delete_orphans::<ConfigMap>(ctx, ns, group, owner_uid, &keep_cm).await?;
-    delete_orphans::<ServiceAccount>(ctx, ns, group, owner_uid, &keep_sa).await?;
+    delete_orphans::<Job>(ctx, ns, group, owner_uid, &keep.job).await?;
+    delete_orphans::<StatefulSet>(ctx, ns, group, owner_uid, &keep.sts).await?;
+    delete_orphans::<PodDisruptionBudget>(ctx, ns, group, owner_uid, &keep.pdb).await?;
+    delete_orphans::<NetworkPolicy>(ctx, ns, group, owner_uid, &keep.netpol).await?;
+    delete_orphans::<Service>(ctx, ns, group, owner_uid, &keep.svc).await?;
+    delete_orphans::<ConfigMap>(ctx, ns, group, owner_uid, &keep.cm).await?;
+    delete_orphans::<ServiceAccount>(ctx, ns, group, owner_uid, &keep.sa).await?;
     Ok(applied)
 }

@@ -20,6 +20,8 @@ pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 /// Paused or stopped on request.
 pub const PAUSED: &str = "Paused";
+/// `Degraded` reason of a refused spec change.
+pub const CHANGE_REFUSED: &str = "ChangeRefused";
 /// Condition type of a Rule or Route.
 pub const ACCEPTED: &str = "Accepted";
 
@@ -45,6 +47,9 @@ pub struct Observed {
     pub slot: Option<Result<SlotStatus, String>>,
     /// The group is being deleted; the message says what the cleanup waits for.
     pub deleting: Option<String>,
+    /// Changes of the spec that were refused (the running objects keep the old values; see
+    /// `nats_change`): `Degraded` with reason `ChangeRefused`, the rest of the status as usual.
+    pub refused: Vec<String>,
 }
 
 /// Whether a Job has a condition `type_` that is true.
@@ -148,6 +153,8 @@ pub fn group_status(rg: &ReplicationGroup, o: &Observed) -> ReplicationGroupStat
             "SourceUnreachable",
             format!("cannot read the replication slot: {e}"),
         ))
+    } else if !o.refused.is_empty() {
+        Some((CHANGE_REFUSED, o.refused.join("; ")))
     } else {
         None
     };
@@ -172,7 +179,9 @@ pub fn group_status(rg: &ReplicationGroup, o: &Observed) -> ReplicationGroupStat
         Phase::Pending
     };
 
-    let ready = matches!(phase, Phase::Streaming | Phase::Completed) && degraded.is_none();
+    // A refused change leaves the group running as it was: still ready.
+    let ready = matches!(phase, Phase::Streaming | Phase::Completed)
+        && degraded.as_ref().is_none_or(|d| d.0 == CHANGE_REFUSED);
     let ready_cond = if ready && phase == Phase::Completed {
         cond(
             READY,

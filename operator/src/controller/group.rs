@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
@@ -33,18 +33,22 @@ use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalize};
 use kube::{Api, ResourceExt};
 
-use super::apply::{apply_desired, delete, Applied, Plan};
+use super::apply::{apply_desired, delete, ssa, Applied, NatsPlan, Plan};
 use super::conditions::{group_status, same_conditions, Observed, DEGRADED};
+use super::nats_change::{self, RunningNats};
 use super::validate::{
     external_nats, fetch, fetch_secrets, secret_versions, source_connection, validate,
     webhook_header_keys, Refs,
 };
 use super::{error_chain, observe, Context, Error, CLEANUP_POLL, FIELD_MANAGER, FINALIZER};
-use crate::crd::{DesiredState, ReclaimPolicy, ReplicationGroup, ReplicationGroupStatus};
+use crate::crd::{DesiredState, NatsSpec, ReclaimPolicy, ReplicationGroup, ReplicationGroupStatus};
 use crate::group_name;
+use crate::resources::quantity::quantity_bytes;
 use crate::resources::{
-    annotate_secret_versions, build, config_map_name, copy_job_name, default_image_pull_secrets,
-    replicator_name, selector_labels, worker_name, REPLICATOR_FILE,
+    annotate_nats_secret_versions, annotate_secret_versions, applied_nats, build, config_map_name,
+    copy_job_name, default_image_pull_secrets, nats_auth_name, nats_auth_secret, nats_name,
+    nats_volume_claim_name, replicator_name, selector_labels, worker_name, NatsAuth,
+    REPLICATOR_FILE,
 };
 use crate::source;
 
@@ -74,10 +78,130 @@ pub async fn reconcile(rg: Arc<ReplicationGroup>, ctx: Arc<Context>) -> Result<A
     result
 }
 
+/// What the group's NATS runs with now: the `spec.nats` its ConfigMap was rendered with and
+/// the managed NATS StatefulSet.
+async fn current_nats(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+) -> Result<(Option<NatsSpec>, Option<StatefulSet>), Error> {
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let cm_name = config_map_name(name);
+    let applied = cms
+        .get_opt(&cm_name)
+        .await
+        .map_err(Error::kube("get", "ConfigMap", &cm_name))?
+        .as_ref()
+        .and_then(applied_nats);
+    let sts: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
+    let sts_name = nats_name(name);
+    let running =
+        sts.get_opt(&sts_name)
+            .await
+            .map_err(Error::kube("get", "StatefulSet", &sts_name))?;
+    Ok((applied, running))
+}
+
+/// Grows the volume claims of the managed NATS to `size` (the StorageClass must allow volume
+/// expansion); `Err` with the refusal message when the API server refuses.
+async fn resize_volumes(
+    ctx: &Context,
+    ns: &str,
+    group: &str,
+    replicas: u8,
+    size: &str,
+) -> Result<Result<(), String>, Error> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    for i in 0..i32::from(replicas.max(1)) {
+        let claim = nats_volume_claim_name(group, i);
+        let Some(pvc) = api.get_opt(&claim).await.map_err(Error::kube(
+            "get",
+            "PersistentVolumeClaim",
+            &claim,
+        ))?
+        else {
+            continue;
+        };
+        let current = pvc
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .and_then(|q| quantity_bytes(&q.0));
+        if current >= quantity_bytes(size) {
+            continue;
+        }
+        let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": size}}}});
+        match api
+            .patch(&claim, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => tracing::info!(claim, size, "resized NATS volume claim"),
+            Err(kube::Error::Api(s)) if (400..500).contains(&s.code) => {
+                return Ok(Err(format!(
+                    "spec.nats.managed.storageSize: the volume claim {claim} cannot grow to \
+                     {size} ({}): the servers keep their volumes as they are; use a StorageClass \
+                     with allowVolumeExpansion, or set it back",
+                    s.message
+                )))
+            }
+            Err(e) => return Err(Error::kube("resize", "PersistentVolumeClaim", claim)(e)),
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// The managed NATS's credentials Secret `<group>-nats-auth`: read, or created with new random
+/// passwords (keys it lacks are added). Passwords are generated once: a reconcile never
+/// changes them.
+async fn ensure_nats_auth(ctx: &Context, rg: &ReplicationGroup) -> Result<Secret, Error> {
+    let ns = rg.namespace().ok_or(Error::Unnamed)?;
+    let name = nats_auth_name(&rg.name_any());
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let existing = api
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube("get", "Secret", &name))?;
+    let auth = match &existing {
+        Some(s) => match NatsAuth::from_secret(s)? {
+            (_, false) => return Ok(s.clone()),
+            (auth, true) => auth,
+        },
+        None => NatsAuth::generate()?,
+    };
+    tracing::info!(secret = name, "writing the managed NATS credentials");
+    ssa(ctx, &ns, &nats_auth_secret(rg, &auth)?).await
+}
+
+/// `name=resourceVersion` of the Secrets the NATS servers read.
+fn versions_of(secrets: &[&Secret]) -> String {
+    secrets
+        .iter()
+        .map(|s| {
+            format!(
+                "{}={}",
+                s.name_any(),
+                s.metadata.resource_version.clone().unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error> {
     let ns = rg.namespace().ok_or(Error::Unnamed)?;
     let name = rg.name_any();
-    let refs = fetch(ctx, &rg).await?;
+    // A change of spec.nats is judged against what runs (see `nats_change`); the objects are
+    // rendered from the effective spec, with refused changes reverted.
+    let (applied_nats, running_sts) = current_nats(ctx, &ns, &name).await?;
+    let running = running_sts.as_ref().map(RunningNats::of);
+    let change = nats_change::decide(&rg.spec.nats, applied_nats.as_ref(), running.as_ref());
+    let mut refused = change.refused;
+    let mut effective = (*rg).clone();
+    effective.spec.nats = change.effective;
+    let rg = Arc::new(effective);
+    let mut refs = fetch(ctx, &rg).await?;
     // The runtime group name: recorded, explicit, the one an earlier version ran under, or the
     // namespace-qualified default.
     let legacy = if rg
@@ -160,12 +284,48 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
     }
 
     let uid = rg.uid().ok_or(Error::Unnamed)?;
+    // A larger volume: resize the claims, then re-create the StatefulSet.
+    let mut recreate = false;
+    let mut rg = rg;
+    if let (Some(grow), Some(m)) = (&change.grow, rg.spec.nats.managed.as_ref()) {
+        match resize_volumes(ctx, &ns, &name, m.replicas, &grow.to).await? {
+            Ok(()) => recreate = running_sts.is_some(),
+            Err(refusal) => {
+                refused.push(refusal);
+                let mut keep = (*rg).clone();
+                if let Some(m) = keep.spec.nats.managed.as_mut() {
+                    m.storage_size = grow.from.clone();
+                }
+                rg = Arc::new(keep);
+            }
+        }
+    }
+    let nats_secrets = match &rg.spec.nats.managed {
+        Some(m) => {
+            let auth = ensure_nats_auth(ctx, &rg).await?;
+            refs.secrets.insert(auth.name_any(), Some(auth.clone()));
+            let tls = m
+                .tls
+                .as_ref()
+                .and_then(|t| refs.secrets.get(&t.secret_name).cloned().flatten());
+            Some(versions_of(
+                &[Some(&auth), tls.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>(),
+            ))
+        }
+        None => None,
+    };
     let keys = webhook_header_keys(&rg, &refs);
     // The builders render the decided name (`group_name::group_name` reads the status first).
     let mut named = (*rg).clone();
     named.status.get_or_insert_with(Default::default).group_name = Some(group.clone());
     let mut desired = build(&named, &refs.rules, &refs.routes, &ctx.runtime_image, &keys)?;
     annotate_secret_versions(&mut desired, &secret_versions(&refs));
+    if let Some(v) = &nats_secrets {
+        annotate_nats_secret_versions(&mut desired, v);
+    }
     default_image_pull_secrets(&mut desired, &ctx.runtime_image_pull_secrets);
     let recorded_copy = rg
         .status
@@ -175,7 +335,14 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
         run_workloads: rg.spec.state != DesiredState::Stopped,
         copy_recorded: recorded_copy.is_some(),
     };
-    let applied = Box::pin(apply_desired(ctx, &ns, &name, &uid, desired, plan)).await?;
+    let nats_plan = NatsPlan {
+        running: running_sts,
+        recreate,
+    };
+    let applied = Box::pin(apply_desired(
+        ctx, &ns, &name, &uid, desired, plan, &nats_plan,
+    ))
+    .await?;
     let slot = match ctx.fresh_slot(&uid) {
         Some(reading) => reading,
         None => {
@@ -190,6 +357,7 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
         copy_job,
         copy_complete,
         waiting_for,
+        nats_error,
     } = applied;
     let migrating = !waiting_for.is_empty();
     let observed = Observed {
@@ -199,6 +367,7 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
         copy_completed: recorded_copy.is_some() || copy_complete,
         waiting_for,
         slot: Some(slot),
+        refused,
         ..Observed::default()
     };
     let mut status = group_status(&rg, &observed);
@@ -220,8 +389,12 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
     if rg.status.as_ref() != Some(&status) {
         patch_status(ctx, &rg, status).await?;
     }
-    if migrating {
-        // The old pods are terminating: look again soon to start the StatefulSets' pods.
+    if let Some(e) = nats_error {
+        return Err(e);
+    }
+    if migrating || recreate {
+        // The old pods are terminating, or the NATS StatefulSet is re-created once the deleted
+        // one is gone: look again soon.
         return Ok(Action::requeue(CLEANUP_POLL));
     }
     Ok(Action::requeue(ctx.status_interval))
@@ -525,7 +698,17 @@ async fn cleanup(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Err
     )
     .await?;
 
-    // 2. The source: slot, publication, DDL capture objects.
+    // 2. The source: slot, publication, DDL capture objects. The NATS whose streams go is the
+    // one the pods used (a refused change of spec.nats never reached them).
+    let (applied_nats, _) = current_nats(ctx, &ns, &name).await?;
+    let rg = match applied_nats {
+        Some(nats) if nats != rg.spec.nats => {
+            let mut used = (*rg).clone();
+            used.spec.nats = nats;
+            Arc::new(used)
+        }
+        _ => rg,
+    };
     let refs = fetch_secrets(ctx, &rg).await?;
     if keep_slot.is_none() {
         let Some(conn) = source_connection(&rg, &refs) else {

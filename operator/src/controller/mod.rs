@@ -15,6 +15,7 @@
 pub mod attach;
 pub mod conditions;
 pub mod group;
+pub mod nats_change;
 pub mod validate;
 
 mod apply;

@@ -11,6 +11,7 @@ use async_nats::jetstream::context::DeleteStreamErrorKind;
 use async_nats::jetstream::ErrorCode;
 
 use pg_flo_source::names::group_streams;
+use secrecy::ExposeSecret;
 
 use super::validate::NatsAccess;
 use super::Error;
@@ -32,11 +33,22 @@ pub async fn delete_group_streams(access: &NatsAccess, group: &str) -> Result<()
     if let Some(creds) = &access.credentials {
         opts = opts.credentials(creds).map_err(|e| nats_error(&first, e))?;
     }
+    if let Some((user, password)) = &access.user {
+        opts = opts.user_and_password(user.clone(), password.expose_secret().to_owned());
+    }
+    if let Some(token) = &access.token {
+        opts = opts.token(token.expose_secret().to_owned());
+    }
     if let Some(pem) = &access.ca_pem {
         // Chain and host name verified against the CA, as libpq's verify-full.
-        let tls =
-            pg_flo_source::tls::client_config(pg_flo_source::tls::SslMode::VerifyFull, Some(pem))
-                .map_err(|e| nats_error(&first, e))?;
+        let mode = pg_flo_source::tls::SslMode::VerifyFull;
+        let tls = match &access.client_cert {
+            Some((cert, key)) => {
+                pg_flo_source::tls::client_config_with_cert(mode, Some(pem), cert, key)
+            }
+            None => pg_flo_source::tls::client_config(mode, Some(pem)),
+        }
+        .map_err(|e| nats_error(&first, e))?;
         if let Some(tls) = tls {
             opts = opts.tls_client_config((*tls).clone()).require_tls(true);
         }

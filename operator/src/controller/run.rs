@@ -2,8 +2,9 @@
 //! the whole cluster).
 //!
 //! - ReplicationGroup: owns its ConfigMaps, ServiceAccounts, Deployments, Jobs, StatefulSets,
-//!   Services and PodDisruptionBudgets (watched by the operator's label), and is re-reconciled
-//!   when a Rule or Route naming it, or a Secret it references, changes.
+//!   Services, PodDisruptionBudgets and NetworkPolicies (watched by the operator's label), and
+//!   is re-reconciled when a Rule or Route naming it, or a Secret it references (or its
+//!   generated NATS credentials), changes.
 //! - Rule / Route: re-reconciled when their group appears or goes; a Route also when another
 //!   Route of the same group changes (conflicts).
 
@@ -15,6 +16,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
@@ -134,6 +136,7 @@ async fn run_scope(ctx: Arc<Context>, ns: Option<String>) {
     let groups = owned::<StatefulSet>(groups, &client, ns);
     let groups = owned::<Service>(groups, &client, ns);
     let groups = owned::<PodDisruptionBudget>(groups, &client, ns);
+    let groups = owned::<NetworkPolicy>(groups, &client, ns);
     let group_of = |ns: Option<String>, group: &str| {
         Some(ObjectRef::<Guarded<ReplicationGroup>>::new(group).within(&ns?))
     };

@@ -13,6 +13,7 @@ use secrecy::SecretString;
 
 use super::{Context, Error};
 use crate::crd::{ReplicationGroup, Route, Rule, SecretKeyRef};
+use crate::resources::nats_auth_name;
 use crate::source::SourceConnection;
 
 /// Everything a group references, as read from the API.
@@ -114,20 +115,48 @@ pub fn secret_uses(rg: &ReplicationGroup) -> Vec<SecretUse> {
             key: None,
         });
     }
-    if let Some(e) = &rg.spec.nats.external {
-        if let Some(c) = &e.credentials_secret {
-            uses.push(key_use("spec.nats.external.credentialsSecret", c));
+    if let Some(tls) = rg.spec.nats.managed.as_ref().and_then(|m| m.tls.as_ref()) {
+        for key in ["tls.crt", "tls.key", "ca.crt"] {
+            uses.push(SecretUse {
+                field: "spec.nats.managed.tls.secretName",
+                secret: tls.secret_name.clone(),
+                key: Some(key.into()),
+            });
         }
-        if let Some(c) = &e.ca_secret {
-            uses.push(key_use("spec.nats.external.caSecret", c));
+    }
+    if let Some(e) = &rg.spec.nats.external {
+        for (field, r) in [
+            ("spec.nats.external.user", &e.user),
+            ("spec.nats.external.password", &e.password),
+            ("spec.nats.external.token", &e.token),
+            (
+                "spec.nats.external.credentialsSecret",
+                &e.credentials_secret,
+            ),
+            ("spec.nats.external.caSecret", &e.ca_secret),
+        ] {
+            if let Some(r) = r {
+                uses.push(key_use(field, r));
+            }
+        }
+        if let Some(c) = &e.client_cert_secret {
+            for key in ["tls.crt", "tls.key"] {
+                uses.push(SecretUse {
+                    field: "spec.nats.external.clientCertSecret",
+                    secret: c.name.clone(),
+                    key: Some(key.into()),
+                });
+            }
         }
     }
     uses
 }
 
-/// Whether the group references the Secret `name`.
+/// Whether the group references the Secret `name` (or it is the group's generated NATS
+/// credentials Secret).
 pub fn references_secret(rg: &ReplicationGroup, name: &str) -> bool {
-    secret_uses(rg).iter().any(|u| u.secret == name)
+    (rg.spec.nats.managed.is_some() && nats_auth_name(&rg.name_any()) == name)
+        || secret_uses(rg).iter().any(|u| u.secret == name)
 }
 
 /// Reads the Rules and Routes of the group's namespace and the Secrets it references.
@@ -245,6 +274,14 @@ pub fn validate(rg: &ReplicationGroup, refs: &Refs) -> Result<(), Vec<String>> {
             )),
         }
     }
+    if let Some(m) = &rg.spec.nats.managed {
+        if crate::resources::max_file_store(&m.storage_size).is_none_or(|b| b == 0) {
+            problems.push(format!(
+                "spec.nats.managed.storageSize: {:?} is not a positive quantity: use one such as 10Gi",
+                m.storage_size
+            ));
+        }
+    }
     problems.extend(refs.unreadable.iter().cloned());
     let group = rg.name_any();
     for rule in refs.rules.iter().filter(|r| r.spec.group_ref.name == group) {
@@ -323,24 +360,41 @@ pub struct NatsAccess {
     pub url: String,
     /// Content of the `.creds` file.
     pub credentials: Option<String>,
+    /// User and password.
+    pub user: Option<(String, SecretString)>,
+    /// Authentication token.
+    pub token: Option<SecretString>,
     /// CA certificate PEM.
     pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate and key PEM (mutual TLS).
+    pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// How the operator reaches the group's external NATS (`None` with managed NATS).
 pub fn external_nats(rg: &ReplicationGroup, refs: &Refs) -> Option<NatsAccess> {
     let e = rg.spec.nats.external.as_ref()?;
+    let text = |r: &Option<SecretKeyRef>| {
+        r.as_ref()
+            .and_then(|c| secret_value(refs, &c.name, &c.key))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let user = text(&e.user).zip(text(&e.password).map(SecretString::from));
+    let client_cert = e.client_cert_secret.as_ref().and_then(|c| {
+        Some((
+            secret_value(refs, &c.name, "tls.crt")?.to_vec(),
+            secret_value(refs, &c.name, "tls.key")?.to_vec(),
+        ))
+    });
     Some(NatsAccess {
         url: e.url.clone(),
-        credentials: e
-            .credentials_secret
-            .as_ref()
-            .and_then(|c| secret_value(refs, &c.name, &c.key))
-            .map(|v| String::from_utf8_lossy(v).into_owned()),
+        credentials: text(&e.credentials_secret),
+        user,
+        token: text(&e.token).map(SecretString::from),
         ca_pem: e
             .ca_secret
             .as_ref()
             .and_then(|c| secret_value(refs, &c.name, &c.key))
             .map(<[u8]>::to_vec),
+        client_cert,
     })
 }

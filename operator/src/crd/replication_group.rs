@@ -285,9 +285,17 @@ pub struct FileSink {
 pub struct StdoutSink {}
 
 /// NATS JetStream: exactly one member is set.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+///
+/// Switching between `managed` and `external` is refused (CEL transition rule): the current
+/// NATS holds the group's unconsumed changes and its state (copy progress, source identity),
+/// which the other would not have. To move a group, delete it and create it again
+/// (`mode: copyAndStream`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{"rule": "has(self.managed) != has(self.external)", "message": "exactly one of nats.managed, nats.external must be set"}]))]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.managed) != has(self.external)", "message": "exactly one of nats.managed, nats.external must be set"},
+    {"rule": "has(self.managed) == has(oldSelf.managed)", "message": "nats cannot switch between managed and external: the current NATS holds the group's unconsumed changes and state; delete the group and create it again (mode copyAndStream) to move it"}
+]))]
 pub struct NatsSpec {
     /// A NATS server the operator runs for the group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -297,23 +305,60 @@ pub struct NatsSpec {
     pub external: Option<ExternalNats>,
 }
 
-/// NATS server run by the operator.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+/// NATS JetStream run by the operator: a StatefulSet of `replicas` servers with a volume each,
+/// clients authenticated with generated credentials (Secret `<group>-nats-auth`) and limited
+/// to the group's subjects, a NetworkPolicy admitting only the group's pods.
+///
+/// `replicas` and `storageClass` are immutable and `storageSize` can only grow (CEL
+/// transition rules): a standalone server's streams are not carried into a cluster (nor back),
+/// and a volume cannot move to another class or shrink. A larger `storageSize` resizes the
+/// volumes (the StorageClass must allow volume expansion).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.replicas == oldSelf.replicas", "message": "nats.managed.replicas is immutable: a standalone server's streams are not carried into a cluster (nor back); delete the group and create it again (mode copyAndStream) to change it"},
+    {"rule": "(has(self.storageClass) ? self.storageClass : '') == (has(oldSelf.storageClass) ? oldSelf.storageClass : '')", "message": "nats.managed.storageClass is immutable: the volumes holding the stream cannot move to another class"},
+    {"rule": "quantity(self.storageSize).compareTo(quantity(oldSelf.storageSize)) >= 0", "message": "nats.managed.storageSize can only grow: a volume cannot shrink"}
+]))]
 pub struct ManagedNats {
-    /// Servers in the JetStream cluster (1 or 3).
+    /// Servers in the JetStream cluster (1 or 3); the group's streams keep one copy per
+    /// server. Immutable.
     #[serde(default = "default_nats_replicas")]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == 1 || self == 3", "message": "nats.managed.replicas must be 1 or 3"}]))]
     pub replicas: u8,
-    /// Size of each server's JetStream volume.
+    /// Size of each server's JetStream volume (a Kubernetes quantity, e.g. `10Gi`); can only
+    /// grow. JetStream may use 90% of it, the group's change stream 80%: when the stream is
+    /// full the replicator waits (back-pressure) instead of the disk filling up.
     #[serde(default = "default_storage_size")]
+    #[schemars(length(min = 1, max = 64), extend("x-kubernetes-validations" = [{"rule": "isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))", "message": "nats.managed.storageSize must be a positive quantity, e.g. 10Gi"}]))]
     pub storage_size: String,
-    /// StorageClass of the volumes (default: the cluster's default).
+    /// StorageClass of the volumes (default: the cluster's default). Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub storage_class: Option<String>,
     /// NATS server image (default: the operator's pinned NATS image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Container resources of each server (default: requests 100m CPU and 256Mi memory, limit
+    /// 1Gi memory). `GOMEMLIMIT` is set to 80% of the memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// TLS for clients and cluster routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<NatsTls>,
+}
+
+/// TLS of the managed NATS servers, from a Secret in the group's namespace with the keys
+/// `tls.crt`, `tls.key` and `ca.crt` (what cert-manager writes for a Certificate). The
+/// certificate must name `<group>-nats.<namespace>.svc` (clients) and
+/// `*.<group>-nats-headless.<namespace>.svc` (cluster routes); the pods verify it with
+/// `ca.crt`. A renewed certificate restarts the servers one by one.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NatsTls {
+    /// Name of the Secret.
+    #[schemars(length(min = 1))]
+    pub secret_name: String,
 }
 
 fn default_nats_replicas() -> u8 {
@@ -324,19 +369,45 @@ fn default_storage_size() -> String {
     "1Gi".into()
 }
 
-/// Existing NATS server.
+/// Existing NATS server: the replicator and worker connect with the credentials given here
+/// (at most one of `password`, `token`, `credentialsSecret`). The URL is immutable (CEL
+/// transition rule): the servers it names hold the group's unconsumed changes and state.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.url == oldSelf.url", "message": "nats.external.url is immutable: the servers it names hold the group's unconsumed changes and state; delete the group and create it again (mode copyAndStream) to move it"},
+    {"rule": "has(self.user) == has(self.password)", "message": "nats.external.user and nats.external.password go together"},
+    {"rule": "[has(self.password), has(self.token), has(self.credentialsSecret)].filter(x, x).size() <= 1", "message": "at most one of nats.external.password, nats.external.token, nats.external.credentialsSecret"},
+    {"rule": "!has(self.clientCertSecret) || has(self.caSecret)", "message": "nats.external.clientCertSecret needs nats.external.caSecret (the CA of the server's certificate)"}
+]))]
 pub struct ExternalNats {
-    /// Server URL (`nats://host:4222`, `tls://host:4222`).
-    #[schemars(length(min = 1))]
+    /// Server URL(s), comma-separated (`nats://host:4222`, `tls://host:4222`). Immutable.
+    #[schemars(length(min = 1, max = 4096))]
     pub url: String,
-    /// NATS credentials file (`.creds`).
+    /// User name (with `password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<SecretKeyRef>,
+    /// Password of `user`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretKeyRef>,
+    /// Authentication token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<SecretKeyRef>,
+    /// NATS credentials file (`.creds`: JWT and NKey seed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<SecretKeyRef>,
-    /// CA certificate (PEM) to verify the server with.
+    /// CA certificate (PEM) to verify the server with (turns on TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret: Option<SecretKeyRef>,
+    /// Client certificate for mutual TLS: a Secret with `tls.crt` and `tls.key`
+    /// (`kubernetes.io/tls`, as cert-manager writes it); needs `caSecret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_secret: Option<SecretRef>,
+    /// Copies of each of the group's streams (1 to 5, at most the servers of the NATS
+    /// cluster; default: the server's, 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 5))]
+    pub stream_replicas: Option<u8>,
 }
 
 /// Resources, scheduling and metadata of a pod (each field is copied into the pod template).

@@ -15,8 +15,9 @@ use pg_flo_config::runtime::{
 };
 use pg_flo_config::{routing as routing_file, rules as rules_file};
 
+use super::nats::{stream_max_bytes, RUNTIME_USER};
 use super::{config_map_name, nats_name, BuildError, Valid, CONFIG_DIR, NATS_CLIENT_PORT};
-use crate::crd::{Mode, ReplicationGroup, Route, Rule, RuleItem};
+use crate::crd::{Mode, NatsSpec, ReplicationGroup, Route, Rule, RuleItem};
 
 /// File name of the replicator config in the ConfigMap.
 pub const REPLICATOR_FILE: &str = "replicator.yaml";
@@ -35,6 +36,13 @@ pub const TARGET_CA_PATH: &str = "/var/run/pg-flo/target-ca/ca.crt";
 pub const NATS_CA_PATH: &str = "/var/run/pg-flo/nats-ca/ca.crt";
 /// Mount path of the NATS credentials file.
 pub const NATS_CREDS_PATH: &str = "/var/run/pg-flo/nats-creds/nats.creds";
+/// Mount path of the NATS client certificate (external NATS, mutual TLS).
+pub const NATS_CLIENT_CERT_PATH: &str = "/var/run/pg-flo/nats-client/tls.crt";
+/// Mount path of the NATS client key (external NATS, mutual TLS).
+pub const NATS_CLIENT_KEY_PATH: &str = "/var/run/pg-flo/nats-client/tls.key";
+/// ConfigMap annotation holding the `spec.nats` the config was rendered with (JSON): what the
+/// pods use, against which the controller judges a change of `spec.nats`.
+pub const NATS_SPEC_ANNOTATION: &str = "pgflo.io/nats";
 
 /// First NATS connection: how long the pods wait for NATS before exiting.
 pub const NATS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -57,24 +65,39 @@ pub(crate) fn nats_url(rg: &ReplicationGroup, v: &Valid) -> String {
     }
 }
 
-/// The settings both config files share: the group, its NATS server and the admin address.
+/// The settings both config files share: the group, its NATS server and how to authenticate
+/// (secrets come as env variables, see `nats_client.rs`), the admin address.
+///
+/// Managed NATS: user [`RUNTIME_USER`], the CA of `tls.secretName` when set, one stream copy
+/// per server. External NATS: the files of its Secrets, `streamReplicas`.
 fn common(rg: &ReplicationGroup, v: &Valid) -> GroupSettings {
     let ext = rg.spec.nats.external.as_ref();
+    let managed = rg.spec.nats.managed.as_ref();
+    let client_cert = ext.and_then(|e| e.client_cert_secret.as_ref()).is_some();
     GroupSettings {
         group: Some(v.group.clone()),
         nats_url: Some(nats_url(rg, v)),
-        nats_ca_file: ext
-            .and_then(|e| e.ca_secret.as_ref())
-            .map(|_| NATS_CA_PATH.into()),
+        nats_ca_file: (ext.and_then(|e| e.ca_secret.as_ref()).is_some()
+            || managed.and_then(|m| m.tls.as_ref()).is_some())
+        .then(|| NATS_CA_PATH.into()),
         nats_creds_file: ext
             .and_then(|e| e.credentials_secret.as_ref())
             .map(|_| NATS_CREDS_PATH.into()),
+        nats_user: managed.map(|_| RUNTIME_USER.to_owned()),
+        nats_tls_cert_file: client_cert.then(|| NATS_CLIENT_CERT_PATH.into()),
+        nats_tls_key_file: client_cert.then(|| NATS_CLIENT_KEY_PATH.into()),
+        nats_stream_replicas: match (managed, ext) {
+            (Some(m), _) => Some(u64::from(m.replicas.max(1))),
+            (None, Some(e)) => e.stream_replicas.map(u64::from),
+            (None, None) => None,
+        },
         metrics_addr: Some(SocketAddr::from((
             Ipv4Addr::UNSPECIFIED,
             super::METRICS_PORT,
         ))),
         // A managed NATS may still be starting (image pull, volume attach) when the pods do.
         nats_connect_timeout: Some(NATS_CONNECT_TIMEOUT),
+        ..GroupSettings::default()
     }
 }
 
@@ -106,6 +129,14 @@ pub(crate) fn replicator_config(rg: &ReplicationGroup, v: &Valid) -> Settings {
                 .then_some(i64::from(rg.spec.copy_workers_per_table)),
             track_ddl: Some(rg.spec.track_ddl),
             retry_max_attempts: Some(REPLICATOR_RETRY_ATTEMPTS),
+            // A managed NATS's stream fills at most its share of the volume: then the
+            // replicator waits instead of JetStream running out of disk.
+            nats_stream_max_bytes: rg
+                .spec
+                .nats
+                .managed
+                .as_ref()
+                .and_then(|m| stream_max_bytes(&m.storage_size)),
             ..ReplicatorSettings::default()
         },
         ..Settings::default()
@@ -247,11 +278,27 @@ pub fn config_map(
     if let Some(r) = routes {
         data.insert(ROUTING_FILE.to_string(), r);
     }
+    let mut metadata = v.meta(config_map_name(&v.name), "config");
+    metadata.annotations = Some(BTreeMap::from([(
+        NATS_SPEC_ANNOTATION.to_string(),
+        serde_json::to_string(&rg.spec.nats).map_err(BuildError::Json)?,
+    )]));
     Ok(ConfigMap {
-        metadata: v.meta(config_map_name(&v.name), "config"),
+        metadata,
         data: Some(data),
         ..ConfigMap::default()
     })
+}
+
+/// The `spec.nats` a ConfigMap of [`config_map`] was rendered with (`None` without the
+/// annotation, e.g. rendered by an older operator, or when it cannot be read).
+pub fn applied_nats(cm: &ConfigMap) -> Option<NatsSpec> {
+    let json = cm
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(NATS_SPEC_ANNOTATION)?;
+    serde_json::from_str(json).ok()
 }
 
 /// Stable content hash of a ConfigMap's `data` and `binaryData` (FNV-1a 64, hex), independent

@@ -10,14 +10,18 @@
 //! - StatefulSets `<group>-replicator` and `<group>-worker` ([`replicator_stateful_set`],
 //!   [`worker_stateful_set`], one pod each), pod template annotated with [`config_hash`] so a
 //!   config change rolls the pods;
-//! - with managed NATS: StatefulSet `<group>-nats`, client Service `<group>-nats`, headless
-//!   Service `<group>-nats-headless`, PodDisruptionBudget `<group>-nats` ([`nats`]).
+//! - with managed NATS: StatefulSet `<group>-nats`, its ConfigMap `<group>-nats-config`
+//!   (`nats.conf`), client Service `<group>-nats`, headless Service `<group>-nats-headless`,
+//!   PodDisruptionBudget and NetworkPolicy `<group>-nats` ([`nats`]); the credentials Secret
+//!   `<group>-nats-auth` ([`nats_auth_secret`]) is created once by the controller.
 //!
 //! Secrets never enter the ConfigMap: credentials reach the pods as `PG_FLO_*` env variables
 //! with `valueFrom.secretKeyRef`, CA certificates and NATS credentials as Secret volumes.
 
 mod config;
 mod nats;
+mod nats_client;
+pub mod quantity;
 mod workloads;
 
 use std::collections::BTreeMap;
@@ -30,8 +34,13 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::{ReplicationGroup, Route, Rule};
 
-pub use config::{config_hash, config_map, REPLICATOR_FILE};
-pub use nats::{nats, NatsObjects, DEFAULT_NATS_IMAGE};
+pub use config::{applied_nats, config_hash, config_map, NATS_SPEC_ANNOTATION, REPLICATOR_FILE};
+pub use nats::{
+    go_mem_limit, max_file_store, nats, nats_auth_name, nats_auth_secret, nats_conf,
+    nats_config_name, nats_resources, nats_volume_claim_name, runtime_permissions,
+    stream_max_bytes, NatsAuth, NatsObjects, AUTH_PASSWORD_KEY, AUTH_ROUTE_PASSWORD_KEY,
+    DEFAULT_NATS_IMAGE, FILE_STORE_PERCENT, NATS_CONF_FILE, RUNTIME_USER, STREAM_PERCENT,
+};
 pub use workloads::{
     copy_job, copy_job_name, default_resources, replicator_name, replicator_stateful_set,
     service_account, worker_name, worker_stateful_set, workload_name, Role, MAX_STATEFUL_SET_NAME,
@@ -74,6 +83,15 @@ pub enum BuildError {
     /// Not exactly one of `nats.managed` / `nats.external` is set.
     #[error("ReplicationGroup {0}: exactly one of nats.managed, nats.external must be set")]
     InvalidNats(String),
+    /// `nats.managed.storageSize` is not a Kubernetes quantity.
+    #[error("spec.nats.managed.storageSize {0:?} is not a quantity such as 10Gi")]
+    InvalidStorageSize(String),
+    /// The system's random number generator failed (generating NATS passwords).
+    #[error("cannot generate a random password: the system's random number generator failed")]
+    Random,
+    /// `spec.nats` could not be written as JSON (the ConfigMap annotation).
+    #[error("cannot render spec.nats as JSON: {0}")]
+    Json(#[source] serde_json::Error),
     /// A rules or routing file could not be rendered.
     #[error("cannot render {file}: {source}")]
     Yaml {
@@ -135,7 +153,7 @@ pub fn build(
     Valid::new(rg)?;
     let config_map = config_map(rg, rules, routes)?;
     let hash = config_hash(&config_map);
-    Ok(Desired {
+    let mut desired = Desired {
         replicator: replicator_stateful_set(rg, default_image, &hash)?,
         copy_job: copy_job(rg, default_image, &hash)?,
         worker: worker_stateful_set(rg, default_image, &hash, webhook_header_keys)?,
@@ -143,7 +161,27 @@ pub fn build(
         nats: nats(rg)?,
         config_hash: hash,
         config_map,
-    })
+    };
+    nats_client::add_nats_client(&mut desired, rg)?;
+    Ok(desired)
+}
+
+/// Annotates the managed NATS pod template with `versions` (the auth and TLS Secrets'
+/// `name=resourceVersion`), so that new passwords or a renewed certificate restart the
+/// servers.
+pub fn annotate_nats_secret_versions(desired: &mut Desired, versions: &str) {
+    if let Some(t) = desired
+        .nats
+        .as_mut()
+        .and_then(|n| n.stateful_set.spec.as_mut())
+        .map(|s| &mut s.template)
+    {
+        t.metadata
+            .get_or_insert_with(ObjectMeta::default)
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(SECRETS_VERSION_ANNOTATION.into(), versions.into());
+    }
 }
 
 /// Checks what the builders need of a group (name, namespace, uid, one sink, one NATS).

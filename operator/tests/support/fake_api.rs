@@ -18,6 +18,11 @@
 //! - Watches (`?watch=true`): the changes after the requested `resourceVersion`, then live ones,
 //!   filtered by label selector, so the real controllers (`controller::run`) can run on it.
 //!
+//! - The API server's refusal to change a StatefulSet's `volumeClaimTemplates`, `selector`,
+//!   `serviceName` or `podManagementPolicy` (422), which once blocked every reconcile.
+//! - Injected failures ([`FakeApi::fail`]): a status code for requests of a method whose path
+//!   ends with a given suffix (a StorageClass without volume expansion, an API outage).
+//!
 //! Not implemented: field selectors, owner-reference garbage collection (tests that
 //! need GC delete the children themselves), admission and schema validation.
 
@@ -60,6 +65,8 @@ struct State {
     history: Vec<WatchEvent>,
     /// Live changes for open watches.
     changes: tokio::sync::broadcast::Sender<WatchEvent>,
+    /// Injected failures: (method, path suffix, code, message).
+    failures: Vec<(String, String, u16, String)>,
 }
 
 impl Default for State {
@@ -70,6 +77,7 @@ impl Default for State {
             log: Vec::new(),
             history: Vec::new(),
             changes: tokio::sync::broadcast::channel(4096).0,
+            failures: Vec::new(),
         }
     }
 }
@@ -220,6 +228,36 @@ impl State {
         (201, obj)
     }
 
+    /// The API server's validation of an update: a StatefulSet's immutable spec fields.
+    fn immutable_fields_changed(collection: &str, old: &Value, new: &Value) -> Option<String> {
+        if !collection.ends_with("/statefulsets") {
+            return None;
+        }
+        let templates = |v: &Value| {
+            let mut t = v["spec"]["volumeClaimTemplates"].clone();
+            if let Some(items) = t.as_array_mut() {
+                for item in items {
+                    if let Some(m) = item.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+            t
+        };
+        let changed = templates(old) != templates(new)
+            || ["selector", "serviceName", "podManagementPolicy"]
+                .iter()
+                .any(|k| old["spec"][k] != new["spec"][k]);
+        changed.then(|| {
+            format!(
+                "StatefulSet.apps {:?} is invalid: spec: Forbidden: updates to statefulset spec for \
+                 fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', \
+                 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+                old["metadata"]["name"].as_str().unwrap_or_default()
+            )
+        })
+    }
+
     /// Stores `new` as the next version of `old`, keeping system metadata.
     fn update(
         &mut self,
@@ -228,6 +266,9 @@ impl State {
         mut new: Value,
         keep_status: bool,
     ) -> (u16, Value) {
+        if let Some(message) = Self::immutable_fields_changed(collection, old, &new) {
+            return status(422, "Invalid", message);
+        }
         for k in ["uid", "creationTimestamp", "deletionTimestamp", "namespace"] {
             if old["metadata"].get(k).is_some() {
                 new["metadata"][k] = old["metadata"][k].clone();
@@ -314,6 +355,13 @@ impl State {
         content_type: &str,
         body: Value,
     ) -> (u16, Value) {
+        if let Some((_, _, code, message)) = self
+            .failures
+            .iter()
+            .find(|(m, suffix, _, _)| m == method && path.ends_with(suffix.as_str()))
+        {
+            return status(*code, "Injected", message.clone());
+        }
         let Some((collection, name, sub)) = split_path(path) else {
             // A cluster-wide list: every namespace's objects of the kind.
             if let (true, Some((prefix, plural))) = (method == "GET", cluster_path(path)) {
@@ -649,6 +697,22 @@ impl FakeApi {
         obj["status"] = status;
         obj["metadata"]["resourceVersion"] = json!(rv);
         st.record(&coll, "MODIFIED", obj);
+    }
+
+    /// From now on, answers requests of `method` whose path ends with `path_suffix` with
+    /// `code` and `message` (until [`FakeApi::heal`]).
+    pub fn fail(&self, method: &str, path_suffix: &str, code: u16, message: &str) {
+        self.state.lock().unwrap().failures.push((
+            method.into(),
+            path_suffix.into(),
+            code,
+            message.into(),
+        ));
+    }
+
+    /// Stops every injected failure.
+    pub fn heal(&self) {
+        self.state.lock().unwrap().failures.clear();
     }
 
     /// Every request so far.

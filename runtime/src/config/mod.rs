@@ -74,6 +74,15 @@ pub struct NatsConfig {
     pub ca_file: Option<PathBuf>,
     /// NATS credentials file (JWT + NKey seed).
     pub creds_file: Option<PathBuf>,
+    /// User and password (`--nats-user`, `--nats-password`).
+    pub user: Option<(String, SecretString)>,
+    /// Authentication token (`--nats-token`).
+    pub token: Option<SecretString>,
+    /// Client certificate and key files for mutual TLS (implies TLS).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Replicas of the streams the process creates; `None`: the server's default, and
+    /// existing streams are left as they are.
+    pub stream_replicas: Option<usize>,
     /// How long to keep retrying the first connection before giving up.
     pub connect_timeout: Duration,
 }
@@ -84,6 +93,10 @@ impl fmt::Debug for NatsConfig {
             .field("url", &crate::redact::url_list(&self.url))
             .field("ca_file", &self.ca_file)
             .field("creds_file", &self.creds_file)
+            .field("user", &self.user.as_ref().map(|(user, _)| user))
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("client_cert", &self.client_cert)
+            .field("stream_replicas", &self.stream_replicas)
             .field("connect_timeout", &self.connect_timeout)
             .finish()
     }

@@ -31,6 +31,9 @@ use super::{
 };
 use crate::cli::{Command, CommandLine, SinkCommand};
 
+/// JetStream's most replicas of a stream.
+const MAX_STREAM_REPLICAS: usize = 5;
+
 /// `--key (env PG_FLO_KEY, config key key)`: every way to set `key`.
 pub(super) fn how_to_set(key: &str) -> String {
     format!("--{key} (env {}, config key {key})", env_var(key))
@@ -196,10 +199,72 @@ impl Resolver {
     }
 
     fn nats(&mut self, g: &GroupSettings) -> NatsConfig {
+        let url = self.required_text("nats-url", &g.nats_url);
+        let user = match (&g.nats_user, &g.nats_password) {
+            (Some(user), Some(password)) => Some((user.clone(), password.clone())),
+            (None, None) => None,
+            (Some(_), None) => {
+                self.problem("nats-password", "--nats-user needs --nats-password");
+                None
+            }
+            (None, Some(_)) => {
+                self.problem("nats-user", "--nats-password needs --nats-user");
+                None
+            }
+        };
+        // One way to authenticate: a server takes only one.
+        let url_auth = crate::nats::servers(&url).is_ok_and(|(_, auth)| auth.is_some());
+        let ways: Vec<&str> = [
+            (url_auth, "credentials in --nats-url"),
+            (
+                g.nats_user.is_some() || g.nats_password.is_some(),
+                "--nats-user/--nats-password",
+            ),
+            (g.nats_token.is_some(), "--nats-token"),
+            (g.nats_creds_file.is_some(), "--nats-creds-file"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect();
+        if ways.len() > 1 {
+            self.problems.push(format!(
+                "NATS credentials are given more than once ({}): use one of them",
+                ways.join(", ")
+            ));
+        }
+        let client_cert = match (&g.nats_tls_cert_file, &g.nats_tls_key_file) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            (Some(_), None) => {
+                self.problem(
+                    "nats-tls-key-file",
+                    "--nats-tls-cert-file needs its key file",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                self.problem(
+                    "nats-tls-cert-file",
+                    "--nats-tls-key-file needs its certificate file",
+                );
+                None
+            }
+        };
+        let stream_replicas = g.nats_stream_replicas.map(to_usize);
+        if stream_replicas.is_some_and(|n| n > MAX_STREAM_REPLICAS) {
+            self.problem(
+                "nats-stream-replicas",
+                format!("nats-stream-replicas must be between 1 and {MAX_STREAM_REPLICAS} (JetStream's limit)"),
+            );
+        }
         NatsConfig {
-            url: self.required_text("nats-url", &g.nats_url),
+            url,
             ca_file: g.nats_ca_file.clone(),
             creds_file: g.nats_creds_file.clone(),
+            user,
+            token: g.nats_token.clone(),
+            client_cert,
+            stream_replicas,
             connect_timeout: g
                 .nats_connect_timeout
                 .unwrap_or(DEFAULT_NATS_CONNECT_TIMEOUT),

@@ -899,3 +899,66 @@ fn log_settings() {
     assert_eq!(loaded.log.level, "debug");
     assert!(matches!(loaded.process, Process::Version));
 }
+
+#[test]
+fn nats_credentials_tls_and_replicas() {
+    let base = ["worker", "stdout", "--group=g", "--nats-url=nats://n:4222"];
+    let with = |extra: &[&str], env: &[(&str, &str)], file: Option<&str>| {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        worker(&args, env, file).nats
+    };
+    let n = with(
+        &["--nats-user=pg-flo"],
+        &[("PG_FLO_NATS_PASSWORD", "hunter2")],
+        Some("nats-stream-replicas: 3\nnats-tls-cert-file: /c/tls.crt\nnats-tls-key-file: /c/tls.key\n"),
+    );
+    let (user, password) = n.user.as_ref().unwrap();
+    assert_eq!(
+        (user.as_str(), password.expose_secret()),
+        ("pg-flo", "hunter2")
+    );
+    assert_eq!(n.stream_replicas, Some(3));
+    assert_eq!(
+        n.client_cert,
+        Some(("/c/tls.crt".into(), "/c/tls.key".into()))
+    );
+    assert!(n.token.is_none());
+    let debug = format!("{n:?}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+    let n = with(&[], &[("PG_FLO_NATS_TOKEN", "t0ken")], None);
+    assert_eq!(n.token.as_ref().unwrap().expose_secret(), "t0ken");
+    assert!(!format!("{n:?}").contains("t0ken"));
+    let n = with(&[], &[], None);
+    assert_eq!(
+        (
+            n.user.is_none(),
+            n.token.is_none(),
+            n.client_cert,
+            n.stream_replicas
+        ),
+        (true, true, None, None)
+    );
+}
+
+#[test]
+fn nats_credentials_given_twice_or_half_are_refused() {
+    /// Extra flags, env, the one problem.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 7] = [
+        (&["--nats-user=u"], &[], "--nats-user needs --nats-password (set with --nats-password (env PG_FLO_NATS_PASSWORD, config key nats-password))"),
+        (&[], &[("PG_FLO_NATS_PASSWORD", "p")], "--nats-password needs --nats-user (set with --nats-user (env PG_FLO_NATS_USER, config key nats-user))"),
+        (&["--nats-user=u", "--nats-password=p", "--nats-token=t"], &[], "NATS credentials are given more than once (--nats-user/--nats-password, --nats-token): use one of them"),
+        (&["--nats-url=nats://a:b@n", "--nats-token=t"], &[], "NATS credentials are given more than once (credentials in --nats-url, --nats-token): use one of them"),
+        (&["--nats-creds-file=/c", "--nats-token=t"], &[], "NATS credentials are given more than once (--nats-token, --nats-creds-file): use one of them"),
+        (&["--nats-tls-cert-file=/c"], &[], "--nats-tls-cert-file needs its key file (set with --nats-tls-key-file (env PG_FLO_NATS_TLS_KEY_FILE, config key nats-tls-key-file))"),
+        (&["--nats-stream-replicas=6"], &[], "nats-stream-replicas must be between 1 and 5 (JetStream's limit) (set with --nats-stream-replicas (env PG_FLO_NATS_STREAM_REPLICAS, config key nats-stream-replicas))"),
+    ];
+    for (extra, env, want) in cases {
+        let mut args = vec!["worker", "stdout", "--group=g"];
+        if !extra.iter().any(|a| a.starts_with("--nats-url")) {
+            args.push("--nats-url=nats://n:4222");
+        }
+        args.extend_from_slice(extra);
+        assert_eq!(problems(&args, env, None), [want], "{extra:?}");
+    }
+}

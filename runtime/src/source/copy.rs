@@ -78,7 +78,7 @@ pub async fn state_store(
     js: &jetstream::Context,
     group: &str,
 ) -> Result<jetstream::stream::Stream, ReplicatorError> {
-    crate::nats::ensure_state_stream(js, group)
+    crate::nats::ensure_state_stream(js, group, None)
         .await
         .map_err(|e| ReplicatorError::Publish(e.to_string()))
 }

@@ -178,8 +178,11 @@ async fn run_once(
         &config::stream_name(&cfg.group),
         &subject,
         cfg.stream_max_bytes,
+        cfg.nats.stream_replicas,
     )
     .await?;
+    // The state stream with the wanted replicas (later lookups leave it as it is).
+    nats_setup::ensure_state_stream(&js, &cfg.group, cfg.nats.stream_replicas).await?;
     let stream_config = &stream.cached_info().config;
     let stream_max_bytes = u64::try_from(stream_config.max_bytes)
         .ok()

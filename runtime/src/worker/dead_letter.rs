@@ -76,8 +76,9 @@ impl Target {
         js: &jetstream::Context,
         group: &str,
         max_payload: usize,
+        replicas: Option<usize>,
     ) -> Result<Target, NatsError> {
-        let stream = nats_setup::ensure_dead_letter_stream(js, group).await?;
+        let stream = nats_setup::ensure_dead_letter_stream(js, group, replicas).await?;
         Ok(Target {
             js: js.clone(),
             stream,

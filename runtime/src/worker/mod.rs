@@ -235,9 +235,16 @@ pub async fn run(
     let bytes_ahead = MAX_BYTES_AHEAD.max(max_payload.saturating_mul(2));
     let js = jetstream::new(client);
     let subject = config::subject(&cfg.group);
-    let stream =
-        nats_setup::ensure_stream(&js, &config::stream_name(&cfg.group), &subject, None).await?;
-    let state_stream = nats_setup::ensure_state_stream(&js, &cfg.group).await?;
+    let replicas = cfg.nats.stream_replicas;
+    let stream = nats_setup::ensure_stream(
+        &js,
+        &config::stream_name(&cfg.group),
+        &subject,
+        None,
+        replicas,
+    )
+    .await?;
+    let state_stream = nats_setup::ensure_state_stream(&js, &cfg.group, replicas).await?;
     let _consumer_gauges = AbortOnDrop(tokio::spawn(read_consumer(
         stream.clone(),
         config::consumer_name(&cfg.group),
@@ -249,7 +256,7 @@ pub async fn run(
     };
     let mut order = Order::default();
     let dead_letters = if cfg.dead_letter {
-        let target = dead_letter::Target::open(&js, &cfg.group, max_payload).await?;
+        let target = dead_letter::Target::open(&js, &cfg.group, max_payload, replicas).await?;
         // Messages moved there by an earlier run: their successors must not wait for them.
         for (pos, letter) in target.recent().await {
             order.dead_lettered(pos, letter);

@@ -80,6 +80,7 @@ impl Group {
             &pg_flo::config::stream_name(name),
             &pg_flo::config::subject(name),
             None,
+            None,
         )
         .await
         .unwrap();
