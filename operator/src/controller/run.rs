@@ -3,9 +3,11 @@
 //!
 //! - ReplicationGroup: owns its ConfigMaps, ServiceAccounts, Deployments, Jobs, StatefulSets,
 //!   Services and PodDisruptionBudgets (watched by the operator's label), and is re-reconciled
-//!   when a Rule or Route naming it, or a Secret it references, changes.
-//! - Rule / Route: re-reconciled when their group appears or goes; a Route also when another
-//!   Route of the same group changes (conflicts).
+//!   when a Rule or Route naming it, a Secret it references, or one of its pods (by the
+//!   operator's label and `pgflo.io/group`: pod states and restarts are in its status) changes.
+//! - Rule / Route: re-reconciled when their group changes (appears, goes, or its status
+//!   follows its worker pod: `Accepted` waits for the worker running their configuration); a
+//!   Route also when another Route of the same group changes (conflicts).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +16,7 @@ use futures_util::future::join_all;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
@@ -29,6 +31,7 @@ use super::attach::{reconcile_route, reconcile_rule};
 use super::validate::references_secret;
 use super::{error_chain, error_policy, group, Context, Error};
 use crate::crd::{ReplicationGroup, Route, Rule};
+use crate::resources::GROUP_LABEL;
 
 /// What the controllers watch.
 #[derive(Clone, Debug, Default)]
@@ -146,6 +149,14 @@ async fn run_scope(ctx: Arc<Context>, ns: Option<String>) {
             let route = g.0.ok()?;
             group_of(route.namespace(), &route.spec.group_ref.name)
         })
+        .watches(
+            api::<Pod>(&client, ns),
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=pg-flo-operator"),
+            move |pod| {
+                let group = pod.labels().get(GROUP_LABEL)?.clone();
+                group_of(pod.namespace(), &group)
+            },
+        )
         .watches(api::<Secret>(&client, ns), wc.clone(), move |secret| {
             let name = secret.name_any();
             let ns = secret.namespace();

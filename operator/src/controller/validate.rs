@@ -327,6 +327,19 @@ pub struct NatsAccess {
     pub ca_pem: Option<Vec<u8>>,
 }
 
+/// How the operator reaches the group's NATS: the external one, or the managed one's client
+/// Service.
+pub fn nats_access(rg: &ReplicationGroup, refs: &Refs) -> NatsAccess {
+    external_nats(rg, refs).unwrap_or_else(|| NatsAccess {
+        url: crate::resources::managed_nats_url(
+            &rg.name_any(),
+            &rg.namespace().unwrap_or_default(),
+        ),
+        credentials: None,
+        ca_pem: None,
+    })
+}
+
 /// How the operator reaches the group's external NATS (`None` with managed NATS).
 pub fn external_nats(rg: &ReplicationGroup, refs: &Refs) -> Option<NatsAccess> {
     let e = rg.spec.nats.external.as_ref()?;

@@ -30,7 +30,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::{ReplicationGroup, Route, Rule};
 
-pub use config::{config_hash, config_map, REPLICATOR_FILE};
+pub use config::{config_hash, config_map, rendered_members, REPLICATOR_FILE};
 pub use nats::{nats, NatsObjects, DEFAULT_NATS_IMAGE};
 pub use workloads::{
     copy_job, copy_job_name, default_resources, replicator_name, replicator_stateful_set,
@@ -43,6 +43,11 @@ pub const CONFIG_HASH_ANNOTATION: &str = "pgflo.io/config-hash";
 /// Pod annotation naming the versions of the Secrets the pod reads: a rotated password rolls
 /// the pods.
 pub const SECRETS_VERSION_ANNOTATION: &str = "pgflo.io/secrets-version";
+/// ConfigMap annotation listing the Rules rendered into it, `<name>=<generation>` comma-joined
+/// by name: a Rule is `Accepted=True` once a ready worker runs this ConfigMap's hash.
+pub const RULES_ANNOTATION: &str = "pgflo.io/rules";
+/// ConfigMap annotation listing the Routes rendered into it (as [`RULES_ANNOTATION`]).
+pub const ROUTES_ANNOTATION: &str = "pgflo.io/routes";
 /// Label naming the group of an object.
 pub const GROUP_LABEL: &str = "pgflo.io/group";
 /// Mount path of the ConfigMap in the replicator and worker pods.
@@ -219,6 +224,14 @@ pub fn service_account_name(group: &str) -> String {
 /// Name of the managed NATS StatefulSet and client Service of a group.
 pub fn nats_name(group: &str) -> String {
     format!("{group}-nats")
+}
+
+/// Client URL of the managed NATS of group `name` in `namespace` (its client Service).
+pub fn managed_nats_url(name: &str, namespace: &str) -> String {
+    format!(
+        "nats://{}.{namespace}.svc:{NATS_CLIENT_PORT}",
+        nats_name(name)
+    )
 }
 
 /// Name of the managed NATS headless Service of a group.

@@ -60,6 +60,8 @@ struct State {
     history: Vec<WatchEvent>,
     /// Live changes for open watches.
     changes: tokio::sync::broadcast::Sender<WatchEvent>,
+    /// Injected failures: (method, path suffix, status code, message).
+    failures: Vec<(String, String, u16, String)>,
 }
 
 impl Default for State {
@@ -70,6 +72,7 @@ impl Default for State {
             log: Vec::new(),
             history: Vec::new(),
             changes: tokio::sync::broadcast::channel(4096).0,
+            failures: Vec::new(),
         }
     }
 }
@@ -518,7 +521,15 @@ impl FakeApi {
                         .unwrap();
                     return Ok::<_, BoxError>(resp);
                 }
-                let (code, out) = st.handle(&method, &path, &query, &content_type, body);
+                let failure = st
+                    .failures
+                    .iter()
+                    .find(|(m, suffix, _, _)| *m == method && path.ends_with(suffix.as_str()))
+                    .map(|(_, _, code, message)| (*code, message.clone()));
+                let (code, out) = match failure {
+                    Some((code, message)) => status(code, "Invalid", message),
+                    None => st.handle(&method, &path, &query, &content_type, body),
+                };
                 drop(st);
                 let full = Full::new(Bytes::from(serde_json::to_vec(&out).unwrap()))
                     .map_err(|never| match never {});
@@ -531,6 +542,22 @@ impl FakeApi {
             }
         });
         Client::new(svc, "default")
+    }
+
+    /// Makes every `method` request whose path ends with `path_suffix` fail with `code` and
+    /// `message` (as an API server refusing it would), until [`FakeApi::clear_failures`].
+    pub fn fail(&self, method: &str, path_suffix: &str, code: u16, message: &str) {
+        self.state.lock().unwrap().failures.push((
+            method.into(),
+            path_suffix.into(),
+            code,
+            message.into(),
+        ));
+    }
+
+    /// Removes the injected failures.
+    pub fn clear_failures(&self) {
+        self.state.lock().unwrap().failures.clear();
     }
 
     fn collection<K: Resource<DynamicType = ()>>(ns: &str) -> String {
