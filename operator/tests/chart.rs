@@ -307,7 +307,7 @@ fn expected_rules() -> BTreeMap<(String, String), BTreeSet<String>> {
     add("pgflo.io", &["replicationgroups/finalizers"], &["update"]);
     add("", &["configmaps", "services", "serviceaccounts"], &crud);
     add("", &["secrets"], &read);
-    add("", &["pods"], &read);
+    add("", &["pods"], &["list", "watch"]);
     add("", &["events"], &["create", "patch"]);
     add("events.k8s.io", &["events"], &["create", "patch"]);
     add("apps", &["deployments", "statefulsets"], &crud);
