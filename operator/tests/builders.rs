@@ -655,7 +655,13 @@ fn the_config_map_lists_the_rendered_rules_and_routes_by_generation() {
     );
     assert_eq!(config_hash(&cm2), config_hash(&cm));
     // Nothing rendered: no annotations.
-    assert_eq!(config_map(&minimal(), &[], &[]).unwrap().metadata.annotations, None);
+    assert_eq!(
+        config_map(&minimal(), &[], &[])
+            .unwrap()
+            .metadata
+            .annotations,
+        None
+    );
 }
 
 #[test]

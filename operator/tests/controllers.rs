@@ -90,7 +90,11 @@ async fn the_running_controllers_follow_changes_through_watches() {
                 .api
                 .get::<Rule>(NS, "mask-email")
                 .and_then(|r| r.status)
-                .is_some_and(|s| s.conditions[0].message.starts_with("rendered into configuration"))
+                .is_some_and(|s| {
+                    s.conditions[0]
+                        .message
+                        .starts_with("rendered into configuration")
+                })
     })
     .await;
 

@@ -84,13 +84,8 @@ async fn a_crash_looping_worker_is_degraded_with_its_last_words_not_a_rollout() 
     let hash = rendered_hash(&env, "orders");
     set_available(&env, "orders-replicator", 1);
     set_available(&env, "orders-worker", 0);
-    env.api.insert(&runtime_pod(
-        "orders",
-        "replicator",
-        &hash,
-        true,
-        json!({}),
-    ));
+    env.api
+        .insert(&runtime_pod("orders", "replicator", &hash, true, json!({})));
     env.api.insert(&runtime_pod(
         "orders",
         "worker",
@@ -191,13 +186,8 @@ async fn a_rule_is_applied_only_once_a_ready_worker_runs_a_configuration_with_it
     env.source_secret();
     env.create(&env.group("orders", "")).await;
     let before = rendered_hash(&env, "orders");
-    env.api.insert(&runtime_pod(
-        "orders",
-        "worker",
-        &before,
-        true,
-        json!({}),
-    ));
+    env.api
+        .insert(&runtime_pod("orders", "worker", &before, true, json!({})));
 
     // An invalid sibling Rule: the group applies nothing, the worker keeps its configuration.
     env.api.insert(&cr::<Rule>(
@@ -211,7 +201,10 @@ spec:
     - {type: transform, column: note, transform: {type: regex, pattern: '([a-z', replace: x}}",
     ));
     env.reconcile("orders").await.unwrap();
-    assert_eq!(condition(&env.stored("orders"), "Degraded").1, "InvalidSpec");
+    assert_eq!(
+        condition(&env.stored("orders"), "Degraded").1,
+        "InvalidSpec"
+    );
 
     // A new masking Rule meanwhile: not applied, and it says why.
     env.api.insert(&cr::<Rule>(MASK_EMAIL));
@@ -240,7 +233,10 @@ spec:
     let after = rendered_hash(&env, "orders");
     assert_ne!(after, before);
     let cm: ConfigMap = env.api.get(NS, "orders-pg-flo-config").unwrap();
-    assert_eq!(cm.metadata.annotations.unwrap()["pgflo.io/rules"], "mask-email=1");
+    assert_eq!(
+        cm.metadata.annotations.unwrap()["pgflo.io/rules"],
+        "mask-email=1"
+    );
     env.reconcile_rule("mask-email").await.unwrap();
     assert_eq!(
         rule_accepted(&env, "mask-email"),
@@ -308,8 +304,9 @@ async fn a_reconcile_error_becomes_a_condition_and_one_event() {
         .fail("PATCH", "/statefulsets/orders-worker", 422, refusal);
     let err = env.reconcile("orders").await.unwrap_err();
     assert_eq!(err.reason(), "KubernetesApiError");
-    let message =
-        format!("cannot apply StatefulSet orders-worker: {refusal} (422 Invalid) (retried with backoff)");
+    let message = format!(
+        "cannot apply StatefulSet orders-worker: {refusal} (422 Invalid) (retried with backoff)"
+    );
     let got = env.stored("orders");
     let degraded = condition(&got, "Degraded");
     assert_eq!(
@@ -319,7 +316,10 @@ async fn a_reconcile_error_becomes_a_condition_and_one_event() {
     assert_eq!(degraded.2, message);
     let warnings = events_of(&env, "KubernetesApiError");
     assert_eq!(warnings.len(), 1);
-    assert_eq!((warnings[0].0.as_str(), warnings[0].2.as_str()), ("Warning", degraded.2.as_str()));
+    assert_eq!(
+        (warnings[0].0.as_str(), warnings[0].2.as_str()),
+        ("Warning", degraded.2.as_str())
+    );
 
     // The retry fails the same way: no second Event, no status write.
     env.api.clear_requests();
@@ -343,13 +343,20 @@ async fn a_reconcile_error_becomes_a_condition_and_one_event() {
     assert_eq!(events_of(&env, "Healthy").len(), 1);
 
     // A Rule whose check fails: Accepted Unknown with the reason, one Event.
-    env.api
-        .fail("GET", "/configmaps/orders-pg-flo-config", 500, "etcd timeout");
+    env.api.fail(
+        "GET",
+        "/configmaps/orders-pg-flo-config",
+        500,
+        "etcd timeout",
+    );
     let err = env.reconcile_rule("mask-email").await.unwrap_err();
     assert_eq!(err.reason(), "KubernetesApiError");
     env.reconcile_rule("mask-email").await.unwrap_err();
     let (status, reason, message) = rule_accepted(&env, "mask-email");
-    assert_eq!((status.as_str(), reason.as_str()), ("Unknown", "KubernetesApiError"));
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("Unknown", "KubernetesApiError")
+    );
     assert!(
         message
             == "the operator cannot tell whether the worker uses this Rule: cannot get ConfigMap \

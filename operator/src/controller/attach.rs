@@ -40,9 +40,7 @@ use serde::Serialize;
 
 use super::conditions::{accepted, carry_transition_times, same_conditions, ACCEPTED, DEGRADED};
 use super::{error_chain, error_key, observe, Context, Error, FIELD_MANAGER};
-use crate::crd::{
-    DesiredState, ReplicationGroup, Route, Rule, RuleItem, RuleType, TransformType,
-};
+use crate::crd::{DesiredState, ReplicationGroup, Route, Rule, RuleItem, RuleType, TransformType};
 use crate::resources::{
     config_hash, config_map_name, rendered_members, selector_labels, CONFIG_HASH_ANNOTATION,
     ROUTES_ANNOTATION, RULES_ANNOTATION,
@@ -405,7 +403,11 @@ where
 #[tracing::instrument(skip_all, fields(namespace = rule.namespace().unwrap_or_default(), name = rule.name_any()))]
 pub async fn reconcile_rule(rule: Arc<Rule>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let old = rule.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let old = rule
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
     let result = async {
         let ns = rule.namespace().ok_or(Error::Unnamed)?;
         let group = &rule.spec.group_ref.name;
@@ -446,8 +448,14 @@ where
         super::describe(err)
     );
     if ctx.event_due(&error_key(obj), reason) {
-        ctx.event(obj, EventType::Warning, reason, "Reconcile", message.clone())
-            .await;
+        ctx.event(
+            obj,
+            EventType::Warning,
+            reason,
+            "Reconcile",
+            message.clone(),
+        )
+        .await;
     }
     let mut conditions = vec![Condition {
         type_: ACCEPTED.into(),
@@ -468,7 +476,11 @@ where
 }
 
 /// Writes `conditions` (and `observedGeneration`) to the status of `obj`.
-async fn patch_conditions<K>(ctx: &Context, obj: &K, conditions: Vec<Condition>) -> Result<(), Error>
+async fn patch_conditions<K>(
+    ctx: &Context,
+    obj: &K,
+    conditions: Vec<Condition>,
+) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -502,7 +514,11 @@ where
 #[tracing::instrument(skip_all, fields(namespace = route.namespace().unwrap_or_default(), name = route.name_any()))]
 pub async fn reconcile_route(route: Arc<Route>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let old = route.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let old = route
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
     let result = async {
         let ns = route.namespace().ok_or(Error::Unnamed)?;
         let group = &route.spec.group_ref.name;
@@ -571,11 +587,10 @@ mod tests {
         }))
         .unwrap();
         if terminating {
-            p.metadata.deletion_timestamp = Some(
-                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            p.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                     k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-                ),
-            );
+                ));
         }
         p
     }
@@ -593,13 +608,24 @@ spec:
         ))
         .unwrap();
         if let Some((reason, message)) = degraded {
-            g.status = Some(serde_json::from_value(json!({"conditions": [{
+            g.status = Some(
+                serde_json::from_value(json!({"conditions": [{
                 "type": "Degraded", "status": "True", "reason": reason, "message": message,
                 "lastTransitionTime": "2025-06-01T00:00:00Z"}]}))
-            .unwrap());
+                .unwrap(),
+            );
         }
         g
     }
+
+    /// (what, group, ConfigMap, worker pods, expected verdict).
+    type Case<'a> = (
+        &'static str,
+        Option<&'a ReplicationGroup>,
+        Option<ConfigMap>,
+        Vec<Pod>,
+        (bool, &'static str, String),
+    );
 
     #[test]
     fn a_rule_is_applied_only_when_a_ready_worker_runs_a_configuration_with_it() {
@@ -608,10 +634,13 @@ spec:
         let running = group("running", None);
         let invalid = group(
             "running",
-            Some(("InvalidSpec", "Rule broken: rules[0]: pattern does not compile")),
+            Some((
+                "InvalidSpec",
+                "Rule broken: rules[0]: pattern does not compile",
+            )),
         );
         let paused = group("paused", None);
-        let table: Vec<(&str, Option<&ReplicationGroup>, Option<ConfigMap>, Vec<Pod>, (bool, &str, String))> = vec![
+        let table: Vec<Case<'_>> = vec![
             (
                 "no ConfigMap yet",
                 Some(&running),

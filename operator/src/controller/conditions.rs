@@ -13,8 +13,7 @@ use kube::ResourceExt;
 
 use super::pods::{pod_problems, pod_states};
 use crate::crd::{
-    ConsumerStatus, DesiredState, Mode, Phase, ReplicationGroup, ReplicationGroupStatus,
-    SlotStatus,
+    ConsumerStatus, DesiredState, Mode, Phase, ReplicationGroup, ReplicationGroupStatus, SlotStatus,
 };
 
 /// Condition types of a ReplicationGroup.
@@ -194,9 +193,11 @@ pub fn group_status(rg: &ReplicationGroup, o: &Observed) -> ReplicationGroupStat
 
     let phase = if o.deleting.is_some() {
         Phase::Deleting
-    } else if refused || slot_lost || copy_failed {
-        Phase::Degraded
-    } else if pods_failing && rg.spec.state == DesiredState::Running {
+    } else if refused
+        || slot_lost
+        || copy_failed
+        || (pods_failing && rg.spec.state == DesiredState::Running)
+    {
         Phase::Degraded
     } else if rg.spec.state == DesiredState::Paused {
         Phase::Paused
@@ -521,6 +522,17 @@ spec:
         .unwrap()
     }
 
+    /// (what, replicator up, worker up, pods, slot, (phase, Ready, Progressing reason,
+    /// Degraded reason)).
+    type Case = (
+        &'static str,
+        bool,
+        bool,
+        Vec<Pod>,
+        Option<Result<SlotStatus, String>>,
+        (Phase, &'static str, &'static str, &'static str),
+    );
+
     #[test]
     fn the_group_status_by_what_was_observed() {
         let now: Timestamp = "2025-06-01T12:00:00Z".parse().unwrap();
@@ -532,24 +544,64 @@ spec:
             }))
         };
         // (what, replicator up, worker up, pods, slot) -> (phase, Ready, Progressing, Degraded reason)
-        let table: Vec<(&str, bool, bool, Vec<Pod>, Option<Result<SlotStatus, String>>, (Phase, &str, &str, &str))> = vec![
-            ("streaming", true, true, vec![], slot("reserved"),
-             (Phase::Streaming, "True", "Settled", "Healthy")),
-            ("rolling out", true, false, vec![], slot("reserved"),
-             (Phase::Pending, "False", "RollingOut", "Healthy")),
-            ("a crash-looping worker is no rollout", true, false, vec![crash_looping_worker(5)], slot("reserved"),
-             (Phase::Degraded, "False", "Stalled", "WorkerCrashLooping")),
-            ("unreserved WAL: still streaming, degraded", true, true, vec![], slot("unreserved"),
-             (Phase::Streaming, "False", "Settled", "SlotWalUnreserved")),
-            ("lost beats everything but the spec", true, false, vec![crash_looping_worker(5)], slot("lost"),
-             (Phase::Degraded, "False", "Stalled", "SlotLost")),
-            ("source unreachable", true, true, vec![], Some(Err("refused".into())),
-             (Phase::Streaming, "False", "Settled", "SourceUnreachable")),
+        let table: Vec<Case> = vec![
+            (
+                "streaming",
+                true,
+                true,
+                vec![],
+                slot("reserved"),
+                (Phase::Streaming, "True", "Settled", "Healthy"),
+            ),
+            (
+                "rolling out",
+                true,
+                false,
+                vec![],
+                slot("reserved"),
+                (Phase::Pending, "False", "RollingOut", "Healthy"),
+            ),
+            (
+                "a crash-looping worker is no rollout",
+                true,
+                false,
+                vec![crash_looping_worker(5)],
+                slot("reserved"),
+                (Phase::Degraded, "False", "Stalled", "WorkerCrashLooping"),
+            ),
+            (
+                "unreserved WAL: still streaming, degraded",
+                true,
+                true,
+                vec![],
+                slot("unreserved"),
+                (Phase::Streaming, "False", "Settled", "SlotWalUnreserved"),
+            ),
+            (
+                "lost beats everything but the spec",
+                true,
+                false,
+                vec![crash_looping_worker(5)],
+                slot("lost"),
+                (Phase::Degraded, "False", "Stalled", "SlotLost"),
+            ),
+            (
+                "source unreachable",
+                true,
+                true,
+                vec![],
+                Some(Err("refused".into())),
+                (Phase::Streaming, "False", "Settled", "SourceUnreachable"),
+            ),
         ];
         for (what, rep, work, pods, slot, want) in table {
             let o = Observed {
                 replicator: rep.then(available),
-                worker: Some(if work { available() } else { StatefulSet::default() }),
+                worker: Some(if work {
+                    available()
+                } else {
+                    StatefulSet::default()
+                }),
                 pods,
                 slot,
                 now: Some(now),
@@ -649,7 +701,12 @@ spec:
                     ..good.clone()
                 }),
             ),
-            ("failed, nothing before", None, Some(&failed), Some(failed.clone())),
+            (
+                "failed, nothing before",
+                None,
+                Some(&failed),
+                Some(failed.clone()),
+            ),
             (
                 "good again",
                 Some(&ConsumerStatus {

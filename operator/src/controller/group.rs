@@ -36,12 +36,11 @@ use kube::{Api, ResourceExt};
 use super::apply::{apply_desired, delete, list_pods, Applied, Plan};
 use super::conditions::{carry_transition_times, group_status, Observed, DEGRADED, READY};
 use super::validate::{
-    external_nats, fetch, fetch_secrets, nats_access, secret_versions, source_connection,
-    validate, webhook_header_keys, Refs,
+    external_nats, fetch, fetch_secrets, nats_access, secret_versions, source_connection, validate,
+    webhook_header_keys, Refs,
 };
 use super::{
-    error_chain, key_of, observe, Context, Error, Readings, CLEANUP_POLL, FIELD_MANAGER,
-    FINALIZER,
+    error_chain, key_of, observe, Context, Error, Readings, CLEANUP_POLL, FIELD_MANAGER, FINALIZER,
 };
 use crate::crd::{DesiredState, ReclaimPolicy, ReplicationGroup, ReplicationGroupStatus};
 use crate::group_name;
@@ -126,11 +125,9 @@ pub fn error_status(
     message: &str,
 ) -> Option<ReplicationGroupStatus> {
     let old = rg.status.clone().unwrap_or_default();
-    if old
-        .conditions
-        .iter()
-        .any(|c| c.type_ == DEGRADED && c.status == "True" && c.reason == reason && c.message == message)
-    {
+    if old.conditions.iter().any(|c| {
+        c.type_ == DEGRADED && c.status == "True" && c.reason == reason && c.message == message
+    }) {
         return None;
     }
     let mut status = old.clone();
@@ -148,7 +145,9 @@ pub fn error_status(
         .iter()
         .position(|c| c.type_ == READY)
         .map_or(0, |i| i + 1);
-    status.conditions.insert(at.min(status.conditions.len()), degraded);
+    status
+        .conditions
+        .insert(at.min(status.conditions.len()), degraded);
     carry_transition_times(&old.conditions, &mut status.conditions);
     Some(status)
 }
@@ -405,7 +404,8 @@ pub fn degraded_change(
     old: Option<&ReplicationGroupStatus>,
     new: &ReplicationGroupStatus,
 ) -> DegradedChange {
-    let find = |s: &ReplicationGroupStatus| s.conditions.iter().find(|c| c.type_ == DEGRADED).cloned();
+    let find =
+        |s: &ReplicationGroupStatus| s.conditions.iter().find(|c| c.type_ == DEGRADED).cloned();
     match (old.and_then(find), find(new)) {
         (_, None) => DegradedChange::None,
         (None, Some(n)) if n.status == "True" => DegradedChange::Reason,
@@ -448,7 +448,8 @@ async fn degraded_event(
         DegradedChange::Message => ctx.event_due(&key, reason),
     };
     if publish {
-        ctx.event(rg, type_, reason, action, c.message.clone()).await;
+        ctx.event(rg, type_, reason, action, c.message.clone())
+            .await;
     }
 }
 
@@ -743,19 +744,49 @@ mod tests {
             )])
         };
         let table = [
-            ("first status, healthy", None, healthy.clone(), DegradedChange::None),
-            ("first status, degraded", None, crash(1), DegradedChange::Reason),
+            (
+                "first status, healthy",
+                None,
+                healthy.clone(),
+                DegradedChange::None,
+            ),
+            (
+                "first status, degraded",
+                None,
+                crash(1),
+                DegradedChange::Reason,
+            ),
             ("unchanged", Some(crash(1)), crash(1), DegradedChange::None),
-            ("a new restart count", Some(crash(1)), crash(2), DegradedChange::Message),
-            ("healthy again", Some(crash(2)), healthy.clone(), DegradedChange::Reason),
-            ("degraded again", Some(healthy.clone()), crash(3), DegradedChange::Reason),
+            (
+                "a new restart count",
+                Some(crash(1)),
+                crash(2),
+                DegradedChange::Message,
+            ),
+            (
+                "healthy again",
+                Some(crash(2)),
+                healthy.clone(),
+                DegradedChange::Reason,
+            ),
+            (
+                "degraded again",
+                Some(healthy.clone()),
+                crash(3),
+                DegradedChange::Reason,
+            ),
             (
                 "another reason",
                 Some(crash(3)),
                 status(&[(DEGRADED, "True", "SlotLost", "lost")]),
                 DegradedChange::Reason,
             ),
-            ("no condition", Some(crash(1)), ReplicationGroupStatus::default(), DegradedChange::None),
+            (
+                "no condition",
+                Some(crash(1)),
+                ReplicationGroupStatus::default(),
+                DegradedChange::None,
+            ),
         ];
         for (what, old, new, want) in table {
             assert_eq!(degraded_change(old.as_ref(), &new), want, "{what}");
@@ -775,7 +806,12 @@ spec:
         )
         .unwrap();
         rg.status = Some(status(&[
-            (READY, "True", "Streaming", "replicator and worker are running"),
+            (
+                READY,
+                "True",
+                "Streaming",
+                "replicator and worker are running",
+            ),
             (DEGRADED, "False", "Healthy", "no problem found"),
         ]));
         let s = error_status(&rg, "KubernetesApiError", "cannot apply StatefulSet x").unwrap();
@@ -793,11 +829,20 @@ spec:
         );
         assert_eq!(s.conditions[1].message, "cannot apply StatefulSet x");
         assert_eq!(s.conditions[1].observed_generation, Some(3));
-        assert_eq!(s.conditions[0].last_transition_time, Time(Timestamp::UNIX_EPOCH));
-        assert_ne!(s.conditions[1].last_transition_time, Time(Timestamp::UNIX_EPOCH));
+        assert_eq!(
+            s.conditions[0].last_transition_time,
+            Time(Timestamp::UNIX_EPOCH)
+        );
+        assert_ne!(
+            s.conditions[1].last_transition_time,
+            Time(Timestamp::UNIX_EPOCH)
+        );
         // The same error again: nothing to write.
         rg.status = Some(s);
-        assert_eq!(error_status(&rg, "KubernetesApiError", "cannot apply StatefulSet x"), None);
+        assert_eq!(
+            error_status(&rg, "KubernetesApiError", "cannot apply StatefulSet x"),
+            None
+        );
         // Another message of the same reason: written, transition time kept.
         let again = error_status(&rg, "KubernetesApiError", "cannot apply Service y").unwrap();
         assert_eq!(

@@ -7,10 +7,12 @@
 //! - [`attach`]: `Rule` and `Route`: validated against their group and marked `Accepted`.
 //! - [`run`]: wires the controllers onto watches (one set per watched namespace).
 //!
-//! Errors carry a [`Error::category`] used as metric label and Event reason. A problem the user
-//! must fix (invalid spec, missing Secret) is not an error: it becomes a status condition and an
-//! Event and the controller waits for a change. Errors (API calls, source unreachable during
-//! cleanup) are retried with per-object exponential backoff ([`error_policy`]).
+//! Errors carry a [`Error::category`] (metric label) and an [`Error::reason`] (condition and
+//! Event reason). A problem the user must fix (invalid spec, missing Secret) is not an error:
+//! it becomes a status condition and an Event and the controller waits for a change. Errors (API
+//! calls, source unreachable during cleanup) are retried with per-object exponential backoff
+//! ([`error_policy`]) and shown: `Degraded` (groups) or `Accepted=Unknown` (Rules, Routes) with
+//! the reason, and one Warning Event per object and reason every [`EVENT_REPEAT`] at most.
 
 pub mod attach;
 pub mod conditions;
@@ -161,9 +163,7 @@ impl Context {
             return true;
         };
         let k = (key.to_owned(), reason.to_owned());
-        let due = events
-            .get(&k)
-            .is_none_or(|at| at.elapsed() >= EVENT_REPEAT);
+        let due = events.get(&k).is_none_or(|at| at.elapsed() >= EVENT_REPEAT);
         if due {
             events.insert(k, Instant::now());
         }

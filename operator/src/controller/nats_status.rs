@@ -73,8 +73,7 @@ pub async fn read_consumer(access: &NatsAccess, group: &str) -> ConsumerStatus {
             if let Some(info) = info {
                 status.pending = Some(i64::try_from(info.num_pending).unwrap_or(i64::MAX));
                 status.ack_pending = Some(i64::try_from(info.num_ack_pending).unwrap_or(i64::MAX));
-                status.redelivered =
-                    Some(i64::try_from(info.num_redelivered).unwrap_or(i64::MAX));
+                status.redelivered = Some(i64::try_from(info.num_redelivered).unwrap_or(i64::MAX));
             }
         }
         Ok(Err(e)) => status.error = Some(e),

@@ -225,7 +225,12 @@ fn last_termination(c: &ContainerStatus) -> String {
     if let Some(at) = &t.finished_at {
         s.push_str(&format!(" at {}", at.0));
     }
-    if let Some(m) = t.message.as_deref().map(last_words).filter(|m| !m.is_empty()) {
+    if let Some(m) = t
+        .message
+        .as_deref()
+        .map(last_words)
+        .filter(|m| !m.is_empty())
+    {
         s.push_str(": ");
         s.push_str(&m);
     }
@@ -390,9 +395,13 @@ mod tests {
         2025-06-01T11:58:00.2Z ERROR pg_flo: pg_flo stopped error=the sink rejected a change \
         permanently: relation \"public.orders\" does not exist (SQLSTATE 42P01)\n";
 
+    /// (what, pod, expected (reason, message)).
+    type Case = (&'static str, Pod, Option<(&'static str, &'static str)>);
+
     #[test]
     fn each_waiting_reason_and_oom_kill_degrades_with_its_reason_and_message() {
-        let cases: Vec<(&str, Pod, Option<(&str, &str)>)> = vec![
+        let cases: Vec<Case> =
+            vec![
             (
                 "healthy",
                 pod("orders-worker-0", "worker", true, json!({})),
@@ -536,8 +545,14 @@ mod tests {
     #[test]
     fn terminating_and_finished_pods_never_degrade() {
         let mut terminating = pod("orders-worker-0", "worker", false, crash(1, "Error", "", 4));
-        terminating.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()));
-        let mut failed = pod("orders-copy-x", "replicator", false, crash(1, "Error", "", 4));
+        terminating.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()));
+        let mut failed = pod(
+            "orders-copy-x",
+            "replicator",
+            false,
+            crash(1, "Error", "", 4),
+        );
         failed.status.as_mut().unwrap().phase = Some("Failed".into());
         assert_eq!(pod_problems(&[terminating.clone(), failed], now()), vec![]);
         assert_eq!(pod_state(&terminating).state, "Terminating");
@@ -549,7 +564,12 @@ mod tests {
             pod("orders-worker-0", "worker", false, crash(1, "Error", "", 2)),
             pod("orders-nats-1", "nats", false, crash(1, "Error", "", 2)),
             pod("orders-nats-0", "nats", false, crash(1, "Error", "", 2)),
-            pod("orders-replicator-0", "replicator", false, crash(1, "Error", "", 2)),
+            pod(
+                "orders-replicator-0",
+                "replicator",
+                false,
+                crash(1, "Error", "", 2),
+            ),
         ];
         let reasons: Vec<String> = pod_problems(&pods, now())
             .into_iter()
@@ -580,7 +600,12 @@ mod tests {
     fn pod_states_show_readiness_restarts_state_and_config_hash() {
         let table = [
             (
-                pod("orders-worker-0", "worker", true, json!({"restartCount": 2})),
+                pod(
+                    "orders-worker-0",
+                    "worker",
+                    true,
+                    json!({"restartCount": 2}),
+                ),
                 ("worker", true, 2, "Running"),
             ),
             (
@@ -623,7 +648,8 @@ mod tests {
 
     #[test]
     fn last_words_keep_the_runtimes_final_line_and_stay_short() {
-        let json_log = "{\"timestamp\":\"t\",\"level\":\"INFO\",\"fields\":{\"message\":\"applying\"}}\n\
+        let json_log =
+            "{\"timestamp\":\"t\",\"level\":\"INFO\",\"fields\":{\"message\":\"applying\"}}\n\
             {\"timestamp\":\"t\",\"level\":\"ERROR\",\"fields\":{\"message\":\"pg_flo stopped\",\
             \"error\":\"cannot connect to the target\"},\"target\":\"pg_flo\"}";
         let long = format!("pg_flo stopped error={}", "é".repeat(400));

@@ -305,10 +305,8 @@ pub fn runtime_pod(
 
 /// The config hash the group's ConfigMap holds now.
 pub fn rendered_hash(env: &Env, group: &str) -> String {
-    let cm: k8s_openapi::api::core::v1::ConfigMap = env
-        .api
-        .get(NS, &format!("{group}-pg-flo-config"))
-        .unwrap();
+    let cm: k8s_openapi::api::core::v1::ConfigMap =
+        env.api.get(NS, &format!("{group}-pg-flo-config")).unwrap();
     pg_flo_operator::resources::config_hash(&cm)
 }
 
