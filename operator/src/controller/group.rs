@@ -525,6 +525,7 @@ async fn cleanup(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Err
     if let Some(uid) = rg.uid() {
         ctx.forget_readings(&uid);
     }
+    ctx.forget_events(&key_of(rg.as_ref()));
     let group = cleanup_group(ctx, &rg).await?;
     if rg.spec.reclaim_policy == ReclaimPolicy::Retain {
         let note = match &group {

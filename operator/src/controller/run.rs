@@ -6,8 +6,9 @@
 //!   when a Rule or Route naming it, a Secret it references, or one of its pods (by the
 //!   operator's label and `pgflo.io/group`: pod states and restarts are in its status) changes.
 //! - Rule / Route: re-reconciled when their group changes (appears, goes, or its status
-//!   follows its worker pod: `Accepted` waits for the worker running their configuration); a
-//!   Route also when another Route of the same group changes (conflicts).
+//!   follows its worker pod: `Accepted` waits for the worker running their configuration) or
+//!   its ConfigMap does (which generations it renders); a Route also when another Route of the
+//!   same group changes (conflicts).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,6 +123,26 @@ where
     }
 }
 
+/// Maps a changed object labelled `pgflo.io/group` (the group's ConfigMap) to the objects of
+/// `store` (Rules or Routes) in its namespace whose `group_of` names that group.
+fn members_of_labelled<K, F, O>(
+    store: Store<Guarded<K>>,
+    group_of: F,
+) -> impl Fn(O) -> Vec<ObjectRef<Guarded<K>>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+    F: Fn(&K) -> &String,
+    O: Resource,
+{
+    move |o| {
+        let Some(group) = o.labels().get(GROUP_LABEL).cloned() else {
+            return Vec::new();
+        };
+        let ns = o.meta().namespace.clone();
+        matching(&store, |r: &K| r.namespace() == ns && *group_of(r) == group)
+    }
+}
+
 /// Runs the controllers of one scope until a shutdown signal.
 async fn run_scope(ctx: Arc<Context>, ns: Option<String>) {
     let client = ctx.client.clone();
@@ -169,13 +190,21 @@ async fn run_scope(ctx: Arc<Context>, ns: Option<String>) {
         .run(guarded(group::reconcile), error_policy, ctx.clone())
         .for_each(log_outcome("ReplicationGroup"));
 
+    // The group's ConfigMap says which generation of which Rule and Route it renders.
+    let config_maps =
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=pg-flo-operator");
     let rules = Controller::new(api::<Guarded<Rule>>(&client, ns), wc.clone());
     let rule_store = rules.store();
     let rules = rules
         .watches(
             api::<Guarded<ReplicationGroup>>(&client, ns),
             wc.clone(),
-            members(rule_store, |r: &Rule| &r.spec.group_ref.name),
+            members(rule_store.clone(), |r: &Rule| &r.spec.group_ref.name),
+        )
+        .watches(
+            api::<ConfigMap>(&client, ns),
+            config_maps.clone(),
+            members_of_labelled(rule_store, |r: &Rule| &r.spec.group_ref.name),
         )
         .with_config(controller_config())
         .shutdown_on_signal()
@@ -189,6 +218,11 @@ async fn run_scope(ctx: Arc<Context>, ns: Option<String>) {
             api::<Guarded<ReplicationGroup>>(&client, ns),
             wc.clone(),
             members(route_store.clone(), |r: &Route| &r.spec.group_ref.name),
+        )
+        .watches(
+            api::<ConfigMap>(&client, ns),
+            config_maps,
+            members_of_labelled(route_store.clone(), |r: &Route| &r.spec.group_ref.name),
         )
         .watches(api::<Guarded<Route>>(&client, ns), wc, move |changed| {
             let Ok(changed) = changed.0 else {

@@ -41,7 +41,7 @@ pub const GROUP_NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,42}[a-z0-9])?$";
     validation = Rule::new("!has(self.spec.groupName) || !has(self.status) || !has(self.status.groupName) || self.spec.groupName == self.status.groupName").message("spec.groupName must equal status.groupName, the name the group already runs under (its slot, publication and streams)"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Slot", type_ = "string", json_path = ".status.slot.name"),
-    printcolumn(name = "Lag", type_ = "integer", json_path = ".status.slot.lagBytes", description = "Bytes of WAL the slot holds back"),
+    printcolumn(name = "Lag", type_ = "integer", json_path = ".status.slot.lagBytes", description = "Apply lag: bytes of WAL after the position the replicator confirmed"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Restarts", type_ = "integer", json_path = ".status.pods[?(@.component==\"worker\")].restarts", description = "Restarts of the worker pod"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
