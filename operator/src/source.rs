@@ -40,12 +40,13 @@ const SLOT_STATE: &str = "\
 SELECT s.active,
        s.restart_lsn::text AS restart_lsn,
        s.confirmed_flush_lsn::text AS confirmed_flush_lsn,
-       pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
-                            ELSE pg_current_wal_lsn() END,
-                       s.confirmed_flush_lsn)::bigint AS lag_bytes,
+       pg_wal_lsn_diff(w.lsn, s.confirmed_flush_lsn)::bigint AS lag_bytes,
+       pg_wal_lsn_diff(w.lsn, s.restart_lsn)::bigint AS retained_bytes,
        to_jsonb(s) ->> 'wal_status' AS wal_status,
        (to_jsonb(s) ->> 'safe_wal_size')::bigint AS safe_wal_size
-  FROM pg_replication_slots s
+  FROM pg_replication_slots s,
+       LATERAL (SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+                            ELSE pg_current_wal_lsn() END AS lsn) w
  WHERE s.slot_name = $1 AND s.database = current_database()";
 
 /// Whether the slot exists in the connected database, and whether it is in use.
@@ -257,10 +258,13 @@ impl SourceError {
 
 /// Reads the state of the group's replication slot from `pg_replication_slots`.
 ///
-/// `name` and `publication` are always set. When the slot does not exist (yet) in the
-/// connected database, everything else is `None`. `lag_bytes` is the WAL between the server's
-/// current position and `confirmed_flush_lsn`; `wal_status` and `safe_wal_size` are `None` on
-/// servers before PostgreSQL 13 (and `safe_wal_size` also without `max_slot_wal_keep_size`).
+/// `name`, `publication` and `read_at` (the operator's clock once the row is read) are always
+/// set. When the slot does not exist (yet) in the connected database, everything else is
+/// `None`. `lag_bytes` is the WAL between the server's current position and
+/// `confirmed_flush_lsn` (apply lag), `retained_bytes` between it and `restart_lsn` (what the
+/// slot keeps on disk), both from one reading of the current position; `wal_status` and
+/// `safe_wal_size` are `None` on servers before PostgreSQL 13 (and `safe_wal_size` also without
+/// `max_slot_wal_keep_size`).
 pub async fn read_slot_status(
     conn: &SourceConnection,
     group: &str,
@@ -275,6 +279,7 @@ pub async fn read_slot_status(
     };
     status.name = Some(slot);
     status.publication = Some(publication_name(group));
+    status.read_at = Some(crate::crd::time_now());
     Ok(status)
 }
 
@@ -287,8 +292,10 @@ fn slot_state(row: &Row) -> Result<SlotStatus, tokio_postgres::Error> {
         restart_lsn: row.try_get("restart_lsn")?,
         confirmed_flush_lsn: row.try_get("confirmed_flush_lsn")?,
         lag_bytes: row.try_get("lag_bytes")?,
+        retained_bytes: row.try_get("retained_bytes")?,
         wal_status: row.try_get("wal_status")?,
         safe_wal_size: row.try_get("safe_wal_size")?,
+        read_at: None,
     })
 }
 

@@ -339,6 +339,22 @@ fn pods_get_more_time_to_stop_than_the_runtime_drains() {
     }
 }
 
+#[test]
+fn runtime_containers_report_their_last_log_lines_on_failure() {
+    // The runtime writes no termination message file: the kubelet falls back to the last log
+    // lines (`pg_flo stopped error=...`), which the status shows for a crash-looping pod.
+    let mut rg = minimal();
+    rg.spec.mode = pg_flo_operator::crd::Mode::Copy;
+    let d = build(&rg, &[], &[], IMAGE, &[]).unwrap();
+    let job = d.copy_job.unwrap().spec.unwrap().template.spec.unwrap();
+    for pod in [pod_spec(&d.replicator), pod_spec(&d.worker), &job] {
+        assert_eq!(
+            pod.containers[0].termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
+        );
+    }
+}
+
 fn quantities(r: &k8s_openapi::api::core::v1::ResourceRequirements) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = r
         .requests
@@ -603,6 +619,55 @@ fn config_hash_follows_rules_and_routes() {
     assert_eq!(
         pg_flo_config::files_hash(data.iter().map(|(k, v)| (k.as_str(), v.as_bytes()))),
         b.config_hash
+    );
+}
+
+#[test]
+fn the_config_map_lists_the_rendered_rules_and_routes_by_generation() {
+    let rg = full();
+    let group = rg.metadata.name.clone().unwrap();
+    let with_gen = |mut r: Rule, name: &str, generation: i64| {
+        r.metadata.name = Some(name.into());
+        r.metadata.generation = Some(generation);
+        r.spec.group_ref.name = group.clone();
+        r
+    };
+    let mut route_b = route();
+    route_b.metadata.name = Some("zz-loser".into());
+    route_b.metadata.generation = Some(4);
+    let mut route_a = route();
+    route_a.metadata.generation = Some(2);
+    let rules = [with_gen(rule(), "b-rule", 3), with_gen(rule(), "a-rule", 1)];
+    let cm = config_map(&rg, &rules, &[route_b, route_a.clone()]).unwrap();
+    let annotations = cm.metadata.annotations.clone().unwrap();
+    assert_eq!(annotations["pgflo.io/rules"], "a-rule=1,b-rule=3");
+    // Two Routes of one table: only the one rendered (first by name).
+    assert_eq!(
+        annotations["pgflo.io/routes"],
+        format!("{}=2", route_a.metadata.name.as_deref().unwrap())
+    );
+    assert_eq!(
+        pg_flo_operator::resources::rendered_members(&annotations["pgflo.io/rules"]),
+        [("a-rule", 1), ("b-rule", 3)]
+    );
+    // A new generation that renders the same files changes the list, not the hash.
+    let bumped = [with_gen(rule(), "b-rule", 4), with_gen(rule(), "a-rule", 1)];
+    let cm2 = config_map(&rg, &bumped, &[route_a]).unwrap();
+    assert_eq!(
+        cm2.metadata.annotations.as_ref().unwrap()["pgflo.io/rules"],
+        "a-rule=1,b-rule=4"
+    );
+    assert_eq!(config_hash(&cm2), config_hash(&cm));
+    // Nothing rendered: no rules or routes annotation (only the NATS spec it was rendered with).
+    let annotations = config_map(&minimal(), &[], &[])
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap();
+    assert_eq!(
+        annotations.keys().collect::<Vec<_>>(),
+        ["pgflo.io/nats"],
+        "{annotations:?}"
     );
 }
 

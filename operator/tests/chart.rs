@@ -221,7 +221,6 @@ fn expected_rules() -> BTreeMap<(String, String), BTreeSet<String>> {
     let crud = [
         "get", "list", "watch", "create", "patch", "update", "delete",
     ];
-    let read = ["get", "list", "watch"];
     let mut m = BTreeMap::new();
     let mut add = |group: &str, resources: &[&str], verbs: &[&str]| {
         for r in resources {
@@ -248,7 +247,7 @@ fn expected_rules() -> BTreeMap<(String, String), BTreeSet<String>> {
     );
     // Grow a managed NATS's volumes.
     add("", &["persistentvolumeclaims"], &["get", "patch"]);
-    add("", &["pods"], &read);
+    add("", &["pods"], &["list", "watch"]);
     add("", &["events"], &["create", "patch"]);
     add("events.k8s.io", &["events"], &["create", "patch"]);
     add("apps", &["deployments", "statefulsets"], &crud);

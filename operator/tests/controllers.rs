@@ -1,7 +1,8 @@
 //! The controllers as the operator runs them (`controller::run`: watches, mappers, debounce,
 //! requeues), on the fake Kubernetes API with watches and a real PostgreSQL source: a group is
-//! applied, a Rule added later is accepted and re-renders the group, a Secret created late
-//! unblocks an invalid group, and a delete runs the finalizer.
+//! applied, a Rule added later re-renders the group and is applied once a ready worker pod runs
+//! its configuration (pod watch -> group status -> Rule), a Secret created late unblocks an
+//! invalid group, and a delete runs the finalizer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -68,24 +69,57 @@ async fn the_running_controllers_follow_changes_through_watches() {
     })
     .await;
 
-    // A Rule added later: accepted by the Rule controller, rendered by the group controller.
+    // A Rule added later: rendered by the group controller, pending until the worker runs it.
     env.api.insert(&cr::<Rule>(MASK_EMAIL));
-    eventually("the Rule is accepted and rendered", || {
-        let accepted = env
-            .api
+    let accepted = |env: &Env| {
+        env.api
             .get::<Rule>(NS, "mask-email")
             .and_then(|r| r.status)
-            .is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Accepted" && c.status == "True")
-            });
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Accepted"))
+            .map(|c| (c.status, c.reason))
+    };
+    eventually("the Rule is rendered and pending", || {
         let rendered = env
             .api
             .get::<ConfigMap>(NS, "orders-pg-flo-config")
             .and_then(|c| c.data)
             .is_some_and(|d| d.contains_key("rules.yaml"));
-        accepted && rendered
+        rendered
+            && accepted(&env) == Some(("False".into(), "Pending".into()))
+            && env
+                .api
+                .get::<Rule>(NS, "mask-email")
+                .and_then(|r| r.status)
+                .is_some_and(|s| {
+                    s.conditions[0]
+                        .message
+                        .starts_with("rendered into configuration")
+                })
+    })
+    .await;
+
+    // The worker pod with that configuration becomes ready: through the pod watch, the group's
+    // status and the Rule controller's watch of the group, the Rule is applied.
+    let hash = support::rendered_hash(&env, "orders");
+    env.api.insert(&support::runtime_pod(
+        "orders",
+        "worker",
+        &hash,
+        true,
+        serde_json::json!({}),
+    ));
+    eventually("the Rule is applied", || {
+        accepted(&env) == Some(("True".into(), "Applied".into()))
+    })
+    .await;
+    eventually("the group's status shows the worker pod", || {
+        let pods = env
+            .api
+            .get::<ReplicationGroup>(NS, "orders")
+            .and_then(|g| g.status)
+            .map(|s| s.pods)
+            .unwrap_or_default();
+        pods.len() == 1 && pods[0].ready && pods[0].config_hash.as_deref() == Some(hash.as_str())
     })
     .await;
 

@@ -418,7 +418,7 @@ async fn a_volume_that_cannot_grow_or_shrink_is_refused() {
          StorageClass with allowVolumeExpansion, or set it back"
     );
 
-    env.api.heal();
+    env.api.clear_failures();
     env.edit("orders", |rg| {
         rg.spec.nats.managed.as_mut().unwrap().storage_size = "2Gi".into();
     });
@@ -521,7 +521,7 @@ async fn a_failing_nats_apply_does_not_block_the_workloads() {
     assert_eq!(deployment_replicas(&env), [0, 0]);
     let got = env.stored("orders");
     assert_eq!(got.status.as_ref().unwrap().phase, Some(Phase::Paused));
-    env.api.heal();
+    env.api.clear_failures();
     env.reconcile("orders").await.unwrap();
 }
 

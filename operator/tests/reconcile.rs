@@ -237,15 +237,11 @@ async fn a_spec_change_rolls_the_pods_and_a_rule_or_route_added_later_rerenders(
         Some(2)
     );
 
-    // A Rule added after the group: accepted, rendered, pods roll again.
+    // A Rule added after the group: rendered, pods roll again (it is applied once the worker
+    // runs it: see `a_rule_is_applied_only_once_a_ready_worker_runs_a_configuration_with_it`).
     env.api.insert(&cr::<Rule>(MASK_EMAIL));
     env.reconcile_rule("mask-email").await.unwrap();
-    let rule: Rule = env.api.get(NS, "mask-email").unwrap();
-    let c = &rule.status.as_ref().unwrap().conditions[0];
-    assert_eq!(
-        (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
-        ("Accepted", "True", "Accepted")
-    );
+    assert_eq!(support::rule_accepted(&env, "mask-email").1, "Pending");
     env.reconcile("orders").await.unwrap();
     let cm: ConfigMap = env.api.get(NS, "orders-pg-flo-config").unwrap();
     let data = cm.data.unwrap();
@@ -275,7 +271,10 @@ spec:
         env.reconcile_route(name).await.unwrap();
     }
     let winner: Route = env.api.get(NS, "orders-to-archive").unwrap();
-    assert_eq!(winner.status.unwrap().conditions[0].status, "True");
+    assert_eq!(
+        find(&winner.status.unwrap().conditions, "Accepted").1,
+        "Pending"
+    );
     let loser: Route = env.api.get(NS, "zz-orders-elsewhere").unwrap();
     let st = loser.status.unwrap();
     let (status, reason, message) = find(&st.conditions, "Accepted");
@@ -285,6 +284,27 @@ spec:
         "{message}"
     );
     env.reconcile("orders").await.unwrap();
+    // The worker runs the new configuration: the winner is applied, the other still conflicts.
+    env.api.insert(&support::runtime_pod(
+        "orders",
+        "worker",
+        &support::rendered_hash(&env, "orders"),
+        true,
+        json!({}),
+    ));
+    for name in ["orders-to-archive", "zz-orders-elsewhere"] {
+        env.reconcile_route(name).await.unwrap();
+    }
+    let winner: Route = env.api.get(NS, "orders-to-archive").unwrap();
+    assert_eq!(
+        find(&winner.status.unwrap().conditions, "Accepted").1,
+        "Applied"
+    );
+    let loser: Route = env.api.get(NS, "zz-orders-elsewhere").unwrap();
+    assert_eq!(
+        find(&loser.status.unwrap().conditions, "Accepted").1,
+        "Conflict"
+    );
     let cm: ConfigMap = env.api.get(NS, "orders-pg-flo-config").unwrap();
     assert_eq!(
         cm.data.unwrap()["routing.yaml"],
@@ -552,7 +572,16 @@ spec: {groupRef: {name: later}, sourceTable: orders, destinationTable: o2}",
     );
     env.reconcile_route("r1").await.unwrap();
     let r: Route = env.api.get(NS, "r1").unwrap();
-    assert_eq!(r.status.unwrap().conditions[0].status, "True");
+    let st = r.status.unwrap();
+    assert_eq!(
+        find(&st.conditions, "Accepted"),
+        (
+            "False",
+            "Pending",
+            "waiting for ReplicationGroup later to render this Route (generation 1) into its \
+             configuration"
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -756,8 +785,8 @@ async fn the_reconcile_triggered_by_its_own_status_write_writes_nothing() {
         .into_iter()
         .filter(|r| r.path.ends_with("/status"))
         .count();
-    assert_eq!(status_writes, 0, "no status write within the slot refresh");
     assert_eq!(env.stored("orders").status, streaming.status);
+    assert_eq!(status_writes, 0, "no status write within the slot refresh");
 
     // A context whose refresh is due reads the new lag and writes it.
     let due = support::context(&env.api, Duration::ZERO);

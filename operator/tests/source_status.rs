@@ -45,6 +45,12 @@ fn names_only(group: &str) -> SlotStatus {
     }
 }
 
+/// A reading without its time (set on every reading).
+fn without_time(s: SlotStatus) -> SlotStatus {
+    assert!(s.read_at.is_some(), "{s:?}");
+    SlotStatus { read_at: None, ..s }
+}
+
 /// The first column of every row of `sql`, as text.
 async fn names(c: &Client, sql: &str) -> Vec<String> {
     c.query(sql, &[])
@@ -62,6 +68,7 @@ struct Observed {
     restart_lsn: String,
     confirmed_flush_lsn: String,
     lag_bytes: i64,
+    retained_bytes: i64,
     wal_status: String,
     safe_wal_size: Option<i64>,
 }
@@ -71,7 +78,8 @@ async fn observe(c: &Client, slot: &str) -> Observed {
         .query_one(
             "SELECT active, restart_lsn::text, confirmed_flush_lsn::text,
                     pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,
-                    wal_status, safe_wal_size
+                    wal_status, safe_wal_size,
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
                FROM pg_replication_slots WHERE slot_name = $1",
             &[&slot],
         )
@@ -84,6 +92,7 @@ async fn observe(c: &Client, slot: &str) -> Observed {
         lag_bytes: row.get(3),
         wal_status: row.get(4),
         safe_wal_size: row.get(5),
+        retained_bytes: row.get(6),
     }
 }
 
@@ -114,9 +123,14 @@ async fn slot_status_is_what_pg_replication_slots_says_for_the_replicators_slot(
     let slot = slot_name(group);
     let conn = source(&p.pg, &p.source_db);
 
-    // No slot yet: the names only.
+    // No slot yet: the names (and the time of the reading) only.
+    let empty = read_slot_status(&conn, group).await.unwrap();
+    assert!(empty.read_at.is_some());
     assert_eq!(
-        read_slot_status(&conn, group).await.unwrap(),
+        SlotStatus {
+            read_at: None,
+            ..empty
+        },
         names_only(group)
     );
 
@@ -154,7 +168,9 @@ async fn slot_status_is_what_pg_replication_slots_says_for_the_replicators_slot(
     .await
     .unwrap();
     let before = observe(&src, &slot).await;
+    let started = k8s_openapi::jiff::Timestamp::now();
     let status = read_slot_status(&conn, group).await.unwrap();
+    let finished = k8s_openapi::jiff::Timestamp::now();
     let after = observe(&src, &slot).await;
 
     assert_eq!(status.name.as_deref(), Some(slot.as_str()));
@@ -180,6 +196,28 @@ async fn slot_status_is_what_pg_replication_slots_says_for_the_replicators_slot(
         "{before:?} {status:?} {after:?}"
     );
     assert!(lag > 100_000, "{lag}");
+    // Retained WAL is measured from restart_lsn, in the same reading as the lag: at least the
+    // lag, by exactly the distance between the two LSNs.
+    let retained = status.retained_bytes.unwrap();
+    assert!(
+        before.retained_bytes <= retained && retained <= after.retained_bytes,
+        "{before:?} {status:?} {after:?}"
+    );
+    assert_eq!(
+        retained - lag,
+        i64::try_from(
+            lsn(status.confirmed_flush_lsn.as_deref().unwrap())
+                - lsn(status.restart_lsn.as_deref().unwrap())
+        )
+        .unwrap()
+    );
+    // The time of the reading, in whole seconds as the API server keeps it.
+    let read_at = status.read_at.clone().unwrap().0;
+    assert_eq!(read_at.subsec_nanosecond(), 0);
+    assert!(
+        started.as_second() <= read_at.as_second() && read_at <= finished,
+        "{started} <= {read_at} <= {finished}"
+    );
     assert_eq!(status.wal_status.as_deref(), Some("reserved"));
     assert_eq!(before.wal_status, "reserved");
     // safe_wal_size shrinks as WAL is written.
@@ -304,7 +342,7 @@ async fn dropping_removes_only_the_groups_objects_and_refuses_an_active_slot() {
         DropOutcome::default()
     );
     assert_eq!(
-        read_slot_status(&conn, group).await.unwrap(),
+        without_time(read_slot_status(&conn, group).await.unwrap()),
         names_only(group)
     );
     // The other group streams on.
@@ -426,9 +464,11 @@ async fn verify_full_with_the_ca_from_the_secret() {
     // The server certificate is for localhost and 127.0.0.1.
     for host in ["localhost", "127.0.0.1"] {
         assert_eq!(
-            read_slot_status(&verify_full(host, Some(ca_pem.clone())), group)
-                .await
-                .unwrap(),
+            without_time(
+                read_slot_status(&verify_full(host, Some(ca_pem.clone())), group)
+                    .await
+                    .unwrap()
+            ),
             names_only(group)
         );
     }

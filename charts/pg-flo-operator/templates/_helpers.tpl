@@ -99,9 +99,11 @@ for the Role in each watched namespace. Keep in sync with README.md and docs/ope
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "patch"]
+# Pods are only listed and watched: their states (restarts, waiting reasons, termination
+# messages) go into the ReplicationGroup status; a delete waits for them to be gone.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]

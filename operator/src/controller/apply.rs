@@ -54,6 +54,9 @@ pub struct Applied {
     /// What keeps a StatefulSet at zero pods while a pod of the Deployment it replaces (or of
     /// another controller) is still there: `Deployment <name>` / `Pod <name>`.
     pub waiting_for: Vec<String>,
+    /// The group's pods (replicator, worker, copy Job, managed NATS), listed before the
+    /// workloads were applied.
+    pub pods: Vec<Pod>,
     /// The first failure applying the managed NATS objects: the rest was applied anyway; the
     /// reconcile reports it after writing the status (and is retried with backoff).
     pub nats_error: Option<Error>,
@@ -336,13 +339,7 @@ pub async fn apply_desired(
         .filter(|d| d.owner_references().iter().any(|o| o.uid == owner_uid))
         .map(|d| d.name_any())
         .collect();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let pod_selector = format!("app.kubernetes.io/name=pg-flo,app.kubernetes.io/instance={group}");
-    let pods = pods
-        .list(&ListParams::default().labels(&pod_selector))
-        .await
-        .map_err(Error::kube("list", "Pod", &pod_selector))?
-        .items;
+    let pods = list_pods(ctx, ns, group).await?;
 
     // The copy Job: created once; kept until its completion is recorded in the status.
     if let Some(job) = &copy_job {
@@ -424,5 +421,17 @@ pub async fn apply_desired(
     delete_orphans::<Service>(ctx, ns, group, owner_uid, &keep.svc).await?;
     delete_orphans::<ConfigMap>(ctx, ns, group, owner_uid, &keep.cm).await?;
     delete_orphans::<ServiceAccount>(ctx, ns, group, owner_uid, &keep.sa).await?;
+    applied.pods = pods;
     Ok(applied)
+}
+
+/// The pods of `group` (its `metadata.name`): replicator, worker, copy Job, managed NATS.
+pub async fn list_pods(ctx: &Context, ns: &str, group: &str) -> Result<Vec<Pod>, Error> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!("app.kubernetes.io/name=pg-flo,app.kubernetes.io/instance={group}");
+    Ok(api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube("list", "Pod", &selector))?
+        .items)
 }

@@ -6,11 +6,15 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-use crate::crd::{DesiredState, Mode, Phase, ReplicationGroup, ReplicationGroupStatus, SlotStatus};
+use super::pods::{pod_problems, pod_states};
+use crate::crd::{
+    ConsumerStatus, DesiredState, Mode, Phase, ReplicationGroup, ReplicationGroupStatus, SlotStatus,
+};
 
 /// Condition types of a ReplicationGroup.
 pub const READY: &str = "Ready";
@@ -50,6 +54,14 @@ pub struct Observed {
     /// Changes of the spec that were refused (the running objects keep the old values; see
     /// `nats_change`): `Degraded` with reason `ChangeRefused`, the rest of the status as usual.
     pub refused: Vec<String>,
+    /// The group's pods (replicator, worker, copy Job, managed NATS).
+    pub pods: Vec<Pod>,
+    /// The worker's consumer read from NATS (`error` set when it could not be read).
+    pub consumer: Option<ConsumerStatus>,
+    /// The hash of the configuration just rendered (`None`: nothing applied).
+    pub config_hash: Option<String>,
+    /// The time the pod states are judged at (default: now).
+    pub now: Option<Timestamp>,
 }
 
 /// Whether a Job has a condition `type_` that is true.
@@ -113,6 +125,11 @@ pub fn group_status(rg: &ReplicationGroup, o: &Observed) -> ReplicationGroupStat
     let slot_lost = slot
         .as_ref()
         .is_some_and(|s| s.wal_status.as_deref() == Some("lost"));
+    let slot_unreserved = slot
+        .as_ref()
+        .is_some_and(|s| s.wal_status.as_deref() == Some("unreserved"));
+    let pod_problems = pod_problems(&o.pods, o.now.unwrap_or_else(Timestamp::now));
+    let pods_failing = !pod_problems.is_empty();
     let replicator_up = o.replicator.as_ref().is_some_and(workload_available);
     let worker_up = o.worker.as_ref().is_some_and(workload_available);
     let copying = rg.spec.mode != Mode::Stream && !replicator_up;
@@ -148,6 +165,28 @@ pub fn group_status(rg: &ReplicationGroup, o: &Observed) -> ReplicationGroupStat
              exceeded): changes are missing; delete and recreate the group with mode copyAndStream"
                 .to_owned(),
         ))
+    } else if let Some(first) = pod_problems.first() {
+        Some((
+            first.reason.as_str(),
+            pod_problems
+                .iter()
+                .map(|p| p.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ))
+    } else if slot_unreserved {
+        Some((
+            "SlotWalUnreserved",
+            format!(
+                "the replication slot holds more WAL than max_wal_size (wal_status unreserved, \
+                 {} retained): it loses WAL at the next checkpoint unless the replicator catches \
+                 up; raise max_slot_wal_keep_size on the source or fix what holds the replicator \
+                 back",
+                slot.as_ref()
+                    .and_then(|s| s.retained_bytes)
+                    .map_or_else(|| "unknown bytes".to_owned(), |b| format!("{b} bytes"))
+            ),
+        ))
     } else if let Some(e) = &slot_error {
         Some((
             "SourceUnreachable",
@@ -161,7 +200,11 @@ pub fn group_status(rg: &ReplicationGroup, o: &Observed) -> ReplicationGroupStat
 
     let phase = if o.deleting.is_some() {
         Phase::Deleting
-    } else if refused || slot_lost || copy_failed {
+    } else if refused
+        || slot_lost
+        || copy_failed
+        || (pods_failing && rg.spec.state == DesiredState::Running)
+    {
         Phase::Degraded
     } else if rg.spec.state == DesiredState::Paused {
         Phase::Paused
@@ -225,7 +268,15 @@ pub fn group_status(rg: &ReplicationGroup, o: &Observed) -> ReplicationGroupStat
         cond(READY, false, reason, msg)
     };
     let progressing = matches!(phase, Phase::Pending | Phase::Copying) && !refused;
-    let progressing_cond = if progressing {
+    let progressing_cond = if phase == Phase::Degraded && pods_failing && !refused {
+        cond(
+            PROGRESSING,
+            false,
+            "Stalled",
+            "the rollout does not progress: a pod keeps failing (see the Degraded condition)"
+                .into(),
+        )
+    } else if progressing {
         cond(
             PROGRESSING,
             true,
@@ -267,6 +318,7 @@ pub fn group_status(rg: &ReplicationGroup, o: &Observed) -> ReplicationGroupStat
     // Keep the last slot reading when the source cannot be read right now.
     let slot = slot.or_else(|| rg.status.as_ref().and_then(|s| s.slot.clone()));
     let old = rg.status.as_ref();
+    let consumer = consumer_status(old.and_then(|s| s.consumer.as_ref()), o.consumer.as_ref());
     ReplicationGroupStatus {
         observed_generation: generation,
         phase: Some(phase),
@@ -275,7 +327,36 @@ pub fn group_status(rg: &ReplicationGroup, o: &Observed) -> ReplicationGroupStat
         // Decided once, never changed here (the reconciler records it).
         group_name: old.and_then(|s| s.group_name.clone()),
         copy_completion_time: old.and_then(|s| s.copy_completion_time.clone()),
+        config_hash: o
+            .config_hash
+            .clone()
+            .or_else(|| old.and_then(|s| s.config_hash.clone())),
+        pods: pod_states(&o.pods),
+        consumer,
     }
+}
+
+/// `status.consumer` after a reading: the new one; when it failed (`error` set), with the
+/// counts and `readAt` of the last successful one (`readAt` says how old they are); without a
+/// reading, the last status.
+pub fn consumer_status(
+    old: Option<&ConsumerStatus>,
+    reading: Option<&ConsumerStatus>,
+) -> Option<ConsumerStatus> {
+    let Some(new) = reading else {
+        return old.cloned();
+    };
+    if new.error.is_none() {
+        return Some(new.clone());
+    }
+    let old = old.cloned().unwrap_or_default();
+    Some(ConsumerStatus {
+        pending: old.pending,
+        ack_pending: old.ack_pending,
+        redelivered: old.redelivered,
+        read_at: old.read_at,
+        ..new.clone()
+    })
 }
 
 fn pending_message(replicator_up: bool, worker_up: bool, waiting_for: &[String]) -> String {
@@ -430,5 +511,223 @@ spec:
         let third = group_status(&rg, &o);
         assert_ne!(find(&third, PAUSED).last_transition_time, old);
         assert_eq!(find(&third, DEGRADED).last_transition_time, old);
+    }
+
+    /// A worker pod crash-looping after a permanent sink rejection, as the kubelet reports it.
+    fn crash_looping_worker(restarts: i32) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "orders-worker-0",
+                         "labels": {"app.kubernetes.io/component": "worker"},
+                         "annotations": {"pgflo.io/config-hash": "h1"}},
+            "status": {"phase": "Running",
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [{"name": "worker", "image": "pg-flo:1", "imageID": "",
+                    "ready": false, "restartCount": restarts,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+                        "finishedAt": "2025-06-01T11:58:00Z",
+                        "message": "ERROR pg_flo: pg_flo stopped error=the sink rejected a change permanently"}}}]}
+        }))
+        .unwrap()
+    }
+
+    /// (what, replicator up, worker up, pods, slot, (phase, Ready, Progressing reason,
+    /// Degraded reason)).
+    type Case = (
+        &'static str,
+        bool,
+        bool,
+        Vec<Pod>,
+        Option<Result<SlotStatus, String>>,
+        (Phase, &'static str, &'static str, &'static str),
+    );
+
+    #[test]
+    fn the_group_status_by_what_was_observed() {
+        let now: Timestamp = "2025-06-01T12:00:00Z".parse().unwrap();
+        let slot = |wal: &str| {
+            Some(Ok(SlotStatus {
+                wal_status: Some(wal.into()),
+                retained_bytes: Some(5_000_000),
+                ..SlotStatus::default()
+            }))
+        };
+        // (what, replicator up, worker up, pods, slot) -> (phase, Ready, Progressing, Degraded reason)
+        let table: Vec<Case> = vec![
+            (
+                "streaming",
+                true,
+                true,
+                vec![],
+                slot("reserved"),
+                (Phase::Streaming, "True", "Settled", "Healthy"),
+            ),
+            (
+                "rolling out",
+                true,
+                false,
+                vec![],
+                slot("reserved"),
+                (Phase::Pending, "False", "RollingOut", "Healthy"),
+            ),
+            (
+                "a crash-looping worker is no rollout",
+                true,
+                false,
+                vec![crash_looping_worker(5)],
+                slot("reserved"),
+                (Phase::Degraded, "False", "Stalled", "WorkerCrashLooping"),
+            ),
+            (
+                "unreserved WAL: still streaming, degraded",
+                true,
+                true,
+                vec![],
+                slot("unreserved"),
+                (Phase::Streaming, "False", "Settled", "SlotWalUnreserved"),
+            ),
+            (
+                "lost beats everything but the spec",
+                true,
+                false,
+                vec![crash_looping_worker(5)],
+                slot("lost"),
+                (Phase::Degraded, "False", "Stalled", "SlotLost"),
+            ),
+            (
+                "source unreachable",
+                true,
+                true,
+                vec![],
+                Some(Err("refused".into())),
+                (Phase::Streaming, "False", "Settled", "SourceUnreachable"),
+            ),
+        ];
+        for (what, rep, work, pods, slot, want) in table {
+            let o = Observed {
+                replicator: rep.then(available),
+                worker: Some(if work {
+                    available()
+                } else {
+                    StatefulSet::default()
+                }),
+                pods,
+                slot,
+                now: Some(now),
+                ..Observed::default()
+            };
+            let s = group_status(&group(), &o);
+            let got = (
+                s.phase.unwrap(),
+                find(&s, READY).status.as_str(),
+                find(&s, PROGRESSING).reason.as_str(),
+                find(&s, DEGRADED).reason.as_str(),
+            );
+            assert_eq!(got, want, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_crash_looping_worker_says_why_and_how_often() {
+        let o = Observed {
+            replicator: Some(available()),
+            worker: Some(StatefulSet::default()),
+            pods: vec![crash_looping_worker(7)],
+            slot: Some(Ok(SlotStatus::default())),
+            ..Observed::default()
+        };
+        let s = group_status(&group(), &o);
+        assert_eq!(
+            find(&s, DEGRADED).message,
+            "worker pod orders-worker-0 is in CrashLoopBackOff after 7 restarts; last exit code 1 \
+             (Error) at 2025-06-01T11:58:00Z: pg_flo stopped error=the sink rejected a change \
+             permanently: see `kubectl logs orders-worker-0 --previous`"
+        );
+        assert_eq!(
+            s.pods,
+            vec![crate::crd::PodState {
+                component: "worker".into(),
+                name: "orders-worker-0".into(),
+                ready: false,
+                restarts: 7,
+                state: "CrashLoopBackOff".into(),
+                config_hash: Some("h1".into()),
+            }]
+        );
+        assert_eq!(find(&s, PROGRESSING).status, "False");
+    }
+
+    #[test]
+    fn unreserved_wal_names_the_retained_bytes() {
+        let o = Observed {
+            replicator: Some(available()),
+            worker: Some(available()),
+            slot: Some(Ok(SlotStatus {
+                wal_status: Some("unreserved".into()),
+                retained_bytes: Some(123_456),
+                ..SlotStatus::default()
+            })),
+            ..Observed::default()
+        };
+        let s = group_status(&group(), &o);
+        assert_eq!(
+            find(&s, DEGRADED).message,
+            "the replication slot holds more WAL than max_wal_size (wal_status unreserved, \
+             123456 bytes retained): it loses WAL at the next checkpoint unless the replicator \
+             catches up; raise max_slot_wal_keep_size on the source or fix what holds the \
+             replicator back"
+        );
+    }
+
+    #[test]
+    fn a_failed_consumer_reading_keeps_the_last_counts_and_shows_the_error() {
+        let at = Time(Timestamp::UNIX_EPOCH);
+        let good = ConsumerStatus {
+            name: Some("pgflo_g_consumer".into()),
+            stream: Some("pgflo_g_stream".into()),
+            pending: Some(10),
+            ack_pending: Some(2),
+            redelivered: Some(0),
+            read_at: Some(at.clone()),
+            error: None,
+        };
+        let failed = ConsumerStatus {
+            name: Some("pgflo_g_consumer".into()),
+            stream: Some("pgflo_g_stream".into()),
+            error: Some("cannot connect".into()),
+            ..ConsumerStatus::default()
+        };
+        let table = [
+            ("no reading", Some(&good), None, Some(good.clone())),
+            ("no reading, nothing before", None, None, None),
+            ("a new reading", None, Some(&good), Some(good.clone())),
+            (
+                "failed after a good one",
+                Some(&good),
+                Some(&failed),
+                Some(ConsumerStatus {
+                    error: Some("cannot connect".into()),
+                    ..good.clone()
+                }),
+            ),
+            (
+                "failed, nothing before",
+                None,
+                Some(&failed),
+                Some(failed.clone()),
+            ),
+            (
+                "good again",
+                Some(&ConsumerStatus {
+                    error: Some("x".into()),
+                    ..good.clone()
+                }),
+                Some(&good),
+                Some(good.clone()),
+            ),
+        ];
+        for (what, old, reading, want) in table {
+            assert_eq!(consumer_status(old, reading), want, "{what}");
+        }
     }
 }

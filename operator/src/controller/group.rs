@@ -33,14 +33,16 @@ use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalize};
 use kube::{Api, ResourceExt};
 
-use super::apply::{apply_desired, delete, ssa, Applied, NatsPlan, Plan};
-use super::conditions::{group_status, same_conditions, Observed, DEGRADED};
+use super::apply::{apply_desired, delete, list_pods, ssa, Applied, NatsPlan, Plan};
+use super::conditions::{carry_transition_times, group_status, Observed, DEGRADED, READY};
 use super::nats_change::{self, RunningNats};
 use super::validate::{
-    external_nats, fetch, fetch_secrets, secret_versions, source_connection, validate,
+    external_nats, fetch, fetch_secrets, nats_access, secret_versions, source_connection, validate,
     webhook_header_keys, Refs,
 };
-use super::{error_chain, observe, Context, Error, CLEANUP_POLL, FIELD_MANAGER, FINALIZER};
+use super::{
+    error_chain, key_of, observe, Context, Error, Readings, CLEANUP_POLL, FIELD_MANAGER, FINALIZER,
+};
 use crate::crd::{DesiredState, NatsSpec, ReclaimPolicy, ReplicationGroup, ReplicationGroupStatus};
 use crate::group_name;
 use crate::resources::quantity::quantity_bytes;
@@ -74,6 +76,10 @@ pub async fn reconcile(rg: Arc<ReplicationGroup>, ctx: Arc<Context>) -> Result<A
         | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         other => Error::Finalizer(Box::new(other)),
     });
+    match &result {
+        Err(e) => report_error(&ctx, &rg, e).await,
+        Ok(_) => ctx.forget_events(&super::error_key(rg.as_ref())),
+    }
     observe(&ctx, rg.as_ref(), &result, started);
     result
 }
@@ -189,6 +195,78 @@ fn versions_of(secrets: &[&Secret]) -> String {
         .join(",")
 }
 
+/// A failed reconcile as the user sees it: `Degraded=True` with the error's reason and message
+/// (the other conditions keep what was last observed) and one Warning Event per reason and
+/// [`super::EVENT_REPEAT`] while the error lasts. Waiting for pods during a delete is no error
+/// (the `Deleting` status says what it waits for). Best effort: a failure here is logged.
+async fn report_error(ctx: &Context, rg: &ReplicationGroup, err: &Error) {
+    if matches!(err, Error::CleanupPending(_)) {
+        return;
+    }
+    let reason = err.reason();
+    let message = format!("{} (retried with backoff)", super::describe(err));
+    if ctx.event_due(&super::error_key(rg), reason) {
+        ctx.event(rg, EventType::Warning, reason, "Reconcile", message.clone())
+            .await;
+    }
+    let (Some(ns), name) = (rg.namespace(), rg.name_any()) else {
+        return;
+    };
+    let api: Api<ReplicationGroup> = Api::namespaced(ctx.client.clone(), &ns);
+    let current = match api.get_opt(&name).await {
+        Ok(Some(current)) => current,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the group to report a reconcile error");
+            return;
+        }
+    };
+    let old = current.status.clone().unwrap_or_default();
+    let Some(status) = error_status(&current, reason, &message) else {
+        return;
+    };
+    if status != old {
+        if let Err(e) = patch_status(ctx, &current, status).await {
+            tracing::warn!(error = %error_chain(&e), "cannot write the reconcile error to the status");
+        }
+    }
+}
+
+/// The status of `rg` with `Degraded=True` (`reason`, `message`); `None` when it already says
+/// so (a retry with the same error writes nothing).
+pub fn error_status(
+    rg: &ReplicationGroup,
+    reason: &str,
+    message: &str,
+) -> Option<ReplicationGroupStatus> {
+    let old = rg.status.clone().unwrap_or_default();
+    if old.conditions.iter().any(|c| {
+        c.type_ == DEGRADED && c.status == "True" && c.reason == reason && c.message == message
+    }) {
+        return None;
+    }
+    let mut status = old.clone();
+    let degraded = k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        type_: DEGRADED.into(),
+        status: "True".into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: rg.metadata.generation,
+        last_transition_time: Time(Timestamp::now()),
+    };
+    status.conditions.retain(|c| c.type_ != DEGRADED);
+    let at = status
+        .conditions
+        .iter()
+        .position(|c| c.type_ == READY)
+        .map_or(0, |i| i + 1);
+    status
+        .conditions
+        .insert(at.min(status.conditions.len()), degraded);
+    carry_transition_times(&old.conditions, &mut status.conditions);
+    Some(status)
+}
+
 async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error> {
     let ns = rg.namespace().ok_or(Error::Unnamed)?;
     let name = rg.name_any();
@@ -223,19 +301,11 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
     if !problems.is_empty() {
         let observed = Observed {
             invalid: problems.clone(),
+            pods: list_pods(ctx, &ns, &name).await?,
             ..Observed::default()
         };
         let status = group_status(&rg, &observed);
-        if changed_condition(&rg, &status, DEGRADED) {
-            ctx.event(
-                rg.as_ref(),
-                EventType::Warning,
-                "InvalidSpec",
-                "Validate",
-                problems.join("; "),
-            )
-            .await;
-        }
+        degraded_event(ctx, &rg, &status, "Validate").await;
         if rg.status.as_ref() != Some(&status) {
             patch_status(ctx, &rg, status).await?;
         }
@@ -258,19 +328,11 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
             &rg,
             &Observed {
                 conflict: Some(message.clone()),
+                pods: list_pods(ctx, &ns, &name).await?,
                 ..Observed::default()
             },
         );
-        if changed_condition(&rg, &status, DEGRADED) {
-            ctx.event(
-                rg.as_ref(),
-                EventType::Warning,
-                "GroupNameConflict",
-                "Validate",
-                message,
-            )
-            .await;
-        }
+        degraded_event(ctx, &rg, &status, "Validate").await;
         if rg.status.as_ref() != Some(&status) {
             patch_status(ctx, &rg, status).await?;
         }
@@ -335,6 +397,7 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
         run_workloads: rg.spec.state != DesiredState::Stopped,
         copy_recorded: recorded_copy.is_some(),
     };
+    let config_hash = desired.config_hash.clone();
     let nats_plan = NatsPlan {
         running: running_sts,
         recreate,
@@ -343,12 +406,17 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
         ctx, &ns, &name, &uid, desired, plan, &nats_plan,
     ))
     .await?;
-    let slot = match ctx.fresh_slot(&uid) {
-        Some(reading) => reading,
+    let readings = match ctx.fresh_readings(&uid) {
+        Some(readings) => readings,
         None => {
-            let reading = read_slot(&rg, &refs, &group).await;
-            ctx.remember_slot(&uid, reading.clone());
-            reading
+            let access = nats_access(&rg, &refs);
+            let (slot, consumer) = tokio::join!(
+                read_slot(&rg, &refs, &group),
+                super::nats_status::read_consumer(&access, &group)
+            );
+            let readings = Readings { slot, consumer };
+            ctx.remember_readings(&uid, readings.clone());
+            readings
         }
     };
     let Applied {
@@ -358,6 +426,7 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
         copy_complete,
         waiting_for,
         nats_error,
+        pods,
     } = applied;
     let migrating = !waiting_for.is_empty();
     let observed = Observed {
@@ -366,7 +435,10 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
         copy_job,
         copy_completed: recorded_copy.is_some() || copy_complete,
         waiting_for,
-        slot: Some(slot),
+        slot: Some(readings.slot),
+        consumer: Some(readings.consumer),
+        pods,
+        config_hash: Some(config_hash),
         refused,
         ..Observed::default()
     };
@@ -375,17 +447,7 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
     if recorded_copy.is_none() && copy_complete {
         status.copy_completion_time = Some(Time(Timestamp::now()));
     }
-    if changed_condition(&rg, &status, DEGRADED) {
-        if let Some(c) = status.conditions.iter().find(|c| c.type_ == DEGRADED) {
-            let (type_, reason) = if c.status == "True" {
-                (EventType::Warning, c.reason.as_str())
-            } else {
-                (EventType::Normal, "Healthy")
-            };
-            ctx.event(rg.as_ref(), type_, reason, "Reconcile", c.message.clone())
-                .await;
-        }
-    }
+    degraded_event(ctx, &rg, &status, "Reconcile").await;
     if rg.status.as_ref() != Some(&status) {
         patch_status(ctx, &rg, status).await?;
     }
@@ -498,17 +560,69 @@ fn conflict_message(
     )
 }
 
-/// Whether condition `type_` differs (status or reason) from the one in the current status.
-fn changed_condition(rg: &ReplicationGroup, new: &ReplicationGroupStatus, type_: &str) -> bool {
-    let old = rg
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_));
-    let new = new.conditions.iter().find(|c| c.type_ == type_);
-    match (old, new) {
-        (Some(o), Some(n)) => !same_conditions(std::slice::from_ref(o), std::slice::from_ref(n)),
-        (None, Some(n)) => n.status == "True",
-        _ => false,
+/// Whether the Degraded condition's change from `old` to `new` is worth an Event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DegradedChange {
+    /// Nothing new.
+    None,
+    /// Status or reason changed (a new problem, or healthy again): always published.
+    Reason,
+    /// Only the message changed (a new restart count, one more invalid Rule): published at most
+    /// once per reason and [`super::EVENT_REPEAT`].
+    Message,
+}
+
+/// How the Degraded condition changed between the stored and the new status.
+pub fn degraded_change(
+    old: Option<&ReplicationGroupStatus>,
+    new: &ReplicationGroupStatus,
+) -> DegradedChange {
+    let find =
+        |s: &ReplicationGroupStatus| s.conditions.iter().find(|c| c.type_ == DEGRADED).cloned();
+    match (old.and_then(find), find(new)) {
+        (_, None) => DegradedChange::None,
+        (None, Some(n)) if n.status == "True" => DegradedChange::Reason,
+        (None, Some(_)) => DegradedChange::None,
+        (Some(o), Some(n)) if o.status != n.status || o.reason != n.reason => {
+            DegradedChange::Reason
+        }
+        (Some(o), Some(n)) if o.message != n.message && n.status == "True" => {
+            DegradedChange::Message
+        }
+        _ => DegradedChange::None,
+    }
+}
+
+/// Publishes the Event of a change of the Degraded condition: a Warning with its reason, or
+/// `Healthy` when it clears; a change of the message alone at most once per
+/// [`super::EVENT_REPEAT`].
+async fn degraded_event(
+    ctx: &Context,
+    rg: &ReplicationGroup,
+    status: &ReplicationGroupStatus,
+    action: &str,
+) {
+    let change = degraded_change(rg.status.as_ref(), status);
+    let Some(c) = status.conditions.iter().find(|c| c.type_ == DEGRADED) else {
+        return;
+    };
+    let (type_, reason) = if c.status == "True" {
+        (EventType::Warning, c.reason.as_str())
+    } else {
+        (EventType::Normal, "Healthy")
+    };
+    let key = key_of(rg);
+    let publish = match change {
+        DegradedChange::None => false,
+        DegradedChange::Reason => {
+            ctx.mark_event(&key, reason);
+            true
+        }
+        DegradedChange::Message => ctx.event_due(&key, reason),
+    };
+    if publish {
+        ctx.event(rg, type_, reason, action, c.message.clone())
+            .await;
     }
 }
 
@@ -582,8 +696,9 @@ async fn cleanup(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Err
     let ns = rg.namespace().ok_or(Error::Unnamed)?;
     let name = rg.name_any();
     if let Some(uid) = rg.uid() {
-        ctx.forget_slot(&uid);
+        ctx.forget_readings(&uid);
     }
+    ctx.forget_events(&key_of(rg.as_ref()));
     let group = cleanup_group(ctx, &rg).await?;
     if rg.spec.reclaim_policy == ReclaimPolicy::Retain {
         let note = match &group {
@@ -712,16 +827,9 @@ async fn cleanup(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Err
     let refs = fetch_secrets(ctx, &rg).await?;
     if keep_slot.is_none() {
         let Some(conn) = source_connection(&rg, &refs) else {
+            // The Event and the condition come from `report_error`.
             let msg = "cannot clean up: the source credentials Secret is missing; restore it, or \
                        set spec.reclaimPolicy: retain to delete the group without cleanup";
-            ctx.event(
-                rg.as_ref(),
-                EventType::Warning,
-                "CleanupBlocked",
-                "Cleanup",
-                msg.into(),
-            )
-            .await;
             return Err(Error::CleanupBlocked(msg.into()));
         };
         match source::drop_group_objects(&conn, &group).await {
@@ -744,16 +852,14 @@ async fn cleanup(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Err
                 deleting_status(ctx, &rg, error_chain(&e)).await?;
                 return Err(Error::CleanupPending(error_chain(&e)));
             }
-            Err(e) => return Err(cleanup_failed(ctx, &rg, Error::Source(e)).await),
+            Err(e) => return Err(Error::Source(e)),
         }
     }
 
     // 3. The streams on an external NATS (a managed NATS's volumes go with it).
     if keep_streams.is_none() {
         if let Some(access) = external_nats(&rg, &refs) {
-            if let Err(err) = super::nats_cleanup::delete_group_streams(&access, &group).await {
-                return Err(cleanup_failed(ctx, &rg, err).await);
-            }
+            super::nats_cleanup::delete_group_streams(&access, &group).await?;
         }
     }
     ctx.event(
@@ -774,19 +880,6 @@ async fn cleanup(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Err
     Ok(Action::await_change())
 }
 
-/// Publishes a `CleanupFailed` Warning for `err` and returns it.
-async fn cleanup_failed(ctx: &Context, rg: &ReplicationGroup, err: Error) -> Error {
-    ctx.event(
-        rg,
-        EventType::Warning,
-        "CleanupFailed",
-        "Cleanup",
-        error_chain(&err),
-    )
-    .await;
-    err
-}
-
 /// Status while deleting: phase `Deleting`, `Ready` false with `message`.
 async fn deleting_status(
     ctx: &Context,
@@ -799,4 +892,146 @@ async fn deleting_status(
         ..Observed::default()
     };
     patch_status(ctx, rg, group_status(rg, &observed)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+    fn status(conditions: &[(&str, &str, &str, &str)]) -> ReplicationGroupStatus {
+        ReplicationGroupStatus {
+            conditions: conditions
+                .iter()
+                .map(|(t, s, r, m)| Condition {
+                    type_: (*t).into(),
+                    status: (*s).into(),
+                    reason: (*r).into(),
+                    message: (*m).into(),
+                    observed_generation: Some(1),
+                    last_transition_time: Time(Timestamp::UNIX_EPOCH),
+                })
+                .collect(),
+            ..ReplicationGroupStatus::default()
+        }
+    }
+
+    #[test]
+    fn degraded_events_on_a_new_reason_and_rarely_on_a_new_message() {
+        let healthy = status(&[(DEGRADED, "False", "Healthy", "no problem found")]);
+        let crash = |n: u32| {
+            status(&[(
+                DEGRADED,
+                "True",
+                "WorkerCrashLooping",
+                Box::leak(format!("after {n} restarts").into_boxed_str()),
+            )])
+        };
+        let table = [
+            (
+                "first status, healthy",
+                None,
+                healthy.clone(),
+                DegradedChange::None,
+            ),
+            (
+                "first status, degraded",
+                None,
+                crash(1),
+                DegradedChange::Reason,
+            ),
+            ("unchanged", Some(crash(1)), crash(1), DegradedChange::None),
+            (
+                "a new restart count",
+                Some(crash(1)),
+                crash(2),
+                DegradedChange::Message,
+            ),
+            (
+                "healthy again",
+                Some(crash(2)),
+                healthy.clone(),
+                DegradedChange::Reason,
+            ),
+            (
+                "degraded again",
+                Some(healthy.clone()),
+                crash(3),
+                DegradedChange::Reason,
+            ),
+            (
+                "another reason",
+                Some(crash(3)),
+                status(&[(DEGRADED, "True", "SlotLost", "lost")]),
+                DegradedChange::Reason,
+            ),
+            (
+                "no condition",
+                Some(crash(1)),
+                ReplicationGroupStatus::default(),
+                DegradedChange::None,
+            ),
+        ];
+        for (what, old, new, want) in table {
+            assert_eq!(degraded_change(old.as_ref(), &new), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_reconcile_error_sets_degraded_once_and_keeps_the_rest() {
+        let mut rg: ReplicationGroup = serde_yaml::from_str(
+            "apiVersion: pgflo.io/v1alpha1
+kind: ReplicationGroup
+metadata: {name: orders, namespace: data, generation: 3}
+spec:
+  source: {host: db, database: shop, user: {name: s, key: u}, password: {name: s, key: p}}
+  sink: {stdout: {}}
+  nats: {managed: {}}",
+        )
+        .unwrap();
+        rg.status = Some(status(&[
+            (
+                READY,
+                "True",
+                "Streaming",
+                "replicator and worker are running",
+            ),
+            (DEGRADED, "False", "Healthy", "no problem found"),
+        ]));
+        let s = error_status(&rg, "KubernetesApiError", "cannot apply StatefulSet x").unwrap();
+        let got: Vec<(&str, &str, &str)> = s
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (READY, "True", "Streaming"),
+                (DEGRADED, "True", "KubernetesApiError")
+            ]
+        );
+        assert_eq!(s.conditions[1].message, "cannot apply StatefulSet x");
+        assert_eq!(s.conditions[1].observed_generation, Some(3));
+        assert_eq!(
+            s.conditions[0].last_transition_time,
+            Time(Timestamp::UNIX_EPOCH)
+        );
+        assert_ne!(
+            s.conditions[1].last_transition_time,
+            Time(Timestamp::UNIX_EPOCH)
+        );
+        // The same error again: nothing to write.
+        rg.status = Some(s);
+        assert_eq!(
+            error_status(&rg, "KubernetesApiError", "cannot apply StatefulSet x"),
+            None
+        );
+        // Another message of the same reason: written, transition time kept.
+        let again = error_status(&rg, "KubernetesApiError", "cannot apply Service y").unwrap();
+        assert_eq!(
+            again.conditions[1].last_transition_time,
+            rg.status.as_ref().unwrap().conditions[1].last_transition_time
+        );
+    }
 }

@@ -7,15 +7,19 @@
 //! - [`attach`]: `Rule` and `Route`: validated against their group and marked `Accepted`.
 //! - [`run`]: wires the controllers onto watches (one set per watched namespace).
 //!
-//! Errors carry a [`Error::category`] used as metric label and Event reason. A problem the user
-//! must fix (invalid spec, missing Secret) is not an error: it becomes a status condition and an
-//! Event and the controller waits for a change. Errors (API calls, source unreachable during
-//! cleanup) are retried with per-object exponential backoff ([`error_policy`]).
+//! Errors carry a [`Error::category`] (metric label) and an [`Error::reason`] (condition and
+//! Event reason). A problem the user must fix (invalid spec, missing Secret) is not an error:
+//! it becomes a status condition and an Event and the controller waits for a change. Errors (API
+//! calls, source unreachable during cleanup) are retried with per-object exponential backoff
+//! ([`error_policy`]) and shown: `Degraded` (groups) or `Accepted=Unknown` (Rules, Routes) with
+//! the reason, and one Warning Event per object and reason every [`EVENT_REPEAT`] at most.
 
 pub mod attach;
 pub mod conditions;
 pub mod group;
 pub mod nats_change;
+pub mod nats_status;
+pub mod pods;
 pub mod validate;
 
 mod apply;
@@ -40,6 +44,19 @@ use crate::source::SourceError;
 pub const CLEANUP_POLL: Duration = Duration::from_secs(5);
 /// A slot read from the source, or why it could not be read.
 pub type SlotReading = Result<crate::crd::SlotStatus, String>;
+
+/// What the operator reads of a group outside Kubernetes, once per `--status-interval`.
+#[derive(Clone, Debug)]
+pub struct Readings {
+    /// The replication slot.
+    pub slot: SlotReading,
+    /// The worker's consumer (`error` set when NATS could not be read).
+    pub consumer: crate::crd::ConsumerStatus,
+}
+
+/// How often an Event of one reason about one object is repeated while it lasts (reconcile
+/// errors retried with backoff, a crash-looping pod's message with a new restart count).
+pub const EVENT_REPEAT: Duration = Duration::from_secs(15 * 60);
 
 /// Field manager of every server-side apply of the operator.
 pub const FIELD_MANAGER: &str = "pg-flo-operator";
@@ -66,8 +83,10 @@ pub struct Context {
     slot_refresh: Duration,
     /// Consecutive failures per object (`namespace/name`), for the backoff.
     failures: Mutex<HashMap<String, u32>>,
-    /// Last slot reading per group uid: when, and what (or why not).
-    slots: Mutex<HashMap<String, (Instant, SlotReading)>>,
+    /// Last readings per group uid: when, and what (or why not).
+    readings: Mutex<HashMap<String, (Instant, Readings)>>,
+    /// When an Event was last published per object and reason (see [`EVENT_REPEAT`]).
+    events: Mutex<HashMap<(String, String), Instant>>,
 }
 
 impl Context {
@@ -89,7 +108,8 @@ impl Context {
             status_interval,
             slot_refresh: status_interval,
             failures: Mutex::new(HashMap::new()),
-            slots: Mutex::new(HashMap::new()),
+            readings: Mutex::new(HashMap::new()),
+            events: Mutex::new(HashMap::new()),
         }
     }
 
@@ -111,29 +131,58 @@ impl Context {
         self
     }
 
-    /// The slot reading of group `uid` if one was taken less than `slot_refresh` ago.
+    /// The readings of group `uid` if they were taken less than `slot_refresh` ago.
     ///
-    /// Why: every status write is itself a watch event that triggers a reconcile; re-reading the
-    /// slot there would find a new lag under traffic, write again, and loop once per debounce.
-    /// Reusing a fresh reading makes that reconcile's status equal to the stored one, and an
-    /// equal status is not written.
-    pub(crate) fn fresh_slot(&self, uid: &str) -> Option<SlotReading> {
-        let slots = self.slots.lock().ok()?;
-        let (at, reading) = slots.get(uid)?;
+    /// Why: every status write is itself a watch event that triggers a reconcile; reading the
+    /// slot and the consumer again there would find a new lag under traffic (and a new
+    /// `readAt`), write again, and loop once per debounce. Reusing fresh readings makes that
+    /// reconcile's status equal to the stored one, and an equal status is not written.
+    pub(crate) fn fresh_readings(&self, uid: &str) -> Option<Readings> {
+        let readings = self.readings.lock().ok()?;
+        let (at, reading) = readings.get(uid)?;
         (at.elapsed() < self.slot_refresh).then(|| reading.clone())
     }
 
-    /// Remembers the slot reading of group `uid`.
-    pub(crate) fn remember_slot(&self, uid: &str, reading: SlotReading) {
-        if let Ok(mut slots) = self.slots.lock() {
-            slots.insert(uid.to_owned(), (Instant::now(), reading));
+    /// Remembers the readings of group `uid`.
+    pub(crate) fn remember_readings(&self, uid: &str, reading: Readings) {
+        if let Ok(mut readings) = self.readings.lock() {
+            readings.insert(uid.to_owned(), (Instant::now(), reading));
         }
     }
 
     /// Forgets group `uid` (deleted).
-    pub(crate) fn forget_slot(&self, uid: &str) {
-        if let Ok(mut slots) = self.slots.lock() {
-            slots.remove(uid);
+    pub(crate) fn forget_readings(&self, uid: &str) {
+        if let Ok(mut readings) = self.readings.lock() {
+            readings.remove(uid);
+        }
+    }
+
+    /// Whether an Event of `reason` about the object `key` may be published now: the first one,
+    /// or [`EVENT_REPEAT`] after the last one. Counts it when it may.
+    pub(crate) fn event_due(&self, key: &str, reason: &str) -> bool {
+        let Ok(mut events) = self.events.lock() else {
+            return true;
+        };
+        let k = (key.to_owned(), reason.to_owned());
+        let due = events.get(&k).is_none_or(|at| at.elapsed() >= EVENT_REPEAT);
+        if due {
+            events.insert(k, Instant::now());
+        }
+        due
+    }
+
+    /// Records that an Event of `reason` about `key` was published now (one that is always
+    /// published, e.g. a new Degraded reason), so that repeats wait [`EVENT_REPEAT`].
+    pub(crate) fn mark_event(&self, key: &str, reason: &str) {
+        if let Ok(mut events) = self.events.lock() {
+            events.insert((key.to_owned(), reason.to_owned()), Instant::now());
+        }
+    }
+
+    /// Forgets the Events published about `key` (it reconciled fine: the next failure is news).
+    pub(crate) fn forget_events(&self, key: &str) {
+        if let Ok(mut events) = self.events.lock() {
+            events.retain(|(k, _), _| k != key);
         }
     }
 
@@ -247,7 +296,26 @@ pub enum Error {
 }
 
 impl Error {
-    /// Metric label and Event reason.
+    /// Reason of the condition and the Event that report the error: `KubernetesApiError`,
+    /// `BuildFailed`, `CleanupFailed` (source database or NATS streams), `CleanupBlocked`,
+    /// `CleanupPending`, `FinalizerFailed`, `InvalidObject`.
+    pub fn reason(&self) -> &'static str {
+        use kube::runtime::finalizer::Error as F;
+        match self {
+            Error::Kube { .. } => "KubernetesApiError",
+            Error::Build(_) => "BuildFailed",
+            Error::Source(_) | Error::Nats { .. } => "CleanupFailed",
+            Error::Finalizer(f) => match f.as_ref() {
+                F::ApplyFailed(e) | F::CleanupFailed(e) => e.reason(),
+                _ => "FinalizerFailed",
+            },
+            Error::CleanupPending(_) => "CleanupPending",
+            Error::CleanupBlocked(_) => "CleanupBlocked",
+            Error::Unnamed => "InvalidObject",
+        }
+    }
+
+    /// Metric label.
     pub fn category(&self) -> &'static str {
         use kube::runtime::finalizer::Error as F;
         match self {
@@ -296,8 +364,34 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Key of an object in the backoff table.
-fn key_of<K>(obj: &K) -> String
+/// An error as a condition message and Event note: [`error_chain`], except that a refusal of
+/// the API server reads `cannot <verb> <kind> <name>: <the server's message> (<code> <reason>)`
+/// instead of the client's debug rendering of the response.
+pub fn describe(err: &Error) -> String {
+    use kube::runtime::finalizer::Error as F;
+    match err {
+        Error::Kube {
+            source: kube::Error::Api(s),
+            ..
+        } => format!("{err}: {} ({} {})", s.message, s.code, s.reason),
+        Error::Finalizer(f) => match f.as_ref() {
+            F::ApplyFailed(e) | F::CleanupFailed(e) => describe(e),
+            F::AddFinalizer(kube::Error::Api(s)) | F::RemoveFinalizer(kube::Error::Api(s)) => {
+                let step = if matches!(f.as_ref(), F::AddFinalizer(_)) {
+                    "cannot add"
+                } else {
+                    "cannot remove"
+                };
+                format!("{step} {err}: {} ({} {})", s.message, s.code, s.reason)
+            }
+            _ => error_chain(err),
+        },
+        _ => error_chain(err),
+    }
+}
+
+/// Key of an object in the backoff and Event tables.
+pub(crate) fn key_of<K>(obj: &K) -> String
 where
     K: Resource,
     K::DynamicType: Default,
@@ -308,6 +402,15 @@ where
         obj.namespace().unwrap_or_default(),
         obj.name_any()
     )
+}
+
+/// Key of the Events that report reconcile errors of `obj` (forgotten when it reconciles fine).
+pub(crate) fn error_key<K>(obj: &K) -> String
+where
+    K: Resource,
+    K::DynamicType: Default,
+{
+    format!("{}#error", key_of(obj))
 }
 
 /// `error_policy` of every controller: log, count, and retry after a per-object exponential
@@ -367,6 +470,37 @@ mod tests {
         assert!(cut.len() <= 1024, "{}", cut.len());
         assert!(cut.ends_with('…'));
         assert_eq!(truncate_note("x".repeat(1024)).len(), 1024);
+    }
+
+    #[tokio::test]
+    async fn events_of_one_reason_wait_for_the_repeat_interval() {
+        let ctx = Context::new(
+            Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().unwrap())).unwrap(),
+            String::new(),
+            Reporter {
+                controller: "t".into(),
+                instance: None,
+            },
+            Arc::new(Metrics::new().unwrap()),
+            Duration::from_secs(30),
+        );
+        assert!(ctx.event_due("a", "KubernetesApiError"));
+        assert!(!ctx.event_due("a", "KubernetesApiError"), "a retry");
+        assert!(ctx.event_due("a", "CleanupFailed"), "another reason");
+        assert!(ctx.event_due("b", "KubernetesApiError"), "another object");
+        ctx.mark_event("c", "WorkerCrashLooping");
+        assert!(!ctx.event_due("c", "WorkerCrashLooping"));
+        // Reconciled fine: the next failure is news.
+        ctx.forget_events("a");
+        assert!(ctx.event_due("a", "KubernetesApiError"));
+        // After the interval: once more.
+        if let Ok(mut events) = ctx.events.lock() {
+            for at in events.values_mut() {
+                *at = Instant::now() - EVENT_REPEAT;
+            }
+        }
+        assert!(ctx.event_due("a", "KubernetesApiError"));
+        assert!(!ctx.event_due("a", "KubernetesApiError"));
     }
 
     #[test]

@@ -23,15 +23,16 @@ fn nats_error(stream: &str, e: impl std::error::Error + Send + Sync + 'static) -
     }
 }
 
-/// Deletes the group's streams on the NATS server `access` describes.
-pub async fn delete_group_streams(access: &NatsAccess, group: &str) -> Result<(), Error> {
-    let [first, ..] = group_streams(group);
+/// A client of the NATS server `access` describes (one attempt, at most 10 s to connect).
+pub(super) async fn connect(
+    access: &NatsAccess,
+) -> Result<async_nats::Client, Box<dyn std::error::Error + Send + Sync>> {
     let mut opts = async_nats::ConnectOptions::new()
         .name("pg-flo-operator")
         .connection_timeout(Duration::from_secs(10))
         .max_reconnects(Some(1));
     if let Some(creds) = &access.credentials {
-        opts = opts.credentials(creds).map_err(|e| nats_error(&first, e))?;
+        opts = opts.credentials(creds)?;
     }
     if let Some((user, password)) = &access.user {
         opts = opts.user_and_password(user.clone(), password.expose_secret().to_owned());
@@ -47,16 +48,21 @@ pub async fn delete_group_streams(access: &NatsAccess, group: &str) -> Result<()
                 pg_flo_source::tls::client_config_with_cert(mode, Some(pem), cert, key)
             }
             None => pg_flo_source::tls::client_config(mode, Some(pem)),
-        }
-        .map_err(|e| nats_error(&first, e))?;
+        }?;
         if let Some(tls) = tls {
             opts = opts.tls_client_config((*tls).clone()).require_tls(true);
         }
     }
-    let client = opts
-        .connect(access.url.as_str())
-        .await
-        .map_err(|e| nats_error(&first, e))?;
+    Ok(opts.connect(access.url.as_str()).await?)
+}
+
+/// Deletes the group's streams on the NATS server `access` describes.
+pub async fn delete_group_streams(access: &NatsAccess, group: &str) -> Result<(), Error> {
+    let [first, ..] = group_streams(group);
+    let client = connect(access).await.map_err(|source| Error::Nats {
+        stream: first.clone(),
+        source,
+    })?;
     let js = async_nats::jetstream::new(client);
     for stream in group_streams(group) {
         match js.delete_stream(&stream).await {

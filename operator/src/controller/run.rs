@@ -3,10 +3,13 @@
 //!
 //! - ReplicationGroup: owns its ConfigMaps, ServiceAccounts, Deployments, Jobs, StatefulSets,
 //!   Services, PodDisruptionBudgets and NetworkPolicies (watched by the operator's label), and
-//!   is re-reconciled when a Rule or Route naming it, or a Secret it references (or its
-//!   generated NATS credentials), changes.
-//! - Rule / Route: re-reconciled when their group appears or goes; a Route also when another
-//!   Route of the same group changes (conflicts).
+//!   is re-reconciled when a Rule or Route naming it, a Secret it references (or its generated
+//!   NATS credentials), or one of its pods (by the operator's label and `pgflo.io/group`: pod
+//!   states and restarts are in its status) changes.
+//! - Rule / Route: re-reconciled when their group changes (appears, goes, or its status
+//!   follows its worker pod: `Accepted` waits for the worker running their configuration) or
+//!   its ConfigMap does (which generations it renders); a Route also when another Route of the
+//!   same group changes (conflicts).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +18,7 @@ use futures_util::future::join_all;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::DeserializeGuard;
@@ -31,6 +34,7 @@ use super::attach::{reconcile_route, reconcile_rule};
 use super::validate::references_secret;
 use super::{error_chain, error_policy, group, Context, Error};
 use crate::crd::{ReplicationGroup, Route, Rule};
+use crate::resources::GROUP_LABEL;
 
 /// What the controllers watch.
 #[derive(Clone, Debug, Default)]
@@ -121,6 +125,26 @@ where
     }
 }
 
+/// Maps a changed object labelled `pgflo.io/group` (the group's ConfigMap) to the objects of
+/// `store` (Rules or Routes) in its namespace whose `group_of` names that group.
+fn members_of_labelled<K, F, O>(
+    store: Store<Guarded<K>>,
+    group_of: F,
+) -> impl Fn(O) -> Vec<ObjectRef<Guarded<K>>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+    F: Fn(&K) -> &String,
+    O: Resource,
+{
+    move |o| {
+        let Some(group) = o.labels().get(GROUP_LABEL).cloned() else {
+            return Vec::new();
+        };
+        let ns = o.meta().namespace.clone();
+        matching(&store, |r: &K| r.namespace() == ns && *group_of(r) == group)
+    }
+}
+
 /// Runs the controllers of one scope until a shutdown signal.
 async fn run_scope(ctx: Arc<Context>, ns: Option<String>) {
     let client = ctx.client.clone();
@@ -149,6 +173,14 @@ async fn run_scope(ctx: Arc<Context>, ns: Option<String>) {
             let route = g.0.ok()?;
             group_of(route.namespace(), &route.spec.group_ref.name)
         })
+        .watches(
+            api::<Pod>(&client, ns),
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=pg-flo-operator"),
+            move |pod| {
+                let group = pod.labels().get(GROUP_LABEL)?.clone();
+                group_of(pod.namespace(), &group)
+            },
+        )
         .watches(api::<Secret>(&client, ns), wc.clone(), move |secret| {
             let name = secret.name_any();
             let ns = secret.namespace();
@@ -161,13 +193,21 @@ async fn run_scope(ctx: Arc<Context>, ns: Option<String>) {
         .run(guarded(group::reconcile), error_policy, ctx.clone())
         .for_each(log_outcome("ReplicationGroup"));
 
+    // The group's ConfigMap says which generation of which Rule and Route it renders.
+    let config_maps =
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=pg-flo-operator");
     let rules = Controller::new(api::<Guarded<Rule>>(&client, ns), wc.clone());
     let rule_store = rules.store();
     let rules = rules
         .watches(
             api::<Guarded<ReplicationGroup>>(&client, ns),
             wc.clone(),
-            members(rule_store, |r: &Rule| &r.spec.group_ref.name),
+            members(rule_store.clone(), |r: &Rule| &r.spec.group_ref.name),
+        )
+        .watches(
+            api::<ConfigMap>(&client, ns),
+            config_maps.clone(),
+            members_of_labelled(rule_store, |r: &Rule| &r.spec.group_ref.name),
         )
         .with_config(controller_config())
         .shutdown_on_signal()
@@ -181,6 +221,11 @@ async fn run_scope(ctx: Arc<Context>, ns: Option<String>) {
             api::<Guarded<ReplicationGroup>>(&client, ns),
             wc.clone(),
             members(route_store.clone(), |r: &Route| &r.spec.group_ref.name),
+        )
+        .watches(
+            api::<ConfigMap>(&client, ns),
+            config_maps,
+            members_of_labelled(route_store.clone(), |r: &Route| &r.spec.group_ref.name),
         )
         .watches(api::<Guarded<Route>>(&client, ns), wc, move |changed| {
             let Ok(changed) = changed.0 else {

@@ -370,6 +370,39 @@ pub struct NatsAccess {
     pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
 }
 
+/// How the operator reaches the group's NATS: the external one, or the managed one's client
+/// Service with the generated credentials (the Secret `<group>-nats-auth`, in `refs` once the
+/// reconcile read or created it) and, with TLS, the CA of its TLS Secret.
+pub fn nats_access(rg: &ReplicationGroup, refs: &Refs) -> NatsAccess {
+    if let Some(external) = external_nats(rg, refs) {
+        return external;
+    }
+    let auth = crate::resources::nats_auth_name(&rg.name_any());
+    let text =
+        |key: &str| secret_value(refs, &auth, key).map(|v| String::from_utf8_lossy(v).into_owned());
+    let user = text(crate::resources::AUTH_USER_KEY)
+        .zip(text(crate::resources::AUTH_PASSWORD_KEY).map(SecretString::from));
+    let ca_pem = rg
+        .spec
+        .nats
+        .managed
+        .as_ref()
+        .and_then(|m| m.tls.as_ref())
+        .and_then(|t| secret_value(refs, &t.secret_name, "ca.crt"))
+        .map(<[u8]>::to_vec);
+    NatsAccess {
+        url: crate::resources::managed_nats_url(
+            &rg.name_any(),
+            &rg.namespace().unwrap_or_default(),
+        ),
+        credentials: None,
+        user,
+        token: None,
+        ca_pem,
+        client_cert: None,
+    }
+}
+
 /// How the operator reaches the group's external NATS (`None` with managed NATS).
 pub fn external_nats(rg: &ReplicationGroup, refs: &Refs) -> Option<NatsAccess> {
     let e = rg.spec.nats.external.as_ref()?;

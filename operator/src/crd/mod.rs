@@ -25,6 +25,16 @@ pub const GROUP: &str = "pgflo.io";
 /// API version of every custom resource of the operator.
 pub const VERSION: &str = "v1alpha1";
 
+/// The current time as the API server stores a `Time` (whole seconds, RFC 3339): a status
+/// holding a finer time would never equal the one read back, and be written again on every
+/// reconcile.
+pub fn time_now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now),
+    )
+}
+
 /// A key of a Secret in the namespace of the custom resource.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -41,8 +41,9 @@ pub const GROUP_NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,42}[a-z0-9])?$";
     validation = Rule::new("!has(self.spec.groupName) || !has(self.status) || !has(self.status.groupName) || self.spec.groupName == self.status.groupName").message("spec.groupName must equal status.groupName, the name the group already runs under (its slot, publication and streams)"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Slot", type_ = "string", json_path = ".status.slot.name"),
-    printcolumn(name = "Lag", type_ = "integer", json_path = ".status.slot.lagBytes", description = "Bytes of WAL the slot holds back"),
+    printcolumn(name = "Lag", type_ = "integer", json_path = ".status.slot.lagBytes", description = "Apply lag: bytes of WAL after the position the replicator confirmed"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Restarts", type_ = "integer", json_path = ".status.pods[?(@.component==\"worker\")].restarts", description = "Restarts of the worker pod"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -489,6 +490,68 @@ pub struct ReplicationGroupStatus {
     /// (stopping and resuming the group does not re-create the Job).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy_completion_time: Option<Time>,
+    /// Hash of the configuration last rendered into the group's ConfigMap (the pod templates'
+    /// `pgflo.io/config-hash`); a pod in `pods` with another `configHash` runs an older one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+    /// The group's pods (replicator, worker, copy Job, managed NATS) as the kubelet reports
+    /// them: readiness, restarts, container state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<PodState>,
+    /// The worker's durable JetStream consumer: what is still to be applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<ConsumerStatus>,
+}
+
+/// One pod of the group, from its status.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodState {
+    /// `replicator`, `worker`, `copy` (the copy Job's pod) or `nats`.
+    pub component: String,
+    /// Pod name.
+    pub name: String,
+    /// The pod's `Ready` condition is true.
+    pub ready: bool,
+    /// Restarts of the pod's containers (summed).
+    pub restarts: i32,
+    /// State of the main container as `kubectl get pods` shows it: `Running`, a waiting reason
+    /// (`ContainerCreating`, `CrashLoopBackOff`, `ImagePullBackOff`, ...), a terminated reason
+    /// (`Completed`, `Error`, `OOMKilled`), `Pending` (no container started yet) or
+    /// `Terminating`.
+    pub state: String,
+    /// The `pgflo.io/config-hash` the pod was created with (replicator, worker, copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+}
+
+/// The worker's durable consumer on the group's stream (JetStream consumer info).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerStatus {
+    /// Consumer name (`pgflo_<group>_consumer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Stream name (`pgflo_<group>_stream`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// Messages in the stream not yet delivered to the worker (`num_pending`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<i64>,
+    /// Messages delivered to the worker and not yet acknowledged, i.e. not yet applied to the
+    /// sink (`num_ack_pending`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_pending: Option<i64>,
+    /// Messages delivered more than once (`num_redelivered`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redelivered: Option<i64>,
+    /// When the counts were read (kept with the counts when a later reading fails).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<Time>,
+    /// Why the last reading failed (NATS unreachable, refused, ...); not set after a successful
+    /// one. A failure only shows here: it does not degrade the group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// State of the replication slot (from `pg_replication_slots`).
@@ -510,13 +573,24 @@ pub struct SlotStatus {
     /// Position the replicator confirmed (`X/Y`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirmed_flush_lsn: Option<String>,
-    /// Bytes between the current WAL position and `confirmedFlushLsn`.
+    /// Apply lag: bytes of WAL between the server's current position and `confirmedFlushLsn`,
+    /// the position up to which the replicator confirmed the changes (published to NATS and
+    /// acknowledged). Changes older than that are no longer needed from the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_bytes: Option<i64>,
-    /// `wal_status` of the slot (`reserved`, `extended`, `unreserved`, `lost`).
+    /// Retained WAL: bytes of WAL between the server's current position and `restartLsn`, what
+    /// the slot keeps on the source's disk (at least `lagBytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retained_bytes: Option<i64>,
+    /// `wal_status` of the slot (`reserved`, `extended`, `unreserved`, `lost`). `unreserved`
+    /// (the slot will lose WAL at the next checkpoint unless it catches up) and `lost` degrade
+    /// the group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal_status: Option<String>,
     /// Bytes of WAL that can still be written before the slot is lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safe_wal_size: Option<i64>,
+    /// When the slot was read (by the operator's clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<Time>,
 }

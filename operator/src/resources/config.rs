@@ -16,7 +16,7 @@ use pg_flo_config::runtime::{
 use pg_flo_config::{routing as routing_file, rules as rules_file};
 
 use super::nats::{stream_max_bytes, RUNTIME_USER};
-use super::{config_map_name, nats_name, BuildError, Valid, CONFIG_DIR, NATS_CLIENT_PORT};
+use super::{config_map_name, BuildError, Valid, CONFIG_DIR};
 use crate::crd::{Mode, NatsSpec, ReplicationGroup, Route, Rule, RuleItem};
 
 /// File name of the replicator config in the ConfigMap.
@@ -57,11 +57,7 @@ pub const REPLICATOR_RETRY_ATTEMPTS: u32 = 1000;
 pub(crate) fn nats_url(rg: &ReplicationGroup, v: &Valid) -> String {
     match &rg.spec.nats.external {
         Some(e) => e.url.clone(),
-        None => format!(
-            "nats://{}.{}.svc:{NATS_CLIENT_PORT}",
-            nats_name(&v.name),
-            v.namespace
-        ),
+        None => super::managed_nats_url(&v.name, &v.namespace),
     }
 }
 
@@ -205,6 +201,42 @@ fn sorted_by_name<'a, T: kube::Resource>(
     v
 }
 
+/// `<name>=<generation>` of `items`, comma-joined (the value of [`super::RULES_ANNOTATION`] and
+/// [`super::ROUTES_ANNOTATION`]).
+fn members<T: kube::Resource>(items: &[&T]) -> String {
+    items
+        .iter()
+        .map(|i| {
+            format!(
+                "{}={}",
+                i.meta().name.as_deref().unwrap_or_default(),
+                i.meta().generation.unwrap_or(0)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The `(name, generation)` pairs an annotation written by [`config_map`] lists.
+pub fn rendered_members(annotation: &str) -> Vec<(&str, i64)> {
+    annotation
+        .split(',')
+        .filter_map(|m| {
+            let (name, generation) = m.rsplit_once('=')?;
+            Some((name, generation.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The Routes rendered for `group`: the first by name of each source table.
+fn rendered_routes<'a>(group: &str, routes: &'a [Route]) -> Vec<&'a Route> {
+    let mut seen = std::collections::BTreeSet::new();
+    sorted_by_name(routes, group, |r| r.spec.group_ref.name.as_str())
+        .into_iter()
+        .filter(|r| seen.insert(r.spec.source_table.clone()))
+        .collect()
+}
+
 fn rules_yaml(group: &str, rules: &[Rule]) -> Result<Option<String>, BuildError> {
     let mine = sorted_by_name(rules, group, |r| r.spec.group_ref.name.as_str());
     if mine.is_empty() {
@@ -258,6 +290,7 @@ pub fn config_map(
     routes: &[Route],
 ) -> Result<ConfigMap, BuildError> {
     let v = Valid::new(rg)?;
+    let (rules_in, routes_in) = (rules, routes);
     let rules = rules_yaml(&v.name, rules)?;
     let routes = routing_yaml(&v.name, routes)?;
     let mut data = BTreeMap::new();
@@ -278,11 +311,22 @@ pub fn config_map(
     if let Some(r) = routes {
         data.insert(ROUTING_FILE.to_string(), r);
     }
-    let mut metadata = v.meta(config_map_name(&v.name), "config");
-    metadata.annotations = Some(BTreeMap::from([(
+    // Which generation of which Rule and Route the files contain (the hash covers `data`
+    // only, so these never roll the pods by themselves), and the NATS spec the group runs.
+    let mut annotations = BTreeMap::from([(
         NATS_SPEC_ANNOTATION.to_string(),
         serde_json::to_string(&rg.spec.nats).map_err(BuildError::Json)?,
-    )]));
+    )]);
+    let my_rules = sorted_by_name(rules_in, &v.name, |r| r.spec.group_ref.name.as_str());
+    if !my_rules.is_empty() {
+        annotations.insert(super::RULES_ANNOTATION.to_string(), members(&my_rules));
+    }
+    let my_routes = rendered_routes(&v.name, routes_in);
+    if !my_routes.is_empty() {
+        annotations.insert(super::ROUTES_ANNOTATION.to_string(), members(&my_routes));
+    }
+    let mut metadata = v.meta(config_map_name(&v.name), "config");
+    metadata.annotations = Some(annotations);
     Ok(ConfigMap {
         metadata,
         data: Some(data),

@@ -34,12 +34,15 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::{ReplicationGroup, Route, Rule};
 
-pub use config::{applied_nats, config_hash, config_map, NATS_SPEC_ANNOTATION, REPLICATOR_FILE};
+pub use config::{
+    applied_nats, config_hash, config_map, rendered_members, NATS_SPEC_ANNOTATION, REPLICATOR_FILE,
+};
 pub use nats::{
     go_mem_limit, max_file_store, nats, nats_auth_name, nats_auth_secret, nats_conf,
     nats_config_name, nats_resources, nats_volume_claim_name, runtime_permissions,
     stream_max_bytes, NatsAuth, NatsObjects, AUTH_PASSWORD_KEY, AUTH_ROUTE_PASSWORD_KEY,
-    DEFAULT_NATS_IMAGE, FILE_STORE_PERCENT, NATS_CONF_FILE, RUNTIME_USER, STREAM_PERCENT,
+    AUTH_USER_KEY, DEFAULT_NATS_IMAGE, FILE_STORE_PERCENT, NATS_CONF_FILE, RUNTIME_USER,
+    STREAM_PERCENT,
 };
 pub use workloads::{
     copy_job, copy_job_name, default_resources, replicator_name, replicator_stateful_set,
@@ -52,6 +55,11 @@ pub const CONFIG_HASH_ANNOTATION: &str = "pgflo.io/config-hash";
 /// Pod annotation naming the versions of the Secrets the pod reads: a rotated password rolls
 /// the pods.
 pub const SECRETS_VERSION_ANNOTATION: &str = "pgflo.io/secrets-version";
+/// ConfigMap annotation listing the Rules rendered into it, `<name>=<generation>` comma-joined
+/// by name: a Rule is `Accepted=True` once a ready worker runs this ConfigMap's hash.
+pub const RULES_ANNOTATION: &str = "pgflo.io/rules";
+/// ConfigMap annotation listing the Routes rendered into it (as [`RULES_ANNOTATION`]).
+pub const ROUTES_ANNOTATION: &str = "pgflo.io/routes";
 /// Label naming the group of an object.
 pub const GROUP_LABEL: &str = "pgflo.io/group";
 /// Mount path of the ConfigMap in the replicator and worker pods.
@@ -257,6 +265,14 @@ pub fn service_account_name(group: &str) -> String {
 /// Name of the managed NATS StatefulSet and client Service of a group.
 pub fn nats_name(group: &str) -> String {
     format!("{group}-nats")
+}
+
+/// Client URL of the managed NATS of group `name` in `namespace` (its client Service).
+pub fn managed_nats_url(name: &str, namespace: &str) -> String {
+    format!(
+        "nats://{}.{namespace}.svc:{NATS_CLIENT_PORT}",
+        nats_name(name)
+    )
 }
 
 /// Name of the managed NATS headless Service of a group.

@@ -278,6 +278,10 @@ fn pod_template(
         ),
         security_context: Some(super::restricted_container()),
         volume_mounts: Some(mounts),
+        // The runtime writes no termination message file: on a failure the kubelet takes the
+        // last log lines, whose last one is `pg_flo stopped error=...` (never row values), and
+        // the operator shows it in the Degraded condition.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()
     };
     PodTemplateSpec {

@@ -65,7 +65,7 @@ struct State {
     history: Vec<WatchEvent>,
     /// Live changes for open watches.
     changes: tokio::sync::broadcast::Sender<WatchEvent>,
-    /// Injected failures: (method, path suffix, code, message).
+    /// Injected failures: (method, path suffix, status code, message).
     failures: Vec<(String, String, u16, String)>,
 }
 
@@ -355,13 +355,6 @@ impl State {
         content_type: &str,
         body: Value,
     ) -> (u16, Value) {
-        if let Some((_, _, code, message)) = self
-            .failures
-            .iter()
-            .find(|(m, suffix, _, _)| m == method && path.ends_with(suffix.as_str()))
-        {
-            return status(*code, "Injected", message.clone());
-        }
         let Some((collection, name, sub)) = split_path(path) else {
             // A cluster-wide list: every namespace's objects of the kind.
             if let (true, Some((prefix, plural))) = (method == "GET", cluster_path(path)) {
@@ -566,7 +559,15 @@ impl FakeApi {
                         .unwrap();
                     return Ok::<_, BoxError>(resp);
                 }
-                let (code, out) = st.handle(&method, &path, &query, &content_type, body);
+                let failure = st
+                    .failures
+                    .iter()
+                    .find(|(m, suffix, _, _)| *m == method && path.ends_with(suffix.as_str()))
+                    .map(|(_, _, code, message)| (*code, message.clone()));
+                let (code, out) = match failure {
+                    Some((code, message)) => status(code, "Invalid", message),
+                    None => st.handle(&method, &path, &query, &content_type, body),
+                };
                 drop(st);
                 let full = Full::new(Bytes::from(serde_json::to_vec(&out).unwrap()))
                     .map_err(|never| match never {});
@@ -579,6 +580,22 @@ impl FakeApi {
             }
         });
         Client::new(svc, "default")
+    }
+
+    /// Makes every `method` request whose path ends with `path_suffix` fail with `code` and
+    /// `message` (as an API server refusing it would), until [`FakeApi::clear_failures`].
+    pub fn fail(&self, method: &str, path_suffix: &str, code: u16, message: &str) {
+        self.state.lock().unwrap().failures.push((
+            method.into(),
+            path_suffix.into(),
+            code,
+            message.into(),
+        ));
+    }
+
+    /// Removes the injected failures.
+    pub fn clear_failures(&self) {
+        self.state.lock().unwrap().failures.clear();
     }
 
     fn collection<K: Resource<DynamicType = ()>>(ns: &str) -> String {
@@ -697,22 +714,6 @@ impl FakeApi {
         obj["status"] = status;
         obj["metadata"]["resourceVersion"] = json!(rv);
         st.record(&coll, "MODIFIED", obj);
-    }
-
-    /// From now on, answers requests of `method` whose path ends with `path_suffix` with
-    /// `code` and `message` (until [`FakeApi::heal`]).
-    pub fn fail(&self, method: &str, path_suffix: &str, code: u16, message: &str) {
-        self.state.lock().unwrap().failures.push((
-            method.into(),
-            path_suffix.into(),
-            code,
-            message.into(),
-        ));
-    }
-
-    /// Stops every injected failure.
-    pub fn heal(&self) {
-        self.state.lock().unwrap().failures.clear();
     }
 
     /// Every request so far.

@@ -266,3 +266,59 @@ pub fn pod_spec(d: &StatefulSet) -> &PodSpec {
 pub fn container(d: &StatefulSet) -> &Container {
     &pod_spec(d).containers[0]
 }
+
+/// The pod `<group>-<component>-0` as its StatefulSet would create it: the operator's labels,
+/// the config `hash` annotation, one container `component` running (ready or not) with
+/// `restarts` restarts; `container` (JSON) is merged into the container status (e.g. a waiting
+/// state).
+pub fn runtime_pod(
+    group: &str,
+    component: &str,
+    hash: &str,
+    ready: bool,
+    container: serde_json::Value,
+) -> k8s_openapi::api::core::v1::Pod {
+    let mut c = serde_json::json!({
+        "name": component, "image": IMAGE, "imageID": "", "ready": ready,
+        "restartCount": 0, "state": {"running": {"startedAt": "2025-06-01T10:00:00Z"}}
+    });
+    for (k, v) in container.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": format!("{group}-{component}-0"), "namespace": NS,
+            "labels": pg_flo_operator::resources::labels(group, component),
+            "annotations": {"pgflo.io/config-hash": hash},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                "name": format!("{group}-{component}"), "uid": "uid-sts", "controller": true}]
+        },
+        "status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+            "containerStatuses": [c]
+        }
+    }))
+    .unwrap()
+}
+
+/// The config hash the group's ConfigMap holds now.
+pub fn rendered_hash(env: &Env, group: &str) -> String {
+    let cm: k8s_openapi::api::core::v1::ConfigMap =
+        env.api.get(NS, &format!("{group}-pg-flo-config")).unwrap();
+    pg_flo_operator::resources::config_hash(&cm)
+}
+
+/// `(status, reason, message)` of the `Accepted` condition of Rule `name`.
+pub fn rule_accepted(env: &Env, name: &str) -> (String, String, String) {
+    let r: Rule = env.api.get(NS, name).unwrap();
+    let c = r
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Accepted")
+        .unwrap();
+    (c.status, c.reason, c.message)
+}
