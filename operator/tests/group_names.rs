@@ -15,23 +15,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use pg_flo_operator::crd::{Phase, ReplicationGroup, ReplicationGroupStatus, SlotStatus};
-use support::{create_group_slot, secret, slot_and_publication, Env, NS};
+use support::{condition, create_group_slot, secret, slot_and_publication, Env, NS};
 
 const OTHER: &str = "other";
-
-/// `(status, reason, message)` of condition `type_`.
-fn condition(rg: &ReplicationGroup, type_: &str) -> (String, String, String) {
-    let c = rg
-        .status
-        .as_ref()
-        .unwrap()
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .unwrap_or_else(|| panic!("condition {type_} missing"))
-        .clone();
-    (c.status, c.reason, c.message)
-}
 
 fn recorded(rg: &ReplicationGroup) -> Option<String> {
     rg.status.as_ref().and_then(|s| s.group_name.clone())

@@ -16,24 +16,11 @@ use kube::ResourceExt;
 use pg_flo_operator::crd::{DesiredState, Phase, ReplicationGroup};
 use pg_flo_operator::resources::labels;
 use serde_json::json;
-use support::{Env, NS};
+use support::{condition, Env, NS};
 
 fn replicas(env: &Env, name: &str) -> i32 {
     let s: StatefulSet = env.api.get(NS, name).unwrap();
     s.spec.unwrap().replicas.unwrap()
-}
-
-fn condition(rg: &ReplicationGroup, type_: &str) -> (String, String, String) {
-    let c = rg
-        .status
-        .as_ref()
-        .unwrap()
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .unwrap()
-        .clone();
-    (c.status, c.reason, c.message)
 }
 
 /// A pod of `component` controlled by `kind/owner`, in `phase`.

@@ -23,20 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::runtime::controller::Action;
 use pg_flo_operator::crd::{DesiredState, Phase, ReplicationGroup, Rule};
-use support::{container, cr, pod_annotation, secret, Env, MASK_EMAIL, NS};
-
-fn condition(rg: &ReplicationGroup, type_: &str) -> (String, String, String) {
-    let c = rg
-        .status
-        .as_ref()
-        .unwrap()
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .unwrap_or_else(|| panic!("condition {type_} missing"))
-        .clone();
-    (c.status, c.reason, c.message)
-}
+use support::{condition, container, cr, pod_annotation, secret, Env, MASK_EMAIL, NS};
 
 fn config(env: &Env, file: &str) -> String {
     let cm: ConfigMap = env.api.get(NS, "orders-pg-flo-config").unwrap();

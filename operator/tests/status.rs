@@ -19,20 +19,7 @@ use pg_flo_operator::controller::nats_status::read_consumer;
 use pg_flo_operator::controller::validate::NatsAccess;
 use pg_flo_operator::crd::{ConsumerStatus, Phase, PodState, ReplicationGroup, Rule};
 use serde_json::json;
-use support::{cr, rendered_hash, rule_accepted, runtime_pod, Env, MASK_EMAIL, NS};
-
-fn condition(rg: &ReplicationGroup, type_: &str) -> (String, String, String) {
-    let c = rg
-        .status
-        .as_ref()
-        .unwrap()
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .unwrap_or_else(|| panic!("condition {type_} missing"))
-        .clone();
-    (c.status, c.reason, c.message)
-}
+use support::{condition, cr, rendered_hash, rule_accepted, runtime_pod, Env, MASK_EMAIL, NS};
 
 fn phase(rg: &ReplicationGroup) -> Phase {
     rg.status.as_ref().unwrap().phase.unwrap()

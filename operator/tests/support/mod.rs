@@ -322,3 +322,17 @@ pub fn rule_accepted(env: &Env, name: &str) -> (String, String, String) {
         .unwrap();
     (c.status, c.reason, c.message)
 }
+
+/// Status, reason and message of condition `type_` of a group (panics when missing).
+pub fn condition(rg: &ReplicationGroup, type_: &str) -> (String, String, String) {
+    let c = rg
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("condition {type_} missing"))
+        .clone();
+    (c.status, c.reason, c.message)
+}
