@@ -110,6 +110,17 @@ pub fn carry_transition_times(old: &[Condition], new: &mut [Condition]) {
     }
 }
 
+/// The slot's retained WAL and `spec.maxRetainedWal`, when the first exceeds the second.
+pub fn retained_over_limit(
+    rg: &ReplicationGroup,
+    slot: Option<&SlotStatus>,
+) -> Option<(i64, String)> {
+    let limit = rg.spec.max_retained_wal.as_ref()?;
+    let bytes = crate::resources::quantity::quantity_bytes(limit)?;
+    let retained = slot?.retained_bytes?;
+    (u64::try_from(retained).ok()? > bytes).then(|| (retained, limit.clone()))
+}
+
 /// The status of `rg` for what was observed.
 pub fn group_status(rg: &ReplicationGroup, o: &Observed) -> ReplicationGroupStatus {
     let generation = rg.metadata.generation;
@@ -185,6 +196,16 @@ pub fn group_status(rg: &ReplicationGroup, o: &Observed) -> ReplicationGroupStat
                 slot.as_ref()
                     .and_then(|s| s.retained_bytes)
                     .map_or_else(|| "unknown bytes".to_owned(), |b| format!("{b} bytes"))
+            ),
+        ))
+    } else if let Some((retained, limit)) = retained_over_limit(rg, slot.as_ref()) {
+        Some((
+            "SlotRetainedWalHigh",
+            format!(
+                "the replication slot retains {retained} bytes of WAL on the source, more than \
+                 spec.maxRetainedWal ({limit}): the source's disk fills while the group does not \
+                 catch up; find what holds it back (status.pods, status.consumer), raise the \
+                 limit, or drop the slot and copy again (docs/operations.md)"
             ),
         ))
     } else if let Some(e) = &slot_error {
@@ -676,6 +697,49 @@ spec:
              123456 bytes retained): it loses WAL at the next checkpoint unless the replicator \
              catches up; raise max_slot_wal_keep_size on the source or fix what holds the \
              replicator back"
+        );
+    }
+
+    /// `spec.maxRetainedWal`: over the limit is `Degraded/SlotRetainedWalHigh` (the phase
+    /// stays: nothing is lost yet); at or under it, or without a reading or a limit, nothing.
+    #[test]
+    fn retained_wal_over_the_limit_degrades_the_group() {
+        let observed = |retained: Option<i64>| Observed {
+            replicator: Some(available()),
+            worker: Some(available()),
+            slot: Some(Ok(SlotStatus {
+                wal_status: Some("reserved".into()),
+                retained_bytes: retained,
+                ..SlotStatus::default()
+            })),
+            ..Observed::default()
+        };
+        let limited = |limit: Option<&str>| {
+            let mut rg = group();
+            rg.spec.max_retained_wal = limit.map(str::to_owned);
+            rg
+        };
+        // (limit, retained, Degraded reason)
+        let cases: [(Option<&str>, Option<i64>, &str); 6] = [
+            (Some("1Ki"), Some(1025), "SlotRetainedWalHigh"),
+            (Some("1Ki"), Some(1024), "Healthy"),
+            (Some("1Gi"), Some(5_000_000), "Healthy"),
+            (Some("1Ki"), None, "Healthy"),
+            (None, Some(i64::MAX), "Healthy"),
+            (Some("not a size"), Some(i64::MAX), "Healthy"),
+        ];
+        for (limit, retained, reason) in cases {
+            let s = group_status(&limited(limit), &observed(retained));
+            assert_eq!(find(&s, DEGRADED).reason, reason, "{limit:?} {retained:?}");
+            assert_eq!(s.phase, Some(Phase::Streaming), "{limit:?} {retained:?}");
+        }
+        let s = group_status(&limited(Some("1Ki")), &observed(Some(4096)));
+        assert!(
+            find(&s, DEGRADED)
+                .message
+                .starts_with("the replication slot retains 4096 bytes of WAL on the source, more than spec.maxRetainedWal (1Ki)"),
+            "{}",
+            find(&s, DEGRADED).message
         );
     }
 

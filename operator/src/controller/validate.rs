@@ -282,6 +282,13 @@ pub fn validate(rg: &ReplicationGroup, refs: &Refs) -> Result<(), Vec<String>> {
             ));
         }
     }
+    if let Some(limit) = &rg.spec.max_retained_wal {
+        if crate::resources::quantity::quantity_bytes(limit).is_none_or(|b| b == 0) {
+            problems.push(format!(
+                "spec.maxRetainedWal: {limit:?} is not a positive quantity: use one such as 20Gi"
+            ));
+        }
+    }
     problems.extend(refs.unreadable.iter().cloned());
     let group = rg.name_any();
     for rule in refs.rules.iter().filter(|r| r.spec.group_ref.name == group) {

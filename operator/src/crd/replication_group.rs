@@ -98,6 +98,14 @@ pub struct ReplicationGroupSpec {
     /// deleted: `retain` keeps them, `delete` drops them.
     #[serde(default)]
     pub reclaim_policy: ReclaimPolicy,
+    /// WAL the slot may retain on the source (a quantity, e.g. `20Gi`) before the group turns
+    /// `Degraded/SlotRetainedWalHigh` with an Event: a warning before the source's disk fills
+    /// (a stalled worker or sink, a stopped group). Unset: no limit. See docs/operations.md
+    /// for the choices (fix what holds the group back, raise `max_slot_wal_keep_size`, drop
+    /// the slot and copy again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), extend("x-kubernetes-validations" = [{"rule": "isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))", "message": "maxRetainedWal must be a positive quantity, e.g. 20Gi"}]))]
+    pub max_retained_wal: Option<String>,
     /// Changes per sink batch of the worker (default: the worker's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
