@@ -46,6 +46,7 @@ struct Rendered {
     pod_monitors: Vec<Json>,
     prometheus_rules: Vec<Json>,
     config_maps: Vec<ConfigMap>,
+    pdbs: Vec<k8s_openapi::api::policy::v1::PodDisruptionBudget>,
 }
 
 fn template(set: &[&str]) -> Rendered {
@@ -69,6 +70,7 @@ fn parse(yaml: &str) -> Rendered {
             "PodMonitor" => r.pod_monitors.push(serde_json::to_value(&doc).unwrap()),
             "PrometheusRule" => r.prometheus_rules.push(serde_json::to_value(&doc).unwrap()),
             "ConfigMap" => r.config_maps.push(strict(&doc)),
+            "PodDisruptionBudget" => r.pdbs.push(strict(&doc)),
             other => panic!("the chart rendered an unexpected kind {other:?}:\n{doc:?}"),
         }
     }
@@ -1497,4 +1499,24 @@ fn grafana_dashboard_configmap_holds_the_dashboard() {
     ] {
         assert!(used.contains(m), "the dashboard does not show {m}");
     }
+}
+
+/// One operator pod: no PodDisruptionBudget (it would block every drain). Several (leader
+/// election): one that lets at most one go at a time, selecting exactly the Deployment's pods.
+#[test]
+fn several_operator_pods_get_a_disruption_budget() {
+    assert!(template(&[]).pdbs.is_empty());
+    let r = template(&["--set", "replicaCount=2"]);
+    let pdb = one(&r.pdbs, "PodDisruptionBudget");
+    let spec = pdb.spec.as_ref().unwrap();
+    assert_eq!(
+        spec.max_unavailable,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    let deployment = one(&r.deployments, "Deployment");
+    assert_eq!(
+        spec.selector.as_ref().unwrap().match_labels,
+        deployment.spec.as_ref().unwrap().selector.match_labels
+    );
+    assert_eq!(pdb.metadata.namespace.as_deref(), Some(NAMESPACE));
 }
