@@ -387,3 +387,32 @@ pub(crate) fn http_probe(
         ..Probe::default()
     }
 }
+
+/// An env variable read from key `key` of Secret `secret` (which must have it).
+pub(crate) fn secret_env(
+    name: &str,
+    secret: &str,
+    key: &str,
+) -> k8s_openapi::api::core::v1::EnvVar {
+    use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+/// An env variable read from the Secret key a spec references.
+pub(crate) fn ref_env(
+    name: &str,
+    r: &crate::crd::SecretKeyRef,
+) -> k8s_openapi::api::core::v1::EnvVar {
+    secret_env(name, &r.name, &r.key)
+}

@@ -31,8 +31,8 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, Secret, SecretKeySelector, SecretVolumeSource, Service, ServicePort,
-    ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+    ResourceRequirements, Secret, SecretVolumeSource, Service, ServicePort, ServiceSpec,
+    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -49,7 +49,7 @@ use pg_flo_source::names::group_streams;
 
 use super::quantity::{percent_of, quantity_bytes};
 use super::{
-    labels, nats_headless_name, nats_name, selector_labels, BuildError, Valid,
+    labels, nats_headless_name, nats_name, secret_env, selector_labels, BuildError, Valid,
     CONFIG_HASH_ANNOTATION, NATS_CLIENT_PORT, NATS_CLUSTER_PORT, NATS_MONITOR_PORT,
 };
 use crate::crd::{ManagedNats, ReclaimPolicy, ReplicationGroup};
@@ -280,21 +280,6 @@ fn env(name: &str, value: String) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: Some(value),
-        ..EnvVar::default()
-    }
-}
-
-fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: key.into(),
-                optional: Some(false),
-            }),
-            ..EnvVarSource::default()
-        }),
         ..EnvVar::default()
     }
 }

@@ -7,33 +7,12 @@
 //!   the referenced keys, and the client certificate Secret's `tls.crt` / `tls.key` at
 //!   [`NATS_CLIENT_CERT_PATH`] / [`NATS_CLIENT_KEY_PATH`].
 
-use k8s_openapi::api::core::v1::{
-    EnvVar, EnvVarSource, KeyToPath, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
-};
+use k8s_openapi::api::core::v1::{KeyToPath, SecretVolumeSource, Volume, VolumeMount};
 
 use super::config::{NATS_CA_PATH, NATS_CLIENT_CERT_PATH, NATS_CLIENT_KEY_PATH};
 use super::nats::{nats_auth_name, AUTH_PASSWORD_KEY};
-use super::{BuildError, Desired, Valid};
-use crate::crd::{ReplicationGroup, SecretKeyRef};
-
-fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: key.into(),
-                optional: Some(false),
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    }
-}
-
-fn ref_env(name: &str, r: &SecretKeyRef) -> EnvVar {
-    secret_env(name, &r.name, &r.key)
-}
+use super::{ref_env, secret_env, BuildError, Desired, Valid};
+use crate::crd::ReplicationGroup;
 
 fn dir_of(path: &str) -> &str {
     path.rsplit_once('/').map_or("/", |(d, _)| d)

@@ -15,9 +15,9 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    KeyToPath, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, ResourceRequirements,
-    SecretKeySelector, SecretVolumeSource, ServiceAccount, Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, KeyToPath,
+    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, ResourceRequirements,
+    SecretVolumeSource, ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -26,8 +26,8 @@ use super::config::{
     NATS_CA_PATH, NATS_CREDS_PATH, REPLICATOR_FILE, SOURCE_CA_PATH, TARGET_CA_PATH, WORKER_FILE,
 };
 use super::{
-    config_map_name, labels, selector_labels, service_account_name, BuildError, Valid, CONFIG_DIR,
-    CONFIG_HASH_ANNOTATION, METRICS_PORT,
+    config_map_name, labels, ref_env, selector_labels, service_account_name, BuildError, Valid,
+    CONFIG_DIR, CONFIG_HASH_ANNOTATION, METRICS_PORT,
 };
 use crate::crd::{DesiredState, Mode, ReplicationGroup, SecretKeyRef, WorkloadSpec};
 
@@ -114,21 +114,6 @@ pub fn service_account(rg: &ReplicationGroup) -> Result<ServiceAccount, BuildErr
         automount_service_account_token: Some(false),
         ..ServiceAccount::default()
     })
-}
-
-fn secret_env(name: &str, r: &SecretKeyRef) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: r.name.clone(),
-                key: r.key.clone(),
-                optional: Some(false),
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    }
 }
 
 /// A Secret key mounted as a single file at `path` (`<dir>/<file>`).
@@ -362,8 +347,8 @@ fn replicator_parts(rg: &ReplicationGroup, role: Role) -> PodParts<'_> {
             format!("0.0.0.0:{METRICS_PORT}"),
         ],
         env: vec![
-            secret_env("PG_FLO_USER", &s.user),
-            secret_env("PG_FLO_PASSWORD", &s.password),
+            ref_env("PG_FLO_USER", &s.user),
+            ref_env("PG_FLO_PASSWORD", &s.password),
         ],
         files,
         extra_volumes: Vec::new(),
@@ -412,13 +397,13 @@ pub fn worker_stateful_set(
     let mut env = Vec::new();
     let mut extra_volumes = Vec::new();
     let sink_name = if let Some(p) = &sink.postgres {
-        env.push(secret_env("PG_FLO_TARGET_USER", &p.user));
-        env.push(secret_env("PG_FLO_TARGET_PASSWORD", &p.password));
+        env.push(ref_env("PG_FLO_TARGET_USER", &p.user));
+        env.push(ref_env("PG_FLO_TARGET_PASSWORD", &p.password));
         files.extend(SecretFile::ca("target-ca", &p.ca_secret, TARGET_CA_PATH));
         if p.sync_schema {
             let s = &rg.spec.source;
-            env.push(secret_env("PG_FLO_SOURCE_USER", &s.user));
-            env.push(secret_env("PG_FLO_SOURCE_PASSWORD", &s.password));
+            env.push(ref_env("PG_FLO_SOURCE_USER", &s.user));
+            env.push(ref_env("PG_FLO_SOURCE_PASSWORD", &s.password));
             files.extend(SecretFile::ca("source-ca", &s.ca_secret, SOURCE_CA_PATH));
         }
         "postgres"
@@ -430,7 +415,7 @@ pub fn worker_stateful_set(
             let mut lines = Vec::new();
             for (i, key) in keys.into_iter().enumerate() {
                 let var = format!("PG_FLO_WEBHOOK_HEADER_{i}");
-                env.push(secret_env(
+                env.push(ref_env(
                     &var,
                     &SecretKeyRef {
                         name: secret.name.clone(),
