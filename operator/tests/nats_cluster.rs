@@ -11,16 +11,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
+mod rendered;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
 use e2e::{
-    count, free_port, http_get, pg_flo_bin, wait_for, wait_for_eq, NatsServer, PgCluster,
-    PgOptions, Process, TempDir, TlsFiles,
+    count, free_port, http_get, wait_for, wait_for_eq, NatsServer, PgCluster, PgOptions, Process,
+    TempDir, TlsFiles,
 };
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Container, EnvVar};
+use k8s_openapi::api::core::v1::Container;
 use pg_flo_operator::crd::ReplicationGroup;
 use pg_flo_operator::resources::{build, NatsAuth};
 
@@ -44,44 +45,6 @@ fn rewrite(text: &str, from: &str, to: &str) -> String {
     text.replace(from, to)
 }
 
-/// A container's environment as the kubelet builds it: `fieldRef: metadata.name` is
-/// `pod_name`, `secretKeyRef`s come from `secrets` (`name/key`), and `$(VAR)` in a value is an
-/// earlier variable's value.
-fn pod_env(
-    c: &Container,
-    pod_name: &str,
-    secrets: &HashMap<String, String>,
-) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for EnvVar {
-        name,
-        value,
-        value_from,
-    } in c.env.clone().unwrap_or_default()
-    {
-        let v = match (value, value_from) {
-            (Some(mut v), _) => {
-                for (k, val) in &out {
-                    v = v.replace(&format!("$({k})"), val);
-                }
-                v
-            }
-            (None, Some(from)) => {
-                if let Some(f) = from.field_ref {
-                    assert_eq!(f.field_path, "metadata.name");
-                    pod_name.to_owned()
-                } else {
-                    let r = from.secret_key_ref.expect("secretKeyRef");
-                    secrets[&format!("{}/{}", r.name, r.key)].clone()
-                }
-            }
-            (None, None) => String::new(),
-        };
-        out.push((name, v));
-    }
-    out
-}
-
 /// Starts server `i` of the rendered StatefulSet of `group`.
 fn spawn_server(
     group: &str,
@@ -92,7 +55,7 @@ fn spawn_server(
     secrets: &HashMap<String, String>,
 ) -> NatsServer {
     let p = ports[i];
-    let mut env = pod_env(c, &format!("{group}-nats-{i}"), secrets);
+    let mut env = rendered::pod_env(c, &format!("{group}-nats-{i}"), secrets);
     for (name, value) in &mut env {
         if name.starts_with("NATS_ROUTE_") && name != "NATS_ROUTE_PASSWORD" {
             for (j, q) in ports.iter().enumerate() {
@@ -150,34 +113,6 @@ fn spawn_server(
         p.monitor,
     )
     .unwrap()
-}
-
-/// Runs a rendered runtime StatefulSet as a local process (see rendered_pipeline.rs).
-fn spawn_runtime(
-    name: &str,
-    d: &StatefulSet,
-    dir: &Path,
-    secrets: &HashMap<String, String>,
-) -> Process {
-    let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-    let c = &pod.containers[0];
-    let port = free_port().unwrap();
-    let args: Vec<String> = c
-        .args
-        .clone()
-        .unwrap()
-        .into_iter()
-        .map(|a| {
-            a.replace("/etc/pg-flo/", &format!("{}/", dir.display()))
-                .replace("0.0.0.0:9100", &format!("127.0.0.1:{port}"))
-        })
-        .collect();
-    let mut cmd = std::process::Command::new(pg_flo_bin().unwrap());
-    cmd.args(&args).env_clear().env("PG_FLO_LOG_LEVEL", "info");
-    for (k, v) in pod_env(c, name, secrets) {
-        cmd.env(k, v);
-    }
-    Process::spawn(name, cmd).unwrap()
 }
 
 /// Waits for the server's permissions violation `what` among the connection's events.
@@ -343,11 +278,11 @@ spec:
                 );
             std::fs::write(dir.path().join(&file), content).unwrap();
         }
-        let r = spawn_runtime("replicator", &desired.replicator, dir.path(), &secrets);
+        let r = rendered::spawn_runtime("replicator", &desired.replicator, dir.path(), &secrets);
         r.wait_for_output("streaming changes", Duration::from_secs(90))
             .await
             .unwrap_or_else(|e| panic!("{e:#}\n{}", r.output_dump()));
-        let w = spawn_runtime("worker", &desired.worker, dir.path(), &secrets);
+        let w = rendered::spawn_runtime("worker", &desired.worker, dir.path(), &secrets);
         w.wait_for_output("worker consuming", Duration::from_secs(90))
             .await
             .unwrap_or_else(|e| panic!("{e:#}\n{}", w.output_dump()));

@@ -5,49 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
+mod rendered;
+
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
-use e2e::{
-    dump_table, free_port, pg_flo_bin, wait_for_eq, NatsServer, PgCluster, PgOptions, Process,
-    TempDir,
-};
-use k8s_openapi::api::apps::v1::StatefulSet;
+use e2e::{dump_table, wait_for_eq, NatsServer, PgCluster, PgOptions, TempDir};
 use pg_flo_operator::crd::{ReplicationGroup, Route, Rule};
-
-/// Turns a rendered StatefulSet into a local process: config files under `dir`, secrets from
-/// `secrets` (`name/key` -> value), the admin port on a free loopback port.
-fn spawn(name: &str, d: &StatefulSet, dir: &Path, secrets: &HashMap<String, String>) -> Process {
-    let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-    let c = &pod.containers[0];
-    assert_eq!(c.command.as_deref(), Some(&["pg_flo".to_owned()][..]));
-    let port = free_port().unwrap();
-    let args: Vec<String> = c
-        .args
-        .clone()
-        .unwrap()
-        .into_iter()
-        .map(|a| {
-            a.replace("/etc/pg-flo/", &format!("{}/", dir.display()))
-                .replace("0.0.0.0:9100", &format!("127.0.0.1:{port}"))
-        })
-        .collect();
-    let mut cmd = std::process::Command::new(pg_flo_bin().unwrap());
-    cmd.args(&args).env_clear().env("PG_FLO_LOG_LEVEL", "info");
-    for e in c.env.clone().unwrap_or_default() {
-        let value = match (e.value, e.value_from) {
-            (Some(v), _) => v,
-            (None, Some(from)) => {
-                let r = from.secret_key_ref.expect("only secretKeyRef sources");
-                secrets[&format!("{}/{}", r.name, r.key)].clone()
-            }
-            (None, None) => String::new(),
-        };
-        cmd.env(e.name, value);
-    }
-    Process::spawn(name, cmd).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rendered_group_replicates_with_rules_and_routing() {
@@ -140,11 +104,11 @@ spec:
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    let r = spawn("replicator", &desired.replicator, dir.path(), &secrets);
+    let r = rendered::spawn_runtime("replicator", &desired.replicator, dir.path(), &secrets);
     r.wait_for_output("streaming changes", Duration::from_secs(60))
         .await
         .unwrap();
-    let w = spawn("worker", &desired.worker, dir.path(), &secrets);
+    let w = rendered::spawn_runtime("worker", &desired.worker, dir.path(), &secrets);
     w.wait_for_output("worker consuming", Duration::from_secs(60))
         .await
         .unwrap();
