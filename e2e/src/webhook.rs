@@ -74,13 +74,15 @@ struct State {
 #[derive(Clone)]
 pub struct Receiver {
     pub url: String,
+    port: u16,
     state: Arc<Mutex<State>>,
 }
 
 impl Receiver {
     pub async fn start(script: &[Reply], default: Reply) -> anyhow::Result<Receiver> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/hook", listener.local_addr()?);
+        let port = listener.local_addr()?.port();
+        let url = format!("http://127.0.0.1:{port}/hook");
         let state = Arc::new(Mutex::new(State {
             script: script.iter().copied().collect(),
             default: Some(default),
@@ -92,15 +94,12 @@ impl Receiver {
                 tokio::spawn(serve(sock, st.clone()));
             }
         });
-        Ok(Receiver { url, state })
+        Ok(Receiver { url, port, state })
     }
 
     /// The port it listens on.
     pub fn port(&self) -> u16 {
-        self.url
-            .rsplit_once(':')
-            .and_then(|(_, rest)| rest.trim_end_matches("/hook").parse().ok())
-            .unwrap_or_default()
+        self.port
     }
 
     /// From now on fails `share` (0..=1) of the requests (after the script), each with a reply

@@ -159,7 +159,7 @@ impl Rig {
 
     fn args(&self, proc: Proc) -> Vec<String> {
         let nats = |link| format!("nats://127.0.0.1:{}", self.port(link));
-        let mut args: Vec<String> = match proc {
+        let args: Vec<String> = match proc {
             Proc::Replicator(pipe) => vec![
                 "replicator".into(),
                 "--host".into(),
@@ -242,7 +242,6 @@ impl Rig {
                 a
             }
         };
-        args.shrink_to_fit();
         args
     }
 
