@@ -102,6 +102,38 @@ async fn copy_only_of_a_never_analysed_million_rows_exits_by_itself() {
     wait_same(&p, "public.mixed", "id").await;
 }
 
+/// The worker writes a copy's rows with `COPY ... FROM STDIN`. Rows of the target that already
+/// hold some of the copied keys (a target filled by hand, or by an earlier copy) make that COPY
+/// fail with a unique violation: the worker rolls back, applies the table's inserts as
+/// upserts from then on, and the target ends equal to the source, stale rows overwritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_into_a_target_already_holding_some_rows_overwrites_them() {
+    let p = Pipeline::start(PgOptions::default()).await.unwrap();
+    p.both(MIXED).await.unwrap();
+    let src = p.source().await.unwrap();
+    src.batch_execute(&fill(20_000)).await.unwrap();
+    let dst = p.target().await.unwrap();
+    dst.batch_execute(
+        "INSERT INTO public.mixed (id, user_id, note) SELECT g, -1, 'stale' FROM generate_series(15000, 15099) g",
+    )
+    .await
+    .unwrap();
+    let w = p.start_pg_worker("prefilled").await.unwrap();
+    let mut args = p.replicator_args("prefilled", "mixed");
+    args.push("--copy".into());
+    let mut r = Pipeline::spawn("replicator", &args).unwrap();
+    let status = r.wait_exit(Duration::from_secs(300)).await.unwrap();
+    assert!(status.success(), "{}", r.output_dump());
+    wait_same(&p, "public.mixed", "id").await;
+    assert_eq!(count(&dst, "public.mixed").await.unwrap(), 20_001);
+    let log = w.stderr();
+    assert!(
+        log.contains("applying the table's inserts as upserts from now on"),
+        "the worker did not fall back to upserts:\n{log}"
+    );
+    assert!(!log.contains("stale"), "a value reached the log:\n{log}");
+}
+
 /// Random single-row writes until `stop`, deterministic per `seed`.
 fn writer(
     p: &Pipeline,

@@ -1352,6 +1352,22 @@ async fn long_runs_are_upserted_exactly(db: &TestDb) {
         })
         .collect();
     let b2 = batch(200, std::slice::from_ref(&rel), changed);
+    // The first run went in by COPY; this one meets existing keys: its COPY fails with a
+    // transient error, the worker would roll back and redeliver, and the table's inserts are
+    // upserted from then on.
+    sink.apply(&b2).await.unwrap();
+    let e = sink.commit(b2.position()).await.unwrap_err();
+    assert_eq!(e.retry(), Retry::Transient, "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("copying rows into \"pgsink_bulk\".\"b\" (a row already exists: retrying with upserts)"),
+        "{e}"
+    );
+    sink.rollback().await.unwrap();
+    assert_eq!(
+        rows(&check, "SELECT count(*) FILTER (WHERE txt = 'again') FROM pgsink_bulk.b").await,
+        vec![r(&[Some("0")])]
+    );
     apply_commit(&mut sink, &b2).await;
     assert_eq!(
         rows(&check, "SELECT count(*), count(*) FILTER (WHERE txt = 'again' AND arr IS NULL) FROM pgsink_bulk.b").await,

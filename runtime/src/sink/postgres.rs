@@ -101,11 +101,15 @@ use crate::message::{ChangeBatch, Op, Position, SourceId};
 use crate::sink::{position_verdict, Sink, SinkError, Verdict};
 
 #[cfg(doc)]
-use crate::{message::KeyKind, sink::Retry};
+use crate::message::KeyKind;
+use crate::sink::Retry;
 
 use position::{split, WRITE_POSITION_SQL};
 use session::{is_connection_error, open, pg_error, pipeline};
 use sql::TextParam;
+
+/// Bytes of `COPY` data sent in one piece.
+const COPY_CHUNK: usize = 256 << 10;
 
 /// Prepared statements kept per connection before the cache is flushed.
 const MAX_CACHED_STATEMENTS: usize = 4096;
@@ -155,6 +159,9 @@ pub struct PostgresSink {
     /// Conflicts (row missing in the target) met in the open transaction, with their counts:
     /// counted and logged once it commits (a rolled-back attempt is retried and met again).
     conflicts: HashMap<sql::Conflict, u64>,
+    /// Target tables (`"schema"."table"`) into which a `COPY` of inserted rows met a row that
+    /// already exists: their inserts are upserted from then on, for the life of the sink.
+    upsert_only: HashSet<String>,
 }
 
 /// Buffered changes that trigger sending them before the commit (bounds memory for large
@@ -232,6 +239,7 @@ impl PostgresSink {
             flush_bytes: FLUSH_BYTES,
             sent: None,
             conflicts: HashMap::new(),
+            upsert_only: HashSet::new(),
         };
         sink.setup().await?;
         Ok(sink)
@@ -309,8 +317,33 @@ impl PostgresSink {
         }
     }
 
-    /// Runs the planned statements, pipelined, and returns how many rows each affected.
+    /// Runs the planned statements, pipelined, and returns how many rows each affected. A
+    /// `COPY` ([`sql::Action::Copy`]) waits for the statements before it and is followed by
+    /// the next ones: the protocol's copy mode does not let others interleave.
     async fn execute(&mut self, planned: &[sql::Planned<'_>]) -> Result<Vec<u64>, SinkError> {
+        let mut counts = Vec::with_capacity(planned.len());
+        let mut from = 0;
+        while from < planned.len() {
+            let copy_at = planned[from..]
+                .iter()
+                .position(|p| p.copy_columns.is_some())
+                .map_or(planned.len(), |i| from + i);
+            if copy_at > from {
+                counts.extend(self.execute_statements(&planned[from..copy_at]).await?);
+            }
+            if let Some(copy) = planned.get(copy_at) {
+                counts.push(self.execute_copy(copy).await?);
+            }
+            from = copy_at + 1;
+        }
+        Ok(counts)
+    }
+
+    /// Runs statements (no `COPY`) pipelined.
+    async fn execute_statements(
+        &mut self,
+        planned: &[sql::Planned<'_>],
+    ) -> Result<Vec<u64>, SinkError> {
         let mut stmts = Vec::with_capacity(planned.len());
         for p in planned {
             let stmt = self.statements.get(&p.sql).ok_or_else(|| {
@@ -337,6 +370,60 @@ impl PostgresSink {
             }
             self.error(step, e)
         })
+    }
+
+    /// Sends a run of inserted rows with `COPY ... FROM STDIN` (text format, in pieces of
+    /// about [`COPY_CHUNK`] bytes) and returns how many rows it wrote. A row whose key already
+    /// exists in the target fails it with a unique violation: the table is then applied with
+    /// upserts only, and the error is transient, so the worker rolls back and the redelivered
+    /// messages converge as upserts (one retry per table, ever).
+    async fn execute_copy(&mut self, copy: &sql::Planned<'_>) -> Result<u64, SinkError> {
+        use futures_util::SinkExt as _;
+        let stmt = self
+            .statements
+            .get(&copy.sql)
+            .ok_or_else(|| {
+                SinkError::Invalid(format!("statement for {} was not prepared", copy.step()))
+            })?
+            .clone();
+        let columns = copy.copy_columns.unwrap_or(1).max(1);
+        let result = async {
+            let sink = self.client.copy_in::<_, bytes::Bytes>(&stmt).await?;
+            let mut sink = std::pin::pin!(sink);
+            let mut buf = Vec::with_capacity(COPY_CHUNK + 4096);
+            for row in copy.params.chunks(columns) {
+                sql::copy_text_row(&mut buf, row);
+                if buf.len() >= COPY_CHUNK {
+                    let chunk = std::mem::replace(&mut buf, Vec::with_capacity(COPY_CHUNK + 4096));
+                    sink.send(bytes::Bytes::from(chunk)).await?;
+                }
+            }
+            if !buf.is_empty() {
+                sink.send(bytes::Bytes::from(buf)).await?;
+            }
+            sink.as_mut().finish().await
+        }
+        .await;
+        match result {
+            Ok(n) => Ok(n),
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                tracing::warn!(
+                    table = %copy.table,
+                    "a row copied into the target table already exists there; applying the \
+                     table's inserts as upserts from now on and retrying"
+                );
+                self.upsert_only.insert(copy.table.clone());
+                Err(SinkError::Postgres {
+                    step: format!(
+                        "{} (a row already exists: retrying with upserts)",
+                        copy.step()
+                    ),
+                    retry: Retry::Transient,
+                    source: e,
+                })
+            }
+            Err(e) => Err(self.error(copy.step(), e)),
+        }
     }
 
     /// The stored position (re-read from the target).
@@ -469,7 +556,10 @@ impl PostgresSink {
 
     /// Sends planned statements (merged, pipelined) in the open transaction.
     async fn run_planned(&mut self, planned: Vec<sql::Planned<'_>>) -> Result<(), SinkError> {
-        let planned = sql::coalesce(planned);
+        let upsert_only = &self.upsert_only;
+        let planned = sql::coalesce(planned, sql::COPY_MIN_ROWS, |t| {
+            !upsert_only.contains(t)
+        });
         let pos = self.pending.unwrap_or(Position {
             commit_lsn: 0,
             seq: 0,

@@ -81,6 +81,8 @@ pub(super) enum Action {
     Update,
     Delete,
     Truncate,
+    /// `COPY ... FROM STDIN` of a run of inserted rows (see [`coalesce`]).
+    Copy,
 }
 
 impl Action {
@@ -91,6 +93,7 @@ impl Action {
             Action::Update => "updating",
             Action::Delete => "deleting from",
             Action::Truncate => "truncating",
+            Action::Copy => "copying rows into",
         }
     }
 }
@@ -108,6 +111,12 @@ pub(super) struct Planned<'b> {
     pub row: Option<RowShape>,
     /// For an UPDATE / DELETE that must find a row: the conflict that affecting none means.
     pub conflict: Option<Conflict>,
+    /// The row of a source INSERT (not an update applied as an upsert): it may go into a
+    /// `COPY` with its neighbours.
+    pub insert: bool,
+    /// A `COPY ... FROM STDIN` ([`Action::Copy`]): its rows' values are `params`, this many
+    /// per row, in column order.
+    pub copy_columns: Option<usize>,
 }
 
 /// What an UPDATE or DELETE that matched no row in the target means (PostgreSQL 17's conflict
@@ -155,11 +164,24 @@ pub(super) struct RowShape {
 /// Most rows merged into one statement (also kept under PostgreSQL's 65535 parameters).
 const MAX_ROWS_PER_STATEMENT: usize = 256;
 
+/// Rows in a run of source inserts from which the run goes into the target by `COPY`.
+pub(super) const COPY_MIN_ROWS: usize = 32;
+
 /// Merges runs of consecutive single-row inserts / upserts of the same shape into multi-row
 /// statements, in power-of-two sizes (so few distinct statements get prepared). A run is cut
 /// where a key repeats: one `INSERT ... ON CONFLICT DO UPDATE` may not touch a row twice, and
 /// the later change must win.
-pub(super) fn coalesce(planned: Vec<Planned<'_>>) -> Vec<Planned<'_>> {
+///
+/// A run of at least `copy_min` rows that all come from source INSERTs, into a table for which
+/// `copy_ok` holds, becomes one `COPY ... FROM STDIN` instead ([`Action::Copy`]): no key
+/// repeats in it, so on a target without those keys it is exactly the upserts' result; a key
+/// that already exists in the target makes the COPY fail with a unique violation, and the sink
+/// then applies that table's inserts as upserts (see `PostgresSink::execute`).
+pub(super) fn coalesce<'b>(
+    planned: Vec<Planned<'b>>,
+    copy_min: usize,
+    copy_ok: impl Fn(&str) -> bool,
+) -> Vec<Planned<'b>> {
     let mut out = Vec::with_capacity(planned.len());
     let mut run: Vec<Planned<'_>> = Vec::new();
     let mut keys: std::collections::HashSet<Vec<Option<&[u8]>>> = std::collections::HashSet::new();
@@ -175,7 +197,7 @@ pub(super) fn coalesce(planned: Vec<Planned<'_>>) -> Vec<Planned<'_>> {
             _ => false,
         };
         if !joins {
-            flush_run(&mut run, &mut out);
+            flush_run(&mut run, &mut out, copy_min, &copy_ok);
             keys.clear();
         }
         if let Some(shape) = &p.row {
@@ -187,11 +209,25 @@ pub(super) fn coalesce(planned: Vec<Planned<'_>>) -> Vec<Planned<'_>> {
             out.push(p);
         }
     }
-    flush_run(&mut run, &mut out);
+    flush_run(&mut run, &mut out, copy_min, &copy_ok);
     out
 }
 
-fn flush_run<'b>(run: &mut Vec<Planned<'b>>, out: &mut Vec<Planned<'b>>) {
+fn flush_run<'b>(
+    run: &mut Vec<Planned<'b>>,
+    out: &mut Vec<Planned<'b>>,
+    copy_min: usize,
+    copy_ok: &impl Fn(&str) -> bool,
+) {
+    if run.len() >= copy_min
+        && run.iter().all(|p| p.insert)
+        && run.first().is_some_and(|p| copy_ok(&p.table))
+    {
+        if let Some(copy) = copy_of(std::mem::take(run)) {
+            out.push(copy);
+            return;
+        }
+    }
     let mut rows = std::mem::take(run).into_iter();
     let mut left = rows.len();
     while left > 0 {
@@ -223,6 +259,8 @@ fn merge(mut chunk: Vec<Planned<'_>>) -> Planned<'_> {
             table: String::new(),
             row: None,
             conflict: None,
+            insert: false,
+            copy_columns: None,
         };
     };
     let mut sql = String::with_capacity(shape.head.len() + shape.tail.len() + chunk.len() * 32);
@@ -248,7 +286,78 @@ fn merge(mut chunk: Vec<Planned<'_>>) -> Planned<'_> {
         table,
         row: None,
         conflict: None,
+        insert: false,
+        copy_columns: None,
     }
+}
+
+/// One `COPY t (columns) FROM STDIN` of a run's rows (`None` for an empty run).
+fn copy_of(run: Vec<Planned<'_>>) -> Option<Planned<'_>> {
+    let first = run.first()?;
+    let shape = first.row.as_ref()?;
+    let columns = first.params.len();
+    let (action, table) = (Action::Copy, first.table.clone());
+    let sql = shape.copy_sql();
+    let mut params = Vec::with_capacity(run.len() * columns);
+    for p in run {
+        params.extend(p.params);
+    }
+    Some(Planned {
+        sql,
+        params,
+        action,
+        table,
+        row: None,
+        conflict: None,
+        insert: true,
+        copy_columns: Some(columns),
+    })
+}
+
+impl RowShape {
+    /// `COPY t (c1, c2) FROM STDIN` for the same table and columns: `head` is
+    /// `INSERT INTO t (c1, c2) VALUES ` by construction (see `insert_row`).
+    fn copy_sql(&self) -> String {
+        let target = self
+            .head
+            .strip_prefix("INSERT INTO ")
+            .and_then(|h| h.strip_suffix(" VALUES "))
+            .unwrap_or(&self.head);
+        format!("COPY {target} FROM STDIN")
+    }
+}
+
+/// Appends one row in `COPY` text format: values separated by tabs, a newline at the end,
+/// `NULL` as `\N`, and in each value a backslash, newline, carriage return and tab escaped with
+/// a backslash. The values are the source's text output, which `COPY` parses with each
+/// column type's input function, as it does a text parameter. The session's
+/// `client_encoding` is UTF-8, where these four bytes never occur inside a multi-byte
+/// character.
+pub(super) fn copy_text_row(out: &mut Vec<u8>, row: &[TextParam<'_>]) {
+    for (i, v) in row.iter().enumerate() {
+        if i > 0 {
+            out.push(b'\t');
+        }
+        let Some(bytes) = v.0 else {
+            out.extend_from_slice(b"\\N");
+            continue;
+        };
+        let mut from = 0;
+        for (at, b) in bytes.iter().enumerate() {
+            let escaped: &[u8] = match b {
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                _ => continue,
+            };
+            out.extend_from_slice(&bytes[from..at]);
+            out.extend_from_slice(escaped);
+            from = at + 1;
+        }
+        out.extend_from_slice(&bytes[from..]);
+    }
+    out.push(b'\n');
 }
 
 impl Planned<'_> {
@@ -380,6 +489,8 @@ impl<'b> Builder<'b> {
             table,
             row: None,
             conflict: None,
+            insert: false,
+            copy_columns: None,
         }
     }
 }
@@ -518,7 +629,9 @@ pub(super) fn plan<'b>(
     match change.op {
         Op::Insert => {
             let new = row_of(rel, &change.new, "new")?;
-            out.push(insert_row(rel, &table, &key, new)?);
+            let mut p = insert_row(rel, &table, &key, new)?;
+            p.insert = true;
+            out.push(p);
         }
         Op::Update => plan_update(rel, &table, &key, change, out)?,
         Op::Delete => {

@@ -94,7 +94,7 @@ fn consecutive_upserts_merge_into_multi_row_statements_split_at_repeated_keys() 
     for c in &b.changes {
         sql::plan(&b, c, &mut planned).unwrap();
     }
-    let merged = sql::coalesce(planned);
+    let merged = sql::coalesce(planned, usize::MAX, |_| true);
     let shapes: Vec<(usize, String)> = merged
         .iter()
         .map(|p| {
@@ -138,4 +138,60 @@ fn consecutive_upserts_merge_into_multi_row_statements_split_at_repeated_keys() 
         merged[2].params.iter().map(|p| p.0).collect::<Vec<_>>(),
         vec![Some(&b"2"[..]), Some(b"y")]
     );
+}
+
+#[test]
+fn copy_text_rows_escape_exactly_the_four_special_bytes() {
+    let p = |v: Option<&'static str>| TextParam(v.map(str::as_bytes));
+    for (row, want) in [
+        (vec![p(Some("1")), p(Some("x"))], "1\tx\n"),
+        (vec![p(None), p(Some(""))], "\\N\t\n"),
+        (vec![p(Some("\\N"))], "\\\\N\n"),
+        (vec![p(Some("a\tb\nc\rd\\e"))], "a\\tb\\nc\\rd\\\\e\n"),
+        (vec![p(Some("\\."))], "\\\\.\n"),
+        (vec![p(Some("ünï\u{1F600}\t"))], "ünï\u{1F600}\\t\n"),
+        (vec![p(Some("{\"a\tb\",NULL}")), p(None)], "{\"a\\tb\",NULL}\t\\N\n"),
+    ] {
+        let mut out = Vec::new();
+        sql::copy_text_row(&mut out, &row);
+        assert_eq!(String::from_utf8(out).unwrap(), want, "{row:?}");
+    }
+}
+
+#[test]
+fn long_runs_of_source_inserts_become_one_copy() {
+    let rel = by_id("s", "u", &["id", "v"]);
+    let other = by_id("s", "o", &["id"]);
+    let n = sql::COPY_MIN_ROWS;
+    let mut changes: Vec<Change> = (0..n)
+        .map(|i| ins(0, vec![t(&i.to_string()), t("x")]))
+        .collect();
+    // Too short a run: statements.
+    changes.extend((0..n - 1).map(|i| ins(1, vec![t(&i.to_string())])));
+    // An update applied as an upsert breaks a run of inserts: never copied.
+    changes.extend((100..100 + n).map(|i| ins(0, vec![t(&i.to_string()), t("y")])));
+    changes.push(upd(0, vec![t("500"), t("z")], None));
+    let b = batch(10, &[rel, other], changes);
+    let plan = |copy_ok: &dyn Fn(&str) -> bool| {
+        let mut planned = Vec::new();
+        for c in &b.changes {
+            sql::plan(&b, c, &mut planned).unwrap();
+        }
+        sql::coalesce(planned, sql::COPY_MIN_ROWS, copy_ok)
+            .into_iter()
+            .map(|p| (p.sql.chars().take(30).collect::<String>(), p.params.len(), p.copy_columns))
+            .collect::<Vec<_>>()
+    };
+    let copy = |cols| (r#"COPY "s"."u" ("id", "v") FROM ST"#[..30].to_owned(), n * 2, cols);
+    let got = plan(&|_| true);
+    assert_eq!(got[0], copy(Some(2)));
+    assert_eq!(got.iter().filter(|p| p.2.is_some()).count(), 1, "{got:?}");
+    assert_eq!(
+        got.iter().map(|p| p.1).sum::<usize>(),
+        n * 2 + (n - 1) + n * 2 + 2,
+        "every value planned once: {got:?}"
+    );
+    // A table that met an existing row is upserted only.
+    let got = plan(&|t| t != r#""s"."u""#);
+    assert!(got.iter().all(|p| p.2.is_none()), "{got:?}");
 }
