@@ -211,6 +211,17 @@ macro_rules! dispatch {
     };
 }
 
+impl AnySink {
+    /// [`Sink::apply`], handing the message over: the postgres sink buffers it until the commit
+    /// without copying it; the others write it at once.
+    pub async fn apply_owned(&mut self, batch: ChangeBatch) -> Result<(), SinkError> {
+        match self {
+            AnySink::Postgres(s) => s.apply_owned(batch).await,
+            other => other.apply(&batch).await,
+        }
+    }
+}
+
 impl Sink for AnySink {
     fn name(&self) -> &'static str {
         dispatch!(self, s => s.name())

@@ -436,7 +436,12 @@ impl PostgresSink {
         Ok(pos)
     }
 
-    async fn do_apply(&mut self, batch: &ChangeBatch) -> Result<(), SinkError> {
+    /// [`Sink::apply`] without copying the message: the worker hands its decoded message over.
+    pub async fn apply_owned(&mut self, batch: ChangeBatch) -> Result<(), SinkError> {
+        self.do_apply(batch).await
+    }
+
+    async fn do_apply(&mut self, batch: ChangeBatch) -> Result<(), SinkError> {
         self.ensure_connected().await?;
         let pos = batch.position();
         match position_verdict(self.applied(), batch.source, batch.copy, pos) {
@@ -469,8 +474,8 @@ impl PostgresSink {
             }
         }
         self.buffered_changes += batch.changes.len();
-        self.buffered_bytes += approx_bytes(batch);
-        self.buffer.push(batch.clone());
+        self.buffered_bytes += approx_bytes(&batch);
+        self.buffer.push(batch);
         self.pending = Some(pos);
         if must_flush(self.buffered_changes, self.buffered_bytes, self.flush_bytes) {
             self.flush().await?;
@@ -485,6 +490,7 @@ impl PostgresSink {
         self.buffered_changes = 0;
         self.buffered_bytes = 0;
         let mut planned = Vec::new();
+        let mut shapes = sql::InsertShapes::default();
         for (i, batch) in batches.iter().enumerate() {
             for change in &batch.changes {
                 if change.op == Op::Ddl {
@@ -499,7 +505,7 @@ impl PostgresSink {
                     self.run_planned(std::mem::take(&mut planned)).await?;
                     self.reset_copied_tables(batch, change).await?;
                 } else {
-                    sql::plan(batch, change, &mut planned)?;
+                    sql::plan_with(batch, change, &mut planned, &mut shapes)?;
                 }
             }
         }
@@ -686,7 +692,7 @@ impl Sink for PostgresSink {
     }
 
     async fn apply(&mut self, batch: &ChangeBatch) -> Result<(), SinkError> {
-        self.do_apply(batch).await
+        self.do_apply(batch.clone()).await
     }
 
     async fn commit(&mut self, through: Position) -> Result<(), SinkError> {

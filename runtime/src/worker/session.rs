@@ -468,7 +468,8 @@ async fn offer(
         }
     }
     p.transform.apply(&mut batch);
-    let mut result = sink.apply(&batch).await;
+    let (copy, commit_time_us, changes) = (batch.copy, batch.commit_time_us, batch.changes.len());
+    let mut result = sink.apply_owned(batch).await;
     if st.isolating && result.is_ok() {
         result = sink.flush().await;
     }
@@ -493,10 +494,10 @@ async fn offer(
         });
     }
     m.worker_messages.with_label_values(&["applied"]).inc();
-    if !batch.copy && batch.commit_time_us > 0 {
-        st.newest_commit_us = st.newest_commit_us.max(Some(batch.commit_time_us));
+    if !copy && commit_time_us > 0 {
+        st.newest_commit_us = st.newest_commit_us.max(Some(commit_time_us));
     }
-    st.changes += batch.changes.len();
+    st.changes += changes;
     p.order.applied(pos, last, source);
     st.pending.extend(acks);
     if ack_window_exhausted(st.pending.len(), p.order.in_tx()) {

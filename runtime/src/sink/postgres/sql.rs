@@ -107,8 +107,8 @@ pub(super) struct Planned<'b> {
     /// `"schema"."table"` (or the list of truncated tables).
     pub table: String,
     /// For a single-row insert / upsert: how to merge it with its neighbours into one
-    /// multi-row statement.
-    pub row: Option<RowShape>,
+    /// multi-row statement (shared by the rows of one relation in a flush).
+    pub row: Option<std::sync::Arc<RowShape>>,
     /// For an UPDATE / DELETE that must find a row: the conflict that affecting none means.
     pub conflict: Option<Conflict>,
     /// The row of a source INSERT (not an update applied as an upsert): it may go into a
@@ -538,9 +538,48 @@ fn old_of<'b>(
     }
 }
 
+/// The single-row insert statement of each relation seen in one flush, built once: keyed by
+/// the relation's address in its message, which does not move while the flush plans.
+#[derive(Default)]
+pub(super) struct InsertShapes(std::collections::HashMap<usize, (std::sync::Arc<RowShape>, String, Action)>);
+
+/// [`build_insert_row`], with the statement of `rel` built once per [`InsertShapes`].
+fn insert_row<'b>(
+    rel: &Relation,
+    table: &str,
+    key: &Key,
+    row: &'b [Value],
+    shapes: &mut InsertShapes,
+) -> Result<Planned<'b>, SinkError> {
+    let id = std::ptr::from_ref(rel) as usize;
+    let Some((shape, sql, action)) = shapes.0.get(&id) else {
+        let p = build_insert_row(rel, table, key, row)?;
+        if let Some(shape) = &p.row {
+            shapes.0.insert(id, (shape.clone(), p.sql.clone(), p.action));
+        }
+        return Ok(p);
+    };
+    if row.contains(&Value::UnchangedToast) {
+        return Err(invalid(
+            rel,
+            "a row to insert carries an unchanged TOAST value",
+        ));
+    }
+    Ok(Planned {
+        sql: sql.clone(),
+        params: row.iter().map(|v| TextParam(v.as_bytes())).collect(),
+        action: *action,
+        table: table.to_owned(),
+        row: Some(shape.clone()),
+        conflict: None,
+        insert: false,
+        copy_columns: None,
+    })
+}
+
 /// `INSERT ... ON CONFLICT (key) DO UPDATE SET c = EXCLUDED.c` (or plain `INSERT` without a
 /// key) of a full row.
-fn insert_row<'b>(
+fn build_insert_row<'b>(
     rel: &Relation,
     table: &str,
     key: &Key,
@@ -574,7 +613,7 @@ fn insert_row<'b>(
     let with_shape = |b: Builder<'b>, action: Action, key: Vec<usize>| {
         let tail = b.sql[tail_at..].to_owned();
         let mut p = b.finish(action, table.to_owned());
-        p.row = Some(RowShape { head, tail, key });
+        p.row = Some(std::sync::Arc::new(RowShape { head, tail, key }));
         p
     };
     let Key::Columns(key) = key else {
@@ -607,10 +646,21 @@ fn insert_row<'b>(
 }
 
 /// Appends the statements that apply `change` to `out`.
+#[cfg(test)]
 pub(super) fn plan<'b>(
     batch: &'b ChangeBatch,
     change: &'b Change,
     out: &mut Vec<Planned<'b>>,
+) -> Result<(), SinkError> {
+    plan_with(batch, change, out, &mut InsertShapes::default())
+}
+
+/// [`plan`], with the insert statements of a flush built once per relation.
+pub(super) fn plan_with<'b>(
+    batch: &'b ChangeBatch,
+    change: &'b Change,
+    out: &mut Vec<Planned<'b>>,
+    shapes: &mut InsertShapes,
 ) -> Result<(), SinkError> {
     let rel = batch
         .relations
@@ -629,11 +679,11 @@ pub(super) fn plan<'b>(
     match change.op {
         Op::Insert => {
             let new = row_of(rel, &change.new, "new")?;
-            let mut p = insert_row(rel, &table, &key, new)?;
+            let mut p = insert_row(rel, &table, &key, new, shapes)?;
             p.insert = true;
             out.push(p);
         }
-        Op::Update => plan_update(rel, &table, &key, change, out)?,
+        Op::Update => plan_update(rel, &table, &key, change, out, shapes)?,
         Op::Delete => {
             let Some((_, old)) = old_of(rel, change)? else {
                 return Err(invalid(rel, "a delete carries no old row or key"));
@@ -671,6 +721,7 @@ fn plan_update<'b>(
     key: &Key,
     change: &'b Change,
     out: &mut Vec<Planned<'b>>,
+    shapes: &mut InsertShapes,
 ) -> Result<(), SinkError> {
     let new = row_of(rel, &change.new, "new")?;
     let old = old_of(rel, change)?;
@@ -714,7 +765,13 @@ fn plan_update<'b>(
                     p.conflict = Some(Conflict::new(rel, Conflict::UPDATE_MISSING));
                     out.push(p);
                 }
-                out.push(insert_row(rel, table, &Key::Columns(key.clone()), new)?);
+                out.push(insert_row(
+                    rel,
+                    table,
+                    &Key::Columns(key.clone()),
+                    new,
+                    shapes,
+                )?);
                 return Ok(());
             }
             if set_cols.is_empty() {
