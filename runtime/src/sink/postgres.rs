@@ -13,6 +13,13 @@
 //! - INSERT: `INSERT INTO t (every column) VALUES (...) ON CONFLICT (key) DO UPDATE SET
 //!   c = EXCLUDED.c` for the non-key columns (`DO NOTHING` when every column is in the key),
 //!   so a replayed insert converges. Without a key ([`KeyKind::Full`]): plain `INSERT`.
+//! - A run of at least 32 consecutive source INSERTs into one table (an initial copy, a bulk
+//!   load; no key repeating in the run) goes in as one `COPY t (every column) FROM STDIN` in
+//!   text format: on a target without those keys that is exactly what the upserts would do,
+//!   at a fraction of the cost. A key that already exists there (a target filled by hand, an
+//!   earlier copy, a route merging two tables) fails the COPY with a unique violation: that
+//!   table's inserts are upserted from then on (for the life of the worker) and the error is
+//!   transient, so the worker rolls back and the redelivered messages converge.
 //! - UPDATE without unchanged-TOAST values: the same upsert; when the key changed (the old key
 //!   differs from the new one), first `DELETE ... WHERE key = old key`.
 //! - UPDATE with unchanged-TOAST values: `UPDATE t SET c = $n` for every other column, `WHERE`
