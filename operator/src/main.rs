@@ -203,17 +203,12 @@ async fn operate(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("leader election needs --lease-namespace or POD_NAMESPACE")?;
     let elector = LeaderElector::new(
         client,
-        LeaseConfig {
-            name: args.lease_name,
-            namespace,
-            identity,
-            lease_duration: Duration::from_secs(15),
-        },
+        LeaseConfig::standard(args.lease_name, namespace, identity),
     );
     // A standby is healthy and ready: it waits for the lease.
     health.set_ready(true);
     tracing::info!("waiting for the leader lease");
-    elector.acquire().await;
+    let acquired = elector.acquire().await;
     metrics.leader.set(1);
     tracing::info!("leader lease acquired: reconciling");
     tokio::select! {
@@ -221,7 +216,7 @@ async fn operate(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             elector.release().await;
             Ok(())
         }
-        () = elector.hold() => {
+        () = elector.hold(acquired) => {
             metrics.leader.set(0);
             Err("lost the leader lease; exiting so that only the leader reconciles".into())
         }
