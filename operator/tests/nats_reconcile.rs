@@ -552,7 +552,7 @@ async fn the_streams_of_a_password_protected_external_nats_are_deleted_with_the_
         .await
         .unwrap();
     }
-    let groups: kube::Api<ReplicationGroup> = kube::Api::namespaced(env.ctx.client.clone(), NS);
+    let groups: kube::Api<ReplicationGroup> = kube::Api::namespaced(env.api.admin_client(), NS);
     groups.delete("orders", &Default::default()).await.unwrap();
     assert_eq!(
         env.reconcile("orders").await.unwrap(),
@@ -658,7 +658,7 @@ async fn a_delete_after_a_refused_url_change_cleans_the_servers_in_use() {
         "ChangeRefused"
     );
 
-    let groups: kube::Api<ReplicationGroup> = kube::Api::namespaced(env.ctx.client.clone(), NS);
+    let groups: kube::Api<ReplicationGroup> = kube::Api::namespaced(env.api.admin_client(), NS);
     groups.delete("orders", &Default::default()).await.unwrap();
     assert_eq!(
         env.reconcile("orders").await.unwrap(),

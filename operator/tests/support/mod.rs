@@ -77,6 +77,17 @@ pub fn context(api: &FakeApi, slot_refresh: Duration) -> Arc<Context> {
     )
 }
 
+/// A test whose operator made a request its RBAC does not permit fails (the fake API answered
+/// it `403 Forbidden`, as a real API server would; see `pg_flo_operator::rbac`).
+impl Drop for Env {
+    fn drop(&mut self) {
+        let forbidden = self.api.forbidden();
+        if !forbidden.is_empty() && !std::thread::panicking() {
+            panic!("requests the operator's RBAC does not permit: {forbidden:#?}");
+        }
+    }
+}
+
 impl Env {
     /// Starts PostgreSQL (database `shop`) and an empty fake API.
     pub async fn start() -> Env {
