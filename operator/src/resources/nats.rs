@@ -135,17 +135,20 @@ pub fn stream_max_bytes(storage_size: &str) -> Option<u64> {
 /// The container resources of a server: the spec's, or requests 100m CPU / 256Mi and a 1Gi
 /// memory limit.
 pub fn nats_resources(m: &ManagedNats) -> ResourceRequirements {
-    m.resources.clone().unwrap_or_else(|| ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_string(), Quantity("100m".into())),
-            ("memory".to_string(), Quantity("256Mi".into())),
-        ])),
-        limits: Some(BTreeMap::from([(
-            "memory".to_string(),
-            Quantity("1Gi".into()),
-        )])),
-        ..ResourceRequirements::default()
-    })
+    m.pod
+        .resources
+        .clone()
+        .unwrap_or_else(|| ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("100m".into())),
+                ("memory".to_string(), Quantity("256Mi".into())),
+            ])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_string(),
+                Quantity("1Gi".into()),
+            )])),
+            ..ResourceRequirements::default()
+        })
 }
 
 /// `GOMEMLIMIT` (bytes) for a memory limit: [`GOMEMLIMIT_PERCENT`] of it; `None` without a
@@ -465,7 +468,7 @@ pub fn nats(rg: &ReplicationGroup) -> Result<Option<NatsObjects>, BuildError> {
         ]
     });
 
-    let stateful_set = StatefulSet {
+    let mut stateful_set = StatefulSet {
         metadata: v.meta(name.clone(), "nats"),
         spec: Some(StatefulSetSpec {
             replicas: Some(replicas),
@@ -531,6 +534,11 @@ pub fn nats(rg: &ReplicationGroup) -> Result<Option<NatsObjects>, BuildError> {
         }),
         ..StatefulSet::default()
     };
+
+    // The group's pod settings, as for the replicator and worker (resources are above).
+    if let Some(spec) = stateful_set.spec.as_mut() {
+        super::workloads::apply_pod_settings(&m.pod, &mut spec.template);
+    }
 
     let client_service = Service {
         metadata: v.meta(name.clone(), "nats"),
