@@ -1017,3 +1017,44 @@ fn external_nats_with_a_password_a_client_certificate_and_replicas() {
     assert!(env.contains(&("PG_FLO_NATS_TOKEN".into(), "secret nats-token/token".into())));
     assert!(!env.iter().any(|(k, _)| k == "PG_FLO_NATS_PASSWORD"));
 }
+
+#[test]
+fn the_operator_is_admitted_to_a_managed_nats_only() {
+    use pg_flo_operator::resources::{admit_operator, OperatorPods};
+    let operator = OperatorPods {
+        namespace: "ops".into(),
+        labels: std::collections::BTreeMap::from([("app".into(), "op".into())]),
+    };
+    let mut managed = build(&minimal(), &[], &[], IMAGE, &[]).unwrap();
+    let before = managed.nats.as_ref().unwrap().network_policy.clone();
+    admit_operator(&mut managed, &operator);
+    let after = &managed.nats.as_ref().unwrap().network_policy;
+    let ingress = |np: &k8s_openapi::api::networking::v1::NetworkPolicy| {
+        np.spec.as_ref().unwrap().ingress.clone().unwrap()
+    };
+    // One rule more, the group's own unchanged.
+    assert_eq!(ingress(after)[..3], ingress(&before)[..]);
+    let added = &ingress(after)[3];
+    let peer = &added.from.as_ref().unwrap()[0];
+    assert_eq!(
+        peer.namespace_selector.as_ref().unwrap().match_labels,
+        Some(std::collections::BTreeMap::from([(
+            "kubernetes.io/metadata.name".to_string(),
+            "ops".to_string()
+        )]))
+    );
+    assert_eq!(
+        peer.pod_selector.as_ref().unwrap().match_labels,
+        Some(operator.labels.clone())
+    );
+    assert_eq!(
+        serde_json::to_value(added.ports.as_ref().unwrap()).unwrap(),
+        serde_json::json!([{"port": 4222, "protocol": "TCP"}])
+    );
+
+    // External NATS: nothing of the operator's to admit.
+    let mut external = built(&full(), &[]);
+    assert!(external.nats.is_none());
+    admit_operator(&mut external, &operator);
+    assert!(external.nats.is_none());
+}

@@ -391,6 +391,29 @@ fn default_values_install_a_cluster_wide_operator() {
     assert_eq!(env(c, "PG_FLO_OPERATOR_LEADER_ELECTION"), Some("true"));
     assert_eq!(env(c, "PG_FLO_OPERATOR_LEASE_NAME"), Some(FULLNAME));
     assert_eq!(env(c, "PG_FLO_OPERATOR_LEASE_NAMESPACE"), Some(NAMESPACE));
+    // The managed NATS NetworkPolicies admit the operator's pods: exactly the labels that
+    // select them (the pod template carries them), in POD_NAMESPACE.
+    let admitted: BTreeMap<String, String> = env(c, "PG_FLO_OPERATOR_POD_LABELS")
+        .unwrap()
+        .split(',')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    assert_eq!(admitted, selector_labels());
+    let pod_labels = d
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .clone()
+        .unwrap();
+    assert!(admitted.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
     assert_eq!(field_ref(c, "POD_NAME"), "metadata.name");
     assert_eq!(field_ref(c, "POD_NAMESPACE"), "metadata.namespace");
     let names: Vec<&str> = c
@@ -570,6 +593,13 @@ fn leader_election_off_drops_the_lease_role() {
 }
 
 #[test]
+fn managed_nats_may_leave_the_operator_out() {
+    let r = template(&["--set", "managedNats.admitOperator=false"]);
+    let c = container(one(&r.deployments, "Deployment"));
+    assert_eq!(env(c, "PG_FLO_OPERATOR_POD_LABELS"), None);
+}
+
+#[test]
 fn image_tag_and_extra_env_reach_the_container() {
     let r = template(&[
         "--set",
@@ -628,6 +658,7 @@ fn invalid_values_fail_the_schema() {
         (&["--set", "image.digest=latest"], "digest"),
         (&["--set", "image.digest=sha256:abc"], "digest"),
         (&["--set", "crds.install=yes"], "install"),
+        (&["--set", "managedNats.bogus=1"], "bogus"),
         (
             &["--set-json", r#"watchNamespaces=["Not_A_Namespace"]"#],
             "watchNamespaces",

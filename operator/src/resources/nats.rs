@@ -600,7 +600,8 @@ fn tcp(p: i32) -> NetworkPolicyPort {
 
 /// NetworkPolicy `<group>-nats`: the client port admits only the group's replicator and worker
 /// pods (the copy Job's pod is a replicator), the cluster port only the group's NATS servers;
-/// the monitoring port (health checks, metrics; no message content) stays open.
+/// the monitoring port (health checks, metrics; no message content) stays open. The reconciler
+/// adds the operator's pods to the client port ([`admit_operator`]).
 fn network_policy(
     v: &Valid,
     name: &str,
@@ -651,6 +652,51 @@ fn network_policy(
             ..NetworkPolicySpec::default()
         }),
     }
+}
+
+/// The operator's own pods, as a NetworkPolicy can select them: their namespace and labels
+/// (the Helm chart passes its selector labels and the release namespace).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorPods {
+    /// Namespace of the operator's pods (selected by its `kubernetes.io/metadata.name` label).
+    pub namespace: String,
+    /// Labels every operator pod carries.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Admits `operator`'s pods to the client port of the group's managed NATS (no-op without
+/// one): the operator reads the worker's JetStream consumer there for `status.consumer`, which
+/// a NetworkPolicy admitting only the group's pods would refuse where policies are enforced.
+/// (The monitoring port is open to all already.)
+pub fn admit_operator(desired: &mut super::Desired, operator: &OperatorPods) {
+    let Some(policy) = desired
+        .nats
+        .as_mut()
+        .and_then(|n| n.network_policy.spec.as_mut())
+    else {
+        return;
+    };
+    let peer = NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_string(),
+                operator.namespace.clone(),
+            )])),
+            ..LabelSelector::default()
+        }),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(operator.labels.clone()),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    policy
+        .ingress
+        .get_or_insert_with(Vec::new)
+        .push(NetworkPolicyIngressRule {
+            from: Some(vec![peer]),
+            ports: Some(vec![tcp(NATS_CLIENT_PORT)]),
+        });
 }
 
 /// Generated credentials of a group's managed NATS.
