@@ -5,8 +5,22 @@
 #   docker build -t pg-flo:dev .
 #   docker run --rm pg-flo:dev version
 #   docker run --rm --entrypoint pg-flo-operator pg-flo:dev crd
+#
+# Base images: BUILD_IMAGE and RUNTIME_IMAGE. They are tags here because their digests cannot be
+# looked up where this file is maintained (no registry access), and a made-up digest would fail
+# every build. For a reproducible release, pin both by digest:
+#
+#   docker buildx imagetools inspect rust:1-bookworm --format '{{json .Manifest.Digest}}'
+#   docker buildx imagetools inspect debian:bookworm-slim --format '{{json .Manifest.Digest}}'
+#   docker build \
+#     --build-arg BUILD_IMAGE=rust:1-bookworm@sha256:<digest> \
+#     --build-arg RUNTIME_IMAGE=debian:bookworm-slim@sha256:<digest> -t pg-flo:<version> .
+#
+# and deploy the result by digest too (chart value image.digest).
+ARG BUILD_IMAGE=rust:1-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
 
-FROM rust:1-bookworm AS build
+FROM ${BUILD_IMAGE} AS build
 WORKDIR /src
 COPY . .
 ARG PG_FLO_COMMIT=none
@@ -19,7 +33,7 @@ RUN cargo build --release --locked -p pg_flo -p pg-flo-operator --bins \
 # pg_dump and psql (for --target-sync-schema) come from the PostgreSQL project's own Debian
 # repository (apt.postgresql.org), version 17: pg_dump refuses servers newer than itself and
 # dumps every older one, so sources on PostgreSQL 12 to 17 work (Debian's own client is 15).
-FROM debian:bookworm-slim
+FROM ${RUNTIME_IMAGE}
 ARG PG_CLIENT_MAJOR=17
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \

@@ -6,5 +6,6 @@ pub mod crd;
 pub mod group_name;
 pub mod leader;
 pub mod metrics;
+pub mod rbac;
 pub mod resources;
 pub mod source;

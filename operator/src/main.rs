@@ -72,9 +72,55 @@ struct RunArgs {
         value_delimiter = ','
     )]
     runtime_image_pull_secrets: Vec<String>,
+    /// Labels of the operator's own pods (comma-separated `key=value`), which the
+    /// NetworkPolicy of every managed NATS admits to its client port (the status reads the
+    /// worker's JetStream consumer there). The Helm chart passes its pods' selector labels.
+    /// Empty: not admitted (where NetworkPolicies are enforced, `status.consumer` then reports
+    /// NATS as unreachable for groups with a managed NATS).
+    #[arg(long, env = "PG_FLO_OPERATOR_POD_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    operator_pod_labels: Vec<(String, String)>,
+    /// Namespace of the operator's own pods (default: `POD_NAMESPACE`), for the same
+    /// NetworkPolicies.
+    #[arg(long, env = "PG_FLO_OPERATOR_NAMESPACE")]
+    operator_namespace: Option<String>,
     /// How often the status of a healthy group (slot, lag) is refreshed.
     #[arg(long, env = "PG_FLO_OPERATOR_STATUS_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     status_interval: Duration,
+}
+
+/// One `key=value` label.
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("{s:?} is not key=value")),
+    }
+}
+
+/// The operator's pods as the managed NATS NetworkPolicies admit them: `None` without labels
+/// or namespace (logged).
+fn operator_pods(
+    labels: Vec<(String, String)>,
+    namespace: Option<String>,
+) -> Option<pg_flo_operator::resources::OperatorPods> {
+    let namespace = namespace.filter(|n| !n.is_empty());
+    match (labels.is_empty(), namespace) {
+        (false, Some(namespace)) => Some(pg_flo_operator::resources::OperatorPods {
+            namespace,
+            labels: labels.into_iter().collect(),
+        }),
+        (empty, _) => {
+            tracing::warn!(
+                missing = if empty {
+                    "PG_FLO_OPERATOR_POD_LABELS"
+                } else {
+                    "PG_FLO_OPERATOR_NAMESPACE or POD_NAMESPACE"
+                },
+                "managed NATS NetworkPolicies will not admit the operator: where they are \
+                 enforced, the consumer status of such groups cannot be read"
+            );
+            None
+        }
+    }
 }
 
 /// Runtime image used when `--runtime-image` is not set.
@@ -185,6 +231,11 @@ async fn operate(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             args.status_interval,
         )
         .with_runtime_image_pull_secrets(args.runtime_image_pull_secrets)
+        .with_operator_pods(operator_pods(
+            args.operator_pod_labels,
+            args.operator_namespace
+                .or_else(|| std::env::var("POD_NAMESPACE").ok()),
+        ))
         .with_watch_namespaces(args.watch_namespaces.clone()),
     );
     let run_cfg = RunConfig {
@@ -203,17 +254,12 @@ async fn operate(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("leader election needs --lease-namespace or POD_NAMESPACE")?;
     let elector = LeaderElector::new(
         client,
-        LeaseConfig {
-            name: args.lease_name,
-            namespace,
-            identity,
-            lease_duration: Duration::from_secs(15),
-        },
+        LeaseConfig::standard(args.lease_name, namespace, identity),
     );
     // A standby is healthy and ready: it waits for the lease.
     health.set_ready(true);
     tracing::info!("waiting for the leader lease");
-    elector.acquire().await;
+    let acquired = elector.acquire().await;
     metrics.leader.set(1);
     tracing::info!("leader lease acquired: reconciling");
     tokio::select! {
@@ -221,7 +267,7 @@ async fn operate(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             elector.release().await;
             Ok(())
         }
-        () = elector.hold() => {
+        () = elector.hold(acquired) => {
             metrics.leader.set(0);
             Err("lost the leader lease; exiting so that only the leader reconciles".into())
         }
@@ -260,5 +306,43 @@ mod tests {
         assert_eq!(args.metrics_addr.to_string(), "0.0.0.0:8080");
         assert_eq!(args.status_interval, Duration::from_secs(30));
         assert_eq!(args.runtime_image, DEFAULT_RUNTIME_IMAGE);
+        assert!(args.operator_pod_labels.is_empty());
+    }
+
+    #[test]
+    fn operator_pod_labels_parse_and_need_a_namespace() {
+        let cli = Cli::try_parse_from([
+            "pg-flo-operator",
+            "run",
+            "--operator-pod-labels",
+            "app.kubernetes.io/name=pg-flo-operator,app.kubernetes.io/instance=flo",
+            "--operator-namespace",
+            "ops",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("run expected");
+        };
+        let pods = operator_pods(args.operator_pod_labels, args.operator_namespace).unwrap();
+        assert_eq!(pods.namespace, "ops");
+        assert_eq!(
+            pods.labels.into_iter().collect::<Vec<_>>(),
+            vec![
+                ("app.kubernetes.io/instance".to_string(), "flo".to_string()),
+                (
+                    "app.kubernetes.io/name".to_string(),
+                    "pg-flo-operator".to_string()
+                ),
+            ]
+        );
+        assert_eq!(operator_pods(vec![("a".into(), "b".into())], None), None);
+        assert_eq!(operator_pods(vec![], Some("ops".into())), None);
+        for bad in ["novalue", "=x"] {
+            assert!(
+                Cli::try_parse_from(["pg-flo-operator", "run", "--operator-pod-labels", bad])
+                    .is_err(),
+                "{bad}"
+            );
+        }
     }
 }

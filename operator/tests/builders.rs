@@ -169,8 +169,8 @@ fn snapshot_managed_nats_3() {
             storage_size: "10Gi".into(),
             storage_class: Some("fast".into()),
             image: None,
-            resources: None,
             tls: None,
+            pod: Default::default(),
         }),
         external: None,
     };
@@ -418,7 +418,7 @@ fn default_requests_unless_the_group_sets_resources() {
 /// Every pod override of `spec.replicator`, `spec.worker` and `spec.copyJob` lands in its pod
 /// template; the operator's own labels and annotations win.
 #[test]
-fn pod_overrides_reach_each_component_and_the_copy_job() {
+fn pod_overrides_reach_each_component_the_copy_job_and_the_managed_nats() {
     use pg_flo_operator::crd::{Mode, WorkloadSpec};
     let spec = |who: &str| -> WorkloadSpec {
         serde_yaml::from_str(&format!(
@@ -456,6 +456,32 @@ podLabels: {{team: {who}, app.kubernetes.io/component: forged, pgflo.io/group: f
     let job_default = job_of(&copy);
     copy.spec.copy_job = Some(spec("cpy"));
     let job_own = job_of(&copy);
+    // The managed NATS takes the same fields at spec.nats.managed (3 servers: the group's
+    // topology spread replaces the default one).
+    let mut nats: ManagedNats = serde_yaml::from_str("replicas: 3").unwrap();
+    nats.pod = spec("nts");
+    let mut with_nats = minimal();
+    with_nats.spec.nats.managed = Some(nats);
+    let nats_template = build(&with_nats, &[], &[], IMAGE, &[])
+        .unwrap()
+        .nats
+        .unwrap()
+        .stateful_set
+        .spec
+        .unwrap()
+        .template;
+    assert_eq!(
+        nats_template
+            .spec
+            .as_ref()
+            .unwrap()
+            .topology_spread_constraints
+            .as_ref()
+            .unwrap()
+            .len(),
+        1,
+        "replaced, not added to"
+    );
     let templates = [
         (
             "rep",
@@ -465,6 +491,7 @@ podLabels: {{team: {who}, app.kubernetes.io/component: forged, pgflo.io/group: f
         ("wrk", "worker", d.worker.spec.clone().unwrap().template),
         ("rep", "replicator", job_default),
         ("cpy", "replicator", job_own),
+        ("nts", "nats", nats_template),
     ];
     for (who, component, t) in templates {
         let meta = t.metadata.unwrap();
@@ -989,4 +1016,45 @@ fn external_nats_with_a_password_a_client_certificate_and_replicas() {
     let env = env_of(&d.worker);
     assert!(env.contains(&("PG_FLO_NATS_TOKEN".into(), "secret nats-token/token".into())));
     assert!(!env.iter().any(|(k, _)| k == "PG_FLO_NATS_PASSWORD"));
+}
+
+#[test]
+fn the_operator_is_admitted_to_a_managed_nats_only() {
+    use pg_flo_operator::resources::{admit_operator, OperatorPods};
+    let operator = OperatorPods {
+        namespace: "ops".into(),
+        labels: std::collections::BTreeMap::from([("app".into(), "op".into())]),
+    };
+    let mut managed = build(&minimal(), &[], &[], IMAGE, &[]).unwrap();
+    let before = managed.nats.as_ref().unwrap().network_policy.clone();
+    admit_operator(&mut managed, &operator);
+    let after = &managed.nats.as_ref().unwrap().network_policy;
+    let ingress = |np: &k8s_openapi::api::networking::v1::NetworkPolicy| {
+        np.spec.as_ref().unwrap().ingress.clone().unwrap()
+    };
+    // One rule more, the group's own unchanged.
+    assert_eq!(ingress(after)[..3], ingress(&before)[..]);
+    let added = &ingress(after)[3];
+    let peer = &added.from.as_ref().unwrap()[0];
+    assert_eq!(
+        peer.namespace_selector.as_ref().unwrap().match_labels,
+        Some(std::collections::BTreeMap::from([(
+            "kubernetes.io/metadata.name".to_string(),
+            "ops".to_string()
+        )]))
+    );
+    assert_eq!(
+        peer.pod_selector.as_ref().unwrap().match_labels,
+        Some(operator.labels.clone())
+    );
+    assert_eq!(
+        serde_json::to_value(added.ports.as_ref().unwrap()).unwrap(),
+        serde_json::json!([{"port": 4222, "protocol": "TCP"}])
+    );
+
+    // External NATS: nothing of the operator's to admit.
+    let mut external = built(&full(), &[]);
+    assert!(external.nats.is_none());
+    admit_operator(&mut external, &operator);
+    assert!(external.nats.is_none());
 }

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
@@ -47,6 +48,7 @@ struct Rendered {
     prometheus_rules: Vec<Json>,
     config_maps: Vec<ConfigMap>,
     pdbs: Vec<k8s_openapi::api::policy::v1::PodDisruptionBudget>,
+    crds: Vec<CustomResourceDefinition>,
 }
 
 fn template(set: &[&str]) -> Rendered {
@@ -71,6 +73,7 @@ fn parse(yaml: &str) -> Rendered {
             "PrometheusRule" => r.prometheus_rules.push(serde_json::to_value(&doc).unwrap()),
             "ConfigMap" => r.config_maps.push(strict(&doc)),
             "PodDisruptionBudget" => r.pdbs.push(strict(&doc)),
+            "CustomResourceDefinition" => r.crds.push(strict(&doc)),
             other => panic!("the chart rendered an unexpected kind {other:?}:\n{doc:?}"),
         }
     }
@@ -218,53 +221,21 @@ fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-/// (apiGroup, resource) -> verbs of the watched-resource rules: the brief's least-privilege table.
-fn expected_rules() -> BTreeMap<(String, String), BTreeSet<String>> {
-    let crud = [
-        "get", "list", "watch", "create", "patch", "update", "delete",
-    ];
-    let mut m = BTreeMap::new();
-    let mut add = |group: &str, resources: &[&str], verbs: &[&str]| {
-        for r in resources {
-            m.insert((group.to_string(), r.to_string()), set(verbs));
-        }
-    };
-    add(
-        "pgflo.io",
-        &["replicationgroups", "rules", "routes"],
-        &["get", "list", "watch", "patch", "update"],
-    );
-    add(
-        "pgflo.io",
-        &["replicationgroups/status", "rules/status", "routes/status"],
-        &["get", "patch", "update"],
-    );
-    add("pgflo.io", &["replicationgroups/finalizers"], &["update"]);
-    add("", &["configmaps", "services", "serviceaccounts"], &crud);
-    // Read what groups reference; create (and complete) a managed NATS's credentials.
-    add(
-        "",
-        &["secrets"],
-        &["get", "list", "watch", "create", "patch"],
-    );
-    // Grow a managed NATS's volumes.
-    add("", &["persistentvolumeclaims"], &["get", "patch"]);
-    add("", &["pods"], &["list", "watch"]);
-    add("", &["events"], &["create", "patch"]);
-    add("events.k8s.io", &["events"], &["create", "patch"]);
-    add("apps", &["deployments", "statefulsets"], &crud);
-    add(
-        "batch",
-        &["jobs"],
-        &["get", "list", "watch", "create", "patch", "delete"],
-    );
-    add("policy", &["poddisruptionbudgets"], &crud);
-    add(
-        "networking.k8s.io",
-        &["networkpolicies"],
-        &["get", "list", "watch", "create", "patch", "delete"],
-    );
+/// (apiGroup, resource) -> verbs of a table of `pg_flo_operator::rbac`: what the operator's
+/// calls need (each entry names them), and what the fake API of the reconcile tests enforces.
+fn table_rules(
+    table: &[pg_flo_operator::rbac::Permission],
+) -> BTreeMap<(String, String), BTreeSet<String>> {
+    let mut m: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for (group, resource, verb) in pg_flo_operator::rbac::triples(table) {
+        m.entry((group, resource)).or_default().insert(verb);
+    }
     m
+}
+
+/// The watched-resource rules the chart must grant exactly.
+fn expected_rules() -> BTreeMap<(String, String), BTreeSet<String>> {
+    table_rules(pg_flo_operator::rbac::WATCHED_NAMESPACES)
 }
 
 /// Flattens rules into (apiGroup, resource) -> verbs; a pair in two rules is an error.
@@ -313,12 +284,11 @@ fn assert_lease_role(r: &Rendered) {
         .expect("leader-election Role");
     assert_eq!(role.metadata.namespace.as_deref(), Some(NAMESPACE));
     assert_labelled(&role.metadata);
-    let want: BTreeMap<_, _> = [(
-        ("coordination.k8s.io".to_string(), "leases".to_string()),
-        set(&["get", "create", "update", "patch"]),
-    )]
-    .into_iter()
-    .collect();
+    let want = table_rules(pg_flo_operator::rbac::LEADER_ELECTION);
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        [&("coordination.k8s.io".to_string(), "leases".to_string())]
+    );
     assert_rules(
         role.rules.as_deref().unwrap(),
         &want,
@@ -421,6 +391,29 @@ fn default_values_install_a_cluster_wide_operator() {
     assert_eq!(env(c, "PG_FLO_OPERATOR_LEADER_ELECTION"), Some("true"));
     assert_eq!(env(c, "PG_FLO_OPERATOR_LEASE_NAME"), Some(FULLNAME));
     assert_eq!(env(c, "PG_FLO_OPERATOR_LEASE_NAMESPACE"), Some(NAMESPACE));
+    // The managed NATS NetworkPolicies admit the operator's pods: exactly the labels that
+    // select them (the pod template carries them), in POD_NAMESPACE.
+    let admitted: BTreeMap<String, String> = env(c, "PG_FLO_OPERATOR_POD_LABELS")
+        .unwrap()
+        .split(',')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    assert_eq!(admitted, selector_labels());
+    let pod_labels = d
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .clone()
+        .unwrap();
+    assert!(admitted.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
     assert_eq!(field_ref(c, "POD_NAME"), "metadata.name");
     assert_eq!(field_ref(c, "POD_NAMESPACE"), "metadata.namespace");
     let names: Vec<&str> = c
@@ -485,10 +478,27 @@ fn default_values_install_a_cluster_wide_operator() {
     assert_eq!(cr.metadata.name.as_deref(), Some(FULLNAME));
     assert_labelled(&cr.metadata);
     let rules = flatten(cr.rules.as_deref().unwrap());
+    // Least privilege, spelled out for the objects where it matters most: the custom
+    // resources are never updated (only their finalizer and /status patched), Secrets are
+    // never updated or deleted, nothing server-side applied needs update, and Events go
+    // through events.k8s.io only.
     assert_eq!(
         rules[&("pgflo.io".to_string(), "replicationgroups".to_string())],
-        set(&["get", "list", "watch", "patch", "update"])
+        set(&["get", "list", "watch", "patch"])
     );
+    assert_eq!(
+        rules[&("".to_string(), "secrets".to_string())],
+        set(&["get", "list", "watch", "create", "patch"])
+    );
+    assert!(
+        rules
+            .iter()
+            .filter(|(_, verbs)| verbs.contains("update"))
+            .map(|((_, r), _)| r.as_str())
+            .eq(["replicationgroups/finalizers"]),
+        "{rules:?}"
+    );
+    assert!(!rules.contains_key(&("".to_string(), "events".to_string())));
     assert!(
         !rules.keys().any(|(_, res)| res == "leases"),
         "leases belong in the namespaced leader-election Role"
@@ -583,6 +593,13 @@ fn leader_election_off_drops_the_lease_role() {
 }
 
 #[test]
+fn managed_nats_may_leave_the_operator_out() {
+    let r = template(&["--set", "managedNats.admitOperator=false"]);
+    let c = container(one(&r.deployments, "Deployment"));
+    assert_eq!(env(c, "PG_FLO_OPERATOR_POD_LABELS"), None);
+}
+
+#[test]
 fn image_tag_and_extra_env_reach_the_container() {
     let r = template(&[
         "--set",
@@ -612,6 +629,23 @@ fn image_tag_and_extra_env_reach_the_container() {
 }
 
 #[test]
+fn image_digest_pins_the_operator_and_the_runtime_pods() {
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let r = template(&[
+        "--set",
+        "image.repository=registry.example.com/pg-flo",
+        "--set",
+        "image.tag=1.2.3",
+        "--set",
+        &format!("image.digest={digest}"),
+    ]);
+    let c = container(one(&r.deployments, "Deployment"));
+    let want = format!("registry.example.com/pg-flo@{digest}");
+    assert_eq!(c.image.as_deref(), Some(want.as_str()), "the digest wins");
+    assert_eq!(env(c, "PG_FLO_OPERATOR_RUNTIME_IMAGE"), Some(want.as_str()));
+}
+
+#[test]
 fn invalid_values_fail_the_schema() {
     let chart = chart_dir();
     let chart = chart.to_str().unwrap();
@@ -621,6 +655,10 @@ fn invalid_values_fail_the_schema() {
         (&["--set", "logFormat=xml"], "logFormat"),
         (&["--set", "bogus=1"], "bogus"),
         (&["--set", "image.bogus=1"], "bogus"),
+        (&["--set", "image.digest=latest"], "digest"),
+        (&["--set", "image.digest=sha256:abc"], "digest"),
+        (&["--set", "crds.install=yes"], "install"),
+        (&["--set", "managedNats.bogus=1"], "bogus"),
         (
             &["--set-json", r#"watchNamespaces=["Not_A_Namespace"]"#],
             "watchNamespaces",
@@ -685,16 +723,12 @@ fn kubernetes_older_than_1_29_is_refused() {
 }
 
 #[test]
-fn helm_ships_the_three_crds() {
-    let chart = chart_dir();
-    let yaml = helm_ok(&["show", "crds", chart.to_str().unwrap()]);
-    let mut names: Vec<String> = serde_yaml::Deserializer::from_str(&yaml)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .filter(|d: &serde_yaml::Value| !d.is_null())
-        .map(|d| {
-            assert_eq!(d["kind"].as_str(), Some("CustomResourceDefinition"));
-            d["metadata"]["name"].as_str().unwrap().to_string()
-        })
+fn the_crds_are_templates_that_upgrade_and_are_kept() {
+    let r = template(&[]);
+    let mut names: Vec<String> = r
+        .crds
+        .iter()
+        .map(|c| c.metadata.name.clone().unwrap())
         .collect();
     names.sort();
     assert_eq!(
@@ -705,6 +739,42 @@ fn helm_ships_the_three_crds() {
             "rules.pgflo.io"
         ]
     );
+    for generated in pg_flo_operator::crd::all_crds() {
+        let name = generated.metadata.name.clone().unwrap();
+        let rendered = r
+            .crds
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(name.as_str()))
+            .unwrap();
+        // Kept by `helm uninstall` (and with it every custom resource), labelled as the chart's.
+        assert_eq!(
+            rendered.metadata.annotations,
+            Some(BTreeMap::from([(
+                "helm.sh/resource-policy".to_string(),
+                "keep".to_string()
+            )])),
+            "{name}"
+        );
+        assert_labelled(&rendered.metadata);
+        // Otherwise exactly what the types generate (no number turned into a float, no key
+        // lost: the template adds metadata as text, it never re-serializes the schema).
+        let mut bare = rendered.clone();
+        bare.metadata.annotations = None;
+        bare.metadata.labels = None;
+        assert_eq!(
+            serde_json::to_value(&bare).unwrap(),
+            serde_json::to_value(&generated).unwrap(),
+            "{name}"
+        );
+    }
+    // Nothing left in crds/, which Helm would install once and never upgrade.
+    let chart = chart_dir();
+    assert!(!chart.join("crds").exists(), "charts/pg-flo-operator/crds/");
+    let shown = helm_ok(&["show", "crds", chart.to_str().unwrap()]);
+    assert!(shown.trim().is_empty(), "{shown}");
+
+    // crds.install: false renders none (the CRDs are applied by hand).
+    assert!(template(&["--set", "crds.install=false"]).crds.is_empty());
 }
 
 /// Dotted paths of the documented values: an object the schema closes

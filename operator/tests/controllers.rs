@@ -144,7 +144,7 @@ async fn the_running_controllers_follow_changes_through_watches() {
         .all(|n| !n.starts_with("broken")));
 
     // Deleting the group (retain): the finalizer runs and the group goes.
-    let groups: kube::Api<ReplicationGroup> = kube::Api::namespaced(env.ctx.client.clone(), NS);
+    let groups: kube::Api<ReplicationGroup> = kube::Api::namespaced(env.api.admin_client(), NS);
     groups.delete("orders", &Default::default()).await.unwrap();
     eventually("the group is gone", || {
         env.api.get::<ReplicationGroup>(NS, "orders").is_none()
@@ -159,4 +159,38 @@ async fn the_running_controllers_follow_changes_through_watches() {
     })
     .await;
     controllers.abort();
+
+    // Secrets: listed and watched by metadata only, read one by one by name; nothing else.
+    let secrets: Vec<_> = env
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.path
+                .starts_with(&format!("/api/v1/namespaces/{NS}/secrets"))
+        })
+        .collect();
+    let collection = |r: &support::fake_api::Recorded| r.path.ends_with("/secrets");
+    assert!(
+        secrets
+            .iter()
+            .any(|r| collection(r) && r.query.contains("watch=true")),
+        "the Secret watch ran"
+    );
+    for r in &secrets {
+        if collection(r) {
+            assert_eq!(r.method, "GET", "{r:?}");
+            assert!(
+                r.accept.contains("as=PartialObjectMetadata"),
+                "a list or watch of Secrets with their data: {r:?}"
+            );
+        } else {
+            assert!(
+                matches!(r.method.as_str(), "GET" | "PATCH"),
+                "only get by name and apply (<group>-nats-auth): {r:?}"
+            );
+        }
+    }
+    // (The support's Env also fails the test on any request the RBAC table does not permit.)
+    assert_eq!(env.api.forbidden(), Vec::<String>::new());
 }

@@ -1,5 +1,6 @@
 //! The committed CRDs in `crds/` and their copy in the Helm chart
-//! (`charts/pg-flo-operator/crds/`) are what the Rust types generate.
+//! (`charts/pg-flo-operator/files/crds/`, rendered by `templates/crds.yaml`) are what the Rust
+//! types generate.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -9,7 +10,7 @@ use pg_flo_operator::crd;
 
 /// The one command that regenerates both copies.
 const REGENERATE: &str = "cargo run -p pg-flo-operator -- crd --out-dir crds \
-     && cp crds/*.yaml charts/pg-flo-operator/crds/";
+     && cp crds/*.yaml charts/pg-flo-operator/files/crds/";
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -20,7 +21,7 @@ fn crds_dir() -> PathBuf {
 }
 
 fn chart_crds_dir() -> PathBuf {
-    repo_root().join("charts/pg-flo-operator/crds")
+    repo_root().join("charts/pg-flo-operator/files/crds")
 }
 
 /// Names of the files in `dir` whose content differs from the generated CRD (or are missing).
@@ -63,7 +64,7 @@ fn chart_crds_match_the_types() {
     let drifted = drifted(&chart_crds_dir());
     assert!(
         drifted.is_empty(),
-        "chart CRDs (charts/pg-flo-operator/crds/) out of date: {drifted:?}; run `{REGENERATE}` and commit"
+        "chart CRDs (charts/pg-flo-operator/files/crds/) out of date: {drifted:?}; run `{REGENERATE}` and commit"
     );
 }
 
@@ -78,7 +79,7 @@ fn chart_crds_dir_holds_only_generated_files() {
     let (want, have) = file_names(&chart_crds_dir());
     assert_eq!(
         have, want,
-        "stale files in charts/pg-flo-operator/crds/; remove them"
+        "stale files in charts/pg-flo-operator/files/crds/; remove them"
     );
 }
 

@@ -49,7 +49,7 @@ fn source_secret_in(env: &Env, ns: &str) {
 }
 
 async fn delete_group(env: &Env, ns: &str, name: &str) {
-    let groups: kube::Api<ReplicationGroup> = kube::Api::namespaced(env.ctx.client.clone(), ns);
+    let groups: kube::Api<ReplicationGroup> = kube::Api::namespaced(env.api.admin_client(), ns);
     groups.delete(name, &Default::default()).await.unwrap();
 }
 

@@ -122,6 +122,53 @@ fn requests_to(env: &Env, method: &str, path_part: &str) -> Vec<serde_json::Valu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_network_policy_admits_the_operator_to_the_client_port() {
+    let env = Env::start().await;
+    env.source_secret();
+    env.create(&env.group("orders", "")).await;
+    let ingress = |env: &Env| {
+        let np: NetworkPolicy = env.api.get(NS, "orders-nats").unwrap();
+        serde_json::to_value(np.spec.unwrap().ingress.unwrap()).unwrap()
+    };
+    // An operator that does not know its pods: only the group's pods and servers.
+    assert_eq!(ingress(&env).as_array().unwrap().len(), 3);
+
+    let ctx = support::context_with_operator_pods(
+        &env.api,
+        pg_flo_operator::resources::OperatorPods {
+            namespace: "pgflo-system".into(),
+            labels: BTreeMap::from([
+                ("app.kubernetes.io/instance".into(), "flo".into()),
+                ("app.kubernetes.io/name".into(), "pg-flo-operator".into()),
+            ]),
+        },
+    );
+    env.reconcile_with(&ctx, "orders").await.unwrap();
+    let rules = ingress(&env);
+    assert_eq!(rules.as_array().unwrap().len(), 4);
+    // The operator's pods, in its namespace, on the client port (the consumer status); the
+    // group's rules stay as they were.
+    assert_eq!(
+        rules[3],
+        serde_json::json!({
+            "from": [{
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "pgflo-system"}},
+                "podSelector": {"matchLabels": {
+                    "app.kubernetes.io/instance": "flo",
+                    "app.kubernetes.io/name": "pg-flo-operator"
+                }}
+            }],
+            "ports": [{"port": 4222, "protocol": "TCP"}]
+        })
+    );
+    assert_eq!(
+        rules[0]["ports"],
+        serde_json::json!([{"port": 4222, "protocol": "TCP"}])
+    );
+    assert_eq!(rules[0]["from"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_servers_with_generated_credentials_quorum_and_a_network_policy() {
     let env = Env::start().await;
     env.source_secret();
@@ -552,7 +599,7 @@ async fn the_streams_of_a_password_protected_external_nats_are_deleted_with_the_
         .await
         .unwrap();
     }
-    let groups: kube::Api<ReplicationGroup> = kube::Api::namespaced(env.ctx.client.clone(), NS);
+    let groups: kube::Api<ReplicationGroup> = kube::Api::namespaced(env.api.admin_client(), NS);
     groups.delete("orders", &Default::default()).await.unwrap();
     assert_eq!(
         env.reconcile("orders").await.unwrap(),
@@ -658,7 +705,7 @@ async fn a_delete_after_a_refused_url_change_cleans_the_servers_in_use() {
         "ChangeRefused"
     );
 
-    let groups: kube::Api<ReplicationGroup> = kube::Api::namespaced(env.ctx.client.clone(), NS);
+    let groups: kube::Api<ReplicationGroup> = kube::Api::namespaced(env.api.admin_client(), NS);
     groups.delete("orders", &Default::default()).await.unwrap();
     assert_eq!(
         env.reconcile("orders").await.unwrap(),

@@ -8,21 +8,47 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use pg_flo_operator::leader::{LeaderElector, LeaseConfig};
 use pg_flo_operator::metrics::{serve, Health, Metrics};
 use support::fake_api::FakeApi;
 
+/// A 2 s lease, renewed every 667 ms, 1.4 s renew deadline, retried every 200 ms.
+fn config(identity: &str) -> LeaseConfig {
+    LeaseConfig {
+        name: "pg-flo-operator".into(),
+        namespace: "ops".into(),
+        identity: identity.into(),
+        lease_duration: Duration::from_secs(2),
+        renew_deadline: Duration::from_millis(1400),
+        retry_period: Duration::from_millis(200),
+    }
+}
+
 fn elector(api: &FakeApi, identity: &str) -> LeaderElector {
-    LeaderElector::new(
-        api.client(),
-        LeaseConfig {
-            name: "pg-flo-operator".into(),
-            namespace: "ops".into(),
-            identity: identity.into(),
-            lease_duration: Duration::from_secs(2),
+    LeaderElector::new(api.client(), config(identity))
+}
+
+/// A Lease held by `holder` whose `renewTime` is `offset` from now (another node's clock).
+fn foreign_lease(holder: &str, offset: SignedDuration) -> Lease {
+    let at = MicroTime(Timestamp::now().checked_add(offset).unwrap());
+    Lease {
+        metadata: ObjectMeta {
+            name: Some("pg-flo-operator".into()),
+            namespace: Some("ops".into()),
+            ..ObjectMeta::default()
         },
-    )
+        spec: Some(LeaseSpec {
+            holder_identity: Some(holder.into()),
+            lease_duration_seconds: Some(2),
+            acquire_time: Some(at.clone()),
+            renew_time: Some(at),
+            lease_transitions: Some(0),
+            ..LeaseSpec::default()
+        }),
+    }
 }
 
 fn holder(api: &FakeApi) -> (Option<String>, i32) {
@@ -46,6 +72,8 @@ async fn one_replica_leads_and_another_takes_over_an_expired_or_released_lease()
     );
     assert!(a.try_acquire_or_renew().await.unwrap(), "a renews");
     assert_eq!(holder(&api), (Some("pod-a".into()), 0));
+    // b saw the renewal: its lease duration counts from now.
+    assert!(!b.try_acquire_or_renew().await.unwrap());
 
     // a stops renewing: after the lease duration b takes over, and a learns it lost.
     tokio::time::sleep(Duration::from_millis(2100)).await;
@@ -74,6 +102,136 @@ async fn one_replica_leads_and_another_takes_over_an_expired_or_released_lease()
     assert!(puts
         .iter()
         .all(|r| r.body["metadata"]["resourceVersion"].is_string()));
+}
+
+#[tokio::test]
+async fn expiry_is_judged_on_the_local_clock_not_the_holders_renew_time() {
+    for (what, offset) in [
+        // The holder's clock is an hour behind ours: its fresh renewTime looks long expired.
+        ("holder's clock behind", SignedDuration::from_hours(-1)),
+        // The holder's clock is an hour ahead: its renewTime looks valid for an hour.
+        ("holder's clock ahead", SignedDuration::from_hours(1)),
+    ] {
+        let api = FakeApi::new();
+        api.insert(&foreign_lease("pod-x", offset));
+        let b = elector(&api, "pod-b");
+        assert!(
+            !b.try_acquire_or_renew().await.unwrap(),
+            "{what}: a Lease first seen now is valid for its duration"
+        );
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(!b.try_acquire_or_renew().await.unwrap(), "{what}");
+        // pod-x renews (a new record, renewTime still from its skewed clock): b starts over.
+        let mut renewed = foreign_lease("pod-x", offset);
+        renewed.metadata = api.get::<Lease>("ops", "pg-flo-operator").unwrap().metadata;
+        api.replace(&renewed);
+        assert!(!b.try_acquire_or_renew().await.unwrap(), "{what}");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(
+            !b.try_acquire_or_renew().await.unwrap(),
+            "{what}: 2.1 s since the first record was seen, but 1.1 s since the renewal"
+        );
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(
+            b.try_acquire_or_renew().await.unwrap(),
+            "{what}: unchanged for a lease duration of local time"
+        );
+        assert_eq!(holder(&api), (Some("pod-b".into()), 1), "{what}");
+    }
+}
+
+#[tokio::test]
+async fn the_leader_survives_a_failed_renewal_and_steps_down_at_its_renew_deadline() {
+    let api = FakeApi::new();
+    let a = Arc::new(elector(&api, "pod-a"));
+    let b = elector(&api, "pod-b");
+    let acquired = a.acquire().await;
+    let holding = {
+        let a = a.clone();
+        tokio::spawn(async move { a.hold(acquired).await })
+    };
+    let version = |api: &FakeApi| {
+        api.get::<Lease>("ops", "pg-flo-operator")
+            .unwrap()
+            .metadata
+            .resource_version
+    };
+    let first = version(&api);
+    assert!(!b.try_acquire_or_renew().await.unwrap());
+
+    // The API server fails the renewals for a while (at ~0.67 s and the retry at ~0.87 s).
+    api.fail(
+        "PUT",
+        "/leases/pg-flo-operator",
+        500,
+        "etcdserver: request timed out",
+    );
+    tokio::time::sleep(Duration::from_millis(950)).await;
+    assert_eq!(version(&api), first, "no renewal went through");
+    assert!(!holding.is_finished(), "one failed renewal does not end it");
+    api.clear_failures();
+    // The next retry (~1.07 s, before the 1.4 s deadline) renews.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while version(&api) == first {
+        assert!(tokio::time::Instant::now() < deadline, "no renewal");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let renewed = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !holding.is_finished(),
+        "still leading after the first deadline: the retry renewed"
+    );
+    assert!(
+        !b.try_acquire_or_renew().await.unwrap(),
+        "a standby saw the renewals"
+    );
+    assert_eq!(holder(&api).0.as_deref(), Some("pod-a"));
+
+    // The API server is gone for good: the leader steps down within its renew deadline of its
+    // last renewal, before a standby may take over (a lease duration after it saw it).
+    api.fail(
+        "GET",
+        "/leases/pg-flo-operator",
+        503,
+        "apiserver unavailable",
+    );
+    api.fail(
+        "PUT",
+        "/leases/pg-flo-operator",
+        503,
+        "apiserver unavailable",
+    );
+    tokio::time::timeout(Duration::from_secs(3), holding)
+        .await
+        .expect("the leader steps down")
+        .unwrap();
+    let stepped_down = renewed.elapsed();
+    assert!(
+        stepped_down < Duration::from_millis(1400 + 300),
+        "stepped down {stepped_down:?} after its last renewal was seen"
+    );
+    assert!(
+        stepped_down < Duration::from_secs(2),
+        "before the lease expires"
+    );
+}
+
+#[tokio::test]
+async fn the_leader_steps_down_at_once_when_another_holds_the_lease() {
+    let api = FakeApi::new();
+    let a = elector(&api, "pod-a");
+    let acquired = a.acquire().await;
+    // An admin hands the Lease to pod-c.
+    let mut lease: Lease = api.get("ops", "pg-flo-operator").unwrap();
+    lease.spec.as_mut().unwrap().holder_identity = Some("pod-c".into());
+    api.replace(&lease);
+    let started = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(2), a.hold(acquired))
+        .await
+        .expect("the leader steps down");
+    // At its first renewal (a third of the lease), not at the renew deadline.
+    assert!(started.elapsed() < Duration::from_millis(1000));
 }
 
 #[tokio::test]

@@ -590,7 +590,7 @@ async fn delete_with_retain_keeps_the_slot() {
     env.source_secret();
     env.create(&env.group("orders", "")).await;
     let c = create_group_slot(&env, "data_orders").await;
-    let client = env.ctx.client.clone();
+    let client = env.api.admin_client();
     let groups: kube::Api<ReplicationGroup> = kube::Api::namespaced(client, NS);
     groups.delete("orders", &Default::default()).await.unwrap();
     assert!(env.stored("orders").metadata.deletion_timestamp.is_some());
@@ -661,7 +661,7 @@ async fn delete_with_delete_waits_for_the_pods_then_drops_slot_publication_and_s
     .unwrap();
     env.api.insert(&pod);
 
-    let groups: kube::Api<ReplicationGroup> = kube::Api::namespaced(env.ctx.client.clone(), NS);
+    let groups: kube::Api<ReplicationGroup> = kube::Api::namespaced(env.api.admin_client(), NS);
     groups.delete("orders", &Default::default()).await.unwrap();
     let err = env.reconcile("orders").await.unwrap_err();
     assert_eq!(err.category(), "cleanup-pending");

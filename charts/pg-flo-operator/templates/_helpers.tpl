@@ -59,10 +59,15 @@ Name of the operator's ServiceAccount.
 {{- end }}
 
 {{/*
-The operator image, <repository>:<tag or appVersion>. The runtime pods use the same string.
+The operator image: <repository>@<digest> when image.digest is set, else
+<repository>:<tag or appVersion>. The runtime pods use the same string.
 */}}
 {{- define "pg-flo-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -74,24 +79,37 @@ Name of the leader-election Lease.
 
 {{/*
 RBAC rules for the watched resources: the same list for the ClusterRole (all namespaces) and
-for the Role in each watched namespace. Keep in sync with README.md and docs/operator.md.
+for the Role in each watched namespace. Exactly the operator's table
+operator/src/rbac.rs (WATCHED_NAMESPACES), which says which call needs which verb; the chart
+test compares the two. Objects the operator makes are server-side applied: create + patch,
+never update. Keep README.md and docs/operator.md in sync.
 */}}
 {{- define "pg-flo-operator.rules" -}}
+# Custom resources: watched; only the groups' finalizer (a patch) and the /status of all three
+# are written.
 - apiGroups: ["pgflo.io"]
-  resources: ["replicationgroups", "rules", "routes"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  resources: ["replicationgroups"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["pgflo.io"]
+  resources: ["rules", "routes"]
+  verbs: ["list", "watch"]
 - apiGroups: ["pgflo.io"]
   resources: ["replicationgroups/status", "rules/status", "routes/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
+# Owner references with blockOwnerDeletion on the group's objects.
 - apiGroups: ["pgflo.io"]
   resources: ["replicationgroups/finalizers"]
   verbs: ["update"]
 - apiGroups: [""]
-  resources: ["configmaps", "services", "serviceaccounts"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# Secrets: read the ones groups reference; create (and complete) a managed NATS's generated
-# credentials Secret <group>-nats-auth. Never updated otherwise, never deleted (it goes with
-# its group).
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["services", "serviceaccounts"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+# Secrets: the ones groups reference are read by name (get); list and watch serve a
+# metadata-only watch (names and versions, never the data) that follows their changes; create
+# and patch apply a managed NATS's generated credentials Secret <group>-nats-auth. Never
+# deleted (it goes with its group).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "patch"]
@@ -104,26 +122,27 @@ for the Role in each watched namespace. Keep in sync with README.md and docs/ope
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
-- apiGroups: [""]
-  resources: ["events"]
-  verbs: ["create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# Deployments of earlier versions are only found and deleted (replaced by StatefulSets).
 - apiGroups: ["apps"]
-  resources: ["deployments", "statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  resources: ["deployments"]
+  verbs: ["list", "watch", "delete"]
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # The copy Job of a ReplicationGroup with mode: copy.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The PodDisruptionBudget and NetworkPolicy of a managed NATS.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# The NetworkPolicy of a managed NATS.
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 {{- end }}
 
 {{/*

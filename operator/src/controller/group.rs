@@ -47,9 +47,9 @@ use crate::crd::{DesiredState, NatsSpec, ReclaimPolicy, ReplicationGroup, Replic
 use crate::group_name;
 use crate::resources::quantity::quantity_bytes;
 use crate::resources::{
-    annotate_nats_secret_versions, annotate_secret_versions, applied_nats, build, config_map_name,
-    copy_job_name, default_image_pull_secrets, nats_auth_name, nats_auth_secret, nats_name,
-    nats_volume_claim_name, replicator_name, selector_labels, worker_name, NatsAuth,
+    admit_operator, annotate_nats_secret_versions, annotate_secret_versions, applied_nats, build,
+    config_map_name, copy_job_name, default_image_pull_secrets, nats_auth_name, nats_auth_secret,
+    nats_name, nats_volume_claim_name, replicator_name, selector_labels, worker_name, NatsAuth,
     REPLICATOR_FILE,
 };
 use crate::source;
@@ -389,6 +389,9 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
         annotate_nats_secret_versions(&mut desired, v);
     }
     default_image_pull_secrets(&mut desired, &ctx.runtime_image_pull_secrets);
+    if let Some(operator) = &ctx.operator_pods {
+        admit_operator(&mut desired, operator);
+    }
     let recorded_copy = rg
         .status
         .as_ref()

@@ -73,6 +73,9 @@ pub struct Context {
     pub runtime_image_pull_secrets: Vec<String>,
     /// The watched namespaces (empty: all): where group name collisions are looked for.
     pub watch_namespaces: Vec<String>,
+    /// The operator's own pods: admitted by each managed NATS's NetworkPolicy (the status
+    /// reads the worker's consumer); `None`: not admitted.
+    pub operator_pods: Option<crate::resources::OperatorPods>,
     /// Publishes Kubernetes Events.
     pub recorder: Recorder,
     /// Prometheus metrics.
@@ -104,6 +107,7 @@ impl Context {
             runtime_image,
             runtime_image_pull_secrets: Vec::new(),
             watch_namespaces: Vec::new(),
+            operator_pods: None,
             metrics,
             status_interval,
             slot_refresh: status_interval,
@@ -122,6 +126,12 @@ impl Context {
     /// Sets the watched namespaces (empty: all), where group name collisions are looked for.
     pub fn with_watch_namespaces(mut self, namespaces: Vec<String>) -> Self {
         self.watch_namespaces = namespaces;
+        self
+    }
+
+    /// Sets the operator's own pods, admitted by the managed NATS NetworkPolicies.
+    pub fn with_operator_pods(mut self, pods: Option<crate::resources::OperatorPods>) -> Self {
+        self.operator_pods = pods;
         self
     }
 

@@ -15,7 +15,7 @@
 //! | `managed.storageClass` | refused: a volume cannot move to another class |
 //! | `managed.storageSize` smaller | refused: a volume cannot shrink |
 //! | `managed.storageSize` larger | done: the volume claims are resized, the StatefulSet re-created (its `volumeClaimTemplates` are immutable) |
-//! | anything else (image, resources, TLS, credentials, stream replicas of an external NATS) | applied |
+//! | anything else (image, resources and the other pod settings, TLS, credentials, stream replicas of an external NATS) | applied |
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 
@@ -224,8 +224,8 @@ mod tests {
                 storage_size: size.into(),
                 storage_class: class.map(Into::into),
                 image: None,
-                resources: None,
                 tls: None,
+                pod: Default::default(),
             }),
             external: None,
         }

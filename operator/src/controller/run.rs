@@ -4,7 +4,8 @@
 //! - ReplicationGroup: owns its ConfigMaps, ServiceAccounts, Deployments, Jobs, StatefulSets,
 //!   Services, PodDisruptionBudgets and NetworkPolicies (watched by the operator's label), and
 //!   is re-reconciled when a Rule or Route naming it, a Secret it references (or its generated
-//!   NATS credentials), or one of its pods (by the operator's label and `pgflo.io/group`: pod
+//!   NATS credentials; Secrets are watched by metadata only, their data is never listed), or
+//!   one of its pods (by the operator's label and `pgflo.io/group`: pod
 //!   states and restarts are in its status) changes.
 //! - Rule / Route: re-reconciled when their group changes (appears, goes, or its status
 //!   follows its worker pod: `Accepted` waits for the worker running their configuration) or
@@ -21,7 +22,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::core::DeserializeGuard;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::controller::{Config, Controller};
 use kube::runtime::events::EventType;
@@ -181,13 +182,20 @@ async fn run_scope(ctx: Arc<Context>, ns: Option<String>) {
                 group_of(pod.namespace(), &group)
             },
         )
-        .watches(api::<Secret>(&client, ns), wc.clone(), move |secret| {
-            let name = secret.name_any();
-            let ns = secret.namespace();
-            matching(&group_store, |g: &ReplicationGroup| {
-                g.namespace() == ns && references_secret(g, &name)
-            })
-        })
+        // Secrets by metadata only (an `Api<PartialObjectMeta<_>>` lists and watches with
+        // `Accept: ...;as=PartialObjectMetadata`: names and resource versions, never the data);
+        // the groups read the Secrets they reference by name.
+        .watches(
+            api::<PartialObjectMeta<Secret>>(&client, ns),
+            wc.clone(),
+            move |secret| {
+                let name = secret.name_any();
+                let ns = secret.namespace();
+                matching(&group_store, |g: &ReplicationGroup| {
+                    g.namespace() == ns && references_secret(g, &name)
+                })
+            },
+        )
         .with_config(controller_config())
         .shutdown_on_signal()
         .run(guarded(group::reconcile), error_policy, ctx.clone())

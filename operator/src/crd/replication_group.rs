@@ -348,10 +348,14 @@ pub struct ManagedNats {
     /// NATS server image (default: the operator's pinned NATS image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Container resources of each server (default: requests 100m CPU and 256Mi memory, limit
-    /// 1Gi memory). `GOMEMLIMIT` is set to 80% of the memory limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
+    // (Before `tls`: `resources` serializes where it always did, so the `pgflo.io/nats`
+    // annotation of existing groups does not change.)
+    /// Resources, scheduling and metadata of the server pods, the same fields as
+    /// `spec.replicator` and `spec.worker` (`resources`, `nodeSelector`, `tolerations`,
+    /// `affinity`, `topologySpreadConstraints` (replacing the default spread of 3 servers over
+    /// nodes), `priorityClassName`, `podAnnotations`, `podLabels`).
+    #[serde(flatten)]
+    pub pod: WorkloadSpec,
     /// TLS for clients and cluster routes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<NatsTls>,
@@ -423,8 +427,10 @@ pub struct ExternalNats {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadSpec {
-    /// Container resources. When set, replaces the default requests as a whole (default:
-    /// replicator 100m CPU / 128Mi memory, worker 100m / 256Mi, copy Job 250m / 256Mi; no limits).
+    /// Container resources. When set, replaces the defaults as a whole: replicator 100m CPU /
+    /// 128Mi memory, worker 100m / 256Mi, copy Job 250m / 256Mi (no limits); managed NATS
+    /// servers 100m / 256Mi with a 1Gi memory limit (their `GOMEMLIMIT` is 80% of the memory
+    /// limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Node labels the pod must run on.

@@ -38,11 +38,11 @@ pub use config::{
     applied_nats, config_hash, config_map, rendered_members, NATS_SPEC_ANNOTATION, REPLICATOR_FILE,
 };
 pub use nats::{
-    go_mem_limit, max_file_store, nats, nats_auth_name, nats_auth_secret, nats_conf,
-    nats_config_name, nats_resources, nats_volume_claim_name, runtime_permissions,
-    stream_max_bytes, NatsAuth, NatsObjects, AUTH_PASSWORD_KEY, AUTH_ROUTE_PASSWORD_KEY,
-    AUTH_USER_KEY, DEFAULT_NATS_IMAGE, FILE_STORE_PERCENT, NATS_CONF_FILE, RUNTIME_USER,
-    STREAM_PERCENT,
+    admit_operator, go_mem_limit, max_file_store, nats, nats_auth_name, nats_auth_secret,
+    nats_conf, nats_config_name, nats_resources, nats_volume_claim_name, runtime_permissions,
+    stream_max_bytes, NatsAuth, NatsObjects, OperatorPods, AUTH_PASSWORD_KEY,
+    AUTH_ROUTE_PASSWORD_KEY, AUTH_USER_KEY, DEFAULT_NATS_IMAGE, FILE_STORE_PERCENT, NATS_CONF_FILE,
+    RUNTIME_USER, STREAM_PERCENT,
 };
 pub use workloads::{
     copy_job, copy_job_name, default_resources, replicator_name, replicator_stateful_set,

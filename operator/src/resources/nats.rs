@@ -135,17 +135,20 @@ pub fn stream_max_bytes(storage_size: &str) -> Option<u64> {
 /// The container resources of a server: the spec's, or requests 100m CPU / 256Mi and a 1Gi
 /// memory limit.
 pub fn nats_resources(m: &ManagedNats) -> ResourceRequirements {
-    m.resources.clone().unwrap_or_else(|| ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_string(), Quantity("100m".into())),
-            ("memory".to_string(), Quantity("256Mi".into())),
-        ])),
-        limits: Some(BTreeMap::from([(
-            "memory".to_string(),
-            Quantity("1Gi".into()),
-        )])),
-        ..ResourceRequirements::default()
-    })
+    m.pod
+        .resources
+        .clone()
+        .unwrap_or_else(|| ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("100m".into())),
+                ("memory".to_string(), Quantity("256Mi".into())),
+            ])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_string(),
+                Quantity("1Gi".into()),
+            )])),
+            ..ResourceRequirements::default()
+        })
 }
 
 /// `GOMEMLIMIT` (bytes) for a memory limit: [`GOMEMLIMIT_PERCENT`] of it; `None` without a
@@ -465,7 +468,7 @@ pub fn nats(rg: &ReplicationGroup) -> Result<Option<NatsObjects>, BuildError> {
         ]
     });
 
-    let stateful_set = StatefulSet {
+    let mut stateful_set = StatefulSet {
         metadata: v.meta(name.clone(), "nats"),
         spec: Some(StatefulSetSpec {
             replicas: Some(replicas),
@@ -532,6 +535,11 @@ pub fn nats(rg: &ReplicationGroup) -> Result<Option<NatsObjects>, BuildError> {
         ..StatefulSet::default()
     };
 
+    // The group's pod settings, as for the replicator and worker (resources are above).
+    if let Some(spec) = stateful_set.spec.as_mut() {
+        super::workloads::apply_pod_settings(&m.pod, &mut spec.template);
+    }
+
     let client_service = Service {
         metadata: v.meta(name.clone(), "nats"),
         spec: Some(ServiceSpec {
@@ -592,7 +600,8 @@ fn tcp(p: i32) -> NetworkPolicyPort {
 
 /// NetworkPolicy `<group>-nats`: the client port admits only the group's replicator and worker
 /// pods (the copy Job's pod is a replicator), the cluster port only the group's NATS servers;
-/// the monitoring port (health checks, metrics; no message content) stays open.
+/// the monitoring port (health checks, metrics; no message content) stays open. The reconciler
+/// adds the operator's pods to the client port ([`admit_operator`]).
 fn network_policy(
     v: &Valid,
     name: &str,
@@ -643,6 +652,51 @@ fn network_policy(
             ..NetworkPolicySpec::default()
         }),
     }
+}
+
+/// The operator's own pods, as a NetworkPolicy can select them: their namespace and labels
+/// (the Helm chart passes its selector labels and the release namespace).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorPods {
+    /// Namespace of the operator's pods (selected by its `kubernetes.io/metadata.name` label).
+    pub namespace: String,
+    /// Labels every operator pod carries.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Admits `operator`'s pods to the client port of the group's managed NATS (no-op without
+/// one): the operator reads the worker's JetStream consumer there for `status.consumer`, which
+/// a NetworkPolicy admitting only the group's pods would refuse where policies are enforced.
+/// (The monitoring port is open to all already.)
+pub fn admit_operator(desired: &mut super::Desired, operator: &OperatorPods) {
+    let Some(policy) = desired
+        .nats
+        .as_mut()
+        .and_then(|n| n.network_policy.spec.as_mut())
+    else {
+        return;
+    };
+    let peer = NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_string(),
+                operator.namespace.clone(),
+            )])),
+            ..LabelSelector::default()
+        }),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(operator.labels.clone()),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    policy
+        .ingress
+        .get_or_insert_with(Vec::new)
+        .push(NetworkPolicyIngressRule {
+            from: Some(vec![peer]),
+            ports: Some(vec![tcp(NATS_CLIENT_PORT)]),
+        });
 }
 
 /// Generated credentials of a group's managed NATS.

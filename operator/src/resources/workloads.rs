@@ -232,13 +232,10 @@ fn pod_template(
         mounts.push(mount);
     }
     let w = parts.workload.cloned().unwrap_or_default();
-    // The operator's labels and annotations win over the group's extra ones: they select the
-    // pods and roll them.
-    let mut pod_labels = w.pod_labels.clone();
-    pod_labels.extend(labels(&v.name, parts.component));
+    let mut pod_labels = labels(&v.name, parts.component);
     pod_labels.extend(selector_labels(&v.name, parts.component));
-    let mut annotations = w.pod_annotations.clone();
-    annotations.insert(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string());
+    let annotations =
+        BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string())]);
     let probes = parts.role != Role::Copy;
     let container = Container {
         name: parts.component.into(),
@@ -269,7 +266,7 @@ fn pod_template(
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()
     };
-    PodTemplateSpec {
+    let mut template = PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(pod_labels),
             annotations: Some(annotations),
@@ -281,17 +278,49 @@ fn pod_template(
             automount_service_account_token: Some(false),
             containers: vec![container],
             volumes: Some(volumes),
-            node_selector: Some(w.node_selector).filter(|n| !n.is_empty()),
-            tolerations: Some(w.tolerations).filter(|t| !t.is_empty()),
-            affinity: w.affinity,
-            topology_spread_constraints: Some(w.topology_spread_constraints)
-                .filter(|t| !t.is_empty()),
-            priority_class_name: w.priority_class_name,
             restart_policy: (parts.role == Role::Copy).then(|| "OnFailure".into()),
             termination_grace_period_seconds: Some(TERMINATION_GRACE_PERIOD_SECONDS),
             security_context: Some(super::restricted_pod(RUNTIME_UID)),
             ..PodSpec::default()
         }),
+    };
+    apply_pod_settings(&w, &mut template);
+    template
+}
+
+/// Applies a group's pod settings (`spec.replicator`, `spec.worker`, `spec.copyJob`,
+/// `spec.nats.managed`) to a pod template the operator built: the scheduling fields the
+/// group sets (node selector, tolerations, affinity, topology spread constraints, priority
+/// class) replace the template's, and its extra labels and annotations are added under the
+/// template's own, which win (they select the pods and roll them). Container resources are
+/// the caller's (each container has its own defaults).
+pub(crate) fn apply_pod_settings(w: &WorkloadSpec, template: &mut PodTemplateSpec) {
+    let meta = template.metadata.get_or_insert_with(ObjectMeta::default);
+    for (extra, own) in [
+        (&w.pod_labels, &mut meta.labels),
+        (&w.pod_annotations, &mut meta.annotations),
+    ] {
+        if !extra.is_empty() {
+            let mut merged = extra.clone();
+            merged.extend(own.take().unwrap_or_default());
+            *own = Some(merged);
+        }
+    }
+    let spec = template.spec.get_or_insert_with(PodSpec::default);
+    if !w.node_selector.is_empty() {
+        spec.node_selector = Some(w.node_selector.clone());
+    }
+    if !w.tolerations.is_empty() {
+        spec.tolerations = Some(w.tolerations.clone());
+    }
+    if w.affinity.is_some() {
+        spec.affinity = w.affinity.clone();
+    }
+    if !w.topology_spread_constraints.is_empty() {
+        spec.topology_spread_constraints = Some(w.topology_spread_constraints.clone());
+    }
+    if w.priority_class_name.is_some() {
+        spec.priority_class_name = w.priority_class_name.clone();
     }
 }
 

@@ -23,6 +23,14 @@
 //! - Injected failures ([`FakeApi::fail`]): a status code for requests of a method whose path
 //!   ends with a given suffix (a StorageClass without volume expansion, an API outage).
 //!
+//! - Authorization: [`FakeApi::client`] (the operator's client) may do only what the operator's
+//!   RBAC table grants ([`pg_flo_operator::rbac`]); anything else gets `403 Forbidden`, as from
+//!   a real API server, and is remembered ([`FakeApi::forbidden`]; the tests' `Env` fails a
+//!   test that made such a request). A server-side apply that creates its object needs
+//!   `create` too. [`FakeApi::admin_client`] (a user's `kubectl`) may do anything.
+//! - Metadata-only reads (`Accept: ...;as=PartialObjectMetadata[List]`): lists and watches
+//!   return `PartialObjectMetadata` objects (metadata, no data), as the API server does.
+//!
 //! Not implemented: field selectors, owner-reference garbage collection (tests that
 //! need GC delete the children themselves), admission and schema validation.
 
@@ -50,6 +58,8 @@ pub struct Recorded {
     pub path: String,
     pub query: String,
     pub content_type: String,
+    /// The `Accept` header.
+    pub accept: String,
     pub body: Value,
 }
 
@@ -67,6 +77,8 @@ struct State {
     changes: tokio::sync::broadcast::Sender<WatchEvent>,
     /// Injected failures: (method, path suffix, status code, message).
     failures: Vec<(String, String, u16, String)>,
+    /// Requests of the operator's client its RBAC does not permit: `verb group/resource path`.
+    forbidden: Vec<String>,
 }
 
 impl Default for State {
@@ -78,6 +90,7 @@ impl Default for State {
             history: Vec::new(),
             changes: tokio::sync::broadcast::channel(4096).0,
             failures: Vec::new(),
+            forbidden: Vec::new(),
         }
     }
 }
@@ -149,6 +162,56 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The `(API group, resource, verb)` a request is authorized as (`resource` is
+/// `plural/subresource` for a subresource), as the API server's RBAC sees it.
+pub fn authorization(method: &str, path: &str, query: &str) -> Option<(String, String, String)> {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", _version, rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (*group, rest),
+        _ => return None,
+    };
+    let rest = match rest {
+        ["namespaces", _ns, rest @ ..] if !rest.is_empty() => rest,
+        rest => rest,
+    };
+    let (resource, named) = match rest {
+        [r] => (r.to_string(), false),
+        [r, _name] => (r.to_string(), true),
+        [r, _name, sub] => (format!("{r}/{sub}"), true),
+        _ => return None,
+    };
+    let watch = matches!(query_param(query, "watch").as_deref(), Some("true" | "1"));
+    let verb = match (method, named) {
+        ("GET", _) if watch => "watch",
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", false) => "create",
+        ("PUT", true) => "update",
+        ("PATCH", true) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => return None,
+    };
+    Some((group.to_owned(), resource, verb.to_owned()))
+}
+
+/// Whether the operator's RBAC permits `verb` on `group`/`resource`.
+fn operator_may(group: &str, resource: &str, verb: &str) -> bool {
+    use pg_flo_operator::rbac::{permits, LEADER_ELECTION, WATCHED_NAMESPACES};
+    permits(WATCHED_NAMESPACES, group, resource, verb)
+        || permits(LEADER_ELECTION, group, resource, verb)
+}
+
+/// `obj` as the API server returns it to a metadata-only read.
+fn metadata_only(obj: &Value) -> Value {
+    json!({
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "PartialObjectMetadata",
+        "metadata": obj["metadata"].clone(),
+    })
 }
 
 fn matches_selector(obj: &Value, selector: &str) -> bool {
@@ -318,6 +381,7 @@ impl State {
         &mut self,
         path: &str,
         query: &str,
+        meta_only: bool,
     ) -> impl Stream<Item = Result<Frame<Bytes>, BoxError>> + Send + 'static {
         let collection = split_path(path).map(|(c, _, _)| c).unwrap_or_default();
         let since: u64 = query_param(query, "resourceVersion")
@@ -329,8 +393,13 @@ impl State {
         };
         let replay: Vec<WatchEvent> = self.history.iter().filter(|e| wanted(e)).cloned().collect();
         let rx = self.changes.subscribe();
-        let frame = |ev: WatchEvent| -> Result<Frame<Bytes>, BoxError> {
-            let mut line = serde_json::to_vec(&json!({"type": ev.2, "object": ev.3})).unwrap();
+        let frame = move |ev: WatchEvent| -> Result<Frame<Bytes>, BoxError> {
+            let object = if meta_only {
+                metadata_only(&ev.3)
+            } else {
+                ev.3
+            };
+            let mut line = serde_json::to_vec(&json!({"type": ev.2, "object": object})).unwrap();
             line.push(b'\n');
             Ok(Frame::data(Bytes::from(line)))
         };
@@ -345,6 +414,38 @@ impl State {
             }
         });
         futures_util::StreamExt::chain(replayed, live)
+    }
+
+    /// Why the operator may not make this request (`None`: it may): the verb it is authorized
+    /// as is not in its RBAC table, or a server-side apply would create an object it may not
+    /// create.
+    fn refusal(&self, method: &str, path: &str, query: &str, content_type: &str) -> Option<String> {
+        let Some((group, resource, verb)) = authorization(method, path, query) else {
+            return Some(format!("{method} {path}: not a resource request"));
+        };
+        let mut needed = vec![verb];
+        let creates = content_type.starts_with("application/apply-patch")
+            && split_path(path).is_some_and(|(collection, name, sub)| {
+                sub.is_none()
+                    && !name.is_some_and(|n| {
+                        self.objects
+                            .get(&collection)
+                            .is_some_and(|c| c.contains_key(&n))
+                    })
+            });
+        if creates {
+            needed.push("create".into());
+        }
+        let missing: Vec<String> = needed
+            .into_iter()
+            .filter(|v| !operator_may(&group, &resource, v))
+            .collect();
+        (!missing.is_empty()).then(|| {
+            format!(
+                "the operator may not {} {group}/{resource} ({method} {path})",
+                missing.join(", ")
+            )
+        })
     }
 
     fn handle(
@@ -516,8 +617,23 @@ impl FakeApi {
         Self::default()
     }
 
-    /// A `kube::Client` talking to this fake.
+    /// The operator's `kube::Client` on this fake: only what its RBAC permits (see the module
+    /// documentation).
     pub fn client(&self) -> Client {
+        self.client_with(true)
+    }
+
+    /// A `kube::Client` that may do anything (a user's `kubectl`).
+    pub fn admin_client(&self) -> Client {
+        self.client_with(false)
+    }
+
+    /// The operator's requests its RBAC does not permit (answered `403 Forbidden`).
+    pub fn forbidden(&self) -> Vec<String> {
+        self.state.lock().unwrap().forbidden.clone()
+    }
+
+    fn client_with(&self, enforce_rbac: bool) -> Client {
         let state = self.state.clone();
         let svc = tower::service_fn(move |req: Request<Body>| {
             let state = state.clone();
@@ -536,6 +652,13 @@ impl FakeApi {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("")
                     .to_owned();
+                let accept = parts
+                    .headers
+                    .get(http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                let meta_only = accept.contains("as=PartialObjectMetadata");
                 let method = parts.method.as_str().to_owned();
                 let path = parts.uri.path().to_owned();
                 let query = parts.uri.query().unwrap_or("").to_owned();
@@ -545,12 +668,28 @@ impl FakeApi {
                     path: path.clone(),
                     query: query.clone(),
                     content_type: content_type.clone(),
+                    accept: accept.clone(),
                     body: body.clone(),
                 });
+                if enforce_rbac {
+                    if let Some(refused) = st.refusal(&method, &path, &query, &content_type) {
+                        st.forbidden.push(refused.clone());
+                        drop(st);
+                        let (code, out) = status(403, "Forbidden", refused);
+                        let full = Full::new(Bytes::from(serde_json::to_vec(&out).unwrap()))
+                            .map_err(|never| match never {});
+                        let resp = Response::builder()
+                            .status(StatusCode::from_u16(code).unwrap())
+                            .header(http::header::CONTENT_TYPE, "application/json")
+                            .body(UnsyncBoxBody::new(full))
+                            .unwrap();
+                        return Ok::<_, BoxError>(resp);
+                    }
+                }
                 let watch = method == "GET"
                     && matches!(query_param(&query, "watch").as_deref(), Some("true" | "1"));
                 if watch {
-                    let stream = st.watch(&path, &query);
+                    let stream = st.watch(&path, &query, meta_only);
                     drop(st);
                     let resp = Response::builder()
                         .status(StatusCode::OK)
@@ -564,10 +703,21 @@ impl FakeApi {
                     .iter()
                     .find(|(m, suffix, _, _)| *m == method && path.ends_with(suffix.as_str()))
                     .map(|(_, _, code, message)| (*code, message.clone()));
-                let (code, out) = match failure {
+                let (code, mut out) = match failure {
                     Some((code, message)) => status(code, "Invalid", message),
                     None => st.handle(&method, &path, &query, &content_type, body),
                 };
+                if meta_only && code == 200 {
+                    out = match out.get("items").and_then(Value::as_array) {
+                        Some(items) => json!({
+                            "apiVersion": "meta.k8s.io/v1",
+                            "kind": "PartialObjectMetadataList",
+                            "metadata": out["metadata"].clone(),
+                            "items": items.iter().map(metadata_only).collect::<Vec<_>>(),
+                        }),
+                        None => metadata_only(&out),
+                    };
+                }
                 drop(st);
                 let full = Full::new(Bytes::from(serde_json::to_vec(&out).unwrap()))
                     .map_err(|never| match never {});

@@ -62,19 +62,40 @@ pub fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
 /// An operator context on `api`: status every 30 s, the slot read at most every `slot_refresh`
 /// (the tests' [`Env`] reads it on every reconcile).
 pub fn context(api: &FakeApi, slot_refresh: Duration) -> Arc<Context> {
-    Arc::new(
-        Context::new(
-            api.client(),
-            IMAGE.into(),
-            Reporter {
-                controller: "pg-flo-operator".into(),
-                instance: Some("test".into()),
-            },
-            Arc::new(Metrics::new().unwrap()),
-            Duration::from_secs(30),
-        )
-        .with_slot_refresh(slot_refresh),
+    Arc::new(base_context(api, slot_refresh))
+}
+
+/// [`context`] of an operator that knows its own pods (`--operator-pod-labels`).
+pub fn context_with_operator_pods(
+    api: &FakeApi,
+    pods: pg_flo_operator::resources::OperatorPods,
+) -> Arc<Context> {
+    Arc::new(base_context(api, Duration::ZERO).with_operator_pods(Some(pods)))
+}
+
+fn base_context(api: &FakeApi, slot_refresh: Duration) -> Context {
+    Context::new(
+        api.client(),
+        IMAGE.into(),
+        Reporter {
+            controller: "pg-flo-operator".into(),
+            instance: Some("test".into()),
+        },
+        Arc::new(Metrics::new().unwrap()),
+        Duration::from_secs(30),
     )
+    .with_slot_refresh(slot_refresh)
+}
+
+/// A test whose operator made a request its RBAC does not permit fails (the fake API answered
+/// it `403 Forbidden`, as a real API server would; see `pg_flo_operator::rbac`).
+impl Drop for Env {
+    fn drop(&mut self) {
+        let forbidden = self.api.forbidden();
+        if !forbidden.is_empty() && !std::thread::panicking() {
+            panic!("requests the operator's RBAC does not permit: {forbidden:#?}");
+        }
+    }
 }
 
 impl Env {
