@@ -171,6 +171,10 @@ fn snapshot_managed_nats_3() {
             image: None,
             resources: None,
             tls: None,
+            metrics: Some(pg_flo_operator::crd::NatsMetrics {
+                enabled: true,
+                ..Default::default()
+            }),
         }),
         external: None,
     };

@@ -226,6 +226,7 @@ mod tests {
                 image: None,
                 resources: None,
                 tls: None,
+                metrics: None,
             }),
             external: None,
         }
