@@ -390,6 +390,12 @@ pub struct ReplicatorSettings {
     #[cfg_attr(feature = "clap", arg(long, value_parser = parse_positive, value_name = "N"))]
     #[serde(with = "serde_as::positive", skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u64>,
+    /// Above this much source WAL retained by the slot, warn once per crossing and set
+    /// `pg_flo_replicator_slot_retained_bytes_over_limit` to 1; replication goes on
+    /// [env: PG_FLO_MAX_SLOT_RETAINED_BYTES] [default: unlimited]
+    #[cfg_attr(feature = "clap", arg(long, value_parser = parse_bytes, value_name = "BYTES"))]
+    #[serde(with = "serde_as::bytes", skip_serializing_if = "Option::is_none")]
+    pub max_slot_retained_bytes: Option<u64>,
     /// How often the confirmed position is reported to PostgreSQL [env: PG_FLO_STATUS_INTERVAL]
     /// [default: 1s]
     #[cfg_attr(feature = "clap", arg(long, value_parser = parse_duration, value_name = "DURATION"))]

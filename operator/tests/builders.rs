@@ -171,6 +171,10 @@ fn snapshot_managed_nats_3() {
             image: None,
             tls: None,
             pod: Default::default(),
+            metrics: Some(pg_flo_operator::crd::NatsMetrics {
+                enabled: true,
+                ..Default::default()
+            }),
         }),
         external: None,
     };

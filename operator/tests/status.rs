@@ -413,21 +413,43 @@ async fn the_consumer_counts_come_from_jetstream_and_a_failed_reading_is_shown()
         }
     );
 
-    // Five changes published, two delivered to the worker and not yet acknowledged.
+    // Five change messages (the runtime's encoding) of transactions committed an hour ago, a
+    // second apart; two delivered to the worker, the first of them acknowledged (applied).
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = jetstream::new(client);
     let consumer = worker_consumer(&js, group).await;
+    let hour_ago_us = (k8s_openapi::jiff::Timestamp::now().as_second() - 3600) * 1_000_000;
     for i in 0..5 {
-        js.publish(pg_flo_config::names::subject(group), format!("{i}").into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        let batch = pg_flo::message::ChangeBatch {
+            version: pg_flo::message::FORMAT_VERSION,
+            commit_lsn: 0x1600_0000 + i,
+            commit_time_us: hour_ago_us + i as i64 * 1_000_000,
+            xid: 700 + i as u32,
+            seq: 0x1600_0000 + i,
+            last: true,
+            prev: None,
+            emitted_at_us: hour_ago_us,
+            relations: vec![],
+            changes: vec![],
+            source: None,
+            copy: false,
+        };
+        js.publish(
+            pg_flo_config::names::subject(group),
+            batch.encode().unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     }
     let mut batch = consumer.fetch().max_messages(2).messages().await.unwrap();
     let mut delivered = 0;
     while let Some(m) = batch.next().await {
-        m.unwrap();
+        let m = m.unwrap();
+        if delivered == 0 {
+            m.double_ack().await.unwrap();
+        }
         delivered += 1;
     }
     assert_eq!(delivered, 2);
@@ -442,15 +464,21 @@ async fn the_consumer_counts_come_from_jetstream_and_a_failed_reading_is_shown()
     env.create(&rg).await;
     let consumer_status = env.stored("orders").status.unwrap().consumer.unwrap();
     let read_at = consumer_status.read_at.clone();
-    assert!(read_at.is_some());
+    // The oldest change not applied is the second message's: committed an hour ago plus 1 s.
+    let lag = pg_flo_operator::controller::nats_status::lag_seconds(
+        hour_ago_us + 1_000_000,
+        read_at.as_ref().unwrap().0.as_microsecond(),
+    );
+    assert!((3599..3700).contains(&lag), "{lag}");
     assert_eq!(
         consumer_status,
         ConsumerStatus {
             name: Some("pgflo_data_orders_consumer".into()),
             stream: Some("pgflo_data_orders_stream".into()),
             pending: Some(3),
-            ack_pending: Some(2),
+            ack_pending: Some(1),
             redelivered: Some(0),
+            lag_seconds: Some(lag),
             read_at: read_at.clone(),
             error: None,
         }
@@ -463,8 +491,8 @@ async fn the_consumer_counts_come_from_jetstream_and_a_failed_reading_is_shown()
     let got = env.stored("orders");
     let c = got.status.as_ref().unwrap().consumer.clone().unwrap();
     assert_eq!(
-        (c.pending, c.ack_pending, c.read_at.clone()),
-        (Some(3), Some(2), read_at)
+        (c.pending, c.ack_pending, c.lag_seconds, c.read_at.clone()),
+        (Some(3), Some(1), Some(lag), read_at)
     );
     let error = c.error.unwrap();
     assert!(

@@ -28,6 +28,7 @@ pub struct Metrics {
     pub copy_ranges_done: IntCounterVec,
     pub copy_ranges_total: IntGaugeVec,
     pub replicator_slot_retained_bytes: IntGauge,
+    pub replicator_slot_retained_bytes_over_limit: IntGauge,
     pub replicator_slot_safe_wal_size_bytes: IntGauge,
     pub replicator_slot_wal_status: IntGaugeVec,
     pub replicator_bytes_published: IntCounter,
@@ -153,6 +154,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "pg_flo_replicator_slot_retained_bytes",
             "Source WAL the group's slot retains (current WAL position minus the slot's \
              restart_lsn); it cannot be recycled while the slot holds it",
+        )?,
+        replicator_slot_retained_bytes_over_limit: gauge(
+            "pg_flo_replicator_slot_retained_bytes_over_limit",
+            "1 while the slot retains more source WAL than --max-slot-retained-bytes, 0 otherwise \
+             (and without the setting)",
         )?,
         replicator_slot_safe_wal_size_bytes: gauge(
             "pg_flo_replicator_slot_safe_wal_size_bytes",

@@ -1359,13 +1359,18 @@ async fn long_runs_are_upserted_exactly(db: &TestDb) {
     let e = sink.commit(b2.position()).await.unwrap_err();
     assert_eq!(e.retry(), Retry::Transient, "{e:?}");
     assert!(
-        e.to_string()
-            .contains("copying rows into \"pgsink_bulk\".\"b\" (a row already exists: retrying with upserts)"),
+        e.to_string().contains(
+            "copying rows into \"pgsink_bulk\".\"b\" (a row already exists: retrying with upserts)"
+        ),
         "{e}"
     );
     sink.rollback().await.unwrap();
     assert_eq!(
-        rows(&check, "SELECT count(*) FILTER (WHERE txt = 'again') FROM pgsink_bulk.b").await,
+        rows(
+            &check,
+            "SELECT count(*) FILTER (WHERE txt = 'again') FROM pgsink_bulk.b"
+        )
+        .await,
         vec![r(&[Some("0")])]
     );
     apply_commit(&mut sink, &b2).await;

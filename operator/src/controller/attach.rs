@@ -38,7 +38,9 @@ use pg_flo_config::rules::RuleProblem;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::conditions::{accepted, carry_transition_times, same_conditions, ACCEPTED, DEGRADED};
+use super::conditions::{
+    accepted, carry_transition_times, member_conditions, same_conditions, ACCEPTED, DEGRADED,
+};
 use super::{error_chain, error_key, observe, Context, Error, FIELD_MANAGER};
 use crate::crd::{DesiredState, ReplicationGroup, Route, Rule, RuleItem, RuleType, TransformType};
 use crate::resources::{
@@ -337,6 +339,9 @@ async fn rollout_of(
     Ok((cm, pods))
 }
 
+/// A verdict: `Accepted` status, reason, message, and whether the group is paused or stopped.
+type Verdict = (bool, &'static str, String, bool);
+
 /// The verdict of a valid `kind` resource `obj` of group `group` (looked up here).
 async fn group_verdict<K: Resource>(
     ctx: &Context,
@@ -344,7 +349,7 @@ async fn group_verdict<K: Resource>(
     group: &str,
     member: Member,
     obj: &K,
-) -> Result<(bool, &'static str, String), Error> {
+) -> Result<Verdict, Error> {
     let Some(group_object) = get_group(ctx, ns, group).await? else {
         return Ok((
             false,
@@ -353,10 +358,14 @@ async fn group_verdict<K: Resource>(
                 "ReplicationGroup {group} not found in namespace {ns}: create it or fix \
                  spec.groupRef.name"
             ),
+            false,
         ));
     };
+    let suspended = group_object
+        .as_ref()
+        .is_some_and(|g| g.spec.state != DesiredState::Running);
     let (cm, pods) = rollout_of(ctx, ns, group).await?;
-    Ok(rollout_verdict(
+    let (ok, reason, message) = rollout_verdict(
         member,
         obj.meta().name.as_deref().unwrap_or_default(),
         obj.meta().generation.unwrap_or(0),
@@ -366,7 +375,8 @@ async fn group_verdict<K: Resource>(
             config_map: cm.as_ref(),
             worker_pods: &pods,
         },
-    ))
+    );
+    Ok((ok, reason, message, suspended))
 }
 
 /// Writes `Accepted` (and an Event when it changed) unless it already says the same.
@@ -374,7 +384,7 @@ async fn set_accepted<K>(
     ctx: &Context,
     obj: &K,
     old: &[Condition],
-    verdict: (bool, &str, String),
+    verdict: Verdict,
 ) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -383,8 +393,8 @@ where
         + Serialize
         + std::fmt::Debug,
 {
-    let (ok, reason, message) = verdict;
-    let conditions = accepted(obj, ok, reason, message.clone(), old);
+    let (ok, reason, message, suspended) = verdict;
+    let conditions = accepted(obj, ok, reason, message.clone(), suspended, old);
     if same_conditions(old, &conditions) {
         return Ok(());
     }
@@ -413,7 +423,7 @@ pub async fn reconcile_rule(rule: Arc<Rule>, ctx: Arc<Context>) -> Result<Action
         let group = &rule.spec.group_ref.name;
         let problems = rule_problems(&rule);
         let verdict = if !problems.is_empty() {
-            (false, "InvalidRule", problems.join("; "))
+            (false, "InvalidRule", problems.join("; "), false)
         } else {
             group_verdict(&ctx, &ns, group, Member::Rule, rule.as_ref()).await?
         };
@@ -457,16 +467,19 @@ where
         )
         .await;
     }
-    let mut conditions = vec![Condition {
-        type_: ACCEPTED.into(),
-        status: "Unknown".into(),
-        reason: reason.into(),
-        message,
-        observed_generation: obj.meta().generation,
-        last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::now(),
-        ),
-    }];
+    let mut conditions = member_conditions(
+        Condition {
+            type_: ACCEPTED.into(),
+            status: "Unknown".into(),
+            reason: reason.into(),
+            message,
+            observed_generation: obj.meta().generation,
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ),
+        },
+        false,
+    );
     carry_transition_times(old, &mut conditions);
     if !same_conditions(old, &conditions) {
         if let Err(e) = patch_conditions(ctx, obj, conditions).await {
@@ -534,12 +547,13 @@ pub async fn reconcile_route(route: Arc<Route>, ctx: Arc<Context>) -> Result<Act
             .collect();
         let problems = route_problems(&route);
         let verdict = if !problems.is_empty() {
-            (false, "InvalidRoute", problems.join("; "))
+            (false, "InvalidRoute", problems.join("; "), false)
         } else if get_group(&ctx, &ns, group).await?.is_none() {
             (
                 false,
                 "GroupNotFound",
                 format!("ReplicationGroup {group} not found in namespace {ns}: create it or fix spec.groupRef.name"),
+                false,
             )
         } else if let Some(winner) = conflicting_route(&route, &all) {
             (
@@ -550,6 +564,7 @@ pub async fn reconcile_route(route: Arc<Route>, ctx: Arc<Context>) -> Result<Act
                     winner.name_any(),
                     route.spec.source_table
                 ),
+                false,
             )
         } else {
             group_verdict(&ctx, &ns, group, Member::Route, route.as_ref()).await?

@@ -1,5 +1,13 @@
 //! The status of a group computed from what was observed, without IO: phase, conditions
-//! (`Ready`, `Progressing`, `Degraded`, `Paused`) and slot.
+//! (`Ready`, `Progressing`, `Degraded`, `Paused`, and the kstatus pair `Reconciling` /
+//! `Stalled` derived from them by [`kstatus_conditions`]) and slot; the conditions of a Rule or
+//! Route (`Accepted`, and `Ready` / `Reconciling` / `Stalled` by [`member_conditions`]).
+//!
+//! kstatus (the conventions Flux, Argo CD and `kubectl wait` read): `Ready`; `Reconciling`
+//! True while the controller is still working towards the spec (a rollout, the initial copy, a
+//! delete, an error it retries); `Stalled` True when it cannot get there until the user changes
+//! something. Both are present only while True (abnormal-true polarity), with
+//! `observedGeneration`.
 //!
 //! A condition keeps its `lastTransitionTime` while its status does not change, so a periodic
 //! refresh does not look like a flapping condition.
@@ -28,6 +36,119 @@ pub const PAUSED: &str = "Paused";
 pub const CHANGE_REFUSED: &str = "ChangeRefused";
 /// Condition type of a Rule or Route.
 pub const ACCEPTED: &str = "Accepted";
+/// kstatus: the controller is still working towards the spec (present only while True).
+pub const RECONCILING: &str = "Reconciling";
+/// kstatus: progress is blocked until the user changes something (present only while True).
+pub const STALLED: &str = "Stalled";
+
+/// `Degraded` reasons (and suffixes, for the pod reasons) that only a change by the user
+/// clears: `Stalled`.
+const STALLED_REASONS: [&str; 6] = [
+    "InvalidSpec",
+    "GroupNameConflict",
+    "CopyFailed",
+    "SlotLost",
+    CHANGE_REFUSED,
+    "CleanupBlocked",
+];
+const STALLED_POD_SUFFIXES: [&str; 4] = [
+    "CrashLooping",
+    "ImagePullFailed",
+    "ConfigError",
+    "OOMKilled",
+];
+/// `Degraded` reasons of a reconcile error the controller retries with backoff: `Reconciling`.
+const RETRIED_REASONS: [&str; 4] = [
+    "KubernetesApiError",
+    "BuildFailed",
+    "CleanupFailed",
+    "FinalizerFailed",
+];
+
+/// The kstatus conditions of a group for its phase and its other conditions: `Stalled` when
+/// `Degraded` has a reason only the user can clear (an invalid spec, a name conflict, a failed
+/// copy, a lost slot, a refused change, a pod that keeps failing, a blocked cleanup);
+/// otherwise `Reconciling` while it rolls out, copies, is being deleted or retries an error.
+/// Neither while it runs as asked (streaming, completed, paused, stopped), also with a
+/// warning (`SlotWalUnreserved`, `SlotRetainedWalHigh`, `SourceUnreachable`: the operator
+/// cannot do more there, and `Degraded` / `Ready=False` say it).
+pub fn kstatus_conditions(
+    phase: Option<Phase>,
+    conditions: &[Condition],
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    let find = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == t && c.status == "True")
+    };
+    let cond = |t: &str, r: &str, m: String| condition(t, true, r, m, generation);
+    if let Some(d) = find(DEGRADED) {
+        let reason = d.reason.as_str();
+        if STALLED_REASONS.contains(&reason)
+            || STALLED_POD_SUFFIXES.iter().any(|s| reason.ends_with(s))
+        {
+            return vec![cond(STALLED, reason, d.message.clone())];
+        }
+        if RETRIED_REASONS.contains(&reason) {
+            return vec![cond(RECONCILING, reason, d.message.clone())];
+        }
+    }
+    let reconciling = match phase {
+        Some(Phase::Deleting) => Some((
+            "Deleting",
+            find(READY)
+                .or_else(|| conditions.iter().find(|c| c.type_ == READY))
+                .map(|c| c.message.clone())
+                .unwrap_or_default(),
+        )),
+        Some(Phase::Pending | Phase::Copying) | None => find(PROGRESSING)
+            .map(|p| (p.reason.as_str(), p.message.clone()))
+            .or(Some((
+                "Pending",
+                "waiting for the group to be applied".to_owned(),
+            ))),
+        _ => find(PROGRESSING).map(|p| (p.reason.as_str(), p.message.clone())),
+    };
+    reconciling
+        .map(|(r, m)| vec![cond(RECONCILING, r, m)])
+        .unwrap_or_default()
+}
+
+/// The conditions of a Rule or Route for its `Accepted` condition: `Accepted`, `Ready` (True
+/// when applied; the reason `Suspended` while its group is paused or stopped), and
+/// `Reconciling` while it is rendered or rolled out or an error is retried, or `Stalled` when
+/// the user must change something (`InvalidRule`, `InvalidRoute`, `Conflict`,
+/// `GroupNotFound`, `NotApplied`). `suspended`: its group is paused or stopped.
+pub fn member_conditions(accepted: Condition, suspended: bool) -> Vec<Condition> {
+    let generation = accepted.observed_generation;
+    let mut ready = Condition {
+        type_: READY.into(),
+        ..accepted.clone()
+    };
+    let mut out = Vec::new();
+    match (accepted.status.as_str(), accepted.reason.as_str()) {
+        ("True", _) => {}
+        ("False", "Pending") if suspended => ready.reason = "Suspended".into(),
+        ("False", "Pending") | ("Unknown", _) => out.push(condition(
+            RECONCILING,
+            true,
+            &accepted.reason,
+            accepted.message.clone(),
+            generation,
+        )),
+        _ => out.push(condition(
+            STALLED,
+            true,
+            &accepted.reason,
+            accepted.message.clone(),
+            generation,
+        )),
+    }
+    let mut all = vec![accepted, ready];
+    all.append(&mut out);
+    all
+}
 
 /// What the reconciler saw of a group.
 #[derive(Clone, Debug, Default)]
@@ -330,6 +451,8 @@ pub fn group_status(rg: &ReplicationGroup, o: &Observed) -> ReplicationGroupStat
         DesiredState::Stopped => cond(PAUSED, true, "Stopped", "spec.state is stopped".into()),
     };
     let mut conditions = vec![ready_cond, progressing_cond, degraded_cond, paused_cond];
+    let kstatus = kstatus_conditions(Some(phase), &conditions, generation);
+    conditions.extend(kstatus);
     let old = rg
         .status
         .as_ref()
@@ -375,6 +498,7 @@ pub fn consumer_status(
         pending: old.pending,
         ack_pending: old.ack_pending,
         redelivered: old.redelivered,
+        lag_seconds: old.lag_seconds,
         read_at: old.read_at,
         ..new.clone()
     })
@@ -396,21 +520,20 @@ fn pending_message(replicator_up: bool, worker_up: bool, waiting_for: &[String])
     }
 }
 
-/// An `Accepted` condition for a Rule or Route.
+/// The conditions of a Rule or Route for its `Accepted` verdict ([`member_conditions`]);
+/// `suspended`: its group is paused or stopped.
 pub fn accepted(
     obj: &impl ResourceExt,
     ok: bool,
     reason: &str,
     message: String,
+    suspended: bool,
     old: &[Condition],
 ) -> Vec<Condition> {
-    let mut c = vec![condition(
-        ACCEPTED,
-        ok,
-        reason,
-        message,
-        obj.meta().generation,
-    )];
+    let mut c = member_conditions(
+        condition(ACCEPTED, ok, reason, message, obj.meta().generation),
+        suspended,
+    );
     carry_transition_times(old, &mut c);
     c
 }
@@ -648,6 +771,305 @@ spec:
         }
     }
 
+    fn conditions(list: &[(&str, &str, &str)]) -> Vec<Condition> {
+        list.iter()
+            .map(|(t, st, r)| condition(t, *st == "True", r, format!("{t} {r}"), Some(4)))
+            .collect()
+    }
+
+    /// (what, phase, conditions as (type, status, reason)) -> kstatus (type, reason).
+    type KstatusCase = (
+        &'static str,
+        Option<Phase>,
+        Vec<(&'static str, &'static str, &'static str)>,
+        Vec<(&'static str, &'static str)>,
+    );
+
+    /// kstatus from the phase and the other conditions: (what, phase, conditions) ->
+    /// (type, reason) of the kstatus conditions (only the ones that are True).
+    #[test]
+    fn kstatus_conditions_by_phase_and_degraded_reason() {
+        let healthy = (DEGRADED, "False", "Healthy");
+        let settled = (PROGRESSING, "False", "Settled");
+        let table: Vec<KstatusCase> = vec![
+            (
+                "streaming",
+                Some(Phase::Streaming),
+                vec![(READY, "True", "Streaming"), settled, healthy],
+                vec![],
+            ),
+            (
+                "completed",
+                Some(Phase::Completed),
+                vec![(READY, "True", "CopyComplete"), settled, healthy],
+                vec![],
+            ),
+            (
+                "paused",
+                Some(Phase::Paused),
+                vec![(READY, "False", "Paused"), settled, healthy],
+                vec![],
+            ),
+            (
+                "stopped",
+                Some(Phase::Stopped),
+                vec![(READY, "False", "Stopped"), settled, healthy],
+                vec![],
+            ),
+            (
+                "rolling out",
+                Some(Phase::Pending),
+                vec![
+                    (READY, "False", "Pending"),
+                    (PROGRESSING, "True", "RollingOut"),
+                    healthy,
+                ],
+                vec![(RECONCILING, "RollingOut")],
+            ),
+            (
+                "copying",
+                Some(Phase::Copying),
+                vec![
+                    (READY, "False", "Copying"),
+                    (PROGRESSING, "True", "Copying"),
+                    healthy,
+                ],
+                vec![(RECONCILING, "Copying")],
+            ),
+            (
+                "deleting",
+                Some(Phase::Deleting),
+                vec![(READY, "False", "Deleting"), settled, healthy],
+                vec![(RECONCILING, "Deleting")],
+            ),
+            ("no phase yet", None, vec![], vec![(RECONCILING, "Pending")]),
+            (
+                "invalid spec",
+                Some(Phase::Degraded),
+                vec![
+                    (READY, "False", "Degraded"),
+                    settled,
+                    (DEGRADED, "True", "InvalidSpec"),
+                ],
+                vec![(STALLED, "InvalidSpec")],
+            ),
+            (
+                "name conflict",
+                Some(Phase::Degraded),
+                vec![(DEGRADED, "True", "GroupNameConflict")],
+                vec![(STALLED, "GroupNameConflict")],
+            ),
+            (
+                "copy failed",
+                Some(Phase::Degraded),
+                vec![(DEGRADED, "True", "CopyFailed")],
+                vec![(STALLED, "CopyFailed")],
+            ),
+            (
+                "slot lost",
+                Some(Phase::Degraded),
+                vec![(DEGRADED, "True", "SlotLost")],
+                vec![(STALLED, "SlotLost")],
+            ),
+            (
+                "crash loop",
+                Some(Phase::Degraded),
+                vec![
+                    (PROGRESSING, "False", "Stalled"),
+                    (DEGRADED, "True", "WorkerCrashLooping"),
+                ],
+                vec![(STALLED, "WorkerCrashLooping")],
+            ),
+            (
+                "image pull",
+                Some(Phase::Degraded),
+                vec![(DEGRADED, "True", "ReplicatorImagePullFailed")],
+                vec![(STALLED, "ReplicatorImagePullFailed")],
+            ),
+            (
+                "config error",
+                Some(Phase::Degraded),
+                vec![(DEGRADED, "True", "NatsConfigError")],
+                vec![(STALLED, "NatsConfigError")],
+            ),
+            (
+                "oom",
+                Some(Phase::Degraded),
+                vec![(DEGRADED, "True", "CopyOOMKilled")],
+                vec![(STALLED, "CopyOOMKilled")],
+            ),
+            (
+                "refused change, still running",
+                Some(Phase::Streaming),
+                vec![
+                    (READY, "True", "Streaming"),
+                    settled,
+                    (DEGRADED, "True", CHANGE_REFUSED),
+                ],
+                vec![(STALLED, CHANGE_REFUSED)],
+            ),
+            (
+                "cleanup blocked",
+                Some(Phase::Deleting),
+                vec![(DEGRADED, "True", "CleanupBlocked")],
+                vec![(STALLED, "CleanupBlocked")],
+            ),
+            (
+                "api error retried",
+                Some(Phase::Streaming),
+                vec![
+                    (READY, "True", "Streaming"),
+                    settled,
+                    (DEGRADED, "True", "KubernetesApiError"),
+                ],
+                vec![(RECONCILING, "KubernetesApiError")],
+            ),
+            (
+                "cleanup failed retried",
+                Some(Phase::Deleting),
+                vec![(DEGRADED, "True", "CleanupFailed")],
+                vec![(RECONCILING, "CleanupFailed")],
+            ),
+            (
+                "unreserved WAL: a warning, nothing to reconcile",
+                Some(Phase::Streaming),
+                vec![
+                    (READY, "False", "Degraded"),
+                    settled,
+                    (DEGRADED, "True", "SlotWalUnreserved"),
+                ],
+                vec![],
+            ),
+            (
+                "retained WAL high",
+                Some(Phase::Streaming),
+                vec![
+                    (READY, "False", "Degraded"),
+                    settled,
+                    (DEGRADED, "True", "SlotRetainedWalHigh"),
+                ],
+                vec![],
+            ),
+            (
+                "source unreachable",
+                Some(Phase::Streaming),
+                vec![
+                    (READY, "False", "Degraded"),
+                    settled,
+                    (DEGRADED, "True", "SourceUnreachable"),
+                ],
+                vec![],
+            ),
+        ];
+        for (what, phase, list, want) in table {
+            let got = kstatus_conditions(phase, &conditions(&list), Some(4));
+            let got_short: Vec<(&str, &str)> = got
+                .iter()
+                .map(|c| (c.type_.as_str(), c.reason.as_str()))
+                .collect();
+            assert_eq!(got_short, want, "{what}");
+            for c in &got {
+                assert_eq!(
+                    (c.status.as_str(), c.observed_generation),
+                    ("True", Some(4)),
+                    "{what}"
+                );
+            }
+        }
+        // The message is the condition's it comes from.
+        let got = kstatus_conditions(
+            Some(Phase::Degraded),
+            &conditions(&[(DEGRADED, "True", "SlotLost")]),
+            Some(4),
+        );
+        assert_eq!(got[0].message, "Degraded SlotLost");
+    }
+
+    /// A Rule's or Route's conditions for its `Accepted` verdict: (status, reason, suspended)
+    /// -> (Ready status and reason, the kstatus condition).
+    #[test]
+    fn member_conditions_by_verdict() {
+        let table = [
+            ("True", "Applied", false, ("True", "Applied"), None),
+            (
+                "False",
+                "Pending",
+                false,
+                ("False", "Pending"),
+                Some((RECONCILING, "Pending")),
+            ),
+            ("False", "Pending", true, ("False", "Suspended"), None),
+            (
+                "False",
+                "NotApplied",
+                false,
+                ("False", "NotApplied"),
+                Some((STALLED, "NotApplied")),
+            ),
+            (
+                "False",
+                "GroupNotFound",
+                false,
+                ("False", "GroupNotFound"),
+                Some((STALLED, "GroupNotFound")),
+            ),
+            (
+                "False",
+                "InvalidRule",
+                false,
+                ("False", "InvalidRule"),
+                Some((STALLED, "InvalidRule")),
+            ),
+            (
+                "False",
+                "InvalidRoute",
+                false,
+                ("False", "InvalidRoute"),
+                Some((STALLED, "InvalidRoute")),
+            ),
+            (
+                "False",
+                "Conflict",
+                false,
+                ("False", "Conflict"),
+                Some((STALLED, "Conflict")),
+            ),
+            (
+                "Unknown",
+                "KubernetesApiError",
+                false,
+                ("Unknown", "KubernetesApiError"),
+                Some((RECONCILING, "KubernetesApiError")),
+            ),
+        ];
+        for (status, reason, suspended, ready, kstatus) in table {
+            let accepted = Condition {
+                status: status.into(),
+                ..condition(ACCEPTED, false, reason, "why".into(), Some(7))
+            };
+            let got = member_conditions(accepted.clone(), suspended);
+            assert_eq!(got[0], accepted, "{reason}");
+            assert_eq!(
+                (
+                    got[1].type_.as_str(),
+                    got[1].status.as_str(),
+                    got[1].reason.as_str()
+                ),
+                (READY, ready.0, ready.1),
+                "{reason} {suspended}"
+            );
+            assert_eq!(
+                got.get(2).map(|c| (c.type_.as_str(), c.reason.as_str())),
+                kstatus,
+                "{reason} {suspended}"
+            );
+            assert!(got
+                .iter()
+                .all(|c| c.observed_generation == Some(7) && c.message == "why"));
+            assert_eq!(got.len(), 2 + usize::from(kstatus.is_some()));
+        }
+    }
+
     #[test]
     fn a_crash_looping_worker_says_why_and_how_often() {
         let o = Observed {
@@ -752,6 +1174,7 @@ spec:
             pending: Some(10),
             ack_pending: Some(2),
             redelivered: Some(0),
+            lag_seconds: Some(4),
             read_at: Some(at.clone()),
             error: None,
         };

@@ -34,7 +34,10 @@ use kube::runtime::finalizer::{finalizer, Event as Finalize};
 use kube::{Api, ResourceExt};
 
 use super::apply::{apply_desired, delete, list_pods, ssa, Applied, NatsPlan, Plan};
-use super::conditions::{carry_transition_times, group_status, Observed, DEGRADED, READY};
+use super::conditions::{
+    carry_transition_times, group_status, kstatus_conditions, Observed, DEGRADED, READY,
+    RECONCILING, STALLED,
+};
 use super::nats_change::{self, RunningNats};
 use super::validate::{
     external_nats, fetch, fetch_secrets, nats_access, secret_versions, source_connection, validate,
@@ -79,6 +82,10 @@ pub async fn reconcile(rg: Arc<ReplicationGroup>, ctx: Arc<Context>) -> Result<A
     match &result {
         Err(e) => report_error(&ctx, &rg, e).await,
         Ok(_) => ctx.forget_events(&super::error_key(rg.as_ref())),
+    }
+    if result.is_ok() && rg.metadata.deletion_timestamp.is_some() {
+        // The cleanup finished: the finalizer is gone, and so is the group.
+        ctx.metrics.forget_group(&ns, &rg.name_any());
     }
     observe(&ctx, rg.as_ref(), &result, started);
     result
@@ -226,7 +233,7 @@ async fn report_error(ctx: &Context, rg: &ReplicationGroup, err: &Error) {
         return;
     };
     if status != old {
-        if let Err(e) = patch_status(ctx, &current, status).await {
+        if let Err(e) = write_status(ctx, &current, status).await {
             tracing::warn!(error = %error_chain(&e), "cannot write the reconcile error to the status");
         }
     }
@@ -263,6 +270,11 @@ pub fn error_status(
     status
         .conditions
         .insert(at.min(status.conditions.len()), degraded);
+    status
+        .conditions
+        .retain(|c| c.type_ != RECONCILING && c.type_ != STALLED);
+    let kstatus = kstatus_conditions(status.phase, &status.conditions, rg.metadata.generation);
+    status.conditions.extend(kstatus);
     carry_transition_times(&old.conditions, &mut status.conditions);
     Some(status)
 }
@@ -306,9 +318,7 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
         };
         let status = group_status(&rg, &observed);
         degraded_event(ctx, &rg, &status, "Validate").await;
-        if rg.status.as_ref() != Some(&status) {
-            patch_status(ctx, &rg, status).await?;
-        }
+        write_status(ctx, &rg, status).await?;
         tracing::warn!(
             problems = problems.len(),
             "invalid spec: waiting for a change"
@@ -333,9 +343,7 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
             },
         );
         degraded_event(ctx, &rg, &status, "Validate").await;
-        if rg.status.as_ref() != Some(&status) {
-            patch_status(ctx, &rg, status).await?;
-        }
+        write_status(ctx, &rg, status).await?;
         tracing::warn!(
             group,
             other = other.id,
@@ -451,9 +459,7 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
         status.copy_completion_time = Some(Time(Timestamp::now()));
     }
     degraded_event(ctx, &rg, &status, "Reconcile").await;
-    if rg.status.as_ref() != Some(&status) {
-        patch_status(ctx, &rg, status).await?;
-    }
+    write_status(ctx, &rg, status).await?;
     if let Some(e) = nats_error {
         return Err(e);
     }
@@ -648,6 +654,21 @@ async fn read_slot(
             SLOT_READ_TIMEOUT.as_secs()
         )),
     }
+}
+
+/// Shows `status` in the operator's per-group gauges and writes it unless the group already
+/// has it.
+async fn write_status(
+    ctx: &Context,
+    rg: &ReplicationGroup,
+    status: ReplicationGroupStatus,
+) -> Result<(), Error> {
+    ctx.metrics
+        .observe_group(&rg.namespace().unwrap_or_default(), &rg.name_any(), &status);
+    if rg.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    patch_status(ctx, rg, status).await
 }
 
 /// Writes the status subresource (server-side apply, same field manager).
@@ -894,7 +915,7 @@ async fn deleting_status(
         slot: rg.status.as_ref().and_then(|s| s.slot.clone()).map(Ok),
         ..Observed::default()
     };
-    patch_status(ctx, rg, group_status(rg, &observed)).await
+    write_status(ctx, rg, group_status(rg, &observed)).await
 }
 
 #[cfg(test)]
@@ -1011,7 +1032,9 @@ spec:
             got,
             [
                 (READY, "True", "Streaming"),
-                (DEGRADED, "True", "KubernetesApiError")
+                (DEGRADED, "True", "KubernetesApiError"),
+                // kstatus: the error is retried.
+                (RECONCILING, "True", "KubernetesApiError"),
             ]
         );
         assert_eq!(s.conditions[1].message, "cannot apply StatefulSet x");

@@ -226,6 +226,7 @@ mod tests {
                 image: None,
                 tls: None,
                 pod: Default::default(),
+                metrics: None,
             }),
             external: None,
         }

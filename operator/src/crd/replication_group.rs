@@ -41,7 +41,9 @@ pub const GROUP_NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,42}[a-z0-9])?$";
     validation = Rule::new("!has(self.spec.groupName) || !has(self.status) || !has(self.status.groupName) || self.spec.groupName == self.status.groupName").message("spec.groupName must equal status.groupName, the name the group already runs under (its slot, publication and streams)"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Slot", type_ = "string", json_path = ".status.slot.name"),
-    printcolumn(name = "Lag", type_ = "integer", json_path = ".status.slot.lagBytes", description = "Apply lag: bytes of WAL after the position the replicator confirmed"),
+    printcolumn(name = "Lag Bytes", type_ = "integer", json_path = ".status.slot.lagBytes", description = "Bytes of source WAL after the position the replicator confirmed"),
+    printcolumn(name = "Lag Seconds", type_ = "integer", json_path = ".status.consumer.lagSeconds", description = "End-to-end lag: seconds from the source commit of the oldest change the worker has not applied to when it was read (0: nothing waits in the stream)"),
+    printcolumn(name = "Pending", type_ = "integer", json_path = ".status.consumer.pending", description = "Messages in the stream not yet delivered to the worker"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Restarts", type_ = "integer", json_path = ".status.pods[?(@.component==\"worker\")].restarts", description = "Restarts of the worker pod"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
@@ -359,6 +361,29 @@ pub struct ManagedNats {
     /// TLS for clients and cluster routes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<NatsTls>,
+    /// Prometheus metrics of the servers: a prometheus-nats-exporter sidecar in each server
+    /// pod (port `prom-metrics`, 7777), what the Helm chart's `natsPodMonitor` scrapes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<NatsMetrics>,
+}
+
+/// The prometheus-nats-exporter sidecar of the managed NATS servers, run as the official nats
+/// Helm chart runs it: it reads the server's monitoring endpoint (`/varz`, `/connz`,
+/// `/routez`, `/subz`, `/jsz`) on localhost and serves `nats_*` metrics on port `prom-metrics`
+/// (7777). Turning it on or off restarts the servers one by one.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NatsMetrics {
+    /// Run the exporter.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Exporter image (default: the operator's pinned prometheus-nats-exporter image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Container resources of the exporter (default: requests 10m CPU and 32Mi memory, limit
+    /// 128Mi memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
 }
 
 /// TLS of the managed NATS servers, from a Secret in the group's namespace with the keys
@@ -559,6 +584,14 @@ pub struct ConsumerStatus {
     /// Messages delivered more than once (`num_redelivered`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redelivered: Option<i64>,
+    /// End-to-end lag at `readAt`, whole seconds: from the source commit of the oldest change
+    /// the worker has not acknowledged (the first message after the consumer's ack floor; its
+    /// `commit_time_us`, or the time JetStream stored it for a part of a large change after the
+    /// first) to `readAt`; 0 when nothing is pending or unacknowledged. Changes the replicator
+    /// has not published yet do not count: see `slot.lagBytes` for those. Clocks of the source
+    /// and the operator. Unset when it could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<i64>,
     /// When the counts were read (kept with the counts when a later reading fails).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_at: Option<Time>,

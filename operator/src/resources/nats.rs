@@ -56,6 +56,10 @@ use crate::crd::{ManagedNats, ReclaimPolicy, ReplicationGroup};
 
 /// NATS server image used unless `nats.managed.image` is set.
 pub const DEFAULT_NATS_IMAGE: &str = "nats:2.10-alpine";
+/// Image of the metrics sidecar (`spec.nats.managed.metrics`) unless the group names one.
+pub const DEFAULT_NATS_EXPORTER_IMAGE: &str = "natsio/prometheus-nats-exporter:0.17.3";
+/// Port of the metrics sidecar, named `prom-metrics` as in the official nats chart.
+pub const NATS_EXPORTER_PORT: i32 = 7777;
 /// UID/GID the NATS server runs as.
 const NATS_UID: i64 = 1000;
 /// Share of the volume JetStream may fill (`max_file_store`).
@@ -449,6 +453,12 @@ pub fn nats(rg: &ReplicationGroup) -> Result<Option<NatsObjects>, BuildError> {
         ..Container::default()
     };
 
+    let exporter = m
+        .metrics
+        .as_ref()
+        .filter(|x| x.enabled)
+        .map(exporter_container);
+
     let spread = (replicas > 1).then(|| {
         let by = |key: &str, when: &str| TopologySpreadConstraint {
             max_skew: 1,
@@ -499,7 +509,7 @@ pub fn nats(rg: &ReplicationGroup) -> Result<Option<NatsObjects>, BuildError> {
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
-                    containers: vec![container],
+                    containers: std::iter::once(container).chain(exporter).collect(),
                     volumes: Some(volumes),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
@@ -579,7 +589,8 @@ pub fn nats(rg: &ReplicationGroup) -> Result<Option<NatsObjects>, BuildError> {
         }),
         ..PodDisruptionBudget::default()
     };
-    let network_policy = network_policy(&v, &name, &selector);
+    let with_exporter = m.metrics.as_ref().is_some_and(|x| x.enabled);
+    let network_policy = network_policy(&v, &name, &selector, with_exporter);
     Ok(Some(NatsObjects {
         stateful_set,
         config_map,
@@ -588,6 +599,46 @@ pub fn nats(rg: &ReplicationGroup) -> Result<Option<NatsObjects>, BuildError> {
         pdb,
         network_policy,
     }))
+}
+
+/// The prometheus-nats-exporter sidecar: the official nats chart's arguments (JetStream on, no
+/// leaf nodes or gateways), reading the server's monitoring port on localhost.
+fn exporter_container(x: &crate::crd::NatsMetrics) -> Container {
+    let resources = x.resources.clone().unwrap_or_else(|| ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("10m".into())),
+            ("memory".to_string(), Quantity("32Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity("128Mi".into()),
+        )])),
+        ..ResourceRequirements::default()
+    });
+    Container {
+        name: "prom-exporter".into(),
+        image: Some(
+            x.image
+                .clone()
+                .unwrap_or_else(|| DEFAULT_NATS_EXPORTER_IMAGE.into()),
+        ),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(vec![
+            format!("-port={NATS_EXPORTER_PORT}"),
+            "-connz".into(),
+            "-routez".into(),
+            "-subz".into(),
+            "-varz".into(),
+            "-prefix=nats".into(),
+            "-use_internal_server_id".into(),
+            "-jsz=all".into(),
+            format!("http://localhost:{NATS_MONITOR_PORT}/"),
+        ]),
+        ports: Some(vec![cport("prom-metrics", NATS_EXPORTER_PORT)]),
+        resources: Some(resources),
+        security_context: Some(super::restricted_container()),
+        ..Container::default()
+    }
 }
 
 fn tcp(p: i32) -> NetworkPolicyPort {
@@ -600,12 +651,14 @@ fn tcp(p: i32) -> NetworkPolicyPort {
 
 /// NetworkPolicy `<group>-nats`: the client port admits only the group's replicator and worker
 /// pods (the copy Job's pod is a replicator), the cluster port only the group's NATS servers;
-/// the monitoring port (health checks, metrics; no message content) stays open. The reconciler
-/// adds the operator's pods to the client port ([`admit_operator`]).
+/// the monitoring port (health checks, metrics; no message content) and, with the exporter,
+/// its metrics port stay open. The reconciler adds the operator's pods to the client port
+/// ([`admit_operator`]).
 fn network_policy(
     v: &Valid,
     name: &str,
     nats_selector: &BTreeMap<String, String>,
+    with_exporter: bool,
 ) -> NetworkPolicy {
     let mut group_pods = selector_labels(&v.name, "runtime");
     group_pods.remove("app.kubernetes.io/component");
@@ -646,7 +699,12 @@ fn network_policy(
                 },
                 NetworkPolicyIngressRule {
                     from: None,
-                    ports: Some(vec![tcp(NATS_MONITOR_PORT)]),
+                    ports: Some(
+                        std::iter::once(NATS_MONITOR_PORT)
+                            .chain(with_exporter.then_some(NATS_EXPORTER_PORT))
+                            .map(tcp)
+                            .collect(),
+                    ),
                 },
             ]),
             ..NetworkPolicySpec::default()

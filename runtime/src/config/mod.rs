@@ -151,6 +151,8 @@ pub struct ReplicatorConfig {
     pub max_batch_bytes: usize,
     /// Most NATS publishes awaiting their PubAck.
     pub max_in_flight: usize,
+    /// Retained WAL of the slot above which the replicator warns (`None`: no limit).
+    pub max_slot_retained_bytes: Option<u64>,
     /// Stream size limit in bytes (`None`: unlimited); when full the replicator waits.
     pub stream_max_bytes: Option<i64>,
     /// How often standby status is sent to the source.

@@ -361,6 +361,7 @@ impl Resolver {
                 .map_or(DEFAULT_MAX_BATCH_CHANGES, to_usize),
             max_batch_bytes: r.max_batch_bytes.map_or(DEFAULT_MAX_BATCH_BYTES, to_usize),
             max_in_flight: r.max_in_flight.map_or(DEFAULT_MAX_IN_FLIGHT, to_usize),
+            max_slot_retained_bytes: r.max_slot_retained_bytes,
             stream_max_bytes: r
                 .nats_stream_max_bytes
                 .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),

@@ -570,9 +570,7 @@ impl PostgresSink {
     /// Sends planned statements (merged, pipelined) in the open transaction.
     async fn run_planned(&mut self, planned: Vec<sql::Planned<'_>>) -> Result<(), SinkError> {
         let upsert_only = &self.upsert_only;
-        let planned = sql::coalesce(planned, sql::COPY_MIN_ROWS, |t| {
-            !upsert_only.contains(t)
-        });
+        let planned = sql::coalesce(planned, sql::COPY_MIN_ROWS, |t| !upsert_only.contains(t));
         let pos = self.pending.unwrap_or(Position {
             commit_lsn: 0,
             seq: 0,

@@ -274,7 +274,12 @@ async fn run_once(
 
     drop(catalog_client);
     let (confirmed_tx, confirmed_rx) = watch::channel(confirmed);
-    let lag = tokio::spawn(read_lag(cfg.source.clone(), slot.clone(), confirmed_rx));
+    let lag = tokio::spawn(read_lag(
+        cfg.source.clone(),
+        slot.clone(),
+        confirmed_rx,
+        cfg.max_slot_retained_bytes,
+    ));
     let _lag = AbortOnDrop(lag);
     let mut shared = Shared {
         cfg,
@@ -322,9 +327,16 @@ impl Drop for AbortOnDrop {
 }
 
 /// Reads the slot's lag behind the server's WAL every 5 s on a connection of its own, so that
-/// a slow catalog never delays a standby status update.
-async fn read_lag(source: config::PgConnConfig, slot: String, mut confirmed: watch::Receiver<Lsn>) {
+/// a slow catalog never delays a standby status update; checks the retained WAL against
+/// `limit` (`--max-slot-retained-bytes`).
+async fn read_lag(
+    source: config::PgConnConfig,
+    slot: String,
+    mut confirmed: watch::Receiver<Lsn>,
+    limit: Option<u64>,
+) {
     let mut client: Option<Client> = None;
+    let mut over = false;
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
         if client.as_ref().is_none_or(Client::is_closed) {
@@ -340,7 +352,43 @@ async fn read_lag(source: config::PgConnConfig, slot: String, mut confirmed: wat
         );
         if let Ok(Ok(reading)) = read.await {
             publish_slot_reading(&reading);
+            if let (Some(limit), Some(retained)) = (limit, reading.retained_bytes) {
+                let now_over = retained_over_limit(retained, limit);
+                report_retained(&slot, retained, limit, over, now_over);
+                over = now_over;
+            }
         }
+    }
+}
+
+/// Whether `retained` bytes of WAL exceed `limit`.
+fn retained_over_limit(retained: i64, limit: u64) -> bool {
+    u64::try_from(retained).is_ok_and(|r| r > limit)
+}
+
+/// Sets `pg_flo_replicator_slot_retained_bytes_over_limit` and logs a crossing of the limit,
+/// once each way (`was` -> `now`). Replication goes on either way: stopping would only make
+/// the slot retain more.
+fn report_retained(slot: &str, retained: i64, limit: u64, was: bool, now: bool) {
+    metrics::get()
+        .replicator_slot_retained_bytes_over_limit
+        .set(i64::from(now));
+    match (was, now) {
+        (false, true) => tracing::warn!(
+            slot,
+            retained_bytes = retained,
+            limit_bytes = limit,
+            "the replication slot retains more source WAL than --max-slot-retained-bytes; \
+             replication goes on: find what holds the slot back (docs/operations.md, \
+             PgFloSlotRetainedWalHigh)"
+        ),
+        (true, false) => tracing::info!(
+            slot,
+            retained_bytes = retained,
+            limit_bytes = limit,
+            "the replication slot retains less source WAL than --max-slot-retained-bytes again"
+        ),
+        _ => {}
     }
 }
 
@@ -686,6 +734,25 @@ async fn drain_and_close(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn retained_wal_is_over_the_limit_only_above_it() {
+        use super::retained_over_limit;
+        for (retained, limit, want) in [
+            (0, 1, false),
+            (1024, 1024, false),
+            (1025, 1024, true),
+            (-1, 0, false),
+            (i64::MAX, u64::MAX, false),
+            (i64::MAX, 0, true),
+        ] {
+            assert_eq!(
+                retained_over_limit(retained, limit),
+                want,
+                "{retained} {limit}"
+            );
+        }
+    }
+
     use super::*;
     use crate::source::replication::ReplicationError;
 

@@ -541,7 +541,9 @@ fn old_of<'b>(
 /// The single-row insert statement of each relation seen in one flush, built once: keyed by
 /// the relation's address in its message, which does not move while the flush plans.
 #[derive(Default)]
-pub(super) struct InsertShapes(std::collections::HashMap<usize, (std::sync::Arc<RowShape>, String, Action)>);
+pub(super) struct InsertShapes(
+    std::collections::HashMap<usize, (std::sync::Arc<RowShape>, String, Action)>,
+);
 
 /// [`build_insert_row`], with the statement of `rel` built once per [`InsertShapes`].
 fn insert_row<'b>(
@@ -555,7 +557,9 @@ fn insert_row<'b>(
     let Some((shape, sql, action)) = shapes.0.get(&id) else {
         let p = build_insert_row(rel, table, key, row)?;
         if let Some(shape) = &p.row {
-            shapes.0.insert(id, (shape.clone(), p.sql.clone(), p.action));
+            shapes
+                .0
+                .insert(id, (shape.clone(), p.sql.clone(), p.action));
         }
         return Ok(p);
     };

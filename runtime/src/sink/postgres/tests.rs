@@ -150,7 +150,10 @@ fn copy_text_rows_escape_exactly_the_four_special_bytes() {
         (vec![p(Some("a\tb\nc\rd\\e"))], "a\\tb\\nc\\rd\\\\e\n"),
         (vec![p(Some("\\."))], "\\\\.\n"),
         (vec![p(Some("ünï\u{1F600}\t"))], "ünï\u{1F600}\\t\n"),
-        (vec![p(Some("{\"a\tb\",NULL}")), p(None)], "{\"a\\tb\",NULL}\t\\N\n"),
+        (
+            vec![p(Some("{\"a\tb\",NULL}")), p(None)],
+            "{\"a\\tb\",NULL}\t\\N\n",
+        ),
     ] {
         let mut out = Vec::new();
         sql::copy_text_row(&mut out, &row);
@@ -179,10 +182,22 @@ fn long_runs_of_source_inserts_become_one_copy() {
         }
         sql::coalesce(planned, sql::COPY_MIN_ROWS, copy_ok)
             .into_iter()
-            .map(|p| (p.sql.chars().take(30).collect::<String>(), p.params.len(), p.copy_columns))
+            .map(|p| {
+                (
+                    p.sql.chars().take(30).collect::<String>(),
+                    p.params.len(),
+                    p.copy_columns,
+                )
+            })
             .collect::<Vec<_>>()
     };
-    let copy = |cols| (r#"COPY "s"."u" ("id", "v") FROM ST"#[..30].to_owned(), n * 2, cols);
+    let copy = |cols| {
+        (
+            r#"COPY "s"."u" ("id", "v") FROM ST"#[..30].to_owned(),
+            n * 2,
+            cols,
+        )
+    };
     let got = plan(&|_| true);
     assert_eq!(got[0], copy(Some(2)));
     assert_eq!(got.iter().filter(|p| p.2.is_some()).count(), 1, "{got:?}");
