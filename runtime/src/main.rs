@@ -46,7 +46,12 @@ fn main() -> ExitCode {
         tracing::warn!("{w}");
     }
     report_build_and_config(&loaded);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread runs every task (the replication stream, batching, publishing, the NATS and
+    // PostgreSQL connections, the HTTP server): the pipeline is ordered, so more threads add
+    // little but cross-thread wake-ups, which cost more CPU than the work itself (measured in
+    // docs/benchmarks.md: the replicator's CPU per row halved, catch-up 1.2-1.3x faster).
+    // Blocking file IO goes through tokio::fs / spawn_blocking, off this thread.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
