@@ -83,6 +83,46 @@ fn set_available(env: &Env, name: &str) {
     );
 }
 
+/// Readiness (of the group and both pods) and the series of an inactive slot with
+/// `wal_status` reserved, as the status shows it.
+fn ready_and_slot(ready: f64, slot: &pg_flo_operator::crd::SlotStatus) -> Vec<Want> {
+    let mut want = vec![
+        ("pg_flo_operator_group_ready", None, ready),
+        ("pg_flo_operator_group_slot_active", None, 0.0),
+        (
+            "pg_flo_operator_group_slot_lag_bytes",
+            None,
+            slot.lag_bytes.unwrap() as f64,
+        ),
+        (
+            "pg_flo_operator_group_slot_retained_bytes",
+            None,
+            slot.retained_bytes.unwrap() as f64,
+        ),
+        (
+            "pg_flo_operator_group_slot_read_timestamp_seconds",
+            None,
+            slot.read_at.as_ref().unwrap().0.as_second() as f64,
+        ),
+    ];
+    for component in ["replicator", "worker"] {
+        want.push((
+            "pg_flo_operator_group_pods_ready",
+            Some(("component", component)),
+            ready,
+        ));
+    }
+    for status in ["reserved", "extended", "unreserved", "lost"] {
+        let on = if status == "reserved" { 1.0 } else { 0.0 };
+        want.push((
+            "pg_flo_operator_group_slot_wal_status",
+            Some(("status", status)),
+            on,
+        ));
+    }
+    want
+}
+
 fn phases(current: &str) -> Vec<Want> {
     pg_flo_operator::metrics::PHASES
         .iter()
@@ -132,55 +172,7 @@ async fn one_scrape_of_the_operator_shows_every_group_as_its_status_says() {
     assert_eq!(st.group_name.as_deref(), Some("data_orders"));
     assert!(st.consumer.as_ref().unwrap().error.is_some());
     let mut want = phases("Streaming");
-    want.extend([
-        ("pg_flo_operator_group_ready", None, 1.0),
-        (
-            "pg_flo_operator_group_pods_ready",
-            Some(("component", "replicator")),
-            1.0,
-        ),
-        (
-            "pg_flo_operator_group_pods_ready",
-            Some(("component", "worker")),
-            1.0,
-        ),
-        ("pg_flo_operator_group_slot_active", None, 0.0),
-        (
-            "pg_flo_operator_group_slot_lag_bytes",
-            None,
-            slot.lag_bytes.unwrap() as f64,
-        ),
-        (
-            "pg_flo_operator_group_slot_retained_bytes",
-            None,
-            slot.retained_bytes.unwrap() as f64,
-        ),
-        (
-            "pg_flo_operator_group_slot_read_timestamp_seconds",
-            None,
-            slot.read_at.as_ref().unwrap().0.as_second() as f64,
-        ),
-        (
-            "pg_flo_operator_group_slot_wal_status",
-            Some(("status", "reserved")),
-            1.0,
-        ),
-        (
-            "pg_flo_operator_group_slot_wal_status",
-            Some(("status", "extended")),
-            0.0,
-        ),
-        (
-            "pg_flo_operator_group_slot_wal_status",
-            Some(("status", "unreserved")),
-            0.0,
-        ),
-        (
-            "pg_flo_operator_group_slot_wal_status",
-            Some(("status", "lost")),
-            0.0,
-        ),
-    ]);
+    want.extend(ready_and_slot(1.0, &slot));
     assert!(slot.lag_bytes.unwrap() > 0, "{slot:?}");
     assert_eq!(
         slot.safe_wal_size, None,
@@ -198,55 +190,7 @@ async fn one_scrape_of_the_operator_shows_every_group_as_its_status_says() {
     let rg = env.stored("orders");
     let slot = rg.status.clone().unwrap().slot.unwrap();
     let mut want = phases("Paused");
-    want.extend([
-        ("pg_flo_operator_group_ready", None, 0.0),
-        (
-            "pg_flo_operator_group_pods_ready",
-            Some(("component", "replicator")),
-            0.0,
-        ),
-        (
-            "pg_flo_operator_group_pods_ready",
-            Some(("component", "worker")),
-            0.0,
-        ),
-        ("pg_flo_operator_group_slot_active", None, 0.0),
-        (
-            "pg_flo_operator_group_slot_lag_bytes",
-            None,
-            slot.lag_bytes.unwrap() as f64,
-        ),
-        (
-            "pg_flo_operator_group_slot_retained_bytes",
-            None,
-            slot.retained_bytes.unwrap() as f64,
-        ),
-        (
-            "pg_flo_operator_group_slot_read_timestamp_seconds",
-            None,
-            slot.read_at.as_ref().unwrap().0.as_second() as f64,
-        ),
-        (
-            "pg_flo_operator_group_slot_wal_status",
-            Some(("status", "reserved")),
-            1.0,
-        ),
-        (
-            "pg_flo_operator_group_slot_wal_status",
-            Some(("status", "extended")),
-            0.0,
-        ),
-        (
-            "pg_flo_operator_group_slot_wal_status",
-            Some(("status", "unreserved")),
-            0.0,
-        ),
-        (
-            "pg_flo_operator_group_slot_wal_status",
-            Some(("status", "lost")),
-            0.0,
-        ),
-    ]);
+    want.extend(ready_and_slot(0.0, &slot));
     assert_eq!(scrape(port).await, expected(&rg, &want));
 
     // Deleted (retain): the finalizer goes, and so do the group's series.
