@@ -252,16 +252,7 @@ fn merge(mut chunk: Vec<Planned<'_>>) -> Planned<'_> {
     let first_shape = chunk.first().and_then(|p| p.row.clone());
     let Some(shape) = first_shape else {
         // Unreachable: runs only hold rows with a shape.
-        return Planned {
-            sql: String::new(),
-            params: Vec::new(),
-            action: Action::Insert,
-            table: String::new(),
-            row: None,
-            conflict: None,
-            insert: false,
-            copy_columns: None,
-        };
+        return Planned::statement(String::new(), Vec::new(), Action::Insert, String::new());
     };
     let mut sql = String::with_capacity(shape.head.len() + shape.tail.len() + chunk.len() * 32);
     sql.push_str(&shape.head);
@@ -279,16 +270,7 @@ fn merge(mut chunk: Vec<Planned<'_>>) -> Planned<'_> {
         sql.push(')');
     }
     sql.push_str(&shape.tail);
-    Planned {
-        sql,
-        params,
-        action,
-        table,
-        row: None,
-        conflict: None,
-        insert: false,
-        copy_columns: None,
-    }
+    Planned::statement(sql, params, action, table)
 }
 
 /// One `COPY t (columns) FROM STDIN` of a run's rows (`None` for an empty run).
@@ -303,14 +285,9 @@ fn copy_of(run: Vec<Planned<'_>>) -> Option<Planned<'_>> {
         params.extend(p.params);
     }
     Some(Planned {
-        sql,
-        params,
-        action,
-        table,
-        row: None,
-        conflict: None,
         insert: true,
         copy_columns: Some(columns),
+        ..Planned::statement(sql, params, action, table)
     })
 }
 
@@ -360,7 +337,21 @@ pub(super) fn copy_text_row(out: &mut Vec<u8>, row: &[TextParam<'_>]) {
     out.push(b'\n');
 }
 
-impl Planned<'_> {
+impl<'b> Planned<'b> {
+    /// A statement that is not a row to merge, a conflict to count or a `COPY`.
+    fn statement(sql: String, params: Vec<TextParam<'b>>, action: Action, table: String) -> Self {
+        Planned {
+            sql,
+            params,
+            action,
+            table,
+            row: None,
+            conflict: None,
+            insert: false,
+            copy_columns: None,
+        }
+    }
+
     pub(super) fn step(&self) -> String {
         format!("{} {}", self.action.describe(), self.table)
     }
@@ -482,16 +473,7 @@ impl<'b> Builder<'b> {
     }
 
     fn finish(self, action: Action, table: String) -> Planned<'b> {
-        Planned {
-            sql: self.sql,
-            params: self.params,
-            action,
-            table,
-            row: None,
-            conflict: None,
-            insert: false,
-            copy_columns: None,
-        }
+        Planned::statement(self.sql, self.params, action, table)
     }
 }
 
@@ -569,15 +551,10 @@ fn insert_row<'b>(
             "a row to insert carries an unchanged TOAST value",
         ));
     }
+    let params = row.iter().map(|v| TextParam(v.as_bytes())).collect();
     Ok(Planned {
-        sql: sql.clone(),
-        params: row.iter().map(|v| TextParam(v.as_bytes())).collect(),
-        action: *action,
-        table: table.to_owned(),
         row: Some(shape.clone()),
-        conflict: None,
-        insert: false,
-        copy_columns: None,
+        ..Planned::statement(sql.clone(), params, *action, table.to_owned())
     })
 }
 
