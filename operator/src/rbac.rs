@@ -51,6 +51,19 @@ const fn p(
     }
 }
 
+/// An object kind the operator only server-side applies and prunes: watched as owned (list,
+/// watch), applied by apply::ssa (create, patch), pruned by apply::delete_orphans (list,
+/// delete).
+const fn owned(group: &'static str, resource: &'static str) -> Permission {
+    p(
+        group,
+        resource,
+        &["list", "watch", "create", "patch", "delete"],
+        "owned watch (list, watch); apply::ssa (create, patch); apply::delete_orphans (list, \
+         delete)",
+    )
+}
+
 /// What the controllers need in every watched namespace (a ClusterRole when all namespaces
 /// are watched, a Role in each otherwise).
 pub const WATCHED_NAMESPACES: &[Permission] = &[
@@ -106,20 +119,8 @@ pub const WATCHED_NAMESPACES: &[Permission] = &[
          group::legacy_group, attach (get); apply::ssa (create, patch); apply::delete_orphans \
          (list, delete)",
     ),
-    p(
-        "",
-        "services",
-        &["list", "watch", "create", "patch", "delete"],
-        "owned watch (list, watch); apply::ssa (create, patch); apply::delete_orphans (list, \
-         delete)",
-    ),
-    p(
-        "",
-        "serviceaccounts",
-        &["list", "watch", "create", "patch", "delete"],
-        "owned watch (list, watch); apply::ssa (create, patch); apply::delete_orphans (list, \
-         delete)",
-    ),
+    owned("", "services"),
+    owned("", "serviceaccounts"),
     p(
         "",
         "secrets",
@@ -167,20 +168,8 @@ pub const WATCHED_NAMESPACES: &[Permission] = &[
         "owned watch (list, watch); apply::ensure_job (get, create, patch: apply, merge patch \
          of spec.suspend); apply::delete_orphans (list, delete)",
     ),
-    p(
-        "policy",
-        "poddisruptionbudgets",
-        &["list", "watch", "create", "patch", "delete"],
-        "owned watch (list, watch); apply::ssa (create, patch); apply::delete_orphans (list, \
-         delete)",
-    ),
-    p(
-        "networking.k8s.io",
-        "networkpolicies",
-        &["list", "watch", "create", "patch", "delete"],
-        "owned watch (list, watch); apply::ssa (create, patch); apply::delete_orphans (list, \
-         delete)",
-    ),
+    owned("policy", "poddisruptionbudgets"),
+    owned("networking.k8s.io", "networkpolicies"),
 ];
 
 /// What leader election needs in the Lease's namespace.

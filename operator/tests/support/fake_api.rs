@@ -111,6 +111,17 @@ fn status(code: u16, reason: &str, message: String) -> (u16, Value) {
     )
 }
 
+/// A JSON response with status `code`.
+fn json_response(code: u16, body: &Value) -> Response<UnsyncBoxBody<Bytes, BoxError>> {
+    let full =
+        Full::new(Bytes::from(serde_json::to_vec(body).unwrap())).map_err(|never| match never {});
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(UnsyncBoxBody::new(full))
+        .unwrap()
+}
+
 /// Splits `/api(s)/.../namespaces/<ns>/<plural>[/<name>[/<sub>]]` into (collection path, name,
 /// subresource).
 fn split_path(path: &str) -> Option<(String, Option<String>, Option<String>)> {
@@ -676,14 +687,7 @@ impl FakeApi {
                         st.forbidden.push(refused.clone());
                         drop(st);
                         let (code, out) = status(403, "Forbidden", refused);
-                        let full = Full::new(Bytes::from(serde_json::to_vec(&out).unwrap()))
-                            .map_err(|never| match never {});
-                        let resp = Response::builder()
-                            .status(StatusCode::from_u16(code).unwrap())
-                            .header(http::header::CONTENT_TYPE, "application/json")
-                            .body(UnsyncBoxBody::new(full))
-                            .unwrap();
-                        return Ok::<_, BoxError>(resp);
+                        return Ok::<_, BoxError>(json_response(code, &out));
                     }
                 }
                 let watch = method == "GET"
@@ -719,14 +723,7 @@ impl FakeApi {
                     };
                 }
                 drop(st);
-                let full = Full::new(Bytes::from(serde_json::to_vec(&out).unwrap()))
-                    .map_err(|never| match never {});
-                let resp = Response::builder()
-                    .status(StatusCode::from_u16(code).unwrap())
-                    .header(http::header::CONTENT_TYPE, "application/json")
-                    .body(UnsyncBoxBody::new(full))
-                    .unwrap();
-                Ok::<_, BoxError>(resp)
+                Ok::<_, BoxError>(json_response(code, &out))
             }
         });
         Client::new(svc, "default")
