@@ -1380,6 +1380,61 @@ async fn long_runs_are_upserted_exactly(db: &TestDb) {
     );
 }
 
+/// Runs of inserts go in by `COPY` only into plain tables without rewrite rules: `COPY` fires
+/// triggers but no rules, so a table with a rule (which fires here, triggers being on) gets
+/// `INSERT`s. A trigger records which statement wrote each row (`current_query()`).
+async fn copy_only_where_it_does_what_insert_does(db: &TestDb) {
+    let client = db.client().await;
+    fresh_schema(
+        &client,
+        "pgsink_copy",
+        "CREATE TABLE plain (id int PRIMARY KEY, v text);
+         CREATE TABLE ruled (id int, v text);
+         CREATE TABLE qlog (tbl text, q text);
+         CREATE TABLE rlog (id int);
+         CREATE FUNCTION log_query() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO pgsink_copy.qlog VALUES (TG_TABLE_NAME, left(current_query(), 4));
+              RETURN NEW; END $$;
+         CREATE TRIGGER log_plain BEFORE INSERT ON plain FOR EACH ROW EXECUTE FUNCTION log_query();
+         CREATE TRIGGER log_ruled BEFORE INSERT ON ruled FOR EACH ROW EXECUTE FUNCTION log_query();
+         CREATE RULE also_log AS ON INSERT TO ruled DO ALSO INSERT INTO pgsink_copy.rlog VALUES (NEW.id)",
+    )
+    .await;
+    let rels = vec![
+        by_id("pgsink_copy", "plain", &["id", "v"]),
+        relation("pgsink_copy", "ruled", &["id", "v"], KeyKind::Full, &[]),
+    ];
+    let mut changes: Vec<Change> = (1..=40)
+        .map(|i| ins(0, vec![t(&i.to_string()), t("p")]))
+        .collect();
+    changes.extend((1..=40).map(|i| ins(1, vec![t(&i.to_string()), t("r")])));
+    let mut config = cfg(db, "copyrules");
+    config.fire_triggers = true;
+    let mut sink = PostgresSink::with_client(client, config).await.unwrap();
+    apply_commit(&mut sink, &batch(10, &rels, changes)).await;
+    let check = db.client().await;
+    assert_eq!(
+        rows(
+            &check,
+            "SELECT tbl, q, count(*) FROM pgsink_copy.qlog GROUP BY tbl, q ORDER BY tbl, q"
+        )
+        .await,
+        vec![
+            r(&[Some("plain"), Some("COPY"), Some("40")]),
+            r(&[Some("ruled"), Some("INSE"), Some("40")]),
+        ]
+    );
+    assert_eq!(
+        rows(
+            &check,
+            "SELECT (SELECT count(*) FROM pgsink_copy.rlog), (SELECT count(*) FROM pgsink_copy.ruled), \
+                    (SELECT count(*) FROM pgsink_copy.plain)"
+        )
+        .await,
+        vec![r(&[Some("40"), Some("40"), Some("40")])]
+    );
+}
+
 const SOURCE_A: SourceId = SourceId {
     system_identifier: 7_300_000_000_000_000_001,
     slot_origin: 0x4000,
@@ -1699,6 +1754,7 @@ mod run {
         lost_connection_is_transient,
         sync_schema_copies_tables,
         long_runs_are_upserted_exactly,
+        copy_only_where_it_does_what_insert_does,
         position_is_kept_per_source,
         positions_of_older_versions_are_compared_and_adopt,
     );

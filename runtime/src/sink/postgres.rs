@@ -19,7 +19,9 @@
 //!   at a fraction of the cost. A key that already exists there (a target filled by hand, an
 //!   earlier copy, a route merging two tables) fails the COPY with a unique violation: that
 //!   table's inserts are upserted from then on (for the life of the worker) and the error is
-//!   transient, so the worker rolls back and the redelivered messages converge.
+//!   transient, so the worker rolls back and the redelivered messages converge. Only plain and
+//!   partitioned tables without rewrite rules are copied into (asked once per table and
+//!   connection): `COPY` refuses a view and fires no rules, where `INSERT` works and fires them.
 //! - UPDATE without unchanged-TOAST values: the same upsert; when the key changed (the old key
 //!   differs from the new one), first `DELETE ... WHERE key = old key`.
 //! - UPDATE with unchanged-TOAST values: `UPDATE t SET c = $n` for every other column, `WHERE`
@@ -169,6 +171,10 @@ pub struct PostgresSink {
     /// Target tables (`"schema"."table"`) into which a `COPY` of inserted rows met a row that
     /// already exists: their inserts are upserted from then on, for the life of the sink.
     upsert_only: HashSet<String>,
+    /// Target tables (`"schema"."table"`) checked for `COPY`: true for a plain or partitioned
+    /// table without rewrite rules (a view cannot be copied into, and `COPY` fires no rules).
+    /// Asked once per table and connection.
+    copy_eligible: HashMap<String, bool>,
 }
 
 /// Buffered changes that trigger sending them before the commit (bounds memory for large
@@ -247,6 +253,7 @@ impl PostgresSink {
             sent: None,
             conflicts: HashMap::new(),
             upsert_only: HashSet::new(),
+            copy_eligible: HashMap::new(),
         };
         sink.setup().await?;
         Ok(sink)
@@ -271,6 +278,7 @@ impl PostgresSink {
         self.client = open(&self.cfg).await?;
         self.broken = false;
         self.statements.clear();
+        self.copy_eligible.clear();
         self.position_stmt = None;
         self.setup().await
     }
@@ -377,6 +385,36 @@ impl PostgresSink {
             }
             self.error(step, e)
         })
+    }
+
+    /// Asks the target, in one query, which tables of the planned inserts not yet checked may
+    /// be written with `COPY`: a plain or partitioned table without rewrite rules (`INSERT`
+    /// into a view or a table with rules works, `COPY` refuses the view and skips the rules).
+    /// A table the target does not have is not eligible: its statements report it.
+    async fn check_copy_eligible(&mut self, planned: &[sql::Planned<'_>]) -> Result<(), SinkError> {
+        let mut unknown: Vec<&str> = planned
+            .iter()
+            .filter(|p| p.insert && !self.copy_eligible.contains_key(&p.table))
+            .map(|p| p.table.as_str())
+            .collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let rows = self
+            .client
+            .query(
+                "SELECT t, coalesce(c.relkind IN ('r', 'p') AND NOT c.relhasrules, false) \
+                 FROM unnest($1::text[]) AS t LEFT JOIN pg_class c ON c.oid = to_regclass(t)",
+                &[&unknown],
+            )
+            .await
+            .map_err(|e| self.error("checking which target tables take COPY", e))?;
+        for row in rows {
+            self.copy_eligible.insert(row.get(0), row.get(1));
+        }
+        Ok(())
     }
 
     /// Sends a run of inserted rows with `COPY ... FROM STDIN` (text format, in pieces of
@@ -569,8 +607,11 @@ impl PostgresSink {
 
     /// Sends planned statements (merged, pipelined) in the open transaction.
     async fn run_planned(&mut self, planned: Vec<sql::Planned<'_>>) -> Result<(), SinkError> {
-        let upsert_only = &self.upsert_only;
-        let planned = sql::coalesce(planned, sql::COPY_MIN_ROWS, |t| !upsert_only.contains(t));
+        self.check_copy_eligible(&planned).await?;
+        let (upsert_only, eligible) = (&self.upsert_only, &self.copy_eligible);
+        let planned = sql::coalesce(planned, sql::COPY_MIN_ROWS, |t| {
+            !upsert_only.contains(t) && eligible.get(t).copied().unwrap_or(false)
+        });
         let pos = self.pending.unwrap_or(Position {
             commit_lsn: 0,
             seq: 0,
@@ -679,6 +720,7 @@ impl PostgresSink {
         self.conflicts.clear();
         // A fix to the target schema between retries must not meet stale statements.
         self.statements.clear();
+        self.copy_eligible.clear();
         Ok(())
     }
 }

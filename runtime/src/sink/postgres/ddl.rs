@@ -91,6 +91,7 @@ impl PostgresSink {
                 tracing::warn!(table = %table, error = %crate::redact::error_chain(&e), "DDL already applied in the target; skipping");
             }
             self.statements.clear();
+            self.copy_eligible.clear();
             return Ok(());
         }
         if !self.tx_open {
@@ -122,6 +123,7 @@ impl PostgresSink {
         }
         // Prepared statements may refer to the old shape of the table.
         self.statements.clear();
+        self.copy_eligible.clear();
         Ok(())
     }
 }
