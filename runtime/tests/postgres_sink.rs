@@ -1435,6 +1435,42 @@ async fn copy_only_where_it_does_what_insert_does(db: &TestDb) {
     );
 }
 
+/// The source's values of a target's `GENERATED ALWAYS` identity column are written as they
+/// are, by a single insert (`OVERRIDING SYSTEM VALUE`) as by a copied run (`COPY`), as
+/// PostgreSQL's apply worker does.
+async fn identity_values_from_the_source_are_kept(db: &TestDb) {
+    let mut sink = sink_on_schema(
+        db,
+        "pgsink_ident",
+        "CREATE TABLE ident (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text)",
+        "ident",
+    )
+    .await;
+    let rel = by_id("pgsink_ident", "ident", &["id", "v"]);
+    let one = batch(
+        10,
+        std::slice::from_ref(&rel),
+        vec![ins(0, vec![t("42"), t("one")])],
+    );
+    apply_commit(&mut sink, &one).await;
+    let run: Vec<Change> = (100..140)
+        .map(|i| ins(0, vec![t(&i.to_string()), t("run")]))
+        .collect();
+    apply_commit(&mut sink, &batch(20, std::slice::from_ref(&rel), run)).await;
+    let check = db.client().await;
+    assert_eq!(
+        rows(
+            &check,
+            "SELECT v, count(*), min(id), max(id) FROM pgsink_ident.ident GROUP BY v ORDER BY v"
+        )
+        .await,
+        vec![
+            r(&[Some("one"), Some("1"), Some("42"), Some("42")]),
+            r(&[Some("run"), Some("40"), Some("100"), Some("139")]),
+        ]
+    );
+}
+
 const SOURCE_A: SourceId = SourceId {
     system_identifier: 7_300_000_000_000_000_001,
     slot_origin: 0x4000,
@@ -1755,6 +1791,7 @@ mod run {
         sync_schema_copies_tables,
         long_runs_are_upserted_exactly,
         copy_only_where_it_does_what_insert_does,
+        identity_values_from_the_source_are_kept,
         position_is_kept_per_source,
         positions_of_older_versions_are_compared_and_adopt,
     );

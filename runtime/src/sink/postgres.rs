@@ -10,9 +10,11 @@
 //! Statements are prepared once per shape (the SQL text) and cached. The key of a table is
 //! its primary key or replica-identity index ([`KeyKind::PrimaryKey`] / [`KeyKind::Unique`]);
 //! a key value that is `NULL` is matched with `IS NULL`.
-//! - INSERT: `INSERT INTO t (every column) VALUES (...) ON CONFLICT (key) DO UPDATE SET
-//!   c = EXCLUDED.c` for the non-key columns (`DO NOTHING` when every column is in the key),
-//!   so a replayed insert converges. Without a key ([`KeyKind::Full`]): plain `INSERT`.
+//! - INSERT: `INSERT INTO t (every column) OVERRIDING SYSTEM VALUE VALUES (...) ON CONFLICT
+//!   (key) DO UPDATE SET c = EXCLUDED.c` for the non-key columns (`DO NOTHING` when every
+//!   column is in the key), so a replayed insert converges. Without a key
+//!   ([`KeyKind::Full`]): plain `INSERT`. `OVERRIDING SYSTEM VALUE`: the source's value of a
+//!   `GENERATED ALWAYS` identity column is written as it is, as the apply worker does.
 //! - A run of at least 32 consecutive source INSERTs into one table (an initial copy, a bulk
 //!   load; no key repeating in the run) goes in as one `COPY t (every column) FROM STDIN` in
 //!   text format: on a target without those keys that is exactly what the upserts would do,

@@ -293,12 +293,13 @@ fn copy_of(run: Vec<Planned<'_>>) -> Option<Planned<'_>> {
 
 impl RowShape {
     /// `COPY t (c1, c2) FROM STDIN` for the same table and columns: `head` is
-    /// `INSERT INTO t (c1, c2) VALUES ` by construction (see `insert_row`).
+    /// `INSERT INTO t (c1, c2) OVERRIDING SYSTEM VALUE VALUES ` by construction (see
+    /// `build_insert_row`).
     fn copy_sql(&self) -> String {
         let target = self
             .head
             .strip_prefix("INSERT INTO ")
-            .and_then(|h| h.strip_suffix(" VALUES "))
+            .and_then(|h| h.strip_suffix(" OVERRIDING SYSTEM VALUE VALUES "))
             .unwrap_or(&self.head);
         format!("COPY {target} FROM STDIN")
     }
@@ -580,7 +581,9 @@ fn build_insert_row<'b>(
         }
         b.ident(&col.name);
     }
-    b.push(") VALUES ");
+    // The source's value of an identity column is written as it is, `GENERATED ALWAYS` or not
+    // (as PostgreSQL's apply worker and `COPY` do).
+    b.push(") OVERRIDING SYSTEM VALUE VALUES ");
     let head = b.sql.clone();
     b.push("(");
     for (i, v) in row.iter().enumerate() {
@@ -909,9 +912,9 @@ mod tests {
         assert_eq!(
             sqls(&b),
             vec![
-                r#"INSERT INTO "s"."T""x" ("id", "k2", "v") VALUES ($1, $2, $3) ON CONFLICT ("id") DO UPDATE SET "k2" = EXCLUDED."k2", "v" = EXCLUDED."v""#,
+                r#"INSERT INTO "s"."T""x" ("id", "k2", "v") OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3) ON CONFLICT ("id") DO UPDATE SET "k2" = EXCLUDED."k2", "v" = EXCLUDED."v""#,
                 r#"DELETE FROM "s"."T""x" WHERE "id" = $1"#,
-                r#"INSERT INTO "s"."T""x" ("id", "k2", "v") VALUES ($1, $2, $3) ON CONFLICT ("id") DO UPDATE SET "k2" = EXCLUDED."k2", "v" = EXCLUDED."v""#,
+                r#"INSERT INTO "s"."T""x" ("id", "k2", "v") OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3) ON CONFLICT ("id") DO UPDATE SET "k2" = EXCLUDED."k2", "v" = EXCLUDED."v""#,
                 r#"UPDATE "s"."T""x" SET "id" = $1, "k2" = $2 WHERE "id" = $3"#,
                 r#"DELETE FROM "s"."T""x" WHERE "id" = $1"#,
             ]
@@ -945,7 +948,7 @@ mod tests {
         assert_eq!(
             sqls(&b),
             vec![
-                r#"INSERT INTO "s"."T""x" ("id", "k2", "v") VALUES ($1, $2, $3)"#,
+                r#"INSERT INTO "s"."T""x" ("id", "k2", "v") OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3)"#,
                 r#"DELETE FROM "s"."T""x" WHERE ctid = (SELECT ctid FROM "s"."T""x" WHERE "id"::text IS NOT DISTINCT FROM $1 AND "v"::text IS NOT DISTINCT FROM $2 LIMIT 1)"#,
             ]
         );

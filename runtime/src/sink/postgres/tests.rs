@@ -100,7 +100,11 @@ fn consecutive_upserts_merge_into_multi_row_statements_split_at_repeated_keys() 
         .map(|p| {
             (
                 p.params.len(),
-                p.sql.split(" VALUES ").next().unwrap_or("").to_owned(),
+                p.sql
+                    .split(" OVERRIDING SYSTEM VALUE VALUES ")
+                    .next()
+                    .unwrap_or("")
+                    .to_owned(),
             )
         })
         .collect();
@@ -116,7 +120,7 @@ fn consecutive_upserts_merge_into_multi_row_statements_split_at_repeated_keys() 
     );
     assert_eq!(
         merged[0].sql,
-        r#"INSERT INTO "s"."u" ("id", "v") VALUES ($1, $2), ($3, $4), ($5, $6), ($7, $8) ON CONFLICT ("id") DO UPDATE SET "v" = EXCLUDED."v""#
+        r#"INSERT INTO "s"."u" ("id", "v") OVERRIDING SYSTEM VALUE VALUES ($1, $2), ($3, $4), ($5, $6), ($7, $8) ON CONFLICT ("id") DO UPDATE SET "v" = EXCLUDED."v""#
     );
     let values: Vec<Option<&[u8]>> = merged[0].params.iter().map(|p| p.0).collect();
     assert_eq!(
