@@ -948,6 +948,26 @@ async fn position_shares_the_data_transaction(db: &TestDb) {
             sink.rollback().await.unwrap();
         }
     }
+    // A run of inserts goes in by COPY, the last thing sent before the position and COMMIT:
+    // still one transaction, every copied row with the position's xmin.
+    let run: Vec<Change> = (100..100 + 40)
+        .map(|i| ins(0, vec![t(&i.to_string()), t("copied")]))
+        .collect();
+    apply_commit(&mut sink, &batch(40, &rels, run)).await;
+    assert_eq!(
+        rows(
+            &check,
+            &format!(
+                "SELECT count(*), count(DISTINCT x.xmin::text), \
+                        bool_and(x.xmin::text = (SELECT xmin::text FROM internal_pg_flo.applied_position \
+                                                 WHERE group_name = '{}')) \
+                 FROM pgsink_xmin.x WHERE v = 'copied'",
+                config.group
+            )
+        )
+        .await,
+        vec![r(&[Some("40"), Some("1"), Some("t")])]
+    );
 }
 
 async fn errors_are_classified(db: &TestDb) {

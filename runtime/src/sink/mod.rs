@@ -179,6 +179,15 @@ pub trait Sink: Send {
     /// Writes the changes of one NATS message after all earlier ones; not yet durable.
     fn apply(&mut self, batch: &ChangeBatch) -> impl Future<Output = Result<(), SinkError>> + Send;
 
+    /// [`Sink::apply`], handing the message over: a sink that keeps it until the commit (the
+    /// postgres sink) need not copy it. Default: `apply`.
+    fn apply_owned(
+        &mut self,
+        batch: ChangeBatch,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
+        async move { self.apply(&batch).await }
+    }
+
     /// Makes everything applied so far durable; `through` ends a source transaction.
     fn commit(&mut self, through: Position) -> impl Future<Output = Result<(), SinkError>> + Send;
 
@@ -211,17 +220,6 @@ macro_rules! dispatch {
     };
 }
 
-impl AnySink {
-    /// [`Sink::apply`], handing the message over: the postgres sink buffers it until the commit
-    /// without copying it; the others write it at once.
-    pub async fn apply_owned(&mut self, batch: ChangeBatch) -> Result<(), SinkError> {
-        match self {
-            AnySink::Postgres(s) => s.apply_owned(batch).await,
-            other => other.apply(&batch).await,
-        }
-    }
-}
-
 impl Sink for AnySink {
     fn name(&self) -> &'static str {
         dispatch!(self, s => s.name())
@@ -234,6 +232,9 @@ impl Sink for AnySink {
     }
     async fn apply(&mut self, batch: &ChangeBatch) -> Result<(), SinkError> {
         dispatch!(self, s => s.apply(batch).await)
+    }
+    async fn apply_owned(&mut self, batch: ChangeBatch) -> Result<(), SinkError> {
+        dispatch!(self, s => s.apply_owned(batch).await)
     }
     async fn commit(&mut self, through: Position) -> Result<(), SinkError> {
         dispatch!(self, s => s.commit(through).await)

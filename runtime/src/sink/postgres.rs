@@ -20,7 +20,7 @@
 //!   text format: on a target without those keys that is exactly what the upserts would do,
 //!   at a fraction of the cost. A key that already exists there (a target filled by hand, an
 //!   earlier copy, a route merging two tables) fails the COPY with a unique violation: that
-//!   table's inserts are upserted from then on (for the life of the worker) and the error is
+//!   table's inserts are upserted from then on (until a restarted copy empties it) and the error is
 //!   transient, so the worker rolls back and the redelivered messages converge. Only plain and
 //!   partitioned tables without rewrite rules are copied into (asked once per table and
 //!   connection): `COPY` refuses a view and fires no rules, where `INSERT` works and fires them.
@@ -171,7 +171,7 @@ pub struct PostgresSink {
     /// counted and logged once it commits (a rolled-back attempt is retried and met again).
     conflicts: HashMap<sql::Conflict, u64>,
     /// Target tables (`"schema"."table"`) into which a `COPY` of inserted rows met a row that
-    /// already exists: their inserts are upserted from then on, for the life of the sink.
+    /// already exists: their inserts are upserted from then on, until a restarted copy empties them.
     upsert_only: HashSet<String>,
     /// Target tables (`"schema"."table"`) checked for `COPY`: true for a plain or partitioned
     /// table without rewrite rules (a view cannot be copied into, and `COPY` fires no rules).
@@ -343,7 +343,7 @@ impl PostgresSink {
         while from < planned.len() {
             let copy_at = planned[from..]
                 .iter()
-                .position(|p| p.copy_columns.is_some())
+                .position(|p| p.action == sql::Action::Copy)
                 .map_or(planned.len(), |i| from + i);
             if copy_at > from {
                 counts.extend(self.execute_statements(&planned[from..copy_at]).await?);
@@ -394,13 +394,20 @@ impl PostgresSink {
     /// into a view or a table with rules works, `COPY` refuses the view and skips the rules).
     /// A table the target does not have is not eligible: its statements report it.
     async fn check_copy_eligible(&mut self, planned: &[sql::Planned<'_>]) -> Result<(), SinkError> {
-        let mut unknown: Vec<&str> = planned
-            .iter()
-            .filter(|p| p.insert && !self.copy_eligible.contains_key(&p.table))
-            .map(|p| p.table.as_str())
+        // Only tables with enough inserts for a run, not yet asked, not upsert-only.
+        let mut inserts: HashMap<&str, usize> = HashMap::new();
+        for p in planned.iter().filter(|p| p.insert) {
+            *inserts.entry(p.table.as_str()).or_default() += 1;
+        }
+        let unknown: Vec<&str> = inserts
+            .into_iter()
+            .filter(|&(t, n)| {
+                n >= sql::COPY_MIN_ROWS
+                    && !self.copy_eligible.contains_key(t)
+                    && !self.upsert_only.contains(t)
+            })
+            .map(|(t, _)| t)
             .collect();
-        unknown.sort_unstable();
-        unknown.dedup();
         if unknown.is_empty() {
             return Ok(());
         }
@@ -433,7 +440,12 @@ impl PostgresSink {
                 SinkError::Invalid(format!("statement for {} was not prepared", copy.step()))
             })?
             .clone();
-        let columns = copy.copy_columns.unwrap_or(1).max(1);
+        let Some(columns) = copy.row.as_ref().map(|shape| shape.columns.max(1)) else {
+            return Err(SinkError::Invalid(format!(
+                "{} without the shape of its rows",
+                copy.step()
+            )));
+        };
         let result = async {
             let sink = self.client.copy_in::<_, bytes::Bytes>(&stmt).await?;
             let mut sink = std::pin::pin!(sink);
@@ -481,11 +493,6 @@ impl PostgresSink {
             (self.durable, self.durable_source) = (pos, source);
         }
         Ok(pos)
-    }
-
-    /// [`Sink::apply`] without copying the message: the worker hands its decoded message over.
-    pub async fn apply_owned(&mut self, batch: ChangeBatch) -> Result<(), SinkError> {
-        self.do_apply(batch).await
     }
 
     async fn do_apply(&mut self, batch: ChangeBatch) -> Result<(), SinkError> {
@@ -604,6 +611,13 @@ impl PostgresSink {
             .batch_execute("RELEASE SAVEPOINT pg_flo_reset")
             .await
             .map_err(|e| self.error(step, e))?;
+        // Emptied: the copy refills them, by COPY again (if this transaction rolls back, a
+        // COPY meets the old rows once more and marks the table again: a transient error).
+        let indexes = change.truncate.iter().flat_map(|t| &t.relations);
+        for rel in indexes.filter_map(|&i| batch.relations.get(usize::from(i))) {
+            self.upsert_only
+                .remove(&sql::qualified(&rel.schema, &rel.table));
+        }
         Ok(())
     }
 
@@ -742,6 +756,11 @@ impl Sink for PostgresSink {
 
     async fn apply(&mut self, batch: &ChangeBatch) -> Result<(), SinkError> {
         self.do_apply(batch.clone()).await
+    }
+
+    /// Buffers the message itself, without a copy.
+    async fn apply_owned(&mut self, batch: ChangeBatch) -> Result<(), SinkError> {
+        self.do_apply(batch).await
     }
 
     async fn commit(&mut self, through: Position) -> Result<(), SinkError> {

@@ -114,9 +114,6 @@ pub(super) struct Planned<'b> {
     /// The row of a source INSERT (not an update applied as an upsert): it may go into a
     /// `COPY` with its neighbours.
     pub insert: bool,
-    /// A `COPY ... FROM STDIN` ([`Action::Copy`]): its rows' values are `params`, this many
-    /// per row, in column order.
-    pub copy_columns: Option<usize>,
 }
 
 /// What an UPDATE or DELETE that matched no row in the target means (PostgreSQL 17's conflict
@@ -159,6 +156,10 @@ pub(super) struct RowShape {
     pub tail: String,
     /// Positions in `params` of the conflict key's values (empty without a key).
     pub key: Vec<usize>,
+    /// Values per row (the table's columns).
+    pub columns: usize,
+    /// `COPY t (c1, c2) FROM STDIN`: the same table and columns, for a run of inserts.
+    pub copy_sql: String,
 }
 
 /// Most rows merged into one statement (also kept under PostgreSQL's 65535 parameters).
@@ -219,12 +220,14 @@ fn flush_run<'b>(
     copy_min: usize,
     copy_ok: &impl Fn(&str) -> bool,
 ) {
-    if run.len() >= copy_min
-        && run.iter().all(|p| p.insert)
-        && run.first().is_some_and(|p| copy_ok(&p.table))
-    {
-        if let Some(copy) = copy_of(std::mem::take(run)) {
-            out.push(copy);
+    // A table without columns has nothing to copy (its rows would vanish): statements.
+    let copy_shape = run
+        .first()
+        .and_then(|p| p.row.clone())
+        .filter(|shape| shape.columns > 0);
+    if let Some(shape) = copy_shape {
+        if run.len() >= copy_min && run.iter().all(|p| p.insert) && copy_ok(&run[0].table) {
+            out.push(copy_of(std::mem::take(run), shape));
             return;
         }
     }
@@ -273,35 +276,17 @@ fn merge(mut chunk: Vec<Planned<'_>>) -> Planned<'_> {
     Planned::statement(sql, params, action, table)
 }
 
-/// One `COPY t (columns) FROM STDIN` of a run's rows (`None` for an empty run).
-fn copy_of(run: Vec<Planned<'_>>) -> Option<Planned<'_>> {
-    let first = run.first()?;
-    let shape = first.row.as_ref()?;
-    let columns = first.params.len();
-    let (action, table) = (Action::Copy, first.table.clone());
-    let sql = shape.copy_sql();
-    let mut params = Vec::with_capacity(run.len() * columns);
+/// One `COPY t (columns) FROM STDIN` of a run's rows, all of `shape`: its `row` is that shape
+/// (columns per row), its `params` the rows' values one after the other.
+fn copy_of(run: Vec<Planned<'_>>, shape: std::sync::Arc<RowShape>) -> Planned<'_> {
+    let table = run.first().map(|p| p.table.clone()).unwrap_or_default();
+    let mut params = Vec::with_capacity(run.len() * shape.columns);
     for p in run {
         params.extend(p.params);
     }
-    Some(Planned {
-        insert: true,
-        copy_columns: Some(columns),
-        ..Planned::statement(sql, params, action, table)
-    })
-}
-
-impl RowShape {
-    /// `COPY t (c1, c2) FROM STDIN` for the same table and columns: `head` is
-    /// `INSERT INTO t (c1, c2) OVERRIDING SYSTEM VALUE VALUES ` by construction (see
-    /// `build_insert_row`).
-    fn copy_sql(&self) -> String {
-        let target = self
-            .head
-            .strip_prefix("INSERT INTO ")
-            .and_then(|h| h.strip_suffix(" OVERRIDING SYSTEM VALUE VALUES "))
-            .unwrap_or(&self.head);
-        format!("COPY {target} FROM STDIN")
+    Planned {
+        row: Some(shape.clone()),
+        ..Planned::statement(shape.copy_sql.clone(), params, Action::Copy, table)
     }
 }
 
@@ -349,7 +334,6 @@ impl<'b> Planned<'b> {
             row: None,
             conflict: None,
             insert: false,
-            copy_columns: None,
         }
     }
 
@@ -521,12 +505,34 @@ fn old_of<'b>(
     }
 }
 
-/// The single-row insert statement of each relation seen in one flush, built once: keyed by
-/// the relation's address in its message, which does not move while the flush plans.
+/// The single-row insert statement of each relation seen in one flush, built once. Every
+/// message carries its own copy of its relations, so a relation is found by its OID and then
+/// by equality (a changed schema is another relation); the address of the copy last matched
+/// saves the comparison for the rest of its message.
 #[derive(Default)]
-pub(super) struct InsertShapes(
-    std::collections::HashMap<usize, (std::sync::Arc<RowShape>, String, Action)>,
-);
+pub(super) struct InsertShapes(std::collections::HashMap<u32, Vec<CachedInsert>>);
+
+struct CachedInsert {
+    /// Address of the message's copy of `relation` last matched.
+    seen_at: usize,
+    relation: Relation,
+    shape: std::sync::Arc<RowShape>,
+    sql: String,
+    action: Action,
+}
+
+impl InsertShapes {
+    fn get(&mut self, rel: &Relation) -> Option<&CachedInsert> {
+        let at = std::ptr::from_ref(rel) as usize;
+        let cached = self
+            .0
+            .get_mut(&rel.oid)?
+            .iter_mut()
+            .find(|c| c.seen_at == at || c.relation == *rel)?;
+        cached.seen_at = at;
+        Some(cached)
+    }
+}
 
 /// [`build_insert_row`], with the statement of `rel` built once per [`InsertShapes`].
 fn insert_row<'b>(
@@ -536,13 +542,19 @@ fn insert_row<'b>(
     row: &'b [Value],
     shapes: &mut InsertShapes,
 ) -> Result<Planned<'b>, SinkError> {
-    let id = std::ptr::from_ref(rel) as usize;
-    let Some((shape, sql, action)) = shapes.0.get(&id) else {
+    let Some(CachedInsert {
+        shape, sql, action, ..
+    }) = shapes.get(rel)
+    else {
         let p = build_insert_row(rel, table, key, row)?;
         if let Some(shape) = &p.row {
-            shapes
-                .0
-                .insert(id, (shape.clone(), p.sql.clone(), p.action));
+            shapes.0.entry(rel.oid).or_default().push(CachedInsert {
+                seen_at: std::ptr::from_ref(rel) as usize,
+                relation: rel.clone(),
+                shape: shape.clone(),
+                sql: p.sql.clone(),
+                action: p.action,
+            });
         }
         return Ok(p);
     };
@@ -583,6 +595,7 @@ fn build_insert_row<'b>(
     }
     // The source's value of an identity column is written as it is, `GENERATED ALWAYS` or not
     // (as PostgreSQL's apply worker and `COPY` do).
+    let copy_sql = format!("COPY {}) FROM STDIN", &b.sql["INSERT INTO ".len()..]);
     b.push(") OVERRIDING SYSTEM VALUE VALUES ");
     let head = b.sql.clone();
     b.push("(");
@@ -597,7 +610,13 @@ fn build_insert_row<'b>(
     let with_shape = |b: Builder<'b>, action: Action, key: Vec<usize>| {
         let tail = b.sql[tail_at..].to_owned();
         let mut p = b.finish(action, table.to_owned());
-        p.row = Some(std::sync::Arc::new(RowShape { head, tail, key }));
+        p.row = Some(std::sync::Arc::new(RowShape {
+            head,
+            tail,
+            key,
+            columns: rel.columns.len(),
+            copy_sql,
+        }));
         p
     };
     let Key::Columns(key) = key else {

@@ -187,17 +187,15 @@ fn long_runs_of_source_inserts_become_one_copy() {
         sql::coalesce(planned, sql::COPY_MIN_ROWS, copy_ok)
             .into_iter()
             .map(|p| {
-                (
-                    p.sql.chars().take(30).collect::<String>(),
-                    p.params.len(),
-                    p.copy_columns,
-                )
+                let copy = p.action == sql::Action::Copy;
+                let columns = p.row.as_ref().filter(|_| copy).map(|s| s.columns);
+                (p.sql, p.params.len(), columns)
             })
             .collect::<Vec<_>>()
     };
     let copy = |cols| {
         (
-            r#"COPY "s"."u" ("id", "v") FROM ST"#[..30].to_owned(),
+            r#"COPY "s"."u" ("id", "v") FROM STDIN"#.to_owned(),
             n * 2,
             cols,
         )
@@ -213,4 +211,37 @@ fn long_runs_of_source_inserts_become_one_copy() {
     // A table that met an existing row is upserted only.
     let got = plan(&|t| t != r#""s"."u""#);
     assert!(got.iter().all(|p| p.2.is_none()), "{got:?}");
+}
+
+#[test]
+fn insert_statements_are_built_once_per_relation_across_messages() {
+    let rel = by_id("s", "u", &["id", "v"]);
+    let changed = by_id("s", "u", &["id", "v", "w"]);
+    // Each message carries its own copy of its relations.
+    let b1 = batch(
+        10,
+        std::slice::from_ref(&rel),
+        vec![ins(0, vec![t("1"), t("a")])],
+    );
+    let b2 = batch(
+        11,
+        std::slice::from_ref(&rel),
+        vec![ins(0, vec![t("2"), t("b")])],
+    );
+    let b3 = batch(12, &[changed], vec![ins(0, vec![t("3"), t("c"), t("d")])]);
+    let mut shapes = sql::InsertShapes::default();
+    let mut planned = Vec::new();
+    for b in [&b1, &b2, &b3] {
+        for c in &b.changes {
+            sql::plan_with(b, c, &mut planned, &mut shapes).unwrap();
+        }
+    }
+    let shape = |i: usize| planned[i].row.clone().unwrap();
+    assert!(std::sync::Arc::ptr_eq(&shape(0), &shape(1)));
+    assert!(!std::sync::Arc::ptr_eq(&shape(1), &shape(2)));
+    assert_eq!(shape(2).columns, 3);
+    assert_eq!(
+        shape(2).copy_sql,
+        r#"COPY "s"."u" ("id", "v", "w") FROM STDIN"#
+    );
 }
