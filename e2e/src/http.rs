@@ -19,3 +19,11 @@ pub async fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
     .context("no complete answer within 5 s")??;
     Ok(out)
 }
+
+/// The value of `series` (a metric name, with its labels as exported: `name{k="v"}`) in a
+/// Prometheus text exposition, if present.
+pub fn metric_sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}

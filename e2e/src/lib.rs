@@ -32,7 +32,7 @@ pub mod types;
 mod wait;
 pub mod webhook;
 
-pub use http::http_get;
+pub use http::{http_get, metric_sample};
 pub use nats::{read_info_line, NatsServer};
 pub use pipeline::{Pipeline, ARRIVAL_TIMEOUT};
 pub use port::free_port;

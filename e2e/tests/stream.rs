@@ -607,10 +607,5 @@ async fn an_idle_worker_commits_at_once_but_never_part_of_a_transaction() {
 
 /// The value of the sample `name` (without labels) in a Prometheus text exposition.
 fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-        .trim()
-        .parse()
-        .unwrap()
+    e2e::metric_sample(text, name).unwrap_or_else(|| panic!("no {name} in {text}"))
 }

@@ -79,13 +79,6 @@ async fn metrics(port: u16) -> String {
     body.to_string()
 }
 
-/// The value of the sample `series` (name and labels exactly as exposed), if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| v.trim().parse().unwrap())
-}
-
 /// Waits until the `/metrics` of `port` has `series` at `value`; returns the text.
 async fn wait_sample(port: u16, series: &str, value: f64) -> String {
     wait_for(
@@ -93,7 +86,7 @@ async fn wait_sample(port: u16, series: &str, value: f64) -> String {
         ARRIVAL_TIMEOUT,
         || async move {
             let m = metrics(port).await;
-            (sample(&m, series) == Some(value)).then_some(m)
+            (e2e::metric_sample(&m, series) == Some(value)).then_some(m)
         },
     )
     .await
@@ -202,7 +195,7 @@ async fn every_metric_of_the_alerts_and_the_dashboard_is_exported_by_the_binarie
         1.0,
     )
     .await;
-    let rmetrics = if sample(&rmetrics, "pg_flo_ready") == Some(1.0) {
+    let rmetrics = if e2e::metric_sample(&rmetrics, "pg_flo_ready") == Some(1.0) {
         rmetrics
     } else {
         wait_sample(rport, "pg_flo_ready", 1.0).await
@@ -222,7 +215,7 @@ async fn every_metric_of_the_alerts_and_the_dashboard_is_exported_by_the_binarie
     let hmetrics = wait_sample(hport, "pg_flo_webhook_requests_total{status=\"200\"}", 1.0).await;
     let wmetrics = {
         let m = metrics(wport).await;
-        if sample(&m, "pg_flo_ready") == Some(1.0) {
+        if e2e::metric_sample(&m, "pg_flo_ready") == Some(1.0) {
             m
         } else {
             wmetrics
@@ -231,20 +224,20 @@ async fn every_metric_of_the_alerts_and_the_dashboard_is_exported_by_the_binarie
 
     // Exact values along the way: the copy, the conflict, readiness, no dead letter.
     assert_eq!(
-        sample(&rmetrics, "pg_flo_copy_rows_total{table=\"public.items\"}"),
+        e2e::metric_sample(&rmetrics, "pg_flo_copy_rows_total{table=\"public.items\"}"),
         Some(100.0)
     );
     assert_eq!(
-        sample(&rmetrics, "pg_flo_copy_ranges{table=\"public.items\"}"),
-        sample(
+        e2e::metric_sample(&rmetrics, "pg_flo_copy_ranges{table=\"public.items\"}"),
+        e2e::metric_sample(
             &rmetrics,
             "pg_flo_copy_ranges_done_total{table=\"public.items\"}"
         )
     );
-    assert_eq!(sample(&rmetrics, "pg_flo_ready"), Some(1.0));
-    assert_eq!(sample(&wmetrics, "pg_flo_ready"), Some(1.0));
+    assert_eq!(e2e::metric_sample(&rmetrics, "pg_flo_ready"), Some(1.0));
+    assert_eq!(e2e::metric_sample(&wmetrics, "pg_flo_ready"), Some(1.0));
     assert_eq!(
-        sample(
+        e2e::metric_sample(
             &wmetrics,
             "pg_flo_worker_messages_total{outcome=\"dead_lettered\"}"
         ),

@@ -550,6 +550,14 @@ impl<'de> Deserialize<'de> for Value {
     }
 }
 
+/// Microseconds since the Unix epoch now (0 for a clock before 1970): the unit of the
+/// messages' times (`commit_time_us`, `emitted_at_us`).
+pub fn unix_now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,10 +17,7 @@ const RECOVERED: &str =
 
 /// The value of the unlabelled series `name` in a `/metrics` text.
 fn gauge(metrics: &str, name: &str) -> Option<i64> {
-    metrics.lines().find_map(|l| {
-        let (n, v) = l.split_once(' ')?;
-        (n == name).then(|| v.trim().parse().ok())?
-    })
+    e2e::metric_sample(metrics, name).map(|v| v as i64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,8 +70,24 @@ async fn retained_wal_over_the_limit_warns_once_and_replication_goes_on() {
     .unwrap_or_else(|e| panic!("{e:#}\n{}", replicator.output_dump()));
     let retained = gauge(&over, "pg_flo_replicator_slot_retained_bytes").unwrap();
     assert!(retained > 4 << 20, "{retained}");
-    // Later readings over the limit log nothing more; the replicator stays ready.
-    tokio::time::sleep(Duration::from_secs(11)).await;
+    // Later readings over the limit log nothing more; the replicator stays ready. More WAL,
+    // then a reading that shows it: at least one more reading happened over the limit.
+    other
+        .batch_execute("INSERT INTO filler SELECT repeat('x', 1000) FROM generate_series(1, 2000)")
+        .await
+        .unwrap();
+    wait_for(
+        "a later reading over the limit",
+        Duration::from_secs(60),
+        || async {
+            let m = metrics().await?;
+            (gauge(&m, "pg_flo_replicator_slot_retained_bytes")? > retained
+                && gauge(&m, limit_gauge) == Some(1))
+            .then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", replicator.output_dump()));
     let output = replicator.output_dump();
     assert_eq!(output.matches(WARNING).count(), 1, "{output}");
     assert_eq!(

@@ -17,7 +17,7 @@
 //! ([`create_slot_sql`]), read from the `server_version` the server reports at startup.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use fallible_iterator::FallibleIterator;
@@ -611,11 +611,7 @@ impl Writer {
 }
 
 fn pg_now_us() -> i64 {
-    let unix_us = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    unix_us - PG_EPOCH_OFFSET_US
+    crate::message::unix_now_us() - PG_EPOCH_OFFSET_US
 }
 
 /// Converts PostgreSQL-epoch microseconds to Unix-epoch microseconds.

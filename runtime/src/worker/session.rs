@@ -564,7 +564,8 @@ async fn commit(p: &mut Run<'_>, sink: &mut AnySink, st: &mut Session) -> Result
     m.worker_changes_applied.inc_by(st.changes as u64);
     m.worker_applied_lsn.set(last.commit_lsn as i64);
     if let Some(commit_us) = st.newest_commit_us.take() {
-        m.worker_lag.observe(lag_seconds(commit_us, unix_now_us()));
+        m.worker_lag
+            .observe(lag_seconds(commit_us, crate::message::unix_now_us()));
     }
     for acker in st.pending.drain(..) {
         if let Err(e) = acker.ack().await {
@@ -580,12 +581,6 @@ async fn commit(p: &mut Run<'_>, sink: &mut AnySink, st: &mut Session) -> Result
 }
 
 /// Microseconds since the Unix epoch.
-fn unix_now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
-
 /// Seconds from a source commit to now; clocks that disagree make it 0, never negative.
 fn lag_seconds(commit_us: i64, now_us: i64) -> f64 {
     (now_us.saturating_sub(commit_us)).max(0) as f64 / 1e6
