@@ -250,9 +250,7 @@ impl LeaderElector {
                 },
                 spec: Some(self.spec(Timestamp::now(), None, 0)),
             };
-            return self
-                .written(self.api.create(&PostParams::default(), &lease).await)
-                .await;
+            return self.written(self.api.create(&PostParams::default(), &lease).await);
         };
         let obs = self.remember(&current, Instant::now());
         let spec = current.spec.clone().unwrap_or_default();
@@ -283,12 +281,11 @@ impl LeaderElector {
                 .replace(&self.cfg.name, &PostParams::default(), &lease)
                 .await,
         )
-        .await
     }
 
     /// The result of a write: `true` when it went through (remembered as observed now),
     /// `false` on `409 Conflict` (someone else wrote first).
-    async fn written(&self, r: Result<Lease, kube::Error>) -> Result<bool, kube::Error> {
+    fn written(&self, r: Result<Lease, kube::Error>) -> Result<bool, kube::Error> {
         match r {
             Ok(lease) => {
                 self.remember(&lease, Instant::now());

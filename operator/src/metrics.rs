@@ -138,7 +138,7 @@ pub fn group_series(status: &ReplicationGroupStatus) -> Vec<Series> {
     let ready = status
         .conditions
         .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
+        .any(|c| c.type_ == crate::controller::conditions::READY && c.status == "True");
     out.push(series(
         "pg_flo_operator_group_ready",
         None,

@@ -31,6 +31,21 @@ fn elector(api: &FakeApi, identity: &str) -> LeaderElector {
     LeaderElector::new(api.client(), config(identity))
 }
 
+/// [`config`] with every duration `k` times longer: for a test whose windows between
+/// timers must survive a loaded machine.
+fn slow_elector(api: &FakeApi, identity: &str, k: u32) -> LeaderElector {
+    let c = config(identity);
+    LeaderElector::new(
+        api.client(),
+        LeaseConfig {
+            lease_duration: c.lease_duration * k,
+            renew_deadline: c.renew_deadline * k,
+            retry_period: c.retry_period * k,
+            ..c
+        },
+    )
+}
+
 /// A Lease held by `holder` whose `renewTime` is `offset` from now (another node's clock).
 fn foreign_lease(holder: &str, offset: SignedDuration) -> Lease {
     let at = MicroTime(Timestamp::now().checked_add(offset).unwrap());
@@ -142,9 +157,12 @@ async fn expiry_is_judged_on_the_local_clock_not_the_holders_renew_time() {
 
 #[tokio::test]
 async fn the_leader_survives_a_failed_renewal_and_steps_down_at_its_renew_deadline() {
+    // Three times the usual timings (6 s lease, 4.2 s deadline, 600 ms retries), so that a
+    // slow timer on a loaded machine does not close the windows this test aims between.
+    const K: u32 = 3;
     let api = FakeApi::new();
-    let a = Arc::new(elector(&api, "pod-a"));
-    let b = elector(&api, "pod-b");
+    let a = Arc::new(slow_elector(&api, "pod-a", K));
+    let b = slow_elector(&api, "pod-b", K);
     let acquired = a.acquire().await;
     let holding = {
         let a = a.clone();
@@ -159,25 +177,25 @@ async fn the_leader_survives_a_failed_renewal_and_steps_down_at_its_renew_deadli
     let first = version(&api);
     assert!(!b.try_acquire_or_renew().await.unwrap());
 
-    // The API server fails the renewals for a while (at ~0.67 s and the retry at ~0.87 s).
+    // The API server fails the renewals for a while (at ~2 s and the retry at ~2.6 s).
     api.fail(
         "PUT",
         "/leases/pg-flo-operator",
         500,
         "etcdserver: request timed out",
     );
-    tokio::time::sleep(Duration::from_millis(950)).await;
+    tokio::time::sleep(Duration::from_millis(950) * K).await;
     assert_eq!(version(&api), first, "no renewal went through");
     assert!(!holding.is_finished(), "one failed renewal does not end it");
     api.clear_failures();
-    // The next retry (~1.07 s, before the 1.4 s deadline) renews.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    // The next retry (~3.2 s, before the 4.2 s deadline) renews.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1) * K;
     while version(&api) == first {
         assert!(tokio::time::Instant::now() < deadline, "no renewal");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let renewed = tokio::time::Instant::now();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(500) * K).await;
     assert!(
         !holding.is_finished(),
         "still leading after the first deadline: the retry renewed"
@@ -202,17 +220,17 @@ async fn the_leader_survives_a_failed_renewal_and_steps_down_at_its_renew_deadli
         503,
         "apiserver unavailable",
     );
-    tokio::time::timeout(Duration::from_secs(3), holding)
+    tokio::time::timeout(Duration::from_secs(3) * K, holding)
         .await
         .expect("the leader steps down")
         .unwrap();
     let stepped_down = renewed.elapsed();
     assert!(
-        stepped_down < Duration::from_millis(1400 + 300),
+        stepped_down < Duration::from_millis(1400 + 300) * K,
         "stepped down {stepped_down:?} after its last renewal was seen"
     );
     assert!(
-        stepped_down < Duration::from_secs(2),
+        stepped_down < Duration::from_secs(2) * K,
         "before the lease expires"
     );
 }

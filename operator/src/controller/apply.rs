@@ -234,12 +234,7 @@ async fn apply_nats(
                 name,
                 "re-creating the NATS StatefulSet for its new volume size (pods and volumes stay)"
             );
-            let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
-            match api.delete(&name, &DeleteParams::orphan()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(Error::kube("delete", "StatefulSet", name)(e)),
-            }
+            delete_with::<StatefulSet>(ctx, ns, &name, &DeleteParams::orphan()).await?;
         }
         Some(running) => {
             keep_immutable_fields(&mut nats.stateful_set, running);
@@ -270,11 +265,7 @@ struct Keep {
 /// StatefulSet `sts`: a pod of the Deployment the StatefulSet replaces, of a copy Job, or
 /// anyone else's with the same labels. Finished pods (`Succeeded`, `Failed`) run nothing.
 pub fn foreign_pod(pod: &Pod, sts: &str) -> bool {
-    let finished = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .is_some_and(|p| p == "Succeeded" || p == "Failed");
+    let finished = super::pods::finished(pod);
     let ours = pod
         .owner_references()
         .iter()

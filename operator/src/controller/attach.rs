@@ -190,13 +190,6 @@ pub struct Rollout<'a> {
     pub worker_pods: &'a [Pod],
 }
 
-fn is_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 /// `Accepted` of a valid Rule or Route (`kind`, `name`, `generation`) whose group exists:
 /// `(true, "Applied", ...)` when the group's ConfigMap lists this generation and a ready
 /// worker pod that is not being deleted runs that ConfigMap's hash; else `Pending` (not yet
@@ -255,7 +248,7 @@ pub fn rollout_verdict(
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect();
     let runs = |p: &&Pod| p.annotations().get(CONFIG_HASH_ANNOTATION) == Some(&hash);
-    if let Some(p) = live.iter().find(|p| runs(p) && is_ready(p)) {
+    if let Some(p) = live.iter().find(|p| runs(p) && super::pods::pod_ready(p)) {
         return (
             true,
             "Applied",
@@ -293,7 +286,11 @@ pub fn rollout_verdict(
                 p.annotations()
                     .get(CONFIG_HASH_ANNOTATION)
                     .map_or("an unknown configuration", String::as_str),
-                if is_ready(p) { "" } else { ", not ready" }
+                if super::pods::pod_ready(p) {
+                    ""
+                } else {
+                    ", not ready"
+                }
             )
         })
         .collect();

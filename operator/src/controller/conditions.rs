@@ -97,8 +97,10 @@ pub fn kstatus_conditions(
     let reconciling = match phase {
         Some(Phase::Deleting) => Some((
             "Deleting",
-            find(READY)
-                .or_else(|| conditions.iter().find(|c| c.type_ == READY))
+            // Ready whatever its status (a deleting group's Ready is False).
+            conditions
+                .iter()
+                .find(|c| c.type_ == READY)
                 .map(|c| c.message.clone())
                 .unwrap_or_default(),
         )),

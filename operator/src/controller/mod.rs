@@ -240,17 +240,22 @@ impl Context {
 
 /// The Events API refuses notes over 1 kB: longer ones are cut at a character boundary, with
 /// `…` (the full text is in the status condition).
-pub fn truncate_note(mut note: String) -> String {
-    const MAX: usize = 1024 - '…'.len_utf8();
-    if note.len() > 1024 {
-        let mut end = MAX;
-        while !note.is_char_boundary(end) {
-            end -= 1;
-        }
-        note.truncate(end);
-        note.push('…');
+pub fn truncate_note(note: String) -> String {
+    cut(note, 1024)
+}
+
+/// `s` cut to at most `max` bytes (at a character boundary), ending in `…` when cut.
+pub(crate) fn cut(mut s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
     }
-    note
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push('…');
+    s
 }
 
 /// Delay after the `n`th consecutive failure (n >= 1): 5 s, 10 s, 20 s ... capped at 300 s.

@@ -65,14 +65,16 @@ fn statuses(pod: &Pod) -> &[ContainerStatus] {
         .unwrap_or(&[])
 }
 
-fn pod_ready(pod: &Pod) -> bool {
+/// Whether `pod`'s `Ready` condition is True.
+pub(crate) fn pod_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-fn finished(pod: &Pod) -> bool {
+/// Whether `pod` ran to its end (`Succeeded` or `Failed`).
+pub(crate) fn finished(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.phase.as_deref())
@@ -174,23 +176,10 @@ pub fn last_words(message: &str) -> String {
             None => line.to_owned(),
         },
     };
-    cut(words, TERMINATION_MESSAGE_MAX)
+    super::cut(words, TERMINATION_MESSAGE_MAX)
 }
 
 /// `s` cut to at most `max` bytes at a character boundary, with `…` when cut.
-fn cut(mut s: String, max: usize) -> String {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max - '…'.len_utf8();
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.truncate(end);
-    s.push('…');
-    s
-}
-
 fn capitalized(component: &str) -> String {
     let mut c = component.chars();
     match c.next() {
@@ -267,7 +256,7 @@ fn container_problem(
     let waiting_reason = waiting.and_then(|w| w.reason.as_deref()).unwrap_or("");
     let waiting_message = waiting
         .and_then(|w| w.message.as_deref())
-        .map(|m| cut(m.trim().to_owned(), TERMINATION_MESSAGE_MAX))
+        .map(|m| super::cut(m.trim().to_owned(), TERMINATION_MESSAGE_MAX))
         .filter(|m| !m.is_empty());
     let restarts = c.restart_count;
     let who = format!("{component} pod {pod}");
