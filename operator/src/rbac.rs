@@ -115,8 +115,8 @@ pub const WATCHED_NAMESPACES: &[Permission] = &[
         "",
         "configmaps",
         &["get", "list", "watch", "create", "patch", "delete"],
-        "owned watch and Rule/Route controllers (list, watch); group::current_nats, \
-         group::legacy_group, attach (get); apply::ssa (create, patch); apply::delete_orphans \
+        "owned watch and Rule/Route controllers (list, watch); group::group_config_map, \
+         attach (get); apply::ssa (create, patch); apply::delete_orphans \
          (list, delete)",
     ),
     owned("", "services"),
@@ -158,7 +158,7 @@ pub const WATCHED_NAMESPACES: &[Permission] = &[
         "apps",
         "statefulsets",
         &["get", "list", "watch", "create", "patch", "delete"],
-        "owned watch (list, watch); group::current_nats and group cleanup (get); apply::ssa \
+        "owned watch (list, watch); group::running_nats (get); apply::ssa \
          (create, patch); apply::apply_nats, apply::delete_orphans and cleanup (delete)",
     ),
     p(

@@ -46,7 +46,7 @@ use super::validate::{
 use super::{
     error_chain, key_of, observe, Context, Error, Readings, CLEANUP_POLL, FIELD_MANAGER, FINALIZER,
 };
-use crate::crd::{DesiredState, NatsSpec, ReclaimPolicy, ReplicationGroup, ReplicationGroupStatus};
+use crate::crd::{DesiredState, ReclaimPolicy, ReplicationGroup, ReplicationGroupStatus};
 use crate::group_name;
 use crate::resources::quantity::quantity_bytes;
 use crate::resources::{
@@ -91,28 +91,23 @@ pub async fn reconcile(rg: Arc<ReplicationGroup>, ctx: Arc<Context>) -> Result<A
     result
 }
 
-/// What the group's NATS runs with now: the `spec.nats` its ConfigMap was rendered with and
-/// the managed NATS StatefulSet.
-async fn current_nats(
-    ctx: &Context,
-    ns: &str,
-    name: &str,
-) -> Result<(Option<NatsSpec>, Option<StatefulSet>), Error> {
+/// The group's ConfigMap `<group>-pg-flo-config`, if it exists: what the pods run (the
+/// `spec.nats` it was rendered with, the runtime group name of an earlier version).
+async fn group_config_map(ctx: &Context, ns: &str, name: &str) -> Result<Option<ConfigMap>, Error> {
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let cm_name = config_map_name(name);
-    let applied = cms
-        .get_opt(&cm_name)
+    cms.get_opt(&cm_name)
         .await
-        .map_err(Error::kube("get", "ConfigMap", &cm_name))?
-        .as_ref()
-        .and_then(applied_nats);
+        .map_err(Error::kube("get", "ConfigMap", &cm_name))
+}
+
+/// The managed NATS StatefulSet `<group>-nats`, if it exists.
+async fn running_nats(ctx: &Context, ns: &str, name: &str) -> Result<Option<StatefulSet>, Error> {
     let sts: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
     let sts_name = nats_name(name);
-    let running =
-        sts.get_opt(&sts_name)
-            .await
-            .map_err(Error::kube("get", "StatefulSet", &sts_name))?;
-    Ok((applied, running))
+    sts.get_opt(&sts_name)
+        .await
+        .map_err(Error::kube("get", "StatefulSet", &sts_name))
 }
 
 /// Grows the volume claims of the managed NATS to `size` (the StorageClass must allow volume
@@ -284,7 +279,9 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
     let name = rg.name_any();
     // A change of spec.nats is judged against what runs (see `nats_change`); the objects are
     // rendered from the effective spec, with refused changes reverted.
-    let (applied_nats, running_sts) = current_nats(ctx, &ns, &name).await?;
+    let config_map = group_config_map(ctx, &ns, &name).await?;
+    let applied_nats = config_map.as_ref().and_then(applied_nats);
+    let running_sts = running_nats(ctx, &ns, &name).await?;
     let running = running_sts.as_ref().map(RunningNats::of);
     let change = nats_change::decide(&rg.spec.nats, applied_nats.as_ref(), running.as_ref());
     let mut refused = change.refused;
@@ -301,7 +298,7 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
         .is_none()
         && rg.spec.group_name.is_none()
     {
-        legacy_group(ctx, &rg).await?
+        legacy_group(&rg, config_map.as_ref())
     } else {
         None
     };
@@ -473,30 +470,19 @@ async fn apply(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Error
 
 /// The `group:` of the group's existing `replicator.yaml` (a ConfigMap the group owns): the name
 /// a group created before `spec.groupName` runs under.
-async fn legacy_group(ctx: &Context, rg: &ReplicationGroup) -> Result<Option<String>, Error> {
-    let ns = rg.namespace().ok_or(Error::Unnamed)?;
-    let name = config_map_name(&rg.name_any());
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(cm) = api
-        .get_opt(&name)
-        .await
-        .map_err(Error::kube("get", "ConfigMap", &name))?
-    else {
-        return Ok(None);
-    };
+fn legacy_group(rg: &ReplicationGroup, cm: Option<&ConfigMap>) -> Option<String> {
+    let cm = cm?;
     let owned = rg
         .uid()
         .is_some_and(|uid| cm.owner_references().iter().any(|o| o.uid == uid));
     if !owned {
-        return Ok(None);
+        return None;
     }
-    let group = cm
-        .data
+    cm.data
         .as_ref()
         .and_then(|d| d.get(REPLICATOR_FILE))
         .and_then(|y| serde_yaml::from_str::<serde_yaml::Value>(y).ok())
-        .and_then(|v| v.get("group")?.as_str().map(str::to_owned));
-    Ok(group)
+        .and_then(|v| v.get("group")?.as_str().map(str::to_owned))
 }
 
 /// What the other ReplicationGroups of the watched namespaces claim (one that cannot be decoded
@@ -701,7 +687,9 @@ async fn cleanup_group(ctx: &Context, rg: &ReplicationGroup) -> Result<Option<St
     if let Some(g) = rg.status.as_ref().and_then(|s| s.group_name.clone()) {
         return Ok(Some(g));
     }
-    let legacy = legacy_group(ctx, rg).await?;
+    let ns = rg.namespace().ok_or(Error::Unnamed)?;
+    let config_map = group_config_map(ctx, &ns, &rg.name_any()).await?;
+    let legacy = legacy_group(rg, config_map.as_ref());
     let has_slot = rg
         .status
         .as_ref()
@@ -839,7 +827,10 @@ async fn cleanup(rg: Arc<ReplicationGroup>, ctx: &Context) -> Result<Action, Err
 
     // 2. The source: slot, publication, DDL capture objects. The NATS whose streams go is the
     // one the pods used (a refused change of spec.nats never reached them).
-    let (applied_nats, _) = current_nats(ctx, &ns, &name).await?;
+    let applied_nats = group_config_map(ctx, &ns, &name)
+        .await?
+        .as_ref()
+        .and_then(applied_nats);
     let rg = match applied_nats {
         Some(nats) if nats != rg.spec.nats => {
             let mut used = (*rg).clone();
