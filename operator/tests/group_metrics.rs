@@ -10,7 +10,6 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
 use pg_flo_operator::crd::{DesiredState, ReplicationGroup};
 use pg_flo_operator::metrics::{serve, Health};
 use serde_json::json;
@@ -70,17 +69,6 @@ fn expected(rg: &ReplicationGroup, values: &[Want]) -> Samples {
             (((*m).to_owned(), labels), *v)
         })
         .collect()
-}
-
-fn set_available(env: &Env, name: &str) {
-    let d: StatefulSet = env.api.get(NS, name).unwrap();
-    let generation = d.metadata.generation.unwrap();
-    env.api.set_status::<StatefulSet>(
-        NS,
-        name,
-        json!({"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1,
-               "readyReplicas": 1, "availableReplicas": 1}),
-    );
 }
 
 /// Readiness (of the group and both pods) and the series of an inactive slot with
@@ -159,8 +147,8 @@ async fn one_scrape_of_the_operator_shows_every_group_as_its_status_says() {
         .unwrap();
     env.create(&env.group("orders", "")).await;
     let hash = rendered_hash(&env, "orders");
-    set_available(&env, "orders-replicator");
-    set_available(&env, "orders-worker");
+    env.set_available("orders-replicator", 1);
+    env.set_available("orders-worker", 1);
     for component in ["replicator", "worker"] {
         env.api
             .insert(&runtime_pod("orders", component, &hash, true, json!({})));

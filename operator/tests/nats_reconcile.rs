@@ -338,12 +338,7 @@ async fn changing_the_number_of_servers_is_refused_either_way() {
     env.create(&env.group("orders", "")).await;
     // Both workloads are up: a refused change leaves the group ready.
     for d in ["orders-replicator", "orders-worker"] {
-        let dep: StatefulSet = env.api.get(NS, d).unwrap();
-        env.api.set_status::<StatefulSet>(
-            NS,
-            d,
-            serde_json::json!({"observedGeneration": dep.metadata.generation, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}),
-        );
+        env.set_available(d, 1);
     }
 
     env.edit("orders", |rg| {

@@ -56,17 +56,6 @@ fn replicas(d: &StatefulSet) -> i32 {
     d.spec.as_ref().unwrap().replicas.unwrap()
 }
 
-/// Reports a StatefulSet rolled out and available (what the StatefulSet controller would do).
-fn make_available(env: &Env, name: &str) {
-    let d: StatefulSet = env.api.get(NS, name).unwrap();
-    let generation = d.metadata.generation.unwrap();
-    env.api.set_status::<StatefulSet>(
-        NS,
-        name,
-        json!({"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}),
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_applies_every_object_and_reports_the_real_slot() {
     let env = Env::start().await;
@@ -168,8 +157,8 @@ async fn create_applies_every_object_and_reports_the_real_slot() {
     )
     .await
     .unwrap();
-    make_available(&env, "orders-replicator");
-    make_available(&env, "orders-worker");
+    env.set_available("orders-replicator", 1);
+    env.set_available("orders-worker", 1);
     env.reconcile("orders").await.unwrap();
     let row = c
         .query_one(
@@ -765,8 +754,8 @@ async fn the_reconcile_triggered_by_its_own_status_write_writes_nothing() {
     env.reconcile_with(&ctx, "orders").await.unwrap();
     env.reconcile_with(&ctx, "orders").await.unwrap();
     let c = create_group_slot(&env, "data_orders").await;
-    make_available(&env, "orders-replicator");
-    make_available(&env, "orders-worker");
+    env.set_available("orders-replicator", 1);
+    env.set_available("orders-worker", 1);
     env.reconcile_with(&ctx, "orders").await.unwrap();
     let streaming = env.stored("orders");
     assert_eq!(phase(&streaming), Phase::Streaming);

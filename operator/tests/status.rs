@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use futures_util::StreamExt;
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::runtime::controller::Action;
 use pg_flo_operator::controller::nats_status::read_consumer;
@@ -23,18 +22,6 @@ use support::{condition, cr, rendered_hash, rule_accepted, runtime_pod, Env, MAS
 
 fn phase(rg: &ReplicationGroup) -> Phase {
     rg.status.as_ref().unwrap().phase.unwrap()
-}
-
-/// Reports a StatefulSet rolled out with `available` pods.
-fn set_available(env: &Env, name: &str, available: i32) {
-    let d: StatefulSet = env.api.get(NS, name).unwrap();
-    let generation = d.metadata.generation.unwrap();
-    env.api.set_status::<StatefulSet>(
-        NS,
-        name,
-        json!({"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1,
-               "readyReplicas": available, "availableReplicas": available}),
-    );
 }
 
 /// The Events of `reason` so far.
@@ -69,8 +56,8 @@ async fn a_crash_looping_worker_is_degraded_with_its_last_words_not_a_rollout() 
     env.source_secret();
     env.create(&env.group("orders", "")).await;
     let hash = rendered_hash(&env, "orders");
-    set_available(&env, "orders-replicator", 1);
-    set_available(&env, "orders-worker", 0);
+    env.set_available("orders-replicator", 1);
+    env.set_available("orders-worker", 0);
     env.api
         .insert(&runtime_pod("orders", "replicator", &hash, true, json!({})));
     env.api.insert(&runtime_pod(
@@ -158,7 +145,7 @@ async fn a_crash_looping_worker_is_degraded_with_its_last_words_not_a_rollout() 
         json!({"restartCount": 7, "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
                "finishedAt": "2025-06-01T11:58:00Z"}}}),
     ));
-    set_available(&env, "orders-worker", 1);
+    env.set_available("orders-worker", 1);
     env.reconcile("orders").await.unwrap();
     let got = env.stored("orders");
     assert_eq!(phase(&got), Phase::Streaming);

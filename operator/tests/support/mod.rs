@@ -179,6 +179,19 @@ impl Env {
         group::reconcile(rg, self.ctx.clone()).await
     }
 
+    /// Marks the StatefulSet `name` rolled out at its generation, with `available` of its one
+    /// replica ready and available (what the StatefulSet controller would report).
+    pub fn set_available(&self, name: &str, available: i32) {
+        let sts: StatefulSet = self.api.get(NS, name).unwrap();
+        self.api.set_status::<StatefulSet>(
+            NS,
+            name,
+            serde_json::json!({"observedGeneration": sts.metadata.generation, "replicas": 1,
+                               "updatedReplicas": 1, "readyReplicas": available,
+                               "availableReplicas": available}),
+        );
+    }
+
     /// Changes the stored group's spec as a user's `kubectl apply` would (generation bumps).
     pub fn edit(&self, name: &str, change: impl FnOnce(&mut ReplicationGroup)) {
         let mut rg = self.stored(name);
