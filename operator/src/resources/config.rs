@@ -228,7 +228,8 @@ pub fn rendered_members(annotation: &str) -> Vec<(&str, i64)> {
         .collect()
 }
 
-/// The Routes rendered for `group`: the first by name of each source table.
+/// The Routes rendered for `group`: the first by name of each source table (the Route
+/// controller reports the conflict on the others).
 fn rendered_routes<'a>(group: &str, routes: &'a [Route]) -> Vec<&'a Route> {
     let mut seen = std::collections::BTreeSet::new();
     sorted_by_name(routes, group, |r| r.spec.group_ref.name.as_str())
@@ -237,8 +238,8 @@ fn rendered_routes<'a>(group: &str, routes: &'a [Route]) -> Vec<&'a Route> {
         .collect()
 }
 
-fn rules_yaml(group: &str, rules: &[Rule]) -> Result<Option<String>, BuildError> {
-    let mine = sorted_by_name(rules, group, |r| r.spec.group_ref.name.as_str());
+/// The rules file of the group's Rules `mine` (sorted by name).
+fn rules_yaml(mine: &[&Rule]) -> Result<Option<String>, BuildError> {
     if mine.is_empty() {
         return Ok(None);
     }
@@ -259,18 +260,15 @@ fn rules_yaml(group: &str, rules: &[Rule]) -> Result<Option<String>, BuildError>
         })
 }
 
-fn routing_yaml(group: &str, routes: &[Route]) -> Result<Option<String>, BuildError> {
-    let mine = sorted_by_name(routes, group, |r| r.spec.group_ref.name.as_str());
-    if mine.is_empty() {
+/// The routing file of the Routes [`rendered_routes`] chose (one per source table).
+fn routing_yaml(winners: &[&Route]) -> Result<Option<String>, BuildError> {
+    if winners.is_empty() {
         return Ok(None);
     }
-    // Two Routes of one source table: the first by name wins (the Route controller reports
-    // the conflict on the other).
-    let mut file: BTreeMap<String, routing_file::Route> = BTreeMap::new();
-    for r in mine {
-        file.entry(r.spec.source_table.clone())
-            .or_insert_with(|| r.spec.file_route());
-    }
+    let file: BTreeMap<String, routing_file::Route> = winners
+        .iter()
+        .map(|r| (r.spec.source_table.clone(), r.spec.file_route()))
+        .collect();
     serde_yaml::to_string(&routing_file::RoutingFile::new(file))
         .map(Some)
         .map_err(|source| BuildError::Yaml {
@@ -290,9 +288,10 @@ pub fn config_map(
     routes: &[Route],
 ) -> Result<ConfigMap, BuildError> {
     let v = Valid::new(rg)?;
-    let (rules_in, routes_in) = (rules, routes);
-    let rules = rules_yaml(&v.name, rules)?;
-    let routes = routing_yaml(&v.name, routes)?;
+    let my_rules = sorted_by_name(rules, &v.name, |r| r.spec.group_ref.name.as_str());
+    let my_routes = rendered_routes(&v.name, routes);
+    let rules = rules_yaml(&my_rules)?;
+    let routes = routing_yaml(&my_routes)?;
     let mut data = BTreeMap::new();
     data.insert(
         REPLICATOR_FILE.to_string(),
@@ -317,11 +316,9 @@ pub fn config_map(
         NATS_SPEC_ANNOTATION.to_string(),
         serde_json::to_string(&rg.spec.nats).map_err(BuildError::Json)?,
     )]);
-    let my_rules = sorted_by_name(rules_in, &v.name, |r| r.spec.group_ref.name.as_str());
     if !my_rules.is_empty() {
         annotations.insert(super::RULES_ANNOTATION.to_string(), members(&my_rules));
     }
-    let my_routes = rendered_routes(&v.name, routes_in);
     if !my_routes.is_empty() {
         annotations.insert(super::ROUTES_ANNOTATION.to_string(), members(&my_routes));
     }
